@@ -1,0 +1,265 @@
+r"""Finite-difference gradient checks (library code: the tests and ``vaelayer gradcheck`` use it).
+
+Method (CS231n's, made strict):
+
+* Everything in float64.
+* A *random* upstream gradient ``g`` turns a layer into a scalar
+  ``L = sum(g * out)`` (plus the layer's local loss where it has one), so that a
+  wrong input gradient cannot hide behind an all-ones ``g``.
+* Central differences ``(L(w + h) - L(w - h)) / 2h`` for every element of every
+  parameter and of the input.
+* Error per tensor: ``max |numeric - analytic| / max(max |numeric|, max |analytic|, floor)``,
+  the worst element measured against the tensor's own gradient scale.
+
+ReLU-like kinks: if a step of size h crosses a kink, the central difference is
+wrong there although the analytic gradient is right. Such elements are found by
+comparing the two one-sided differences; they are measured again with a step
+1000 times smaller, and counted in the ``kinks`` column. Nothing is skipped, so
+a planted wrong gradient is still reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_STEP = 1e-6
+DEFAULT_TOL = 1e-7
+SCALE_FLOOR = 1e-8
+
+
+@dataclass
+class GradResult:
+    """One row of a gradient check: which tensor, its error, and the verdict."""
+
+    name: str
+    tensor: str
+    shape: tuple
+    max_rel_error: float
+    passed: bool
+    kinks: int = 0
+
+
+def relative_error(numeric, analytic, floor=SCALE_FLOOR):
+    """max |numeric - analytic| / max(max |numeric|, max |analytic|, floor)."""
+    numeric = np.asarray(numeric, dtype=np.float64)
+    analytic = np.asarray(analytic, dtype=np.float64)
+    if numeric.shape != analytic.shape:
+        raise ValueError(f"analytic: expected shape {numeric.shape}, got {analytic.shape}")
+    if numeric.size == 0:
+        return 0.0
+    scale = max(np.abs(numeric).max(), np.abs(analytic).max(), floor)
+    return float(np.abs(numeric - analytic).max() / scale)
+
+
+def numerical_gradient(f, x, h=DEFAULT_STEP):
+    """Central-difference gradient of the scalar ``f()`` with respect to the array ``x``.
+
+    ``x`` is perturbed in place (and restored), so ``f`` must read it at call time.
+
+    Returns
+    -------
+    grad : array like x
+    kinks : int, elements re-measured with a step of h/1000 because the one-sided
+        differences disagreed (a kink inside the step)
+    """
+    if x.dtype != np.float64:
+        raise ValueError(f"x: gradient checks need float64, got {x.dtype}")
+    grad = np.zeros_like(x)
+    kinks = 0
+    f0 = f()
+    flat = x.reshape(-1)  # a view: writing to it perturbs x
+    gflat = grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        f_plus = f()
+        flat[i] = old - h
+        f_minus = f()
+        flat[i] = old
+        d_plus, d_minus = (f_plus - f0) / h, (f0 - f_minus) / h
+        if abs(d_plus - d_minus) > 1e-3 * max(1.0, abs(d_plus), abs(d_minus)):
+            kinks += 1
+            small = h * 1e-3
+            flat[i] = old + small
+            f_plus = f()
+            flat[i] = old - small
+            f_minus = f()
+            flat[i] = old
+            gflat[i] = (f_plus - f_minus) / (2 * small)
+        else:
+            gflat[i] = (f_plus - f_minus) / (2 * h)
+    return grad, kinks
+
+
+def check_gradients(name, f, tensors, analytic, h=DEFAULT_STEP, tol=DEFAULT_TOL):
+    """Compare ``analytic[k]`` with the numerical gradient of ``f`` for each tensor k.
+
+    Parameters
+    ----------
+    name : str, label for the report
+    f : callable () -> float, reads ``tensors`` at call time
+    tensors : dict name -> float64 array (perturbed in place, restored)
+    analytic : dict name -> array, the hand-written gradients
+    """
+    results = []
+    for key, x in tensors.items():
+        if key not in analytic:
+            raise ValueError(f"analytic: no gradient for tensor {key!r}")
+        numeric, kinks = numerical_gradient(f, x, h)
+        err = relative_error(numeric, analytic[key])
+        results.append(GradResult(name, key, tuple(x.shape), err, bool(err < tol), kinks))
+    return results
+
+
+# ----------------------------------------------------------------------------- layers
+def check_layer(layer, x, rng=None, name=None, h=DEFAULT_STEP, tol=DEFAULT_TOL, **forward_kwargs):
+    """Check every parameter gradient and the input gradient of ``layer`` at ``x``.
+
+    The scalar is ``L = sum(g * out)`` with a random upstream gradient ``g``.
+    For a :class:`~vaelayer_np.layers.VAELayer`, ``L`` also includes the layer's
+    ELBO and a random gradient ``dz`` on the latent (the IFFCL cosine term's
+    entry point), with the noise ``eps`` held fixed.
+    """
+    from .layers import VAELayer
+
+    rng = np.random.default_rng(rng)
+    if layer.dtype != np.float64 or x.dtype != np.float64:
+        raise ValueError("layer/x: gradient checks need float64 (build the layer with dtype=np.float64)")
+    name = name or type(layer).__name__
+    if isinstance(layer, VAELayer):
+        sample = forward_kwargs.pop("sample", True)
+        eps = forward_kwargs.pop("eps", None)
+        if sample and eps is None:
+            eps = rng.standard_normal((x.shape[0], layer.latent_dim))
+        elbo_weight = forward_kwargs.pop("elbo_weight", 1.0)
+        out, cache = layer.forward(x, eps=eps, sample=sample)
+        dout = rng.standard_normal(out.shape)
+        dz = rng.standard_normal(out.shape)
+
+        def f():
+            o, c = layer.forward(x, eps=eps, sample=sample)
+            return float(np.sum(dout * o) + np.sum(dz * c["z"]) + elbo_weight * layer.elbo(c)["elbo"])
+
+        dx, grads = layer.backward(cache, dout=dout, dz=dz, elbo_weight=elbo_weight)
+    else:
+        out, cache = layer.forward(x, **forward_kwargs)
+        dout = rng.standard_normal(out.shape)
+
+        def f():
+            return float(np.sum(dout * layer.forward(x, **forward_kwargs)[0]))
+
+        dx, grads = layer.backward(dout, cache)
+    tensors = dict(layer.params)
+    tensors["x"] = x
+    analytic = dict(grads)
+    analytic["x"] = dx
+    return check_gradients(name, f, tensors, analytic, h, tol)
+
+
+def check_loss(name, loss_fn, float_args, other_args=(), rng=None, h=DEFAULT_STEP, tol=DEFAULT_TOL, **kwargs):
+    """Check a loss ``value, grads = loss_fn(*float_args, *other_args, **kwargs)``.
+
+    ``float_args`` is a dict argument name -> float64 array (in call order).
+    The scalar is ``c * value`` with a random upstream scalar c, and ``grads``
+    must hold one gradient per array in ``float_args``.
+    """
+    rng = np.random.default_rng(rng)
+    names, float_args = list(float_args), list(float_args.values())
+    upstream = float(rng.uniform(0.5, 2.0)) * (1 if rng.random() < 0.5 else -1)
+    _, grads = loss_fn(*float_args, *other_args, **kwargs)
+
+    def f():
+        return upstream * loss_fn(*float_args, *other_args, **kwargs)[0]
+
+    tensors = dict(zip(names, float_args))
+    analytic = {key: upstream * g for key, g in zip(names, grads)}
+    return check_gradients(name, f, tensors, analytic, h, tol)
+
+
+# ----------------------------------------------------------------------------- the full sweep
+def run_all(seed=0, h=DEFAULT_STEP, tol=DEFAULT_TOL):
+    """Check every layer and every loss of the library on small float64 problems."""
+    from . import losses
+    from .activations import ACTIVATIONS
+    from .layers import Activation, Dense, OutputLayer, VAELayer
+
+    rng = np.random.default_rng(seed)
+    n, d, k, c = 4, 7, 5, 3
+    results = []
+
+    def x_(shape):
+        return rng.standard_normal(shape)
+
+    results += check_layer(Dense(d, k, rng=rng), x_((n, d)), rng, "Dense")
+    for act in ACTIVATIONS:
+        results += check_layer(Activation(act), x_((n, d)), rng, f"Activation[{act}]")
+    for act in ("relu", "tanh", "identity"):
+        for pass_on in ("sample", "mean"):
+            layer = VAELayer(d, k, activation=act, beta=0.5, pass_on=pass_on, log_var_bias_init=-1.0, rng=rng)
+            results += check_layer(layer, x_((n, d)), rng, f"VAELayer[{act},{pass_on}]")
+    layer = VAELayer(d, k, recon="bce", beta=0.5, log_var_bias_init=-1.0, rng=rng)
+    results += check_layer(layer, rng.uniform(0, 1, (n, d)), rng, "VAELayer[bce]")
+    layer = VAELayer(d, k, beta=0.5, log_var_bound=None, rng=rng)
+    results += check_layer(layer, x_((n, d)), rng, "VAELayer[unbounded]")
+    layer = VAELayer(d, k, beta=0.5, rng=rng)
+    results += check_layer(layer, x_((n, d)), rng, "VAELayer[eval]", sample=False)
+    for loss in ("softmax", "bce"):
+        results += check_layer(OutputLayer(d, c, loss=loss, rng=rng), x_((n, d)), rng, f"OutputLayer[{loss}]")
+
+    labels = rng.integers(0, c, n)
+    results += check_loss("mse", losses.mse, {"pred": x_((n, d)), "target": x_((n, d))}, rng=rng)
+    results += check_loss("bce_with_logits", losses.bce_with_logits,
+                          {"logits": 3 * x_((n, d)), "target": rng.uniform(0, 1, (n, d))}, rng=rng)
+    results += check_loss("kl_diag_gaussian", losses.kl_diag_gaussian, {"mu": x_((n, k)), "log_var": x_((n, k))},
+                          rng=rng)
+    target = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    target[:2] = (1.0, -1.0)
+    results += check_loss("cosine_embedding", losses.cosine_embedding, {"a": x_((n, k)), "b": x_((n, k))}, (target,),
+                          rng=rng, margin=-0.5)
+    results += check_loss("softmax_cross_entropy", losses.softmax_cross_entropy, {"logits": x_((n, c))}, (labels,),
+                          rng=rng)
+    results += check_loss("bce_one_hot", losses.bce_one_hot, {"logits": x_((n, c))}, (labels,), rng=rng)
+    results += _check_networks(rng, h, tol)
+    return results
+
+
+def _check_networks(rng, h, tol):
+    """Whole-network gradients for the backpropagation baseline (every layer's dx is used)."""
+    try:
+        from .network import Network
+    except ImportError:  # the network module arrives with the trainer
+        return []
+    n, d, c = 4, 6, 3
+    net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3,
+                  log_var_bias_init=-1.0)
+    x = rng.standard_normal((n, d))
+    labels = rng.integers(0, c, n)
+    eps = [rng.standard_normal((n, w)) for w in (5, 4)]
+    results = []
+    for elbo_weight in (0.0, 0.7):
+        def f():
+            return net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight)[0]
+
+        _, grads, dx = net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight, need_dx=True)
+        tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
+        tensors["x"] = x
+        analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
+        analytic["x"] = dx
+        results += check_gradients(f"Network[backprop,elbo_weight={elbo_weight}]", f, tensors, analytic, h, tol)
+    return results
+
+
+def format_table(results):
+    """The report printed by ``vaelayer gradcheck``."""
+    rows = [("name", "tensor", "shape", "max rel error", "kinks", "result")]
+    for r in results:
+        rows.append((r.name, r.tensor, "x".join(map(str, r.shape)) or "()", f"{r.max_rel_error:.2e}", str(r.kinks),
+                     "pass" if r.passed else "FAIL"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    n_fail = sum(not r.passed for r in results)
+    lines.append(f"\n{len(results)} tensors checked, {n_fail} failed (tolerance {DEFAULT_TOL:g}, float64 central "
+                 f"differences, h={DEFAULT_STEP:g})")
+    return "\n".join(lines)

@@ -1,0 +1,329 @@
+"""Layers with explicit forward and backward passes.
+
+Every layer follows one contract (CS231n style, but as small classes that own
+their parameters so that checkpoints and optimisers can see them):
+
+* ``layer.params`` : dict name -> ndarray
+* ``out, cache = layer.forward(x, ...)`` : pure; the cache holds what backward needs
+* ``dx, grads = layer.backward(dout, cache, ...)`` : pure; ``grads`` has the same keys
+  as ``params``. Nothing accumulates, so calling backward twice gives the same result.
+
+Shapes: N examples, D inputs, K latent units / outputs, C classes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import losses
+from ._validate import check_choice, check_float_array, check_positive
+from .activations import get_activation
+from .backend import get_ops
+
+
+def _as_rng(rng):
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise ValueError(f"rng: expected None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def _check_dims(**dims):
+    for name, value in dims.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def _check_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+class Layer:
+    """Shared helpers: parameter bookkeeping and upstream-gradient checks."""
+
+    params: dict
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def _check_grad(self, name, g, shape):
+        return check_float_array(name, g, shape=shape, dtype=self._dtype)
+
+    def n_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+
+class Dense(Layer):
+    r"""Affine layer ``out = x @ W + b``.
+
+    Parameters
+    ----------
+    in_dim, out_dim : int
+    rng : int, Generator or None
+        Seeds the initialisation ``W ~ N(0, init_gain^2 / in_dim)``, ``b = 0``.
+    init_gain : float
+        sqrt(2) (He) suits ReLU; 1 (LeCun) suits tanh / identity.
+    """
+
+    def __init__(self, in_dim, out_dim, rng=None, dtype=np.float64, init_gain=np.sqrt(2.0), backend="numpy"):
+        _check_dims(in_dim=in_dim, out_dim=out_dim)
+        self._dtype = _check_dtype(dtype)
+        rng = _as_rng(rng)
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        self.backend = backend
+        self.ops = get_ops(backend)
+        self.params = {
+            "W": (rng.standard_normal((in_dim, out_dim)) * (init_gain / np.sqrt(in_dim))).astype(self._dtype),
+            "b": np.zeros(out_dim, dtype=self._dtype),
+        }
+
+    def forward(self, x):
+        """x: (N, D) -> out: (N, K); cache = x."""
+        check_float_array("x", x, shape=(None, self.in_dim), dtype=self._dtype)
+        return self.ops.matmul(x, self.params["W"]) + self.params["b"], x
+
+    def backward(self, dout, cache, need_dx=True):
+        """dout: (N, K) -> dx: (N, D) (None if not need_dx), grads {W: (D, K), b: (K,)}."""
+        x = cache
+        self._check_grad("dout", dout, (x.shape[0], self.out_dim))
+        grads = {"W": self.ops.matmul(x.T, dout), "b": dout.sum(axis=0)}
+        dx = self.ops.matmul(dout, self.params["W"].T) if need_dx else None
+        return dx, grads
+
+
+class Activation(Layer):
+    """A parameter-free element-wise activation as a layer (see :mod:`.activations`)."""
+
+    def __init__(self, name="relu", dtype=np.float64):
+        self.fn = get_activation(name)
+        self.name = name
+        self._dtype = _check_dtype(dtype)
+        self.params = {}
+
+    def forward(self, x):
+        check_float_array("x", x, dtype=self._dtype)
+        out = self.fn.forward(x)
+        return out, (x, out)
+
+    def backward(self, dout, cache, need_dx=True):
+        x, out = cache
+        self._check_grad("dout", dout, x.shape)
+        return self.fn.backward(dout, x, out), {}
+
+
+class VAELayer(Layer):
+    r"""A variational autoencoder used as one layer of a network.
+
+    Forward (input x: (N, D), latent size K)::
+
+        mu      = x @ W_mu + b_mu                       (N, K)
+        log_var = c * tanh((x @ W_lv + b_lv) / c)       (N, K)   bounded, c = log_var_bound
+        std     = exp(0.5 * log_var)
+        z       = mu + std * eps,  eps ~ N(0, I)        (training; z = mu when sample=False)
+        x_hat   = z @ W_dec + b_dec                     (N, D)   decoder back to the layer's input
+        out     = act(z)                                (N, K)   what the next layer receives
+
+    Local loss (the layer's ELBO, to which a trainer may add a cosine term on z)::
+
+        ELBO = recon(x_hat, x) + beta * KL(N(mu, std^2) || N(0, I))
+
+    Parameters
+    ----------
+    in_dim, latent_dim : int
+    activation : str
+        Output activation ``act`` (see :mod:`.activations`). Default ``"relu"``.
+    beta : float >= 0
+        Weight of the KL term (the KL is summed over K and averaged over N).
+    recon : {"mse", "bce"}
+        Reconstruction loss, mean over all N*D elements. ``"bce"`` treats x_hat
+        as logits and needs x in [0, 1].
+    log_var_bound : float or None
+        c in ``c * tanh(r / c)``. Default 6.
+    log_var_bias_init : float
+        Initial b_lv. At -4 the initial noise std is e^-2 ~ 0.14; at 0 the noise
+        (std 1) swamps the signal and the next layers see mostly noise.
+    pass_on : {"sample", "mean"}
+        What ``out`` is made from in training: the sample z (the paper's layer)
+        or the mean mu. Evaluation always uses the mean.
+    rng : int, Generator or None
+        Seeds the initialisation.
+    dtype : float32 or float64
+    backend : {"numpy", "numba"}
+    """
+
+    PARAM_NAMES = ("W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
+
+    def __init__(self, in_dim, latent_dim, activation="relu", beta=1e-3, recon="mse", log_var_bound=6.0,
+                 log_var_bias_init=-4.0, pass_on="sample", rng=None, dtype=np.float64, backend="numpy"):
+        _check_dims(in_dim=in_dim, latent_dim=latent_dim)
+        self._dtype = _check_dtype(dtype)
+        self.in_dim, self.latent_dim = int(in_dim), int(latent_dim)
+        self.act = get_activation(activation)
+        self.activation = activation
+        self.beta = check_positive("beta", beta, allow_zero=True)
+        self.recon = check_choice("recon", recon, ("mse", "bce"))
+        self.log_var_bound = None if not log_var_bound else check_positive("log_var_bound", log_var_bound)
+        self.pass_on = check_choice("pass_on", pass_on, ("sample", "mean"))
+        self.backend = backend
+        self.ops = get_ops(backend)
+        rng = _as_rng(rng)
+        d, k, dt = self.in_dim, self.latent_dim, self._dtype
+        self.params = {
+            "W_mu": (rng.standard_normal((d, k)) / np.sqrt(d)).astype(dt),
+            "b_mu": np.zeros(k, dt),
+            "W_lv": (rng.standard_normal((d, k)) * (0.1 / np.sqrt(d))).astype(dt),
+            "b_lv": np.full(k, log_var_bias_init, dt),
+            "W_dec": (rng.standard_normal((k, d)) / np.sqrt(k)).astype(dt),
+            "b_dec": np.zeros(d, dt),
+        }
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x, eps=None, rng=None, sample=True):
+        """Run the layer.
+
+        Parameters
+        ----------
+        x : (N, D) array of the layer's dtype
+        eps : (N, K) array, optional
+            The reparameterisation noise. If None and ``sample`` is True it is
+            drawn from ``rng`` (a seeded Generator, or an int seed).
+        sample : bool
+            False gives the evaluation path z = mu (no noise).
+
+        Returns
+        -------
+        out : (N, K) array, ``act(z)`` (``act(mu)`` if pass_on="mean")
+        cache : dict with x, mu, log_var, std, eps, z, x_hat, out
+        """
+        check_float_array("x", x, shape=(None, self.in_dim), dtype=self._dtype)
+        if self.recon == "bce" and (x.min() < 0 or x.max() > 1):
+            raise ValueError("x: recon='bce' needs inputs in [0, 1]")
+        n, k = x.shape[0], self.latent_dim
+        if sample:
+            if eps is None:
+                eps = _as_rng(rng).standard_normal((n, k)).astype(self._dtype)
+            else:
+                check_float_array("eps", eps, shape=(n, k), dtype=self._dtype)
+        else:
+            eps = None
+        p, ops = self.params, self.ops
+        mu = ops.matmul(x, p["W_mu"]) + p["b_mu"]
+        r = ops.matmul(x, p["W_lv"]) + p["b_lv"]
+        log_var, std, z, kl = ops.reparam_kl_forward(mu, r, eps, self.log_var_bound)
+        x_hat = ops.matmul(z, p["W_dec"]) + p["b_dec"]
+        passed = mu if self.pass_on == "mean" else z
+        out = self.act.forward(passed)
+        cache = {"x": x, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
+                 "x_hat": x_hat, "out": out, "kl": kl}
+        return out, cache
+
+    # -------------------------------------------------------------- local loss
+    def _recon(self, x_hat, x):
+        fn = losses.mse if self.recon == "mse" else losses.bce_with_logits
+        return fn(x_hat, x)
+
+    def elbo(self, cache):
+        """The layer's local ELBO terms: {"recon", "kl", "elbo"} (floats)."""
+        recon, _ = self._recon(cache["x_hat"], cache["x"])
+        kl = cache["kl"]
+        return {"recon": recon, "kl": kl, "elbo": recon + self.beta * kl}
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, cache, dout=None, dz=None, elbo_weight=1.0, need_dx=True):
+        r"""Gradients of ``L = elbo_weight * ELBO + <dout, out> + <dz, z>``.
+
+        ``dout`` is the upstream gradient reaching ``out`` (backpropagation from
+        the layers above); ``dz`` is a gradient applied directly to the latent z
+        (the IFFCL cosine term). Either may be None (zero). With ``dout=None``
+        the gradients depend only on this layer's input, its own cache and dz:
+        that is what makes the IFFCL update local.
+
+        Returns
+        -------
+        dx : (N, D) array, or None if ``need_dx`` is False
+        grads : dict with the keys of ``params``
+        """
+        x, z, mu = cache["x"], cache["z"], cache["mu"]
+        n, k = mu.shape
+        p, ops = self.params, self.ops
+        w = float(elbo_weight)
+        # Reconstruction: gradient reaches x_hat (and x itself, as the target).
+        _, (d_xhat, d_target) = self._recon(cache["x_hat"], x)
+        d_xhat = d_xhat * w
+        grads = {"W_dec": ops.matmul(z.T, d_xhat), "b_dec": d_xhat.sum(axis=0)}
+        d_z = ops.matmul(d_xhat, p["W_dec"].T)
+        if dz is not None:
+            d_z = d_z + self._check_grad("dz", dz, (n, k))
+        d_mu_extra = None
+        if dout is not None:
+            self._check_grad("dout", dout, (n, k))
+            passed = mu if self.pass_on == "mean" else z
+            d_passed = self.act.backward(dout, passed, cache["out"])
+            if self.pass_on == "mean":
+                d_mu_extra = d_passed
+            else:
+                d_z = d_z + d_passed
+        d_mu, d_r = ops.reparam_kl_backward(d_z, mu, cache["log_var"], cache["std"], cache["eps"],
+                                            self.log_var_bound, w * self.beta)
+        if d_mu_extra is not None:
+            d_mu = d_mu + d_mu_extra
+        grads["W_mu"] = ops.matmul(x.T, d_mu)
+        grads["b_mu"] = d_mu.sum(axis=0)
+        grads["W_lv"] = ops.matmul(x.T, d_r)
+        grads["b_lv"] = d_r.sum(axis=0)
+        dx = None
+        if need_dx:
+            dx = ops.matmul(d_mu, p["W_mu"].T) + ops.matmul(d_r, p["W_lv"].T) + w * d_target
+        return dx, {name: grads[name] for name in self.PARAM_NAMES}
+
+    def decode(self, z):
+        """Decoder alone: z (M, K) -> x_hat (M, D) (logits if recon='bce')."""
+        check_float_array("z", z, shape=(None, self.latent_dim), dtype=self._dtype)
+        return self.ops.matmul(z, self.params["W_dec"]) + self.params["b_dec"]
+
+
+class OutputLayer(Layer):
+    """The classifier on top of the stack: a Dense layer and its classification loss.
+
+    Parameters
+    ----------
+    in_dim, n_classes : int
+    loss : {"softmax", "bce"}
+        Softmax cross-entropy (default) or the paper's BCE on one-hot targets.
+    """
+
+    def __init__(self, in_dim, n_classes, loss="softmax", rng=None, dtype=np.float64, backend="numpy"):
+        _check_dims(in_dim=in_dim, n_classes=n_classes)
+        if n_classes < 2:
+            raise ValueError(f"n_classes: expected at least 2, got {n_classes}")
+        self.loss_name = check_choice("loss", loss, tuple(losses.OUTPUT_LOSSES))
+        self.dense = Dense(in_dim, n_classes, rng=rng, dtype=dtype, init_gain=1.0, backend=backend)
+        self.dense.params["W"] *= 0.1  # small initial logits: the first predictions are near uniform
+        self._dtype = self.dense.dtype
+        self.in_dim, self.n_classes = int(in_dim), int(n_classes)
+        self.backend = backend
+        self.params = self.dense.params
+
+    def forward(self, x):
+        """x: (N, D) -> logits: (N, C), cache."""
+        return self.dense.forward(x)
+
+    def loss(self, logits, labels):
+        """value, d_logits for the configured classification loss."""
+        value, (d_logits,) = losses.OUTPUT_LOSSES[self.loss_name](logits, labels)
+        return value, d_logits
+
+    def backward(self, d_logits, cache, need_dx=True):
+        return self.dense.backward(d_logits, cache, need_dx=need_dx)
+
+    def predict_proba(self, logits):
+        """Class probabilities: softmax rows (loss="softmax") or normalised sigmoids (loss="bce")."""
+        if self.loss_name == "softmax":
+            return losses.softmax(logits)
+        from .activations import sigmoid
+        s = sigmoid(logits)
+        return s / s.sum(axis=1, keepdims=True)
