@@ -217,6 +217,9 @@ def run_all(seed=0, h=DEFAULT_STEP, tol=DEFAULT_TOL):
     target[:2] = (1.0, -1.0)
     results += check_loss("cosine_embedding", losses.cosine_embedding, {"a": x_((n, k)), "b": x_((n, k))}, (target,),
                           rng=rng, margin=-0.5)
+    targets = np.where(rng.random((n, n + 1)) < 0.5, 1.0, -1.0)
+    results += check_loss("cosine_embedding_matrix", losses.cosine_embedding_matrix,
+                          {"a": x_((n, k)), "b": x_((n + 1, k))}, (targets,), rng=rng, margin=-0.3)
     results += check_loss("softmax_cross_entropy", losses.softmax_cross_entropy, {"logits": x_((n, c))}, (labels,),
                           rng=rng)
     results += check_loss("bce_one_hot", losses.bce_one_hot, {"logits": x_((n, c))}, (labels,), rng=rng)

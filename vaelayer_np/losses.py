@@ -151,6 +151,55 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
     return float(np.mean(losses)), (d_a, d_b)
 
 
+def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True):
+    r"""Cosine embedding loss over every pair (a_i, b_j), mean over the N*M pairs.
+
+    The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
+    a label and -1 elsewhere, every example is pulled towards all of its class
+    and pushed from all others, not just from one partner.
+
+    Parameters
+    ----------
+    a : (N, K), b : (M, K) float arrays
+    targets : (N, M) array of +1 / -1
+    margin, eps : as in :func:`cosine_embedding`
+    balanced : bool
+        If True (default), positive and negative pairs each contribute half of
+        the loss (``0.5 * mean over positives + 0.5 * mean over negatives``);
+        with 10 classes the negatives would otherwise outweigh the positives 9:1.
+        If False, a plain mean over all N*M pairs.
+
+    Returns
+    -------
+    value : float
+    (d_a, d_b) : (N, K) and (M, K) arrays
+    """
+    check_float_array("a", a, shape=(None, None))
+    check_float_array("b", b, shape=(None, a.shape[1]))
+    check_targets_pm1("targets", targets.reshape(-1), a.shape[0] * b.shape[0])
+    if targets.shape != (a.shape[0], b.shape[0]):
+        raise ValueError(f"targets: expected shape {(a.shape[0], b.shape[0])}, got {targets.shape}")
+    inv_a = 1 / np.sqrt(np.einsum("nk,nk->n", a, a) + eps)
+    inv_b = 1 / np.sqrt(np.einsum("nk,nk->n", b, b) + eps)
+    cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
+    positive = targets > 0
+    losses = np.where(positive, 1 - cos, np.maximum(cos - margin, 0))
+    if balanced:
+        n_pos, n_neg = positive.sum(), cos.size - positive.sum()
+        weights = np.where(positive, 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1)).astype(a.dtype)
+        if n_pos == 0 or n_neg == 0:
+            weights *= 2
+    else:
+        weights = np.full(cos.shape, 1.0 / cos.size, dtype=a.dtype)
+    value = float(np.sum(weights * losses))
+    g = np.where(positive, -1.0, (cos > margin).astype(a.dtype)).astype(a.dtype) * weights
+    # d cos_ij / d a_i = b_j / (|a_i| |b_j|) - cos_ij a_i / |a_i|^2
+    g_scaled = g * inv_a[:, None] * inv_b[None, :]
+    d_a = g_scaled @ b - ((g * cos).sum(axis=1) * inv_a * inv_a)[:, None] * a
+    d_b = g_scaled.T @ a - ((g * cos).sum(axis=0) * inv_b * inv_b)[:, None] * b
+    return value, (d_a, d_b)
+
+
 def softmax(logits):
     """Row-wise softmax, shifted by the row maximum so that exp never overflows."""
     shifted = logits - logits.max(axis=1, keepdims=True)

@@ -1,0 +1,102 @@
+"""Every training setting, its default, and its check (the CLI is generated from this)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ._validate import check_choice, check_positive
+from .activations import ACTIVATIONS
+from .data import DATASETS
+
+DEFAULT_WIDTHS = {"digits": (64, 64, 64), "fashion-mnist": (256, 256, 256), "mnist": (256, 256, 256),
+                  "cifar10": (256, 256, 256)}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run. ``help`` metadata becomes the CLI's option help."""
+
+    dataset: str = field(default="digits", metadata={"help": "dataset: " + ", ".join(DATASETS)})
+    data_dir: str = field(default=None, metadata={"help": "folder with the dataset files"})
+    val_fraction: float = field(default=0.1, metadata={"help": "part of the training set held out for validation"})
+    limit: int = field(default=None, metadata={"help": "use only this many training examples"})
+    method: str = field(default="iffcl", metadata={"help": "iffcl (local losses) or backprop (baseline)"})
+    widths: tuple = field(default=None, metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
+                                                          "(default: 64,64,64 on digits, 256,256,256 otherwise)"})
+    activation: str = field(default="relu", metadata={"help": "VAE layer output activation: " + ", ".join(ACTIVATIONS)})
+    beta: float = field(default=1e-3, metadata={"help": "weight of each layer's KL term"})
+    beta_warmup_epochs: int = field(default=0, metadata={"help": "ramp beta linearly from 0 over this many epochs"})
+    recon: str = field(default="mse", metadata={"help": "first layer's reconstruction loss: mse or bce"})
+    log_var_bound: float = field(default=6.0, metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
+    log_var_bias_init: float = field(default=-4.0, metadata={"help": "initial bias of the log-variance head"})
+    pass_on: str = field(default="sample", metadata={"help": "what the next layer receives in training: "
+                                                             "sample (act(z)) or mean (act(mu))"})
+    pairing: str = field(default="labelled", metadata={"help": "twin pairing: labelled, balanced or mirror"})
+    contrast: str = field(default="pairs", metadata={"help": "cosine term over the twin pairs (pairs) or over all "
+                                                             "pairs of the batch (batch)"})
+    lam: float = field(default=1.0, metadata={"help": "lambda, weight of the cosine term"})
+    margin: float = field(default=0.0, metadata={"help": "cosine embedding margin for target -1"})
+    readout: str = field(default="last", metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
+    output_loss: str = field(default="softmax", metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
+    predict: str = field(default="twins", metadata={"help": "average both twins' probabilities (twins) or net A (a)"})
+    backprop_elbo_weight: float = field(default=0.0, metadata={"help": "backprop baseline: weight of the layers' "
+                                                                       "ELBOs added to the classification loss"})
+    optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE layers"})
+    output_lr: float = field(default=None, metadata={"help": "learning rate of the output layer (default: lr)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay on weight matrices"})
+    epochs: int = field(default=20, metadata={"help": "training epochs"})
+    batch_size: int = field(default=128, metadata={"help": "mini-batch size"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, pairing, noise and batch order"})
+    backend: str = field(default="numpy", metadata={"help": "numpy (reference) or numba (compiled kernels)"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
+
+    def resolved_widths(self):
+        return tuple(self.widths) if self.widths else DEFAULT_WIDTHS[self.dataset]
+
+    def validate(self):
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("method", self.method, ("iffcl", "backprop"))
+        check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        check_choice("recon", self.recon, ("mse", "bce"))
+        check_choice("pass_on", self.pass_on, ("sample", "mean"))
+        check_choice("pairing", self.pairing, ("labelled", "balanced", "mirror"))
+        check_choice("contrast", self.contrast, ("pairs", "batch"))
+        check_choice("readout", self.readout, ("last", "all"))
+        check_choice("output_loss", self.output_loss, ("softmax", "bce"))
+        check_choice("predict", self.predict, ("twins", "a"))
+        check_choice("optimizer", self.optimizer, ("adam", "sgd"))
+        check_choice("backend", self.backend, ("numpy", "numba"))
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        for name in ("beta", "lam", "weight_decay", "backprop_elbo_weight", "log_var_bound"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check_positive("lr", self.lr)
+        if self.output_lr is not None:
+            check_positive("output_lr", self.output_lr)
+        if not -1.0 <= self.margin <= 1.0:
+            raise ValueError(f"margin: expected a number in [-1, 1], got {self.margin!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if self.widths is not None:
+            if not self.widths or any((not isinstance(w, int)) or w < 1 for w in self.widths):
+                raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
+        return self
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.resolved_widths())
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"config: unknown settings {sorted(unknown)}")
+        d = dict(d)
+        if d.get("widths") is not None:
+            d["widths"] = tuple(d["widths"])
+        return cls(**d)

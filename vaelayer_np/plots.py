@@ -1,0 +1,190 @@
+"""Plots of a run folder (PNG files, matplotlib's non-interactive Agg backend).
+
+* ``local_losses.png`` : each VAE layer's local loss and its terms over epochs, and
+  the output layer's loss (the paper's figure)
+* ``accuracy.png`` : train / validation / test accuracy over epochs
+* ``reconstructions.png`` : test images and their reconstructions through each VAE layer
+* ``samples.png`` : images decoded from samples of each layer's latent space
+* ``compare.png`` (``plot_compare``) : test accuracy of several runs on one axis
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _n_layers(rows):
+    return len({k.split("_")[0] for k in rows[0] if k.startswith("layer")}) if rows else 0
+
+
+def plot_local_losses(rows, path, title=""):
+    """One panel per VAE layer (local loss and its terms) and one for the output loss."""
+    plt = _plt()
+    n = _n_layers(rows)
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, n + 1, figsize=(3.6 * (n + 1), 3.2), squeeze=False)
+    for k in range(n):
+        ax = axes[0, k]
+        for term, style in (("loss", "-"), ("recon", "--"), ("kl", ":"), ("cos", "-.")):
+            key = f"layer{k}_{term}"
+            if key in rows[0]:
+                ax.plot(epochs, [r[key] for r in rows], style, label=term)
+        ax.set_title(f"VAE layer {k + 1}")
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    ax = axes[0, n]
+    ax.plot(epochs, [r["output_loss"] for r in rows], "-", color="k")
+    ax.set_title("output layer")
+    ax.set_xlabel("epoch")
+    fig.suptitle(title or "local losses per layer (KL not multiplied by beta)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy(rows, path, title=""):
+    plt = _plt()
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test")):
+        ax.plot(epochs, [100 * r[key] for r in rows], marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(runs, path):
+    """runs: list of (label, rows). Test (solid) and train (dashed) accuracy of each."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, rows) in enumerate(runs):
+        color = f"C{i}"
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [100 * r["test_acc"] for r in rows], "-", color=color, label=f"{label} test")
+        ax.plot(epochs, [100 * r["train_acc"] for r in rows], "--", color=color, alpha=0.6, label=f"{label} train")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _to_image(flat, image_shape):
+    img = flat.reshape(image_shape)
+    if len(image_shape) == 3:  # CHW -> HWC
+        img = np.transpose(img, (1, 2, 0))
+    return np.clip(img, 0, 1)
+
+
+def _decode_to_pixels(net, k, z):
+    """Decode a latent of layer k down to pixels through the decoders of layers k, k-1, ..., 0.
+
+    A decoder of layer j maps its latent z_j back to its input, which is act(z_{j-1});
+    that reconstruction is fed to the decoder of layer j-1 as if it were z_{j-1}
+    (exact for the identity activation, an approximation otherwise).
+    """
+    h = z
+    for j in range(k, -1, -1):
+        h = net.vae_layers[j].decode(h.astype(net.dtype))
+    if net.vae_layers[0].recon == "bce":
+        from .activations import sigmoid
+        h = sigmoid(h)
+    return h
+
+
+def plot_reconstructions(net, x, image_shape, path, n_images=8):
+    """Row 0: inputs; row k+1: the reconstruction made by VAE layer k, decoded to pixels."""
+    plt = _plt()
+    x = x[:n_images]
+    _, caches, _, _ = net.forward(x, sample=False)
+    rows = [x] + [_reconstruction_to_pixels(net, k, cache["x_hat"]) for k, cache in enumerate(caches)]
+    labels = ["input"] + [f"layer {k + 1}" for k in range(len(caches))]
+    fig, axes = plt.subplots(len(rows), len(x), figsize=(1.1 * len(x), 1.1 * len(rows)), squeeze=False)
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        for j in range(len(x)):
+            ax = axes[i, j]
+            ax.imshow(_to_image(row[j], image_shape), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle("reconstructions through each VAE layer (mean path)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _reconstruction_to_pixels(net, k, x_hat):
+    """Layer k's reconstruction of its own input, carried down to pixels."""
+    if k > 0:
+        return _decode_to_pixels(net, k - 1, x_hat)
+    if net.vae_layers[0].recon == "bce":
+        from .activations import sigmoid
+        return sigmoid(x_hat)
+    return x_hat
+
+
+def plot_samples(net, x, image_shape, path, n_images=8, seed=0):
+    """Row k: samples z ~ N(m_k, diag(s_k^2)) decoded to pixels, where m_k, s_k are the
+    mean and spread of layer k's encoded means on ``x`` (the aggregate posterior as a
+    diagonal Gaussian; with a small beta the N(0, I) prior is far from where the data lie)."""
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    _, caches, _, _ = net.forward(x, sample=False)
+    fig, axes = plt.subplots(len(caches), n_images, figsize=(1.1 * n_images, 1.1 * len(caches)), squeeze=False)
+    for k, cache in enumerate(caches):
+        m, s = cache["mu"].mean(axis=0), cache["mu"].std(axis=0)
+        z = m + s * rng.standard_normal((n_images, m.shape[0]))
+        imgs = _decode_to_pixels(net, k, z)
+        for j in range(n_images):
+            ax = axes[k, j]
+            ax.imshow(_to_image(imgs[j], image_shape), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[k, 0].set_ylabel(f"layer {k + 1}", fontsize=7)
+    fig.suptitle("samples decoded from each layer's latent space", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir, trainer=None, dataset=None):
+    """Write every plot of a run folder; returns the list of paths written."""
+    from .runs import load_trainer, read_config, read_metrics
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir}: no metrics to plot (metrics.jsonl is empty or missing)")
+    config = read_config(run_dir)
+    title = f"{config.dataset}, {config.method}"
+    written = [plot_local_losses(rows, run_dir / "local_losses.png", f"local losses per layer: {title}"),
+               plot_accuracy(rows, run_dir / "accuracy.png", f"accuracy: {title}")]
+    if trainer is None:
+        trainer, dataset = load_trainer(run_dir, dataset)
+    x = dataset.x_test[:512].astype(trainer.dtype)
+    written.append(plot_reconstructions(trainer.net_a, x, dataset.image_shape, run_dir / "reconstructions.png"))
+    written.append(plot_samples(trainer.net_a, x, dataset.image_shape, run_dir / "samples.png"))
+    return written
