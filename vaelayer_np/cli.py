@@ -41,7 +41,8 @@ def _add_config_options(parser):
         if f.name == "widths":
             parser.add_argument(flag, type=_parse_widths, default=None, help=help_text)
             continue
-        kind = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float}.get(f.name, type(f.default))
+        kind = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float, "epochs": int,
+                "batch_size": int}.get(f.name, type(f.default))
         parser.add_argument(flag, type=kind, default=None, help=f"{help_text} (default: {f.default})")
 
 

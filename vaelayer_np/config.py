@@ -8,6 +8,8 @@ from ._validate import check_choice, check_positive
 from .activations import ACTIVATIONS
 from .data import DATASETS
 
+DEFAULT_EPOCHS = {"digits": 50}
+DEFAULT_BATCH = {"digits": 32}
 DEFAULT_WIDTHS = {"digits": (64, 64, 64), "fashion-mnist": (256, 256, 256), "mnist": (256, 256, 256),
                   "cifar10": (256, 256, 256)}
 
@@ -29,31 +31,40 @@ class TrainConfig:
     recon: str = field(default="mse", metadata={"help": "first layer's reconstruction loss: mse or bce"})
     log_var_bound: float = field(default=6.0, metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
     log_var_bias_init: float = field(default=-4.0, metadata={"help": "initial bias of the log-variance head"})
-    pass_on: str = field(default="sample", metadata={"help": "what the next layer receives in training: "
+    pass_on: str = field(default="mean", metadata={"help": "what the next layer receives in training: "
                                                              "sample (act(z)) or mean (act(mu))"})
     pairing: str = field(default="labelled", metadata={"help": "twin pairing: labelled, balanced or mirror"})
-    contrast: str = field(default="pairs", metadata={"help": "cosine term over the twin pairs (pairs) or over all "
+    contrast: str = field(default="batch", metadata={"help": "cosine term over the twin pairs (pairs) or over all "
                                                              "pairs of the batch (batch)"})
-    lam: float = field(default=1.0, metadata={"help": "lambda, weight of the cosine term"})
+    cosine_on: str = field(default="latent", metadata={"help": "cosine term on the latent z (latent) or on act(z), "
+                                                                "the layer's output (output)"})
+    lam: float = field(default=10.0, metadata={"help": "lambda, weight of the cosine term"})
     margin: float = field(default=0.0, metadata={"help": "cosine embedding margin for target -1"})
-    readout: str = field(default="last", metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
+    readout: str = field(default="all", metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
     output_loss: str = field(default="softmax", metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
     predict: str = field(default="twins", metadata={"help": "average both twins' probabilities (twins) or net A (a)"})
     backprop_elbo_weight: float = field(default=0.0, metadata={"help": "backprop baseline: weight of the layers' "
                                                                        "ELBOs added to the classification loss"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE layers"})
-    output_lr: float = field(default=None, metadata={"help": "learning rate of the output layer (default: lr)"})
+    output_lr: float = field(default=0.01, metadata={"help": "learning rate of the output layer"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay on weight matrices"})
-    epochs: int = field(default=20, metadata={"help": "training epochs"})
-    batch_size: int = field(default=128, metadata={"help": "mini-batch size"})
+    epochs: int = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 20 otherwise)"})
+    batch_size: int = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits, 128 otherwise)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, pairing, noise and batch order"})
     backend: str = field(default="numpy", metadata={"help": "numpy (reference) or numba (compiled kernels)"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
 
     def resolved_widths(self):
         return tuple(self.widths) if self.widths else DEFAULT_WIDTHS[self.dataset]
+
+    def __post_init__(self):
+        # dataset-dependent defaults are filled in once, so the saved config is explicit
+        if self.epochs is None:
+            self.epochs = DEFAULT_EPOCHS.get(self.dataset, 20)
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH.get(self.dataset, 128)
 
     def validate(self):
         check_choice("dataset", self.dataset, DATASETS)
@@ -63,6 +74,7 @@ class TrainConfig:
         check_choice("pass_on", self.pass_on, ("sample", "mean"))
         check_choice("pairing", self.pairing, ("labelled", "balanced", "mirror"))
         check_choice("contrast", self.contrast, ("pairs", "batch"))
+        check_choice("cosine_on", self.cosine_on, ("latent", "output"))
         check_choice("readout", self.readout, ("last", "all"))
         check_choice("output_loss", self.output_loss, ("softmax", "bce"))
         check_choice("predict", self.predict, ("twins", "a"))

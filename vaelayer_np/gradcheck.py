@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_STEP = 1e-6
+DEFAULT_STEP = 1e-5
 DEFAULT_TOL = 1e-7
 SCALE_FLOOR = 1e-8
 

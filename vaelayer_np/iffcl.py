@@ -86,7 +86,7 @@ def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin):
 
 
 def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0, contrast="pairs",
-                   labels_a=None, labels_b=None):
+                   labels_a=None, labels_b=None, cosine_on="latent"):
     r"""One IFFCL step of a pair of twin VAE layers: gradients of their shared local loss.
 
     .. math:: L_k = ELBO_A + ELBO_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
@@ -100,6 +100,7 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
     lam, margin : weight and margin of the cosine term
     contrast : "pairs" (twin pairs) or "batch" (every A row against every B row, by labels)
     labels_a, labels_b : (N,) labels, needed for ``contrast="batch"``
+    cosine_on : "latent" (z, the default) or "output" (act(z), what the next layer receives)
 
     Returns
     -------
@@ -107,10 +108,15 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
     """
     out_a, cache_a = layer_a.forward(x_a, rng=rng)
     out_b, cache_b = layer_b.forward(x_b, rng=rng)
-    cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast, margin)
-    # need_dx=False: the input gradient is never formed, nothing is sent downwards.
-    _, grads_a = layer_a.backward(cache_a, dz=lam * dz_a, need_dx=False)
-    _, grads_b = layer_b.backward(cache_b, dz=lam * dz_b, need_dx=False)
+    if cosine_on == "latent":
+        cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast, margin)
+        # need_dx=False: the input gradient is never formed, nothing is sent downwards.
+        _, grads_a = layer_a.backward(cache_a, dz=lam * dz_a, need_dx=False)
+        _, grads_b = layer_b.backward(cache_b, dz=lam * dz_b, need_dx=False)
+    else:
+        cos_loss, (d_out_a, d_out_b) = cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin)
+        _, grads_a = layer_a.backward(cache_a, dout=lam * d_out_a, need_dx=False)
+        _, grads_b = layer_b.backward(cache_b, dout=lam * d_out_b, need_dx=False)
     elbo_a, elbo_b = layer_a.elbo(cache_a), layer_b.elbo(cache_b)
     terms = {
         "recon": 0.5 * (elbo_a["recon"] + elbo_b["recon"]),

@@ -93,7 +93,7 @@ class Trainer:
         metrics, outs_a, outs_b = {}, [], []
         for k, (layer_a, layer_b) in enumerate(zip(self.net_a.vae_layers, self.net_b.vae_layers)):
             step = vae_local_step(layer_a, layer_b, h_a, h_b, target, self.rng, lam=c.lam, margin=c.margin,
-                                  contrast=c.contrast, labels_a=y, labels_b=y_b)
+                                  contrast=c.contrast, labels_a=y, labels_b=y_b, cosine_on=c.cosine_on)
             self.optimizers[f"A.vae{k}"].step(step.grads_a)
             self.optimizers[f"B.vae{k}"].step(step.grads_b)
             for term, value in step.terms.items():

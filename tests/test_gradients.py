@@ -1,0 +1,158 @@
+"""Every hand-written gradient against float64 central differences (tolerance 1e-7)."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vaelayer_np import losses
+from vaelayer_np.activations import ACTIVATIONS
+from vaelayer_np.gradcheck import (DEFAULT_TOL, check_gradients, check_layer, check_loss, format_table,
+                                   numerical_gradient, relative_error, run_all)
+from vaelayer_np.layers import Activation, Dense, OutputLayer, VAELayer
+
+dims = st.integers(1, 6)
+batch = st.integers(1, 5)  # batch 1 included
+seeds = st.integers(0, 2**31 - 1)
+
+
+def assert_all_pass(results):
+    bad = [r for r in results if not r.passed]
+    assert not bad, "\n" + format_table(results)
+
+
+@given(n=batch, d=dims, k=dims, seed=seeds)
+def test_dense(n, d, k, seed):
+    rng = np.random.default_rng(seed)
+    assert_all_pass(check_layer(Dense(d, k, rng=rng), rng.standard_normal((n, d)), rng))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(n=batch, d=dims, seed=seeds)
+def test_activations(name, n, d, seed):
+    rng = np.random.default_rng(seed)
+    assert_all_pass(check_layer(Activation(name), rng.standard_normal((n, d)), rng))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("pass_on", ["sample", "mean"])
+@given(n=batch, d=dims, k=dims, seed=seeds, beta=st.floats(0.0, 2.0))
+def test_vae_layer(activation, pass_on, n, d, k, seed, beta):
+    rng = np.random.default_rng(seed)
+    layer = VAELayer(d, k, activation=activation, beta=beta, pass_on=pass_on, log_var_bias_init=-1.0, rng=rng)
+    assert_all_pass(check_layer(layer, rng.standard_normal((n, d)), rng))
+
+
+@given(n=batch, d=dims, k=dims, seed=seeds)
+def test_vae_layer_bce_unbounded_and_eval(n, d, k, seed):
+    rng = np.random.default_rng(seed)
+    assert_all_pass(check_layer(VAELayer(d, k, recon="bce", beta=0.3, rng=rng), rng.uniform(0, 1, (n, d)), rng))
+    assert_all_pass(check_layer(VAELayer(d, k, log_var_bound=None, beta=0.3, rng=rng), rng.standard_normal((n, d)), rng))
+    assert_all_pass(check_layer(VAELayer(d, k, beta=0.3, rng=rng), rng.standard_normal((n, d)), rng, sample=False))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@given(n=batch, d=dims, c=st.integers(2, 5), seed=seeds)
+def test_output_layer(loss, n, d, c, seed):
+    rng = np.random.default_rng(seed)
+    assert_all_pass(check_layer(OutputLayer(d, c, loss=loss, rng=rng), rng.standard_normal((n, d)), rng))
+
+
+@given(n=batch, d=dims, seed=seeds)
+def test_elementwise_losses(n, d, seed):
+    rng = np.random.default_rng(seed)
+    assert_all_pass(check_loss("mse", losses.mse, {"pred": rng.standard_normal((n, d)),
+                                                   "target": rng.standard_normal((n, d))}, rng=rng))
+    assert_all_pass(check_loss("bce", losses.bce_with_logits, {"logits": 3 * rng.standard_normal((n, d)),
+                                                               "target": rng.uniform(0, 1, (n, d))}, rng=rng))
+    assert_all_pass(check_loss("kl", losses.kl_diag_gaussian, {"mu": rng.standard_normal((n, d)),
+                                                               "log_var": rng.standard_normal((n, d))}, rng=rng))
+
+
+# k >= 2: in one dimension the cosine is a constant +-1 whose gradient is ~eps, numerical noise only.
+@given(n=batch, k=st.integers(2, 6), c=st.integers(2, 6), seed=seeds, margin=st.floats(-0.9, 0.9))
+def test_cosine_and_classification_losses(n, k, c, seed, margin):
+    rng = np.random.default_rng(seed)
+    t = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    assert_all_pass(check_loss("cos", losses.cosine_embedding, {"a": rng.standard_normal((n, k)),
+                                                                "b": rng.standard_normal((n, k))}, (t,),
+                               rng=rng, margin=margin))
+    tm = np.where(rng.random((n, n + 1)) < 0.5, 1.0, -1.0)
+    for balanced in (True, False):
+        assert_all_pass(check_loss("cosm", losses.cosine_embedding_matrix,
+                                   {"a": rng.standard_normal((n, k)), "b": rng.standard_normal((n + 1, k))}, (tm,),
+                                   rng=rng, margin=margin, balanced=balanced))
+    labels = rng.integers(0, c, n)
+    assert_all_pass(check_loss("ce", losses.softmax_cross_entropy, {"logits": 2 * rng.standard_normal((n, c))},
+                               (labels,), rng=rng))
+    assert_all_pass(check_loss("bce1h", losses.bce_one_hot, {"logits": 2 * rng.standard_normal((n, c))},
+                               (labels,), rng=rng))
+
+
+def test_full_sweep_passes():
+    results = run_all(seed=3)
+    assert len(results) > 80
+    assert_all_pass(results)
+    assert any(r.name.startswith("Network[backprop") for r in results)
+
+
+def test_checker_catches_a_planted_wrong_gradient():
+    """A Dense layer whose dW misses a factor: the checker must report FAIL for W only."""
+    rng = np.random.default_rng(0)
+
+    class BrokenDense(Dense):
+        def backward(self, dout, cache, need_dx=True):
+            dx, grads = super().backward(dout, cache, need_dx)
+            grads["W"] = grads["W"] * 1.001  # a 0.1% error
+            return dx, grads
+
+    results = {r.tensor: r for r in check_layer(BrokenDense(4, 3, rng=rng), rng.standard_normal((5, 4)), rng)}
+    assert not results["W"].passed and results["W"].max_rel_error > 1e-4
+    assert results["b"].passed and results["x"].passed
+
+
+def test_checker_catches_a_wrong_kl_gradient():
+    """Planted bug from numpy-ml: the sampler's gradient uses the variance where it needs the log-variance."""
+    rng = np.random.default_rng(1)
+    mu, lv = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+
+    def wrong_kl(mu, log_var):
+        value, (d_mu, _) = losses.kl_diag_gaussian(mu, log_var)
+        return value, (d_mu, (log_var - 1) * 0.5 / mu.shape[0])
+
+    assert not all(r.passed for r in check_loss("kl", wrong_kl, {"mu": mu, "log_var": lv}, rng=rng))
+
+
+def test_random_upstream_gradient_catches_transposed_dx():
+    """An all-ones upstream gradient could hide a wrong dx; the random one does not."""
+    rng = np.random.default_rng(2)
+
+    class SwappedTanh(Activation):
+        def backward(self, dout, cache, need_dx=True):
+            x, out = cache
+            return (1 - out * out) * dout[::-1], {}  # rows of dout in the wrong order
+
+    results = check_layer(SwappedTanh("tanh"), rng.standard_normal((4, 3)), rng)
+    assert not results[0].passed
+
+
+def test_relative_error_and_numerical_gradient():
+    x = np.array([1.0, -2.0, 3.0])
+    g, kinks = numerical_gradient(lambda: float(np.sum(x ** 3)), x)
+    assert relative_error(g, 3 * x ** 2) < 1e-8 and kinks == 0
+    assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
+    with pytest.raises(ValueError, match="float64"):
+        numerical_gradient(lambda: 0.0, np.zeros(3, np.float32))
+
+
+def test_kink_is_remeasured_not_skipped():
+    """A step across the ReLU kink is measured again with a smaller step; the result still passes."""
+    x = np.array([3e-7, -0.5, 0.7])
+    g, kinks = numerical_gradient(lambda: float(np.sum(np.maximum(x, 0))), x)
+    assert kinks == 1
+    assert relative_error(g, (x > 0).astype(float)) < DEFAULT_TOL
+
+
+def test_check_gradients_requires_every_tensor():
+    x = np.zeros(2)
+    with pytest.raises(ValueError, match="no gradient for tensor 'x'"):
+        check_gradients("f", lambda: 0.0, {"x": x}, {})

@@ -1,0 +1,153 @@
+"""IFFCL: locality of the updates, pairing, learning, determinism, exact resume."""
+import copy
+
+import numpy as np
+import pytest
+
+from vaelayer_np.checkpoint import load_npz
+from vaelayer_np.config import TrainConfig
+from vaelayer_np.data import load_dataset
+from vaelayer_np.iffcl import make_pairs, vae_local_step
+from vaelayer_np.optim import Adam
+from vaelayer_np.runs import train_run
+from vaelayer_np.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def small_trainer(method="iffcl", **kw):
+    cfg = TrainConfig(dataset="digits", widths=(16, 12, 8), method=method, batch_size=32, **kw)
+    return Trainer(cfg, 64, 10)
+
+
+def batch(digits, n=32):
+    return digits.x_train[:n], digits.y_train[:n]
+
+
+def params_of(layer):
+    return {k: v.copy() for k, v in layer.params.items()}
+
+
+@pytest.mark.parametrize("contrast", ["pairs", "batch"])
+def test_changing_layers_above_changes_nothing_below(digits, contrast):
+    """Perturb layer 2 and the output layers of both twins: layers 0 and 1 get the same update."""
+    x, y = batch(digits)
+    t1, t2 = small_trainer(contrast=contrast), small_trainer(contrast=contrast)
+    for net in t2.nets.values():
+        for layer in (net.vae_layers[2], net.output):
+            for v in layer.params.values():
+                v += np.random.default_rng(5).standard_normal(v.shape).astype(v.dtype)
+    t1.step(x, y)
+    t2.step(x, y)
+    for name in ("A", "B"):
+        for k in (0, 1):
+            for key, v in t1.nets[name].vae_layers[k].params.items():
+                assert np.array_equal(v, t2.nets[name].vae_layers[k].params[key]), (name, k, key)
+        assert not np.array_equal(t1.nets[name].output.params["W"], t2.nets[name].output.params["W"])
+
+
+def test_backprop_baseline_is_not_local(digits):
+    """The same perturbation does change layer 0 under backpropagation: the test above can fail."""
+    x, y = batch(digits)
+    t1, t2 = small_trainer("backprop"), small_trainer("backprop")
+    t2.net_a.output.params["W"] += 0.5
+    t1.step(x, y)
+    t2.step(x, y)
+    assert not np.array_equal(t1.net_a.vae_layers[0].params["W_mu"], t2.net_a.vae_layers[0].params["W_mu"])
+
+
+def test_each_layer_moves_only_by_its_own_local_loss(digits):
+    """Replay one IFFCL step by hand from vae_local_step alone and compare every VAE layer."""
+    x, y = batch(digits)
+    trainer = small_trainer()
+    before = copy.deepcopy(trainer.nets)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = copy.deepcopy(trainer.rng.bit_generator.state)
+    trainer.step(x, y)
+    c = trainer.config
+    partner, target = make_pairs(y, c.pairing, rng)
+    h_a, h_b = x, x[partner]
+    for k, (la, lb) in enumerate(zip(before["A"].vae_layers, before["B"].vae_layers)):
+        step = vae_local_step(la, lb, h_a, h_b, target, rng, lam=c.lam, margin=c.margin, contrast=c.contrast,
+                              labels_a=y, labels_b=y[partner], cosine_on=c.cosine_on)
+        for layer, grads, name in ((la, step.grads_a, "A"), (lb, step.grads_b, "B")):
+            Adam(layer.params, lr=c.lr).step(grads)
+            for key, v in layer.params.items():
+                np.testing.assert_array_equal(v, trainer.nets[name].vae_layers[k].params[key])
+        h_a, h_b = step.out_a, step.out_b
+
+
+@pytest.mark.parametrize("mode", ["labelled", "balanced", "mirror"])
+def test_pairing_modes(mode):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 4000)
+    partner, target = make_pairs(labels, mode, rng)
+    assert partner.shape == labels.shape and set(np.unique(target)) <= {1.0, -1.0}
+    assert np.array_equal(target == 1, labels == labels[partner])
+    frac = np.mean(target == 1)
+    expected = {"labelled": 0.1, "balanced": 0.5, "mirror": 1.0}[mode]
+    assert abs(frac - expected) < 0.04
+    if mode == "labelled":
+        assert np.array_equal(np.sort(partner), np.arange(4000))
+    if mode == "mirror":
+        assert np.array_equal(partner, np.arange(4000))
+
+
+def test_balanced_pairing_with_a_single_class():
+    partner, target = make_pairs(np.zeros(6, dtype=int), "balanced", np.random.default_rng(0))
+    assert np.all(target == 1)
+
+
+def test_seeded_short_run_learns_digits(tmp_path):
+    _, rows, done = train_run(TrainConfig(dataset="digits", epochs=10, seed=0), run_dir=tmp_path / "r",
+                              progress=False, plots=False, log=lambda *a: None)
+    assert done and rows[-1]["test_acc"] >= 0.90, rows[-1]
+
+
+def test_backprop_baseline_learns_digits(tmp_path):
+    _, rows, _ = train_run(TrainConfig(dataset="digits", method="backprop", epochs=5), run_dir=tmp_path / "r",
+                           progress=False, plots=False, log=lambda *a: None)
+    assert rows[-1]["test_acc"] >= 0.90
+
+
+def strip_time(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    cfg = dict(dataset="digits", epochs=3, widths=(16, 16))
+    runs = [train_run(TrainConfig(**cfg), run_dir=tmp_path / f"r{i}", progress=False, plots=False,
+                      log=lambda *a: None)[1] for i in range(2)]
+    assert strip_time(runs[0]) == strip_time(runs[1])
+    other = train_run(TrainConfig(seed=1, **cfg), run_dir=tmp_path / "r9", progress=False, plots=False,
+                      log=lambda *a: None)[1]
+    assert strip_time(other) != strip_time(runs[0])
+
+
+@pytest.mark.parametrize("method", ["iffcl", "backprop"])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
+    cfg = dict(dataset="digits", epochs=3, widths=(16, 16), method=method)
+    _, rows_full, _ = train_run(TrainConfig(**cfg), run_dir=tmp_path / "full", progress=False, plots=False,
+                                log=lambda *a: None)
+    calls = {"n": 0}
+
+    def stop_mid_epoch():  # like Ctrl-C after 50 steps (the second epoch is half done)
+        calls["n"] += 1
+        return calls["n"] > 50
+
+    _, _, done = train_run(TrainConfig(**cfg), run_dir=tmp_path / "cut", progress=False, plots=False,
+                           log=lambda *a: None, should_stop=stop_mid_epoch)
+    assert not done
+    state = load_npz(tmp_path / "cut" / "checkpoint.npz")
+    assert int(state["trainer.batch_index"]) > 0  # saved mid-epoch
+    _, rows_resumed, done = train_run(resume=tmp_path / "cut", progress=False, plots=False, log=lambda *a: None)
+    assert done
+    full, resumed = load_npz(tmp_path / "full" / "checkpoint.npz"), load_npz(tmp_path / "cut" / "checkpoint.npz")
+    assert set(full) == set(resumed)
+    for key in full:
+        if key != "trainer.epoch_sums":
+            assert np.array_equal(full[key], resumed[key]), key
+    assert strip_time(rows_full) == strip_time(rows_resumed)
