@@ -1,0 +1,120 @@
+"""The command line: every command writes what it promises; bad input gives clear errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vaelayer_np.checkpoint import CheckpointError, load_npz, save_npz_atomic
+from vaelayer_np.cli import main
+
+from .test_data import write_idx_set
+
+QUICK = ["--epochs", "2", "--widths", "16,16", "--no-progress"]
+
+
+def test_train_writes_the_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), *QUICK]) == 0
+    for name in ("config.json", "metrics.jsonl", "checkpoint.npz", "local_losses.png", "accuracy.png",
+                 "reconstructions.png", "samples.png"):
+        assert (run / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for key in ("layer0_recon", "layer0_kl", "layer0_cos", "layer1_loss", "output_loss", "train_acc", "val_acc",
+                "test_acc", "seconds"):
+        assert key in rows[0]
+    config = json.loads((run / "config.json").read_text())
+    assert config["widths"] == [16, 16] and config["dataset"] == "digits"
+    out = capsys.readouterr().out
+    assert "plots:" in out and str(run) in out
+
+    assert main(["evaluate", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_acc"] == pytest.approx(rows[-1]["test_acc"])
+
+    (run / "accuracy.png").unlink()
+    assert main(["plot", str(run)]) == 0
+    assert (run / "accuracy.png").exists()
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-plots", *QUICK]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress", "--no-plots"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert main(["train", "--resume", str(run), "--lam", "2"]) == 2
+
+
+def test_compare_plot_for_two_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "--run-dir", str(a), "--no-plots", *QUICK]) == 0
+    assert main(["train", "--run-dir", str(b), "--method", "backprop", "--no-plots", *QUICK]) == 0
+    assert main(["plot", str(a), str(b), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "compare.png").exists()
+
+
+def test_train_on_idx_files(tmp_path):
+    write_idx_set(tmp_path / "data", n_train=64, n_test=16)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--run-dir", str(run),
+                 "--no-plots", *QUICK]) == 0
+    assert (run / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--pairing", "random"], "pairing: unknown option 'random'"),
+    (["train", "--activation", "swish"], "activation: unknown option 'swish'"),
+    (["train", "--lr", "-1"], "lr: expected a finite number > 0"),
+    (["train", "--margin", "3"], "margin: expected a number in [-1, 1]"),
+    (["train", "--dataset", "mnist"], "mnist: no IDX files found"),
+    (["evaluate", "/nonexistent/run"], "not a run folder"),
+])
+def test_bad_options_give_clear_errors(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_widths_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--widths", "64,x"])
+    assert exc.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_run_folder_is_never_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-plots", *QUICK]) == 0
+    assert main(["train", "--run-dir", str(run), *QUICK]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-plots", *QUICK]) == 0
+    ckpt = run / "checkpoint.npz"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    assert main(["evaluate", str(run)]) == 2
+    assert "corrupt or truncated" in capsys.readouterr().err
+
+
+def test_checkpoints_refuse_pickles_and_are_atomic(tmp_path):
+    path = tmp_path / "c.npz"
+    with pytest.raises(ValueError, match="object array"):
+        save_npz_atomic(path, {"bad": np.array([{"a": 1}], dtype=object)})
+    assert not path.exists() and not list(tmp_path.iterdir())  # no temporary file left behind
+    np.savez(path, bad=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(CheckpointError):
+        load_npz(path)
+
+
+def test_gradcheck_command(capsys):
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    assert "VAELayer" in out and "FAIL" not in out and "0 failed" in out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "vaelayer_np", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "gradcheck" in out.stdout
