@@ -19,13 +19,17 @@ def get_ops(name="numpy"):
     check_choice("backend", name, BACKENDS)
     if name not in _cache:
         if name == "numpy":
-            from . import ops
+            from . import losses, ops
+            from .activations import get_activation
             _cache[name] = SimpleNamespace(
                 name="numpy",
                 matmul=ops.matmul,
                 reparam_kl_forward=ops.reparam_kl_forward,
                 reparam_kl_backward=ops.reparam_kl_backward,
                 adam_update=ops.adam_update,
+                cosine_embedding=losses.cosine_embedding,
+                softmax_cross_entropy=losses.softmax_cross_entropy,
+                activation=get_activation,
             )
         else:
             from . import _kernels

@@ -77,10 +77,10 @@ class LocalStep:
     terms: dict
 
 
-def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin):
+def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin, backend="numpy"):
     """The contrastive part of a hidden layer's local loss, and its gradients on z_A, z_B."""
     if contrast == "pairs":
-        return losses.cosine_embedding(z_a, z_b, target, margin=margin)
+        return losses.cosine_embedding(z_a, z_b, target, margin=margin, backend=backend)
     targets = np.where(labels_a[:, None] == labels_b[None, :], 1.0, -1.0)
     return losses.cosine_embedding_matrix(z_a, z_b, targets, margin=margin)
 
@@ -109,12 +109,14 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
     out_a, cache_a = layer_a.forward(x_a, rng=rng)
     out_b, cache_b = layer_b.forward(x_b, rng=rng)
     if cosine_on == "latent":
-        cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast, margin)
+        cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast, margin,
+                                             layer_a.backend)
         # need_dx=False: the input gradient is never formed, nothing is sent downwards.
         _, grads_a = layer_a.backward(cache_a, dz=lam * dz_a, need_dx=False)
         _, grads_b = layer_b.backward(cache_b, dz=lam * dz_b, need_dx=False)
     else:
-        cos_loss, (d_out_a, d_out_b) = cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin)
+        cos_loss, (d_out_a, d_out_b) = cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin,
+                                                   layer_a.backend)
         _, grads_a = layer_a.backward(cache_a, dout=lam * d_out_a, need_dx=False)
         _, grads_b = layer_b.backward(cache_b, dout=lam * d_out_b, need_dx=False)
     elbo_a, elbo_b = layer_a.elbo(cache_a), layer_b.elbo(cache_b)

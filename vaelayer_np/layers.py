@@ -162,7 +162,7 @@ class VAELayer(Layer):
         _check_dims(in_dim=in_dim, latent_dim=latent_dim)
         self._dtype = _check_dtype(dtype)
         self.in_dim, self.latent_dim = int(in_dim), int(latent_dim)
-        self.act = get_activation(activation)
+        get_activation(activation)  # validates the name
         self.activation = activation
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.recon = check_choice("recon", recon, ("mse", "bce"))
@@ -170,6 +170,7 @@ class VAELayer(Layer):
         self.pass_on = check_choice("pass_on", pass_on, ("sample", "mean"))
         self.backend = backend
         self.ops = get_ops(backend)
+        self.act = self.ops.activation(activation)
         rng = _as_rng(rng)
         d, k, dt = self.in_dim, self.latent_dim, self._dtype
         self.params = {
@@ -314,7 +315,10 @@ class OutputLayer(Layer):
 
     def loss(self, logits, labels):
         """value, d_logits for the configured classification loss."""
-        value, (d_logits,) = losses.OUTPUT_LOSSES[self.loss_name](logits, labels)
+        if self.loss_name == "softmax":
+            value, (d_logits,) = losses.softmax_cross_entropy(logits, labels, backend=self.backend)
+        else:
+            value, (d_logits,) = losses.bce_one_hot(logits, labels)
         return value, d_logits
 
     def backward(self, d_logits, cache, need_dx=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import get_ops
 from ._validate import (
     check_float_array,
     check_labels,
@@ -114,7 +115,7 @@ def _cosine_parts(a, b, eps):
     return dot / norm, norm, sq_a, sq_b
 
 
-def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
+def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
     r"""Cosine embedding loss, mean over the N pairs (as ``torch.nn.CosineEmbeddingLoss``).
 
     .. math::
@@ -127,6 +128,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
     target : (N,) array of +1 / -1
     margin : float in [-1, 1]
     eps : float, added to each squared norm (a zero vector then has cos = 0).
+    backend : "numpy" (this code) or "numba" (a fused kernel, same result)
 
     Returns
     -------
@@ -140,6 +142,8 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
     check_targets_pm1("target", target, a.shape[0])
     if not -1.0 <= float(margin) <= 1.0:
         raise ValueError(f"margin: expected a number in [-1, 1], got {margin!r}")
+    if backend != "numpy":
+        return get_ops(backend).cosine_embedding(a, b, target, margin, eps)
     cos, norm, sq_a, sq_b = _cosine_parts(a, b, eps)
     positive = target > 0
     losses = np.where(positive, 1 - cos, np.maximum(cos - margin, 0))
@@ -213,7 +217,7 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, backend="numpy"):
     r"""Softmax cross-entropy with integer labels, mean over the batch.
 
     .. math:: L = -\frac1N\sum_n \log \mathrm{softmax}(s_n)_{y_n},\qquad
@@ -232,6 +236,8 @@ def softmax_cross_entropy(logits, labels):
     check_float_array("logits", logits, shape=(None, None))
     n, c = logits.shape
     check_labels("labels", labels, n, c)
+    if backend != "numpy":
+        return get_ops(backend).softmax_cross_entropy(logits, labels)
     logp = log_softmax(logits)
     value = float(-np.mean(logp[np.arange(n), labels]))
     d_logits = np.exp(logp)

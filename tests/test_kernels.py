@@ -1,0 +1,114 @@
+"""The numba backend against the NumPy reference, kernel by kernel and for a whole epoch.
+
+Also passes with NUMBA_DISABLE_JIT=1 (the kernels then run as plain Python).
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vaelayer_np import _kernels, losses, ops
+from vaelayer_np.activations import ACTIVATIONS
+from vaelayer_np.config import TrainConfig
+from vaelayer_np.data import load_dataset
+from vaelayer_np.trainer import Trainer
+
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
+dtypes = st.sampled_from([np.float64, np.float32])
+shapes = st.tuples(st.integers(1, 9), st.integers(1, 12))
+seeds = st.integers(0, 2**31 - 1)
+
+
+def close(a, b, dtype):
+    np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+@given(shape=shapes, dtype=dtypes, seed=seeds, bound=st.sampled_from([None, 6.0, 2.0]), sample=st.booleans())
+def test_reparam_kl(shape, dtype, seed, bound, sample):
+    rng = np.random.default_rng(seed)
+    mu, r, dz = (rng.standard_normal(shape).astype(dtype) * 3 for _ in range(3))
+    eps = rng.standard_normal(shape).astype(dtype) if sample else None
+    ref = ops.reparam_kl_forward(mu, r, eps, bound)
+    got = _kernels.reparam_kl_forward(mu, r, eps, bound)
+    for a, b in zip(ref[:3], got[:3]):
+        assert b.dtype == dtype
+        close(b, a, dtype)
+    assert got[3] == pytest.approx(ref[3], rel=TOL[dtype]["rtol"] * 10, abs=1e-6)
+    log_var, std = ref[0], ref[1]
+    ref_b = ops.reparam_kl_backward(dz, mu, log_var, std, eps, bound, 0.7)
+    got_b = _kernels.reparam_kl_backward(dz, mu, log_var, std, eps, bound, 0.7)
+    for a, b in zip(ref_b, got_b):
+        close(b, a, dtype)
+
+
+@given(shape=shapes, dtype=dtypes, seed=seeds, margin=st.floats(-0.5, 0.5))
+def test_cosine_embedding(shape, dtype, seed, margin):
+    rng = np.random.default_rng(seed)
+    a, b = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    a[0] = 0  # a zero vector
+    t = np.where(rng.random(shape[0]) < 0.5, 1.0, -1.0)
+    v_ref, g_ref = losses.cosine_embedding(a, b, t, margin)
+    v_got, g_got = losses.cosine_embedding(a, b, t, margin, backend="numba")
+    assert v_got == pytest.approx(v_ref, rel=1e-5 if dtype == np.float32 else 1e-12, abs=1e-6)
+    for x, y in zip(g_ref, g_got):
+        close(y, x, dtype)
+
+
+@given(n=st.integers(1, 9), c=st.integers(2, 7), dtype=dtypes, seed=seeds, scale=st.sampled_from([1.0, 50.0]))
+def test_softmax_cross_entropy(n, c, dtype, seed, scale):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((n, c)) * scale).astype(dtype)
+    labels = rng.integers(0, c, n)
+    v_ref, (g_ref,) = losses.softmax_cross_entropy(logits, labels)
+    v_got, (g_got,) = losses.softmax_cross_entropy(logits, labels, backend="numba")
+    assert v_got == pytest.approx(v_ref, rel=1e-5 if dtype == np.float32 else 1e-12, abs=1e-6)
+    close(g_got, g_ref, dtype)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(shape=shapes, dtype=dtypes, seed=seeds)
+def test_activations(name, shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, dout = (rng.standard_normal(shape).astype(dtype) * 4 for _ in range(2))
+    ref, got = ACTIVATIONS[name], _kernels.make_activation(name)
+    out_ref, out_got = ref.forward(x), got.forward(x)
+    close(out_got, out_ref, dtype)
+    close(got.backward(dout, x, out_got), ref.backward(dout, x, out_ref), dtype)
+
+
+@given(shape=shapes, dtype=dtypes, seed=seeds)
+def test_adam_update(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    w, g, m = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    v = rng.random(shape).astype(dtype)
+    copies = [a.copy() for a in (w, m, v)]
+    ops.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8)
+    _kernels.adam_update(*copies[:1], g, *copies[1:], 0.9, 0.999, 1e-3, 1e-8)
+    for a, b in zip((w, m, v), copies):
+        close(b, a, dtype)
+
+
+@given(n=st.integers(1, 40), k=st.integers(1, 40), m=st.integers(1, 40), dtype=dtypes, seed=seeds)
+def test_matmuls(n, k, m, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((k, m)).astype(dtype)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_kernels.matmul(a, b), a @ b, **tol)
+    np.testing.assert_allclose(_kernels._matmul_blocked(a, b, 8), a @ b, **tol)
+    np.testing.assert_allclose(_kernels.matmul(a.T.copy().T, b), a @ b, **tol)
+
+
+@pytest.mark.parametrize("method", ["iffcl", "backprop"])
+def test_one_epoch_same_metrics_on_both_backends(method):
+    ds = load_dataset("digits", limit=256)
+    results = {}
+    for backend in ("numpy", "numba"):
+        cfg = TrainConfig(dataset="digits", widths=(32, 16), method=method, backend=backend, epochs=1, seed=3)
+        trainer = Trainer(cfg, ds.n_features, ds.n_classes)
+        metrics = trainer.train_epoch(ds.x_train, ds.y_train)
+        metrics.pop("seconds")
+        results[backend] = (metrics, trainer.predict_proba(ds.x_test), trainer.net_a.vae_layers[0].params["W_mu"])
+    for key, value in results["numpy"][0].items():
+        assert results["numba"][0][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    np.testing.assert_allclose(results["numba"][1], results["numpy"][1], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(results["numba"][2], results["numpy"][2], rtol=1e-3, atol=1e-4)
