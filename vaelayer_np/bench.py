@@ -190,16 +190,12 @@ def bench_step(repeats):
 
 def bench_compile():
     print("\n4b. Numba compile time for the whole backend (fresh process each)")
-    code = ("import time, numpy as np; t=time.perf_counter();"
-            "from vaelayer_np.config import TrainConfig; from vaelayer_np.trainer import Trainer;"
-            "tr=Trainer(TrainConfig(dataset='fashion-mnist', widths=(8,8), backend='numba'), 16, 10);"
-            "x=np.random.default_rng(0).random((4,16)).astype(np.float32); tr.step(x, np.arange(4));"
-            "tr.predict_proba(x); print(time.perf_counter()-t)")
-    ref = ("import time, numpy as np; t=time.perf_counter();"
-           "from vaelayer_np.config import TrainConfig; from vaelayer_np.trainer import Trainer;"
-           "tr=Trainer(TrainConfig(dataset='fashion-mnist', widths=(8,8), backend='numpy'), 16, 10);"
-           "x=np.random.default_rng(0).random((4,16)).astype(np.float32); tr.step(x, np.arange(4));"
-           "tr.predict_proba(x); print(time.perf_counter()-t)")
+    template = ("import time, numpy as np; t=time.perf_counter();"
+                "from vaelayer_np.config import TrainConfig; from vaelayer_np.trainer import Trainer;"
+                "tr=Trainer(TrainConfig(dataset='fashion-mnist', widths=(8,8), backend='{}'), 16, 10);"
+                "x=np.random.default_rng(0).random((4,16)).astype(np.float32); tr.step(x, np.arange(4));"
+                "tr.predict_proba(x); print(time.perf_counter()-t)")
+    code, ref = template.format("numba"), template.format("numpy")
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         run = lambda c: float(subprocess.run([sys.executable, "-c", c], env=env, capture_output=True,  # noqa: E731
