@@ -45,6 +45,10 @@ def test_vae_layer(activation, pass_on, n, d, k, seed, beta):
 @given(n=batch, d=dims, k=dims, seed=seeds)
 def test_vae_layer_bce_unbounded_and_eval(n, d, k, seed):
     rng = np.random.default_rng(seed)
+    for act in ("relu", "tanh"):
+        layer = VAELayer(d, k, activation=act, encoder_hidden=k + 1, beta=0.3, log_var_bias_init=-1.0, rng=rng)
+        assert_all_pass(check_layer(layer, rng.standard_normal((n, d)), rng))
+    rng = np.random.default_rng(seed)
     assert_all_pass(check_layer(VAELayer(d, k, recon="bce", beta=0.3, rng=rng), rng.uniform(0, 1, (n, d)), rng))
     assert_all_pass(check_layer(VAELayer(d, k, log_var_bound=None, beta=0.3, rng=rng), rng.standard_normal((n, d)), rng))
     assert_all_pass(check_layer(VAELayer(d, k, beta=0.3, rng=rng), rng.standard_normal((n, d)), rng, sample=False))

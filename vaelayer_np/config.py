@@ -29,6 +29,8 @@ class TrainConfig:
     beta: float = field(default=1e-3, metadata={"help": "weight of each layer's KL term"})
     beta_warmup_epochs: int = field(default=0, metadata={"help": "ramp beta linearly from 0 over this many epochs"})
     recon: str = field(default="mse", metadata={"help": "first layer's reconstruction loss: mse or bce"})
+    encoder_hidden: int = field(default=0, metadata={"help": "width of a hidden layer inside each VAE layer's "
+                                                             "encoder (0: linear encoder)"})
     log_var_bound: float = field(default=6.0, metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
     log_var_bias_init: float = field(default=-4.0, metadata={"help": "initial bias of the log-variance head"})
     pass_on: str = field(default="mean", metadata={"help": "what the next layer receives in training: "
@@ -88,6 +90,8 @@ class TrainConfig:
             check_positive("output_lr", self.output_lr)
         if not -1.0 <= self.margin <= 1.0:
             raise ValueError(f"margin: expected a number in [-1, 1], got {self.margin!r}")
+        if not isinstance(self.encoder_hidden, int) or self.encoder_hidden < 0:
+            raise ValueError(f"encoder_hidden: expected an integer >= 0, got {self.encoder_hidden!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:

@@ -204,6 +204,9 @@ def run_all(seed=0, h=DEFAULT_STEP, tol=DEFAULT_TOL):
     results += check_layer(layer, x_((n, d)), rng, "VAELayer[unbounded]")
     layer = VAELayer(d, k, beta=0.5, rng=rng)
     results += check_layer(layer, x_((n, d)), rng, "VAELayer[eval]", sample=False)
+    for act in ("relu", "tanh"):
+        layer = VAELayer(d, k, activation=act, beta=0.5, encoder_hidden=6, log_var_bias_init=-1.0, rng=rng)
+        results += check_layer(layer, x_((n, d)), rng, f"VAELayer[{act},encoder_hidden=6]")
     for loss in ("softmax", "bce"):
         results += check_layer(OutputLayer(d, c, loss=loss, rng=rng), x_((n, d)), rng, f"OutputLayer[{loss}]")
 

@@ -120,8 +120,10 @@ class VAELayer(Layer):
 
     Forward (input x: (N, D), latent size K)::
 
-        mu      = x @ W_mu + b_mu                       (N, K)
-        log_var = c * tanh((x @ W_lv + b_lv) / c)       (N, K)   bounded, c = log_var_bound
+        h       = x                                     (no encoder hidden layer: the default)
+        h       = act(x @ W_enc + b_enc)                (N, H)   with encoder_hidden = H > 0
+        mu      = h @ W_mu + b_mu                       (N, K)
+        log_var = c * tanh((h @ W_lv + b_lv) / c)       (N, K)   bounded, c = log_var_bound
         std     = exp(0.5 * log_var)
         z       = mu + std * eps,  eps ~ N(0, I)        (training; z = mu when sample=False)
         x_hat   = z @ W_dec + b_dec                     (N, D)   decoder back to the layer's input
@@ -149,16 +151,21 @@ class VAELayer(Layer):
     pass_on : {"sample", "mean"}
         What ``out`` is made from in training: the sample z (the paper's layer)
         or the mean mu. Evaluation always uses the mean.
+    encoder_hidden : int
+        Width H of a hidden layer inside the encoder (0: the linear encoder of
+        DESIGN.md). Standard VAEs use an MLP encoder (Kingma & Welling 2014 used
+        one hidden layer); with it the local loss trains a non-linear map.
     rng : int, Generator or None
         Seeds the initialisation.
     dtype : float32 or float64
     backend : {"numpy", "numba"}
     """
 
-    PARAM_NAMES = ("W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
+    PARAM_NAMES = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
 
     def __init__(self, in_dim, latent_dim, activation="relu", beta=1e-3, recon="mse", log_var_bound=6.0,
-                 log_var_bias_init=-4.0, pass_on="sample", rng=None, dtype=np.float64, backend="numpy"):
+                 log_var_bias_init=-4.0, pass_on="sample", encoder_hidden=0, rng=None, dtype=np.float64,
+                 backend="numpy"):
         _check_dims(in_dim=in_dim, latent_dim=latent_dim)
         self._dtype = _check_dtype(dtype)
         self.in_dim, self.latent_dim = int(in_dim), int(latent_dim)
@@ -171,16 +178,24 @@ class VAELayer(Layer):
         self.backend = backend
         self.ops = get_ops(backend)
         self.act = self.ops.activation(activation)
+        if not isinstance(encoder_hidden, (int, np.integer)) or encoder_hidden < 0:
+            raise ValueError(f"encoder_hidden: expected an integer >= 0, got {encoder_hidden!r}")
+        self.encoder_hidden = int(encoder_hidden)
         rng = _as_rng(rng)
         d, k, dt = self.in_dim, self.latent_dim, self._dtype
-        self.params = {
-            "W_mu": (rng.standard_normal((d, k)) / np.sqrt(d)).astype(dt),
+        e = self.encoder_hidden or d  # the width the mu / log_var heads read
+        self.params = {}
+        if self.encoder_hidden:
+            self.params["W_enc"] = (rng.standard_normal((d, e)) * np.sqrt(2.0 / d)).astype(dt)
+            self.params["b_enc"] = np.zeros(e, dt)
+        self.params.update({
+            "W_mu": (rng.standard_normal((e, k)) / np.sqrt(e)).astype(dt),
             "b_mu": np.zeros(k, dt),
-            "W_lv": (rng.standard_normal((d, k)) * (0.1 / np.sqrt(d))).astype(dt),
+            "W_lv": (rng.standard_normal((e, k)) * (0.1 / np.sqrt(e))).astype(dt),
             "b_lv": np.full(k, log_var_bias_init, dt),
             "W_dec": (rng.standard_normal((k, d)) / np.sqrt(k)).astype(dt),
             "b_dec": np.zeros(d, dt),
-        }
+        })
 
     # ----------------------------------------------------------------- forward
     def forward(self, x, eps=None, rng=None, sample=True):
@@ -212,13 +227,18 @@ class VAELayer(Layer):
         else:
             eps = None
         p, ops = self.params, self.ops
-        mu = ops.matmul(x, p["W_mu"]) + p["b_mu"]
-        r = ops.matmul(x, p["W_lv"]) + p["b_lv"]
+        h_pre = h = None
+        if self.encoder_hidden:
+            h_pre = ops.matmul(x, p["W_enc"]) + p["b_enc"]
+            h = self.act.forward(h_pre)
+        enc_in = x if h is None else h
+        mu = ops.matmul(enc_in, p["W_mu"]) + p["b_mu"]
+        r = ops.matmul(enc_in, p["W_lv"]) + p["b_lv"]
         log_var, std, z, kl = ops.reparam_kl_forward(mu, r, eps, self.log_var_bound)
         x_hat = ops.matmul(z, p["W_dec"]) + p["b_dec"]
         passed = mu if self.pass_on == "mean" else z
         out = self.act.forward(passed)
-        cache = {"x": x, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
+        cache = {"x": x, "h_pre": h_pre, "h": h, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
                  "x_hat": x_hat, "out": out, "kl": kl}
         return out, cache
 
@@ -272,14 +292,23 @@ class VAELayer(Layer):
                                             self.log_var_bound, w * self.beta)
         if d_mu_extra is not None:
             d_mu = d_mu + d_mu_extra
-        grads["W_mu"] = ops.matmul(x.T, d_mu)
+        enc_in = x if cache["h"] is None else cache["h"]
+        grads["W_mu"] = ops.matmul(enc_in.T, d_mu)
         grads["b_mu"] = d_mu.sum(axis=0)
-        grads["W_lv"] = ops.matmul(x.T, d_r)
+        grads["W_lv"] = ops.matmul(enc_in.T, d_r)
         grads["b_lv"] = d_r.sum(axis=0)
-        dx = None
-        if need_dx:
-            dx = ops.matmul(d_mu, p["W_mu"].T) + ops.matmul(d_r, p["W_lv"].T) + w * d_target
-        return dx, {name: grads[name] for name in self.PARAM_NAMES}
+        d_x_enc = None  # gradient reaching the encoder's input through mu and log_var
+        if self.encoder_hidden:
+            d_h = ops.matmul(d_mu, p["W_mu"].T) + ops.matmul(d_r, p["W_lv"].T)
+            d_h_pre = self.act.backward(d_h, cache["h_pre"], cache["h"])
+            grads["W_enc"] = ops.matmul(x.T, d_h_pre)
+            grads["b_enc"] = d_h_pre.sum(axis=0)
+            if need_dx:
+                d_x_enc = ops.matmul(d_h_pre, p["W_enc"].T)
+        elif need_dx:
+            d_x_enc = ops.matmul(d_mu, p["W_mu"].T) + ops.matmul(d_r, p["W_lv"].T)
+        dx = d_x_enc + w * d_target if need_dx else None
+        return dx, {name: grads[name] for name in self.PARAM_NAMES if name in self.params}
 
     def decode(self, z):
         """Decoder alone: z (M, K) -> x_hat (M, D) (logits if recon='bce')."""

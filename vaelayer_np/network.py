@@ -32,7 +32,7 @@ class Network:
 
     def __init__(self, in_dim, widths, n_classes, readout="last", seed=0, activation="relu", beta=1e-3,
                  recon="mse", log_var_bound=6.0, log_var_bias_init=-4.0, pass_on="sample", output_loss="softmax",
-                 dtype=np.float32, backend="numpy"):
+                 encoder_hidden=0, dtype=np.float32, backend="numpy"):
         widths = tuple(int(w) for w in widths)
         if not widths:
             raise ValueError("widths: expected at least one VAE layer width")
@@ -43,7 +43,8 @@ class Network:
         dims = (self.in_dim,) + widths
         self.vae_layers = [
             VAELayer(dims[i], dims[i + 1], activation=activation, beta=beta, recon=recon if i == 0 else "mse",
-                     log_var_bound=log_var_bound, log_var_bias_init=log_var_bias_init, pass_on=pass_on, rng=rng,
+                     log_var_bound=log_var_bound, log_var_bias_init=log_var_bias_init, pass_on=pass_on,
+                     encoder_hidden=encoder_hidden, rng=rng,
                      dtype=dtype, backend=backend)
             for i in range(len(widths))
         ]

@@ -51,6 +51,7 @@ class Trainer:
         return Network(self.n_features, c.resolved_widths(), self.n_classes, readout=c.readout, seed=seed,
                        activation=c.activation, beta=c.beta, recon=c.recon, log_var_bound=c.log_var_bound or None,
                        log_var_bias_init=c.log_var_bias_init, pass_on=c.pass_on, output_loss=c.output_loss,
+                       encoder_hidden=c.encoder_hidden,
                        dtype=self.dtype, backend=c.backend)
 
     def _make_optimizer(self, params, lr):
