@@ -22,26 +22,24 @@ FASTMATH = False  # exact IEEE arithmetic: kernels agree with NumPy to rounding 
 
 
 # ----------------------------------------------------------------------------- reparameterisation + KL
-@njit(cache=True, fastmath=FASTMATH)
-def _reparam_kl_forward(mu, r, eps, bound, sample):
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _sample_and_kl(mu, log_var, std, eps, sample):
+    """z = mu + std * eps and the KL sum in one pass (tanh and exp stay with NumPy, see below)."""
     n, k = mu.shape
-    log_var = np.empty_like(mu)
-    std = np.empty_like(mu)
     z = np.empty_like(mu)
     kl = 0.0
     for i in range(n):
+        row = 0.0
         for j in range(k):
-            lv = bound * math.tanh(r[i, j] / bound) if bound > 0 else r[i, j]
-            s = math.exp(0.5 * lv)
             m = mu[i, j]
-            log_var[i, j] = lv
-            std[i, j] = s
+            s = std[i, j]
             z[i, j] = m + s * eps[i, j] if sample else m
-            kl += 1.0 + lv - m * m - s * s
-    return log_var, std, z, -0.5 * kl / n
+            row += 1.0 + log_var[i, j] - m * m - s * s
+        kl += row
+    return z, -0.5 * kl / n
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _reparam_kl_backward(dz, mu, log_var, std, eps, bound, kl_weight, sample):
     n, k = mu.shape
     d_mu = np.empty_like(mu)
@@ -62,8 +60,17 @@ def _reparam_kl_backward(dz, mu, log_var, std, eps, bound, kl_weight, sample):
 
 
 def reparam_kl_forward(mu, r, eps, bound):
+    """Numba version of :func:`vaelayer_np.ops.reparam_kl_forward`.
+
+    ``tanh`` and ``exp`` are left to NumPy: without a vector maths library Numba
+    calls scalar libm functions for them, which measured ~10x slower than
+    NumPy's SIMD loops (a fully fused kernel took 540 us against NumPy's 47 us
+    at 128x256 float32). The sampling and the KL sum are fused into one pass.
+    """
+    log_var = bound * np.tanh(r * (1.0 / bound)) if bound else r
+    std = np.exp(0.5 * log_var)
     sample = eps is not None
-    log_var, std, z, kl = _reparam_kl_forward(mu, r, eps if sample else mu, float(bound or 0.0), sample)
+    z, kl = _sample_and_kl(mu, log_var, std, eps if sample else mu, sample)
     return log_var, std, z, float(kl)
 
 
@@ -74,7 +81,7 @@ def reparam_kl_backward(dz, mu, log_var, std, eps, bound, kl_weight):
 
 
 # ----------------------------------------------------------------------------- Adam
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
     for i in range(w.size):
         gi = g[i]
@@ -91,7 +98,7 @@ def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
 
 
 # ----------------------------------------------------------------------------- cosine embedding loss
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_embedding(a, b, target, margin, eps):
     n, k = a.shape
     d_a = np.empty_like(a)
@@ -129,7 +136,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=1e-8):
 
 
 # ----------------------------------------------------------------------------- softmax cross-entropy
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_xent(logits, labels):
     n, c = logits.shape
     d = np.empty_like(logits)
@@ -157,7 +164,7 @@ def softmax_cross_entropy(logits, labels):
 
 
 # ----------------------------------------------------------------------------- activations
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _act_forward(x, kind, slope):
     out = np.empty_like(x)
     flat_x, flat_o = x.reshape(-1), out.reshape(-1)
@@ -180,7 +187,7 @@ def _act_forward(x, kind, slope):
     return out
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _act_backward(dout, x, out, kind, slope):
     dx = np.empty_like(x)
     fd, fx, fo, fr = dout.reshape(-1), x.reshape(-1), out.reshape(-1), dx.reshape(-1)
@@ -220,7 +227,7 @@ def _matmul_blas(a, b):
     return np.dot(a, b)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _matmul_blocked(a, b, block=64):
     """C = A @ B with cache blocking, for teaching; far slower than BLAS (see docs/performance.md)."""
     n, k = a.shape
