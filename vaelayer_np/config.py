@@ -50,6 +50,7 @@ class TrainConfig:
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE layers"})
     output_lr: float = field(default=0.01, metadata={"help": "learning rate of the output layer"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "constant, or cosine (decay to 0 over the run)"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay on weight matrices"})
     epochs: int = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 20 otherwise)"})
@@ -81,6 +82,7 @@ class TrainConfig:
         check_choice("output_loss", self.output_loss, ("softmax", "bce"))
         check_choice("predict", self.predict, ("twins", "a"))
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("backend", self.backend, ("numpy", "numba"))
         check_choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("beta", "lam", "weight_decay", "backprop_elbo_weight", "log_var_bound"):

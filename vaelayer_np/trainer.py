@@ -40,11 +40,13 @@ class Trainer:
         net_names = ("A", "B") if config.method == "iffcl" else ("A",)
         # Twins differ only by their initialisation seed.
         self.nets = {name: self._build_net(seed=config.seed * 1000 + 17 * i + 1) for i, name in enumerate(net_names)}
-        self.optimizers = {}
+        self.optimizers, self.base_lr = {}, {}
         for net_name, net in self.nets.items():
             for layer_name, layer in net.named_layers():
                 lr = config.output_lr if (layer_name == "output" and config.output_lr) else config.lr
                 self.optimizers[f"{net_name}.{layer_name}"] = self._make_optimizer(layer.params, lr)
+                self.base_lr[f"{net_name}.{layer_name}"] = lr
+        self.steps_per_epoch = None  # known once the training set is seen
 
     def _build_net(self, seed):
         c = self.config
@@ -75,9 +77,24 @@ class Trainer:
             return c.beta
         return c.beta * min(1.0, (self.epoch + 1) / c.beta_warmup_epochs)
 
+    def lr_factor(self):
+        r"""Learning-rate multiplier at the current step.
+
+        ``constant``: 1. ``cosine``: :math:`\tfrac12(1 + \cos(\pi t / T))` over the T steps
+        of the run, so the last epochs take small steps and settle (see docs/results.md).
+        """
+        if self.config.lr_schedule == "constant" or not self.steps_per_epoch:
+            return 1.0
+        total = self.config.epochs * self.steps_per_epoch
+        t = min(self.epoch * self.steps_per_epoch + self.batch_index, total)
+        return 0.5 * (1.0 + np.cos(np.pi * t / total))
+
     # ------------------------------------------------------------------ one step
     def step(self, x, y):
         """One mini-batch update. Returns a dict of floats (losses, batch accuracy)."""
+        factor = self.lr_factor()
+        for name, opt in self.optimizers.items():
+            opt.lr = self.base_lr[name] * factor
         beta = self.current_beta()
         for net in self.nets.values():
             for layer in net.vae_layers:
@@ -143,6 +160,7 @@ class Trainer:
             self.epoch_order = self.rng.permutation(n)
             self.batch_index, self.epoch_sums = 0, {}
         total = self.n_batches(n)
+        self.steps_per_epoch = total
         t0 = time.perf_counter()
         while self.batch_index < total:
             if should_stop is not None and should_stop():
