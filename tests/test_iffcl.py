@@ -151,3 +151,25 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
         if key != "trainer.epoch_sums":
             assert np.array_equal(full[key], resumed[key]), key
     assert strip_time(rows_full) == strip_time(rows_resumed)
+
+
+def test_cosine_schedule_decays_to_zero_and_constant_does_not():
+    ds = load_dataset("digits", limit=64)
+    for schedule, expect_end in (("cosine", 0.0), ("constant", 1.0)):
+        trainer = Trainer(TrainConfig(dataset="digits", widths=(8,), epochs=2, batch_size=32, lr_schedule=schedule),
+                          64, 10)
+        factors = []
+        for _ in range(2):
+            trainer.train_epoch(ds.x_train, ds.y_train,
+                                on_step=lambda i, n, m: factors.append(trainer.optimizers["A.vae0"].lr))
+        assert factors[0] == pytest.approx(trainer.config.lr)
+        assert factors[-1] / trainer.config.lr == pytest.approx(expect_end, abs=0.2)
+        assert all(a >= b - 1e-15 for a, b in zip(factors, factors[1:]))
+
+
+def test_encoder_hidden_layer_trains_and_checkpoints(tmp_path):
+    _, rows, _ = train_run(TrainConfig(dataset="digits", epochs=2, encoder_hidden=32, widths=(16, 16)),
+                           run_dir=tmp_path / "r", progress=False, plots=False, log=lambda *a: None)
+    state = load_npz(tmp_path / "r" / "checkpoint.npz")
+    assert state["netA.vae0.W_enc"].shape == (64, 32) and state["netB.vae1.W_enc"].shape == (16, 32)
+    assert rows[-1]["test_acc"] > 0.5
