@@ -29,8 +29,8 @@ class TrainConfig:
     beta: float = field(default=1e-3, metadata={"help": "weight of each layer's KL term"})
     beta_warmup_epochs: int = field(default=0, metadata={"help": "ramp beta linearly from 0 over this many epochs"})
     recon: str = field(default="mse", metadata={"help": "first layer's reconstruction loss: mse or bce"})
-    encoder_hidden: int = field(default=0, metadata={"help": "width of a hidden layer inside each VAE layer's "
-                                                             "encoder (0: linear encoder)"})
+    encoder_hidden: int = field(default=1024, metadata={"help": "width of a hidden layer inside each VAE layer's "
+                                                                "encoder (0: the linear encoder of DESIGN.md)"})
     log_var_bound: float = field(default=6.0, metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
     log_var_bias_init: float = field(default=-4.0, metadata={"help": "initial bias of the log-variance head"})
     pass_on: str = field(default="mean", metadata={"help": "what the next layer receives in training: "
@@ -41,7 +41,7 @@ class TrainConfig:
     cosine_on: str = field(default="latent", metadata={"help": "cosine term on the latent z (latent) or on act(z), "
                                                                 "the layer's output (output)"})
     lam: float = field(default=10.0, metadata={"help": "lambda, weight of the cosine term"})
-    margin: float = field(default=0.0, metadata={"help": "cosine embedding margin for target -1"})
+    margin: float = field(default=0.5, metadata={"help": "cosine embedding margin for target -1"})
     readout: str = field(default="all", metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
     output_loss: str = field(default="softmax", metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
     predict: str = field(default="twins", metadata={"help": "average both twins' probabilities (twins) or net A (a)"})
