@@ -79,8 +79,9 @@ def bench_kernels(repeats):
         print(_row(name, median_time(fast, repeats), median_time(ref, repeats)))
 
 
-def _fashion_step_trainer(backend, batch):
-    cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend)
+def _fashion_step_trainer(backend, batch, encoder_hidden=0):
+    cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend,
+                      encoder_hidden=encoder_hidden)
     return Trainer(cfg, 784, 10)
 
 
@@ -94,10 +95,14 @@ def _torch_step(batch, cfg):
 
     def make_net():
         layers = []
+        hidden = cfg.encoder_hidden
         for i in range(3):
-            mods = torch.nn.ModuleDict({"mu": torch.nn.Linear(dims[i], dims[i + 1]),
-                                        "lv": torch.nn.Linear(dims[i], dims[i + 1]),
+            enc_out = hidden or dims[i]
+            mods = torch.nn.ModuleDict({"mu": torch.nn.Linear(enc_out, dims[i + 1]),
+                                        "lv": torch.nn.Linear(enc_out, dims[i + 1]),
                                         "dec": torch.nn.Linear(dims[i + 1], dims[i])})
+            if hidden:
+                mods["enc"] = torch.nn.Linear(dims[i], hidden)
             layers.append((mods, torch.optim.Adam(mods.parameters(), lr=cfg.lr)))
         head = torch.nn.Linear(sum(dims[1:]), 10)
         return layers, (head, torch.optim.Adam(head.parameters(), lr=cfg.output_lr))
@@ -119,7 +124,8 @@ def _torch_step(batch, cfg):
             for t in range(2):
                 mods, _ = nets[t][0][k]
                 h = hs[t].detach()
-                mu, lv = mods["mu"](h), 6 * torch.tanh(mods["lv"](h) / 6)
+                e = torch.relu(mods["enc"](h)) if "enc" in mods else h
+                mu, lv = mods["mu"](e), 6 * torch.tanh(mods["lv"](e) / 6)
                 z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
                 recon = torch.mean((mods["dec"](z) - h) ** 2)
                 kl = -0.5 * torch.sum(1 + lv - mu ** 2 - lv.exp()) / batch
@@ -148,9 +154,15 @@ def _torch_step(batch, cfg):
 
 
 def bench_step(repeats):
+    for hidden in (0, 1024):
+        _bench_step(repeats, hidden)
+
+
+def _bench_step(repeats, hidden):
     from .backend import get_ops
 
-    print("\n2./3. one IFFCL step, Fashion-MNIST architecture 784-256-256-256-10, twins, float32")
+    print(f"\n2./3. one IFFCL step, Fashion-MNIST architecture 784-256-256-256-10, twins, float32, "
+          f"encoder hidden layer {hidden or 'none (the linear encoder)'}")
     try:
         import torch  # noqa: F401
         have_torch = True
@@ -163,10 +175,10 @@ def bench_step(repeats):
         y = rng.integers(0, 10, batch)
         times = {}
         for backend in ("numba", "numpy"):
-            trainer = _fashion_step_trainer(backend, batch)
+            trainer = _fashion_step_trainer(backend, batch, hidden)
             times[backend] = median_time(lambda: trainer.step(x, y), repeats)
         # matmuls alone: replay the exact operands of one step
-        trainer = _fashion_step_trainer("numpy", batch)
+        trainer = _fashion_step_trainer("numpy", batch, hidden)
         ops = get_ops("numpy")
         original = ops.matmul
         recorded = []
