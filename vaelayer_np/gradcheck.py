@@ -232,10 +232,8 @@ def run_all(seed=0, h=DEFAULT_STEP, tol=DEFAULT_TOL):
 
 def _check_networks(rng, h, tol):
     """Whole-network gradients for the backpropagation baseline (every layer's dx is used)."""
-    try:
-        from .network import Network
-    except ImportError:  # the network module arrives with the trainer
-        return []
+    from .network import Network
+
     n, d, c = 4, 6, 3
     net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3,
                   log_var_bias_init=-1.0)

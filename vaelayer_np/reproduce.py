@@ -65,6 +65,10 @@ def run_reproduce(out, only=None, quick=False, log=print):
     pairs = [(n, n.replace("iffcl", "backprop")) for n in names if n.endswith("iffcl")]
     from .plots import plot_compare
     for a, b in pairs:
-        if b in names:
+        if (out / a / "metrics.jsonl").exists() and (out / b / "metrics.jsonl").exists():
             plot_compare([(a, read_metrics(out / a)), (b, read_metrics(out / b))], out / f"compare-{a}.png")
+    study = [n for n in ("fashion-iffcl", "fashion-iffcl-constant-lr", "fashion-iffcl-paper-like")
+             if (out / n / "metrics.jsonl").exists()]
+    if len(study) > 1:
+        plot_compare([(n, read_metrics(out / n)) for n in study], out / "decline-study.png")
     return table
