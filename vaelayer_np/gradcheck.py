@@ -235,22 +235,24 @@ def _check_networks(rng, h, tol):
     from .network import Network
 
     n, d, c = 4, 6, 3
-    net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3,
-                  log_var_bias_init=-1.0)
-    x = rng.standard_normal((n, d))
-    labels = rng.integers(0, c, n)
-    eps = [rng.standard_normal((n, w)) for w in (5, 4)]
     results = []
-    for elbo_weight in (0.0, 0.7):
-        def f():
-            return net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight)[0]
+    for hidden in (0, 3):
+        net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3,
+                      log_var_bias_init=-1.0, encoder_hidden=hidden)
+        x = rng.standard_normal((n, d))
+        labels = rng.integers(0, c, n)
+        eps = [rng.standard_normal((n, w)) for w in (5, 4)]
+        for elbo_weight in (0.0, 0.7):
+            def f():
+                return net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight)[0]
 
-        _, grads, dx = net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight, need_dx=True)
-        tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
-        tensors["x"] = x
-        analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
-        analytic["x"] = dx
-        results += check_gradients(f"Network[backprop,elbo_weight={elbo_weight}]", f, tensors, analytic, h, tol)
+            _, grads, dx = net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight, need_dx=True)
+            tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
+            tensors["x"] = x
+            analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
+            analytic["x"] = dx
+            name = f"Network[backprop,encoder_hidden={hidden},elbo_weight={elbo_weight}]"
+            results += check_gradients(name, f, tensors, analytic, h, tol)
     return results
 
 
