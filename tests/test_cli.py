@@ -118,3 +118,29 @@ def test_gradcheck_command(capsys):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "vaelayer_np", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "gradcheck" in out.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    """A real SIGINT to a training process: it stops between two steps, saves, and resumes."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vaelayer_np", "train", "--epochs", "500", "--widths", "16", "--encoder-hidden", "0",
+           "--no-progress", "--no-plots", "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: checkpoint saved" in out
+    state = load_npz(run / "checkpoint.npz")
+    done_epochs = int(state["trainer.epoch"])
+    assert 1 <= done_epochs < 500
+    assert main(["train", "--resume", str(run), "--epochs", str(done_epochs + 1), "--no-progress", "--no-plots"]) == 0
+    assert len(metrics.read_text().splitlines()) == done_epochs + 1

@@ -94,6 +94,9 @@ def main(argv=None):
     except ValueError as exc:  # every user error in the library is a ValueError with a clear message
         print(f"vaelayer {args.command}: error: {exc}", file=sys.stderr)
         return _EXIT_USAGE
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C in another command
+        print(f"vaelayer {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args, parser):
