@@ -144,3 +144,16 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert 1 <= done_epochs < 500
     assert main(["train", "--resume", str(run), "--epochs", str(done_epochs + 1), "--no-progress", "--no-plots"]) == 0
     assert len(metrics.read_text().splitlines()) == done_epochs + 1
+
+
+def test_reproduce_writes_a_table_from_the_runs(tmp_path, capsys):
+    out = tmp_path / "repro"
+    assert main(["reproduce", "--out", str(out), "--only", "digits-iffcl,digits-backprop", "--quick"]) == 0
+    table = (out / "results.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 2
+    last_test = float(rows[0].split("|")[3])
+    metrics = [json.loads(line) for line in (out / "digits-iffcl" / "metrics.jsonl").read_text().splitlines()]
+    assert last_test == pytest.approx(100 * metrics[-1]["test_acc"], abs=0.006)
+    assert (out / "compare-digits-iffcl.png").exists()
+    assert main(["reproduce", "--out", str(out), "--only", "nope"]) == 2
