@@ -74,7 +74,7 @@ def test_each_layer_moves_only_by_its_own_local_loss(digits):
         step = vae_local_step(la, lb, h_a, h_b, target, rng, lam=c.lam, margin=c.margin, contrast=c.contrast,
                               labels_a=y, labels_b=y[partner], cosine_on=c.cosine_on)
         for layer, grads, name in ((la, step.grads_a, "A"), (lb, step.grads_b, "B")):
-            Adam(layer.params, lr=c.lr).step(grads)
+            Adam(layer.params, lr=c.lr, backend=c.backend).step(grads)
             for key, v in layer.params.items():
                 np.testing.assert_array_equal(v, trainer.nets[name].vae_layers[k].params[key])
         h_a, h_b = step.out_a, step.out_b

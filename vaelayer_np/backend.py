@@ -14,6 +14,14 @@ BACKENDS = ("numpy", "numba")
 _cache = {}
 
 
+def default_backend():
+    """``numba`` (measured faster for training, docs/performance.md) unless its JIT is disabled
+    (NUMBA_DISABLE_JIT=1 runs the kernels as plain Python, far slower than NumPy)."""
+    from numba.core import config as numba_config
+
+    return "numpy" if numba_config.DISABLE_JIT else "numba"
+
+
 def get_ops(name="numpy"):
     """Return the namespace of hot operations for backend ``name``."""
     check_choice("backend", name, BACKENDS)

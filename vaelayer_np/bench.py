@@ -25,6 +25,14 @@ from .config import TrainConfig
 from .trainer import Trainer
 
 
+def _threads():
+    """Threads for every library: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else all cores."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return os.cpu_count() or 1
+
+
 def median_time(fn, repeats, warmup=2):
     for _ in range(warmup):
         fn()
@@ -90,7 +98,7 @@ def _torch_step(batch, cfg):
     import torch
 
     torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(_threads())
     dims = (784, 256, 256, 256)
 
     def make_net():
@@ -241,8 +249,9 @@ def bench_epoch():
 
 def run_bench(repeats=20, quick=False):
     import numba
-    print(f"vaelayer bench: numpy {np.__version__}, numba {numba.__version__}, {os.cpu_count()} cores; "
-          f"medians of {repeats} repeats\n")
+    print(f"vaelayer bench: numpy {np.__version__}, numba {numba.__version__}, {os.cpu_count()} cores, "
+          f"{_threads()} thread(s) for BLAS and PyTorch (set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS to "
+          f"change); medians of {repeats} repeats\n")
     bench_kernels(repeats)
     bench_step(repeats)
     if not quick:

@@ -42,8 +42,9 @@ def _add_config_options(parser):
             parser.add_argument(flag, type=_parse_widths, default=None, help=help_text)
             continue
         kind = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float, "epochs": int,
-                "batch_size": int}.get(f.name, type(f.default))
-        parser.add_argument(flag, type=kind, default=None, help=f"{help_text} (default: {f.default})")
+                "batch_size": int, "backend": str}.get(f.name, type(f.default))
+        suffix = "" if f.default is None else f" (default: {f.default})"
+        parser.add_argument(flag, type=kind, default=None, help=help_text + suffix)
 
 
 def _config_from_args(args):
