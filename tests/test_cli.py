@@ -157,3 +157,10 @@ def test_reproduce_writes_a_table_from_the_runs(tmp_path, capsys):
     assert last_test == pytest.approx(100 * metrics[-1]["test_acc"], abs=0.006)
     assert (out / "compare-digits-iffcl.png").exists()
     assert main(["reproduce", "--out", str(out), "--only", "nope"]) == 2
+
+
+def test_bench_command_prints_medians_and_ratios(capsys):
+    assert main(["bench", "--quick", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "numba/numpy" in out and "numba/matmuls" in out
+    assert "encoder hidden layer 1024" in out
