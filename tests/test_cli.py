@@ -70,6 +70,10 @@ def test_train_on_idx_files(tmp_path):
     (["train", "--margin", "3"], "margin: expected a number in [-1, 1]"),
     (["train", "--dataset", "mnist"], "mnist: no IDX files found"),
     (["evaluate", "/nonexistent/run"], "not a run folder"),
+    (["train", "--limit", "0"], "limit: expected a positive integer"),
+    (["train", "--epochs", "0"], "epochs: expected a positive integer"),
+    (["train", "--margin", "nan"], "margin: expected a number in [-1, 1]"),
+    (["train", "--data-dir", "/nonexistent", "--dataset", "mnist"], "is not a folder"),
 ])
 def test_bad_options_give_clear_errors(args, message, capsys):
     assert main(args) == 2
@@ -164,3 +168,18 @@ def test_bench_command_prints_medians_and_ratios(capsys):
     out = capsys.readouterr().out
     assert "speed-up" in out and "numba/numpy" in out and "numba/matmuls" in out
     assert "encoder hidden layer 1024" in out
+
+
+def test_checkpoint_of_another_shape_or_missing_entries(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-plots", *QUICK]) == 0
+    state = load_npz(run / "checkpoint.npz")
+    del state["trainer.rng"]
+    save_npz_atomic(run / "checkpoint.npz", state)
+    assert main(["evaluate", str(run)]) == 2
+    assert "missing entry 'trainer.rng'" in capsys.readouterr().err
+    state["trainer.rng"] = np.array("{}")
+    state["netA.vae0.W_mu"] = np.zeros((3, 3), np.float32)
+    save_npz_atomic(run / "checkpoint.npz", state)
+    assert main(["evaluate", str(run)]) == 2
+    assert "has shape (3, 3)" in capsys.readouterr().err

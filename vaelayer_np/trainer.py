@@ -209,6 +209,14 @@ class Trainer:
         return state
 
     def load_state_dict(self, state):
+        """Restore a state written by :meth:`state_dict`; a missing entry raises ValueError naming it."""
+        try:
+            self._load_state_dict(state)
+        except KeyError as exc:
+            raise ValueError(f"checkpoint: missing entry {exc.args[0]!r}; the file is not a checkpoint of this "
+                             "run's configuration") from None
+
+    def _load_state_dict(self, state):
         for name, net in self.nets.items():
             net.load_state_dict(state, prefix=f"net{name}.")
         for name, opt in self.optimizers.items():
@@ -219,4 +227,9 @@ class Trainer:
         order = state["trainer.epoch_order"]
         self.epoch_order = None if order.size == 0 else np.array(order, dtype=np.int64)
         self.epoch_sums = json.loads(str(state["trainer.epoch_sums"]))
-        self.rng.bit_generator.state = json.loads(str(state["trainer.rng"]))
+        try:
+            self.rng.bit_generator.state = json.loads(str(state["trainer.rng"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, KeyError) and exc.args and exc.args[0] == "trainer.rng":
+                raise
+            raise ValueError(f"checkpoint: the random generator state is unreadable ({exc})") from None
