@@ -54,6 +54,20 @@ def test_cosine_embedding(shape, dtype, seed, margin):
         close(y, x, dtype)
 
 
+@given(n=st.integers(1, 9), m=st.integers(1, 9), k=st.integers(1, 9), dtype=dtypes, seed=seeds,
+       margin=st.floats(-0.5, 0.5), balanced=st.booleans())
+def test_cosine_embedding_matrix(n, m, k, dtype, seed, margin, balanced):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((m, k)).astype(dtype)
+    t = np.where(rng.random((n, m)) < 0.3, 1.0, -1.0)
+    v_ref, g_ref = losses.cosine_embedding_matrix(a, b, t, margin, balanced=balanced)
+    v_got, g_got = losses.cosine_embedding_matrix(a, b, t, margin, balanced=balanced, backend="numba")
+    assert v_got == pytest.approx(v_ref, rel=1e-5 if dtype == np.float32 else 1e-12, abs=1e-6)
+    for x, y in zip(g_ref, g_got):
+        assert y.dtype == dtype
+        close(y, x, dtype)
+
+
 @given(n=st.integers(1, 9), c=st.integers(2, 7), dtype=dtypes, seed=seeds, scale=st.sampled_from([1.0, 50.0]))
 def test_softmax_cross_entropy(n, c, dtype, seed, scale):
     rng = np.random.default_rng(seed)

@@ -140,6 +140,59 @@ def cosine_embedding(a, b, target, margin=0.0, eps=1e-8):
     return float(value), (d_a, d_b)
 
 
+# ----------------------------------------------------------------------------- all-pairs cosine loss
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
+    """The element-wise part of the all-pairs loss in one pass: value, dL/dcos scaled, row and column sums."""
+    n, m = cos.shape
+    n_pos = 0
+    for i in range(n):
+        for j in range(m):
+            if targets[i, j] > 0:
+                n_pos += 1
+    n_neg = n * m - n_pos
+    if balanced:
+        w_pos = 0.5 / max(n_pos, 1)
+        w_neg = 0.5 / max(n_neg, 1)
+        if n_pos == 0 or n_neg == 0:
+            w_pos *= 2.0
+            w_neg *= 2.0
+    else:
+        w_pos = 1.0 / (n * m)
+        w_neg = w_pos
+    g_scaled = np.empty_like(cos)
+    row = np.zeros(n, dtype=cos.dtype)
+    col = np.zeros(m, dtype=cos.dtype)
+    value = 0.0
+    for i in range(n):
+        for j in range(m):
+            c = cos[i, j]
+            if targets[i, j] > 0:
+                value += w_pos * (1.0 - c)
+                g = -w_pos
+            elif c > margin:
+                value += w_neg * (c - margin)
+                g = w_neg
+            else:
+                g = 0.0
+            g_scaled[i, j] = g * inv_a[i] * inv_b[j]
+            row[i] += g * c
+            col[j] += g * c
+    return value, g_scaled, row, col
+
+
+def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=1e-8, balanced=True):
+    """Kernel behind :func:`vaelayer_np.losses.cosine_embedding_matrix` (inputs already validated)."""
+    inv_a = 1 / np.sqrt(np.einsum("nk,nk->n", a, a) + eps)
+    inv_b = 1 / np.sqrt(np.einsum("nk,nk->n", b, b) + eps)
+    cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
+    value, g_scaled, row, col = _cosine_matrix_terms(cos, np.asarray(targets), inv_a, inv_b, float(margin),
+                                                     bool(balanced))
+    d_a = g_scaled @ b - (row * inv_a * inv_a)[:, None] * a
+    d_b = g_scaled.T @ a - (col * inv_b * inv_b)[:, None] * b
+    return float(value), (d_a, d_b)
+
+
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_xent(logits, labels):
@@ -268,6 +321,7 @@ def make_ops():
         reparam_kl_backward=reparam_kl_backward,
         adam_update=adam_update,
         cosine_embedding=cosine_embedding,
+        cosine_embedding_matrix=cosine_embedding_matrix,
         softmax_cross_entropy=softmax_cross_entropy,
         activation=make_activation,
     )

@@ -36,6 +36,7 @@ def get_ops(name="numpy"):
                 reparam_kl_backward=ops.reparam_kl_backward,
                 adam_update=ops.adam_update,
                 cosine_embedding=losses.cosine_embedding,
+                cosine_embedding_matrix=losses.cosine_embedding_matrix,
                 softmax_cross_entropy=losses.softmax_cross_entropy,
                 activation=get_activation,
             )

@@ -58,6 +58,8 @@ def bench_kernels(repeats):
     mu, r, eps, dz = (rng.standard_normal((n, k)).astype(f32) for _ in range(4))
     log_var, std, _, _ = ops.reparam_kl_forward(mu, r, eps, 6.0)
     t = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(f32)
+    labels_pairs = rng.integers(0, 10, n)
+    tm = np.where(labels_pairs[:, None] == labels_pairs[None, :], 1.0, -1.0)
     logits = rng.standard_normal((n, 10)).astype(f32)
     labels = rng.integers(0, 10, n)
     w, g, m = (rng.standard_normal((d, k)).astype(f32) for _ in range(3))
@@ -73,6 +75,8 @@ def bench_kernels(repeats):
          lambda: ops.reparam_kl_backward(dz, mu, log_var, std, eps, 6.0, 1e-3)),
         ("cosine embedding (fwd+bwd)", lambda: _kernels.cosine_embedding(mu, r, t),
          lambda: losses.cosine_embedding(mu, r, t)),
+        ("cosine, all pairs 128x128 (fwd+bwd)", lambda: _kernels.cosine_embedding_matrix(mu, r, tm),
+         lambda: losses.cosine_embedding_matrix(mu, r, tm)),
         ("softmax cross-entropy (fwd+bwd)", lambda: _kernels.softmax_cross_entropy(logits, labels),
          lambda: losses.softmax_cross_entropy(logits, labels)),
         ("relu forward", lambda: relu_nb.forward(mu), lambda: relu.forward(mu)),

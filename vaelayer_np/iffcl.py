@@ -82,7 +82,7 @@ def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin, backend=
     if contrast == "pairs":
         return losses.cosine_embedding(z_a, z_b, target, margin=margin, backend=backend)
     targets = np.where(labels_a[:, None] == labels_b[None, :], 1.0, -1.0)
-    return losses.cosine_embedding_matrix(z_a, z_b, targets, margin=margin)
+    return losses.cosine_embedding_matrix(z_a, z_b, targets, margin=margin, backend=backend)
 
 
 def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0, contrast="pairs",

@@ -155,7 +155,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
     return float(np.mean(losses)), (d_a, d_b)
 
 
-def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True):
+def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True, backend="numpy"):
     r"""Cosine embedding loss over every pair (a_i, b_j), mean over the N*M pairs.
 
     The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
@@ -172,6 +172,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
         the loss (``0.5 * mean over positives + 0.5 * mean over negatives``);
         with 10 classes the negatives would otherwise outweigh the positives 9:1.
         If False, a plain mean over all N*M pairs.
+    backend : "numpy" (this code) or "numba" (the element-wise part fused in one kernel)
 
     Returns
     -------
@@ -183,6 +184,8 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
     check_targets_pm1("targets", targets.reshape(-1), a.shape[0] * b.shape[0])
     if targets.shape != (a.shape[0], b.shape[0]):
         raise ValueError(f"targets: expected shape {(a.shape[0], b.shape[0])}, got {targets.shape}")
+    if backend != "numpy":
+        return get_ops(backend).cosine_embedding_matrix(a, b, targets, margin, eps, balanced)
     inv_a = 1 / np.sqrt(np.einsum("nk,nk->n", a, a) + eps)
     inv_b = 1 / np.sqrt(np.einsum("nk,nk->n", b, b) + eps)
     cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
