@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from vaelayer_np import losses
 from vaelayer_np.activations import ACTIVATIONS
-from vaelayer_np.gradcheck import (DEFAULT_TOL, check_gradients, check_layer, check_loss, format_table,
-                                   numerical_gradient, relative_error, run_all)
+from vaelayer_np.gradcheck import (DEFAULT_TOL, check_gradients, check_layer, check_loss, check_network,
+                                   format_table, numerical_gradient, relative_error, run_all)
 from vaelayer_np.layers import Activation, Dense, OutputLayer, VAELayer
 
 dims = st.integers(1, 6)
@@ -179,13 +179,4 @@ def test_backprop_network_gradients(n, d, widths, hidden, readout, elbo_weight, 
     x = rng.standard_normal((n, d))
     labels = rng.integers(0, 3, n)
     eps = [rng.standard_normal((n, w)) for w in widths]
-
-    def f():
-        return net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight)[0]
-
-    _, grads, dx = net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight, need_dx=True)
-    tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
-    tensors["x"] = x
-    analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
-    analytic["x"] = dx
-    assert_all_pass(check_gradients("Network", f, tensors, analytic))
+    assert_all_pass(check_network(net, x, labels, eps, elbo_weight))

@@ -264,17 +264,26 @@ def _check_networks(rng, h, tol):
         labels = rng.integers(0, c, n)
         eps = [rng.standard_normal((n, w)) for w in (5, 4)]
         for elbo_weight in (0.0, 0.7):
-            def f():
-                return net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight)[0]
-
-            _, grads, dx = net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight, need_dx=True)
-            tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
-            tensors["x"] = x
-            analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
-            analytic["x"] = dx
             name = f"Network[backprop,encoder_hidden={hidden},elbo_weight={elbo_weight}]"
-            results += check_gradients(name, f, tensors, analytic, h, tol)
+            results += check_network(net, x, labels, eps, elbo_weight, name, h, tol)
     return results
+
+
+def check_network(net, x, labels, eps, elbo_weight=0.0, name="Network", h=DEFAULT_STEP, tol=DEFAULT_TOL):
+    """Check the backpropagation baseline's gradients: every parameter of every layer, and the input.
+
+    The scalar is the network's end-to-end loss
+    (:meth:`~vaelayer_np.network.Network.backprop_loss_and_grads`) with the noise ``eps`` held fixed.
+    """
+    def f():
+        return net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight)[0]
+
+    _, grads, dx = net.backprop_loss_and_grads(x, labels, eps=eps, elbo_weight=elbo_weight, need_dx=True)
+    tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
+    tensors["x"] = x
+    analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
+    analytic["x"] = dx
+    return check_gradients(name, f, tensors, analytic, h, tol)
 
 
 def format_table(results):
