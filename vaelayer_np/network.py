@@ -83,7 +83,8 @@ class Network:
             probs.append(self.output.predict_proba(logits))
         return np.concatenate(probs)
 
-    def backprop_loss_and_grads(self, x, labels, rng=None, eps=None, elbo_weight=0.0, need_dx=False):
+    def backprop_loss_and_grads(self, x, labels, rng=None, eps=None, elbo_weight=0.0, need_dx=False,
+                                return_forward=False):
         r"""End-to-end loss and gradients (the backpropagation baseline).
 
         ``L = classification loss + elbo_weight * sum_k ELBO_k``; the gradient of
@@ -94,6 +95,7 @@ class Network:
         loss : float
         grads : dict layer name -> grads dict
         dx : (N, D) array or None
+        (logits, vae_caches) : only with ``return_forward=True``, the training pass itself
         """
         self.check_input(x, labels)
         logits, caches, out_cache, outs = self.forward(x, rng=rng, eps=eps)
@@ -112,6 +114,8 @@ class Network:
             dout = d_outs[i] if d_h is None else (d_h if d_outs[i] is None else d_h + d_outs[i])
             d_h, grads[f"vae{i}"] = self.vae_layers[i].backward(
                 caches[i], dout=dout, elbo_weight=elbo_weight, need_dx=(i > 0 or need_dx))
+        if return_forward:
+            return loss, grads, d_h, (logits, caches)
         return loss, grads, d_h
 
     # -------------------------------------------------------------- state

@@ -131,12 +131,12 @@ class Trainer:
         """The baseline: one network, the classification loss backpropagated through every layer."""
         c = self.config
         net = self.net_a
-        loss, grads, _ = net.backprop_loss_and_grads(x, y, rng=self.rng, elbo_weight=c.backprop_elbo_weight)
+        loss, grads, _, (logits, caches) = net.backprop_loss_and_grads(
+            x, y, rng=self.rng, elbo_weight=c.backprop_elbo_weight, return_forward=True)
         for layer_name, g in grads.items():
             self.optimizers[f"A.{layer_name}"].step(g)
         metrics = {"output_loss": loss}
-        logits, caches, _, _ = net.forward(x, sample=False)
-        for k, (layer, cache) in enumerate(zip(net.vae_layers, caches)):
+        for k, (layer, cache) in enumerate(zip(net.vae_layers, caches)):  # the training pass's own terms
             e = layer.elbo(cache)
             metrics[f"layer{k}_recon"], metrics[f"layer{k}_kl"] = e["recon"], e["kl"]
         metrics["batch_acc"] = float(np.mean(logits.argmax(1) == y))
