@@ -1,0 +1,130 @@
+"""MkDocs hook for the documentation site (listed under ``hooks:`` in mkdocs.yml).
+
+It does four things, so that mkdocs.yml never needs editing when code or lessons change:
+
+* **Lessons.** Every ``notebooks/*.ipynb`` is added to the site as ``lessons/<name>.ipynb``
+  (mkdocs-jupyter renders it) and the nav section titled "Lessons" is filled with them,
+  sorted by file name (``01_...``, ``02_...``). A new notebook appears on the next build.
+* **Maths without a network.** MathJax 2 is copied from the installed ``jupyter-server-mathjax``
+  package into ``assets/mathjax/`` of the built site; ``docs/javascripts/mathjax-config.js``
+  configures it. Nothing is fetched from a CDN.
+* **API reference.** In ``docs/api.md`` the marker ``<!-- api-modules -->`` becomes one
+  mkdocstrings block per public module of ``vaelayer_np`` found on disk, so a module added
+  or removed by a refactoring is picked up without editing the page.
+* **Notebook pages.** nbconvert's template writes a ``<script src="">`` for its own MathJax
+  URL (this site loads MathJax once, for every page) and a loader that would import Mermaid
+  from a CDN; both are removed. A download link to the ``.ipynb`` (copied next to the page by
+  mkdocs-jupyter's ``include_source``) is added at the top.
+"""
+from __future__ import annotations
+
+import html
+import re
+from importlib import util as importlib_util
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.plugins import CombinedEvent, event_priority
+from mkdocs.structure.files import File
+
+PACKAGE = "vaelayer_np"
+LESSONS_TITLE = "Lessons"
+LESSONS_DIR = "lessons"
+MATHJAX_DEST = "assets/mathjax"
+API_PAGE = "api.md"
+API_MARKER = "<!-- api-modules -->"
+
+# Modules shown first on the API page, in reading order; every other public module follows
+# alphabetically. A name here that does not exist on disk is skipped.
+API_ORDER = [
+    "layers", "activations", "losses", "ops", "optim", "network", "iffcl", "backprop",
+    "trainer", "gradcheck", "data", "config",
+]
+
+
+def _root(config) -> Path:
+    return Path(config.config_file_path).resolve().parent
+
+
+def _notebooks(config) -> list[Path]:
+    return sorted((_root(config) / "notebooks").glob("*.ipynb"))
+
+
+def _mathjax_static() -> Path:
+    spec = importlib_util.find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise PluginError("MathJax is taken from the 'jupyter-server-mathjax' package, which is not "
+                          "installed: pip install -e '.[docs]'")
+    static = Path(list(spec.submodule_search_locations)[0]) / "static"
+    if not (static / "MathJax.js").is_file():
+        raise PluginError(f"jupyter-server-mathjax has no MathJax.js under {static}")
+    return static
+
+
+def api_modules(root: Path) -> list[str]:
+    """Public modules of the package as found on disk (no import): API_ORDER first, then the rest."""
+    pkg = root / PACKAGE
+    found = {p.stem for p in pkg.glob("*.py") if not p.name.startswith("_")}
+    found |= {p.parent.name for p in pkg.glob("*/__init__.py") if not p.parent.name.startswith("_")}
+    ordered = [m for m in API_ORDER if m in found]
+    return ordered + sorted(found - set(ordered))
+
+
+def on_config(config):
+    _mathjax_static()  # fail early, with the install command, if the assets are missing
+    lessons = [f"{LESSONS_DIR}/{nb.name}" for nb in _notebooks(config)]
+    for item in config.nav or []:
+        if isinstance(item, dict) and LESSONS_TITLE in item:
+            item[LESSONS_TITLE] = lessons
+    return config
+
+
+@event_priority(100)  # before mkdocs-jupyter's on_files, so that it sees the lessons as notebooks
+def _add_files(files, config):
+    for nb in _notebooks(config):
+        files.append(File.generated(config, f"{LESSONS_DIR}/{nb.name}", abs_src_path=str(nb)))
+    static = _mathjax_static()
+    for path in sorted(static.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(static).as_posix()
+            files.append(File.generated(config, f"{MATHJAX_DEST}/{rel}", abs_src_path=str(path)))
+    return files
+
+
+@event_priority(-100)  # after mkdocs-jupyter has wrapped the lessons in its NotebookFile
+def _lessons_source_paths(files, config):
+    # The wrapper recomputes abs_src_path from src_dir, which a generated file does not have.
+    for nb in _notebooks(config):
+        f = files.get_file_from_path(f"{LESSONS_DIR}/{nb.name}")
+        if f is not None and f.abs_src_path is None:
+            f.abs_src_path = str(nb)
+    return files
+
+
+on_files = CombinedEvent(_add_files, _lessons_source_paths)
+
+
+def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri != API_PAGE:
+        return markdown
+    if API_MARKER not in markdown:
+        raise PluginError(f"{API_PAGE} lost its marker {API_MARKER!r}")
+    blocks = "\n\n".join(f"::: {PACKAGE}.{name}" for name in api_modules(_root(config)))
+    return markdown.replace(API_MARKER, blocks)
+
+
+_EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
+# nbconvert's loader for Mermaid diagrams imports Mermaid from a CDN when a notebook has one;
+# the lessons have none, and the site must not point at a CDN, so the loader is left out.
+_MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?\.jp-Mermaid.*?</script>', re.S)
+
+
+def on_page_content(content, page, config, files):
+    if not page.file.src_uri.endswith(".ipynb"):
+        return content
+    content = _MERMAID_LOADER.sub("", _EMPTY_SCRIPT.sub("", content))
+    name = html.escape(Path(page.file.src_uri).name)
+    link = (f'<p class="lesson-download">Download this notebook: '
+            f'<a href="{name}" download><code>{name}</code></a> '
+            f'(or open <code>notebooks/{name}</code> in a clone of the repository).</p>\n')
+    return link + content
