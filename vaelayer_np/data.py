@@ -3,13 +3,37 @@
 Nothing is downloaded. Every loader returns a :class:`Dataset` with fixed-seed
 train / validation / test splits and pixels scaled to [0, 1] as float32.
 A missing dataset raises :class:`DatasetNotFoundError` saying where it looked and
-how to get the files; a corrupt or truncated file raises :class:`CorruptFileError`
-naming the file. CIFAR-10 is read from its *binary* version: nothing is unpickled.
+how to get the files; a file that is unreadable, corrupt, truncated or simply
+not what it should be raises :class:`CorruptFileError` naming the file and the
+problem. Both are ``ValueError`` subclasses. CIFAR-10 is read from its *binary*
+version: nothing is unpickled.
+
+Every file is checked completely when it is loaded (a bad file never surfaces
+later as a NumPy traceback or a silently wrong array):
+
+* IDX: magic number, number of dimensions (images 3-D, labels 1-D), a shape
+  whose data fits :data:`MAX_DATA_BYTES` (checked before anything is
+  allocated), no empty arrays, data exactly as long as the header says. A
+  gzip file is decompressed as a stream, never beyond the size its header
+  announces plus one byte (to notice extra data), so a small ``.gz`` that
+  would expand to gigabytes behind a small header is refused as soon as that
+  byte appears, and one behind a huge header is refused before decompressing.
+* Image pixels: unsigned bytes (IDX type 0x08) are divided by 255; float
+  images (0x0D, 0x0E) must be finite and already in [0, 1] and are used as
+  they are; signed integer images (0x09, 0x0B, 0x0C) are refused, since there
+  is no scale that would be right for every producer of such files.
+* Labels: integer IDX types only (float labels are refused, never truncated),
+  each in 0..9; label and image counts must agree; train and test images
+  must have the same size.
+* CIFAR-10 binary batches: a non-empty regular file, a whole number of
+  3073-byte records, each label byte in 0..9.
 """
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +56,16 @@ IDX_FILES = {
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch.bin"
 CIFAR_RECORD = 1 + 3 * 32 * 32
+N_CLASSES = 10  # mnist, fashion-mnist and cifar10 all have labels 0..9
+MAX_DATA_BYTES = 1 << 30
+"""Largest array a dataset file may hold: 1 GiB of data (before the conversion to float32).
+
+The real files are far smaller (MNIST's training images: 47 MB, a CIFAR-10 batch:
+31 MB). A header announcing more is corrupt or hostile and is refused before
+anything is allocated or decompressed; ``read_idx`` and ``read_cifar_batch``
+take a ``max_bytes`` argument to change the limit.
+"""
+_READ_CHUNK = 1 << 20
 
 
 class DatasetNotFoundError(FileNotFoundError, ValueError):
@@ -39,12 +73,16 @@ class DatasetNotFoundError(FileNotFoundError, ValueError):
 
 
 class CorruptFileError(ValueError):
-    """A dataset file exists but cannot be read (truncated, wrong format)."""
+    """A dataset file exists but cannot be used (unreadable, truncated, wrong format or content)."""
 
 
 @dataclass
 class Dataset:
-    """Fixed splits of one dataset; x arrays are (N, D) float32 in [0, 1], y arrays int64."""
+    """Fixed splits of one dataset; x arrays are (N, D) float32 in [0, 1], y arrays int64.
+
+    The validation split may be empty (``val_fraction=0``): ``x_val`` then has
+    shape (0, D) and ``y_val`` shape (0,).
+    """
 
     name: str
     x_train: np.ndarray
@@ -69,65 +107,197 @@ class Dataset:
                 f"{self.n_features} features, {self.n_classes} classes")
 
 
+# ----------------------------------------------------------------------------- reading files
+def _open_regular_file(path, what):
+    """Open ``path`` for binary reading; every failure becomes an error naming the file."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise CorruptFileError(f"{path}: is a folder, not a file; expected {what} here")
+        if not stat.S_ISREG(mode):
+            raise CorruptFileError(f"{path}: is not a regular file (a device, pipe or socket); expected {what}")
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"{path}: file not found") from None
+    except PermissionError:
+        raise CorruptFileError(f"{path}: cannot open the file (permission denied); check its permissions") from None
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot open the file ({exc.strerror or exc})") from None
+
+
+def _read_at_most(stream, n):
+    """Read up to ``n`` bytes (fewer only at the end of the stream), in chunks.
+
+    Memory grows with the bytes actually read, never with ``n`` up front, so a
+    header that lies about the size cannot make us allocate it.
+    """
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(min(_READ_CHUNK, n - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
 # ----------------------------------------------------------------------------- IDX files
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
+                   0x0E: "float64"}
+_IDX_NDIM_MEANING = {3: "an image file holds (count, rows, columns)", 1: "a label file holds one label per image"}
 
 
-def read_idx(path):
-    """Read an IDX file (optionally gzip-compressed) into an ndarray.
+def read_idx(path, ndim=None, max_bytes=MAX_DATA_BYTES):
+    """Read an IDX file (optionally gzip-compressed) into an ndarray of the file's type.
 
-    Raises :class:`CorruptFileError` naming the file if the header is wrong or
-    the data is shorter or longer than the header says.
+    Parameters
+    ----------
+    path : str or Path
+    ndim : int, optional
+        Required number of dimensions (3 for image files, 1 for label files).
+    max_bytes : int
+        Refuse a header announcing more data than this (see :data:`MAX_DATA_BYTES`).
+
+    Raises :class:`CorruptFileError` naming the file when it is not a readable
+    regular file, the magic number, type code or number of dimensions is wrong,
+    the shape is empty or too large, or the data is shorter or longer than the
+    header says; :class:`DatasetNotFoundError` when it does not exist. A gzip
+    file is decompressed as a stream and never past the announced size + 1 byte.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise DatasetNotFoundError(f"{path}: file not found") from None
-        raise CorruptFileError(f"{path}: cannot decompress ({exc}); the file is corrupt or truncated") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise CorruptFileError(f"{path}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise CorruptFileError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise CorruptFileError(f"{path}: IDX header says {shape} ({expected} bytes of data), "
-                               f"the file holds {len(raw) - header}; the file is truncated or corrupt")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    with _open_regular_file(path, "an IDX file") as fh:
+        compressed = False
+        try:
+            compressed = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            if compressed:
+                with gzip.GzipFile(fileobj=fh, mode="rb") as stream:
+                    return _parse_idx(path, stream, None, ndim, max_bytes)
+            return _parse_idx(path, fh, os.fstat(fh.fileno()).st_size, ndim, max_bytes)
+        except (OSError, EOFError, zlib.error) as exc:
+            if compressed:
+                raise CorruptFileError(f"{path}: cannot decompress ({exc}); the gzip file is corrupt or "
+                                       "truncated") from None
+            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def _parse_idx(path, stream, file_size, ndim, max_bytes):
+    """The IDX header and data from ``stream``; ``file_size`` is None for a decompressed stream."""
+    magic = bytes(_read_at_most(stream, 4))
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise CorruptFileError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'none'}; an IDX file "
+                               "starts with 00 00, a type code and the number of dimensions)")
+    code, nd = magic[2], magic[3]
+    if code not in _IDX_DTYPES:
+        raise CorruptFileError(f"{path}: not an IDX file (bad magic number: unknown data type code 0x{code:02X}; "
+                               f"known: {', '.join(f'0x{c:02X}' for c in _IDX_DTYPES)})")
+    if nd == 0:
+        raise CorruptFileError(f"{path}: the IDX header declares 0 dimensions; the file is corrupt")
+    if ndim is not None and nd != ndim:
+        raise CorruptFileError(f"{path}: the IDX header declares a {nd}-D array, expected {ndim}-D "
+                               f"({_IDX_NDIM_MEANING.get(ndim, f'{ndim} dimensions')})")
+    dims = bytes(_read_at_most(stream, 4 * nd))
+    if len(dims) < 4 * nd:
+        raise CorruptFileError(f"{path}: truncated IDX header ({nd} dimensions announced, the file ends after "
+                               f"{len(dims) // 4})")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(nd))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    count = math.prod(shape)  # Python integers: no overflow, however large the header's sizes
+    if count == 0:
+        raise CorruptFileError(f"{path}: the IDX header declares shape {shape}, which holds no data "
+                               "(an empty file of images or labels)")
+    expected = count * dtype.itemsize
+    if expected > max_bytes:
+        raise CorruptFileError(f"{path}: the IDX header declares shape {shape} ({expected} bytes of data), more "
+                               f"than the {max_bytes}-byte limit; the header is corrupt")
+    header = 4 + 4 * nd
+    if file_size is not None:  # a plain file: compare sizes before reading anything more
+        held = file_size - header
+        if held != expected:
+            problem = "truncated" if held < expected else "longer than its header says"
+            raise CorruptFileError(f"{path}: IDX header says {shape} ({expected} bytes of data), the file holds "
+                                   f"{held}; the file is {problem} or corrupt")
+        data = _read_at_most(stream, expected)
+        if len(data) != expected:
+            raise CorruptFileError(f"{path}: the file ended after {len(data)} of {expected} bytes of data while "
+                                   "reading; the file is truncated")
+    else:  # decompressed: read at most one byte more than announced, never the whole stream
+        data = _read_at_most(stream, expected + 1)
+        if len(data) < expected:
+            raise CorruptFileError(f"{path}: IDX header says {shape} ({expected} bytes of data), the decompressed "
+                                   f"file holds {len(data)}; the file is truncated or corrupt")
+        if len(data) > expected:
+            raise CorruptFileError(f"{path}: IDX header says {shape} ({expected} bytes of data), the decompressed "
+                                   "file holds more; the file is corrupt (decompression stopped there)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _idx_type_name(array):
+    for code, dt in _IDX_DTYPES.items():
+        if np.dtype(dt) == array.dtype:
+            return f"{_IDX_TYPE_NAMES[code]} (IDX type 0x{code:02X})"
+    return str(array.dtype)
+
+
+def _images_to_float(path, images):
+    """(N, ...) IDX images -> (N, D) float32 in [0, 1]; see the module docstring for the rules per type."""
+    flat = images.reshape(images.shape[0], -1)
+    if images.dtype == np.uint8:
+        return flat.astype(np.float32) / np.float32(255.0)
+    if images.dtype.kind == "f":
+        if not np.isfinite(flat).all():
+            raise CorruptFileError(f"{path}: holds NaN or infinite pixel values; the file is corrupt")
+        lo, hi = float(flat.min()), float(flat.max())
+        if lo < 0.0 or hi > 1.0:
+            raise CorruptFileError(f"{path}: float pixel values must lie in [0, 1], found [{lo:g}, {hi:g}]; "
+                                   "rescale the file or store unsigned bytes 0..255 (IDX type 0x08)")
+        return flat.astype(np.float32)
+    raise CorruptFileError(f"{path}: images stored as {_idx_type_name(images)} are not supported; expected "
+                           "unsigned bytes 0..255 (IDX type 0x08) or floats in [0, 1] (0x0D, 0x0E)")
+
+
+def _labels_to_int(path, labels, n_classes=N_CLASSES):
+    """1-D IDX labels -> int64 after checking they are integers in 0..n_classes-1."""
+    if labels.dtype.kind not in "iu":
+        raise CorruptFileError(f"{path}: labels stored as {_idx_type_name(labels)}; expected integer labels "
+                               f"0..{n_classes - 1} (IDX type 0x08)")
+    y = labels.astype(np.int64)
+    bad = np.flatnonzero((y < 0) | (y >= n_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise CorruptFileError(f"{path}: label {int(y[i])} at position {i} ({bad.size} labels in all) is outside "
+                               f"0..{n_classes - 1}")
+    return y
 
 
 def _find_idx(folder, stem):
     for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
         p = Path(folder) / name
-        if p.exists():
+        if os.path.lexists(p):
             return p
     return None
 
 
 def _load_idx_folder(name, folders, how_to_get):
+    """The four IDX files of the first folder that holds any, checked and converted.
+
+    Returns a dict with float32 ``(N, D)`` images ``x_train``, ``x_test``, int64
+    labels ``y_train``, ``y_test`` and the ``image_shape``.
+    """
     tried = []
     for folder in folders:
         if folder is None:
             continue
-        paths = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
         tried.append(str(folder))
+        try:
+            os.listdir(folder)
+        except PermissionError:
+            raise DatasetNotFoundError(f"{name}: cannot look inside {folder} (permission denied)") from None
+        except OSError:
+            continue
+        paths = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
         if all(paths.values()):
-            arrays = {key: read_idx(p) for key, p in paths.items()}
-            for split in ("train", "test"):
-                images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-                if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-                    raise CorruptFileError(
-                        f"{paths[split + '_images']}: {images.shape[0]} images but "
-                        f"{paths[split + '_labels']} holds {labels.shape[0]} labels (shape {labels.shape})")
-            return arrays
+            return _read_idx_set(paths)
         if any(paths.values()):
             missing = [IDX_FILES[k] + "[.gz]" for k, p in paths.items() if p is None]
             raise DatasetNotFoundError(f"{name}: {folder} holds some IDX files but not {', '.join(missing)}")
@@ -136,18 +306,61 @@ def _load_idx_folder(name, folders, how_to_get):
         f"Expected the four files {', '.join(v + '[.gz]' for v in IDX_FILES.values())}. {how_to_get}")
 
 
+def _read_idx_set(paths):
+    out = {}
+    for split in ("train", "test"):
+        img_path, lab_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        images = read_idx(img_path, ndim=3)
+        labels = read_idx(lab_path, ndim=1)
+        if images.shape[0] != labels.shape[0]:
+            raise CorruptFileError(f"{img_path}: {images.shape[0]} images but {lab_path} holds {labels.shape[0]} "
+                                   "labels; the two files must describe the same examples")
+        out[f"x_{split}"] = _images_to_float(img_path, images)
+        out[f"y_{split}"] = _labels_to_int(lab_path, labels)
+        out[f"shape_{split}"] = images.shape[1:]
+    if out["shape_train"] != out["shape_test"]:
+        tr, te = ("x".join(map(str, out[f"shape_{s}"])) for s in ("train", "test"))
+        raise CorruptFileError(f"{paths['train_images']}: images are {tr} but {paths['test_images']} holds {te} "
+                               "images; train and test images must have the same size")
+    out["image_shape"] = out.pop("shape_train")
+    out.pop("shape_test")
+    return out
+
+
 # ----------------------------------------------------------------------------- CIFAR-10 binary
-def read_cifar_batch(path):
-    """One CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes (3x32x32, CHW)."""
+def read_cifar_batch(path, max_bytes=MAX_DATA_BYTES):
+    """One CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes (3x32x32, CHW).
+
+    Returns ``(pixels, labels)``: uint8 ``(N, 3072)`` and int64 ``(N,)`` in 0..9.
+    Raises :class:`CorruptFileError` naming the file when it is a folder or
+    unreadable, empty, not a whole number of records, larger than ``max_bytes``,
+    or holds a label byte above 9; :class:`DatasetNotFoundError` when missing.
+    """
     path = Path(path)
-    raw = path.read_bytes()
-    if len(raw) == 0 or len(raw) % CIFAR_RECORD:
-        raise CorruptFileError(f"{path}: {len(raw)} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 "
-                               "records; the file is truncated or not the binary version")
+    with _open_regular_file(path, "a CIFAR-10 binary batch") as fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise CorruptFileError(f"{path}: the file is empty; expected {CIFAR_RECORD}-byte CIFAR-10 records")
+            if size % CIFAR_RECORD:
+                raise CorruptFileError(f"{path}: {size} bytes is not a whole number of {CIFAR_RECORD}-byte "
+                                       "CIFAR-10 records; the file is truncated or not the binary version")
+            if size > max_bytes:
+                raise CorruptFileError(f"{path}: {size} bytes, more than the {max_bytes}-byte limit for one batch "
+                                       "(a real batch holds 10000 records, 30730000 bytes)")
+            raw = _read_at_most(fh, size)
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if len(raw) != size:
+        raise CorruptFileError(f"{path}: the file ended after {len(raw)} of {size} bytes while reading; it is "
+                               "truncated")
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
     labels = records[:, 0].astype(np.int64)
-    if labels.max() > 9:
-        raise CorruptFileError(f"{path}: label byte {labels.max()} outside 0..9; not a CIFAR-10 binary batch")
+    bad = np.flatnonzero(labels >= N_CLASSES)
+    if bad.size:
+        i = int(bad[0])
+        raise CorruptFileError(f"{path}: record {i} has label byte {labels[i]} outside 0..{N_CLASSES - 1} "
+                               f"({bad.size} such records); not a CIFAR-10 binary batch")
     return records[:, 1:], labels
 
 
@@ -159,8 +372,9 @@ def _load_cifar(data_dir):
             f"{', '.join(CIFAR_TRAIN_FILES)} and {CIFAR_TEST_FILE}")
     candidates = [Path(data_dir), Path(data_dir) / "cifar-10-batches-bin"]
     for folder in candidates:
-        if (folder / CIFAR_TEST_FILE).exists() or any((folder / f).exists() for f in CIFAR_TRAIN_FILES):
-            missing = [f for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,) if not (folder / f).exists()]
+        present = {f: os.path.lexists(folder / f) for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,)}
+        if any(present.values()):
+            missing = [f for f, here in present.items() if not here]
             if missing:
                 raise DatasetNotFoundError(f"cifar10: {folder} lacks {', '.join(missing)}")
             parts = [read_cifar_batch(folder / f) for f in CIFAR_TRAIN_FILES]
@@ -173,12 +387,30 @@ def _load_cifar(data_dir):
 
 # ----------------------------------------------------------------------------- splits
 def _split_train_val(x, y, val_fraction, seed):
-    """Shuffle with a fixed seed and cut off a validation part."""
+    """Shuffle with a fixed seed and cut off a validation part (possibly empty, shape (0, D))."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     n_val = int(round(val_fraction * len(y)))
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
+
+
+def _check_limit(limit):
+    if limit is None:
+        return None
+    if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit: expected a positive integer, got {limit!r}")
+    return int(limit)
+
+
+def _check_val_fraction(val_fraction):
+    try:
+        v = float(val_fraction)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(val_fraction, (bool, np.bool_)) or not 0.0 <= v <= 0.5:
+        raise ValueError(f"val_fraction: expected a number in [0, 0.5], got {val_fraction!r}")
+    return v
 
 
 def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=None):
@@ -189,15 +421,21 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
     name : {"digits", "fashion-mnist", "mnist", "cifar10"}
     data_dir : str or Path, optional
         Folder with the files (required for mnist and cifar10; fashion-mnist also
-        looks in the Debian package's folder /usr/share/datasets/fashion-mnist).
-    val_fraction : float in [0, 0.5], part of the training set held out for validation
+        looks in the folder named by $VAELAYER_FASHION_MNIST_DIR and in the Debian
+        package's folder /usr/share/datasets/fashion-mnist).
+    val_fraction : float in [0, 0.5], part of the training set held out for validation.
+        With 0 the validation split is empty: ``x_val`` has shape (0, D), ``y_val`` (0,).
     seed : int, fixes the splits
-    limit : int, optional, keep only the first ``limit`` training examples (quick runs)
+    limit : positive int, optional, keep only the first ``limit`` training examples (quick runs)
+
+    Every file is checked completely here (see the module docstring): a bad
+    file raises :class:`CorruptFileError` naming it, a missing one
+    :class:`DatasetNotFoundError`; a bad argument raises ``ValueError`` naming it.
     """
     check_choice("dataset", name, DATASETS)
-    if not 0.0 <= float(val_fraction) <= 0.5:
-        raise ValueError(f"val_fraction: expected a number in [0, 0.5], got {val_fraction!r}")
-    if data_dir is not None and not Path(data_dir).is_dir():
+    val_fraction = _check_val_fraction(val_fraction)
+    limit = _check_limit(limit)
+    if data_dir is not None and not os.path.isdir(data_dir):
         raise DatasetNotFoundError(f"{name}: --data-dir {data_dir} is not a folder")
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -210,7 +448,7 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
         image_shape, classes = (8, 8), tuple(str(i) for i in range(10))
     elif name in ("fashion-mnist", "mnist"):
         if name == "fashion-mnist":
-            env = os.environ.get("VAELAYER_FASHION_MNIST_DIR")
+            env = os.environ.get("VAELAYER_FASHION_MNIST_DIR") or None
             folders = [data_dir] if data_dir is not None else [env, *FASHION_MNIST_DIRS]
             how = ("Install the Debian package with `apt-get install -y dataset-fashion-mnist`, or pass --data-dir "
                    "with the four files.")
@@ -220,21 +458,15 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
             how = "Pass --data-dir pointing at a folder with the four MNIST IDX files (http://yann.lecun.com/exdb/mnist/)."
             classes = tuple(str(i) for i in range(10))
         arrays = _load_idx_folder(name, folders, how)
-        x_trv = arrays["train_images"].reshape(len(arrays["train_images"]), -1).astype(np.float32) / 255.0
-        x_test = arrays["test_images"].reshape(len(arrays["test_images"]), -1).astype(np.float32) / 255.0
-        y_trv = arrays["train_labels"].astype(np.int64)
-        y_test = arrays["test_labels"].astype(np.int64)
-        for split, yy in (("train", y_trv), ("test", y_test)):
-            if yy.size and yy.max() > 9:
-                raise CorruptFileError(f"{name}: {split} labels hold {yy.max()}, expected 0..9")
-        image_shape = arrays["train_images"].shape[1:]
+        x_trv, y_trv, x_test, y_test = arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+        image_shape = arrays["image_shape"]
     else:
         xtr, y_trv, xte, y_test = _load_cifar(data_dir)
-        x_trv = xtr.astype(np.float32) / 255.0
-        x_test = xte.astype(np.float32) / 255.0
+        x_trv = xtr.astype(np.float32) / np.float32(255.0)
+        x_test = xte.astype(np.float32) / np.float32(255.0)
         image_shape, classes = (3, 32, 32), CIFAR_CLASSES
     x_train, y_train, x_val, y_val = _split_train_val(x_trv, y_trv, val_fraction, seed)
     if limit is not None:
-        x_train, y_train = x_train[:int(limit)], y_train[:int(limit)]
+        x_train, y_train = x_train[:limit], y_train[:limit]
     return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_val), y_val,
                    np.ascontiguousarray(x_test), y_test, tuple(image_shape), tuple(classes))
