@@ -6,8 +6,10 @@ from hypothesis import strategies as st
 
 from vaelayer_np import losses
 from vaelayer_np.activations import ACTIVATIONS
-from vaelayer_np.gradcheck import (DEFAULT_TOL, check_gradients, check_layer, check_loss, check_network,
-                                   format_table, numerical_gradient, relative_error, run_all)
+from vaelayer_np.backend import get_ops
+from vaelayer_np.gradcheck import (DEFAULT_TOL, RESOLUTION_LIMIT, check_gradients, check_layer, check_loss,
+                                   check_network, format_table, generic_point, numerical_gradient, relative_error,
+                                   run_all, verdict)
 from vaelayer_np.layers import Activation, Dense, OutputLayer, VAELayer
 
 dims = st.integers(1, 6)
@@ -38,7 +40,8 @@ def test_activations(name, n, d, seed):
 @given(n=batch, d=dims, k=dims, seed=seeds, beta=st.floats(0.0, 2.0))
 def test_vae_layer(activation, pass_on, n, d, k, seed, beta):
     rng = np.random.default_rng(seed)
-    layer = VAELayer(d, k, activation=activation, beta=beta, pass_on=pass_on, log_var_bias_init=-1.0, rng=rng)
+    layer = VAELayer(d, k, activation=activation, beta=beta, pass_on=pass_on, log_var_bias_init=-1.0,
+                     encoder_hidden=0, rng=rng)
     assert_all_pass(check_layer(layer, rng.standard_normal((n, d)), rng))
 
 
@@ -46,14 +49,17 @@ def test_vae_layer(activation, pass_on, n, d, k, seed, beta):
 def test_vae_layer_bce_unbounded_and_eval(n, d, k, seed):
     rng = np.random.default_rng(seed)
     for act in ("relu", "tanh"):
-        layer = VAELayer(d, k, activation=act, encoder_hidden=k + 1, beta=0.3, log_var_bias_init=-1.0, rng=rng)
-        assert_all_pass(check_layer(layer, rng.standard_normal((n, d)), rng))
+        for pass_on in ("sample", "mean"):
+            layer = VAELayer(d, k, activation=act, encoder_hidden=k + 1, beta=0.3, log_var_bias_init=-1.0,
+                             pass_on=pass_on, rng=rng)
+            assert_all_pass(check_layer(generic_point(layer, rng), rng.standard_normal((n, d)), rng))
     rng = np.random.default_rng(seed)
-    assert_all_pass(check_layer(VAELayer(d, k, recon="bce", beta=0.3, rng=rng), rng.uniform(0, 1, (n, d)), rng))
-    layer = VAELayer(d, k, log_var_bound=None, beta=0.3, log_var_bias_init=-1.0, rng=rng)
-    assert_all_pass(check_layer(layer, rng.standard_normal((n, d)), rng))
-    layer = VAELayer(d, k, beta=0.3, log_var_bias_init=-1.0, rng=rng)
-    assert_all_pass(check_layer(layer, rng.standard_normal((n, d)), rng, sample=False))
+    layer = VAELayer(d, k, recon="bce", beta=0.3, encoder_hidden=0, pass_on="sample", rng=rng)
+    assert_all_pass(check_layer(layer, rng.uniform(0, 1, (n, d)), rng))
+    layer = VAELayer(d, k, log_var_bound=None, beta=0.3, log_var_bias_init=-1.0, encoder_hidden=0, rng=rng)
+    assert_all_pass(check_layer(generic_point(layer, rng), rng.standard_normal((n, d)), rng))
+    layer = VAELayer(d, k, beta=0.3, log_var_bias_init=-1.0, encoder_hidden=0, rng=rng)
+    assert_all_pass(check_layer(generic_point(layer, rng), rng.standard_normal((n, d)), rng, sample=False))
 
 
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
@@ -117,7 +123,7 @@ def test_checker_catches_a_planted_wrong_gradient():
 
 
 def test_checker_catches_a_wrong_kl_gradient():
-    """Planted bug from numpy-ml: the sampler's gradient uses the variance where it needs the log-variance."""
+    """Planted bug: the KL gradient uses the log-variance where it needs the variance exp(log_var)."""
     rng = np.random.default_rng(1)
     mu, lv = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
 
@@ -126,6 +132,60 @@ def test_checker_catches_a_wrong_kl_gradient():
         return value, (d_mu, (log_var - 1) * 0.5 / mu.shape[0])
 
     assert not all(r.passed for r in check_loss("kl", wrong_kl, {"mu": mu, "log_var": lv}, rng=rng))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_planted_kl_bug_in_the_layers_own_path_is_caught(backend, monkeypatch):
+    """The same planted bug, put into the KL function the VAE layer actually runs on this backend.
+
+    The layer takes its KL and its gradient from the backend's ``kl_diag_gaussian`` (the reference
+    :func:`vaelayer_np.ops.kl_diag_gaussian`, or the kernel mirroring it): the check of the layer
+    must report the log-variance head as FAIL, and pass again once the bug is removed.
+    """
+    ops = get_ops(backend)
+    right = ops.kl_diag_gaussian
+
+    def wrong(mu, log_var, var=None):
+        value, (d_mu, _) = right(mu, log_var, var)
+        return value, (d_mu, (log_var - 1) * (0.5 / mu.shape[0]))  # log-variance where the variance belongs
+
+    def check():
+        rng = np.random.default_rng(5)
+        layer = VAELayer(5, 4, beta=1.0, encoder_hidden=0, log_var_bias_init=-1.0, rng=rng, backend=backend)
+        return {r.tensor: r for r in check_layer(layer, rng.standard_normal((3, 5)), rng)}
+
+    assert check()["W_lv"].passed and check()["b_lv"].passed
+    monkeypatch.setattr(ops, "kl_diag_gaussian", wrong)
+    results = check()
+    assert results["W_lv"].status == "FAIL" and results["b_lv"].status == "FAIL"
+    assert results["W_mu"].passed and results["W_dec"].passed
+
+
+def test_pass_rule_uses_the_measured_resolution():
+    """A case found by Hypothesis: vae0.W_lv is off by 2.5e-7 > tol, but its differences are only known to 6e-6.
+
+    The disagreement is within what float64 differences can resolve, so the verdict is pass;
+    the same error with a resolution finer than the error is a FAIL; an error inside a resolution
+    too coarse to judge is "unresolved", never a silent pass.
+    """
+    from vaelayer_np.network import Network
+
+    n, d, widths, seed = 1, 1, [2], 3628800
+    rng = np.random.default_rng(seed)
+    net = Network(d, widths, 3, readout="last", seed=seed, beta=0.3, log_var_bias_init=0.0, encoder_hidden=0,
+                  activation="tanh", pass_on="sample", dtype=np.float64)
+    net.output.params["W"][...] = rng.standard_normal(net.output.params["W"].shape)
+    x = rng.standard_normal((n, d))
+    labels = rng.integers(0, 3, n)
+    eps = [rng.standard_normal((n, w)) for w in widths]
+    row = {r.tensor: r for r in check_network(net, x, labels, eps, 0.0)}["vae0.W_lv"]
+    assert DEFAULT_TOL < row.max_rel_error < row.resolution <= RESOLUTION_LIMIT
+    assert row.status == "pass"
+    assert verdict(2.5e-7, 1e-8) == "FAIL"
+    assert verdict(2.5e-7, 6e-6) == "pass"
+    assert verdict(2e-4, 1e-3) == "unresolved"
+    assert verdict(1e-2, 1e-3) == "FAIL"
+    assert verdict(1e-9, 1.0) == "pass"
 
 
 def test_random_upstream_gradient_catches_transposed_dx():
@@ -165,18 +225,19 @@ def test_check_gradients_requires_every_tensor():
 
 
 @given(n=batch, d=dims, widths=st.lists(st.integers(1, 5), min_size=1, max_size=3), hidden=st.sampled_from([0, 3]),
-       readout=st.sampled_from(["last", "all"]), elbo_weight=st.sampled_from([0.0, 0.5]), seed=seeds)
-def test_backprop_network_gradients(n, d, widths, hidden, readout, elbo_weight, seed):
+       readout=st.sampled_from(["last", "all"]), weight=st.sampled_from([0.0, 0.5]),
+       pass_on=st.sampled_from(["sample", "mean"]), seed=seeds)
+def test_backprop_network_gradients(n, d, widths, hidden, readout, weight, pass_on, seed):
     """The baseline's end-to-end gradients: every layer's dx is used, so every dx is checked here."""
     from vaelayer_np.network import Network
 
     rng = np.random.default_rng(seed)
     net = Network(d, widths, 3, readout=readout, seed=seed, beta=0.3, log_var_bias_init=0.0, encoder_hidden=hidden,
-                  activation="tanh", dtype=np.float64)
+                  activation="tanh", pass_on=pass_on, dtype=np.float64)
     # Unit-scale classifier weights: with the small default initialisation the gradient reaching a
     # deep width-1 layer can be 1e-6 of the loss, below what float64 differences resolve at h = 1e-5.
     net.output.params["W"][...] = rng.standard_normal(net.output.params["W"].shape)
     x = rng.standard_normal((n, d))
     labels = rng.integers(0, 3, n)
     eps = [rng.standard_normal((n, w)) for w in widths]
-    assert_all_pass(check_network(net, x, labels, eps, elbo_weight))
+    assert_all_pass(check_network(net, x, labels, eps, weight))

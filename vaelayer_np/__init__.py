@@ -2,21 +2,29 @@
 
 Modules, one concept each:
 
+- :mod:`.config` : every setting, its default and its allowed values (one source)
 - :mod:`.activations`, :mod:`.losses` : element-wise functions and losses with their gradients
+- :mod:`.ops`, :mod:`.backend`, :mod:`._kernels` : the hot operations (one NumPy reference each),
+  the backend table, and the Numba kernels that mirror them
 - :mod:`.layers` : ``Dense``, ``Activation``, ``VAELayer``, ``OutputLayer`` (forward / backward)
 - :mod:`.optim` : ``SGD`` and ``Adam`` over parameter dicts
 - :mod:`.gradcheck` : finite-difference checks of every gradient
-- :mod:`.ops`, :mod:`.backend`, :mod:`._kernels` : the hot operations, NumPy and Numba backends
-- :mod:`.network`, :mod:`.iffcl`, :mod:`.backprop` : twin stacks, local training, the baseline
-- :mod:`.data`, :mod:`.checkpoint`, :mod:`.plots`, :mod:`.cli` : datasets, run folders, figures, commands
+- :mod:`.network` : a stack of VAE layers and an output layer (one twin)
+- :mod:`.iffcl`, :mod:`.backprop` : the two training methods, side by side
+- :mod:`.trainer` : the training loop around either method
+- :mod:`.data`, :mod:`.checkpoint`, :mod:`.runs`, :mod:`.plots`, :mod:`.cli` : datasets, files, run
+  folders, figures, commands
 
 Nothing runs at import time.
 """
 from .activations import ACTIVATIONS, get_activation
+from .config import CHOICES, DEFAULTS, TrainConfig
 from .layers import Activation, Dense, OutputLayer, VAELayer
+from .network import Network
 from .optim import SGD, Adam
+from .trainer import Trainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["ACTIVATIONS", "get_activation", "Activation", "Dense", "OutputLayer", "VAELayer", "SGD", "Adam",
-           "__version__"]
+__all__ = ["ACTIVATIONS", "get_activation", "CHOICES", "DEFAULTS", "TrainConfig", "Activation", "Dense",
+           "OutputLayer", "VAELayer", "Network", "SGD", "Adam", "Trainer", "__version__"]

@@ -1,12 +1,13 @@
 """Numba kernels of the ``numba`` backend (private: use them through :func:`.backend.get_ops`).
 
-Each kernel fuses the element-wise passes of one NumPy expression in
-:mod:`.ops`, :mod:`.losses`, :mod:`.activations` or :mod:`.optim` into one loop,
-and is tested against that expression on the same inputs. Loops are serial
-(no ``prange``): results do not depend on the number of threads, so training
-stays deterministic for a seed. Matrix products go to BLAS (``np.dot`` inside
-Numba calls the same BLAS as NumPy); the hand-written blocked matmul below is
-kept for teaching, with its measured speed in docs/performance.md.
+Each public function here mirrors one NumPy reference in :mod:`.ops` or
+:mod:`.activations` (its docstring names it), fuses that reference's element-wise
+passes into one loop, and is tested against it on the same inputs
+(``tests/test_kernels.py``, also run with ``NUMBA_DISABLE_JIT=1``). The private
+``_name`` functions are the compiled loops; the public wrappers only prepare
+arguments. Loops are serial (no ``prange``): results do not depend on the number
+of threads, so training stays deterministic for a seed. Matrix products are not
+here: both backends use NumPy's BLAS (:func:`.ops.matmul`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit
 
-from .activations import ActivationFn
+from .activations import LEAKY_SLOPE, ActivationFn
+from .ops import COSINE_EPS, matmul
 
 # Numerical flags in one place. "reassoc" lets LLVM vectorise sums (the order of additions
 # changes, as NumPy's own pairwise sums do); "contract" allows fused multiply-adds; "nsz"
@@ -26,37 +28,52 @@ from .activations import ActivationFn
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 
-# ----------------------------------------------------------------------------- reparameterisation + KL
+# ----------------------------------------------------------------------------- KL and the latent's backward
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _sample_and_kl(mu, log_var, std, eps, sample):
-    """z = mu + std * eps and the KL sum in one pass (tanh and exp stay with NumPy, see below)."""
+def _kl_diag_gaussian(mu, log_var, var):
+    """Compiled loop of :func:`kl_diag_gaussian` (reference: :func:`vaelayer_np.ops.kl_diag_gaussian`)."""
     n, k = mu.shape
-    z = np.empty_like(mu)
-    kl = 0.0
+    d_mu = np.empty_like(mu)
+    d_lv = np.empty_like(mu)
+    inv_n = 1.0 / n
+    total = 0.0
     for i in range(n):
         row = 0.0
         for j in range(k):
             m = mu[i, j]
-            s = std[i, j]
-            z[i, j] = m + s * eps[i, j] if sample else m
-            row += 1.0 + log_var[i, j] - m * m - s * s
-        kl += row
-    return z, -0.5 * kl / n
+            s2 = var[i, j]
+            row += 1.0 + log_var[i, j] - m * m - s2
+            d_mu[i, j] = m * inv_n
+            d_lv[i, j] = (s2 - 1.0) * (0.5 * inv_n)
+        total += row
+    return -0.5 * total * inv_n, d_mu, d_lv
+
+
+def kl_diag_gaussian(mu, log_var, var=None):
+    """Kernel mirroring :func:`vaelayer_np.ops.kl_diag_gaussian`: value and both gradients in one pass.
+
+    ``exp`` stays with NumPy (``var`` is passed in, or computed here with ``np.exp``): without a
+    vector maths library Numba calls scalar libm functions, which measured about 10x slower
+    than NumPy's SIMD loops.
+    """
+    if var is None:
+        var = np.exp(log_var)
+    value, d_mu, d_lv = _kl_diag_gaussian(mu, log_var, var)
+    return float(value), (d_mu, d_lv)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _reparam_kl_backward(dz, mu, log_var, std, eps, bound, kl_weight, sample):
-    n, k = mu.shape
-    d_mu = np.empty_like(mu)
-    d_r = np.empty_like(mu)
-    a = kl_weight / n
+def _latent_backward(d_z, eps, std, d_mu_kl, d_lv_kl, kl_weight, log_var, bound, sample):
+    """Compiled loop of :func:`latent_backward` (reference: :func:`vaelayer_np.ops.latent_backward`)."""
+    n, k = d_z.shape
+    d_mu = np.empty_like(d_z)
+    d_r = np.empty_like(d_z)
     for i in range(n):
         for j in range(k):
-            s = std[i, j]
-            d_mu[i, j] = dz[i, j] + a * mu[i, j]
-            dlv = 0.5 * a * (s * s - 1.0)
+            d_mu[i, j] = d_z[i, j] + kl_weight * d_mu_kl[i, j]
+            dlv = kl_weight * d_lv_kl[i, j]
             if sample:
-                dlv += 0.5 * dz[i, j] * eps[i, j] * s
+                dlv += 0.5 * d_z[i, j] * eps[i, j] * std[i, j]
             if bound > 0:
                 t = log_var[i, j] / bound
                 dlv *= 1.0 - t * t
@@ -64,30 +81,18 @@ def _reparam_kl_backward(dz, mu, log_var, std, eps, bound, kl_weight, sample):
     return d_mu, d_r
 
 
-def reparam_kl_forward(mu, r, eps, bound):
-    """Numba version of :func:`vaelayer_np.ops.reparam_kl_forward`.
-
-    ``tanh`` and ``exp`` are left to NumPy: without a vector maths library Numba
-    calls scalar libm functions for them, which measured ~10x slower than
-    NumPy's SIMD loops (a fully fused kernel took 540 us against NumPy's 47 us
-    at 128x256 float32). The sampling and the KL sum are fused into one pass.
-    """
-    log_var = bound * np.tanh(r * (1.0 / bound)) if bound else r
-    std = np.exp(0.5 * log_var)
+def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+    """Kernel mirroring :func:`vaelayer_np.ops.latent_backward` (sample path + KL + bound, one pass)."""
     sample = eps is not None
-    z, kl = _sample_and_kl(mu, log_var, std, eps if sample else mu, sample)
-    return log_var, std, z, float(kl)
-
-
-def reparam_kl_backward(dz, mu, log_var, std, eps, bound, kl_weight):
-    sample = eps is not None
-    return _reparam_kl_backward(np.ascontiguousarray(dz), mu, log_var, std, eps if sample else mu,
-                                float(bound or 0.0), float(kl_weight), sample)
+    d_mu_kl, d_lv_kl = kl_grads
+    return _latent_backward(np.ascontiguousarray(d_z), eps if sample else d_z, std, d_mu_kl, d_lv_kl,
+                            float(kl_weight), log_var, float(bound or 0.0), sample)
 
 
 # ----------------------------------------------------------------------------- Adam
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    """Compiled loop of :func:`adam_update` over flat arrays (reference: :func:`vaelayer_np.ops.adam_update`)."""
     for i in range(w.size):
         gi = g[i]
         mi = beta1 * m[i] + (1.0 - beta1) * gi
@@ -98,6 +103,7 @@ def _adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
 
 
 def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    """Kernel mirroring :func:`vaelayer_np.ops.adam_update`: m, v and w updated in one pass."""
     _adam_update(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1),
                  float(beta1), float(beta2), float(step_size), float(eps_hat))
 
@@ -105,6 +111,7 @@ def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
 # ----------------------------------------------------------------------------- cosine embedding loss
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_embedding(a, b, target, margin, eps):
+    """Compiled loop of :func:`cosine_embedding` (reference: :func:`vaelayer_np.ops.cosine_embedding`)."""
     n, k = a.shape
     d_a = np.empty_like(a)
     d_b = np.empty_like(b)
@@ -134,8 +141,8 @@ def _cosine_embedding(a, b, target, margin, eps):
     return total / n, d_a, d_b
 
 
-def cosine_embedding(a, b, target, margin=0.0, eps=1e-8):
-    """Kernel behind :func:`vaelayer_np.losses.cosine_embedding` (inputs already validated)."""
+def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
+    """Kernel mirroring :func:`vaelayer_np.ops.cosine_embedding`: norms, loss and gradients per row in one pass."""
     value, d_a, d_b = _cosine_embedding(a, b, np.asarray(target, dtype=a.dtype), float(margin), float(eps))
     return float(value), (d_a, d_b)
 
@@ -143,7 +150,8 @@ def cosine_embedding(a, b, target, margin=0.0, eps=1e-8):
 # ----------------------------------------------------------------------------- all-pairs cosine loss
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
-    """The element-wise part of the all-pairs loss in one pass: value, dL/dcos scaled, row and column sums."""
+    """The element-wise part of the reference :func:`vaelayer_np.ops.cosine_embedding_matrix` in one pass: value, dL/dcos
+    scaled by the norms, and its row and column sums weighted by cos (pair weights as :func:`.ops.cosine_pair_weights`)."""
     n, m = cos.shape
     n_pos = 0
     for i in range(n):
@@ -181,21 +189,26 @@ def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
     return value, g_scaled, row, col
 
 
-def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=1e-8, balanced=True):
-    """Kernel behind :func:`vaelayer_np.losses.cosine_embedding_matrix` (inputs already validated)."""
+def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True):
+    """Kernel mirroring :func:`vaelayer_np.ops.cosine_embedding_matrix`.
+
+    The three matrix products stay with BLAS (:func:`.ops.matmul`); the element-wise
+    work between them (pair weights, loss, dL/dcos, row and column sums) is one pass.
+    """
     inv_a = 1 / np.sqrt(np.einsum("nk,nk->n", a, a) + eps)
     inv_b = 1 / np.sqrt(np.einsum("nk,nk->n", b, b) + eps)
-    cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
+    cos = matmul(a * inv_a[:, None], (b * inv_b[:, None]).T)
     value, g_scaled, row, col = _cosine_matrix_terms(cos, np.asarray(targets), inv_a, inv_b, float(margin),
                                                      bool(balanced))
-    d_a = g_scaled @ b - (row * inv_a * inv_a)[:, None] * a
-    d_b = g_scaled.T @ a - (col * inv_b * inv_b)[:, None] * b
+    d_a = matmul(g_scaled, b) - (row * inv_a * inv_a)[:, None] * a
+    d_b = matmul(g_scaled.T, a) - (col * inv_b * inv_b)[:, None] * b
     return float(value), (d_a, d_b)
 
 
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_xent(logits, labels):
+    """Compiled loop of :func:`softmax_cross_entropy` (reference: :func:`vaelayer_np.ops.softmax_cross_entropy`)."""
     n, c = logits.shape
     d = np.empty_like(logits)
     total = 0.0
@@ -217,6 +230,7 @@ def _softmax_xent(logits, labels):
 
 
 def softmax_cross_entropy(logits, labels):
+    """Kernel mirroring :func:`vaelayer_np.ops.softmax_cross_entropy`: one pass per row."""
     value, d = _softmax_xent(logits, labels)
     return float(value), (d,)
 
@@ -224,14 +238,15 @@ def softmax_cross_entropy(logits, labels):
 # ----------------------------------------------------------------------------- activations
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _act_forward(x, kind, slope):
+    """Compiled forward of every activation (references: :mod:`vaelayer_np.activations`); ``kind`` picks one."""
     out = np.empty_like(x)
     flat_x, flat_o = x.reshape(-1), out.reshape(-1)
     for i in range(flat_x.size):
         v = flat_x[i]
         if kind == 0:
-            flat_o[i] = v if v > 0 else 0.0
+            flat_o[i] = 0.0 if v <= 0 else v  # NaN stays NaN, as np.maximum(NaN, 0)
         elif kind == 1:
-            flat_o[i] = v if v > 0 else slope * v
+            flat_o[i] = slope * v if v <= 0 else v
         elif kind == 2:
             flat_o[i] = math.tanh(v)
         elif kind == 3:
@@ -247,6 +262,7 @@ def _act_forward(x, kind, slope):
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _act_backward(dout, x, out, kind, slope):
+    """Compiled backward of every activation (references: the ``*_backward`` functions of :mod:`vaelayer_np.activations`)."""
     dx = np.empty_like(x)
     fd, fx, fo, fr = dout.reshape(-1), x.reshape(-1), out.reshape(-1), dx.reshape(-1)
     for i in range(fx.size):
@@ -266,7 +282,8 @@ def _act_backward(dout, x, out, kind, slope):
 _ACT_KIND = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3, "identity": 4}
 
 
-def make_activation(name, slope=0.01):
+def make_activation(name, slope=LEAKY_SLOPE):
+    """Kernels mirroring the activation ``name`` of :mod:`vaelayer_np.activations` (forward and backward)."""
     kind = _ACT_KIND[name]
 
     def forward(x):
@@ -279,46 +296,16 @@ def make_activation(name, slope=0.01):
     return ActivationFn(name, forward, backward)
 
 
-# ----------------------------------------------------------------------------- matmul
-@njit(cache=True)
-def _matmul_blas(a, b):
-    return np.dot(a, b)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _matmul_blocked(a, b, block=64):
-    """C = A @ B with cache blocking, for teaching; far slower than BLAS (see docs/performance.md)."""
-    n, k = a.shape
-    m = b.shape[1]
-    c = np.zeros((n, m), dtype=a.dtype)
-    for i0 in range(0, n, block):
-        for p0 in range(0, k, block):
-            for j0 in range(0, m, block):
-                for i in range(i0, min(i0 + block, n)):
-                    for p in range(p0, min(p0 + block, k)):
-                        aip = a[i, p]
-                        for j in range(j0, min(j0 + block, m)):
-                            c[i, j] += aip * b[p, j]
-    return c
-
-
-def matmul(a, b):
-    """The backend's matrix product: NumPy's ``@`` (the same BLAS).
-
-    ``np.dot`` inside Numba (``_matmul_blas``) measured 1.00-1.06x NumPy's speed on
-    contiguous operands and much slower on the transposed views the backward
-    passes use, and the blocked kernel is ~30x slower than BLAS, so the product
-    is left to NumPy (``vaelayer bench`` prints all three).
-    """
-    return a @ b
-
-
 def make_ops():
+    """The ``numba`` backend's namespace (same names as the ``numpy`` one, see :mod:`.backend`)."""
+    from . import ops
+
     return SimpleNamespace(
         name="numba",
-        matmul=matmul,
-        reparam_kl_forward=reparam_kl_forward,
-        reparam_kl_backward=reparam_kl_backward,
+        matmul=matmul,                        # BLAS, as in the reference
+        reparameterize=ops.reparameterize,    # NumPy's SIMD exp beats a scalar-libm loop: the reference itself
+        kl_diag_gaussian=kl_diag_gaussian,
+        latent_backward=latent_backward,
         adam_update=adam_update,
         cosine_embedding=cosine_embedding,
         cosine_embedding_matrix=cosine_embedding_matrix,

@@ -93,3 +93,16 @@ def check_positive(name, value, allow_zero=False):
         need = "a finite number >= 0" if allow_zero else "a finite number > 0"
         raise ValueError(f"{name}: expected {need}, got {value!r}")
     return v
+
+
+def check_finite(name, value):
+    """A finite real number (not a bool, not NaN or inf)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return v

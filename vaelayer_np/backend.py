@@ -1,8 +1,26 @@
 """Backend selection: ``numpy`` (the readable reference) or ``numba`` (compiled kernels).
 
-A backend is a small namespace of the hot operations (see :mod:`.ops`). Layers,
-losses and optimisers look their operations up here by name, so the same public
-functions run on either backend.
+A backend is a small namespace of the hot operations. Both namespaces have the
+same names; the table below is the one place that says which implementation
+each backend uses:
+
+=======================  ===================================  ===========================================
+name                     ``numpy`` (reference)                ``numba``
+=======================  ===================================  ===========================================
+matmul                   :func:`.ops.matmul` (BLAS)           the same function
+reparameterize           :func:`.ops.reparameterize`          the same function (NumPy's SIMD ``exp``)
+kl_diag_gaussian         :func:`.ops.kl_diag_gaussian`        kernel ``_kernels.kl_diag_gaussian``
+latent_backward          :func:`.ops.latent_backward`         kernel ``_kernels.latent_backward``
+adam_update              :func:`.ops.adam_update`             kernel ``_kernels.adam_update``
+cosine_embedding         :func:`.ops.cosine_embedding`        kernel ``_kernels.cosine_embedding``
+cosine_embedding_matrix  :func:`.ops.cosine_embedding_matrix` kernel ``_kernels.cosine_embedding_matrix``
+softmax_cross_entropy    :func:`.ops.softmax_cross_entropy`   kernel ``_kernels.softmax_cross_entropy``
+activation(name)         :func:`.activations.get_activation`  kernels ``_kernels.make_activation``
+=======================  ===================================  ===========================================
+
+Layers, losses and optimisers look their operations up here by name. None of
+these functions validates its inputs; the public functions and methods that
+call them do.
 """
 from __future__ import annotations
 
@@ -15,8 +33,8 @@ _cache = {}
 
 
 def default_backend():
-    """``numba`` (measured faster for training, docs/performance.md) unless its JIT is disabled
-    (NUMBA_DISABLE_JIT=1 runs the kernels as plain Python, far slower than NumPy)."""
+    """``numba`` (measured faster for a training step, docs/performance.md) unless its JIT is disabled
+    (``NUMBA_DISABLE_JIT=1`` runs the kernels as plain Python, far slower than NumPy)."""
     from numba.core import config as numba_config
 
     return "numpy" if numba_config.DISABLE_JIT else "numba"
@@ -27,20 +45,23 @@ def get_ops(name="numpy"):
     check_choice("backend", name, BACKENDS)
     if name not in _cache:
         if name == "numpy":
-            from . import losses, ops
+            from . import ops
             from .activations import get_activation
+
             _cache[name] = SimpleNamespace(
                 name="numpy",
                 matmul=ops.matmul,
-                reparam_kl_forward=ops.reparam_kl_forward,
-                reparam_kl_backward=ops.reparam_kl_backward,
+                reparameterize=ops.reparameterize,
+                kl_diag_gaussian=ops.kl_diag_gaussian,
+                latent_backward=ops.latent_backward,
                 adam_update=ops.adam_update,
-                cosine_embedding=losses.cosine_embedding,
-                cosine_embedding_matrix=losses.cosine_embedding_matrix,
-                softmax_cross_entropy=losses.softmax_cross_entropy,
+                cosine_embedding=ops.cosine_embedding,
+                cosine_embedding_matrix=ops.cosine_embedding_matrix,
+                softmax_cross_entropy=ops.softmax_cross_entropy,
                 activation=get_activation,
             )
         else:
             from . import _kernels
+
             _cache[name] = _kernels.make_ops()
     return _cache[name]

@@ -49,14 +49,17 @@ def _row(name, t_numba, t_ref, ref_name="numpy"):
 
 
 def bench_kernels(repeats):
-    from . import _kernels, losses, ops
+    from . import _kernels, ops
     from .activations import ACTIVATIONS
 
     rng = np.random.default_rng(0)
     f32 = np.float32
     n, k, d = 128, 256, 784
     mu, r, eps, dz = (rng.standard_normal((n, k)).astype(f32) for _ in range(4))
-    log_var, std, _, _ = ops.reparam_kl_forward(mu, r, eps, 6.0)
+    log_var = ops.bound_log_var(r, 6.0)
+    std, _ = ops.reparameterize(mu, log_var, eps)
+    var = std * std
+    kl_grads = ops.kl_diag_gaussian(mu, log_var, var)[1]
     t = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(f32)
     labels_pairs = rng.integers(0, 10, n)
     tm = np.where(labels_pairs[:, None] == labels_pairs[None, :], 1.0, -1.0)
@@ -64,27 +67,25 @@ def bench_kernels(repeats):
     labels = rng.integers(0, 10, n)
     w, g, m = (rng.standard_normal((d, k)).astype(f32) for _ in range(3))
     v = rng.random((d, k)).astype(f32)
-    x = rng.standard_normal((n, d)).astype(f32)
     relu_nb = _kernels.make_activation("relu")
     relu = ACTIVATIONS["relu"]
     out = relu.forward(mu)
     cases = [
-        ("reparam + KL forward", lambda: _kernels.reparam_kl_forward(mu, r, eps, 6.0),
-         lambda: ops.reparam_kl_forward(mu, r, eps, 6.0)),
-        ("reparam + KL backward", lambda: _kernels.reparam_kl_backward(dz, mu, log_var, std, eps, 6.0, 1e-3),
-         lambda: ops.reparam_kl_backward(dz, mu, log_var, std, eps, 6.0, 1e-3)),
+        ("KL value and gradients", lambda: _kernels.kl_diag_gaussian(mu, log_var, var),
+         lambda: ops.kl_diag_gaussian(mu, log_var, var)),
+        ("latent backward (sample + KL + bound)",
+         lambda: _kernels.latent_backward(dz, eps, std, kl_grads, 1e-3, log_var, 6.0),
+         lambda: ops.latent_backward(dz, eps, std, kl_grads, 1e-3, log_var, 6.0)),
         ("cosine embedding (fwd+bwd)", lambda: _kernels.cosine_embedding(mu, r, t),
-         lambda: losses.cosine_embedding(mu, r, t)),
+         lambda: ops.cosine_embedding(mu, r, t)),
         ("cosine, all pairs 128x128 (fwd+bwd)", lambda: _kernels.cosine_embedding_matrix(mu, r, tm),
-         lambda: losses.cosine_embedding_matrix(mu, r, tm)),
+         lambda: ops.cosine_embedding_matrix(mu, r, tm)),
         ("softmax cross-entropy (fwd+bwd)", lambda: _kernels.softmax_cross_entropy(logits, labels),
-         lambda: losses.softmax_cross_entropy(logits, labels)),
+         lambda: ops.softmax_cross_entropy(logits, labels)),
         ("relu forward", lambda: relu_nb.forward(mu), lambda: relu.forward(mu)),
         ("relu backward", lambda: relu_nb.backward(dz, mu, out), lambda: relu.backward(dz, mu, out)),
         ("adam update 784x256", lambda: _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8),
          lambda: ops.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8)),
-        ("matmul 128x784 @ 784x256 (BLAS in numba)", lambda: _kernels.matmul(x, w), lambda: x @ w),
-        ("matmul 128x784 @ 784x256 (blocked)", lambda: _kernels._matmul_blocked(x, w, 64), lambda: x @ w),
     ]
     print("1. kernels (float32, batch 128, latent 256): median times")
     for name, fast, ref in cases:

@@ -129,8 +129,8 @@ def _dispatch(args, parser):
                   f"validation {result['val_acc']:.4f}, test {result['test_acc']:.4f}")
         return 0
     if args.command == "plot":
-        from .plots import plot_compare, plot_run
-        from .runs import read_config, read_metrics
+        from .plots import plot_compare
+        from .runs import plot_run, read_config, read_metrics
 
         for run in args.runs:
             for path in plot_run(run):

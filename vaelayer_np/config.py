@@ -1,12 +1,51 @@
-"""Every training setting, its default, and its check (the CLI is generated from this)."""
+"""Every setting, its default, its allowed values and its check: the one source.
+
+``DEFAULTS`` and ``CHOICES`` below are read by the layers, the network, the
+training configuration and the command line (whose options are generated from
+:class:`TrainConfig`), so a :class:`~vaelayer_np.network.Network` built with its
+defaults is the model that ``vaelayer train`` trains.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from ._validate import check_choice, check_positive
+from ._validate import check_choice, check_finite, check_positive
 from .activations import ACTIVATIONS
+from .backend import BACKENDS, default_backend
 from .data import DATASETS
+
+# Model settings (layers and network), with the reason for each default in docs/method.md.
+DEFAULTS = {
+    "activation": "relu",        # VAE layer output act(z)
+    "beta": 1e-3,                # weight of each layer's KL term
+    "recon": "mse",              # first layer's reconstruction loss (deeper layers: always mse)
+    "encoder_hidden": 1024,      # width of the hidden layer inside each encoder (0: linear encoder)
+    "log_var_bound": 6.0,        # c in log_var = c * tanh(r / c)
+    "log_var_bias_init": -4.0,   # initial bias of the log-variance head (small initial noise)
+    "pass_on": "mean",           # what the next layer receives in training: act(mu) or act(z)
+    "readout": "all",            # the output layer reads every VAE layer's output, or the last
+    "output_loss": "softmax",    # softmax cross-entropy, or BCE on one-hot targets
+}
+
+# The allowed values of every setting that is a choice.
+CHOICES = {
+    "dataset": DATASETS,
+    "method": ("iffcl", "backprop"),
+    "activation": tuple(ACTIVATIONS),
+    "recon": ("mse", "bce"),
+    "pass_on": ("sample", "mean"),
+    "pairing": ("labelled", "balanced", "mirror"),
+    "contrast": ("pairs", "batch"),
+    "cosine_on": ("latent", "output"),
+    "readout": ("last", "all"),
+    "output_loss": ("softmax", "bce"),
+    "predict": ("twins", "a"),
+    "optimizer": ("adam", "sgd"),
+    "lr_schedule": ("constant", "cosine"),
+    "backend": BACKENDS,
+    "dtype": ("float32", "float64"),
+}
 
 DEFAULT_EPOCHS = {"digits": 50}
 DEFAULT_BATCH = {"digits": 32}
@@ -25,28 +64,37 @@ class TrainConfig:
     method: str = field(default="iffcl", metadata={"help": "iffcl (local losses) or backprop (baseline)"})
     widths: tuple = field(default=None, metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
                                                           "(default: 64,64,64 on digits, 256,256,256 otherwise)"})
-    activation: str = field(default="relu", metadata={"help": "VAE layer output activation: " + ", ".join(ACTIVATIONS)})
-    beta: float = field(default=1e-3, metadata={"help": "weight of each layer's KL term"})
+    activation: str = field(default=DEFAULTS["activation"],
+                            metadata={"help": "VAE layer output activation: " + ", ".join(ACTIVATIONS)})
+    beta: float = field(default=DEFAULTS["beta"], metadata={"help": "weight of each layer's KL term"})
     beta_warmup_epochs: int = field(default=0, metadata={"help": "ramp beta linearly from 0 over this many epochs"})
-    recon: str = field(default="mse", metadata={"help": "first layer's reconstruction loss: mse or bce"})
-    encoder_hidden: int = field(default=1024, metadata={"help": "width of a hidden layer inside each VAE layer's "
-                                                                "encoder (0: the linear encoder of DESIGN.md)"})
-    log_var_bound: float = field(default=6.0, metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
-    log_var_bias_init: float = field(default=-4.0, metadata={"help": "initial bias of the log-variance head"})
-    pass_on: str = field(default="mean", metadata={"help": "what the next layer receives in training: "
-                                                             "sample (act(z)) or mean (act(mu))"})
+    recon: str = field(default=DEFAULTS["recon"], metadata={"help": "first layer's reconstruction loss: mse or bce"})
+    encoder_hidden: int = field(default=DEFAULTS["encoder_hidden"],
+                                metadata={"help": "width of a hidden layer inside each VAE layer's encoder "
+                                                  "(0: a linear encoder, mu = x @ W_mu + b_mu)"})
+    log_var_bound: float = field(default=DEFAULTS["log_var_bound"],
+                                 metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
+    log_var_bias_init: float = field(default=DEFAULTS["log_var_bias_init"],
+                                     metadata={"help": "initial bias of the log-variance head"})
+    pass_on: str = field(default=DEFAULTS["pass_on"],
+                         metadata={"help": "what the next layer receives in training: sample (act(z)) or mean "
+                                           "(act(mu)); evaluation always uses the mean"})
     pairing: str = field(default="labelled", metadata={"help": "twin pairing: labelled, balanced or mirror"})
     contrast: str = field(default="batch", metadata={"help": "cosine term over the twin pairs (pairs) or over all "
                                                              "pairs of the batch (batch)"})
-    cosine_on: str = field(default="latent", metadata={"help": "cosine term on the latent z (latent) or on act(z), "
-                                                                "the layer's output (output)"})
+    cosine_on: str = field(default="latent", metadata={"help": "cosine term on the latent z (latent) or on the "
+                                                                "layer's output, act(mu) or act(z) as pass_on "
+                                                                "says (output)"})
     lam: float = field(default=10.0, metadata={"help": "lambda, weight of the cosine term"})
     margin: float = field(default=0.5, metadata={"help": "cosine embedding margin for target -1"})
-    readout: str = field(default="all", metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
-    output_loss: str = field(default="softmax", metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
+    readout: str = field(default=DEFAULTS["readout"],
+                         metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
+    output_loss: str = field(default=DEFAULTS["output_loss"],
+                             metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
     predict: str = field(default="twins", metadata={"help": "average both twins' probabilities (twins) or net A (a)"})
-    backprop_elbo_weight: float = field(default=0.0, metadata={"help": "backprop baseline: weight of the layers' "
-                                                                       "ELBOs added to the classification loss"})
+    backprop_neg_elbo_weight: float = field(default=0.0, metadata={"help": "backprop baseline: weight of the "
+                                                                           "layers' negative ELBOs added to the "
+                                                                           "classification loss"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE layers"})
     output_lr: float = field(default=0.01, metadata={"help": "learning rate of the output layer"})
@@ -71,30 +119,22 @@ class TrainConfig:
         if self.batch_size is None:
             self.batch_size = DEFAULT_BATCH.get(self.dataset, 128)
         if self.backend is None:
-            from .backend import default_backend
             self.backend = default_backend()
 
     def validate(self):
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("method", self.method, ("iffcl", "backprop"))
-        check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        check_choice("recon", self.recon, ("mse", "bce"))
-        check_choice("pass_on", self.pass_on, ("sample", "mean"))
-        check_choice("pairing", self.pairing, ("labelled", "balanced", "mirror"))
-        check_choice("contrast", self.contrast, ("pairs", "batch"))
-        check_choice("cosine_on", self.cosine_on, ("latent", "output"))
-        check_choice("readout", self.readout, ("last", "all"))
-        check_choice("output_loss", self.output_loss, ("softmax", "bce"))
-        check_choice("predict", self.predict, ("twins", "a"))
-        check_choice("optimizer", self.optimizer, ("adam", "sgd"))
-        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        check_choice("backend", self.backend, ("numpy", "numba"))
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        for name in ("beta", "lam", "weight_decay", "backprop_elbo_weight", "log_var_bound"):
+        for name, choices in CHOICES.items():
+            check_choice(name, getattr(self, name), choices)
+        for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_positive("lr", self.lr)
         if self.output_lr is not None:
             check_positive("output_lr", self.output_lr)
+        for name in ("log_var_bias_init", "val_fraction"):
+            check_finite(name, getattr(self, name))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        if not 0.0 <= self.val_fraction <= 0.5:
+            raise ValueError(f"val_fraction: expected a number in [0, 0.5], got {self.val_fraction!r}")
         if not -1.0 <= self.margin <= 1.0:
             raise ValueError(f"margin: expected a number in [-1, 1], got {self.margin!r}")
         if not isinstance(self.encoder_hidden, int) or self.encoder_hidden < 0:

@@ -7,13 +7,14 @@ The algorithm, one mini-batch (x, y)::
     for each VAE layer k (twins layer_A, layer_B):
         # h_A and h_B are constants here: nothing flows back into layer k-1
         z_A, z_B  = the two layers' latents
-        loss_k    = ELBO_A + ELBO_B + lambda * cosine_embedding(z_A, z_B, target)
+        loss_k    = negELBO_A + negELBO_B + lambda * cosine_embedding(z_A, z_B, target)
         update layer_A and layer_B from d loss_k / d (their own parameters)
-        h_A, h_B  = act(z_A), act(z_B)              # passed on as data
+        h_A, h_B  = the layers' outputs               # act(mu) or act(z): passed on as data
     output layers: classification loss on each twin, each updated from its own loss
 
-Each layer's update needs only its own input, its own output and its twin:
-:func:`vae_local_step` takes exactly those and nothing from the layers above.
+:func:`train_step` is this loop. Each layer's update needs only its own input, its
+own output and its twin: :func:`vae_local_step` takes exactly those and nothing
+from the layers above. The end-to-end baseline is in :mod:`.backprop`.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import losses
-from ._validate import check_choice
+from ._validate import check_choice, check_targets_pm1
+from .config import CHOICES
 
-PAIRING_MODES = ("labelled", "balanced", "mirror")
+PAIRING_MODES = CHOICES["pairing"]
 
 
 def make_pairs(labels, mode, rng):
@@ -68,7 +69,12 @@ def make_pairs(labels, mode, rng):
 
 @dataclass
 class LocalStep:
-    """What one pair of twin layers computed: outputs to pass on, gradients, loss terms."""
+    """What one pair of twin layers computed: outputs to pass on, gradients, loss terms.
+
+    ``terms`` are on one scale, the twins' sum: ``recon`` = recon_A + recon_B,
+    ``kl`` = KL_A + KL_B (not multiplied by beta), ``cos`` the shared cosine term, and
+    ``loss`` = recon + beta * kl + lam * cos, exactly the local loss L_k that was minimised.
+    """
 
     out_a: np.ndarray
     out_b: np.ndarray
@@ -77,19 +83,24 @@ class LocalStep:
     terms: dict
 
 
-def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin, backend="numpy"):
-    """The contrastive part of a hidden layer's local loss, and its gradients on z_A, z_B."""
+def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin, ops):
+    """The contrastive part of a hidden layer's local loss, and its gradients on z_A, z_B.
+
+    ``contrast="pairs"``: one partner per example, targets ``target``.
+    ``contrast="batch"``: every A row against every B row, +1 where the labels agree.
+    ``ops`` is the backend's namespace (:func:`vaelayer_np.backend.get_ops`).
+    """
     if contrast == "pairs":
-        return losses.cosine_embedding(z_a, z_b, target, margin=margin, backend=backend)
+        return ops.cosine_embedding(z_a, z_b, target, margin)
     targets = np.where(labels_a[:, None] == labels_b[None, :], 1.0, -1.0)
-    return losses.cosine_embedding_matrix(z_a, z_b, targets, margin=margin, backend=backend)
+    return ops.cosine_embedding_matrix(z_a, z_b, targets, margin)
 
 
 def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0, contrast="pairs",
                    labels_a=None, labels_b=None, cosine_on="latent"):
     r"""One IFFCL step of a pair of twin VAE layers: gradients of their shared local loss.
 
-    .. math:: L_k = ELBO_A + ELBO_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
+    .. math:: L_k = \mathrm{negELBO}_A + \mathrm{negELBO}_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
 
     Parameters
     ----------
@@ -100,31 +111,38 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
     lam, margin : weight and margin of the cosine term
     contrast : "pairs" (twin pairs) or "batch" (every A row against every B row, by labels)
     labels_a, labels_b : (N,) labels, needed for ``contrast="batch"``
-    cosine_on : "latent" (z, the default) or "output" (act(z), what the next layer receives)
+    cosine_on : "latent" (z, the default) or "output" (the layer's output: act(mu) with
+        pass_on="mean", act(z) with pass_on="sample")
 
     Returns
     -------
     LocalStep : outputs to pass on, the two layers' gradients, and the loss terms.
     """
+    check_choice("contrast", contrast, CHOICES["contrast"])
+    check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
+    if contrast == "pairs":
+        check_targets_pm1("target", target, x_a.shape[0])
+    if contrast == "batch" and (labels_a is None or labels_b is None):
+        raise ValueError("labels_a, labels_b: contrast='batch' needs the labels of both twins' batches")
     out_a, cache_a = layer_a.forward(x_a, rng=rng)
     out_b, cache_b = layer_b.forward(x_b, rng=rng)
     if cosine_on == "latent":
-        cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast, margin,
-                                             layer_a.backend)
-        # need_dx=False: the input gradient is never formed, nothing is sent downwards.
-        _, grads_a = layer_a.backward(cache_a, dz=lam * dz_a, need_dx=False)
-        _, grads_b = layer_b.backward(cache_b, dz=lam * dz_b, need_dx=False)
+        cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast,
+                                             margin, layer_a.ops)
+        # dout=None: nothing arrives from above; need_dx=False: nothing is sent below.
+        _, grads_a = layer_a.backward(None, cache_a, dz=lam * dz_a, need_dx=False)
+        _, grads_b = layer_b.backward(None, cache_b, dz=lam * dz_b, need_dx=False)
     else:
         cos_loss, (d_out_a, d_out_b) = cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin,
-                                                   layer_a.backend)
-        _, grads_a = layer_a.backward(cache_a, dout=lam * d_out_a, need_dx=False)
-        _, grads_b = layer_b.backward(cache_b, dout=lam * d_out_b, need_dx=False)
-    elbo_a, elbo_b = layer_a.elbo(cache_a), layer_b.elbo(cache_b)
+                                                   layer_a.ops)
+        _, grads_a = layer_a.backward(lam * d_out_a, cache_a, need_dx=False)
+        _, grads_b = layer_b.backward(lam * d_out_b, cache_b, need_dx=False)
+    terms_a, terms_b = layer_a.loss_terms(cache_a), layer_b.loss_terms(cache_b)
     terms = {
-        "recon": 0.5 * (elbo_a["recon"] + elbo_b["recon"]),
-        "kl": 0.5 * (elbo_a["kl"] + elbo_b["kl"]),
+        "recon": terms_a["recon"] + terms_b["recon"],
+        "kl": terms_a["kl"] + terms_b["kl"],
         "cos": cos_loss,
-        "loss": elbo_a["elbo"] + elbo_b["elbo"] + lam * cos_loss,
+        "loss": terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss,
     }
     return LocalStep(out_a, out_b, grads_a, grads_b, terms)
 
@@ -138,3 +156,43 @@ def output_local_step(output_layer, features, labels):
     loss, d_logits = output_layer.loss(logits, labels)
     _, grads = output_layer.backward(d_logits, cache, need_dx=False)
     return output_layer.predict_proba(logits), loss, grads
+
+
+def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0, margin=0.0, contrast="pairs",
+               cosine_on="latent"):
+    """One IFFCL step on a mini-batch: every layer pair learns from its own local loss.
+
+    Parameters
+    ----------
+    net_a, net_b : the twin :class:`~vaelayer_np.network.Network` s
+    optimizers : dict "A.vae0", "B.vae0", ..., "A.output", "B.output" -> optimiser
+    x : (N, D) array; y : (N,) int labels
+    rng : Generator (pairing and noise)
+    pairing, lam, margin, contrast, cosine_on : the IFFCL settings (see :mod:`vaelayer_np.config`)
+
+    Returns
+    -------
+    dict of floats: ``layer{k}_recon``, ``layer{k}_kl``, ``layer{k}_cos``, ``layer{k}_loss`` (see
+    :class:`LocalStep`), ``output_loss`` (mean of the twins' classification losses; each twin's
+    output layer minimises its own) and ``batch_acc`` (net A on this batch).
+    """
+    partner, target = make_pairs(y, pairing, rng)
+    h_a, h_b, y_b = x, x[partner], y[partner]
+    metrics, outs_a, outs_b = {}, [], []
+    for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
+        step = vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, lam=lam, margin=margin, contrast=contrast,
+                              labels_a=y, labels_b=y_b, cosine_on=cosine_on)
+        optimizers[f"A.vae{k}"].step(step.grads_a)
+        optimizers[f"B.vae{k}"].step(step.grads_b)
+        for term, value in step.terms.items():
+            metrics[f"layer{k}_{term}"] = value
+        h_a, h_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
+        outs_a.append(h_a)
+        outs_b.append(h_b)
+    probs_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y)
+    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b)
+    optimizers["A.output"].step(grads_a)
+    optimizers["B.output"].step(grads_b)
+    metrics["output_loss"] = 0.5 * (loss_a + loss_b)
+    metrics["batch_acc"] = float(np.mean(probs_a.argmax(1) == y))
+    return metrics

@@ -15,9 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import losses
-from ._validate import check_choice, check_float_array, check_positive
-from .activations import get_activation
+from ._validate import check_choice, check_finite, check_float_array, check_positive
+from .activations import get_activation, sigmoid
 from .backend import get_ops
+from .config import CHOICES, DEFAULTS
+from .ops import bound_log_var, softmax
 
 
 def _as_rng(rng):
@@ -89,6 +91,9 @@ class Dense(Layer):
     def backward(self, dout, cache, need_dx=True):
         """dout: (N, K) -> dx: (N, D) (None if not need_dx), grads {W: (D, K), b: (K,)}."""
         x = cache
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"cache: expected the cache returned by this layer's forward (its input, shape "
+                             f"(N, {self.in_dim})), got {type(x).__name__}")
         self._check_grad("dout", dout, (x.shape[0], self.out_dim))
         grads = {"W": self.ops.matmul(x.T, dout), "b": dout.sum(axis=0)}
         dx = self.ops.matmul(dout, self.params["W"].T) if need_dx else None
@@ -98,7 +103,7 @@ class Dense(Layer):
 class Activation(Layer):
     """A parameter-free element-wise activation as a layer (see :mod:`.activations`)."""
 
-    def __init__(self, name="relu", dtype=np.float64):
+    def __init__(self, name=DEFAULTS["activation"], dtype=np.float64):
         self.fn = get_activation(name)
         self.name = name
         self._dtype = _check_dtype(dtype)
@@ -110,6 +115,9 @@ class Activation(Layer):
         return out, (x, out)
 
     def backward(self, dout, cache, need_dx=True):
+        if not (isinstance(cache, tuple) and len(cache) == 2):
+            raise ValueError(f"cache: expected the (x, out) pair returned by this layer's forward, "
+                             f"got {type(cache).__name__}")
         x, out = cache
         self._check_grad("dout", dout, x.shape)
         return self.fn.backward(dout, x, out), {}
@@ -118,43 +126,50 @@ class Activation(Layer):
 class VAELayer(Layer):
     r"""A variational autoencoder used as one layer of a network.
 
-    Forward (input x: (N, D), latent size K)::
+    Forward (input x: (N, D), latent size K, encoder width H)::
 
-        h       = x                                     (no encoder hidden layer: the default)
-        h       = act(x @ W_enc + b_enc)                (N, H)   with encoder_hidden = H > 0
+        h       = act(x @ W_enc + b_enc)                (N, H)   encoder hidden layer (H = encoder_hidden)
+        h       = x                                     (N, D)   instead, when encoder_hidden = 0
         mu      = h @ W_mu + b_mu                       (N, K)
         log_var = c * tanh((h @ W_lv + b_lv) / c)       (N, K)   bounded, c = log_var_bound
         std     = exp(0.5 * log_var)
-        z       = mu + std * eps,  eps ~ N(0, I)        (training; z = mu when sample=False)
+        z       = mu + std * eps,  eps ~ N(0, I)        (N, K)   training; z = mu when sample=False
         x_hat   = z @ W_dec + b_dec                     (N, D)   decoder back to the layer's input
-        out     = act(z)                                (N, K)   what the next layer receives
+        out     = act(z)    (pass_on="sample")          (N, K)   what the next layer receives
+        out     = act(mu)   (pass_on="mean", and always in evaluation)
 
-    Local loss (the layer's ELBO, to which a trainer may add a cosine term on z)::
+    Local loss, the negative ELBO, which training minimises (a trainer may add a
+    cosine term on z, see :mod:`.iffcl`)::
 
-        ELBO = recon(x_hat, x) + beta * KL(N(mu, std^2) || N(0, I))
+        neg_elbo = recon(x_hat, x) + beta * KL(N(mu, std^2) || N(0, I))
+
+    Every default comes from :data:`vaelayer_np.config.DEFAULTS`, so a layer built
+    with defaults is the layer ``vaelayer train`` trains.
 
     Parameters
     ----------
     in_dim, latent_dim : int
     activation : str
-        Output activation ``act`` (see :mod:`.activations`). Default ``"relu"``.
+        Output activation ``act`` (see :mod:`.activations`), also used in the encoder's hidden layer.
     beta : float >= 0
         Weight of the KL term (the KL is summed over K and averaged over N).
     recon : {"mse", "bce"}
         Reconstruction loss, mean over all N*D elements. ``"bce"`` treats x_hat
         as logits and needs x in [0, 1].
     log_var_bound : float or None
-        c in ``c * tanh(r / c)``. Default 6.
+        c in ``c * tanh(r / c)``; None or 0 leaves the log-variance unbounded.
     log_var_bias_init : float
-        Initial b_lv. At -4 the initial noise std is e^-2 ~ 0.14; at 0 the noise
+        Initial b_lv. With the defaults (c = 6, b_lv = -4) the initial log-variance is
+        6 tanh(-4/6) = -3.50 and the noise std exp(-1.75) = 0.17; at b_lv = 0 the noise
         (std 1) swamps the signal and the next layers see mostly noise.
     pass_on : {"sample", "mean"}
         What ``out`` is made from in training: the sample z (the paper's layer)
-        or the mean mu. Evaluation always uses the mean.
+        or the mean mu. Evaluation (``sample=False``) always uses the mean.
     encoder_hidden : int
-        Width H of a hidden layer inside the encoder (0: the linear encoder of
-        DESIGN.md). Standard VAEs use an MLP encoder (Kingma & Welling 2014 used
-        one hidden layer); with it the local loss trains a non-linear map.
+        Width H of the hidden layer inside the encoder; 0 gives the linear encoder
+        ``mu = x @ W_mu + b_mu``. Standard VAEs use an MLP encoder (Kingma &
+        Welling 2014 used one hidden layer); with it the local loss trains a
+        non-linear map.
     rng : int, Generator or None
         Seeds the initialisation.
     dtype : float32 or float64
@@ -162,23 +177,25 @@ class VAELayer(Layer):
     """
 
     PARAM_NAMES = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
+    CACHE_KEYS = ("x", "h_pre", "h", "mu", "log_var", "std", "eps", "z", "x_hat", "out", "kl", "kl_grads")
 
-    def __init__(self, in_dim, latent_dim, activation="relu", beta=1e-3, recon="mse", log_var_bound=6.0,
-                 log_var_bias_init=-4.0, pass_on="sample", encoder_hidden=0, rng=None, dtype=np.float64,
-                 backend="numpy"):
+    def __init__(self, in_dim, latent_dim, activation=DEFAULTS["activation"], beta=DEFAULTS["beta"],
+                 recon=DEFAULTS["recon"], log_var_bound=DEFAULTS["log_var_bound"],
+                 log_var_bias_init=DEFAULTS["log_var_bias_init"], pass_on=DEFAULTS["pass_on"],
+                 encoder_hidden=DEFAULTS["encoder_hidden"], rng=None, dtype=np.float64, backend="numpy"):
         _check_dims(in_dim=in_dim, latent_dim=latent_dim)
         self._dtype = _check_dtype(dtype)
         self.in_dim, self.latent_dim = int(in_dim), int(latent_dim)
-        get_activation(activation)  # validates the name
-        self.activation = activation
+        self.activation = check_choice("activation", activation, CHOICES["activation"])
         self.beta = check_positive("beta", beta, allow_zero=True)
-        self.recon = check_choice("recon", recon, ("mse", "bce"))
+        self.recon = check_choice("recon", recon, CHOICES["recon"])
         self.log_var_bound = None if not log_var_bound else check_positive("log_var_bound", log_var_bound)
-        self.pass_on = check_choice("pass_on", pass_on, ("sample", "mean"))
+        log_var_bias_init = check_finite("log_var_bias_init", log_var_bias_init)
+        self.pass_on = check_choice("pass_on", pass_on, CHOICES["pass_on"])
         self.backend = backend
         self.ops = get_ops(backend)
         self.act = self.ops.activation(activation)
-        if not isinstance(encoder_hidden, (int, np.integer)) or encoder_hidden < 0:
+        if isinstance(encoder_hidden, bool) or not isinstance(encoder_hidden, (int, np.integer)) or encoder_hidden < 0:
             raise ValueError(f"encoder_hidden: expected an integer >= 0, got {encoder_hidden!r}")
         self.encoder_hidden = int(encoder_hidden)
         rng = _as_rng(rng)
@@ -212,8 +229,8 @@ class VAELayer(Layer):
 
         Returns
         -------
-        out : (N, K) array, ``act(z)`` (``act(mu)`` if pass_on="mean")
-        cache : dict with x, mu, log_var, std, eps, z, x_hat, out
+        out : (N, K) array, ``act(z)`` (``act(mu)`` if pass_on="mean" or sample=False)
+        cache : dict with x, h_pre, h, mu, log_var, std, eps, z, x_hat, out, kl and kl_grads
         """
         check_float_array("x", x, shape=(None, self.in_dim), dtype=self._dtype)
         if self.recon == "bce" and (x.min() < 0 or x.max() > 1):
@@ -233,13 +250,16 @@ class VAELayer(Layer):
             h = self.act.forward(h_pre)
         enc_in = x if h is None else h
         mu = ops.matmul(enc_in, p["W_mu"]) + p["b_mu"]
-        r = ops.matmul(enc_in, p["W_lv"]) + p["b_lv"]
-        log_var, std, z, kl = ops.reparam_kl_forward(mu, r, eps, self.log_var_bound)
+        log_var = bound_log_var(ops.matmul(enc_in, p["W_lv"]) + p["b_lv"], self.log_var_bound)
+        std, z = ops.reparameterize(mu, log_var, eps)
+        kl, kl_grads = ops.kl_diag_gaussian(mu, log_var, std * std)
+        if not np.isfinite(kl):
+            raise ValueError("x: the KL term overflowed (inf or NaN): the inputs or the weights are too large "
+                             "for this dtype; scale the inputs or lower the learning rate")
         x_hat = ops.matmul(z, p["W_dec"]) + p["b_dec"]
-        passed = mu if self.pass_on == "mean" else z
-        out = self.act.forward(passed)
+        out = self.act.forward(mu if (self.pass_on == "mean" or not sample) else z)
         cache = {"x": x, "h_pre": h_pre, "h": h, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
-                 "x_hat": x_hat, "out": out, "kl": kl}
+                 "x_hat": x_hat, "out": out, "kl": kl, "kl_grads": kl_grads, "layer": id(self)}
         return out, cache
 
     # -------------------------------------------------------------- local loss
@@ -247,31 +267,51 @@ class VAELayer(Layer):
         fn = losses.mse if self.recon == "mse" else losses.bce_with_logits
         return fn(x_hat, x)
 
-    def elbo(self, cache):
-        """The layer's local ELBO terms: {"recon", "kl", "elbo"} (floats)."""
+    def loss_terms(self, cache):
+        """The layer's local loss and its parts: {"recon", "kl", "neg_elbo"} (floats).
+
+        ``neg_elbo = recon + beta * kl`` is the negative ELBO, the quantity training minimises.
+        """
+        self._check_cache(cache)
         recon, _ = self._recon(cache["x_hat"], cache["x"])
         kl = cache["kl"]
-        return {"recon": recon, "kl": kl, "elbo": recon + self.beta * kl}
+        return {"recon": recon, "kl": kl, "neg_elbo": recon + self.beta * kl}
+
+    def _check_cache(self, cache):
+        if not isinstance(cache, dict) or any(key not in cache for key in self.CACHE_KEYS):
+            raise ValueError(f"cache: expected the cache returned by this layer's forward, got "
+                             f"{type(cache).__name__ if not isinstance(cache, dict) else 'a dict without its keys'}")
+        if cache.get("layer") != id(self):
+            raise ValueError("cache: it was made by another layer's forward; pass the cache from this layer")
 
     # ---------------------------------------------------------------- backward
-    def backward(self, cache, dout=None, dz=None, elbo_weight=1.0, need_dx=True):
-        r"""Gradients of ``L = elbo_weight * ELBO + <dout, out> + <dz, z>``.
+    def backward(self, dout, cache, dz=None, neg_elbo_weight=1.0, need_dx=True):
+        r"""Gradients of ``L = neg_elbo_weight * neg_elbo + <dout, out> + <dz, z>``.
 
-        ``dout`` is the upstream gradient reaching ``out`` (backpropagation from
-        the layers above); ``dz`` is a gradient applied directly to the latent z
-        (the IFFCL cosine term). Either may be None (zero). With ``dout=None``
-        the gradients depend only on this layer's input, its own cache and dz:
-        that is what makes the IFFCL update local.
+        Parameters
+        ----------
+        dout : (N, K) array or None
+            Upstream gradient reaching ``out`` (backpropagation from the layers above).
+            None (zero) in IFFCL: the gradients then depend only on this layer's input,
+            its own cache and ``dz``; that is what makes the update local.
+        cache : dict from :meth:`forward`
+        dz : (N, K) array or None
+            A gradient applied directly to the latent z (the IFFCL cosine term's entry point).
+        neg_elbo_weight : float
+            Weight of the layer's own loss (1 in IFFCL; the backprop baseline's setting).
+        need_dx : bool
+            False skips the input gradient (IFFCL never sends anything downwards).
 
         Returns
         -------
         dx : (N, D) array, or None if ``need_dx`` is False
         grads : dict with the keys of ``params``
         """
+        self._check_cache(cache)
+        w = check_finite("neg_elbo_weight", neg_elbo_weight)
         x, z, mu = cache["x"], cache["z"], cache["mu"]
         n, k = mu.shape
         p, ops = self.params, self.ops
-        w = float(elbo_weight)
         # Reconstruction: gradient reaches x_hat (and x itself, as the target).
         _, (d_xhat, d_target) = self._recon(cache["x_hat"], x)
         d_xhat = d_xhat * w
@@ -282,14 +322,14 @@ class VAELayer(Layer):
         d_mu_extra = None
         if dout is not None:
             self._check_grad("dout", dout, (n, k))
-            passed = mu if self.pass_on == "mean" else z
-            d_passed = self.act.backward(dout, passed, cache["out"])
-            if self.pass_on == "mean":
+            passed_mean = self.pass_on == "mean" or cache["eps"] is None
+            d_passed = self.act.backward(dout, mu if passed_mean else z, cache["out"])
+            if passed_mean:
                 d_mu_extra = d_passed
             else:
                 d_z = d_z + d_passed
-        d_mu, d_r = ops.reparam_kl_backward(d_z, mu, cache["log_var"], cache["std"], cache["eps"],
-                                            self.log_var_bound, w * self.beta)
+        d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], w * self.beta,
+                                        cache["log_var"], self.log_var_bound)
         if d_mu_extra is not None:
             d_mu = d_mu + d_mu_extra
         enc_in = x if cache["h"] is None else cache["h"]
@@ -326,11 +366,11 @@ class OutputLayer(Layer):
         Softmax cross-entropy (default) or the paper's BCE on one-hot targets.
     """
 
-    def __init__(self, in_dim, n_classes, loss="softmax", rng=None, dtype=np.float64, backend="numpy"):
+    def __init__(self, in_dim, n_classes, loss=DEFAULTS["output_loss"], rng=None, dtype=np.float64, backend="numpy"):
         _check_dims(in_dim=in_dim, n_classes=n_classes)
         if n_classes < 2:
             raise ValueError(f"n_classes: expected at least 2, got {n_classes}")
-        self.loss_name = check_choice("loss", loss, tuple(losses.OUTPUT_LOSSES))
+        self.loss_name = check_choice("loss", loss, CHOICES["output_loss"])
         self.dense = Dense(in_dim, n_classes, rng=rng, dtype=dtype, init_gain=1.0, backend=backend)
         self.dense.params["W"] *= 0.1  # small initial logits: the first predictions are near uniform
         self._dtype = self.dense.dtype
@@ -356,7 +396,6 @@ class OutputLayer(Layer):
     def predict_proba(self, logits):
         """Class probabilities: softmax rows (loss="softmax") or normalised sigmoids (loss="bce")."""
         if self.loss_name == "softmax":
-            return losses.softmax(logits)
-        from .activations import sigmoid
+            return softmax(logits)
         s = sigmoid(logits)
         return s / s.sum(axis=1, keepdims=True)

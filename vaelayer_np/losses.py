@@ -1,25 +1,27 @@
-"""Loss functions, each returning its value and its hand-written gradients.
+"""Loss functions: the validated public entry points, each returning its value and its gradients.
 
 Convention: ``value, grads = loss(...)`` where ``grads`` is a tuple with one
 array per floating-point input, in argument order (``dL/d first``, ...).
 Integer arguments (class labels) and +1/-1 targets have no gradient.
 
-All reductions are stated in each docstring; the VAE layer and the trainers
-use exactly these functions, so their gradients are checked once, here.
+Each function checks its inputs (shape, dtype, NaN/inf, label range) and raises
+a ``ValueError`` naming the argument. The arithmetic of the hot losses (KL,
+cosine embedding, softmax cross-entropy) is written once, in :mod:`.ops`; with
+``backend="numba"`` the compiled kernel that mirrors it runs instead. The layers
+and the training steps call those operations directly, after validating once.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_ops
 from ._validate import (
     check_float_array,
     check_labels,
     check_same_shape,
     check_targets_pm1,
 )
-
-COSINE_EPS = 1e-8  # added to squared norms: zero vectors give cos = 0, no NaN
+from .backend import get_ops
+from .ops import COSINE_EPS, log_softmax, softmax  # noqa: F401  (public here too)
 
 
 def mse(pred, target):
@@ -75,12 +77,18 @@ def bce_with_logits(logits, target):
     return value, ((prob - target) * scale, -logits * scale)
 
 
-def kl_diag_gaussian(mu, log_var):
+def kl_diag_gaussian(mu, log_var, backend="numpy"):
     r"""KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over latent units, mean over the batch.
 
     .. math:: KL = \frac{1}{N} \sum_n -\tfrac12 \sum_k (1 + \log\sigma^2_{nk} - \mu_{nk}^2 - \sigma^2_{nk})
 
-    (Kingma & Welling 2014, appendix B.)
+    The formula and its gradients are :func:`vaelayer_np.ops.kl_diag_gaussian`, the
+    function every :class:`~vaelayer_np.layers.VAELayer` runs; this entry point adds the checks.
+
+    Parameters
+    ----------
+    mu, log_var : (N, K) float arrays
+    backend : "numpy" (the reference) or "numba" (its kernel)
 
     Returns
     -------
@@ -90,10 +98,7 @@ def kl_diag_gaussian(mu, log_var):
     check_float_array("mu", mu, shape=(None, None))
     check_float_array("log_var", log_var)
     check_same_shape("mu", mu, "log_var", log_var)
-    n = mu.shape[0]
-    var = np.exp(log_var)
-    value = float(-0.5 * np.sum(1 + log_var - mu * mu - var) / n)
-    return value, (mu / n, (var - 1) * (0.5 / n))
+    return get_ops(backend).kl_diag_gaussian(mu, log_var)
 
 
 def cosine_similarity(a, b, eps=COSINE_EPS):
@@ -104,23 +109,22 @@ def cosine_similarity(a, b, eps=COSINE_EPS):
     check_float_array("a", a, shape=(None, None))
     check_float_array("b", b)
     check_same_shape("a", a, "b", b)
-    return _cosine_parts(a, b, eps)[0]
-
-
-def _cosine_parts(a, b, eps):
     dot = np.einsum("nk,nk->n", a, b)
-    sq_a = np.einsum("nk,nk->n", a, a) + eps
-    sq_b = np.einsum("nk,nk->n", b, b) + eps
-    norm = np.sqrt(sq_a * sq_b)
-    return dot / norm, norm, sq_a, sq_b
+    return dot / np.sqrt((np.einsum("nk,nk->n", a, a) + eps) * (np.einsum("nk,nk->n", b, b) + eps))
 
 
 def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
-    r"""Cosine embedding loss, mean over the N pairs (as ``torch.nn.CosineEmbeddingLoss``).
+    r"""Cosine embedding loss, mean over the N pairs (a_n, b_n).
 
     .. math::
         \ell_n = \begin{cases} 1 - \cos_n & t_n = +1 \\
                                \max(0, \cos_n - m) & t_n = -1 \end{cases}
+
+    The loss of ``torch.nn.CosineEmbeddingLoss`` (mean reduction), with two
+    differences: ``eps`` (1e-8 here, 1e-12 in torch) is added to each squared norm,
+    so values differ for vectors of norm near 1e-4 or below; and at an exact tie
+    :math:`\cos_n = m` of a negative pair the gradient used here is 0 (torch's is
+    that of :math:`\cos_n - m`). Arithmetic: :func:`vaelayer_np.ops.cosine_embedding`.
 
     Parameters
     ----------
@@ -128,39 +132,38 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
     target : (N,) array of +1 / -1
     margin : float in [-1, 1]
     eps : float, added to each squared norm (a zero vector then has cos = 0).
-    backend : "numpy" (this code) or "numba" (a fused kernel, same result)
+    backend : "numpy" (the reference) or "numba" (its kernel, same result)
 
     Returns
     -------
     value : float
-    (d_a, d_b) : (N, K) arrays. With n = sqrt((|a|^2+eps)(|b|^2+eps)):
-        d cos / d a = b / n - cos * a / (|a|^2 + eps), and symmetrically for b.
+    (d_a, d_b) : (N, K) arrays. With s = sqrt((|a|^2+eps)(|b|^2+eps)):
+        d cos / d a = b / s - cos * a / (|a|^2 + eps), and symmetrically for b.
     """
     check_float_array("a", a, shape=(None, None))
     check_float_array("b", b)
     check_same_shape("a", a, "b", b)
     check_targets_pm1("target", target, a.shape[0])
-    if not -1.0 <= float(margin) <= 1.0:
+    _check_margin(margin)
+    return get_ops(backend).cosine_embedding(a, b, target, margin, eps)
+
+
+def _check_margin(margin):
+    try:
+        m = float(margin)
+    except (TypeError, ValueError):
+        raise ValueError(f"margin: expected a number in [-1, 1], got {margin!r}") from None
+    if not -1.0 <= m <= 1.0:  # also refuses NaN
         raise ValueError(f"margin: expected a number in [-1, 1], got {margin!r}")
-    if backend != "numpy":
-        return get_ops(backend).cosine_embedding(a, b, target, margin, eps)
-    cos, norm, sq_a, sq_b = _cosine_parts(a, b, eps)
-    positive = target > 0
-    losses = np.where(positive, 1 - cos, np.maximum(cos - margin, 0))
-    n = a.shape[0]
-    # dL/dcos per pair: -1 for positive pairs, 1 for negatives inside the margin.
-    d_cos = np.where(positive, -1.0, (cos > margin).astype(a.dtype)).astype(a.dtype) / n
-    d_a = d_cos[:, None] * (b / norm[:, None] - (cos / sq_a)[:, None] * a)
-    d_b = d_cos[:, None] * (a / norm[:, None] - (cos / sq_b)[:, None] * b)
-    return float(np.mean(losses)), (d_a, d_b)
 
 
 def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True, backend="numpy"):
-    r"""Cosine embedding loss over every pair (a_i, b_j), mean over the N*M pairs.
+    r"""Cosine embedding loss over every pair (a_i, b_j), weighted over the N*M pairs.
 
     The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
     a label and -1 elsewhere, every example is pulled towards all of its class
-    and pushed from all others, not just from one partner.
+    and pushed from all others, not just from one partner. Arithmetic:
+    :func:`vaelayer_np.ops.cosine_embedding_matrix`.
 
     Parameters
     ----------
@@ -172,7 +175,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
         the loss (``0.5 * mean over positives + 0.5 * mean over negatives``);
         with 10 classes the negatives would otherwise outweigh the positives 9:1.
         If False, a plain mean over all N*M pairs.
-    backend : "numpy" (this code) or "numba" (the element-wise part fused in one kernel)
+    backend : "numpy" (the reference) or "numba" (the element-wise part fused in one kernel)
 
     Returns
     -------
@@ -181,47 +184,16 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
     """
     check_float_array("a", a, shape=(None, None))
     check_float_array("b", b, shape=(None, a.shape[1]))
+    if not isinstance(targets, np.ndarray) or targets.shape != (a.shape[0], b.shape[0]):
+        got = targets.shape if isinstance(targets, np.ndarray) else type(targets).__name__
+        raise ValueError(f"targets: expected shape {(a.shape[0], b.shape[0])}, got {got}")
     check_targets_pm1("targets", targets.reshape(-1), a.shape[0] * b.shape[0])
-    if targets.shape != (a.shape[0], b.shape[0]):
-        raise ValueError(f"targets: expected shape {(a.shape[0], b.shape[0])}, got {targets.shape}")
-    if backend != "numpy":
-        return get_ops(backend).cosine_embedding_matrix(a, b, targets, margin, eps, balanced)
-    inv_a = 1 / np.sqrt(np.einsum("nk,nk->n", a, a) + eps)
-    inv_b = 1 / np.sqrt(np.einsum("nk,nk->n", b, b) + eps)
-    cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
-    positive = targets > 0
-    losses = np.where(positive, 1 - cos, np.maximum(cos - margin, 0))
-    if balanced:
-        n_pos, n_neg = positive.sum(), cos.size - positive.sum()
-        weights = np.where(positive, 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1)).astype(a.dtype)
-        if n_pos == 0 or n_neg == 0:
-            weights *= 2
-    else:
-        weights = np.full(cos.shape, 1.0 / cos.size, dtype=a.dtype)
-    value = float(np.sum(weights * losses))
-    g = np.where(positive, -1.0, (cos > margin).astype(a.dtype)).astype(a.dtype) * weights
-    # d cos_ij / d a_i = b_j / (|a_i| |b_j|) - cos_ij a_i / |a_i|^2
-    g_scaled = g * inv_a[:, None] * inv_b[None, :]
-    d_a = g_scaled @ b - ((g * cos).sum(axis=1) * inv_a * inv_a)[:, None] * a
-    d_b = g_scaled.T @ a - ((g * cos).sum(axis=0) * inv_b * inv_b)[:, None] * b
-    return value, (d_a, d_b)
-
-
-def softmax(logits):
-    """Row-wise softmax, shifted by the row maximum so that exp never overflows."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def log_softmax(logits):
-    """log softmax through log-sum-exp."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    _check_margin(margin)
+    return get_ops(backend).cosine_embedding_matrix(a, b, targets, margin, eps, balanced)
 
 
 def softmax_cross_entropy(logits, labels, backend="numpy"):
-    r"""Softmax cross-entropy with integer labels, mean over the batch.
+    r"""Softmax cross-entropy with integer labels, mean over the batch (validated entry point).
 
     .. math:: L = -\frac1N\sum_n \log \mathrm{softmax}(s_n)_{y_n},\qquad
               \frac{\partial L}{\partial s} = (\mathrm{softmax}(s) - \mathrm{onehot}(y)) / N
@@ -230,6 +202,7 @@ def softmax_cross_entropy(logits, labels, backend="numpy"):
     ----------
     logits : (N, C) float array
     labels : (N,) integer array in [0, C)
+    backend : "numpy" (the reference, :func:`vaelayer_np.ops.softmax_cross_entropy`) or "numba"
 
     Returns
     -------
@@ -239,13 +212,7 @@ def softmax_cross_entropy(logits, labels, backend="numpy"):
     check_float_array("logits", logits, shape=(None, None))
     n, c = logits.shape
     check_labels("labels", labels, n, c)
-    if backend != "numpy":
-        return get_ops(backend).softmax_cross_entropy(logits, labels)
-    logp = log_softmax(logits)
-    value = float(-np.mean(logp[np.arange(n), labels]))
-    d_logits = np.exp(logp)
-    d_logits[np.arange(n), labels] -= 1
-    return value, (d_logits / n,)
+    return get_ops(backend).softmax_cross_entropy(logits, labels)
 
 
 def one_hot(labels, n_classes, dtype=np.float64):

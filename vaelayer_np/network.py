@@ -1,19 +1,23 @@
 """A network: a stack of VAE layers and an output layer (one of IFFCL's twins).
 
-The network only holds layers and runs them; *how* it learns lives in
-:mod:`.iffcl` (local losses, no gradient between layers) and :mod:`.backprop`
-(the end-to-end baseline).
+The network only holds layers and runs them forward; *how* it learns lives beside
+it, in two modules that can each be read on their own: :mod:`.iffcl` (local
+losses, no gradient between layers) and :mod:`.backprop` (the end-to-end baseline).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._validate import check_choice, check_float_array, check_labels
-from .layers import OutputLayer, VAELayer
+from .config import CHOICES, DEFAULTS
+from .layers import OutputLayer, VAELayer, _as_rng
 
 
 class Network:
     """VAE layers ``in_dim -> widths[0] -> ... -> widths[-1]`` and an output layer.
+
+    Every default comes from :data:`vaelayer_np.config.DEFAULTS`: a network built
+    with defaults is the model ``vaelayer train`` trains.
 
     Parameters
     ----------
@@ -24,19 +28,27 @@ class Network:
         What the output layer reads: the last VAE layer's output (the paper) or
         the concatenation of every VAE layer's output.
     seed : int, seeds the initialisation (twins use different seeds)
-    activation, beta, recon, log_var_bound, log_var_bias_init, pass_on :
+    activation, beta, log_var_bound, log_var_bias_init, pass_on, encoder_hidden :
         passed to every :class:`~vaelayer_np.layers.VAELayer`
+    recon : {"mse", "bce"}
+        the *first* VAE layer's reconstruction loss; deeper layers reconstruct the
+        previous layer's output, which is not in [0, 1], and always use "mse"
     output_loss : {"softmax", "bce"}
     dtype, backend : as for the layers
     """
 
-    def __init__(self, in_dim, widths, n_classes, readout="last", seed=0, activation="relu", beta=1e-3,
-                 recon="mse", log_var_bound=6.0, log_var_bias_init=-4.0, pass_on="sample", output_loss="softmax",
-                 encoder_hidden=0, dtype=np.float32, backend="numpy"):
-        widths = tuple(int(w) for w in widths)
+    def __init__(self, in_dim, widths, n_classes, readout=DEFAULTS["readout"], seed=0,
+                 activation=DEFAULTS["activation"], beta=DEFAULTS["beta"], recon=DEFAULTS["recon"],
+                 log_var_bound=DEFAULTS["log_var_bound"], log_var_bias_init=DEFAULTS["log_var_bias_init"],
+                 pass_on=DEFAULTS["pass_on"], output_loss=DEFAULTS["output_loss"],
+                 encoder_hidden=DEFAULTS["encoder_hidden"], dtype=np.float32, backend="numpy"):
+        try:
+            widths = tuple(int(w) for w in widths)
+        except (TypeError, ValueError):
+            raise ValueError(f"widths: expected a sequence of positive integers, got {widths!r}") from None
         if not widths:
             raise ValueError("widths: expected at least one VAE layer width")
-        self.readout = check_choice("readout", readout, ("last", "all"))
+        self.readout = check_choice("readout", readout, CHOICES["readout"])
         self.in_dim, self.widths, self.n_classes = int(in_dim), widths, int(n_classes)
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
@@ -44,8 +56,7 @@ class Network:
         self.vae_layers = [
             VAELayer(dims[i], dims[i + 1], activation=activation, beta=beta, recon=recon if i == 0 else "mse",
                      log_var_bound=log_var_bound, log_var_bias_init=log_var_bias_init, pass_on=pass_on,
-                     encoder_hidden=encoder_hidden, rng=rng,
-                     dtype=dtype, backend=backend)
+                     encoder_hidden=encoder_hidden, rng=rng, dtype=dtype, backend=backend)
             for i in range(len(widths))
         ]
         readout_dim = widths[-1] if readout == "last" else sum(widths)
@@ -65,7 +76,24 @@ class Network:
             check_labels("labels", labels, x.shape[0], self.n_classes)
 
     def forward(self, x, rng=None, eps=None, sample=True):
-        """Run every layer. Returns (logits, vae_caches, output_cache, outs)."""
+        """Run every layer.
+
+        Parameters
+        ----------
+        x : (N, D) array
+        rng : int, Generator or None; one generator is made from it and shared by the
+            layers, so each layer draws its own noise
+        eps : list of (N, K_i) arrays, optional: the noise of each layer (overrides rng)
+        sample : bool, False for the evaluation path (means, no noise)
+
+        Returns
+        -------
+        logits : (N, C) array
+        vae_caches : list of the VAE layers' caches
+        output_cache : the output layer's cache
+        outs : list of the VAE layers' outputs
+        """
+        rng = _as_rng(rng) if (sample and eps is None) else None
         caches, outs, h = [], [], x
         for i, layer in enumerate(self.vae_layers):
             h, cache = layer.forward(h, eps=None if eps is None else eps[i], rng=rng, sample=sample)
@@ -83,41 +111,6 @@ class Network:
             probs.append(self.output.predict_proba(logits))
         return np.concatenate(probs)
 
-    def backprop_loss_and_grads(self, x, labels, rng=None, eps=None, elbo_weight=0.0, need_dx=False,
-                                return_forward=False):
-        r"""End-to-end loss and gradients (the backpropagation baseline).
-
-        ``L = classification loss + elbo_weight * sum_k ELBO_k``; the gradient of
-        the classification loss flows down through every layer's ``dx``.
-
-        Returns
-        -------
-        loss : float
-        grads : dict layer name -> grads dict
-        dx : (N, D) array or None
-        (logits, vae_caches) : only with ``return_forward=True``, the training pass itself
-        """
-        self.check_input(x, labels)
-        logits, caches, out_cache, outs = self.forward(x, rng=rng, eps=eps)
-        loss, d_logits = self.output.loss(logits, labels)
-        if elbo_weight:
-            loss += elbo_weight * sum(layer.elbo(c)["elbo"] for layer, c in zip(self.vae_layers, caches))
-        d_feat, g_out = self.output.backward(d_logits, out_cache)
-        grads = {"output": g_out}
-        if self.readout == "last":
-            d_outs = [None] * (len(outs) - 1) + [d_feat]
-        else:
-            splits = np.cumsum(self.widths)[:-1]
-            d_outs = np.split(d_feat, splits, axis=1)
-        d_h = None
-        for i in reversed(range(len(self.vae_layers))):
-            dout = d_outs[i] if d_h is None else (d_h if d_outs[i] is None else d_h + d_outs[i])
-            d_h, grads[f"vae{i}"] = self.vae_layers[i].backward(
-                caches[i], dout=dout, elbo_weight=elbo_weight, need_dx=(i > 0 or need_dx))
-        if return_forward:
-            return loss, grads, d_h, (logits, caches)
-        return loss, grads, d_h
-
     # -------------------------------------------------------------- state
     def state_dict(self, prefix=""):
         return {f"{prefix}{ln}.{k}": v for ln, layer in self.named_layers() for k, v in layer.params.items()}
@@ -128,7 +121,12 @@ class Network:
                 key = f"{prefix}{ln}.{k}"
                 if key not in state:
                     raise ValueError(f"checkpoint: missing parameter {key!r}")
-                if state[key].shape != v.shape:
-                    raise ValueError(f"checkpoint: parameter {key!r} has shape {state[key].shape}, "
-                                     f"the model expects {v.shape}")
-                v[...] = state[key]
+                value = state[key]
+                if not isinstance(value, np.ndarray) or value.shape != v.shape:
+                    got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+                    raise ValueError(f"checkpoint: parameter {key!r} has shape {got}, the model expects {v.shape}")
+                if value.dtype.kind != "f":
+                    raise ValueError(f"checkpoint: parameter {key!r} has dtype {value.dtype}, expected floats")
+                if not np.isfinite(value).all():
+                    raise ValueError(f"checkpoint: parameter {key!r} contains NaN or inf")
+                v[...] = value

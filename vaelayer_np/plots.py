@@ -6,6 +6,9 @@
 * ``reconstructions.png`` : test images and their reconstructions through each VAE layer
 * ``samples.png`` : images decoded from samples of each layer's latent space
 * ``compare.png`` (``plot_compare``) : test accuracy of several runs on one axis
+
+:func:`plot_all` draws the first four; :func:`vaelayer_np.runs.plot_run` reads a run folder
+and calls it. This module reads no files.
 """
 from __future__ import annotations
 
@@ -28,7 +31,11 @@ def _n_layers(rows):
 
 
 def plot_local_losses(rows, path, title=""):
-    """One panel per VAE layer (local loss and its terms) and one for the output loss."""
+    """One panel per VAE layer (its local loss and the terms that make it up) and one for the output loss.
+
+    All terms of a panel are on one scale: for IFFCL each is the sum over the twins, and
+    ``loss = recon + beta * kl + lambda * cos`` is the local loss the pair minimised.
+    """
     plt = _plt()
     n = _n_layers(rows)
     epochs = [r["epoch"] for r in rows]
@@ -47,7 +54,8 @@ def plot_local_losses(rows, path, title=""):
     ax.plot(epochs, [r["output_loss"] for r in rows], "-", color="k")
     ax.set_title("output layer")
     ax.set_xlabel("epoch")
-    fig.suptitle(title or "local losses per layer (KL not multiplied by beta)", fontsize=10)
+    fig.suptitle((title + "\n" if title else "") + "per layer: loss = recon + beta*kl (+ lambda*cos), summed over "
+                 "the twins; kl not multiplied by beta", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -170,21 +178,15 @@ def plot_samples(net, x, image_shape, path, n_images=8, seed=0):
     return path
 
 
-def plot_run(run_dir, trainer=None, dataset=None):
-    """Write every plot of a run folder; returns the list of paths written."""
-    from .runs import load_trainer, read_config, read_metrics
+def plot_all(rows, net, x, image_shape, out_dir, title=""):
+    """Write every plot of a run into ``out_dir``; returns the list of paths written.
 
-    run_dir = Path(run_dir)
-    rows = read_metrics(run_dir)
-    if not rows:
-        raise ValueError(f"{run_dir}: no metrics to plot (metrics.jsonl is empty or missing)")
-    config = read_config(run_dir)
-    title = f"{config.dataset}, {config.method}"
-    written = [plot_local_losses(rows, run_dir / "local_losses.png", f"local losses per layer: {title}"),
-               plot_accuracy(rows, run_dir / "accuracy.png", f"accuracy: {title}")]
-    if trainer is None:
-        trainer, dataset = load_trainer(run_dir, dataset)
-    x = dataset.x_test[:512].astype(trainer.dtype)
-    written.append(plot_reconstructions(trainer.net_a, x, dataset.image_shape, run_dir / "reconstructions.png"))
-    written.append(plot_samples(trainer.net_a, x, dataset.image_shape, run_dir / "samples.png"))
+    rows : the run's metrics (one dict per epoch); net : the network whose layers are drawn
+    (net A of the twins); x : test inputs for the reconstructions and the samples.
+    """
+    out_dir = Path(out_dir)
+    written = [plot_local_losses(rows, out_dir / "local_losses.png", f"local losses per layer: {title}"),
+               plot_accuracy(rows, out_dir / "accuracy.png", f"accuracy: {title}")]
+    written.append(plot_reconstructions(net, x, image_shape, out_dir / "reconstructions.png"))
+    written.append(plot_samples(net, x, image_shape, out_dir / "samples.png"))
     return written

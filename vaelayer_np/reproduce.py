@@ -16,7 +16,7 @@ PAPER_LIKE = dict(contrast="pairs", readout="last", pass_on="sample", lam=1.0, m
                   lr_schedule="constant", encoder_hidden=0)
 
 EXPERIMENTS = {
-    # name: (settings, what the issue asks of it)
+    # name: (settings, what the experiment is for)
     "digits-iffcl": (dict(dataset="digits"), "test >= 97%"),
     "digits-backprop": (dict(dataset="digits", method="backprop"), "reference"),
     "fashion-iffcl": (dict(dataset="fashion-mnist", epochs=50), "test >= 88%; last within 0.5 of best"),

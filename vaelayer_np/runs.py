@@ -88,6 +88,21 @@ class _StopFlag:
         return self.requested
 
 
+def plot_run(run_dir, trainer=None, dataset=None):
+    """Write every plot of a run folder (see :func:`vaelayer_np.plots.plot_all`); returns the paths written."""
+    from .plots import plot_all
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir}: no metrics to plot (metrics.jsonl is empty or missing)")
+    config = read_config(run_dir)
+    if trainer is None:
+        trainer, dataset = load_trainer(run_dir, dataset)
+    x = dataset.x_test[:512].astype(trainer.dtype)
+    return plot_all(rows, trainer.net_a, x, dataset.image_shape, run_dir, f"{config.dataset}, {config.method}")
+
+
 def evaluate(trainer, dataset):
     """Accuracy of the trainer's prediction on each split (mean path)."""
     return {
@@ -171,7 +186,6 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
                 f"train {row['train_acc']:.4f}, val {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
                 f"({row['seconds']:.1f} s)")
     if completed and plots:
-        from .plots import plot_run
         written = plot_run(run_dir, trainer=trainer, dataset=dataset)
         log("plots: " + ", ".join(str(p) for p in written))
     if completed:

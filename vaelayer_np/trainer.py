@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
+from . import backprop, iffcl
 from .config import TrainConfig
-from .iffcl import make_pairs, output_local_step, vae_local_step
 from .network import Network
 from .optim import OPTIMIZERS
 
@@ -104,43 +104,15 @@ class Trainer:
         return self.backprop_step(x, y)
 
     def iffcl_step(self, x, y):
-        """IFFCL: every layer pair learns from its own local loss; nothing crosses a layer boundary."""
+        """IFFCL (:func:`vaelayer_np.iffcl.train_step`): every layer pair learns from its own local loss."""
         c = self.config
-        partner, target = make_pairs(y, c.pairing, self.rng)
-        h_a, h_b, y_b = x, x[partner], y[partner]
-        metrics, outs_a, outs_b = {}, [], []
-        for k, (layer_a, layer_b) in enumerate(zip(self.net_a.vae_layers, self.net_b.vae_layers)):
-            step = vae_local_step(layer_a, layer_b, h_a, h_b, target, self.rng, lam=c.lam, margin=c.margin,
-                                  contrast=c.contrast, labels_a=y, labels_b=y_b, cosine_on=c.cosine_on)
-            self.optimizers[f"A.vae{k}"].step(step.grads_a)
-            self.optimizers[f"B.vae{k}"].step(step.grads_b)
-            for term, value in step.terms.items():
-                metrics[f"layer{k}_{term}"] = value
-            h_a, h_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
-            outs_a.append(h_a)
-            outs_b.append(h_b)
-        probs_a, loss_a, grads_a = output_local_step(self.net_a.output, self.net_a.readout_features(outs_a), y)
-        probs_b, loss_b, grads_b = output_local_step(self.net_b.output, self.net_b.readout_features(outs_b), y_b)
-        self.optimizers["A.output"].step(grads_a)
-        self.optimizers["B.output"].step(grads_b)
-        metrics["output_loss"] = 0.5 * (loss_a + loss_b)
-        metrics["batch_acc"] = float(np.mean(probs_a.argmax(1) == y))
-        return metrics
+        return iffcl.train_step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
+                                lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on)
 
     def backprop_step(self, x, y):
-        """The baseline: one network, the classification loss backpropagated through every layer."""
-        c = self.config
-        net = self.net_a
-        loss, grads, _, (logits, caches) = net.backprop_loss_and_grads(
-            x, y, rng=self.rng, elbo_weight=c.backprop_elbo_weight, return_forward=True)
-        for layer_name, g in grads.items():
-            self.optimizers[f"A.{layer_name}"].step(g)
-        metrics = {"output_loss": loss}
-        for k, (layer, cache) in enumerate(zip(net.vae_layers, caches)):  # the training pass's own terms
-            e = layer.elbo(cache)
-            metrics[f"layer{k}_recon"], metrics[f"layer{k}_kl"] = e["recon"], e["kl"]
-        metrics["batch_acc"] = float(np.mean(logits.argmax(1) == y))
-        return metrics
+        """The baseline (:func:`vaelayer_np.backprop.train_step`): one network, the loss backpropagated."""
+        return backprop.train_step(self.net_a, self.optimizers, x, y, self.rng,
+                                   neg_elbo_weight=self.config.backprop_neg_elbo_weight)
 
     # ------------------------------------------------------------------ epochs
     def n_batches(self, n):

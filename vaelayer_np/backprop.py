@@ -1,0 +1,82 @@
+r"""The baseline: the same network trained end-to-end with ordinary backpropagation.
+
+One network (no twin). The loss is the classification loss on top, plus, if
+``neg_elbo_weight`` > 0, that weight times the sum of every VAE layer's negative ELBO::
+
+    L = CE(output(x), y) + neg_elbo_weight * sum_k neg_elbo_k
+
+Its gradient flows down through every layer's input gradient ``dx``: the layer
+above hands ``dout`` to the layer below. Compare :mod:`.iffcl`, where each layer
+learns from its own loss and ``dx`` is never formed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class BackpropResult:
+    """One end-to-end pass: the loss, every layer's gradients, the input gradient, and the forward pass."""
+
+    loss: float
+    grads: dict          # layer name ("vae0", ..., "output") -> grads dict
+    dx: np.ndarray       # (N, D) gradient with respect to the input, or None
+    logits: np.ndarray   # (N, C)
+    vae_caches: list     # the VAE layers' caches of this pass
+
+
+def loss_and_grads(net, x, labels, rng=None, eps=None, neg_elbo_weight=0.0, need_dx=False):
+    r"""End-to-end loss and gradients of :class:`~vaelayer_np.network.Network` ``net``.
+
+    Parameters
+    ----------
+    net : Network
+    x : (N, D) array; labels : (N,) int array
+    rng, eps : the reparameterisation noise (a generator or seed, or the noise itself)
+    neg_elbo_weight : float >= 0, weight of the layers' negative ELBOs in the loss
+    need_dx : bool, also return the gradient with respect to x (the gradient check uses it)
+
+    Returns
+    -------
+    BackpropResult
+    """
+    net.check_input(x, labels)
+    logits, caches, out_cache, outs = net.forward(x, rng=rng, eps=eps)
+    loss, d_logits = net.output.loss(logits, labels)
+    if neg_elbo_weight:
+        loss += neg_elbo_weight * sum(layer.loss_terms(c)["neg_elbo"] for layer, c in zip(net.vae_layers, caches))
+    d_features, g_out = net.output.backward(d_logits, out_cache)
+    grads = {"output": g_out}
+    # The output layer reads the last VAE layer, or all of them side by side: split its input gradient.
+    if net.readout == "last":
+        d_outs = [None] * (len(outs) - 1) + [d_features]
+    else:
+        d_outs = np.split(d_features, np.cumsum(net.widths)[:-1], axis=1)
+    d_h = None  # gradient arriving from the layer above
+    for i in reversed(range(len(net.vae_layers))):
+        parts = [g for g in (d_h, d_outs[i]) if g is not None]
+        dout = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        d_h, grads[f"vae{i}"] = net.vae_layers[i].backward(dout, caches[i], neg_elbo_weight=neg_elbo_weight,
+                                                             need_dx=(i > 0 or need_dx))
+    return BackpropResult(float(loss), grads, d_h, logits, caches)
+
+
+def train_step(net, optimizers, x, y, rng, neg_elbo_weight=0.0):
+    """One backpropagation step on a mini-batch: forward, end-to-end backward, every layer updated.
+
+    ``optimizers`` maps "A.vae0", ..., "A.output" to the layers' optimisers.
+    Returns the step's metrics (floats): ``output_loss`` (the whole loss L), each layer's
+    ``recon``, ``kl`` and ``loss`` (its negative ELBO) from this same pass, and ``batch_acc``.
+    """
+    result = loss_and_grads(net, x, y, rng=rng, neg_elbo_weight=neg_elbo_weight)
+    for layer_name, g in result.grads.items():
+        optimizers[f"A.{layer_name}"].step(g)
+    metrics = {"output_loss": result.loss}
+    for k, (layer, cache) in enumerate(zip(net.vae_layers, result.vae_caches)):
+        terms = layer.loss_terms(cache)
+        metrics[f"layer{k}_recon"], metrics[f"layer{k}_kl"] = terms["recon"], terms["kl"]
+        metrics[f"layer{k}_loss"] = terms["neg_elbo"]
+    metrics["batch_acc"] = float(np.mean(result.logits.argmax(1) == y))
+    return metrics
