@@ -14,6 +14,7 @@ from .test_data import write_idx_set
 QUICK = ["--epochs", "2", "--widths", "16,16", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--run-dir", str(run), *QUICK]) == 0
@@ -39,6 +40,7 @@ def test_train_writes_the_run_folder(tmp_path, capsys):
     assert (run / "accuracy.png").exists()
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_run(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--run-dir", str(run), "--no-plots", *QUICK]) == 0
@@ -47,6 +49,7 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert main(["train", "--resume", str(run), "--lam", "2"]) == 2
 
 
+@pytest.mark.slow
 def test_compare_plot_for_two_runs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", "--run-dir", str(a), "--no-plots", *QUICK]) == 0
@@ -55,6 +58,7 @@ def test_compare_plot_for_two_runs(tmp_path):
     assert (tmp_path / "compare.png").exists()
 
 
+@pytest.mark.slow
 def test_train_on_idx_files(tmp_path):
     write_idx_set(tmp_path / "data", n_train=64, n_test=16)
     run = tmp_path / "run"
@@ -124,6 +128,7 @@ def test_python_dash_m_entry_point():
     assert out.returncode == 0 and "gradcheck" in out.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     """A real SIGINT to a training process: it stops between two steps, saves, and resumes."""
     import os
@@ -150,6 +155,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert len(metrics.read_text().splitlines()) == done_epochs + 1
 
 
+@pytest.mark.slow
 def test_reproduce_writes_a_table_from_the_runs(tmp_path, capsys):
     out = tmp_path / "repro"
     assert main(["reproduce", "--out", str(out), "--only", "digits-iffcl,digits-backprop", "--quick"]) == 0
@@ -163,6 +169,7 @@ def test_reproduce_writes_a_table_from_the_runs(tmp_path, capsys):
     assert main(["reproduce", "--out", str(out), "--only", "nope"]) == 2
 
 
+@pytest.mark.slow
 def test_bench_command_prints_medians_and_ratios(capsys):
     assert main(["bench", "--quick", "--repeats", "1"]) == 0
     out = capsys.readouterr().out

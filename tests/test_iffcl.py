@@ -101,12 +101,14 @@ def test_balanced_pairing_with_a_single_class():
     assert np.all(target == 1)
 
 
+@pytest.mark.slow
 def test_seeded_short_run_learns_digits(tmp_path):
     _, rows, done = train_run(TrainConfig(dataset="digits", epochs=10, seed=0), run_dir=tmp_path / "r",
                               progress=False, plots=False, log=lambda *a: None)
     assert done and rows[-1]["test_acc"] >= 0.90, rows[-1]
 
 
+@pytest.mark.slow
 def test_backprop_baseline_learns_digits(tmp_path):
     _, rows, _ = train_run(TrainConfig(dataset="digits", method="backprop", epochs=5), run_dir=tmp_path / "r",
                            progress=False, plots=False, log=lambda *a: None)
@@ -117,6 +119,7 @@ def strip_time(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path):
     cfg = dict(dataset="digits", epochs=3, widths=(16, 16))
     runs = [train_run(TrainConfig(**cfg), run_dir=tmp_path / f"r{i}", progress=False, plots=False,
@@ -127,6 +130,7 @@ def test_same_seed_same_metrics(tmp_path):
     assert strip_time(other) != strip_time(runs[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["iffcl", "backprop"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
     cfg = dict(dataset="digits", epochs=3, widths=(16, 16), method=method)
@@ -167,6 +171,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_does_not():
         assert all(a >= b - 1e-15 for a, b in zip(factors, factors[1:]))
 
 
+@pytest.mark.slow
 def test_encoder_hidden_layer_trains_and_checkpoints(tmp_path):
     _, rows, _ = train_run(TrainConfig(dataset="digits", epochs=2, encoder_hidden=32, widths=(16, 16)),
                            run_dir=tmp_path / "r", progress=False, plots=False, log=lambda *a: None)

@@ -142,6 +142,7 @@ def test_adam_update(shape, dtype, seed):
         close(b, a, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["iffcl", "backprop"])
 def test_one_epoch_same_metrics_on_both_backends(method):
     ds = load_dataset("digits", limit=256)
