@@ -1,0 +1,11 @@
+"""Regenerate notebooks/student/ from the solution lessons (see vaelayer_np/course/release.py).
+
+    python scripts/make_student_notebooks.py             # regenerate the student notebooks
+    python scripts/make_student_notebooks.py --execute   # run the lessons in full first, storing outputs
+"""
+import sys
+
+from vaelayer_np.course.release import main
+
+if __name__ == "__main__":
+    sys.exit(main())
