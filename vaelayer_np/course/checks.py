@@ -59,15 +59,15 @@ def run_check(name, body, bound=""):
 
 
 def max_relative_error(got, expected, floor=1e-8):
-    """max |got - expected| / max(max |got|, max |expected|, floor), with a shape check."""
+    """max |got - expected| / max(max |got|, max |expected|, floor): the gradient check's own measure
+    (:func:`vaelayer_np.gradcheck.relative_error`), with a message naming the shapes on a mismatch."""
+    from ..gradcheck import relative_error
+
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if got.shape != expected.shape:
         raise ValueError(f"expected an array of shape {expected.shape}, got shape {got.shape}")
-    if expected.size == 0:
-        return 0.0
-    scale = max(np.abs(got).max(), np.abs(expected).max(), floor)
-    return float(np.abs(got - expected).max() / scale)
+    return relative_error(got, expected, floor)
 
 
 def compare_arrays(name, student_fn, reference_fn, make_inputs, tol=1e-7, n_trials=3, seed=0):
