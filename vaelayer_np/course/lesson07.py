@@ -1,0 +1,282 @@
+"""Lesson 07, speed and kernels: an honest timer and the checkers of the lesson's exercises.
+
+The exercises of ``notebooks/07_speed_and_kernels.ipynb``:
+
+* :func:`check_relu_backward_kernel` -- a fused Numba kernel for the ReLU backward,
+  against :func:`vaelayer_np.activations.relu_backward`;
+* :func:`check_kl_kernel` -- a fused Numba kernel for the KL value and its two gradients,
+  against :func:`vaelayer_np.ops.kl_diag_gaussian`;
+* :func:`check_adam_kernel` -- a fused Numba kernel for one in-place Adam update,
+  against :func:`vaelayer_np.ops.adam_update`;
+* :func:`check_interleaved_timer` -- a median-of-repeats timer that interleaves two functions.
+
+The kernel checkers compare outputs with the reference on random inputs, in float64 and in
+float32, each with its own tolerance. They also time the student's kernel against the reference
+with :func:`interleaved_medians` and print the ratio, as information only: timings on a shared
+machine are noisy, so the verdict never depends on them. The timer's checker uses a fake clock,
+so its verdict is exact and does not depend on the machine either.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from .. import activations, ops
+from .checks import max_relative_error, run_check
+
+# Tolerances of the kernel checks, relative to the largest entry (checks.max_relative_error).
+# float64 kernels agree with NumPy to a few rounding errors; float32 ones to a few float32 ulps.
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+# ----------------------------------------------------------------------------- timing
+def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter):
+    """Median run time of ``f()`` and of ``g()``, measured alternately in one loop.
+
+    Each function is first called ``warmup`` times (compilation, caches, page faults are
+    paid there and not measured). Then the loop times ``f``, then ``g``, ``repeats``
+    times: a slow phase of a shared machine (another job starting, the CPU clock
+    changing) lands on both functions instead of on whichever ran at that moment, so
+    their ratio stays meaningful. The median ignores the occasional very slow repeat
+    that a mean would absorb.
+
+    Parameters
+    ----------
+    f, g : callables without arguments
+    repeats : int >= 1, timed calls of each function
+    warmup : int >= 0, untimed calls of each function before the loop
+    clock : callable returning seconds (``time.perf_counter``; a test passes a fake clock)
+
+    Returns
+    -------
+    (median_f, median_g) : floats, seconds per call
+    """
+    if int(repeats) < 1:
+        raise ValueError(f"repeats: expected an integer >= 1, got {repeats!r}")
+    if int(warmup) < 0:
+        raise ValueError(f"warmup: expected an integer >= 0, got {warmup!r}")
+    for _ in range(int(warmup)):
+        f()
+        g()
+    times_f, times_g = [], []
+    for _ in range(int(repeats)):
+        t0 = clock()
+        f()
+        t1 = clock()
+        g()
+        t2 = clock()
+        times_f.append(t1 - t0)
+        times_g.append(t2 - t1)
+    return statistics.median(times_f), statistics.median(times_g)
+
+
+def jit_enabled():
+    """False when ``NUMBA_DISABLE_JIT=1``: the kernels then run as plain Python (timings mean nothing)."""
+    from numba.core import config as numba_config
+
+    return not numba_config.DISABLE_JIT
+
+
+def speed_note(kernel_call, reference_call, repeats=11):
+    """One line: the kernel's and the reference's median times and their ratio (information only)."""
+    if not jit_enabled():
+        return "timing skipped: NUMBA_DISABLE_JIT=1 runs the kernel as plain Python"
+    t_kernel, t_ref = interleaved_medians(kernel_call, reference_call, repeats=repeats)
+    return (f"speed (information, not part of the verdict): kernel {t_kernel * 1e6:.1f} us, "
+            f"NumPy {t_ref * 1e6:.1f} us, ratio {t_ref / t_kernel:.2f}x")
+
+
+# ----------------------------------------------------------------------------- kernel checks
+def _compare(got, want, dtype, what):
+    """Worst relative error of ``got`` against ``want`` (tuples of arrays or floats), dtypes checked."""
+    got_t = got if isinstance(got, tuple) else (got,)
+    want_t = want if isinstance(want, tuple) else (want,)
+    if len(got_t) != len(want_t):
+        raise ValueError(f"{what}: expected {len(want_t)} return values, got {len(got_t)}")
+    worst = 0.0
+    for i, (g, w) in enumerate(zip(got_t, want_t)):
+        if g is None:
+            raise ValueError(f"{what}: return value {i} is None")
+        if isinstance(w, np.ndarray):
+            g = np.asarray(g)
+            if g.dtype != dtype:
+                raise ValueError(f"{what}: return value {i} has dtype {g.dtype}, expected {np.dtype(dtype)} "
+                                 f"(a kernel keeps the dtype of its inputs)")
+        worst = max(worst, max_relative_error(g, w))
+    return worst
+
+
+def _kernel_check(name, run_student, run_reference, make_inputs, shapes, time_it, timing_shape, seed=0):
+    """Shared body of the kernel checkers: both dtypes, several random shapes, then an optional timing."""
+    def body():
+        rng = np.random.default_rng(seed)
+        errors = {}
+        for dtype in (np.float64, np.float32):
+            worst = 0.0
+            for shape in shapes:
+                args = make_inputs(rng, shape, dtype)
+                got = run_student(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+                want = run_reference(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+                worst = max(worst, _compare(got, want, dtype, f"{np.dtype(dtype).name} input of shape {shape}"))
+            errors[dtype] = worst
+        passed = all(errors[d] < TOL[d] for d in errors)
+        notes = [f"float64 error {errors[np.float64]:.2g} (below {TOL[np.float64]:g}), "
+                 f"float32 error {errors[np.float32]:.2g} (below {TOL[np.float32]:g})"]
+        if passed and time_it:
+            args = make_inputs(rng, timing_shape, np.float32)
+            student_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+            notes.append(speed_note(lambda: run_student(*student_args), lambda: run_reference(*args)))
+        return max(errors[np.float64] / TOL[np.float64], errors[np.float32] / TOL[np.float32]), passed, \
+            "; ".join(notes)
+
+    return run_check(name, body, bound="below 1 = error / tolerance, worst of both dtypes")
+
+
+_SHAPES = [(1, 1), (7, 5), (33, 17)]
+
+
+def _timing_shape(quick):
+    return (64, 64) if quick else (1024, 256)
+
+
+def _relu_inputs(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = 0  # exact zeros: the derivative at the kink is 0
+    return rng.standard_normal(shape).astype(dtype), x
+
+
+def check_relu_backward_kernel(kernel, time_it=True, quick=True):
+    """``kernel(dout, x) -> dx`` against :func:`vaelayer_np.activations.relu_backward`.
+
+    ``dx = dout`` where ``x > 0`` and 0 elsewhere (also at ``x == 0``: the inputs contain exact
+    zeros). Checked in float64 and float32 on several shapes; the output must keep the input's dtype.
+    """
+    return _kernel_check("fused ReLU backward kernel", kernel,
+                         lambda dout, x: activations.relu_backward(dout, x, None),
+                         _relu_inputs, _SHAPES, time_it, _timing_shape(quick))
+
+
+def _kl_inputs(rng, shape, dtype):
+    mu = (rng.standard_normal(shape) * 1.5).astype(dtype)
+    log_var = (rng.standard_normal(shape) * 1.5).astype(dtype)
+    return mu, log_var, np.exp(log_var)
+
+
+def check_kl_kernel(kernel, time_it=True, quick=True):
+    """``kernel(mu, log_var, var) -> (value, d_mu, d_log_var)`` against :func:`vaelayer_np.ops.kl_diag_gaussian`.
+
+    ``value`` is the KL summed over K and averaged over N; ``d_log_var`` is the gradient with
+    respect to the *log*-variance. Checked in float64 and float32; the gradients keep the dtype.
+    """
+    def reference(mu, log_var, var):
+        value, (d_mu, d_log_var) = ops.kl_diag_gaussian(mu, log_var, var)
+        return value, d_mu, d_log_var
+
+    def student(mu, log_var, var):
+        out = kernel(mu, log_var, var)
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise ValueError("expected the tuple (value, d_mu, d_log_var)")
+        return float(out[0]), out[1], out[2]
+
+    return _kernel_check("fused KL kernel (value and gradients)", student, reference, _kl_inputs, _SHAPES,
+                         time_it, _timing_shape(quick))
+
+
+ADAM_SETTINGS = dict(beta1=0.9, beta2=0.999, lr=1e-2, eps=1e-8)
+
+
+def _adam_inputs(rng, shape, dtype):
+    w = rng.standard_normal(shape).astype(dtype)
+    grads = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
+    return (w, *grads)
+
+
+def _adam_run(update, w, *grads):
+    """Three Adam steps with the bias corrections folded as :class:`vaelayer_np.optim.Adam` does."""
+    w = np.ascontiguousarray(w).reshape(-1)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    b1, b2, lr, eps = (ADAM_SETTINGS[k] for k in ("beta1", "beta2", "lr", "eps"))
+    for t, g in enumerate(grads, start=1):
+        step_size = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        eps_hat = eps * np.sqrt(1 - b2 ** t)
+        update(w, np.ascontiguousarray(g).reshape(-1), m, v, b1, b2, step_size, eps_hat)
+    return w, m, v
+
+
+def check_adam_kernel(kernel, time_it=True, quick=True):
+    """``kernel(w, g, m, v, beta1, beta2, step_size, eps_hat)`` (in place, flat arrays) against
+    :func:`vaelayer_np.ops.adam_update`, over three steps; w, m and v are compared."""
+    return _kernel_check("fused Adam update kernel", lambda *a: _adam_run(kernel, *a),
+                         lambda *a: _adam_run(ops.adam_update, *a), _adam_inputs, _SHAPES, time_it,
+                         _timing_shape(quick))
+
+
+# ----------------------------------------------------------------------------- timer check
+class _FakeMachine:
+    """A clock and two functions whose every call advances the clock by a chosen duration.
+
+    The durations of the calls are known in advance (with warm-up calls far slower and a few
+    outliers), so the correct medians are known exactly and the order of the calls is recorded.
+    """
+
+    def __init__(self, durations_f, durations_g):
+        self.now = 0.0
+        self.log = []
+        self._f, self._g = list(durations_f), list(durations_g)
+
+    def clock(self):
+        return self.now
+
+    def _call(self, name, durations):
+        if not durations:
+            raise RuntimeError(f"{name} was called more often than the timer needs")
+        self.log.append(name)
+        self.now += durations.pop(0)
+
+    def f(self):
+        self._call("f", self._f)
+
+    def g(self):
+        self._call("g", self._g)
+
+
+def check_interleaved_timer(timer):
+    """``timer(f, g, repeats, warmup, clock) -> (median_f, median_g)`` against the specification
+    of :func:`interleaved_medians`, on a fake clock (exact: nothing is really timed).
+
+    Checks: ``warmup`` untimed calls of each function come first; then the calls alternate
+    f, g, f, g, ...; the results are the medians (not the means, not the minima) of the timed calls.
+    """
+    def body():
+        rng = np.random.default_rng(7)
+        worst = 0.0
+        for repeats, warmup in ((9, 2), (15, 1), (5, 3)):
+            timed_f = list(rng.uniform(1.0, 2.0, repeats))
+            timed_g = list(rng.uniform(3.0, 5.0, repeats))
+            timed_f[1] = 50.0   # outliers: a mean or a maximum would show them
+            timed_g[-1] = 80.0
+            timed_f[2] = 0.01  # and a minimum would show this one
+            machine = _FakeMachine([1000.0] * warmup + timed_f, [1000.0] * warmup + timed_g)
+            got = timer(machine.f, machine.g, repeats=repeats, warmup=warmup, clock=machine.clock)
+            if not isinstance(got, tuple) or len(got) != 2:
+                return np.inf, False, "expected the tuple (median_f, median_g)"
+            calls_f, calls_g = machine.log.count("f"), machine.log.count("g")
+            if (calls_f, calls_g) != (warmup + repeats, warmup + repeats):
+                return np.inf, False, (f"with repeats={repeats}, warmup={warmup}: f was called {calls_f} times "
+                                       f"and g {calls_g} times, expected {warmup + repeats} each")
+            timed_log = machine.log[2 * warmup:]
+            if timed_log != ["f", "g"] * repeats:
+                return np.inf, False, ("the timed calls do not alternate f, g, f, g, ...: "
+                                       + "".join(timed_log[:12]) + "...")
+            want = (statistics.median(timed_f), statistics.median(timed_g))
+            err = max(abs(float(a) - b) / b for a, b in zip(got, want))
+            if err > 1e-9:
+                return err, False, (f"with repeats={repeats}, warmup={warmup}: got ({float(got[0]):.4g}, "
+                                    f"{float(got[1]):.4g}), expected the medians ({want[0]:.4g}, {want[1]:.4g}); "
+                                    f"were the warm-up calls timed, or a mean or minimum taken?")
+            worst = max(worst, err)
+        return worst, True, "warm-up untimed, calls interleaved, medians exact"
+
+    return run_check("interleaved median-of-repeats timer", body, bound="below 1e-09, on a fake clock")
