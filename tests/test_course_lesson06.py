@@ -1,0 +1,110 @@
+"""Lesson 06 checkers (vaelayer_np.course.lesson06): pass on a correct answer, fail on a stub and on planted bugs."""
+import numpy as np
+import pytest
+
+from vaelayer_np import generation
+from vaelayer_np.activations import sigmoid
+from vaelayer_np.course import lesson06
+from vaelayer_np.diagnostics import encode_layers
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# ---------------------------------------------------------------- correct answers (the notebook's solutions)
+def decode_to_input(net, k, z):
+    h = z
+    for j in range(k, -1, -1):
+        h = net.vae_layers[j].decode(h)
+    if net.vae_layers[0].recon == "bce":
+        h = sigmoid(h)
+    return h
+
+
+def sample_aggregate(mu, log_var, n, seed):
+    mean = mu.mean(axis=0)
+    std = np.sqrt(mu.var(axis=0) + np.exp(log_var).mean(axis=0))
+    eps = np.random.default_rng(seed).standard_normal((n, mu.shape[1]))
+    return mean + std * eps
+
+
+def traverse(net, k, x_point, unit, values):
+    mu = encode_layers(net, x_point.reshape(1, -1))[k][0]
+    z = np.repeat(mu, len(values), axis=0)
+    z[:, unit] = values
+    return decode_to_input(net, k, z)
+
+
+# ---------------------------------------------------------------- planted bugs
+def decode_to_input_skips_first_decoder(net, k, z):
+    h = z if k == 0 else z
+    for j in range(k, 0, -1):
+        h = net.vae_layers[j].decode(h)
+    return net.vae_layers[0].decode(h) if k == 0 else h
+
+
+def decode_to_input_forgets_sigmoid(net, k, z):
+    h = z
+    for j in range(k, -1, -1):
+        h = net.vae_layers[j].decode(h)
+    return h
+
+
+def decode_to_input_applies_activation_between(net, k, z):
+    h = z
+    for j in range(k, -1, -1):
+        h = net.vae_layers[j].decode(h)
+        if j > 0:
+            h = np.maximum(h, 0)  # not what the library does (nor what the decoders were trained on)
+    return sigmoid(h) if net.vae_layers[0].recon == "bce" else h
+
+
+def sample_aggregate_means_only(mu, log_var, n, seed):
+    eps = np.random.default_rng(seed).standard_normal((n, mu.shape[1]))
+    return mu.mean(axis=0) + mu.std(axis=0) * eps
+
+
+def sample_aggregate_log_var_as_variance(mu, log_var, n, seed):
+    eps = np.random.default_rng(seed).standard_normal((n, mu.shape[1]))
+    return mu.mean(axis=0) + np.sqrt(np.abs(mu.var(axis=0) + log_var.mean(axis=0))) * eps
+
+
+def traverse_adds_to_the_mean(net, k, x_point, unit, values):
+    mu = encode_layers(net, x_point.reshape(1, -1))[k][0]
+    z = np.repeat(mu, len(values), axis=0)
+    z[:, unit] += values
+    return decode_to_input(net, k, z)
+
+
+# ---------------------------------------------------------------- tests
+CHECKERS = [(lesson06.check_decode_to_input, decode_to_input),
+            (lesson06.check_decode_to_input, generation.decode_to_input),
+            (lesson06.check_sample_aggregate, sample_aggregate),
+            (lesson06.check_traverse, traverse),
+            (lesson06.check_traverse, generation.traverse)]
+
+
+@pytest.mark.parametrize("checker, solution", CHECKERS)
+def test_checkers_pass_on_correct_answers(checker, solution):
+    result = checker(solution)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("checker", sorted({c for c, _ in CHECKERS}, key=lambda c: c.__name__))
+def test_checkers_report_a_stub(checker):
+    result = checker(stub)
+    assert not result.passed and "not implemented" in str(result) and str(result).startswith("FAIL")
+
+
+@pytest.mark.parametrize("checker, bug", [
+    (lesson06.check_decode_to_input, decode_to_input_skips_first_decoder),
+    (lesson06.check_decode_to_input, decode_to_input_forgets_sigmoid),
+    (lesson06.check_decode_to_input, decode_to_input_applies_activation_between),
+    (lesson06.check_sample_aggregate, sample_aggregate_means_only),
+    (lesson06.check_sample_aggregate, sample_aggregate_log_var_as_variance),
+    (lesson06.check_traverse, traverse_adds_to_the_mean),
+])
+def test_checkers_catch_planted_bugs(checker, bug):
+    result = checker(bug)
+    assert not result.passed and str(result).startswith("FAIL"), str(result)
