@@ -80,10 +80,10 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (medians are printed)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and no full epoch")
 
-    p = sub.add_parser("reproduce", help="run the benchmark configurations and write a results table")
-    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder for the runs and the table")
-    p.add_argument("--only", default=None, help="comma-separated names of the experiments to run")
-    p.add_argument("--quick", action="store_true", help="a few epochs each (a smoke test, not the figures)")
+    from .reproduce import add_arguments as add_reproduce_arguments
+
+    add_reproduce_arguments(sub.add_parser("reproduce", help="run the benchmark configurations over several seeds "
+                                                             "and write the results tables"))
     return parser
 
 
@@ -156,10 +156,9 @@ def _dispatch(args, parser):
         run_bench(repeats=args.repeats, quick=args.quick)
         return 0
     if args.command == "reproduce":
-        from .reproduce import run_reproduce
+        from .reproduce import run_from_args
 
-        run_reproduce(args.out, only=args.only, quick=args.quick)
-        return 0
+        return run_from_args(args)
     parser.error(f"unknown command {args.command}")
     return _EXIT_USAGE
 
