@@ -9,11 +9,17 @@ Sub-commands::
     vaelayer gradcheck                finite-difference check of every layer and loss
     vaelayer bench                    speed of the numba and numpy backends (and PyTorch if installed)
     vaelayer reproduce                the benchmark runs of docs/results.md, as a table
+
+Every error is one line on stderr naming the option, file or folder at fault, with a
+non-zero exit code: 2 for bad input (options, files, checkpoints), 1 for a file-system
+failure (read-only folder, full disk, ...) and for training that diverged, 130 for
+Ctrl-C. ``--debug`` (before or after the command) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 from pathlib import Path
@@ -21,6 +27,58 @@ from pathlib import Path
 from .config import TrainConfig
 
 _EXIT_USAGE = 2
+_EXIT_FAILURE = 1
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _option_name(setting):
+    return "--" + setting.replace("_", "-")
+
+
+def _name_the_option(exc):
+    """A config error 'seed: ...' says '--seed: ...' on the command line."""
+    message = str(exc)
+    head, sep, rest = message.partition(":")
+    if sep and head in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return f"{_option_name(head)}: {rest.lstrip()}"
+    return message
+
+
+def _os_error_message(exc):
+    """One line for an OSError: the path, what happened and what to do."""
+    path = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = {
+        errno.ENOSPC: "the disk is full: free some space and try again",
+        errno.EDQUOT: "your disk quota is full: free some space and try again",
+        errno.EFBIG: "the file-size limit (`ulimit -f`) was reached: raise it or write elsewhere",
+        errno.EACCES: "no permission: check the permissions or choose another folder",
+        errno.EPERM: "not permitted: check the permissions or choose another folder",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.ENOTDIR: "a part of the path is a file where a folder should be: choose another path",
+        errno.EISDIR: "a folder is in the way: choose another path",
+        errno.ENOENT: "check the path",
+    }.get(exc.errno, "check the path and the disk, then try again")
+    return f"{path}: {reason}; {advice}"
 
 
 def _parse_widths(text):
@@ -50,14 +108,24 @@ def _add_config_options(parser):
 def _config_from_args(args):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
               if getattr(args, f.name) is not None}
-    return TrainConfig(**values).validate()
+    try:
+        return TrainConfig(**values).validate()
+    except ValueError as exc:
+        raise ValueError(_name_the_option(exc)) from None
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="vaelayer", description="VAE layers trained with IFFCL, in NumPy.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a run", description="Train a run; every setting is an option.")
+    def add_command(name, **kwargs):
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add_command("train", help="train a run", description="Train a run; every setting is an option.")
     _add_config_options(p)
     p.add_argument("--run-dir", type=Path, default=None, help="folder for the run (default: a new one under ./runs)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
@@ -65,20 +133,22 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
 
-    p = sub.add_parser("evaluate", help="accuracy of a run's checkpoint")
+    p = add_command("evaluate", help="accuracy of a run's checkpoint")
     p.add_argument("run", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("plot", help="draw a run's plots (and compare.png for several runs)")
+    p = add_command("plot", help="draw a run's plots (and compare.png for several runs)")
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--out", type=Path, default=None, help="where compare.png goes (default: the first run)")
 
-    p = sub.add_parser("gradcheck", help="finite-difference check of every gradient")
-    p.add_argument("--seed", type=int, default=0)
+    p = add_command("gradcheck", help="finite-difference check of every gradient")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
 
-    p = sub.add_parser("bench", help="speed of the backends against NumPy, PyTorch and the BLAS limit")
-    p.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (medians are printed)")
+    p = add_command("bench", help="speed of the backends against NumPy, PyTorch and the BLAS limit")
+    p.add_argument("--repeats", type=_positive_int, default=20, help="timed repeats per measurement (medians are printed)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and no full epoch")
+    p.add_argument("--json", action="store_true", help="print one JSON object per step configuration (medians) "
+                                                       "and nothing else")
 
     from .reproduce import add_arguments as add_reproduce_arguments
 
@@ -90,14 +160,35 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .trainer import DivergenceError
+
     try:
         return _dispatch(args, parser)
-    except ValueError as exc:  # every user error in the library is a ValueError with a clear message
+    except DivergenceError as exc:  # the run's checkpoint and metrics stay at the last good epoch
+        if args.debug:
+            raise
         print(f"vaelayer {args.command}: error: {exc}", file=sys.stderr)
+        return _EXIT_FAILURE
+    except ValueError as exc:  # every user error in the library is a ValueError with a clear message
+        if args.debug:
+            raise
+        print(f"vaelayer {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return _EXIT_USAGE
+    except OSError as exc:  # a file-system failure outside the checkpoint writers (plots, folders, ...)
+        if args.debug:
+            raise
+        print(f"vaelayer {args.command}: error: {_one_line(_os_error_message(exc))} (--debug shows the "
+              "traceback)", file=sys.stderr)
+        return _EXIT_FAILURE
     except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C in another command
+        if args.debug:
+            raise
         print(f"vaelayer {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
 
 
 def _dispatch(args, parser):
@@ -110,8 +201,13 @@ def _dispatch(args, parser):
             if given or args.run_dir is not None:
                 raise ValueError("--resume: a resumed run keeps its settings; only --epochs may be given "
                                  f"(got {', '.join('--' + g.replace('_', '-') for g in given) or '--run-dir'})")
-            _, rows, done = train_run(resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
-                                      plots=not args.no_plots)
+            try:
+                _, rows, done = train_run(resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
+                                          plots=not args.no_plots)
+            except ValueError as exc:
+                if type(exc) is not ValueError:
+                    raise
+                raise ValueError(_name_the_option(exc)) from None
         else:
             config = _config_from_args(args)
             _, rows, done = train_run(config, run_dir=args.run_dir, progress=not args.no_progress,
@@ -125,8 +221,10 @@ def _dispatch(args, parser):
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"{args.run} after {trainer.epoch} epochs: train {result['train_acc']:.4f}, "
-                  f"validation {result['val_acc']:.4f}, test {result['test_acc']:.4f}")
+            shown = {k: "- (empty split)" if v is None else f"{v:.4f}" for k, v in result.items()
+                     if k.endswith("_acc")}
+            print(f"{args.run} after {trainer.epoch} epochs: train {shown['train_acc']}, "
+                  f"validation {shown['val_acc']}, test {shown['test_acc']}")
         return 0
     if args.command == "plot":
         from .plots import plot_compare
@@ -141,6 +239,8 @@ def _dispatch(args, parser):
                 c = read_config(run)
                 runs.append((f"{run.name} ({c.method})", read_metrics(run)))
             out = args.out or args.runs[0]
+            if out.exists() and not out.is_dir():
+                raise ValueError(f"--out: {out} is a file, not a folder; choose a folder for compare.png")
             out.mkdir(parents=True, exist_ok=True)
             print(plot_compare(runs, out / "compare.png"))
         return 0
@@ -153,7 +253,7 @@ def _dispatch(args, parser):
     if args.command == "bench":
         from .bench import run_bench
 
-        run_bench(repeats=args.repeats, quick=args.quick)
+        run_bench(repeats=args.repeats, quick=args.quick, json_lines=args.json)
         return 0
     if args.command == "reproduce":
         from .reproduce import run_from_args

@@ -4,24 +4,38 @@ A run folder holds::
 
     config.json       every setting of the run
     metrics.jsonl     one JSON line per epoch (per-layer local loss terms, output loss,
-                      train / validation / test accuracy, seconds)
+                      train / validation / test accuracy, seconds), appended durably;
+                      ``val_acc`` is null when the validation split is empty
     checkpoint.npz    the whole trainer state, written atomically after every epoch
                       and when Ctrl-C stops a run
+    run.lock          held (``flock``) by the process training in the folder
     *.png             the plots (see :mod:`.plots`)
+
+Nothing a user has is lost: every option and the dataset are checked before the
+folder is created; a folder that holds other files is never written into; a second
+process on the same folder is refused; each epoch appends its metrics line, then
+replaces the checkpoint atomically, so a crash at any moment leaves a checkpoint and
+the metrics of every epoch it holds (a resume drops a torn last line and the lines of
+epochs the checkpoint does not hold, by an atomic rewrite); training that diverges is
+stopped before its state reaches the checkpoint.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_npz, save_npz_atomic, write_json_atomic
+from .checkpoint import (CheckpointError, _save_error, _write_atomic, append_jsonl_durable, clean_stale_temp_files,
+                         load_npz, read_jsonl, save_npz_atomic, write_json_atomic)
 from .config import TrainConfig
-from .data import load_dataset
-from .trainer import Trainer
+from .data import load_for_config
+from .threads import limit_threads
+from .trainer import DivergenceError, Trainer, check_resume_config
 
-CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.jsonl", "checkpoint.npz"
+CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = "config.json", "metrics.jsonl", "checkpoint.npz", "run.lock"
 
 
 def new_run_dir(root="runs", config=None):
@@ -36,28 +50,107 @@ def new_run_dir(root="runs", config=None):
     return path
 
 
+def load_run_dataset(config):
+    """The dataset a configuration trains on (the one place a run loads its data)."""
+    return load_for_config(config)
+
+
+def _check_is_folder(run_dir):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: is a file, not a run folder; choose a folder path")
+
+
 def read_config(run_dir):
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
+    """The :class:`TrainConfig` of a run folder (ValueError naming the file if it is not one of ours)."""
+    run_dir = Path(run_dir)
+    _check_is_folder(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: cannot read the config ({exc})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the config ({exc}); not a run folder's config") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a run configuration (expected a JSON object of settings)")
+    try:
+        return TrainConfig.from_dict(data).validate()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid run configuration ({exc})") from None
 
 
 def read_metrics(run_dir):
+    """The rows of a run's metrics.jsonl ([] if there is none); a torn last line (a crash) is dropped."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise CheckpointError(f"{path}: line {i} is not valid JSON") from None
-    return rows
+    return read_jsonl(path).rows
+
+
+def _is_ours(name):
+    """Files a run folder may hold before its config exists: the lock and temporary files of a save."""
+    return name == LOCK_FILE or name.endswith(".tmp")
+
+
+def _check_new_run_dir(run_dir):
+    """Refuse a folder for a new run that is a file, holds a run, or holds other files."""
+    _check_is_folder(run_dir)
+    if not run_dir.exists():
+        return
+    try:
+        names = [e.name for e in os.scandir(run_dir)]
+    except OSError as exc:
+        raise CheckpointError(f"{run_dir}: cannot list the folder ({exc.strerror or exc}); check its "
+                              "permissions") from None
+    if CONFIG_FILE in names or CHECKPOINT_FILE in names:
+        raise CheckpointError(f"run_dir: {run_dir} already holds a run; use --resume {run_dir} to continue it, or "
+                              "choose a new folder")
+    others = sorted(n for n in names if not _is_ours(n))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise CheckpointError(f"run_dir: {run_dir} is not empty and is not a run folder (it holds {shown}); "
+                              "refusing to write into it: choose a new or empty folder")
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run folder>/run.lock``, held while a process trains there.
+
+    A second process gets a :class:`CheckpointError` naming the folder at once
+    (no waiting). The lock file stays (removing it would race with another
+    process); the lock itself ends with the process, even a killed one.
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        path = self.run_dir / LOCK_FILE
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot create the lock file ({exc.strerror or exc}); check that the "
+                                  "folder is writable") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            self.fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise CheckpointError(f"{self.run_dir}: another process is training in this run folder (it holds "
+                                      f"{LOCK_FILE}); wait for it to finish or stop it first") from None
+            raise CheckpointError(f"{path}: cannot lock the run folder ({exc.strerror or exc})") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+        return False
 
 
 class _StopFlag:
@@ -93,10 +186,10 @@ def plot_run(run_dir, trainer=None, dataset=None):
     from .plots import plot_all
 
     run_dir = Path(run_dir)
+    config = read_config(run_dir)
     rows = read_metrics(run_dir)
     if not rows:
         raise ValueError(f"{run_dir}: no metrics to plot (metrics.jsonl is empty or missing)")
-    config = read_config(run_dir)
     if trainer is None:
         trainer, dataset = load_trainer(run_dir, dataset)
     x = dataset.x_test[:512].astype(trainer.dtype)
@@ -104,88 +197,181 @@ def plot_run(run_dir, trainer=None, dataset=None):
 
 
 def evaluate(trainer, dataset):
-    """Accuracy of the trainer's prediction on each split (mean path)."""
-    return {
-        "train_acc": trainer.accuracy(dataset.x_train, dataset.y_train),
-        "val_acc": trainer.accuracy(dataset.x_val, dataset.y_val),
-        "test_acc": trainer.accuracy(dataset.x_test, dataset.y_test),
-    }
+    """Accuracy of the trainer's prediction on each split (mean path); None for an empty split."""
+    out = {}
+    for split in ("train", "val", "test"):
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        out[f"{split}_acc"] = trainer.accuracy(x, y) if len(y) else None
+    return out
+
+
+def _format_acc(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _read_checkpoint(run_dir):
+    """The checkpoint's arrays, or None if the run has none yet (killed before its first save)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not os.path.lexists(path):
+        return None
+    return load_npz(path)
 
 
 def load_trainer(run_dir, dataset=None):
-    """Rebuild a run's trainer from its config and checkpoint."""
+    """Rebuild a run's trainer from its config and checkpoint (ValueError naming what is wrong)."""
+    run_dir = Path(run_dir)
     config = read_config(run_dir)
+    state = load_npz(run_dir / CHECKPOINT_FILE)
+    if "trainer.config" in state:  # compare the settings before the (slower) dataset load
+        _check_saved_config(config, state)
     if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)
+        dataset = load_run_dataset(config)
     trainer = Trainer(config, dataset.n_features, dataset.n_classes)
-    trainer.load_state_dict(load_npz(Path(run_dir) / CHECKPOINT_FILE))
+    trainer.load_state_dict(state)
     return trainer, dataset
+
+
+def _check_saved_config(config, state):
+    import numpy as np
+
+    entry = state["trainer.config"]
+    if isinstance(entry, np.ndarray) and entry.shape == () and entry.dtype.kind == "U":
+        try:
+            saved = json.loads(str(entry))
+        except json.JSONDecodeError:
+            return  # Trainer.load_state_dict names the entry
+        if isinstance(saved, dict):
+            check_resume_config(config, saved)
+
+
+def _keep_rows_of_checkpoint(run_dir, epoch, log):
+    """Metrics rows of epochs 1..epoch; the file is rewritten (atomically) only if it holds more or a torn line."""
+    path = run_dir / METRICS_FILE
+    if not os.path.lexists(path):
+        rows, torn = [], False
+    else:
+        rows, torn = read_jsonl(path)
+    keep = [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int) and 1 <= r["epoch"] <= epoch]
+    if len(keep) != len(rows) or torn:
+        text = "".join(json.dumps(r) + "\n" for r in keep).encode("utf-8")
+        _write_atomic(path, lambda fh: fh.write(text))
+        log(f"metrics.jsonl: kept the {len(keep)} rows of the checkpoint's {epoch} epochs"
+            + (f", dropped {len(rows) - len(keep)} later rows" if len(rows) != len(keep) else "")
+            + (" and a torn last line" if torn else ""))
+    epochs = [r["epoch"] for r in keep]
+    if epochs != list(range(1, epoch + 1)):
+        log(f"warning: {path} has rows for epochs {epochs[:5]}{'...' if len(epochs) > 5 else ''}, not 1..{epoch}; "
+            "missing rows cannot be recreated")
+    return keep
 
 
 def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True, plots=True, log=print,
               should_stop=None):
     """Train (or resume) a run in a folder. Returns (run_dir, metrics rows, completed).
 
+    Every setting, the run folder and the dataset are checked before anything is
+    written; the folder is locked while the run trains (see :class:`RunLock`).
+
     Parameters
     ----------
     config : TrainConfig, for a new run
-    run_dir : folder for a new run (default: a new folder under ./runs)
+    run_dir : folder for a new run (default: a new folder under ./runs); it must not
+        exist, or be empty
     resume : folder of a run to continue (its config and checkpoint are used)
-    epochs : with ``resume``, a new total number of epochs (to extend a finished run)
+    epochs : with ``resume``, a new total number of epochs (to extend a run; never
+        fewer than the epochs already done)
     progress : show a tqdm progress bar with live loss and accuracy
     plots : write the PNG plots at the end
     should_stop : callable polled between steps (tests use it to simulate Ctrl-C)
+
+    Raises
+    ------
+    ValueError (CheckpointError, DivergenceError, ...) with a one-line message.
     """
     if resume is not None:
         run_dir = Path(resume)
         config = read_config(run_dir)
         if epochs is not None:
-            config.epochs = int(epochs)
+            config.epochs = epochs
             config.validate()
-        dataset = load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)
-        trainer = Trainer(config, dataset.n_features, dataset.n_classes)
-        trainer.load_state_dict(load_npz(run_dir / CHECKPOINT_FILE))
-        rows = read_metrics(run_dir)[:trainer.epoch]
-        write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
-        log(f"resuming {run_dir} at epoch {trainer.epoch + 1}" +
-            (f", batch {trainer.batch_index + 1}" if trainer.batch_index else ""))
-    else:
-        config = (config or TrainConfig()).validate()
-        dataset = load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)
-        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config=config)
-        if (run_dir / CHECKPOINT_FILE).exists():
-            raise ValueError(f"run_dir: {run_dir} already holds a run; use --resume {run_dir} to continue it")
+        state = _read_checkpoint(run_dir)
+        if state is not None and "trainer.config" in state:
+            _check_saved_config(config, state)
+        dataset = load_run_dataset(config)
+        with RunLock(run_dir):
+            clean_stale_temp_files(run_dir)
+            trainer = Trainer(config, dataset.n_features, dataset.n_classes)
+            if state is not None:
+                trainer.load_state_dict(state)
+            elif read_metrics(run_dir):
+                raise CheckpointError(f"{run_dir / CHECKPOINT_FILE}: missing, but {METRICS_FILE} holds epochs; "
+                                      "the run cannot be continued without its checkpoint")
+            if config.epochs < trainer.epoch:
+                raise ValueError(f"epochs: {config.epochs} is fewer than the {trainer.epoch} epochs the run has "
+                                 f"already done; give --epochs {trainer.epoch} or more")
+            rows = _keep_rows_of_checkpoint(run_dir, trainer.epoch, log)
+            if epochs is not None:
+                write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
+            log(f"resuming {run_dir} at epoch {trainer.epoch + 1}" +
+                (f", batch {trainer.batch_index + 1}" if trainer.batch_index else ""))
+            return _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop)
+    if config is None:
+        config = TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config=config)
+    _check_new_run_dir(run_dir)  # before the (slower) dataset load
+    dataset = load_run_dataset(config)
+    trainer = Trainer(config, dataset.n_features, dataset.n_classes)
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _save_error(run_dir, exc, doing="cannot create the run folder", kept="Nothing was written.") from None
+    with RunLock(run_dir):
+        _check_new_run_dir(run_dir)  # again, now that no other process can start a run here
+        clean_stale_temp_files(run_dir)
         write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
-        trainer = Trainer(config, dataset.n_features, dataset.n_classes)
-        rows = []
+        return _train(config, run_dir, dataset, trainer, [], progress, plots, log, should_stop)
+
+
+def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop):
+    """The epochs of a run (its folder locked and checked); see :func:`train_run`."""
     log(dataset.summary())
     log(f"method {config.method}, VAE layers {config.resolved_widths()}, run folder {run_dir}")
     metrics_path = run_dir / METRICS_FILE
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     completed = True
-    with _StopFlag() as flag:
+    with _StopFlag() as flag, limit_threads(config.threads):
         stop = (lambda: flag() or should_stop()) if should_stop is not None else flag
         while trainer.epoch < config.epochs:
             bar = _progress_bar(progress, trainer, dataset, config)
-            epoch_means = trainer.train_epoch(dataset.x_train, dataset.y_train,
-                                              on_step=bar.update_step if bar else None, should_stop=stop)
-            if bar:
-                bar.close()
+            try:
+                epoch_means = trainer.train_epoch(dataset.x_train, dataset.y_train,
+                                                  on_step=bar.update_step if bar else None, should_stop=stop)
+            except DivergenceError as exc:
+                # nothing of the diverged epoch is saved: the checkpoint and the metrics stay at the last good epoch
+                saved = (f" {CHECKPOINT_FILE} and {METRICS_FILE} keep the last good state (nothing of this epoch "
+                         "was saved)." if (run_dir / CHECKPOINT_FILE).exists()
+                         else " No epoch had finished: there is no checkpoint.")
+                raise DivergenceError(f"{run_dir}: {exc}{saved}", epoch=exc.epoch, step=exc.step, layer=exc.layer,
+                                      what=exc.what) from None
+            finally:
+                if bar:
+                    bar.close()
             if epoch_means is None:  # interrupted between two steps: save and leave
                 save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
                 log(f"interrupted: checkpoint saved in {run_dir}; continue with `vaelayer train --resume {run_dir}`")
                 completed = False
                 break
             row = {"epoch": trainer.epoch, **epoch_means, **evaluate(trainer, dataset)}
+            # the row first, then the checkpoint: a crash in between leaves a row that the resume drops and redoes
+            append_jsonl_durable(metrics_path, row)
             rows.append(row)
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
             save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
             log(f"epoch {row['epoch']}/{config.epochs}: output loss {row['output_loss']:.4f}, "
-                f"train {row['train_acc']:.4f}, val {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
-                f"({row['seconds']:.1f} s)")
-    if completed and plots:
+                f"train {_format_acc(row['train_acc'])}, val {_format_acc(row['val_acc'])}, "
+                f"test {_format_acc(row['test_acc'])} ({row['seconds']:.1f} s)")
+    if completed and plots and rows:
         written = plot_run(run_dir, trainer=trainer, dataset=dataset)
         log("plots: " + ", ".join(str(p) for p in written))
     if completed:
