@@ -14,6 +14,8 @@ Modules, one concept each:
 - :mod:`.trainer` : the training loop around either method
 - :mod:`.data`, :mod:`.checkpoint`, :mod:`.runs`, :mod:`.plots`, :mod:`.cli` : datasets, files, run
   folders, figures, commands
+- :mod:`.estimator`, :mod:`.tables`, :mod:`.threads` : your own data: ``VAELayerClassifier`` (scikit-learn),
+  tables from CSV / ``.npz`` files, the BLAS thread limit
 
 Nothing runs at import time.
 """
@@ -26,5 +28,18 @@ from .trainer import Trainer
 
 __version__ = "0.2.0"
 
-__all__ = ["ACTIVATIONS", "get_activation", "CHOICES", "DEFAULTS", "TrainConfig", "Activation", "Dense",
+_LAZY = {"VAELayerClassifier": "estimator", "load_table": "tables", "limit_threads": "threads"}
+
+
+def __getattr__(name):
+    # imported on first use, so `python -m vaelayer_np.estimator` (or .tables, .threads) runs its module once
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["VAELayerClassifier", "load_table", "limit_threads", "ACTIVATIONS", "get_activation", "CHOICES",
+           "DEFAULTS", "TrainConfig", "Activation", "Dense",
            "OutputLayer", "VAELayer", "Network", "SGD", "Adam", "Trainer", "__version__"]

@@ -51,6 +51,16 @@ DEFAULT_EPOCHS = {"digits": 50}
 DEFAULT_BATCH = {"digits": 32}
 DEFAULT_WIDTHS = {"digits": (64, 64, 64), "fashion-mnist": (256, 256, 256), "mnist": (256, 256, 256),
                   "cifar10": (256, 256, 256)}
+DEFAULT_THREADS = 1
+"""BLAS threads while training and predicting, unless told otherwise (``threads``, ``--threads``).
+
+1, from the measurement of :func:`vaelayer_np.threads.measure` (docs/performance.md, "BLAS threads"):
+on the 2-core machine measured, a second BLAS thread made a digits epoch and a Fashion-MNIST-size
+step slower, many times slower when the other core was busy.
+"""
+ARRAYS = "arrays"
+"""The ``dataset`` of a configuration trained on arrays in memory (the scikit-learn estimator): its widths are given."""
+TABLE_SUFFIXES = (".csv", ".npz")
 
 
 @dataclass
@@ -61,6 +71,15 @@ class TrainConfig:
     data_dir: str = field(default=None, metadata={"help": "folder with the dataset files"})
     val_fraction: float = field(default=0.1, metadata={"help": "part of the training set held out for validation"})
     limit: int = field(default=None, metadata={"help": "use only this many training examples"})
+    data: str = field(default="", metadata={"help": "your own table instead of --dataset: FILE.csv (a header row; "
+                                                    "one column holds the labels) or FILE.npz (arrays X and y); "
+                                                    "--dataset then becomes the file's name"})
+    target: str = field(default="", metadata={"help": "with a CSV --data: the column holding the labels "
+                                                      "(default: the last column)"})
+    test_data: str = field(default="", metadata={"help": "with --data: a test file with the same columns (default: "
+                                                         "a seeded stratified --test-fraction of --data)"})
+    test_fraction: float = field(default=0.2, metadata={"help": "with --data and no --test-data: the part of the "
+                                                                "rows held out for testing"})
     method: str = field(default="iffcl", metadata={"help": "iffcl (local losses) or backprop (baseline)"})
     widths: tuple = field(default=None, metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
                                                           "(default: 64,64,64 on digits, 256,256,256 otherwise)"})
@@ -108,12 +127,36 @@ class TrainConfig:
                                                          "or numpy (the readable reference; the default when "
                                                          "NUMBA_DISABLE_JIT=1)"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
+    threads: int = field(default=DEFAULT_THREADS, metadata={"help": "BLAS threads while training (the default "
+                                                                   "was measured fastest: docs/performance.md)"})
 
     def resolved_widths(self):
-        return tuple(self.widths) if self.widths else DEFAULT_WIDTHS[self.dataset]
+        if self.widths:
+            return tuple(self.widths)
+        if self.dataset not in DEFAULT_WIDTHS:
+            raise ValueError(f"widths: not given for {self.dataset!r}; a table's widths are fitted when it is loaded "
+                             "(vaelayer_np.tables.fit_sizes), arrays need them given")
+        return DEFAULT_WIDTHS[self.dataset]
+
+    def is_table(self):
+        """True when the run trains on a table file (``data``) rather than a named dataset."""
+        return bool(self.data)
 
     def __post_init__(self):
         # dataset-dependent defaults are filled in once, so the saved config is explicit
+        if self.data and isinstance(self.data, str) and self.dataset == "digits":
+            # a table: runs and plots carry the file's name; sizes are fitted to it when it is loaded
+            from .tables import TABLE_BATCH, TABLE_EPOCHS, table_name
+            self.dataset = table_name(self.data)
+        if self.data and isinstance(self.data, str):
+            import os  # absolute, so `vaelayer evaluate RUN` and `plot RUN` find the file from any folder
+            self.data = os.path.abspath(self.data)
+            if self.test_data and isinstance(self.test_data, str):
+                self.test_data = os.path.abspath(self.test_data)
+            if self.epochs is None:
+                self.epochs = TABLE_EPOCHS
+            if self.batch_size is None:
+                self.batch_size = TABLE_BATCH
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS.get(self.dataset, 20)
         if self.batch_size is None:
@@ -123,7 +166,13 @@ class TrainConfig:
 
     def validate(self):
         for name, choices in CHOICES.items():
+            if name == "dataset" and (self.data or self.dataset == ARRAYS):
+                continue
             check_choice(name, getattr(self, name), choices)
+        self._validate_table()
+        from .threads import check_threads
+        if self.threads is None or check_threads(self.threads) is None:
+            raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
         for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_positive("lr", self.lr)
@@ -149,6 +198,27 @@ class TrainConfig:
             if not self.widths or any((not isinstance(w, int)) or w < 1 for w in self.widths):
                 raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
         return self
+
+    def _validate_table(self):
+        for name in ("data", "target", "test_data"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: expected a file or column name (text), got {getattr(self, name)!r}")
+        if not self.data:
+            for name in ("target", "test_data"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}: applies only with --data (a table file)")
+            return
+        import os
+        for name in ("data", "test_data"):
+            value = getattr(self, name)
+            if value and os.path.splitext(value)[1].lower() not in TABLE_SUFFIXES:
+                raise ValueError(f"{name}: {value} is neither a .csv nor an .npz file")
+        if self.dataset != os.path.basename(self.data):
+            raise ValueError(f"dataset: {self.dataset!r} and data {self.data!r} both given; a table's runs are "
+                             "named after its file, so give only --data")
+        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) \
+                or not 0.0 < self.test_fraction <= 0.5:
+            raise ValueError(f"test_fraction: expected a number in (0, 0.5], got {self.test_fraction!r}")
 
     def to_dict(self):
         d = dataclasses.asdict(self)

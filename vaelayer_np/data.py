@@ -81,7 +81,10 @@ class Dataset:
     """Fixed splits of one dataset; x arrays are (N, D) float32 in [0, 1], y arrays int64.
 
     The validation split may be empty (``val_fraction=0``): ``x_val`` then has
-    shape (0, D) and ``y_val`` shape (0,).
+    shape (0, D) and ``y_val`` shape (0,). A table of your own
+    (:func:`vaelayer_np.tables.load_table`) has ``image_shape`` None, its column
+    names in ``feature_names``, and standardised features: ``feature_mean`` and
+    ``feature_std`` (D,) are the training rows' statistics used to scale them.
     """
 
     name: str
@@ -93,6 +96,9 @@ class Dataset:
     y_test: np.ndarray
     image_shape: tuple
     class_names: tuple = field(default=())
+    feature_names: tuple = field(default=())
+    feature_mean: np.ndarray = field(default=None)
+    feature_std: np.ndarray = field(default=None)
 
     @property
     def n_features(self):
@@ -470,3 +476,16 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
         x_train, y_train = x_train[:limit], y_train[:limit]
     return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_val), y_val,
                    np.ascontiguousarray(x_test), y_test, tuple(image_shape), tuple(classes))
+
+
+def load_for_config(config):
+    """The dataset a :class:`~vaelayer_np.config.TrainConfig` names.
+
+    With ``config.data`` set, the table file it names (:func:`vaelayer_np.tables.load_table_for_config`,
+    which also fits the sizes the config leaves open to the table); otherwise :func:`load_dataset`.
+    """
+    if getattr(config, "data", ""):
+        from .tables import load_table_for_config
+
+        return load_table_for_config(config)
+    return load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)

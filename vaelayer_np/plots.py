@@ -6,6 +6,9 @@
 * ``reconstructions.png`` : test images and their reconstructions through each VAE layer
 * ``samples.png`` : images decoded from samples of each layer's latent space
 * ``compare.png`` (``plot_compare``) : test accuracy of several runs on one axis
+* for a table (``image_shape`` None) instead of the two pixel plots:
+  ``feature_errors.png`` (each layer's reconstruction error per feature) and
+  ``latent_pca.png`` (each layer's latent means on their first two principal components)
 
 :func:`plot_all` draws the first four; :func:`vaelayer_np.runs.plot_run` reads a run folder
 and calls it. This module reads no files.
@@ -67,6 +70,8 @@ def plot_accuracy(rows, path, title=""):
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key, label in (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test")):
+        if any(r.get(key) is None for r in rows):  # an empty split (e.g. --val-fraction 0)
+            continue
         ax.plot(epochs, [100 * r[key] for r in rows], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
@@ -178,15 +183,104 @@ def plot_samples(net, x, image_shape, path, n_images=8, seed=0):
     return path
 
 
-def plot_all(rows, net, x, image_shape, out_dir, title=""):
+def _layer_reconstructions(net, x):
+    """Each VAE layer's reconstruction of ``x`` carried down to the inputs (mean path): a list of (N, D)."""
+    _, caches, _, _ = net.forward(x, sample=False)
+    return [_reconstruction_to_pixels(net, k, cache["x_hat"]) for k, cache in enumerate(caches)], caches
+
+
+def plot_feature_errors(net, x, path, feature_names=(), title=""):
+    """Mean squared reconstruction error of each input feature, one bar per VAE layer (mean path).
+
+    For a table (standardised features): layer k's reconstruction is carried down to the
+    inputs through the decoders of layers k-1, ..., 1 as in :func:`plot_reconstructions`,
+    so an error of 1 is as large as the feature's spread.
+    """
+    plt = _plt()
+    recons, _ = _layer_reconstructions(net, x)
+    d = x.shape[1]
+    names = list(feature_names) if len(feature_names) == d else [str(j) for j in range(d)]
+    errors = [np.mean((r - x) ** 2, axis=0) for r in recons]
+    width = 0.8 / len(errors)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * d * len(errors) ** 0.5 + 2), 3.6))
+    for k, e in enumerate(errors):
+        ax.bar(np.arange(d) + (k - (len(errors) - 1) / 2) * width, e, width, label=f"layer {k + 1}")
+    ax.set_xticks(np.arange(d))
+    ax.set_xticklabels(names, rotation=60 if d > 6 else 0, ha="right" if d > 6 else "center", fontsize=7)
+    ax.set_ylabel("mean squared error (standardised units)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "reconstruction error per feature", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pca_2d(a):
+    """The first two principal components of the rows of ``a`` (N, K) -> (N, 2), and their variance shares."""
+    a = a - a.mean(axis=0)
+    _, s, vt = np.linalg.svd(a, full_matrices=False)
+    comps = a @ vt[:2].T
+    if comps.shape[1] < 2:
+        comps = np.concatenate([comps, np.zeros((len(a), 2 - comps.shape[1]))], axis=1)
+    var = s ** 2
+    shares = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return comps, np.pad(shares, (0, 2 - len(shares)))
+
+
+def plot_latent_pca(net, x, path, labels=None, class_names=(), title=""):
+    """One panel per VAE layer: its latent means of ``x`` projected on their first two principal components.
+
+    Points are coloured by ``labels`` (the true classes) when given, else by the class the
+    network predicts (said in the title).
+    """
+    plt = _plt()
+    _, caches, _, _ = net.forward(x, sample=False)
+    if labels is None:
+        colour, what = net.predict_proba(x).argmax(axis=1), "predicted class"
+    else:
+        colour, what = np.asarray(labels), "class"
+    n = len(caches)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.3), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for k, cache in enumerate(caches):
+        comps, shares = _pca_2d(np.asarray(cache["mu"], dtype=np.float64))
+        ax = axes[0, k]
+        for c in np.unique(colour):
+            m = colour == c
+            name = class_names[c] if len(class_names) > c else str(c)
+            ax.scatter(comps[m, 0], comps[m, 1], s=8, color=cmap(int(c) % 10), label=name, alpha=0.8)
+        ax.set_title(f"VAE layer {k + 1}", fontsize=9)
+        ax.set_xlabel(f"PC 1 ({100 * shares[0]:.0f}% of variance)", fontsize=7)
+        ax.set_ylabel(f"PC 2 ({100 * shares[1]:.0f}%)", fontsize=7)
+    axes[0, -1].legend(fontsize=6, title=what, title_fontsize=6)
+    fig.suptitle((title + "\n" if title else "") + f"latent means, first two principal components, coloured by {what}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_all(rows, net, x, image_shape, out_dir, title="", labels=None, class_names=(), feature_names=()):
     """Write every plot of a run into ``out_dir``; returns the list of paths written.
 
     rows : the run's metrics (one dict per epoch); net : the network whose layers are drawn
-    (net A of the twins); x : test inputs for the reconstructions and the samples.
+    (net A of the twins); x : test inputs (N, D) for the reconstructions and the samples.
+    image_shape : the images' shape, or None for a table: then no pixel grids are drawn
+    (standardised features are no picture) but ``feature_errors.png`` (reconstruction
+    error per feature and layer) and ``latent_pca.png`` (a 2-D view of each layer's latent
+    means, coloured by ``labels`` (N,) when given, else by the predicted class).
+    class_names, feature_names : names for the legends and axes of the table plots.
     """
     out_dir = Path(out_dir)
     written = [plot_local_losses(rows, out_dir / "local_losses.png", f"local losses per layer: {title}"),
                plot_accuracy(rows, out_dir / "accuracy.png", f"accuracy: {title}")]
+    if image_shape is None:
+        written.append(plot_feature_errors(net, x, out_dir / "feature_errors.png", feature_names,
+                                           f"reconstruction error per feature (test rows): {title}"))
+        written.append(plot_latent_pca(net, x, out_dir / "latent_pca.png", labels, class_names, title))
+        return written
     written.append(plot_reconstructions(net, x, image_shape, out_dir / "reconstructions.png"))
     written.append(plot_samples(net, x, image_shape, out_dir / "samples.png"))
     return written
