@@ -1,0 +1,216 @@
+"""Lesson 04 checkers (vaelayer_np.course.lesson04): pass on a correct answer, fail on a stub and on planted bugs;
+the lesson's forward-forward layer and its locality helper do what the lesson says."""
+import numpy as np
+import pytest
+
+from vaelayer_np import iffcl, ops
+from vaelayer_np.course import lesson04
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# ---------------------------------------------------------------- correct answers (the notebook's solutions)
+def cosine_embedding_loss(a, b, target, margin=0.0, eps=1e-8):
+    n = a.shape[0]
+    sq_a = np.sum(a * a, axis=1) + eps
+    sq_b = np.sum(b * b, axis=1) + eps
+    norm = np.sqrt(sq_a * sq_b)
+    cos = np.sum(a * b, axis=1) / norm
+    positive = target > 0
+    value = float(np.mean(np.where(positive, 1 - cos, np.maximum(cos - margin, 0))))
+    d_cos = np.where(positive, -1.0, (cos > margin).astype(a.dtype)) / n
+    d_a = d_cos[:, None] * (b / norm[:, None] - (cos / sq_a)[:, None] * a)
+    d_b = d_cos[:, None] * (a / norm[:, None] - (cos / sq_b)[:, None] * b)
+    return value, (d_a, d_b)
+
+
+def make_pairs_balanced(labels, rng):
+    n = labels.shape[0]
+    partner = np.empty(n, dtype=np.int64)
+    want_same = rng.random(n) < 0.5
+    for i in range(n):
+        same = np.flatnonzero(labels == labels[i])
+        other = np.flatnonzero(labels != labels[i])
+        pool = same if (want_same[i] or other.size == 0) else other
+        partner[i] = pool[rng.integers(pool.size)]
+    return partner, np.where(labels == labels[partner], 1.0, -1.0)
+
+
+def local_step(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin, cosine=cosine_embedding_loss):
+    _, cache_a = layer_a.forward(x_a, eps=eps_a)
+    _, cache_b = layer_b.forward(x_b, eps=eps_b)
+    _, (dz_a, dz_b) = cosine(cache_a["z"], cache_b["z"], target, margin)
+    _, grads_a = layer_a.backward(None, cache_a, dz=lam * dz_a, need_dx=False)
+    _, grads_b = layer_b.backward(None, cache_b, dz=lam * dz_b, need_dx=False)
+    return grads_a, grads_b
+
+
+# ---------------------------------------------------------------- planted bugs
+def cosine_without_projection(a, b, target, margin=0.0):
+    value, _ = cosine_embedding_loss(a, b, target, margin)
+    n = a.shape[0]
+    norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.sum(a * b, axis=1) / norm
+    d_cos = np.where(target > 0, -1.0, (cos > margin).astype(a.dtype)) / n
+    return value, (d_cos[:, None] * b / norm[:, None], d_cos[:, None] * a / norm[:, None])  # the -cos a/|a|^2 term lost
+
+
+def cosine_hinge_on_wrong_side(a, b, target, margin=0.0):
+    value, (d_a, d_b) = cosine_embedding_loss(a, b, -target, margin)  # negatives pulled, positives pushed
+    return value, (d_a, d_b)
+
+
+def cosine_sum_not_mean(a, b, target, margin=0.0):
+    value, (d_a, d_b) = cosine_embedding_loss(a, b, target, margin)
+    n = a.shape[0]
+    return value * n, (d_a * n, d_b * n)
+
+
+def cosine_gradient_sign_flipped(a, b, target, margin=0.0):
+    value, (d_a, d_b) = cosine_embedding_loss(a, b, target, margin)
+    return value, (-d_a, -d_b)
+
+
+def pairs_labelled(labels, rng):
+    return iffcl.make_pairs(labels, "labelled", rng)
+
+
+def pairs_wrong_targets(labels, rng):
+    partner, target = make_pairs_balanced(labels, rng)
+    return partner, np.where(labels == partner, 1.0, -1.0)  # compares a label with an index
+
+
+def pairs_first_of_group(labels, rng):
+    n = labels.shape[0]
+    partner = np.empty(n, dtype=np.int64)
+    want_same = rng.random(n) < 0.5
+    for i in range(n):
+        same, other = np.flatnonzero(labels == labels[i]), np.flatnonzero(labels != labels[i])
+        partner[i] = (same if (want_same[i] or other.size == 0) else other)[0]
+    return partner, np.where(labels == labels[partner], 1.0, -1.0)
+
+
+def pairs_uniform_over_classes_without_guard(labels, rng):
+    n = labels.shape[0]
+    partner = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        other = np.flatnonzero(labels != labels[i])
+        pool = np.flatnonzero(labels == labels[i]) if rng.random() < 0.5 else other
+        partner[i] = pool[rng.integers(pool.size)]  # an empty pool raises for a one-class batch
+    return partner, np.where(labels == labels[partner], 1.0, -1.0)
+
+
+def step_without_lambda(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    return local_step(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, 1.0, margin)
+
+
+def step_cosine_as_upstream_gradient(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    _, cache_a = layer_a.forward(x_a, eps=eps_a)
+    _, cache_b = layer_b.forward(x_b, eps=eps_b)
+    _, (dz_a, dz_b) = cosine_embedding_loss(cache_a["z"], cache_b["z"], target, margin)
+    _, grads_a = layer_a.backward(lam * dz_a, cache_a, need_dx=False)  # enters at act(mu), not at z
+    _, grads_b = layer_b.backward(lam * dz_b, cache_b, need_dx=False)
+    return grads_a, grads_b
+
+
+def step_twins_swapped(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    _, cache_a = layer_a.forward(x_a, eps=eps_a)
+    _, cache_b = layer_b.forward(x_b, eps=eps_b)
+    _, (dz_a, dz_b) = cosine_embedding_loss(cache_a["z"], cache_b["z"], target, margin)
+    _, grads_a = layer_a.backward(None, cache_a, dz=lam * dz_b, need_dx=False)
+    _, grads_b = layer_b.backward(None, cache_b, dz=lam * dz_a, need_dx=False)
+    return grads_a, grads_b
+
+
+def step_that_updates(layer_a, layer_b, *args):
+    grads_a, grads_b = local_step(layer_a, layer_b, *args)
+    for layer, grads in ((layer_a, grads_a), (layer_b, grads_b)):
+        for key, g in grads.items():
+            layer.params[key] -= 0.1 * g
+    return grads_a, grads_b
+
+
+# ---------------------------------------------------------------- the checkers
+def test_cosine_embedding_checker():
+    assert lesson04.check_cosine_embedding(cosine_embedding_loss).passed
+    assert lesson04.check_cosine_embedding(lambda a, b, t, margin=0.0: ops.cosine_embedding(a, b, t, margin)).passed
+    r = lesson04.check_cosine_embedding(stub)
+    assert not r.passed and "not implemented" in str(r)
+    for bug in (cosine_without_projection, cosine_hinge_on_wrong_side, cosine_sum_not_mean,
+                cosine_gradient_sign_flipped):
+        r = lesson04.check_cosine_embedding(bug)
+        assert not r.passed and r.figure > 1e-3, (bug.__name__, r)
+    r = lesson04.check_cosine_embedding(cosine_gradient_sign_flipped)
+    assert "d_a" in r.message or "d_b" in r.message
+
+
+def test_make_pairs_checker():
+    r = lesson04.check_make_pairs_balanced(make_pairs_balanced)
+    assert r.passed and 0.47 <= r.figure <= 0.53, r
+    assert lesson04.check_make_pairs_balanced(lambda y, rng: iffcl.make_pairs(y, "balanced", rng)).passed
+    r = lesson04.check_make_pairs_balanced(stub)
+    assert not r.passed and "not implemented" in str(r)
+    r = lesson04.check_make_pairs_balanced(pairs_labelled)
+    assert not r.passed and r.figure < 0.2, r
+    r = lesson04.check_make_pairs_balanced(pairs_wrong_targets)
+    assert not r.passed and "targets are wrong" in str(r)
+    r = lesson04.check_make_pairs_balanced(pairs_first_of_group)
+    assert not r.passed and "distinct partners" in str(r)
+    r = lesson04.check_make_pairs_balanced(pairs_uniform_over_classes_without_guard)
+    assert not r.passed
+
+
+def test_local_step_checker():
+    r = lesson04.check_local_step(local_step)
+    assert r.passed and r.figure < 1e-12, r
+    r = lesson04.check_local_step(lambda *a: local_step(*a, cosine=lambda z_a, z_b, t, m: ops.cosine_embedding(
+        z_a, z_b, t, m)))
+    assert r.passed
+    r = lesson04.check_local_step(stub)
+    assert not r.passed and "not implemented" in str(r)
+    for bug in (step_without_lambda, step_cosine_as_upstream_gradient, step_twins_swapped):
+        r = lesson04.check_local_step(bug)
+        assert not r.passed and r.figure > 1e-6, (bug.__name__, r)
+    r = lesson04.check_local_step(step_that_updates)
+    assert not r.passed and "changed" in str(r)
+
+
+def test_local_step_problem_noise_is_the_reference_noise():
+    p = lesson04.local_step_problem(0)
+    step = iffcl.vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
+                                np.random.default_rng(p["noise_seed"]))
+    _, cache_a = p["layer_a"].forward(p["x_a"], eps=p["eps_a"])
+    np.testing.assert_array_equal(step.out_a, cache_a["out"])
+
+
+# ---------------------------------------------------------------- the lesson's demonstrations
+def _prototype_data(n=600, d=16, n_classes=3, seed=0):
+    """Three classes, each a noisy copy of its own random prototype in [0, 1]^d (no dataset to load)."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((n_classes, d))
+    y = rng.integers(0, n_classes, n)
+    return np.clip(prototypes[y] + 0.15 * rng.standard_normal((n, d)), 0, 1), y
+
+
+def test_ff_layer_separates_positive_from_negative_and_classifies():
+    x, y = _prototype_data()
+    layer, history = lesson04.train_ff_layer(x[:500], y[:500], 3, width=32, epochs=10)
+    assert history[-1]["goodness_pos"] > history[-1]["goodness_neg"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert np.mean(lesson04.ff_predict(layer, x[500:], 3) == y[500:]) > 0.8
+    np.testing.assert_allclose(lesson04.ff_goodness(np.array([[1.0, 2.0], [0.0, 3.0]])), [5.0, 9.0])
+    with pytest.raises(ValueError, match="labels"):
+        lesson04.ff_label_inputs(np.zeros((2, 3)), np.array([0, 10]), 10)
+
+
+def test_locality_helper_iffcl_unchanged_backprop_changed():
+    x, y = _prototype_data(n=16, d=12, n_classes=4)
+    for method, expect_same in (("iffcl", True), ("backprop", False)):
+        plain = lesson04.layer_update_after_one_step(method, 0, False, x, y, encoder_hidden=8, widths=(8, 8))
+        shifted = lesson04.layer_update_after_one_step(method, 0, True, x, y, encoder_hidden=8, widths=(8, 8))
+        assert any(np.abs(v).max() > 0 for v in plain.values())
+        assert all(np.array_equal(plain[k], shifted[k]) for k in plain) == expect_same, method
+    with pytest.raises(ValueError, match="k:"):
+        lesson04.layer_update_after_one_step("iffcl", 3, False, x, y, widths=(8, 8))
