@@ -1,6 +1,6 @@
 """MkDocs hook for the documentation site (listed under ``hooks:`` in mkdocs.yml).
 
-It does four things, so that mkdocs.yml never needs editing when code or lessons change:
+It does five things, so that mkdocs.yml never needs editing when code or lessons change:
 
 * **Lessons.** Every ``notebooks/*.ipynb`` is added to the site as ``lessons/<name>.ipynb``
   (mkdocs-jupyter renders it) and the nav section titled "Lessons" is filled with them,
@@ -11,6 +11,10 @@ It does four things, so that mkdocs.yml never needs editing when code or lessons
 * **API reference.** In ``docs/api.md`` the marker ``<!-- api-modules -->`` becomes one
   mkdocstrings block per public module of ``vaelayer_np`` found on disk, so a module added
   or removed by a refactoring is picked up without editing the page.
+* **Tests page.** ``tests.md`` is generated from ``tests/test_*.py``: one section per file and
+  one heading per test function, with its docstring and source, each with the anchor
+  ``tests.<file>.<function>`` (e.g. ``tests.md#tests.test_kernels.test_kl_diag_gaussian``),
+  so that the maths page can link every equation to the test that checks it.
 * **Notebook pages.** nbconvert's template writes a ``<script src="">`` for its own MathJax
   URL (this site loads MathJax once, for every page) and a loader that would import Mermaid
   from a CDN; both are removed. A download link to the ``.ipynb`` (copied next to the page by
@@ -33,6 +37,7 @@ LESSONS_DIR = "lessons"
 MATHJAX_DEST = "assets/mathjax"
 API_PAGE = "api.md"
 API_MARKER = "<!-- api-modules -->"
+TESTS_PAGE = "tests.md"
 
 # Modules shown first on the API page, in reading order; every other public module follows
 # alphabetically. A name here that does not exist on disk is skipped.
@@ -70,6 +75,36 @@ def api_modules(root: Path) -> list[str]:
     return ordered + sorted(found - set(ordered))
 
 
+def tests_page_markdown(root: Path) -> str:
+    """The Tests page: every ``test_*`` function of ``tests/test_*.py`` with its docstring and source."""
+    import ast
+
+    lines = ["# Tests", "",
+             "Every test function of the suite, file by file, with its docstring and source (generated from "
+             "`tests/` at each build). Run them with `python -m pytest -q --nbmake tests notebooks`; the "
+             "[maths page](maths.md) links each equation to the tests that check it.", ""]
+    for path in sorted((root / "tests").glob("test_*.py")):
+        source = path.read_text()
+        module = ast.parse(source)
+        text_lines = source.splitlines()
+        lines += [f"## tests/{path.name} {{ #tests.{path.stem} }}", ""]
+        doc = ast.get_docstring(module)
+        if doc:
+            lines += [html.escape(doc.strip().splitlines()[0]), ""]
+        for node in module.body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.name.startswith("test_"):
+                continue
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            body = "\n".join(text_lines[first - 1:node.end_lineno])
+            fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", body)), default=0))
+            lines += [f"### {node.name} {{ #tests.{path.stem}.{node.name} }}", ""]
+            doc = ast.get_docstring(node)
+            if doc:
+                lines += [f"<p>{html.escape(' '.join(doc.split()))}</p>", ""]
+            lines += [f"`tests/{path.name}`, line {first}:", "", f"{fence}python", body, fence, ""]
+    return "\n".join(lines)
+
+
 def on_config(config):
     _mathjax_static()  # fail early, with the install command, if the assets are missing
     lessons = [f"{LESSONS_DIR}/{nb.name}" for nb in _notebooks(config)]
@@ -83,6 +118,7 @@ def on_config(config):
 def _add_files(files, config):
     for nb in _notebooks(config):
         files.append(File.generated(config, f"{LESSONS_DIR}/{nb.name}", abs_src_path=str(nb)))
+    files.append(File.generated(config, TESTS_PAGE, content=tests_page_markdown(_root(config))))
     static = _mathjax_static()
     for path in sorted(static.rglob("*")):
         if path.is_file():
