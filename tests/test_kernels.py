@@ -142,6 +142,54 @@ def test_adam_update(shape, dtype, seed):
         close(b, a, dtype)
 
 
+@given(shape=shapes, dtype=dtypes, seed=seeds)
+def test_mse_value_and_grad(shape, dtype, seed):
+    """Kernel, reference and the validated losses.mse agree; one difference gives value and gradient."""
+    rng = np.random.default_rng(seed)
+    pred, target = (rng.standard_normal(shape).astype(dtype) * 3 for _ in range(2))
+    v_ref, d_ref = ops.mse_value_and_grad(pred, target)
+    v_got, d_got = _kernels.mse_value_and_grad(pred, target)
+    v_loss, (d_loss, _) = losses.mse(pred, target)
+    assert v_ref == v_loss
+    np.testing.assert_array_equal(d_ref, d_loss)
+    assert v_got == pytest.approx(v_ref, rel=TOL[dtype]["rtol"] * 10, abs=1e-6)
+    assert d_got.dtype == dtype
+    close(d_got, d_ref, dtype)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_adam_one_flat_pass_equals_the_update_key_by_key(backend):
+    """A layer whose parameters and gradients are views into flat buffers is updated in one pass, with
+    the same result as key by key; the moments keep their keys and shapes in state_dict()."""
+    from vaelayer_np.layers import VAELayer, flat_views
+    from vaelayer_np.optim import Adam
+
+    rng = np.random.default_rng(0)
+    flat_layer = VAELayer(7, 3, encoder_hidden=5, rng=1, backend=backend)
+    plain = {k: p.copy() for k, p in flat_layer.params.items()}  # separate arrays: the key-by-key path
+    opt_flat, opt_plain = Adam(flat_layer.params, backend=backend), Adam(plain, backend=backend)
+    assert opt_flat._flat_params is not None and opt_plain._flat_params is None
+    assert {k: v.shape for k, v in opt_flat.state_dict().items()} == {k: v.shape for k, v in
+                                                                      opt_plain.state_dict().items()}
+    for _ in range(3):
+        grads = {k: rng.standard_normal(p.shape) for k, p in plain.items()}
+        _, flat_grads = flat_views(grads)
+        opt_flat.step(flat_grads)
+        opt_plain.step(grads)
+        assert opt_flat._flat_grads is not None  # the one-pass path ran
+    for k in plain:
+        np.testing.assert_allclose(flat_layer.params[k], plain[k], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(opt_flat.m[k], opt_plain.m[k], rtol=1e-12, atol=1e-14)
+    # a replaced parameter array falls back to the key-by-key path, still correct
+    flat_layer.params["b_mu"] = flat_layer.params["b_mu"].copy()
+    grads = {k: np.ones(p.shape) for k, p in plain.items()}
+    _, flat_grads = flat_views(grads)
+    opt_flat.step(flat_grads)
+    opt_plain.step(grads)
+    for k in plain:
+        np.testing.assert_allclose(flat_layer.params[k], plain[k], rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["iffcl", "backprop"])
 def test_one_epoch_same_metrics_on_both_backends(method):

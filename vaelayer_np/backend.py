@@ -8,6 +8,8 @@ each backend uses:
 name                     ``numpy`` (reference)                ``numba``
 =======================  ===================================  ===========================================
 matmul                   :func:`.ops.matmul` (BLAS)           the same function
+matmul_into              :func:`.ops.matmul_into` (BLAS)      the same function
+mse_value_and_grad       :func:`.ops.mse_value_and_grad`      kernel ``_kernels.mse_value_and_grad``
 reparameterize           :func:`.ops.reparameterize`          the same function (NumPy's SIMD ``exp``)
 kl_diag_gaussian         :func:`.ops.kl_diag_gaussian`        kernel ``_kernels.kl_diag_gaussian``
 latent_backward          :func:`.ops.latent_backward`         kernel ``_kernels.latent_backward``
@@ -51,6 +53,8 @@ def get_ops(name="numpy"):
             _cache[name] = SimpleNamespace(
                 name="numpy",
                 matmul=ops.matmul,
+                matmul_into=ops.matmul_into,
+                mse_value_and_grad=ops.mse_value_and_grad,
                 reparameterize=ops.reparameterize,
                 kl_diag_gaussian=ops.kl_diag_gaussian,
                 latent_backward=ops.latent_backward,

@@ -1,17 +1,28 @@
-"""``vaelayer bench``: speed of the backends, measured side by side in one run.
+"""``vaelayer bench``: speed of the backends, measured side by side in one process.
 
 Prints medians over repeats and the ratios between them:
 
 1. each Numba kernel against the NumPy expression it replaces;
 2. one IFFCL step of the Fashion-MNIST architecture (784 inputs, three VAE layers
-   of 256, 10 classes, twin networks, float32) at batch 128 and 32: numba
-   backend, numpy backend, and the same step in PyTorch on the CPU if installed
-   (``pip install -e ".[bench]"``);
-3. the step against the time of its matrix products alone (the BLAS limit);
-4. one Fashion-MNIST epoch, peak memory, Numba compile time cold and cached.
+   of 256, 10 classes, twin networks, float32), linear and hidden-1024 encoders at
+   batch 32 and 128: numba backend, numpy backend, and the same step in PyTorch on
+   the CPU if installed (``pip install -e ".[bench]"``), with its default Adam and
+   with ``Adam(fused=True)`` (``foreach=True`` where fused does not run on the CPU);
+   minor page faults per step (``getrusage``);
+3. the step against its floors, measured in the same process: the products alone
+   (every matrix product of one step, the all-pairs cosine's included, replayed
+   with the step's operand layouts into preallocated outputs) and the parts floor
+   (products + one flat Adam pass over all parameters + the noise draw);
+4. one Fashion-MNIST epoch per backend in a fresh process (time, page faults, peak
+   memory), Numba compile time cold and cached.
+
+The step, its floors and PyTorch run round-robin (one call of each per repeat), so a
+change of the machine's load reaches them alike. ``vaelayer bench --json`` prints
+only section 2/3, one JSON object per configuration and line.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -92,19 +103,27 @@ def bench_kernels(repeats):
         print(_row(name, median_time(fast, repeats), median_time(ref, repeats)))
 
 
+CONFIGS = ((0, 32), (0, 128), (1024, 32), (1024, 128))  # (encoder hidden width, batch)
+
+
 def _fashion_step_trainer(backend, batch, encoder_hidden=0):
     cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend,
                       encoder_hidden=encoder_hidden)
     return Trainer(cfg, 784, 10)
 
 
-def _torch_step(batch, cfg):
-    """The same IFFCL step in PyTorch: autograd inside each layer, inputs detached between layers."""
+def _torch_step(batch, cfg, optimizer="default"):
+    """The same IFFCL step in PyTorch: autograd inside each layer, inputs detached between layers.
+
+    ``optimizer``: "default" (``torch.optim.Adam`` as constructed with no options), "fused"
+    (``fused=True``) or "foreach" (``foreach=True``).
+    """
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(_threads())
     dims = (784, 256, 256, 256)
+    options = {"default": {}, "fused": {"fused": True}, "foreach": {"foreach": True}}[optimizer]
 
     def make_net():
         layers = []
@@ -116,9 +135,9 @@ def _torch_step(batch, cfg):
                                         "dec": torch.nn.Linear(dims[i + 1], dims[i])})
             if hidden:
                 mods["enc"] = torch.nn.Linear(dims[i], hidden)
-            layers.append((mods, torch.optim.Adam(mods.parameters(), lr=cfg.lr)))
+            layers.append((mods, torch.optim.Adam(mods.parameters(), lr=cfg.lr, **options)))
         head = torch.nn.Linear(sum(dims[1:]), 10)
-        return layers, (head, torch.optim.Adam(head.parameters(), lr=cfg.output_lr))
+        return layers, (head, torch.optim.Adam(head.parameters(), lr=cfg.output_lr, **options))
 
     nets = [make_net(), make_net()]
     x = torch.rand(batch, 784)
@@ -166,51 +185,211 @@ def _torch_step(batch, cfg):
     return step
 
 
-def bench_step(repeats):
-    for hidden in (0, 1024):
-        _bench_step(repeats, hidden)
+def _torch_fused_kind():
+    """"fused" if ``torch.optim.Adam(fused=True)`` steps on the CPU in this PyTorch, else "foreach"."""
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    try:
+        opt = torch.optim.Adam([p], fused=True)
+        p.grad = torch.ones(4)
+        opt.step()
+        return "fused"
+    except (RuntimeError, ValueError, TypeError):
+        return "foreach"
 
 
-def _bench_step(repeats, hidden):
-    from .backend import get_ops
+class ProductRecorder:
+    """Record every matrix product of the code run inside ``with`` (operands copied with their layout).
 
-    print(f"\n2./3. one IFFCL step, Fashion-MNIST architecture 784-256-256-256-10, twins, float32, "
-          f"encoder hidden layer {hidden or 'none (the linear encoder)'}")
+    Products go through :func:`.ops.matmul` / :func:`.ops.matmul_into`, looked up at call time by
+    the layers (through the backend namespaces) and by both all-pairs cosine implementations (through
+    the module :mod:`.ops`): patching those names sees all of them.
+    """
+
+    def __init__(self):
+        from . import ops
+        from .backend import get_ops
+
+        self.products = []  # (a, b) with a and b copied in their own memory layout (order="K")
+        self._targets = [ops] + [get_ops(name) for name in ("numpy", "numba")]
+        self._saved = []
+
+    def _record(self, a, b):
+        self.products.append((a.copy(order="K"), b.copy(order="K")))
+
+    def __enter__(self):
+        from . import ops
+
+        matmul, matmul_into = ops.matmul, ops.matmul_into
+
+        def recorded_matmul(a, b):
+            self._record(a, b)
+            return matmul(a, b)
+
+        def recorded_matmul_into(a, b, out):
+            self._record(a, b)
+            return matmul_into(a, b, out)
+
+        for target in self._targets:
+            self._saved.append((target, target.matmul, target.matmul_into))
+            target.matmul, target.matmul_into = recorded_matmul, recorded_matmul_into
+        return self
+
+    def __exit__(self, *exc):
+        for target, matmul, matmul_into in self._saved:
+            target.matmul, target.matmul_into = matmul, matmul_into
+        self._saved = []
+
+    def replay_function(self):
+        """A function that runs every recorded product into preallocated outputs (nothing kept alive)."""
+        outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
+        products = list(zip(self.products, outs))
+
+        def replay():
+            for (a, b), out in products:
+                np.matmul(a, b, out=out)
+
+        return replay
+
+    def flops(self):
+        return sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in self.products)
+
+
+def _minor_faults():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def interleaved_medians(functions, repeats, warmup=3):
+    """Time each of ``functions`` (name -> callable) round-robin in one process.
+
+    Every repeat runs each function once in turn, so a change of the machine's load reaches all
+    of them alike. Returns name -> (median seconds, median minor page faults per call).
+    """
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
+    faults = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            f0 = _minor_faults()
+            t0 = time.perf_counter()
+            fn()
+            t1 = time.perf_counter()
+            faults[name].append(_minor_faults() - f0)
+            times[name].append(t1 - t0)
+    return {name: (statistics.median(times[name]), statistics.median(faults[name])) for name in functions}
+
+
+def step_parts(batch, hidden):
+    """The measured pieces of one IFFCL step (Fashion-MNIST architecture, float32), ready to time.
+
+    Returns name -> callable: "step" (numba backend), "numpy_step", "products" (every matrix
+    product of one step replayed with its operands' layouts into preallocated outputs), "adam"
+    (one flat Adam pass over all parameters of both twins, the Numba kernel), "noise" (the step's
+    reparameterisation noise drawn as float32 into a kept buffer), and "torch", "torch_fused" if
+    PyTorch is installed; and a dict of facts (product count, FLOPs, parameters, noise values).
+    """
+    from . import _kernels
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 784)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    trainer = _fashion_step_trainer("numba", batch, hidden)
+    reference = _fashion_step_trainer("numpy", batch, hidden)
+    recording = _fashion_step_trainer("numba", batch, hidden)
+    recording.step(x, y)  # compile, then record the products of one steady-state step
+    with ProductRecorder() as recorder:
+        recording.step(x, y)
+    n_params = sum(opt.params[k].size for opt in trainer.optimizers.values() for k in opt.params)
+    w, g, m, v = (rng.standard_normal(n_params).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    n_noise = 2 * batch * sum(trainer.config.resolved_widths())
+    noise = np.empty(n_noise, dtype=np.float32)
+    noise_rng = np.random.default_rng(1)
+    parts = {
+        "step": lambda: trainer.step(x, y),
+        "numpy_step": lambda: reference.step(x, y),
+        "products": recorder.replay_function(),
+        "adam": lambda: _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-7, 1e-8),
+        "noise": lambda: noise_rng.standard_normal(out=noise, dtype=np.float32),
+    }
+    facts = {"products": len(recorder.products), "gflop": recorder.flops() / 1e9, "params": n_params,
+             "noise_values": n_noise, "torch_fused_kind": None}
     try:
         import torch  # noqa: F401
-        have_torch = True
     except ImportError:
-        have_torch = False
-        print("  (PyTorch not installed: pip install -e '.[bench]' to add the PyTorch column)")
-    rng = np.random.default_rng(0)
-    for batch in (128, 32):
-        x = rng.random((batch, 784)).astype(np.float32)
-        y = rng.integers(0, 10, batch)
-        times = {}
-        for backend in ("numba", "numpy"):
-            trainer = _fashion_step_trainer(backend, batch, hidden)
-            times[backend] = median_time(lambda: trainer.step(x, y), repeats)
-        # matmuls alone: replay the exact operands of one step
-        trainer = _fashion_step_trainer("numpy", batch, hidden)
-        ops = get_ops("numpy")
-        original = ops.matmul
-        recorded = []
-        ops.matmul = lambda a, b: (recorded.append((a.copy(), b.copy())), original(a, b))[1]
-        try:
-            trainer.step(x, y)
-        finally:
-            ops.matmul = original
-        times["matmuls"] = median_time(lambda: [a @ b for a, b in recorded], repeats)
-        line = (f"  batch {batch:3d}: numba {times['numba'] * 1e3:7.2f} ms   numpy {times['numpy'] * 1e3:7.2f} ms   "
-                f"matmuls alone {times['matmuls'] * 1e3:7.2f} ms ({len(recorded)} products)")
-        if have_torch:
-            times["torch"] = median_time(_torch_step(batch, trainer.config), repeats)
-            line += f"   pytorch {times['torch'] * 1e3:7.2f} ms"
-        print(line)
-        print(f"      ratios: numba/numpy {times['numba'] / times['numpy']:.2f}   "
-              f"numba/matmuls {times['numba'] / times['matmuls']:.2f}" +
-              (f"   numba/pytorch {times['numba'] / times['torch']:.2f}   numpy/pytorch "
-               f"{times['numpy'] / times['torch']:.2f}" if have_torch else ""))
+        return parts, facts
+    facts["torch_fused_kind"] = _torch_fused_kind()
+    parts["torch"] = _torch_step(batch, trainer.config, "default")
+    parts["torch_fused"] = _torch_step(batch, trainer.config, facts["torch_fused_kind"])
+    return parts, facts
+
+
+def bench_step_config(hidden, batch, repeats):
+    """One configuration's medians as a dict (times in ms; the JSON line of ``vaelayer bench --json``)."""
+    parts, facts = step_parts(batch, hidden)
+    med = interleaved_medians(parts, repeats)
+    ms = {name: value[0] * 1e3 for name, value in med.items()}
+    parts_floor = ms["products"] + ms["adam"] + ms["noise"]
+    row = {
+        "config": f"{'linear' if not hidden else f'hidden{hidden}'}-batch{batch}",
+        "encoder_hidden": hidden, "batch": batch, "repeats": repeats,
+        "step_ms": ms["step"], "numpy_step_ms": ms["numpy_step"],
+        "products_ms": ms["products"], "adam_ms": ms["adam"], "noise_ms": ms["noise"],
+        "parts_floor_ms": parts_floor,
+        "torch_ms": ms.get("torch"), "torch_fused_ms": ms.get("torch_fused"),
+        "torch_fused_kind": facts["torch_fused_kind"],
+        "page_faults_per_step": med["step"][1], "numpy_page_faults_per_step": med["numpy_step"][1],
+        "products_page_faults": med["products"][1],
+        "n_products": facts["products"], "products_gflop_per_s": facts["gflop"] / (ms["products"] / 1e3),
+        "n_params": facts["params"], "noise_values": facts["noise_values"],
+        "step_over_parts_floor": ms["step"] / parts_floor, "step_over_products": ms["step"] / ms["products"],
+    }
+    if "torch" in ms:
+        row["step_over_torch"] = ms["step"] / ms["torch"]
+        row["step_over_torch_fused"] = ms["step"] / ms["torch_fused"]
+    return row
+
+
+def _print_step_row(row):
+    hidden = row["encoder_hidden"]
+    print(f"\n2./3. one IFFCL step, Fashion-MNIST architecture 784-256-256-256-10, twins, float32, "
+          f"encoder hidden layer {hidden or 'none (the linear encoder)'}, batch {row['batch']} "
+          f"(medians of {row['repeats']} interleaved repeats)")
+    print(f"  step: numba {row['step_ms']:8.2f} ms ({row['page_faults_per_step']:.0f} page faults)   "
+          f"numpy {row['numpy_step_ms']:8.2f} ms ({row['numpy_page_faults_per_step']:.0f} page faults)")
+    print(f"  floors: products alone {row['products_ms']:8.2f} ms ({row['n_products']} products, "
+          f"{row['products_gflop_per_s']:.1f} GFLOP/s)   + Adam over {row['n_params'] / 1e6:.2f}M parameters "
+          f"{row['adam_ms']:6.2f} ms   + noise ({row['noise_values']} values) {row['noise_ms']:5.2f} ms   "
+          f"= parts floor {row['parts_floor_ms']:8.2f} ms")
+    if row["torch_ms"] is not None:
+        print(f"  pytorch: default Adam {row['torch_ms']:8.2f} ms   Adam({row['torch_fused_kind']}=True) "
+              f"{row['torch_fused_ms']:8.2f} ms")
+    else:
+        print("  pytorch: not installed (pip install -e '.[bench]' adds the PyTorch columns)")
+    ratios = (f"      ratios: numba/numpy {row['step_ms'] / row['numpy_step_ms']:.2f}   "
+              f"numba/matmuls (products alone) {row['step_over_products']:.2f}   "
+              f"numba/parts floor {row['step_over_parts_floor']:.2f}")
+    if row["torch_ms"] is not None:
+        ratios += (f"   numba/pytorch {row['step_over_torch']:.2f}   "
+                   f"numba/pytorch {row['torch_fused_kind']} {row['step_over_torch_fused']:.2f}")
+    print(ratios)
+
+
+def bench_step(repeats, json_lines=False):
+    rows = []
+    for hidden, batch in CONFIGS:
+        row = bench_step_config(hidden, batch, repeats)
+        rows.append(row)
+        if json_lines:
+            print(json.dumps(row), flush=True)
+        else:
+            _print_step_row(row)
+    return rows
 
 
 def bench_compile():
@@ -232,31 +411,53 @@ def bench_compile():
           f"numpy backend (no compile) {base:.2f} s; compile share with warm cache {max(warm - base, 0):.2f} s")
 
 
-def bench_epoch():
-    import resource
+_EPOCH_CODE = """
+import resource, sys, time
+from vaelayer_np.config import TrainConfig
+from vaelayer_np.data import load_dataset
+from vaelayer_np.trainer import Trainer
+ds = load_dataset("fashion-mnist")
+trainer = Trainer(TrainConfig(dataset="fashion-mnist", backend=sys.argv[1]), ds.n_features, ds.n_classes)
+trainer.step(ds.x_train[:128], ds.y_train[:128])  # compile (cached) outside the timed epoch
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+t0 = time.perf_counter()
+trainer.train_epoch(ds.x_train, ds.y_train)
+seconds = time.perf_counter() - t0
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+trainer.train_epoch(ds.x_train[:128 * 50], ds.y_train[:128 * 50])
+second = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f1
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(seconds, trainer.steps_per_epoch, faults, second, peak)
+"""
 
-    from .data import load_dataset
 
-    print("\n4a. one Fashion-MNIST epoch (54,000 examples, batch 128), default settings")
-    try:
-        ds = load_dataset("fashion-mnist")
-    except ValueError as exc:
-        print(f"  skipped: {exc}")
+def bench_epoch(backends=("numba", "numpy")):
+    """One Fashion-MNIST epoch with the default settings, each backend in a fresh process."""
+    print("\n4a. one Fashion-MNIST epoch (54,000 examples, batch 128), default settings, fresh process per backend")
+    for backend in backends:
+        done = subprocess.run([sys.executable, "-c", _EPOCH_CODE, backend], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"  {backend}: skipped ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'})")
+            continue
+        seconds, steps, faults, second, peak = done.stdout.split()[-5:]
+        print(f"  {backend}: {float(seconds):.1f} s per epoch; page faults {int(faults) / int(steps):.1f} per step "
+              f"in the first epoch, {int(second) / 50:.1f} per step after it (50 steps); "
+              f"peak resident memory of the process {float(peak):.0f} MB")
+
+
+def run_bench(repeats=20, quick=False, json_lines=False):
+    """``vaelayer bench``: print the sections listed at the top of this module (``json_lines``: only
+    the step configurations, one JSON object per line)."""
+    if quick:
+        repeats = min(repeats, 5)
+    if json_lines:
+        bench_step(repeats, json_lines=True)
         return
-    for backend in ("numba", "numpy"):
-        trainer = Trainer(TrainConfig(dataset="fashion-mnist", backend=backend), ds.n_features, ds.n_classes)
-        t0 = time.perf_counter()
-        trainer.train_epoch(ds.x_train, ds.y_train)
-        print(f"  {backend}: {time.perf_counter() - t0:.1f} s per epoch")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  peak resident memory of this process so far: {peak:.0f} MB")
-
-
-def run_bench(repeats=20, quick=False):
     import numba
     print(f"vaelayer bench: numpy {np.__version__}, numba {numba.__version__}, {os.cpu_count()} cores, "
           f"{_threads()} thread(s) for BLAS and PyTorch (set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS to "
-          f"change); medians of {repeats} repeats\n")
+          f"change); load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; medians of {repeats} repeats\n")
     bench_kernels(repeats)
     bench_step(repeats)
     if not quick:

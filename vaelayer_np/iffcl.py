@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import check_choice, check_targets_pm1
+from ._validate import check_choice, check_float_array, check_targets_pm1
 from .config import CHOICES
+from .layers import _as_rng
 
 PAIRING_MODES = CHOICES["pairing"]
 
@@ -124,19 +125,37 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
         check_targets_pm1("target", target, x_a.shape[0])
     if contrast == "batch" and (labels_a is None or labels_b is None):
         raise ValueError("labels_a, labels_b: contrast='batch' needs the labels of both twins' batches")
-    out_a, cache_a = layer_a.forward(x_a, rng=rng)
-    out_b, cache_b = layer_b.forward(x_b, rng=rng)
+    for name, layer, x in (("x_a", layer_a, x_a), ("x_b", layer_b, x_b)):
+        check_float_array(name, x, shape=(None, layer.in_dim), dtype=layer.dtype)
+    rng = _as_rng(rng)
+    step = _vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b,
+                           cosine_on)
+    # The training path reuses the layers' buffers at their next step: hand the caller copies.
+    return LocalStep(step.out_a.copy(), step.out_b.copy(), {k: g.copy() for k, g in step.grads_a.items()},
+                     {k: g.copy() for k, g in step.grads_b.items()}, step.terms)
+
+
+def _vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b,
+                    cosine_on):
+    """:func:`vae_local_step` on checked inputs, through the layers' training path.
+
+    ``layer._train_forward`` / ``layer._train_backward`` are ``forward`` / ``backward`` without
+    input checks, writing into buffers that the layer allocated once (the returned gradients are
+    the layer's gradient buffer, valid until its next step).
+    """
+    out_a, cache_a = layer_a._train_forward(x_a, rng)
+    out_b, cache_b = layer_b._train_forward(x_b, rng)
     if cosine_on == "latent":
         cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast,
                                              margin, layer_a.ops)
-        # dout=None: nothing arrives from above; need_dx=False: nothing is sent below.
-        _, grads_a = layer_a.backward(None, cache_a, dz=lam * dz_a, need_dx=False)
-        _, grads_b = layer_b.backward(None, cache_b, dz=lam * dz_b, need_dx=False)
+        # dout=None: nothing arrives from above; no dx: nothing is sent below.
+        grads_a = layer_a._train_backward(None, cache_a, dz=lam * dz_a)
+        grads_b = layer_b._train_backward(None, cache_b, dz=lam * dz_b)
     else:
         cos_loss, (d_out_a, d_out_b) = cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin,
                                                    layer_a.ops)
-        _, grads_a = layer_a.backward(lam * d_out_a, cache_a, need_dx=False)
-        _, grads_b = layer_b.backward(lam * d_out_b, cache_b, need_dx=False)
+        grads_a = layer_a._train_backward(lam * d_out_a, cache_a)
+        grads_b = layer_b._train_backward(lam * d_out_b, cache_b)
     terms_a, terms_b = layer_a.loss_terms(cache_a), layer_b.loss_terms(cache_b)
     terms = {
         "recon": terms_a["recon"] + terms_b["recon"],
@@ -158,6 +177,14 @@ def output_local_step(output_layer, features, labels):
     return output_layer.predict_proba(logits), loss, grads
 
 
+def _output_local_step(output_layer, features, labels):
+    """:func:`output_local_step` through the layer's training path (no input check, gradients in its
+    buffer); returns (logits, loss, grads)."""
+    logits, cache = output_layer._train_forward(features)
+    loss, d_logits = output_layer.loss(logits, labels)
+    return logits, loss, output_layer._train_backward(d_logits, cache)
+
+
 def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0, margin=0.0, contrast="pairs",
                cosine_on="latent"):
     """One IFFCL step on a mini-batch: every layer pair learns from its own local loss.
@@ -176,12 +203,15 @@ def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0,
     :class:`LocalStep`), ``output_loss`` (mean of the twins' classification losses; each twin's
     output layer minimises its own) and ``batch_acc`` (net A on this batch).
     """
+    # The batch is checked once here; the layers' training path then skips the per-call checks.
+    net_a.check_input(x, y)
+    check_choice("contrast", contrast, CHOICES["contrast"])
+    check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
     partner, target = make_pairs(y, pairing, rng)
     h_a, h_b, y_b = x, x[partner], y[partner]
     metrics, outs_a, outs_b = {}, [], []
     for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
-        step = vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, lam=lam, margin=margin, contrast=contrast,
-                              labels_a=y, labels_b=y_b, cosine_on=cosine_on)
+        step = _vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, lam, margin, contrast, y, y_b, cosine_on)
         optimizers[f"A.vae{k}"].step(step.grads_a)
         optimizers[f"B.vae{k}"].step(step.grads_b)
         for term, value in step.terms.items():
@@ -189,10 +219,10 @@ def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0,
         h_a, h_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
         outs_a.append(h_a)
         outs_b.append(h_b)
-    probs_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y)
-    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b)
+    logits_a, loss_a, grads_a = _output_local_step(net_a.output, net_a.readout_features(outs_a), y)
+    _, loss_b, grads_b = _output_local_step(net_b.output, net_b.readout_features(outs_b), y_b)
     optimizers["A.output"].step(grads_a)
     optimizers["B.output"].step(grads_b)
     metrics["output_loss"] = 0.5 * (loss_a + loss_b)
-    metrics["batch_acc"] = float(np.mean(probs_a.argmax(1) == y))
+    metrics["batch_acc"] = float(np.mean(logits_a.argmax(1) == y))  # argmax of the logits = of the probabilities
     return metrics

@@ -30,6 +30,34 @@ def _as_rng(rng):
     raise ValueError(f"rng: expected None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
 
 
+def flat_views(arrays, fill=None):
+    """One contiguous 1-D buffer and a dict of views into it with the shapes of ``arrays``.
+
+    Parameters
+    ----------
+    arrays : dict name -> ndarray (one dtype)
+    fill : None to copy the arrays' values into the buffer, or a number to fill it with
+
+    Returns
+    -------
+    buffer : (P,) array, P the total number of elements
+    views : dict name -> view of ``buffer`` with the array's shape, in the dict's order
+
+    A layer keeps its parameters this way (and its training gradients, and an optimiser its
+    moments), so that an optimiser updates a whole layer in one pass and a training step writes
+    its gradients into memory allocated once. ``params[name][...] = value`` keeps the layout;
+    replacing a dict entry with a new array is allowed and only loses the one-pass update.
+    """
+    dtype = next(iter(arrays.values())).dtype
+    buffer = np.empty(sum(a.size for a in arrays.values()), dtype=dtype)
+    views, offset = {}, 0
+    for name, a in arrays.items():
+        views[name] = buffer[offset:offset + a.size].reshape(a.shape)
+        views[name][...] = a if fill is None else fill
+        offset += a.size
+    return buffer, views
+
+
 def _check_dims(**dims):
     for name, value in dims.items():
         if not isinstance(value, (int, np.integer)) or value < 1:
@@ -47,6 +75,11 @@ class Layer:
     """Shared helpers: parameter bookkeeping and upstream-gradient checks."""
 
     params: dict
+
+    def _keep_params_flat(self):
+        """Move ``params`` into one flat buffer and allocate the training path's gradient buffer once."""
+        self._flat_params, self.params = flat_views(self.params)
+        self._flat_grads, self._grads = flat_views(self.params, fill=0)
 
     @property
     def dtype(self):
@@ -82,11 +115,26 @@ class Dense(Layer):
             "W": (rng.standard_normal((in_dim, out_dim)) * (init_gain / np.sqrt(in_dim))).astype(self._dtype),
             "b": np.zeros(out_dim, dtype=self._dtype),
         }
+        self._keep_params_flat()
 
     def forward(self, x):
         """x: (N, D) -> out: (N, K); cache = x."""
         check_float_array("x", x, shape=(None, self.in_dim), dtype=self._dtype)
         return self.ops.matmul(x, self.params["W"]) + self.params["b"], x
+
+    def _train_forward(self, x):
+        """:meth:`forward` without the input check (the training step checked its batch)."""
+        return self.ops.matmul(x, self.params["W"]) + self.params["b"], x
+
+    def _train_backward(self, dout, x):
+        """:meth:`backward` without checks and without dx, gradients written into the layer's buffer.
+
+        The returned dict is the same views at every call (valid until the next call).
+        """
+        g = self._grads
+        self.ops.matmul_into(x.T, dout, g["W"])
+        np.add.reduce(dout, axis=0, out=g["b"])
+        return g
 
     def backward(self, dout, cache, need_dx=True):
         """dout: (N, K) -> dx: (N, D) (None if not need_dx), grads {W: (D, K), b: (K,)}."""
@@ -213,6 +261,8 @@ class VAELayer(Layer):
             "W_dec": (rng.standard_normal((k, d)) / np.sqrt(k)).astype(dt),
             "b_dec": np.zeros(d, dt),
         })
+        self._keep_params_flat()
+        self._workspaces = {}  # batch size -> buffers of the training path (see _train_forward)
 
     # ----------------------------------------------------------------- forward
     def forward(self, x, eps=None, rng=None, sample=True):
@@ -238,7 +288,7 @@ class VAELayer(Layer):
         n, k = x.shape[0], self.latent_dim
         if sample:
             if eps is None:
-                eps = _as_rng(rng).standard_normal((n, k)).astype(self._dtype)
+                eps = _as_rng(rng).standard_normal((n, k), dtype=self._dtype)
             else:
                 check_float_array("eps", eps, shape=(n, k), dtype=self._dtype)
         else:
@@ -273,7 +323,9 @@ class VAELayer(Layer):
         ``neg_elbo = recon + beta * kl`` is the negative ELBO, the quantity training minimises.
         """
         self._check_cache(cache)
-        recon, _ = self._recon(cache["x_hat"], cache["x"])
+        recon = cache.get("recon")  # the training path stores the value it computed with the gradient
+        if recon is None:
+            recon, _ = self._recon(cache["x_hat"], cache["x"])
         kl = cache["kl"]
         return {"recon": recon, "kl": kl, "neg_elbo": recon + self.beta * kl}
 
@@ -355,6 +407,99 @@ class VAELayer(Layer):
         check_float_array("z", z, shape=(None, self.latent_dim), dtype=self._dtype)
         return self.ops.matmul(z, self.params["W_dec"]) + self.params["b_dec"]
 
+    # ------------------------------------------------------ the training path
+    # The same arithmetic as forward() and backward() (tests/test_speed_equivalence.py compares
+    # them), for the training steps: no input checks (the step checks its batch once), the large
+    # results written into buffers allocated once per batch size, the gradients into the layer's
+    # flat gradient buffer, and the reconstruction's value and gradient computed together once.
+    def _workspace(self, n):
+        """Buffers of the training path for a batch of n rows (allocated on first use)."""
+        ws = self._workspaces.get(n)
+        if ws is None:
+            from ._kernels import keep_freed_memory
+            keep_freed_memory()
+            k, dt = self.latent_dim, self._dtype
+            ws = {"eps": np.empty((n, k), dt), "mu": np.empty((n, k), dt), "r": np.empty((n, k), dt),
+                  "x_hat": np.empty((n, self.in_dim), dt)}
+            if self.encoder_hidden:
+                ws["h_pre"] = np.empty((n, self.encoder_hidden), dt)
+            self._workspaces[n] = ws
+        return ws
+
+    def _train_forward(self, x, rng):
+        """:meth:`forward` with ``sample=True`` and noise from ``rng``, without checks, into reused buffers.
+
+        The returned arrays are valid until the layer's next training step.
+        """
+        ws = self._workspace(x.shape[0])
+        p, ops = self.params, self.ops
+        eps = rng.standard_normal(out=ws["eps"], dtype=self._dtype)
+        h_pre = h = None
+        if self.encoder_hidden:
+            h_pre = ops.matmul_into(x, p["W_enc"], ws["h_pre"])
+            h_pre += p["b_enc"]
+            h = self.act.forward(h_pre)
+        enc_in = x if h is None else h
+        mu = ops.matmul_into(enc_in, p["W_mu"], ws["mu"])
+        mu += p["b_mu"]
+        r = ops.matmul_into(enc_in, p["W_lv"], ws["r"])
+        r += p["b_lv"]
+        log_var = bound_log_var(r, self.log_var_bound)
+        std, z = ops.reparameterize(mu, log_var, eps)
+        kl, kl_grads = ops.kl_diag_gaussian(mu, log_var, std * std)
+        if not np.isfinite(kl):
+            raise ValueError("x: the KL term overflowed (inf or NaN): the inputs or the weights are too large "
+                             "for this dtype; scale the inputs or lower the learning rate")
+        x_hat = ops.matmul_into(z, p["W_dec"], ws["x_hat"])
+        x_hat += p["b_dec"]
+        out = self.act.forward(mu if self.pass_on == "mean" else z)
+        cache = {"x": x, "h_pre": h_pre, "h": h, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
+                 "x_hat": x_hat, "out": out, "kl": kl, "kl_grads": kl_grads, "layer": id(self)}
+        return out, cache
+
+    def _train_backward(self, dout, cache, dz=None):
+        """:meth:`backward` with ``neg_elbo_weight=1`` and ``need_dx=False``, without checks.
+
+        Writes the gradients into the layer's flat gradient buffer and returns its views (the same
+        dict at every call), and stores the reconstruction value in ``cache["recon"]`` for
+        :meth:`loss_terms`.
+        """
+        x, z, mu = cache["x"], cache["z"], cache["mu"]
+        p, ops, g = self.params, self.ops, self._grads
+        if self.recon == "mse":
+            cache["recon"], d_xhat = ops.mse_value_and_grad(cache["x_hat"], x)
+        else:
+            cache["recon"], (d_xhat, _) = self._recon(cache["x_hat"], x)
+        ops.matmul_into(z.T, d_xhat, g["W_dec"])
+        np.add.reduce(d_xhat, axis=0, out=g["b_dec"])
+        d_z = ops.matmul(d_xhat, p["W_dec"].T)
+        if dz is not None:
+            d_z += dz
+        d_mu_extra = None
+        if dout is not None:
+            passed_mean = self.pass_on == "mean"
+            d_passed = self.act.backward(dout, mu if passed_mean else z, cache["out"])
+            if passed_mean:
+                d_mu_extra = d_passed
+            else:
+                d_z += d_passed
+        d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], self.beta,
+                                        cache["log_var"], self.log_var_bound)
+        if d_mu_extra is not None:
+            d_mu = d_mu + d_mu_extra
+        enc_in = x if cache["h"] is None else cache["h"]
+        ops.matmul_into(enc_in.T, d_mu, g["W_mu"])
+        np.add.reduce(d_mu, axis=0, out=g["b_mu"])
+        ops.matmul_into(enc_in.T, d_r, g["W_lv"])
+        np.add.reduce(d_r, axis=0, out=g["b_lv"])
+        if self.encoder_hidden:
+            d_h = ops.matmul(d_mu, p["W_mu"].T)
+            d_h += ops.matmul(d_r, p["W_lv"].T)
+            d_h_pre = self.act.backward(d_h, cache["h_pre"], cache["h"])
+            ops.matmul_into(x.T, d_h_pre, g["W_enc"])
+            np.add.reduce(d_h_pre, axis=0, out=g["b_enc"])
+        return g
+
 
 class OutputLayer(Layer):
     """The classifier on top of the stack: a Dense layer and its classification loss.
@@ -392,6 +537,14 @@ class OutputLayer(Layer):
 
     def backward(self, d_logits, cache, need_dx=True):
         return self.dense.backward(d_logits, cache, need_dx=need_dx)
+
+    def _train_forward(self, x):
+        """:meth:`forward` without the input check (see :meth:`Dense._train_forward`)."""
+        return self.dense._train_forward(x)
+
+    def _train_backward(self, d_logits, cache):
+        """Gradients into the layer's flat buffer, no dx (see :meth:`Dense._train_backward`)."""
+        return self.dense._train_backward(d_logits, cache)
 
     def predict_proba(self, logits):
         """Class probabilities: softmax rows (loss="softmax") or normalised sigmoids (loss="bce")."""

@@ -22,6 +22,16 @@ def matmul(a, b):
     return a @ b
 
 
+def matmul_into(a, b, out):
+    """``out[...] = a @ b`` through BLAS, into an array the caller keeps (no new allocation).
+
+    The training steps use it for the products whose results live in buffers that are
+    allocated once (a layer's gradients, its latent), so that a steady-state step
+    allocates no large arrays. Returns ``out``.
+    """
+    return np.matmul(a, b, out=out)
+
+
 # ----------------------------------------------------------------------------- the VAE layer's latent
 def bound_log_var(r, bound):
     r"""Smoothly bound the raw log-variance: :math:`\log\sigma^2 = c\tanh(r / c)`.
@@ -124,6 +134,31 @@ def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
     d_mu = d_mu + kl_weight * d_mu_kl
     d_log_var = d_log_var + kl_weight * d_log_var_kl
     return d_mu, bound_log_var_backward(d_log_var, log_var, bound)
+
+
+# ----------------------------------------------------------------------------- reconstruction loss
+def mse_value_and_grad(pred, target):
+    r"""Mean squared error over all elements and its gradient with respect to ``pred``, from one difference.
+
+    .. math:: L = \frac{1}{N D} \sum_{n,d} (\hat x_{nd} - x_{nd})^2,\qquad
+              \frac{\partial L}{\partial \hat x} = \frac{2}{N D} (\hat x - x)
+
+    The same arithmetic as :func:`vaelayer_np.losses.mse` (which validates its inputs and also
+    returns the target's gradient); the layers' training path computes the value and the
+    gradient here once and keeps the value for :meth:`~vaelayer_np.layers.VAELayer.loss_terms`.
+
+    Parameters
+    ----------
+    pred, target : (N, D) arrays
+
+    Returns
+    -------
+    value : float
+    d_pred : (N, D) array
+    """
+    diff = pred - target
+    value = float(np.mean(diff * diff))
+    return value, diff * (2.0 / diff.size)
 
 
 # ----------------------------------------------------------------------------- cosine embedding losses

@@ -1,0 +1,41 @@
+"""``vaelayer bench --quick --json``: one JSON object per configuration with the documented keys."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+KEYS = ("config", "step_ms", "products_ms", "parts_floor_ms", "torch_ms", "torch_fused_ms", "page_faults_per_step")
+
+
+@pytest.mark.slow
+def test_bench_json_lines_have_the_keys_and_consistent_floors():
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "vaelayer_np", "bench", "--quick", "--json", "--repeats", "2"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["config"] for r in rows] == ["linear-batch32", "linear-batch128", "hidden1024-batch32",
+                                           "hidden1024-batch128"]
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    for row in rows:
+        for key in KEYS:
+            assert key in row, key
+        for key in ("step_ms", "products_ms", "parts_floor_ms"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0, key
+        # the parts floor is the products plus Adam plus the noise, each measured alone
+        assert row["parts_floor_ms"] == pytest.approx(row["products_ms"] + row["adam_ms"] + row["noise_ms"])
+        assert row["page_faults_per_step"] >= 0
+        # every product of the step is counted, the all-pairs cosine's three per layer pair included
+        assert row["n_products"] == (55 if row["encoder_hidden"] == 0 else 79)
+        if have_torch:
+            assert row["torch_ms"] > 0 and row["torch_fused_ms"] > 0
+            assert row["torch_fused_kind"] in ("fused", "foreach")
+        else:
+            assert row["torch_ms"] is None and row["torch_fused_ms"] is None
