@@ -108,3 +108,13 @@ def test_image_grid_draws_every_row():
 def test_bad_input_is_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call(_net())
+
+
+def test_nearest_neighbour_error_known_values():
+    data = np.array([[0.0, 0.0], [1.0, 1.0]])
+    samples = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 3.0]])
+    # nearest errors per pixel: 0; min(0.5, 0.5) = 0.5; ((2^2 + 2^2) / 2) = 4
+    assert gen.nearest_neighbour_error(samples, data) == pytest.approx((0 + 0.5 + 4) / 3)
+    assert gen.nearest_neighbour_error(samples, data, chunk=1) == pytest.approx((0 + 0.5 + 4) / 3)
+    with pytest.raises(ValueError, match="data: expected shape"):
+        gen.nearest_neighbour_error(samples, np.zeros((2, 3)))

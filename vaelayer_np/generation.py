@@ -16,7 +16,8 @@ ReLU, every negative coordinate of :math:`z_{k-1}` was clipped to 0 on the way u
 decoder below receives 0 (or a small value) where the latent had a negative number.
 
 Functions: :func:`decode_to_input`, :func:`reconstruct`, :func:`fit_aggregate_posterior`,
-:func:`sample_latents`, :func:`traverse`, and :func:`image_grid` to draw rows of images.
+:func:`sample_latents`, :func:`sample_images`, :func:`traverse`, :func:`nearest_neighbour_error` (how far
+samples are from the data), and :func:`image_grid` to draw rows of images.
 """
 from __future__ import annotations
 
@@ -210,6 +211,38 @@ def traverse(net, k, x_point, unit, values):
     return decode_to_input(net, k, z)
 
 
+def nearest_neighbour_error(samples, data, chunk=256):
+    r"""How far generated images are from the data: the mean, over samples, of the squared error per
+    pixel to the *nearest* data image.
+
+    .. math:: e = \frac1M \sum_{i=1}^{M} \min_{n} \frac1D \lVert s_i - x_n \rVert^2
+
+    Small when every sample looks like some real image; a sample from a region of latent space the
+    decoder never saw lands far from all of them. (It does not reward variety: copies of one training
+    image score 0.)
+
+    Parameters
+    ----------
+    samples : (M, D) float array
+    data : (N, D) float array
+    chunk : int, samples compared at a time (memory: chunk * N * D floats)
+
+    Returns
+    -------
+    float >= 0
+    """
+    check_float_array("samples", samples, shape=(None, None))
+    check_float_array("data", data, shape=(None, samples.shape[1]))
+    data64 = data.astype(np.float64)
+    data_sq = np.sum(data64 * data64, axis=1)
+    nearest = []
+    for start in range(0, samples.shape[0], int(chunk)):
+        s = samples[start:start + int(chunk)].astype(np.float64)
+        sq = np.sum(s * s, axis=1)[:, None] - 2.0 * s @ data64.T + data_sq[None, :]
+        nearest.append(np.maximum(sq.min(axis=1), 0.0) / samples.shape[1])
+    return float(np.mean(np.concatenate(nearest)))
+
+
 def image_grid(rows, image_shape, row_labels=None, title="", size=0.7, dpi=75):
     """Draw rows of images (values clipped to [0, 1], gray) and return the matplotlib figure.
 
@@ -249,7 +282,7 @@ def image_grid(rows, image_shape, row_labels=None, title="", size=0.7, dpi=75):
                 img = np.transpose(img, (1, 2, 0))
             ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
         if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.2)
