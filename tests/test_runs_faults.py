@@ -126,7 +126,8 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path, capsys):
 def test_orphaned_temporary_files_are_removed_at_resume(tmp_path):
     run = tmp_path / "run"
     tiny_run(run, epochs=1)
-    orphans = [run / "metrics.jsonl.ab12cd34.tmp", run / "checkpoint.npz.zz99yy88.tmp", run / "config.json.q1w2e3r4.tmp"]
+    orphans = [run / "metrics.jsonl.ab12cd34.tmp", run / "checkpoint.npz.zz99yy88.tmp",
+               run / "config.json.q1w2e3r4.tmp"]
     for path in orphans:
         path.write_bytes(b"half a file")
     (run / "notes.tmp").write_text("not ours")  # a name our saves never use: left alone

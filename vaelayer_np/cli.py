@@ -10,10 +10,12 @@ Sub-commands::
     vaelayer bench                    speed of the numba and numpy backends (and PyTorch if installed)
     vaelayer reproduce                the benchmark runs of docs/results.md, as a table
 
-Every error is one line on stderr naming the option, file or folder at fault, with a
-non-zero exit code: 2 for bad input (options, files, checkpoints), 1 for a file-system
-failure (read-only folder, full disk, ...) and for training that diverged, 130 for
-Ctrl-C. ``--debug`` (before or after the command) shows the traceback instead.
+Every error is one line on stderr naming the option, file or folder at fault and what
+to do, with a non-zero exit code: 2 for bad input (options, data files, run folders,
+checkpoints) and for a file that cannot be written (read-only folder, full disk,
+file-size limit: the previous file is kept), 1 for training that diverged and for any
+other operating-system error, 130 for Ctrl-C. ``--debug`` (before or after the
+command) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -145,15 +147,16 @@ def build_parser():
     p.add_argument("--seed", type=_nonnegative_int, default=0)
 
     p = add_command("bench", help="speed of the backends against NumPy, PyTorch and the BLAS limit")
-    p.add_argument("--repeats", type=_positive_int, default=20, help="timed repeats per measurement (medians are printed)")
+    p.add_argument("--repeats", type=_positive_int, default=20,
+                   help="timed repeats per measurement (medians are printed)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and no full epoch")
     p.add_argument("--json", action="store_true", help="print one JSON object per step configuration (medians) "
                                                        "and nothing else")
 
     from .reproduce import add_arguments as add_reproduce_arguments
 
-    add_reproduce_arguments(sub.add_parser("reproduce", help="run the benchmark configurations over several seeds "
-                                                             "and write the results tables"))
+    add_reproduce_arguments(add_command("reproduce", help="run the benchmark configurations over several seeds "
+                                                      "and write the results tables"))
     return parser
 
 

@@ -71,7 +71,8 @@ def check_resume_config(config, saved):
     than those in :data:`RESUME_MAY_CHANGE`).
     """
     if not isinstance(saved, dict):
-        raise CheckpointError("checkpoint: entry 'trainer.config' is not a JSON object of settings; the file is corrupt")
+        raise CheckpointError("checkpoint: entry 'trainer.config' is not a JSON object of settings; the file is "
+                              "corrupt")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(saved) - known)
     if unknown:
