@@ -185,6 +185,13 @@ def test_interleaved_medians_validates_and_measures():
     assert t_f > t_g >= 0
 
 
+def test_median_ratio_is_the_median_of_per_round_ratios(monkeypatch):
+    fake_f = np.array([1.0, 1.0, 5.0, 5.0, 1.0])   # two humps: the median of each side can mislead,
+    fake_g = np.array([2.0, 10.0, 10.0, 2.0, 2.0])  # the per-round ratios are 2, 10, 2, 0.4, 2
+    monkeypatch.setattr(lesson07, "interleaved_times", lambda *a, **k: (fake_f, fake_g))
+    assert lesson07.median_ratio(None, None) == (1.0, 2.0, 2.0)
+
+
 def test_speed_note_without_the_jit(monkeypatch):
     monkeypatch.setattr(lesson07, "jit_enabled", lambda: False)
     assert "timing skipped" in lesson07.speed_note(lambda: None, lambda: None)

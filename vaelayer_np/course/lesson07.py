@@ -12,12 +12,13 @@ The exercises of ``notebooks/07_speed_and_kernels.ipynb``:
 
 The kernel checkers compare outputs with the reference on random inputs, in float64 and in
 float32, each with its own tolerance. They also time the student's kernel against the reference
-with :func:`interleaved_medians` and print the ratio, as information only: timings on a shared
+with :func:`median_ratio` and print the ratio, as information only: timings on a shared
 machine are noisy, so the verdict never depends on them. The timer's checker uses a fake clock,
 so its verdict is exact and does not depend on the machine either.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -32,15 +33,25 @@ TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
 
 # ----------------------------------------------------------------------------- timing
-def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter):
-    """Median run time of ``f()`` and of ``g()``, measured alternately in one loop.
+def _yield_cpu():
+    """Let the operating system run other jobs now, so that the next timed call starts a fresh time slice."""
+    if hasattr(os, "sched_yield"):
+        os.sched_yield()
+
+
+def interleaved_times(f, g, repeats=21, warmup=2, clock=time.perf_counter, seed=0):
+    """Times of ``f()`` and ``g()``, measured alternately in one loop, round by round.
 
     Each function is first called ``warmup`` times (compilation, caches, page faults are
-    paid there and not measured). Then the loop times ``f``, then ``g``, ``repeats``
-    times: a slow phase of a shared machine (another job starting, the CPU clock
-    changing) lands on both functions instead of on whichever ran at that moment, so
-    their ratio stays meaningful. The median ignores the occasional very slow repeat
-    that a mean would absorb.
+    paid there and not measured). Then each of ``repeats`` rounds times one call of ``f``
+    and one call of ``g``, in an order drawn at random per round: a slow phase of a shared
+    machine (another job starting, the CPU clock changing) lands on both functions instead
+    of on whichever ran at that moment, and the random order keeps a periodic disturbance
+    (the operating system's time slices falling in step with the loop) from always hitting
+    the same one of the two. Before each timed call the process gives up the rest of its
+    time slice (``os.sched_yield``), so that each call starts on a fresh slice: on a machine
+    with more running jobs than cores, a call of a few milliseconds is then far less often
+    interrupted half-way.
 
     Parameters
     ----------
@@ -48,10 +59,11 @@ def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter):
     repeats : int >= 1, timed calls of each function
     warmup : int >= 0, untimed calls of each function before the loop
     clock : callable returning seconds (``time.perf_counter``; a test passes a fake clock)
+    seed : int, seeds the order of the two calls in each round
 
     Returns
     -------
-    (median_f, median_g) : floats, seconds per call
+    (times_f, times_g) : two (repeats,) float arrays, seconds per call; entry i of both is round i
     """
     if int(repeats) < 1:
         raise ValueError(f"repeats: expected an integer >= 1, got {repeats!r}")
@@ -60,16 +72,47 @@ def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter):
     for _ in range(int(warmup)):
         f()
         g()
+    order = np.random.default_rng(seed).random(int(repeats)) < 0.5
     times_f, times_g = [], []
-    for _ in range(int(repeats)):
-        t0 = clock()
-        f()
-        t1 = clock()
-        g()
-        t2 = clock()
-        times_f.append(t1 - t0)
-        times_g.append(t2 - t1)
-    return statistics.median(times_f), statistics.median(times_g)
+    for f_first in order:
+        pair = ((f, times_f), (g, times_g)) if f_first else ((g, times_g), (f, times_f))
+        for fn, record in pair:
+            _yield_cpu()
+            t0 = clock()
+            fn()
+            record.append(clock() - t0)
+    return np.array(times_f), np.array(times_g)
+
+
+def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter, seed=0):
+    """Median run time of ``f()`` and of ``g()`` from :func:`interleaved_times` (same parameters).
+
+    The median ignores the occasional very slow repeat that a mean would absorb.
+
+    Returns
+    -------
+    (median_f, median_g) : floats, seconds per call
+    """
+    times_f, times_g = interleaved_times(f, g, repeats, warmup, clock, seed)
+    return statistics.median(times_f.tolist()), statistics.median(times_g.tolist())
+
+
+def median_ratio(f, g, repeats=21, warmup=2, seed=0):
+    """How many times longer ``g()`` takes than ``f()``: the median over rounds of ``t_g / t_f``.
+
+    Each round's two calls ran back to back (:func:`interleaved_times`), so a round's ratio
+    compares the two functions under the same conditions. On a machine shared with other
+    jobs, where a call either has the CPU or waits for it, the times of each function can
+    have two humps of similar weight and the median of each can land in either hump; the
+    median of the per-round ratios stays near the true ratio, because rounds where only one
+    of the two calls waited fall on both sides of it equally often.
+
+    Returns
+    -------
+    (median_f, median_g, ratio) : seconds, seconds, and the median of t_g / t_f
+    """
+    times_f, times_g = interleaved_times(f, g, repeats, warmup, seed=seed)
+    return float(np.median(times_f)), float(np.median(times_g)), float(np.median(times_g / times_f))
 
 
 def jit_enabled():
@@ -83,9 +126,9 @@ def speed_note(kernel_call, reference_call, repeats=11):
     """One line: the kernel's and the reference's median times and their ratio (information only)."""
     if not jit_enabled():
         return "timing skipped: NUMBA_DISABLE_JIT=1 runs the kernel as plain Python"
-    t_kernel, t_ref = interleaved_medians(kernel_call, reference_call, repeats=repeats)
+    t_kernel, t_ref, ratio = median_ratio(kernel_call, reference_call, repeats=repeats)
     return (f"speed (information, not part of the verdict): kernel {t_kernel * 1e6:.1f} us, "
-            f"NumPy {t_ref * 1e6:.1f} us, ratio {t_ref / t_kernel:.2f}x")
+            f"NumPy {t_ref * 1e6:.1f} us (medians), ratio {ratio:.2f}x (median of per-round ratios)")
 
 
 # ----------------------------------------------------------------------------- kernel checks
@@ -246,8 +289,8 @@ def check_interleaved_timer(timer):
     """``timer(f, g, repeats, warmup, clock) -> (median_f, median_g)`` against the specification
     of :func:`interleaved_medians`, on a fake clock (exact: nothing is really timed).
 
-    Checks: ``warmup`` untimed calls of each function come first; then the calls alternate
-    f, g, f, g, ...; the results are the medians (not the means, not the minima) of the timed calls.
+    Checks: ``warmup`` untimed calls of each function come first; then the calls alternate,
+    one ``f`` and one ``g`` per round (in either order); the results are the medians (not the means, not the minima) of the timed calls.
     """
     def body():
         rng = np.random.default_rng(7)
@@ -267,9 +310,10 @@ def check_interleaved_timer(timer):
                 return np.inf, False, (f"with repeats={repeats}, warmup={warmup}: f was called {calls_f} times "
                                        f"and g {calls_g} times, expected {warmup + repeats} each")
             timed_log = machine.log[2 * warmup:]
-            if timed_log != ["f", "g"] * repeats:
-                return np.inf, False, ("the timed calls do not alternate f, g, f, g, ...: "
-                                       + "".join(timed_log[:12]) + "...")
+            rounds = [set(timed_log[i:i + 2]) for i in range(0, len(timed_log), 2)]
+            if any(r != {"f", "g"} for r in rounds):
+                return np.inf, False, ("the timed calls do not alternate (one f and one g per round, in either "
+                                       "order): " + "".join(timed_log[:12]) + "...")
             want = (statistics.median(timed_f), statistics.median(timed_g))
             err = max(abs(float(a) - b) / b for a, b in zip(got, want))
             if err > 1e-9:
