@@ -47,7 +47,8 @@ FASHION_EPOCHS = 10
 DECLINE_EPOCHS = 5
 CHILD_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                     "MKL_NUM_THREADS": "1"}
-STATUS_FILE = "reproduce-status.json"
+INVOCATIONS_FILE = "invocations.jsonl"
+STOP_FILE_ENV, PARENT_ENV = "VAELAYER_REPRODUCE_STOP_FILE", "VAELAYER_REPRODUCE_PARENT"
 
 
 @dataclass
@@ -92,7 +93,8 @@ def _mlp_sizes(dataset):
 
 def _experiments():
     f = dict(dataset="fashion-mnist", epochs=FASHION_EPOCHS)
-    # in the order they are started (long runs first, so that the pool ends together)
+    # in the order they are started: the main comparisons first, then the decline study and the context rows,
+    # then the other grid points
     exps = [
         # Fashion-MNIST: the same budget and lr grid for both methods; grid points on the first seed
         Experiment("fashion-iffcl", dict(f), "IFFCL, defaults", "fashion-iffcl", grid_seeds="first", minutes=15.0),
@@ -102,22 +104,22 @@ def _experiments():
                    grid_seeds="first", minutes=15.0),
         Experiment("fashion-backprop-lr2e-3", dict(f, method="backprop", lr=2e-3), "backprop, lr 2e-3",
                    "fashion-backprop", grid_seeds="first", minutes=10.0),
-        Experiment("fashion-iffcl-paper-like", dict(dataset="fashion-mnist", epochs=DECLINE_EPOCHS, **PAPER_LIKE),
-                   "decline study: the paper's reading", minutes=3.0),
-        Experiment("fashion-logreg", dict(dataset="fashion-mnist"), "context: logistic regression on pixels",
-                   kind="logreg", minutes=2.0),
         # digits: both methods, the same lr grid, every point on every seed (cheap)
         Experiment("digits-iffcl", dict(dataset="digits"), "IFFCL, defaults", "digits-iffcl", minutes=1.0),
         Experiment("digits-backprop", dict(dataset="digits", method="backprop"), "backprop, defaults",
                    "digits-backprop", minutes=0.7),
-        Experiment("digits-iffcl-lr2e-3", dict(dataset="digits", lr=2e-3), "IFFCL, lr 2e-3", "digits-iffcl",
-                   minutes=1.0),
-        Experiment("digits-backprop-lr2e-3", dict(dataset="digits", method="backprop", lr=2e-3),
-                   "backprop, lr 2e-3", "digits-backprop", minutes=0.7),
         Experiment("digits-logreg", dict(dataset="digits"), "context: logistic regression on pixels",
                    kind="logreg", minutes=0.1),
         Experiment("digits-mlp-sklearn", dict(dataset="digits", epochs=50),
                    f"context: scikit-learn MLP {_mlp_sizes('digits')}", kind="mlp", minutes=0.5),
+        Experiment("fashion-iffcl-paper-like", dict(dataset="fashion-mnist", epochs=DECLINE_EPOCHS, **PAPER_LIKE),
+                   "decline study: the paper's reading", minutes=3.0),
+        Experiment("fashion-logreg", dict(dataset="fashion-mnist"), "context: logistic regression on pixels",
+                   kind="logreg", minutes=2.0),
+        Experiment("digits-iffcl-lr2e-3", dict(dataset="digits", lr=2e-3), "IFFCL, lr 2e-3", "digits-iffcl",
+                   minutes=1.0),
+        Experiment("digits-backprop-lr2e-3", dict(dataset="digits", method="backprop", lr=2e-3),
+                   "backprop, lr 2e-3", "digits-backprop", minutes=0.7),
         # the most expensive context row last
         Experiment("fashion-mlp-sklearn", dict(dataset="fashion-mnist", epochs=FASHION_EPOCHS),
                    f"context: scikit-learn MLP {_mlp_sizes('fashion-mnist')}", kind="mlp", minutes=12.0),
@@ -152,13 +154,16 @@ def _read_rows(run_dir):
     return read_metrics(run_dir)
 
 
-def run_one(exp, seed, out, epochs=None, limit=None, log=print):
+def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None):
     """Train (or finish, or reuse) one seed of an experiment in ``out/<name>/seed<seed>``.
 
-    Returns True when the run is complete, False when it was interrupted (its checkpoint is saved).
+    ``should_stop()`` is polled between two training steps (and before a context model's fit).
+    Returns True when the run is complete, False when it was stopped (its checkpoint is saved).
     """
     run_dir = Path(out) / exp.name / f"seed{seed}"
     settings = run_settings(exp, seed, epochs, limit)
+    if should_stop is not None and should_stop() and exp.kind != "train":
+        return False
     if exp.kind != "train":
         return _run_context_model(exp, settings, run_dir, log)
     from .checkpoint import load_npz
@@ -183,9 +188,10 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print):
             log(f"{exp.name} seed {seed}: finished before, reused")
             return True
         # a checkpoint: continue from it; none yet (stopped before its first save): start over in the folder
-        _, _, completed = train_run(resume=run_dir, progress=False, plots=False, log=log)
+        _, _, completed = train_run(resume=run_dir, progress=False, plots=False, log=log, should_stop=should_stop)
         return completed
-    _, _, completed = train_run(config, run_dir=run_dir, progress=False, plots=False, log=log)
+    _, _, completed = train_run(config, run_dir=run_dir, progress=False, plots=False, log=log,
+                                should_stop=should_stop)
     return completed
 
 
@@ -236,6 +242,18 @@ def _run_context_model(exp, settings, run_dir, log):
     return True
 
 
+def _stop_requested_by_parent():
+    """In a child: a callable that is true once the parent asked to stop (its stop file exists) or is gone."""
+    stop_file, parent = os.environ.get(STOP_FILE_ENV), os.environ.get(PARENT_ENV)
+
+    def should_stop():
+        if stop_file and os.path.exists(stop_file):
+            return True
+        return bool(parent) and os.getppid() != int(parent)  # the parent died: do not run on unattended
+
+    return should_stop
+
+
 def _child_main(argv):
     """Entry point of a child process: ``python -m vaelayer_np.reproduce --child NAME SEED OUT [EPOCHS LIMIT]``."""
     name, seed, out, epochs, limit = argv
@@ -248,7 +266,8 @@ def _child_main(argv):
             fh.write(text + "\n")
             fh.flush()
         try:
-            completed = run_one(exp, int(seed), out, to_int(epochs), to_int(limit), log=log)
+            completed = run_one(exp, int(seed), out, to_int(epochs), to_int(limit), log=log,
+                                should_stop=_stop_requested_by_parent())
         except KeyboardInterrupt:  # stopped before training started (or a second Ctrl-C)
             log("interrupted before a checkpoint could be written")
             return 130
@@ -365,7 +384,10 @@ def choose(out, names, seeds, epochs_override):
 
 # ---------------------------------------------------------------------------------------- the pool
 class _Interrupt:
+    """Ctrl-C in the parent: the first asks every run to checkpoint and stop, a second one terminates them."""
+
     def __init__(self):
+        self.count = 0
         self.requested = False
         self._previous = None
 
@@ -377,6 +399,7 @@ class _Interrupt:
         return self
 
     def _handle(self, signum, frame):
+        self.count += 1
         self.requested = True
 
     def __exit__(self, *exc):
@@ -385,15 +408,16 @@ class _Interrupt:
         return False
 
 
-def _launch(name, seed, out, epochs, limit):
-    env = dict(os.environ, **CHILD_THREAD_ENV)
+def _launch(name, seed, out, epochs, limit, stop_file):
+    env = dict(os.environ, **CHILD_THREAD_ENV, **{STOP_FILE_ENV: str(stop_file), PARENT_ENV: str(os.getpid())})
     cmd = [sys.executable, "-m", "vaelayer_np.reproduce", "--child", name, str(seed), str(out),
            "-" if epochs is None else str(epochs), "-" if limit is None else str(limit)]
-    # a session of its own: a terminal's Ctrl-C reaches only this command, which asks each child once
+    # a session of its own: a terminal's Ctrl-C reaches only this command, which then asks every child to
+    # stop through the stop file (a signal could land while a child is still importing and kill it mid-way)
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
-def run_tasks(tasks, out, jobs, epochs, limit, log, stop):
+def run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file):
     """Run (name, seed) tasks, ``jobs`` child processes at a time. Returns (finished, failed, interrupted)."""
     pending, running = list(tasks), {}
     finished, failed = [], []
@@ -402,12 +426,16 @@ def run_tasks(tasks, out, jobs, epochs, limit, log, stop):
         if stop.requested and not asked:
             asked = True
             log(f"interrupted: asking {len(running)} running run(s) to checkpoint and stop")
+            Path(stop_file).touch()
+        if stop.count >= 2 and running:
+            log(f"second Ctrl-C: terminating {len(running)} run(s); each resumes from its last checkpoint")
             for proc in running.values():
-                proc.send_signal(signal.SIGINT)
+                proc.terminate()
+            stop.count = 1
         while not stop.requested and pending and len(running) < jobs:
             name, seed = pending.pop(0)
             log(f"start {name} seed {seed}")
-            running[(name, seed)] = _launch(name, seed, out, epochs, limit)
+            running[(name, seed)] = _launch(name, seed, out, epochs, limit, stop_file)
         for key, proc in list(running.items()):
             code = proc.poll()
             if code is None:
@@ -470,6 +498,24 @@ def _plot_mean_curves(out, groups, seeds, path, title):
     return plot_compare(runs, path)
 
 
+def _record_invocation(out, command, start, end):
+    with open(Path(out) / INVOCATIONS_FILE, "a") as fh:
+        fh.write(json.dumps({"command": command, "start": start, "end": end}) + "\n")
+
+
+def _invocations(out):
+    path = Path(out) / INVOCATIONS_FILE
+    if not path.exists():
+        return []
+    spans = []
+    for line in path.read_text().splitlines():
+        try:
+            spans.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line of an interrupted write
+    return [s for s in spans if isinstance(s, dict) and "start" in s and "end" in s]
+
+
 def _seeds_by_dataset(names, seeds):
     return {EXPERIMENTS[n].dataset: _seed_list(EXPERIMENTS[n], seeds) for n in names}
 
@@ -493,10 +539,22 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
     total = 0.0
     for name in names:
         exp = EXPERIMENTS[name]
-        aggs[name] = aggregate(out, name, _seed_list(exp, seeds), _expected_epochs(exp, epochs_override))
+        aggs[name] = aggregate(out, name, seeds_for(exp, seeds, chosen), _expected_epochs(exp, epochs_override))
         total += sum(s["seconds"] for s in aggs[name]["per_seed"].values())
-    lines += [f"* total training time summed over every finished run: {total / 60:.1f} min; "
-              f"wall time of this invocation: {wall_seconds / 60:.1f} min", ""]
+    lines.append(f"* compute: training time summed over every finished run {total / 60:.1f} min; "
+                 f"wall time of this invocation {wall_seconds / 60:.1f} min")
+    spans = _invocations(out)
+    if spans:
+        first, last = min(s["start"] for s in spans), max(s["end"] for s in spans)
+        lines.append(f"* wall time from the first invocation that trained in `{out.name}` to the end of the last: "
+                     f"{(last - first) / 60:.0f} min ({len(spans)} invocations, some of them at the same time, "
+                     f"listed in `{INVOCATIONS_FILE}`)")
+    lines += ["", "Budgets: the same for both methods on a dataset. digits: the default 50 epochs. "
+              f"Fashion-MNIST: **{FASHION_EPOCHS} epochs** (not the 50 epochs of the recipe in method.md: on the "
+              "two cores shared with other work, three seeds of 50 epochs for both methods did not fit in the "
+              f"time available); the decline study {DECLINE_EPOCHS} epochs. The learning-rate grid "
+              "(lr 1e-3, the default, and 2e-3) is the same for both methods; on Fashion-MNIST its points run on "
+              "the first seed, and only the point chosen on validation runs on every seed.", ""]
     lines += ["Figures are mean ± standard deviation over the finished seeds (sample std). *last test* is the "
               "test accuracy after the last epoch; *test at best val* the test accuracy at the epoch of best "
               "validation accuracy (chosen on validation only); *best val* that validation accuracy, which "
@@ -515,24 +573,34 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
                      f"{_pct(agg['test_at_best_val'])} | {_pct(agg['best_val'])} | {_secs(agg['seconds'])} | "
                      f"{missing} |")
     lines.append("")
-    # the gap between the chosen points of the two methods, seed by seed (same seed: same split)
+    # the gap between the two methods, seed by seed (same seed: same split): the points chosen on validation,
+    # and the two reference points when they differ from the chosen ones
+    lines += ["## IFFCL minus backprop", ""]
     for dataset in ("digits", "fashion"):
-        a, b = chosen.get(f"{dataset}-iffcl"), chosen.get(f"{dataset}-backprop")
-        if a is None or b is None:
-            continue
-        common = sorted(set(aggs[a]["per_seed"]) & set(aggs[b]["per_seed"]))
-        if not common:
-            continue
-        lines += [f"**{dataset}: IFFCL ({a}) minus backprop ({b}), both chosen on validation, over seeds "
-                  f"{', '.join(map(str, common))}:**", ""]
-        for key, label in (("last_test", "last-epoch test"), ("test_at_best_val", "test at best validation")):
-            diff = mean_std([aggs[a]["per_seed"][s][key] - aggs[b]["per_seed"][s][key] for s in common])
-            lines.append(f"* {label}: {_pct(diff)} points")
-        lines.append("")
-        fig = _plot_mean_curves(out, [("IFFCL " + a, a), ("backprop " + b, b)], common,
-                                out / f"compare-{dataset}.png", dataset)
-        if fig is not None:
-            lines += [f"![{dataset}: IFFCL and backprop, mean over seeds](figures/compare-{dataset}.png)", ""]
+        pairs = [(chosen.get(f"{dataset}-iffcl"), chosen.get(f"{dataset}-backprop"), "both chosen on validation")]
+        if pairs[0][:2] != (f"{dataset}-iffcl", f"{dataset}-backprop"):
+            pairs.append((f"{dataset}-iffcl", f"{dataset}-backprop", "the reference points (defaults)"))
+        compared = []
+        for a, b, how in pairs:
+            if a not in aggs or b not in aggs:
+                continue
+            common = sorted(set(aggs[a]["per_seed"]) & set(aggs[b]["per_seed"]))
+            if not common:
+                continue
+            compared.append((a, b, common))
+            lines += [f"**{dataset}: IFFCL ({a}) minus backprop ({b}), {how}, over seeds "
+                      f"{', '.join(map(str, common))} (mean ± std of the per-seed differences):**", ""]
+            for key, label in (("last_test", "last-epoch test"), ("test_at_best_val", "test at best validation"),
+                               ("best_val", "best validation")):
+                diff = mean_std([aggs[a]["per_seed"][s][key] - aggs[b]["per_seed"][s][key] for s in common])
+                lines.append(f"* {label}: {_pct(diff)} points")
+            lines.append("")
+        if compared:  # the figure: the pair with the most seeds
+            a, b, common = max(compared, key=lambda c: len(c[2]))
+            if _plot_mean_curves(out, [("IFFCL " + a, a), ("backprop " + b, b)], common,
+                                 out / f"compare-{dataset}.png", dataset) is not None:
+                lines += [f"![{dataset}: {a} and {b}, mean over seeds {', '.join(map(str, common))}]"
+                          f"(figures/compare-{dataset}.png)", ""]
     if "fashion-iffcl-paper-like" in names and aggs["fashion-iffcl-paper-like"]["n"]:
         fig = _plot_mean_curves(out, [("paper's reading", "fashion-iffcl-paper-like")],
                                 _seed_list(EXPERIMENTS["fashion-iffcl-paper-like"], seeds),
@@ -566,6 +634,8 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=None, help="override every experiment's epochs (smoke tests)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many training examples (smoke tests)")
     parser.add_argument("--quick", action="store_true", help="2 epochs and 2000 examples each (a smoke test)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="start no run: write the tables from the runs already in --out")
     parser.add_argument("--write-docs", type=Path, default=None, metavar="DOCS",
                         help="also write the page to DOCS/results.md and its figures to DOCS/figures")
     return parser
@@ -589,6 +659,8 @@ def _command_line(args):
             parts.append(f"{flag} {value}")
     if args.quick:
         parts.append("--quick")
+    if getattr(args, "report_only", False):
+        parts.append("--report-only")
     if getattr(args, "write_docs", None):
         parts.append(f"--write-docs {args.write_docs}")
     return " ".join(parts)
@@ -602,11 +674,11 @@ def run_from_args(args, log=print):
     return run_reproduce(args.out, only=args.only, seeds=parse_seeds(args.seeds),
                          digits_seeds=parse_seeds(args.digits_seeds, "--digits-seeds"), jobs=args.jobs, epochs=epochs,
                          limit=limit, write_docs=getattr(args, "write_docs", None), command=_command_line(args),
-                         log=log)
+                         report_only=getattr(args, "report_only", False), log=log)
 
 
 def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, epochs=None, limit=None,
-                  write_docs=None, command=None, log=print):
+                  write_docs=None, command=None, report_only=False, log=print):
     """Run the experiments over the seeds (resuming what is there) and write ``out/results.md``.
 
     Returns the exit code: 0 when every run finished, 1 when one failed, 130 when interrupted.
@@ -625,12 +697,14 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
              for n in names}
     out.mkdir(parents=True, exist_ok=True)
     command = command or f"vaelayer reproduce --out {out} --only {','.join(names)} --jobs {jobs}"
-    t0 = time.perf_counter()
+    t0, start_time = time.perf_counter(), time.time()
     failed_all = []
     interrupted = False
+    stop_file = out / f".stop-{os.getpid()}"
+    stop_file.unlink(missing_ok=True)
     with _Interrupt() as stop:
         # phase 1: every experiment on its seeds (grid points on the first seed); phase 2: the chosen points
-        for phase in (1, 2):
+        for phase in () if report_only else (1, 2):
             chosen = choose(out, names, seeds, epochs) if phase == 2 else {}
             tasks = [(n, s) for n in names for s in seeds_for(EXPERIMENTS[n], seeds, chosen)]
             if phase == 2:
@@ -638,13 +712,16 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
             # in the order of EXPERIMENTS (long runs first), seed by seed
             order = list(EXPERIMENTS)
             tasks.sort(key=lambda t: (order.index(t[0]), t[1]))
-            finished, failed, interrupted = run_tasks(tasks, out, jobs, epochs, limit, log, stop)
+            finished, failed, interrupted = run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file)
             failed_all += failed
             done_tasks = set(tasks)
             if interrupted:
                 break
+    stop_file.unlink(missing_ok=True)
     chosen = choose(out, names, seeds, epochs)
     wall = time.perf_counter() - t0
+    if not report_only:
+        _record_invocation(out, command, start_time, time.time())
     page, _ = build_report(out, names, seeds, epochs, chosen, command, wall, limit)
     (out / "results.md").write_text(page)
     log(page)
