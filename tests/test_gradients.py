@@ -241,3 +241,12 @@ def test_backprop_network_gradients(n, d, widths, hidden, readout, weight, pass_
     labels = rng.integers(0, 3, n)
     eps = [rng.standard_normal((n, w)) for w in widths]
     assert_all_pass(check_network(net, x, labels, eps, weight))
+
+
+def test_large_loss_next_to_small_gradients_is_not_mistaken_for_kinks():
+    """|f| = 1000 beside O(1) gradients: rounding in the differences is not a kink (re-measuring it with a
+    1000x smaller step would only make it worse), so a correct gradient passes."""
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    results = check_gradients("big", lambda: 1000 + float(np.sum(g * np.sin(x))), {"x": x}, {"x": g * np.cos(x)})
+    assert results[0].passed and results[0].kinks == 0, results

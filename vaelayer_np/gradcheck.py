@@ -87,22 +87,28 @@ def relative_error(numeric, analytic, floor=SCALE_FLOOR):
 
 
 def _central(f, flat, i, old, h):
+    """(f(x + h e_i) - f(x - h e_i)) / 2h, and the larger |f| of the two (for the rounding estimate)."""
     flat[i] = old + h
     f_plus = f()
     flat[i] = old - h
     f_minus = f()
     flat[i] = old
-    return (f_plus - f_minus) / (2 * h)
+    return (f_plus - f_minus) / (2 * h), max(abs(f_plus), abs(f_minus))
+
+
+ROUNDING_MARGIN = 64  # a difference D(h/4) can be off by about this many eps * |f| / (h/4) through rounding
 
 
 def numerical_gradient(f, x, h=DEFAULT_STEP):
     """Central-difference gradient of the scalar ``f()`` with respect to the array ``x``.
 
     Each element is measured with steps h and h/4. For a smooth function the two
-    agree to O(h^2) (about 1e-10 here); if they differ by more than 1e-8 (relative),
-    a kink lies within the step (ReLU at 0, a hinge at its margin): the element is
-    measured again with a step h/1000 and counted in ``kinks``. ``x`` is perturbed in
-    place (and restored), so ``f`` must read it at call time.
+    agree to O(h^2) (about 1e-10 here) plus rounding; if they differ by more than both
+    1e-8 (relative) and the rounding the differences can carry
+    (``ROUNDING_MARGIN * eps * |f| / (h/4)``: large when |f| is large next to the
+    gradient), a kink lies within the step (ReLU at 0, a hinge at its margin): the
+    element is measured again with a step h/1000 and counted in ``kinks``. ``x`` is
+    perturbed in place (and restored), so ``f`` must read it at call time.
 
     Returns
     -------
@@ -120,11 +126,12 @@ def numerical_gradient(f, x, h=DEFAULT_STEP):
     gflat, uflat = grad.reshape(-1), uncertainty.reshape(-1)
     for i in range(flat.size):
         old = flat[i]
-        coarse = _central(f, flat, i, old, h)
-        fine = _central(f, flat, i, old, h / 4)
-        if abs(coarse - fine) > 1e-8 * max(1.0, abs(coarse)):
+        coarse, f_size = _central(f, flat, i, old, h)
+        fine, _ = _central(f, flat, i, old, h / 4)
+        rounding = ROUNDING_MARGIN * np.finfo(np.float64).eps * f_size / (h / 4)
+        if abs(coarse - fine) > max(1e-8 * max(1.0, abs(coarse)), rounding):
             kinks += 1
-            gflat[i] = _central(f, flat, i, old, h * 1e-3)
+            gflat[i] = _central(f, flat, i, old, h * 1e-3)[0]
         else:
             gflat[i] = coarse
             uflat[i] = abs(coarse - fine)
