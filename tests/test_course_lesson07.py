@@ -156,6 +156,17 @@ def test_kernel_checkers(check, good, bugs):
         assert str(result).startswith("FAIL")
 
 
+@njit(cache=False)
+def compiled_stub(dout, x):
+    raise NotImplementedError()
+
+
+def test_a_compiled_stub_reads_not_implemented():
+    """The student notebook's exercise cells are @njit functions whose body raises NotImplementedError."""
+    result = check_relu_backward_kernel(compiled_stub, time_it=False)
+    assert not result.passed and "not implemented" in str(result)
+
+
 def test_kernel_checker_prints_the_speed_ratio_as_information():
     result = check_kl_kernel(kl_kernel, time_it=True, quick=True)
     assert result.passed, str(result)
