@@ -144,12 +144,14 @@ class TrainConfig:
 
     def __post_init__(self):
         # dataset-dependent defaults are filled in once, so the saved config is explicit
-        if self.data and isinstance(self.data, str) and self.dataset == "digits":
-            # a table: runs and plots carry the file's name; sizes are fitted to it when it is loaded
-            from .tables import TABLE_BATCH, TABLE_EPOCHS, table_name
-            self.dataset = table_name(self.data)
         if self.data and isinstance(self.data, str):
-            import os  # absolute, so `vaelayer evaluate RUN` and `plot RUN` find the file from any folder
+            # a table: runs and plots carry the file's name; sizes are fitted to it when it is loaded
+            import os
+
+            from .tables import TABLE_BATCH, TABLE_EPOCHS, table_name
+            if self.dataset == "digits":
+                self.dataset = table_name(self.data)
+            # absolute, so `vaelayer evaluate RUN` and `plot RUN` find the file from any folder
             self.data = os.path.abspath(self.data)
             if self.test_data and isinstance(self.test_data, str):
                 self.test_data = os.path.abspath(self.test_data)

@@ -187,6 +187,9 @@ def _read_csv(path, target):
 
 def _read_npz_table(path):
     """(feature names, (N, D) float64 features, (N,) labels) from an .npz file with arrays X (or x) and y."""
+    if not zipfile.is_zipfile(path):  # np.load would take any other file for a pickle or a single .npy
+        raise CorruptFileError(f"{path}: not an .npz file (not a zip archive of arrays); save one with "
+                               "np.savez(path, X=X, y=y)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)

@@ -66,14 +66,13 @@ def blas_threads():
 
 
 # ----------------------------------------------------------------------------- measurement
-def _busy(seconds):
-    """A competing CPU load: matrix products for ``seconds`` (runs in a child process)."""
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+def _busy(seconds, parent):
+    """A competing CPU load: matrix products for ``seconds``, or until process ``parent`` is gone (a child process)."""
     with contextlib.suppress(OSError):
         os.nice(19)
     a = np.random.default_rng(0).standard_normal((400, 400))
     end = time.time() + seconds
-    while time.time() < end:
+    while time.time() < end and os.getppid() == parent:
         a = np.tanh(a @ a.T / 400.0)
 
 
@@ -142,7 +141,7 @@ def measure(repeats=5, load_processes=None, log=print):
         procs = []
         if state != "as it is":
             ctx = multiprocessing.get_context("spawn")
-            procs = [ctx.Process(target=_busy, args=(3600,), daemon=True) for _ in range(load_processes)]
+            procs = [ctx.Process(target=_busy, args=(3600, os.getpid()), daemon=True) for _ in range(load_processes)]
             for p in procs:
                 p.start()
             time.sleep(2.0)
