@@ -48,6 +48,7 @@ def run_cli(args, **kwargs):
 
 
 # ----------------------------------------------------------------------------- 1. data never lost
+@pytest.mark.slow
 def test_torn_metrics_line_is_dropped_for_resume_evaluate_and_plot(tmp_path, capsys):
     run = tmp_path / "run"
     tiny_run(run)
@@ -83,6 +84,15 @@ def test_folder_that_is_not_a_run_is_refused_before_anything_is_written(tmp_path
     assert "not empty and is not a run folder" in err and "chapter1.tex" in err
     assert sorted(p.name for p in folder.iterdir()) == ["chapter1.tex"]
     assert (folder / "chapter1.tex").read_text() == "precious"
+
+
+def test_a_folder_with_a_foreign_config_is_not_a_run(tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"editor": "vim"}')
+    assert main(["train", "--run-dir", str(folder), *TINY_ARGS, "--epochs", "1"]) == 2
+    assert "is not a vaelayer configuration" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
 
 
 def test_an_empty_existing_folder_is_fine(tmp_path):
@@ -136,6 +146,7 @@ def test_orphaned_temporary_files_are_removed_at_resume(tmp_path):
     assert (run / "notes.tmp").exists()
 
 
+@pytest.mark.slow
 def test_files_follow_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
@@ -303,6 +314,7 @@ def test_divergence_is_reported_and_the_last_good_state_kept(tmp_path, monkeypat
     assert "training diverged" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_real_divergence_exits_non_zero_without_traceback(tmp_path):
     run = tmp_path / "run"
     out = run_cli(["train", "--run-dir", str(run), *TINY_ARGS, "--epochs", "3", "--optimizer", "sgd", "--lr", "1e6",
@@ -325,6 +337,7 @@ def test_checkpoint_with_nan_weights_is_refused(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- 4. empty validation split
+@pytest.mark.slow
 def test_an_empty_validation_split(tmp_path, capsys):
     run = tmp_path / "run"
     _, rows, done = train_run(TrainConfig(**dict(TINY, val_fraction=0.0)), run_dir=run, progress=False, plots=True,
@@ -372,6 +385,7 @@ def test_run_folder_that_is_a_file(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- 6. file system
+@pytest.mark.slow
 def test_a_file_in_the_path_is_one_line_and_debug_shows_the_traceback(tmp_path):
     (tmp_path / "afile").write_text("x")
     target = tmp_path / "afile" / "run"

@@ -104,6 +104,13 @@ def _check_new_run_dir(run_dir):
     except OSError as exc:
         raise CheckpointError(f"{run_dir}: cannot list the folder ({exc.strerror or exc}); check its "
                               "permissions") from None
+    if CONFIG_FILE in names:
+        try:
+            read_config(run_dir)
+        except ValueError:
+            raise CheckpointError(f"run_dir: {run_dir} is not empty and is not a run folder (its {CONFIG_FILE} is "
+                                  "not a vaelayer configuration); refusing to write into it: choose a new or empty "
+                                  "folder") from None
     if CONFIG_FILE in names or CHECKPOINT_FILE in names:
         raise CheckpointError(f"run_dir: {run_dir} already holds a run; use --resume {run_dir} to continue it, or "
                               "choose a new folder")

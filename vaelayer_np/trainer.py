@@ -285,6 +285,8 @@ class Trainer:
         t0 = time.perf_counter()
         while self.batch_index < total:
             if should_stop is not None and should_stop():
+                if self.batch_index and self._first_nonfinite_parameter() is not None:  # never checkpoint NaNs
+                    raise self._divergence(total, what="a parameter became NaN or inf", step=self.batch_index)
                 self.epoch_sums["seconds"] = self.epoch_sums.get("seconds", 0.0) + time.perf_counter() - t0
                 return None
             idx = self.epoch_order[self.batch_index * bs:(self.batch_index + 1) * bs]
