@@ -297,15 +297,16 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     """
     if resume is not None:
         run_dir = Path(resume)
-        config = read_config(run_dir)
-        if epochs is not None:
-            config.epochs = epochs
-            config.validate()
-        state = _read_checkpoint(run_dir)
-        if state is not None and "trainer.config" in state:
-            _check_saved_config(config, state)
-        dataset = load_run_dataset(config)
-        with RunLock(run_dir):
+        read_config(run_dir)  # a run folder, before the lock file is touched
+        with RunLock(run_dir):  # then everything is read under the lock: no other process changes it meanwhile
+            config = read_config(run_dir)
+            if epochs is not None:
+                config.epochs = epochs
+                config.validate()
+            state = _read_checkpoint(run_dir)
+            if state is not None and "trainer.config" in state:
+                _check_saved_config(config, state)  # before the (slower) dataset load
+            dataset = load_run_dataset(config)
             clean_stale_temp_files(run_dir)
             trainer = Trainer(config, dataset.n_features, dataset.n_classes)
             if state is not None:
