@@ -56,7 +56,7 @@ def median_time(fn, repeats, warmup=2):
 
 
 def _row(name, t_numba, t_ref, ref_name="numpy"):
-    return f"  {name:<34s} numba {t_numba * 1e6:9.1f} us   {ref_name} {t_ref * 1e6:9.1f} us   speed-up {t_ref / t_numba:6.2f}x"
+    return f"  {name:<40s} numba {t_numba * 1e6:9.1f} us   {ref_name} {t_ref * 1e6:9.1f} us   speed-up {t_ref / t_numba:6.2f}x"
 
 
 def bench_kernels(repeats):
@@ -78,6 +78,7 @@ def bench_kernels(repeats):
     labels = rng.integers(0, 10, n)
     w, g, m = (rng.standard_normal((d, k)).astype(f32) for _ in range(3))
     v = rng.random((d, k)).astype(f32)
+    x, x_hat = rng.random((n, d)).astype(f32), rng.standard_normal((n, d)).astype(f32)
     relu_nb = _kernels.make_activation("relu")
     relu = ACTIVATIONS["relu"]
     out = relu.forward(mu)
@@ -97,6 +98,8 @@ def bench_kernels(repeats):
         ("relu backward", lambda: relu_nb.backward(dz, mu, out), lambda: relu.backward(dz, mu, out)),
         ("adam update 784x256", lambda: _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8),
          lambda: ops.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8)),
+        ("reconstruction MSE 128x784 (value+grad)", lambda: _kernels.mse_value_and_grad(x_hat, x),
+         lambda: ops.mse_value_and_grad(x_hat, x)),
     ]
     print("1. kernels (float32, batch 128, latent 256): median times")
     for name, fast, ref in cases:

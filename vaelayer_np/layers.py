@@ -9,6 +9,11 @@ their parameters so that checkpoints and optimisers can see them):
   as ``params``. Nothing accumulates, so calling backward twice gives the same result.
 
 Shapes: N examples, D inputs, K latent units / outputs, C classes.
+
+The public methods are the readable reference. For speed, a layer keeps its parameters as views
+into one flat buffer (:func:`flat_views`), and the training steps call ``_train_forward`` /
+``_train_backward``: the same arithmetic without the per-call input checks, writing into buffers
+the layer allocated once (``tests/test_speed_equivalence.py`` compares the two).
 """
 from __future__ import annotations
 
@@ -323,7 +328,7 @@ class VAELayer(Layer):
         ``neg_elbo = recon + beta * kl`` is the negative ELBO, the quantity training minimises.
         """
         self._check_cache(cache)
-        recon = cache.get("recon")  # the training path stores the value it computed with the gradient
+        recon = cache.get("recon")  # backward() stores the value it computed with the gradient
         if recon is None:
             recon, _ = self._recon(cache["x_hat"], cache["x"])
         kl = cache["kl"]
@@ -364,8 +369,9 @@ class VAELayer(Layer):
         x, z, mu = cache["x"], cache["z"], cache["mu"]
         n, k = mu.shape
         p, ops = self.params, self.ops
-        # Reconstruction: gradient reaches x_hat (and x itself, as the target).
-        _, (d_xhat, d_target) = self._recon(cache["x_hat"], x)
+        # Reconstruction: gradient reaches x_hat (and x itself, as the target). Its value comes with
+        # it and is kept in the cache, so that loss_terms(cache) does not compute it a second time.
+        cache["recon"], (d_xhat, d_target) = self._recon(cache["x_hat"], x)
         d_xhat = d_xhat * w
         grads = {"W_dec": ops.matmul(z.T, d_xhat), "b_dec": d_xhat.sum(axis=0)}
         d_z = ops.matmul(d_xhat, p["W_dec"].T)
