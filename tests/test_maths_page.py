@@ -147,7 +147,9 @@ def broken_links(site, page_dir):
         if not target.is_file():
             problems.append(f"{href}: no file {target.relative_to(site)}")
             continue
-        ids = cache.setdefault(target, parse_html(target).ids)
+        if target not in cache:
+            cache[target] = parse_html(target).ids
+        ids = cache[target]
         if unquote(url.fragment) not in ids:
             problems.append(f"{href}: no element with id {url.fragment!r} in {target.relative_to(site)}")
     return checked, problems
