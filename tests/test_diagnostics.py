@@ -78,6 +78,7 @@ def test_encode_layers_training_path_differs_from_the_mean_path():
     assert not np.allclose(mean_path[1][0], train_path[1][0])              # layer 2 sees act(z) in training
 
 
+@pytest.mark.slow  # imports scikit-learn's logistic regression (seconds on a busy machine)
 def test_probe_accuracy_on_separable_features():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 20)

@@ -90,6 +90,7 @@ def test_traverse_changes_only_the_chosen_unit():
     np.testing.assert_allclose(flat, np.repeat(flat[:1], 5, axis=0))
 
 
+@pytest.mark.slow  # imports matplotlib (seconds on a busy machine)
 def test_image_grid_draws_every_row():
     fig = gen.image_grid([np.zeros((3, 64)), np.ones((2, 64))], (8, 8), ["a", "b"], title="t")
     assert len(fig.axes) == 6
