@@ -15,9 +15,17 @@ plays no part in any choice.
 
 Robustness. Runs go to child processes (``--jobs`` at a time), each with one BLAS and one Numba
 thread. A finished seed is reused, an interrupted one resumed from its checkpoint, so the same
-command continues where it stopped. Ctrl-C stops the whole command: each running child is asked
-once to stop (it checkpoints between two steps), nothing new is started, and the command exits
-with code 130.
+command continues where it stopped. Ctrl-C stops the whole command: the children (in sessions of
+their own, so a terminal's Ctrl-C does not reach them directly) see the command's stop file and
+checkpoint between two steps, nothing new is started, and the command exits with code 130; a
+second Ctrl-C terminates the children (each then resumes from its last checkpoint). A child whose
+parent has gone stops too.
+
+Example::
+
+    vaelayer reproduce --seeds 0,1,2 --jobs 2                 # everything; the same command resumes
+    vaelayer reproduce --only digits-iffcl,digits-backprop    # a subset
+    vaelayer reproduce --report-only --write-docs docs        # the tables of what is there, no training
 """
 from __future__ import annotations
 
@@ -65,7 +73,8 @@ class Experiment:
     grid_seeds : "all" (every point on every seed) or "first" (the points on the first seed, the
         chosen point then on every seed); the group's reference point (``name == group``) always
         runs on every seed
-    minutes : per seed, measured on the shared two-core machine with two runs at a time (for --help)
+    minutes : per seed, measured on the two-core machine while it was shared (load about 20), for --help;
+        None when not measured
     """
 
     name: str
@@ -97,32 +106,32 @@ def _experiments():
     # then the other grid points
     exps = [
         # Fashion-MNIST: the same budget and lr grid for both methods; grid points on the first seed
-        Experiment("fashion-iffcl", dict(f), "IFFCL, defaults", "fashion-iffcl", grid_seeds="first", minutes=15.0),
+        Experiment("fashion-iffcl", dict(f), "IFFCL, defaults", "fashion-iffcl", grid_seeds="first", minutes=40.0),
         Experiment("fashion-backprop", dict(f, method="backprop"), "backprop, defaults", "fashion-backprop",
-                   grid_seeds="first", minutes=10.0),
+                   grid_seeds="first", minutes=25.0),
         Experiment("fashion-iffcl-lr2e-3", dict(f, lr=2e-3), "IFFCL, lr 2e-3", "fashion-iffcl",
-                   grid_seeds="first", minutes=15.0),
+                   grid_seeds="first", minutes=40.0),
         Experiment("fashion-backprop-lr2e-3", dict(f, method="backprop", lr=2e-3), "backprop, lr 2e-3",
-                   "fashion-backprop", grid_seeds="first", minutes=10.0),
+                   "fashion-backprop", grid_seeds="first", minutes=25.0),
         # digits: both methods, the same lr grid, every point on every seed (cheap)
-        Experiment("digits-iffcl", dict(dataset="digits"), "IFFCL, defaults", "digits-iffcl", minutes=1.0),
+        Experiment("digits-iffcl", dict(dataset="digits"), "IFFCL, defaults", "digits-iffcl", minutes=2.5),
         Experiment("digits-backprop", dict(dataset="digits", method="backprop"), "backprop, defaults",
-                   "digits-backprop", minutes=0.7),
+                   "digits-backprop", minutes=1.5),
         Experiment("digits-logreg", dict(dataset="digits"), "context: logistic regression on pixels",
                    kind="logreg", minutes=0.1),
         Experiment("digits-mlp-sklearn", dict(dataset="digits", epochs=50),
-                   f"context: scikit-learn MLP {_mlp_sizes('digits')}", kind="mlp", minutes=0.5),
+                   f"context: scikit-learn MLP {_mlp_sizes('digits')}", kind="mlp", minutes=1.5),
         Experiment("fashion-iffcl-paper-like", dict(dataset="fashion-mnist", epochs=DECLINE_EPOCHS, **PAPER_LIKE),
-                   "decline study: the paper's reading", minutes=3.0),
+                   "decline study: the paper's reading", minutes=7.0),
         Experiment("fashion-logreg", dict(dataset="fashion-mnist"), "context: logistic regression on pixels",
-                   kind="logreg", minutes=2.0),
+                   kind="logreg", minutes=2.5),
         Experiment("digits-iffcl-lr2e-3", dict(dataset="digits", lr=2e-3), "IFFCL, lr 2e-3", "digits-iffcl",
-                   minutes=1.0),
+                   minutes=2.5),
         Experiment("digits-backprop-lr2e-3", dict(dataset="digits", method="backprop", lr=2e-3),
-                   "backprop, lr 2e-3", "digits-backprop", minutes=0.7),
+                   "backprop, lr 2e-3", "digits-backprop", minutes=1.5),
         # the most expensive context row last
         Experiment("fashion-mlp-sklearn", dict(dataset="fashion-mnist", epochs=FASHION_EPOCHS),
-                   f"context: scikit-learn MLP {_mlp_sizes('fashion-mnist')}", kind="mlp", minutes=12.0),
+                   f"context: scikit-learn MLP {_mlp_sizes('fashion-mnist')}", kind="mlp", minutes=None),
     ]
     return {e.name: e for e in exps}
 
@@ -167,7 +176,7 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
     if exp.kind != "train":
         return _run_context_model(exp, settings, run_dir, log)
     from .checkpoint import load_npz
-    from .runs import CHECKPOINT_FILE, METRICS_FILE, read_config, train_run
+    from .runs import CHECKPOINT_FILE, METRICS_FILE, RunLock, read_config, train_run
 
     config = TrainConfig(**settings).validate()
     checkpoint = run_dir / CHECKPOINT_FILE
@@ -182,8 +191,9 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
         if len(rows) < done_epochs:  # metrics lost after the checkpoint: the rows cannot be recovered
             log(f"{run_dir}: metrics.jsonl has {len(rows)} rows for {done_epochs} checkpointed epochs; "
                 "training this seed again from the start")
-            checkpoint.unlink()
-            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+            with RunLock(run_dir):  # never under a process that is training there
+                checkpoint.unlink()
+                (run_dir / METRICS_FILE).unlink(missing_ok=True)
         elif done_epochs >= config.epochs:
             log(f"{exp.name} seed {seed}: finished before, reused")
             return True
@@ -288,7 +298,8 @@ def summarise_run(rows):
         return None
     best = max(rows, key=lambda r: -1.0 if r.get("val_acc") is None else r["val_acc"])
     last = rows[-1]
-    return {"epochs": len(rows), "last_test": last["test_acc"], "last_val": last["val_acc"],
+    return {"epochs": len(rows), "last_epoch": last["epoch"], "last_test": last["test_acc"],
+            "last_val": last["val_acc"],
             "best_val": best["val_acc"], "test_at_best_val": best["test_acc"], "best_val_epoch": best["epoch"],
             "seconds": float(sum(r.get("seconds", 0.0) for r in rows))}
 
@@ -566,7 +577,9 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
     for name in names:
         exp, agg = EXPERIMENTS[name], aggs[name]
         mark = " **chosen**" if chosen.get(exp.group) == name else ""
-        epochs = sorted({s["epochs"] for s in agg["per_seed"].values()})
+        epochs = sorted({s["last_epoch"] for s in agg["per_seed"].values()})
+        if exp.kind == "logreg" and epochs:
+            epochs = ["fit"]
         missing = ", ".join(f"{s}: {why}" for s, why in agg["missing"]) or "none"
         lines.append(f"| {name}{mark} | {exp.purpose} | {agg['n']}/{len(seeds_for(exp, seeds, chosen))} | "
                      f"{'/'.join(str(e) for e in epochs) or '-'} | {_pct(agg['last_test'])} | "
@@ -602,21 +615,24 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
                 lines += [f"![{dataset}: {a} and {b}, mean over seeds {', '.join(map(str, common))}]"
                           f"(figures/compare-{dataset}.png)", ""]
     if "fashion-iffcl-paper-like" in names and aggs["fashion-iffcl-paper-like"]["n"]:
-        fig = _plot_mean_curves(out, [("paper's reading", "fashion-iffcl-paper-like")],
+        fig = _plot_mean_curves(out, [("paper's reading", "fashion-iffcl-paper-like"), ("defaults", "fashion-iffcl")],
                                 _seed_list(EXPERIMENTS["fashion-iffcl-paper-like"], seeds),
                                 out / "decline-study.png", "decline")
         if fig is not None:
-            lines += ["![decline study: the paper's reading of IFFCL on Fashion-MNIST](figures/decline-study.png)",
+            lines += ["![decline study: the paper's reading of IFFCL and the defaults on Fashion-MNIST, mean over "
+                      "seeds](figures/decline-study.png)",
                       ""]
     return "\n".join(lines) + "\n", aggs
 
 
 # ---------------------------------------------------------------------------------------- the command
 def _describe_experiments():
-    lines = ["experiments (minutes per seed, measured on the shared 2-core machine, two runs at a time):"]
+    lines = ["experiments (minutes per seed, measured on the 2-core machine while shared with other work, load",
+             "about 20; a quiet machine is several times faster):"]
     for e in EXPERIMENTS.values():
         grid = f", grid {e.group}" if e.group else ""
-        lines.append(f"  {e.name:28s} {e.minutes:5.1f} min  {e.purpose}{grid}")
+        minutes = "  not measured" if e.minutes is None else f"{e.minutes:5.1f} min"
+        lines.append(f"  {e.name:28s} {minutes}  {e.purpose}{grid}")
     return "\n".join(lines)
 
 
