@@ -1,4 +1,8 @@
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,3 +29,26 @@ def pytest_configure(config):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+class SiteBuild:
+    """One `mkdocs build --strict` of the documentation site, shared by every docs test of a session."""
+
+    def __init__(self, site, proc, seconds):
+        self.site, self.proc, self.seconds = site, proc, seconds
+
+    def check(self):
+        if self.proc.returncode != 0:
+            pytest.fail(f"mkdocs build --strict failed ({self.proc.returncode}):\n"
+                        f"{self.proc.stdout[-4000:]}\n{self.proc.stderr[-8000:]}")
+
+
+@pytest.fixture(scope="session")
+def site_build(tmp_path_factory):
+    root = Path(__file__).resolve().parents[1]
+    site = tmp_path_factory.mktemp("docs") / "site"
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", OPENBLAS_NUM_THREADS="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    return SiteBuild(site, proc, time.perf_counter() - start)

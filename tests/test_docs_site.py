@@ -43,24 +43,10 @@ def lessons():
     return sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 
 
-class Build:
-    def __init__(self, site, proc, seconds):
-        self.site, self.proc, self.seconds = site, proc, seconds
-
-    def check(self):
-        if self.proc.returncode != 0:
-            pytest.fail(f"mkdocs build --strict failed ({self.proc.returncode}):\n"
-                        f"{self.proc.stdout[-4000:]}\n{self.proc.stderr[-8000:]}")
-
-
 @pytest.fixture(scope="module")
-def build(tmp_path_factory):
-    site = tmp_path_factory.mktemp("docs") / "site"
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", OPENBLAS_NUM_THREADS="1")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    return Build(site, proc, time.perf_counter() - start)
+def build(site_build):
+    """The session's one strict build (tests/conftest.py: site_build)."""
+    return site_build
 
 
 def test_install_page_python_example_runs():
@@ -169,7 +155,7 @@ def test_site_in_browser(request, tmp_path):
             page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
             for rel in pages:
                 page.goto(base + rel, wait_until="load")
-                page.wait_for_function("window.siteMath && window.siteMath.done", timeout=60_000)
+                page.wait_for_function("window.siteMath && window.siteMath.done", timeout=180_000)
                 page.evaluate("new Promise(resolve => MathJax.Hub.Queue(resolve))")  # later typesets too
                 reports[rel] = page.evaluate(PAGE_REPORT)
                 if rel in ("api/", f"lessons/{lessons()[0]}/"):

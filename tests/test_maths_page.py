@@ -156,14 +156,10 @@ def broken_links(site, page_dir):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("maths_site") / "site"
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(f"mkdocs build --strict failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return out
+def site(site_build):
+    """The session's one strict build (tests/conftest.py: site_build), shared with tests/test_docs_site.py."""
+    site_build.check()
+    return site_build.site
 
 
 @pytest.mark.slow  # one strict site build: 40-80 s on a busy 2-core machine

@@ -106,3 +106,12 @@ def check_finite(name, value):
     if not np.isfinite(v):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     return v
+
+
+def check_threads(n, name="threads"):
+    """``n`` as a positive int, or None (no limit); anything else raises ValueError naming ``name``."""
+    if n is None:
+        return None
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name}: expected a positive integer (BLAS threads) or None, got {n!r}")
+    return int(n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ._validate import check_choice, check_finite, check_positive
+from ._validate import check_choice, check_finite, check_positive, check_threads
 from .activations import ACTIVATIONS
 from .backend import BACKENDS, default_backend
 from .data import DATASETS
@@ -172,7 +172,6 @@ class TrainConfig:
                 continue
             check_choice(name, getattr(self, name), choices)
         self._validate_table()
-        from .threads import check_threads
         if self.threads is None or check_threads(self.threads) is None:
             raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
         for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound"):

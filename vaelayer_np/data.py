@@ -476,16 +476,3 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
         x_train, y_train = x_train[:limit], y_train[:limit]
     return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_val), y_val,
                    np.ascontiguousarray(x_test), y_test, tuple(image_shape), tuple(classes))
-
-
-def load_for_config(config):
-    """The dataset a :class:`~vaelayer_np.config.TrainConfig` names.
-
-    With ``config.data`` set, the table file it names (:func:`vaelayer_np.tables.load_table_for_config`,
-    which also fits the sizes the config leaves open to the table); otherwise :func:`load_dataset`.
-    """
-    if getattr(config, "data", ""):
-        from .tables import load_table_for_config
-
-        return load_table_for_config(config)
-    return load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)

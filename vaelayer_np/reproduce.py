@@ -773,6 +773,5 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "--child":
         sys.exit(_child_main(sys.argv[2:]))
-    from .cli import main
-
-    sys.exit(main(["reproduce", *sys.argv[1:]]))
+    sys.exit("run the experiments with `vaelayer reproduce` (or `python -m vaelayer_np reproduce`); "
+             "`python -m vaelayer_np.reproduce --child ...` is the per-seed worker it starts")

@@ -31,7 +31,8 @@ from pathlib import Path
 from .checkpoint import (CheckpointError, _save_error, _write_atomic, append_jsonl_durable, clean_stale_temp_files,
                          load_npz, read_jsonl, save_npz_atomic, write_json_atomic)
 from .config import TrainConfig
-from .data import load_for_config
+from .data import load_dataset
+from .tables import load_table_for_config
 from .threads import limit_threads
 from .trainer import DivergenceError, Trainer, check_resume_config
 
@@ -51,8 +52,15 @@ def new_run_dir(root="runs", config=None):
 
 
 def load_run_dataset(config):
-    """The dataset a configuration trains on (the one place a run loads its data)."""
-    return load_for_config(config)
+    """The dataset a configuration trains on (the one place a run loads its data).
+
+    With ``config.data`` set, the table file it names (:func:`vaelayer_np.tables.load_table_for_config`,
+    which also fits the sizes the config leaves open to the table); otherwise
+    :func:`vaelayer_np.data.load_dataset`.
+    """
+    if getattr(config, "data", ""):
+        return load_table_for_config(config)
+    return load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)
 
 
 def _check_is_folder(run_dir):
@@ -200,7 +208,10 @@ def plot_run(run_dir, trainer=None, dataset=None):
     if trainer is None:
         trainer, dataset = load_trainer(run_dir, dataset)
     x = dataset.x_test[:512].astype(trainer.dtype)
-    return plot_all(rows, trainer.net_a, x, dataset.image_shape, run_dir, f"{config.dataset}, {config.method}")
+    name = Path(config.data).name if getattr(config, "data", "") else config.dataset
+    return plot_all(rows, trainer.net_a, x, dataset.image_shape, run_dir, f"{name}, {config.method}",
+                    labels=dataset.y_test[:512], class_names=tuple(dataset.class_names),
+                    feature_names=tuple(getattr(dataset, "feature_names", ())))
 
 
 def evaluate(trainer, dataset):

@@ -82,12 +82,13 @@ def fit_config_to_table(config, n_features, n_classes):
     ``widths=None`` becomes the fitted widths; ``encoder_hidden`` is fitted when it
     holds the image default (1024), so any other value you give is kept.
     """
-    from .config import DEFAULTS
+    import dataclasses
 
+    image_default = {f.name: f.default for f in dataclasses.fields(config)}["encoder_hidden"]
     widths, hidden = fit_sizes(n_features, n_classes)
     if config.widths is None:
         config.widths = widths
-    if config.encoder_hidden == DEFAULTS["encoder_hidden"]:
+    if config.encoder_hidden == image_default:
         config.encoder_hidden = hidden
     return config
 

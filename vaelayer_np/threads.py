@@ -26,16 +26,8 @@ import time
 
 import numpy as np
 
+from ._validate import check_threads  # noqa: F401  (public here too)
 from .config import DEFAULT_THREADS  # the default lives with every other setting
-
-
-def check_threads(n, name="threads"):
-    """``n`` as a positive int, or None (no limit); anything else raises ValueError naming ``name``."""
-    if n is None:
-        return None
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name}: expected a positive integer (BLAS threads) or None, got {n!r}")
-    return int(n)
 
 
 @contextlib.contextmanager

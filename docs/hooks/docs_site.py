@@ -155,10 +155,18 @@ _EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
 _MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?\.jp-Mermaid.*?</script>', re.S)
 
 
+# In a lesson's inline question the answer sits between "### BEGIN SOLUTION" and "### END SOLUTION"
+# lines (the markers the student notebooks are generated from); Markdown renders them as headings.
+# On the site they become a plain "Answer" label and nothing, so they stay out of the table of contents.
+_SOLUTION_BEGIN = re.compile(r'<h3[^>]*>\s*BEGIN SOLUTION(?:(?!</h3>).)*</h3>', re.S)
+_SOLUTION_END = re.compile(r'<h3[^>]*>\s*END SOLUTION(?:(?!</h3>).)*</h3>', re.S)
+
+
 def on_page_content(content, page, config, files):
     if not page.file.src_uri.endswith(".ipynb"):
         return content
     content = _MERMAID_LOADER.sub("", _EMPTY_SCRIPT.sub("", content))
+    content = _SOLUTION_END.sub("", _SOLUTION_BEGIN.sub('<p class="lesson-answer"><em>Answer:</em></p>', content))
     name = html.escape(Path(page.file.src_uri).name)
     link = (f'<p class="lesson-download">Download this notebook: '
             f'<a href="{name}" download><code>{name}</code></a> '
