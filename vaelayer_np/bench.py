@@ -430,7 +430,10 @@ faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 trainer.train_epoch(ds.x_train[:128 * 50], ds.y_train[:128 * 50])
 second = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f1
+# VmHWM is this process's own peak; ru_maxrss would also count the parent's peak before exec
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with open("/proc/self/status") as status:
+    peak = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), peak)
 print(seconds, trainer.steps_per_epoch, faults, second, peak)
 """
 
