@@ -115,6 +115,8 @@ def _experiments():
         Experiment("fashion-backprop-lr2e-3", dict(f, method="backprop", lr=2e-3), "backprop, lr 2e-3",
                    "fashion-backprop", grid_seeds="first", minutes=25.0),
         # digits: both methods, the same lr grid, every point on every seed (cheap)
+        Experiment("fashion-iffcl-lam30", dict(f, lam=30.0), "IFFCL, lambda 30 (cosine term weighted 3x)",
+                   "fashion-iffcl", grid_seeds="first", minutes=None),
         Experiment("digits-iffcl", dict(dataset="digits"), "IFFCL, defaults", "digits-iffcl", minutes=2.5),
         Experiment("digits-backprop", dict(dataset="digits", method="backprop"), "backprop, defaults",
                    "digits-backprop", minutes=1.5),
