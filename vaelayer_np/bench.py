@@ -32,16 +32,29 @@ import time
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import DEFAULT_THREADS, TrainConfig
+from .threads import limit_threads
 from .trainer import Trainer
 
 
+_THREADS = None  # set by run_bench(threads=...)
+
+
 def _threads():
-    """Threads for every library: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else all cores."""
+    """Threads for BLAS and PyTorch in the step measurements: ``vaelayer bench --threads N`` if given,
+    else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else :data:`DEFAULT_THREADS`, the number
+    ``vaelayer train`` runs with (so that the bench measures the step as training runs it).
+
+    With more than one thread, the libraries' idle worker threads spin for a while after each call
+    (OpenBLAS's and PyTorch's OpenMP pools); measured round-robin on 2 cores, each library's spinning
+    workers then slow the next one down, which is part of what such a figure shows.
+    """
+    if _THREADS is not None:
+        return _THREADS
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
+        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
             return int(os.environ[var])
-    return os.cpu_count() or 1
+    return DEFAULT_THREADS
 
 
 def median_time(fn, repeats, warmup=2):
@@ -415,57 +428,82 @@ def bench_compile():
 
 
 _EPOCH_CODE = """
-import resource, sys, time
+import resource, statistics, sys, time
 from vaelayer_np.config import TrainConfig
 from vaelayer_np.data import load_dataset
+from vaelayer_np.threads import limit_threads
 from vaelayer_np.trainer import Trainer
 ds = load_dataset("fashion-mnist")
-trainer = Trainer(TrainConfig(dataset="fashion-mnist", backend=sys.argv[1]), ds.n_features, ds.n_classes)
-trainer.step(ds.x_train[:128], ds.y_train[:128])  # compile (cached) outside the timed epoch
-f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-t0 = time.perf_counter()
-trainer.train_epoch(ds.x_train, ds.y_train)
-seconds = time.perf_counter() - t0
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-trainer.train_epoch(ds.x_train[:128 * 50], ds.y_train[:128 * 50])
-second = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f1
+config = TrainConfig(dataset="fashion-mnist", backend=sys.argv[1])
+trainer = Trainer(config, ds.n_features, ds.n_classes)
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+with limit_threads(config.threads):  # as `vaelayer train` runs it
+    trainer.step(ds.x_train[:128], ds.y_train[:128])  # compile (cached) outside the timed epoch
+    f0 = faults()
+    t0 = time.perf_counter()
+    trainer.train_epoch(ds.x_train, ds.y_train)
+    seconds = time.perf_counter() - t0
+    first = faults() - f0
+    per_step, last = [], [faults()]
+    def on_step(i, n, m):
+        now = faults()
+        per_step.append(now - last[0])
+        last[0] = now
+    for _ in range(2):  # two more epochs of 50 steps; the faults of each step after the first epoch
+        trainer.train_epoch(ds.x_train[:128 * 50], ds.y_train[:128 * 50], on_step=on_step)
 # VmHWM is this process's own peak; ru_maxrss would also count the parent's peak before exec
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 with open("/proc/self/status") as status:
     peak = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), peak)
-print(seconds, trainer.steps_per_epoch, faults, second, peak)
+print(seconds, trainer.steps_per_epoch, first, statistics.median(per_step), sum(per_step) / len(per_step), peak,
+      config.threads)
 """
 
 
-def bench_epoch(backends=("numba", "numpy")):
-    """One Fashion-MNIST epoch with the default settings, each backend in a fresh process."""
-    print("\n4a. one Fashion-MNIST epoch (54,000 examples, batch 128), default settings, fresh process per backend")
+DEFAULT_HIDDEN, DEFAULT_BATCH = TrainConfig().encoder_hidden, TrainConfig().batch_size
+
+
+def bench_epoch(backends=("numba", "numpy"), floor_ms=None):
+    """One Fashion-MNIST epoch with the default settings, each backend in a fresh process.
+
+    ``floor_ms``: the parts floor of one step of the default configuration measured in section 3,
+    printed times the epoch's steps (what no implementation of the epoch can go below).
+    """
+    print("\n4a. one Fashion-MNIST epoch (54,000 examples, batch 128), default settings (BLAS threads as "
+          "`vaelayer train` sets them), fresh process per backend")
+    if floor_ms is not None:
+        steps = -(-54000 // DEFAULT_BATCH)
+        print(f"  floor: {steps} steps x parts floor {floor_ms:.1f} ms (section 3, {_threads()} thread(s)) = "
+              f"{steps * floor_ms / 1e3:.1f} s per epoch")
     for backend in backends:
         done = subprocess.run([sys.executable, "-c", _EPOCH_CODE, backend], capture_output=True, text=True)
         if done.returncode != 0:
             print(f"  {backend}: skipped ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'})")
             continue
-        seconds, steps, faults, second, peak = done.stdout.split()[-5:]
-        print(f"  {backend}: {float(seconds):.1f} s per epoch; page faults {int(faults) / int(steps):.1f} per step "
-              f"in the first epoch, {int(second) / 50:.1f} per step after it (50 steps); "
-              f"peak resident memory of the process {float(peak):.0f} MB")
+        seconds, steps, first, median, mean, peak, threads = done.stdout.split()[-7:]
+        print(f"  {backend}: {float(seconds):.1f} s per epoch ({threads} BLAS thread(s)); page faults per step: "
+              f"{int(first) / int(steps):.1f} in the first epoch, median {float(median):.0f} and mean "
+              f"{float(mean):.2f} in the 100 steps after it; peak resident memory of the process {float(peak):.0f} MB")
 
 
-def run_bench(repeats=20, quick=False, json_lines=False):
+def run_bench(repeats=20, quick=False, json_lines=False, threads=None):
     """``vaelayer bench``: print the sections listed at the top of this module (``json_lines``: only
-    the step configurations, one JSON object per line)."""
+    the step configurations, one JSON object per line; ``threads``: see :func:`_threads`)."""
+    global _THREADS
+    _THREADS = threads
     if quick:
         repeats = min(repeats, 5)
-    if json_lines:
-        bench_step(repeats, json_lines=True)
-        return
-    import numba
-    print(f"vaelayer bench: numpy {np.__version__}, numba {numba.__version__}, {os.cpu_count()} cores, "
-          f"{_threads()} thread(s) for BLAS and PyTorch (set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS to "
-          f"change); load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; medians of {repeats} repeats\n")
-    bench_kernels(repeats)
-    bench_step(repeats)
+    with limit_threads(_threads()):
+        if json_lines:
+            bench_step(repeats, json_lines=True)
+            return
+        import numba
+        print(f"vaelayer bench: numpy {np.__version__}, numba {numba.__version__}, {os.cpu_count()} cores, "
+              f"{_threads()} thread(s) for BLAS and PyTorch in sections 1-3 (--threads N to change); load average "
+              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; medians of {repeats} repeats\n")
+        bench_kernels(repeats)
+        rows = bench_step(repeats)
     if not quick:
-        bench_epoch()
+        bench_epoch(floor_ms=next((r["parts_floor_ms"] for r in rows
+                                   if (r["encoder_hidden"], r["batch"]) == (DEFAULT_HIDDEN, DEFAULT_BATCH)), None))
         bench_compile()

@@ -148,6 +148,9 @@ def build_parser():
     p.add_argument("--repeats", type=_positive_int, default=20,
                    help="timed repeats per measurement (medians are printed)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and no full epoch")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for BLAS and PyTorch in the step measurements (default: OPENBLAS_NUM_THREADS or "
+                        "OMP_NUM_THREADS if set, else the number `vaelayer train` uses)")
     p.add_argument("--json", action="store_true", help="print one JSON object per step configuration (medians) "
                                                        "and nothing else")
 
@@ -254,7 +257,7 @@ def _dispatch(args, parser):
     if args.command == "bench":
         from .bench import run_bench
 
-        run_bench(repeats=args.repeats, quick=args.quick, json_lines=args.json)
+        run_bench(repeats=args.repeats, quick=args.quick, json_lines=args.json, threads=args.threads)
         return 0
     if args.command == "reproduce":
         from .reproduce import run_from_args

@@ -170,6 +170,7 @@ class Trainer:
                 self.optimizers[f"{net_name}.{layer_name}"] = self._make_optimizer(layer.params, lr)
                 self.base_lr[f"{net_name}.{layer_name}"] = lr
         self.steps_per_epoch = None  # known once the training set is seen
+        self._batch_buffers = None  # (x, y) of the current batch, reused (see _gather)
         self._resumed = False  # True after load_state_dict, until the first train_epoch checks the counters
 
     def _build_net(self, seed):
@@ -266,6 +267,7 @@ class Trainer:
         check_float_array("x", x, shape=(None, self.n_features))
         check_labels("y", y, x.shape[0], self.n_classes)
         x = np.asarray(x, dtype=self.dtype)
+        y = np.asarray(y)
         n = x.shape[0]
         bs = self.config.batch_size
         total = self.n_batches(n)
@@ -292,7 +294,7 @@ class Trainer:
             idx = self.epoch_order[self.batch_index * bs:(self.batch_index + 1) * bs]
             try:
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, by name
-                    m = self.step(x[idx], y[idx])
+                    m = self.step(*self._gather(x, y, idx))
             except ValueError as exc:
                 # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training
                 if not _is_nonfinite_error(exc) and self._first_nonfinite_parameter() is None:
@@ -315,6 +317,19 @@ class Trainer:
         self.epoch += 1
         self.epoch_order, self.batch_index, self.epoch_sums = None, 0, {}
         return means
+
+    def _gather(self, x, y, idx):
+        """The batch ``x[idx], y[idx]``, gathered into buffers kept between steps (a fresh 400 kB array
+        per step would be handed back to the OS and faulted in again at every step)."""
+        k, buf = idx.shape[0], self._batch_buffers
+        if (buf is None or buf[0].shape[0] < k or buf[0].shape[1] != x.shape[1] or buf[0].dtype != x.dtype
+                or buf[1].dtype != y.dtype):
+            rows = max(k, self.config.batch_size)
+            buf = self._batch_buffers = (np.empty((rows, x.shape[1]), dtype=x.dtype), np.empty(rows, dtype=y.dtype))
+        xb, yb = buf[0][:k], buf[1][:k]
+        np.take(x, idx, axis=0, out=xb)
+        np.take(y, idx, axis=0, out=yb)
+        return xb, yb
 
     def _check_step_count(self, total):
         """Every optimiser has made one step per batch so far (a check of a resumed checkpoint)."""
