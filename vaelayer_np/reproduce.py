@@ -136,6 +136,11 @@ def _experiments():
         # the most expensive context row last
         Experiment("fashion-mlp-sklearn", dict(dataset="fashion-mnist", epochs=FASHION_EPOCHS),
                    f"context: scikit-learn MLP {_mlp_sizes('fashion-mnist')}", kind="mlp", minutes=None),
+        # a step pushing Fashion-MNIST: latents of 512 in each VAE layer, offered to both methods' grids
+        Experiment("fashion-iffcl-wide512", dict(f, widths=(512, 512, 512)), "IFFCL, latents 512,512,512",
+                   "fashion-iffcl", minutes=None),
+        Experiment("fashion-backprop-wide512", dict(f, method="backprop", widths=(512, 512, 512)),
+                   "backprop, latents 512,512,512", "fashion-backprop", minutes=None),
     ]
     return {e.name: e for e in exps}
 
