@@ -153,3 +153,26 @@ def test_adam_updates_a_flat_layer_in_one_call(monkeypatch):
     trainer.step(*_batches("float32", steps=1)[0])
     layer = trainer.net_a.vae_layers[0]
     assert calls == [(layer.n_params(),)]
+
+
+def test_epoch_gathers_batches_into_kept_buffers_with_the_same_result():
+    """train_epoch gathers each batch into buffers kept between steps; the run is the one of x[idx]
+    steps in the same order, the last, shorter batch included, and the buffers are reused."""
+    rng = np.random.default_rng(3)
+    n = 3 * BATCH + 5  # a partial last batch
+    x = rng.random((n, N_FEATURES))
+    y = rng.integers(0, N_CLASSES, n)
+    config = _config("float64", "numpy", 0)
+    epoch_run, step_run = Trainer(config, N_FEATURES, N_CLASSES), Trainer(config, N_FEATURES, N_CLASSES)
+    seen = []
+    epoch_run.train_epoch(x, y, on_step=lambda i, total, m: seen.append(id(epoch_run._batch_buffers[0])))
+    order = np.random.default_rng(config.seed).permutation(n)  # the trainer's first draw: the epoch order
+    step_run.rng.permutation(n)
+    for start in range(0, n, BATCH):
+        idx = order[start:start + BATCH]
+        step_run.step(x[idx], y[idx])
+    for name, net in epoch_run.nets.items():
+        for (layer_name, layer), (_, other) in zip(net.named_layers(), step_run.nets[name].named_layers()):
+            for key in layer.params:
+                np.testing.assert_array_equal(layer.params[key], other.params[key], err_msg=f"{layer_name}.{key}")
+    assert len(set(seen)) == 1  # one buffer for the whole epoch, the short batch a view of it
