@@ -1,5 +1,6 @@
 """The command line: every command writes what it promises; bad input gives clear errors."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -50,6 +51,30 @@ def test_resume_extends_a_finished_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_may_change_backend_threads_and_data_dir_and_says_when_complete(tmp_path, capsys):
+    """The settings a resume may change are accepted on the command line (saved to config.json); a
+    finished run resumed without more epochs says it is complete."""
+    write_idx_set(tmp_path / "data", n_train=64, n_test=16)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--run-dir", str(run),
+                 "--no-plots", "--backend", "numba", *QUICK]) == 0
+    (tmp_path / "data").rename(tmp_path / "moved")  # the user's data folder moved
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--data-dir", str(tmp_path / "moved"),
+                 "--backend", "numpy", "--threads", "2", "--no-progress", "--no-plots"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["backend"], config["threads"], config["epochs"]) == ("numpy", 2, 3)
+    assert config["data_dir"] == str(tmp_path / "moved")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress", "--no-plots"]) == 0
+    assert "already complete (3 of 3 epochs)" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run), "--seed", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "only --backend, --data-dir, --epochs, --threads may be given (got --seed)" in err
+
+
+@pytest.mark.slow
 def test_compare_plot_for_two_runs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", "--run-dir", str(a), "--no-plots", *QUICK]) == 0
@@ -68,12 +93,14 @@ def test_train_on_idx_files(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
+    (["evaluate", "no/such/run"], "no/such/run: no such folder"),
+    (["train", "--resume", "no/such/run"], "no/such/run: no such folder"),
     (["train", "--pairing", "random"], "pairing: unknown option 'random'"),
     (["train", "--activation", "swish"], "activation: unknown option 'swish'"),
     (["train", "--lr", "-1"], "lr: expected a finite number > 0"),
     (["train", "--margin", "3"], "margin: expected a number in [-1, 1]"),
     (["train", "--dataset", "mnist"], "mnist: no IDX files found"),
-    (["evaluate", "/nonexistent/run"], "not a run folder"),
+    (["evaluate", str(Path(__file__).parent)], "not a run folder (no config.json)"),
     (["train", "--limit", "0"], "limit: expected a positive integer"),
     (["train", "--epochs", "0"], "epochs: expected a positive integer"),
     (["train", "--margin", "nan"], "margin: expected a number in [-1, 1]"),

@@ -52,6 +52,16 @@ def test_one_class_is_refused_clearly():
         VAELayerClassifier(**FAST).fit(np.ones((5, 2)), ["a"] * 5)
 
 
+@pytest.mark.parametrize("labels, message", [
+    (np.array(["a", "b", None, "a"] * 3, dtype=object), "y: the label of row 2 is None; every row needs a label"),
+    (np.array(["a", np.nan, "b", "a"] * 3, dtype=object), "y: the label of row 1 is nan"),
+    (np.array([1, "b", 1, "b"] * 3, dtype=object), r"y: the labels mix kinds \(number, string\)"),
+])
+def test_missing_or_mixed_object_labels_are_named(labels, message):
+    with pytest.raises(ValueError, match=message):
+        VAELayerClassifier(**FAST).fit(np.ones((12, 2)), labels)
+
+
 def test_standardize_off_keeps_inputs_and_transform_reconstruct_sample_shapes():
     x_tr, x_te, y_tr, _ = _split(load_wine)
     clf = VAELayerClassifier(**FAST, standardize=False, widths=(8, 6), encoder_hidden=0).fit(x_tr, y_tr)

@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig
 
 _EXIT_USAGE = 2
 _EXIT_FAILURE = 1
@@ -101,7 +101,8 @@ def _add_config_options(parser):
             continue
         kind = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float, "epochs": int,
                 "batch_size": int, "backend": str}.get(f.name, type(f.default))
-        suffix = "" if f.default is None else f" (default: {f.default})"
+        shown = f.default not in (None, "") and "(default:" not in help_text
+        suffix = f" (default: {f.default})" if shown else ""
         parser.add_argument(flag, type=kind, default=None, help=help_text + suffix)
 
 
@@ -129,7 +130,7 @@ def build_parser():
     _add_config_options(p)
     p.add_argument("--run-dir", type=Path, default=None, help="folder for the run (default: a new one under ./runs)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
-                   help="continue the run in folder RUN (only --epochs may change)")
+                   help="continue the run in folder RUN (only --epochs, --data-dir, --backend and --threads may be given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
 
@@ -201,13 +202,16 @@ def _dispatch(args, parser):
 
         if args.resume is not None:
             given = [f.name for f in dataclasses.fields(TrainConfig)
-                     if getattr(args, f.name) is not None and f.name != "epochs"]
+                     if getattr(args, f.name) is not None and f.name not in RESUME_MAY_CHANGE]
             if given or args.run_dir is not None:
-                raise ValueError("--resume: a resumed run keeps its settings; only --epochs may be given "
+                allowed = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUME_MAY_CHANGE))
+                raise ValueError(f"--resume: a resumed run keeps its settings; only {allowed} may be given "
                                  f"(got {', '.join('--' + g.replace('_', '-') for g in given) or '--run-dir'})")
+            changes = {k: getattr(args, k) for k in sorted(RESUME_MAY_CHANGE)
+                       if k != "epochs" and getattr(args, k) is not None}
             try:
                 _, rows, done = train_run(resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
-                                          plots=not args.no_plots)
+                                          plots=not args.no_plots, changes=changes)
             except ValueError as exc:
                 if type(exc) is not ValueError:
                     raise

@@ -63,6 +63,13 @@ ARRAYS = "arrays"
 TABLE_SUFFIXES = (".csv", ".npz")
 
 
+# Settings that may differ between a checkpoint and the configuration that resumes it:
+# the length of the run, where the data files are (the same data), the compute backend
+# (the same mathematics, rounding-level differences) and the number of threads. Every
+# other setting defines the model or the training, and a resume must keep it.
+RESUME_MAY_CHANGE = frozenset({"epochs", "data_dir", "backend", "threads"})
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run. ``help`` metadata becomes the CLI's option help."""
@@ -82,7 +89,8 @@ class TrainConfig:
                                                                 "rows held out for testing"})
     method: str = field(default="iffcl", metadata={"help": "iffcl (local losses) or backprop (baseline)"})
     widths: tuple = field(default=None, metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
-                                                          "(default: 64,64,64 on digits, 256,256,256 otherwise)"})
+                                                          "(default: 64,64,64 on digits, fitted to a --data table, "
+                                                          "256,256,256 otherwise)"})
     activation: str = field(default=DEFAULTS["activation"],
                             metadata={"help": "VAE layer output activation: " + ", ".join(ACTIVATIONS)})
     beta: float = field(default=DEFAULTS["beta"], metadata={"help": "weight of each layer's KL term"})
@@ -90,7 +98,8 @@ class TrainConfig:
     recon: str = field(default=DEFAULTS["recon"], metadata={"help": "first layer's reconstruction loss: mse or bce"})
     encoder_hidden: int = field(default=DEFAULTS["encoder_hidden"],
                                 metadata={"help": "width of a hidden layer inside each VAE layer's encoder "
-                                                  "(0: a linear encoder, mu = x @ W_mu + b_mu)"})
+                                                  "(0: a linear encoder, mu = x @ W_mu + b_mu; with the default "
+                                                  "value, a --data table gets a width fitted to it)"})
     log_var_bound: float = field(default=DEFAULTS["log_var_bound"],
                                  metadata={"help": "c in log_var = c*tanh(r/c) (0: unbounded)"})
     log_var_bias_init: float = field(default=DEFAULTS["log_var_bias_init"],
@@ -120,8 +129,10 @@ class TrainConfig:
     lr_schedule: str = field(default="cosine", metadata={"help": "constant, or cosine (decay to 0 over the run)"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay on weight matrices"})
-    epochs: int = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 20 otherwise)"})
-    batch_size: int = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits, 128 otherwise)"})
+    epochs: int = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 100 on a --data "
+                                                                 "table, 20 otherwise)"})
+    batch_size: int = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits and on a "
+                                                                      "--data table, 128 otherwise)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, pairing, noise and batch order"})
     backend: str = field(default=None, metadata={"help": "numba (compiled kernels; the default, measured faster) "
                                                          "or numpy (the readable reference; the default when "

@@ -49,6 +49,25 @@ scikit-learn >= 1.6, which replaced the ``_xfail_checks`` tag). Empty: every che
 """
 
 
+def _check_object_labels(y):
+    """Labels held as Python objects (a list or an object array): a missing label (None, NaN) or a mix of
+    kinds (numbers and strings) is named here, before scikit-learn's checks fail on it less clearly."""
+    try:
+        arr = np.asarray(y, dtype=object)
+    except (TypeError, ValueError):
+        return
+    if arr.ndim != 1 or np.asarray(y).dtype != object:
+        return
+    for i, v in enumerate(arr):
+        if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
+            raise ValueError(f"y: the label of row {i} is {v!r}; every row needs a label")
+    kinds = {"string" if isinstance(v, (str, np.str_)) else "number" if isinstance(v, (int, float, np.number))
+             else type(v).__name__ for v in arr}
+    if len(kinds) > 1:
+        raise ValueError(f"y: the labels mix kinds ({', '.join(sorted(kinds))}); give labels of one kind, "
+                         "e.g. all strings")
+
+
 class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """A stack of VAE layers with an output layer, trained with IFFCL or backpropagation.
 
@@ -173,6 +192,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         from .trainer import Trainer
 
         self._check_fit_params()
+        _check_object_labels(y)
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .checkpoint import (CheckpointError, _save_error, _write_atomic, append_jsonl_durable, clean_stale_temp_files,
                          load_npz, read_jsonl, save_npz_atomic, write_json_atomic)
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig
 from .data import load_dataset
 from .tables import load_table_for_config
 from .threads import limit_threads
@@ -71,6 +71,8 @@ def _check_is_folder(run_dir):
 def read_config(run_dir):
     """The :class:`TrainConfig` of a run folder (ValueError naming the file if it is not one of ours)."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"{run_dir}: no such folder; give the folder of a run (under ./runs by default)")
     _check_is_folder(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.is_file():
@@ -284,7 +286,7 @@ def _keep_rows_of_checkpoint(run_dir, epoch, log):
 
 
 def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True, plots=True, log=print,
-              should_stop=None):
+              should_stop=None, changes=None):
     """Train (or resume) a run in a folder. Returns (run_dir, metrics rows, completed).
 
     Every setting, the run folder and the dataset are checked before anything is
@@ -298,6 +300,8 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     resume : folder of a run to continue (its config and checkpoint are used)
     epochs : with ``resume``, a new total number of epochs (to extend a run; never
         fewer than the epochs already done)
+    changes : dict, with ``resume``: new values of the other settings a resume may change
+        (``data_dir``, ``backend``, ``threads``; :data:`vaelayer_np.config.RESUME_MAY_CHANGE`)
     progress : show a tqdm progress bar with live loss and accuracy
     plots : write the PNG plots at the end
     should_stop : callable polled between steps (tests use it to simulate Ctrl-C)
@@ -311,8 +315,16 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
         read_config(run_dir)  # a run folder, before the lock file is touched
         with RunLock(run_dir):  # then everything is read under the lock: no other process changes it meanwhile
             config = read_config(run_dir)
+            changes = dict(changes or {})
             if epochs is not None:
-                config.epochs = epochs
+                changes["epochs"] = epochs
+            refused = sorted(set(changes) - RESUME_MAY_CHANGE)
+            if refused:
+                raise ValueError(f"changes: a resumed run keeps {', '.join(refused)}; only "
+                                 f"{', '.join(sorted(RESUME_MAY_CHANGE))} may change")
+            for key, value in changes.items():
+                setattr(config, key, value)
+            if changes:
                 config.validate()
             state = _read_checkpoint(run_dir)
             if state is not None and "trainer.config" in state:
@@ -329,9 +341,13 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
                 raise ValueError(f"epochs: {config.epochs} is fewer than the {trainer.epoch} epochs the run has "
                                  f"already done; give --epochs {trainer.epoch} or more")
             rows = _keep_rows_of_checkpoint(run_dir, trainer.epoch, log)
-            if epochs is not None:
+            if changes:
                 write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
-            log(f"resuming {run_dir} at epoch {trainer.epoch + 1}" +
+            if trainer.epoch >= config.epochs and not trainer.batch_index:
+                log(f"{run_dir}: already complete ({trainer.epoch} of {config.epochs} epochs); give --epochs N "
+                    "with N larger to train further")
+            else:
+                log(f"resuming {run_dir} at epoch {trainer.epoch + 1}" +
                 (f", batch {trainer.batch_index + 1}" if trainer.batch_index else ""))
             return _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop)
     if config is None:

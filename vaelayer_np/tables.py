@@ -224,13 +224,17 @@ def _read_npz_table(path):
     if bad.size:
         r, c = (int(v) for v in bad[0])
         raise CorruptFileError(f"{path}: {xkey}[{r}, {c}] is {x[r, c]}; features must be finite numbers "
-                               f"({len(bad)} such values)")
+                               f"({len(bad)} {'such value' if len(bad) == 1 else 'such values'})")
     if y.dtype.kind not in "biufUS":
         raise CorruptFileError(f"{path}: y holds {y.dtype} values; expected integers or strings")
     if y.dtype.kind == "S":
         y = np.char.decode(y, "utf-8")
     if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or np.any(y != np.round(y)):
+        nonfinite = np.flatnonzero(~np.isfinite(y))
+        if nonfinite.size:
+            raise CorruptFileError(f"{path}: y[{int(nonfinite[0])}] is {y[nonfinite[0]]}; labels must be finite "
+                                   f"({nonfinite.size} {'such label' if nonfinite.size == 1 else 'such labels'})")
+        if np.any(y != np.round(y)):
             raise CorruptFileError(f"{path}: y holds floats that are not whole numbers; expected class labels")
         y = y.astype(np.int64)
     labels = np.array([str(v) for v in y.tolist()])

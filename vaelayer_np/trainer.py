@@ -25,15 +25,10 @@ import numpy as np
 from . import backprop, iffcl
 from ._validate import check_float_array, check_labels
 from .checkpoint import CheckpointError
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
 from .network import Network
 from .optim import OPTIMIZERS
 
-# Settings that may differ between a checkpoint and the configuration that resumes it:
-# the length of the run, where the data files are (the same data), the compute backend
-# (the same mathematics, rounding-level differences) and the number of threads. Every
-# other setting defines the model or the training, and a resume must keep it.
-RESUME_MAY_CHANGE = frozenset({"epochs", "data_dir", "backend", "threads"})
 
 
 class DivergenceError(ValueError):
