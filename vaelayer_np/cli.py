@@ -135,11 +135,11 @@ def build_parser():
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
 
     p = add_command("evaluate", help="accuracy of a run's checkpoint")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="a run folder (written by `vaelayer train`)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add_command("plot", help="draw a run's plots (and compare.png for several runs)")
-    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("runs", type=Path, nargs="+", help="one or more run folders (written by `vaelayer train`)")
     p.add_argument("--out", type=Path, default=None, help="where compare.png goes (default: the first run)")
 
     p = add_command("gradcheck", help="finite-difference check of every gradient")

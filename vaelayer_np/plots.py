@@ -91,8 +91,11 @@ def plot_compare(runs, path):
     for i, (label, rows) in enumerate(runs):
         color = f"C{i}"
         epochs = [r["epoch"] for r in rows]
-        ax.plot(epochs, [100 * r["test_acc"] for r in rows], "-", color=color, label=f"{label} test")
-        ax.plot(epochs, [100 * r["train_acc"] for r in rows], "--", color=color, alpha=0.6, label=f"{label} train")
+        marker = "o" if len(rows) < 20 else None  # a run of one epoch is a single point: draw it
+        ax.plot(epochs, [100 * r["test_acc"] for r in rows], "-", marker=marker, ms=3, color=color,
+                label=f"{label} test")
+        ax.plot(epochs, [100 * r["train_acc"] for r in rows], "--", marker=marker, ms=3, color=color, alpha=0.6,
+                label=f"{label} train")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
@@ -207,7 +210,7 @@ def plot_feature_errors(net, x, path, feature_names=(), title=""):
         ax.bar(np.arange(d) + (k - (len(errors) - 1) / 2) * width, e, width, label=f"layer {k + 1}")
     ax.set_xticks(np.arange(d))
     ax.set_xticklabels(names, rotation=60 if d > 6 else 0, ha="right" if d > 6 else "center", fontsize=7)
-    ax.set_ylabel("mean squared error (standardised units)")
+    ax.set_ylabel("mean squared error\n(standardised units)", fontsize=8)
     ax.legend(fontsize=7)
     ax.set_title(title or "reconstruction error per feature", fontsize=9)
     fig.tight_layout()
