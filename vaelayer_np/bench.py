@@ -460,7 +460,8 @@ print(seconds, trainer.steps_per_epoch, first, statistics.median(per_step), sum(
 """
 
 
-DEFAULT_HIDDEN, DEFAULT_BATCH = TrainConfig().encoder_hidden, TrainConfig().batch_size
+_FASHION = TrainConfig(dataset="fashion-mnist")
+DEFAULT_HIDDEN, DEFAULT_BATCH = _FASHION.encoder_hidden, _FASHION.batch_size  # the epoch's configuration
 
 
 def bench_epoch(backends=("numba", "numpy"), floor_ms=None):
