@@ -28,6 +28,8 @@ from pathlib import Path
 
 from .config import RESUME_MAY_CHANGE, TrainConfig
 
+# the options a resumed run accepts: the settings it may change (one source: config.RESUME_MAY_CHANGE)
+_RESUME_OPTIONS = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUME_MAY_CHANGE))
 _EXIT_USAGE = 2
 _EXIT_FAILURE = 1
 
@@ -130,7 +132,7 @@ def build_parser():
     _add_config_options(p)
     p.add_argument("--run-dir", type=Path, default=None, help="folder for the run (default: a new one under ./runs)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
-                   help="continue the run in folder RUN (only --epochs, --data-dir, --backend and --threads may be given)")
+                   help=f"continue the run in folder RUN (only {_RESUME_OPTIONS} may be given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
 
@@ -204,8 +206,7 @@ def _dispatch(args, parser):
             given = [f.name for f in dataclasses.fields(TrainConfig)
                      if getattr(args, f.name) is not None and f.name not in RESUME_MAY_CHANGE]
             if given or args.run_dir is not None:
-                allowed = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUME_MAY_CHANGE))
-                raise ValueError(f"--resume: a resumed run keeps its settings; only {allowed} may be given "
+                raise ValueError(f"--resume: a resumed run keeps its settings; only {_RESUME_OPTIONS} may be given "
                                  f"(got {', '.join('--' + g.replace('_', '-') for g in given) or '--run-dir'})")
             changes = {k: getattr(args, k) for k in sorted(RESUME_MAY_CHANGE)
                        if k != "epochs" and getattr(args, k) is not None}

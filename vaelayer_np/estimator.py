@@ -53,10 +53,10 @@ def _check_object_labels(y):
     """Labels held as Python objects (a list or an object array): a missing label (None, NaN) or a mix of
     kinds (numbers and strings) is named here, before scikit-learn's checks fail on it less clearly."""
     try:
-        arr = np.asarray(y, dtype=object)
-    except (TypeError, ValueError):
+        arr = np.asarray(y)
+    except (TypeError, ValueError):  # ragged input: scikit-learn's own check names it
         return
-    if arr.ndim != 1 or np.asarray(y).dtype != object:
+    if arr.dtype != object or arr.ndim != 1:
         return
     for i, v in enumerate(arr):
         if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):

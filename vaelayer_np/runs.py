@@ -348,7 +348,7 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
                     "with N larger to train further")
             else:
                 log(f"resuming {run_dir} at epoch {trainer.epoch + 1}" +
-                (f", batch {trainer.batch_index + 1}" if trainer.batch_index else ""))
+                    (f", batch {trainer.batch_index + 1}" if trainer.batch_index else ""))
             return _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop)
     if config is None:
         config = TrainConfig()

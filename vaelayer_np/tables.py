@@ -186,6 +186,11 @@ def _read_csv(path, target):
     return tuple(features), x, np.array(labels)
 
 
+def _count(n, noun):
+    """``"1 such value"``, ``"3 such values"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _read_npz_table(path):
     """(feature names, (N, D) float64 features, (N,) labels) from an .npz file with arrays X (or x) and y."""
     if not zipfile.is_zipfile(path):  # np.load would take any other file for a pickle or a single .npy
@@ -224,7 +229,7 @@ def _read_npz_table(path):
     if bad.size:
         r, c = (int(v) for v in bad[0])
         raise CorruptFileError(f"{path}: {xkey}[{r}, {c}] is {x[r, c]}; features must be finite numbers "
-                               f"({len(bad)} {'such value' if len(bad) == 1 else 'such values'})")
+                               f"({_count(len(bad), 'such value')})")
     if y.dtype.kind not in "biufUS":
         raise CorruptFileError(f"{path}: y holds {y.dtype} values; expected integers or strings")
     if y.dtype.kind == "S":
@@ -233,7 +238,7 @@ def _read_npz_table(path):
         nonfinite = np.flatnonzero(~np.isfinite(y))
         if nonfinite.size:
             raise CorruptFileError(f"{path}: y[{int(nonfinite[0])}] is {y[nonfinite[0]]}; labels must be finite "
-                                   f"({nonfinite.size} {'such label' if nonfinite.size == 1 else 'such labels'})")
+                                   f"({_count(nonfinite.size, 'such label')})")
         if np.any(y != np.round(y)):
             raise CorruptFileError(f"{path}: y holds floats that are not whole numbers; expected class labels")
         y = y.astype(np.int64)

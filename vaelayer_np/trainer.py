@@ -30,7 +30,6 @@ from .network import Network
 from .optim import OPTIMIZERS
 
 
-
 class DivergenceError(ValueError):
     """Training produced NaN or infinite values (a loss, a gradient or a parameter).
 
