@@ -6,7 +6,7 @@ with the answers removed. Quick mode shortens the lessons' training runs.
 """
 import os
 
-from vaelayer_np.course.release import QUICK_ENV
+from vaelayer_np.tools.release_course import QUICK_ENV
 
 collect_ignore_glob = ["student/*"]
 os.environ.setdefault(QUICK_ENV, "1")

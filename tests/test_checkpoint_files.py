@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np import checkpoint as ck
-from vaelayer_np.checkpoint import (CheckpointError, append_jsonl_durable, clean_stale_temp_files, load_npz, read_jsonl,
+from vaelayer_np.run import checkpoint as ck
+from vaelayer_np.run.checkpoint import (CheckpointError, append_jsonl_durable, clean_stale_temp_files, load_npz, read_jsonl,
                                     save_npz_atomic, write_json_atomic)
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -183,7 +183,7 @@ def test_file_size_limit_is_a_clear_error(tmp_path):
     save_npz_atomic(path, STATE)
     code = (
         "import resource, sys, numpy as np\n"
-        "from vaelayer_np.checkpoint import save_npz_atomic, CheckpointError\n"
+        "from vaelayer_np.run.checkpoint import save_npz_atomic, CheckpointError\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
         "try:\n"
         "    save_npz_atomic(sys.argv[1], {'w': np.ones(50000)})\n"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vaelayer_np.course.release import (BEGIN, END, LESSONS, STUDENT, code_hash, dumps, lesson_paths,
+from vaelayer_np.tools.release_course import (BEGIN, END, LESSONS, STUDENT, code_hash, dumps, lesson_paths,
                                         strip_solution, student_version)
 from vaelayer_np.course.checks import CheckResult, compare_arrays, run_check
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vaelayer_np import ops
+from vaelayer_np.core import ops
 from vaelayer_np.course import lesson01
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vaelayer_np import gradcheck, ops
+from vaelayer_np.core import gradcheck, ops
 from vaelayer_np.course import lesson03
 
 

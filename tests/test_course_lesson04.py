@@ -3,7 +3,7 @@ the lesson's forward-forward layer and its locality helper do what the lesson sa
 import numpy as np
 import pytest
 
-from vaelayer_np import iffcl, ops
+from vaelayer_np.core import iffcl, ops
 from vaelayer_np.course import lesson04
 
 

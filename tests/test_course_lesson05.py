@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from vaelayer_np import diagnostics
-from vaelayer_np.backprop import loss_and_grads
+from vaelayer_np.analysis import diagnostics
+from vaelayer_np.core.backprop import loss_and_grads
 from vaelayer_np.course import lesson05
 
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from vaelayer_np import generation
-from vaelayer_np.activations import sigmoid
+from vaelayer_np.analysis import generation
+from vaelayer_np.core.activations import sigmoid
 from vaelayer_np.course import lesson06
-from vaelayer_np.diagnostics import encode_layers
+from vaelayer_np.analysis.diagnostics import encode_layers
 
 
 def stub(*args, **kwargs):

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np import data as data_module
-from vaelayer_np.data import (CIFAR_RECORD, CorruptFileError, DatasetNotFoundError, load_dataset, read_cifar_batch,
+from vaelayer_np.run import data as data_module
+from vaelayer_np.run.data import (CIFAR_RECORD, CorruptFileError, DatasetNotFoundError, load_dataset, read_cifar_batch,
                               read_idx)
 
 DATA_ERRORS = (CorruptFileError, DatasetNotFoundError)

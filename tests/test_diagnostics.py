@@ -1,10 +1,10 @@
-"""vaelayer_np.diagnostics: each diagnostic on constructed cases whose answer is known."""
+"""vaelayer_np.analysis.diagnostics: each diagnostic on constructed cases whose answer is known."""
 import numpy as np
 import pytest
 
-from vaelayer_np import diagnostics as dg
-from vaelayer_np.network import Network
-from vaelayer_np.ops import kl_diag_gaussian
+from vaelayer_np.analysis import diagnostics as dg
+from vaelayer_np.core.network import Network
+from vaelayer_np.core.ops import kl_diag_gaussian
 
 
 def test_kl_per_unit_known_values():

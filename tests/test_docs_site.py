@@ -118,7 +118,7 @@ PAGE_REPORT = """() => {
     text: main.textContent,
     images: images.map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0})),
     title: document.title,
-    vaeLayerSection: !!document.getElementById('vaelayer_np.layers.VAELayer'),
+    vaeLayerSection: !!document.getElementById('vaelayer_np.core.layers.VAELayer'),
     visibleText: document.querySelector('.md-content').innerText,
   };
 }"""

@@ -10,9 +10,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from vaelayer_np import VAELayerClassifier
-from vaelayer_np.checkpoint import save_npz_atomic
-from vaelayer_np.estimator import SKLEARN_CHECKS_NOT_APPLICABLE
-from vaelayer_np.tables import fit_sizes
+from vaelayer_np.run.checkpoint import save_npz_atomic
+from vaelayer_np.run.estimator import SKLEARN_CHECKS_NOT_APPLICABLE
+from vaelayer_np.run.tables import fit_sizes
 
 FAST = dict(epochs=30, batch_size=16, lr=0.01, backend="numpy", random_state=0)
 

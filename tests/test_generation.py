@@ -1,10 +1,10 @@
-"""vaelayer_np.generation: decoding down the stack, reconstructions, samples, traversals."""
+"""vaelayer_np.analysis.generation: decoding down the stack, reconstructions, samples, traversals."""
 import numpy as np
 import pytest
 
-from vaelayer_np import generation as gen
-from vaelayer_np.activations import sigmoid
-from vaelayer_np.network import Network
+from vaelayer_np.analysis import generation as gen
+from vaelayer_np.core.activations import sigmoid
+from vaelayer_np.core.network import Network
 
 
 def _net(**kw):

@@ -4,13 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vaelayer_np import losses
-from vaelayer_np.activations import ACTIVATIONS
-from vaelayer_np.backend import get_ops
-from vaelayer_np.gradcheck import (DEFAULT_TOL, RESOLUTION_LIMIT, check_gradients, check_layer, check_loss,
+from vaelayer_np.core import losses
+from vaelayer_np.core.activations import ACTIVATIONS
+from vaelayer_np.fast.backend import get_ops
+from vaelayer_np.core.gradcheck import (DEFAULT_STEP, DEFAULT_TOL, RESOLUTION_LIMIT, check_gradients, check_layer, check_loss,
                                    check_network, format_table, generic_point, numerical_gradient, relative_error,
                                    run_all, verdict)
-from vaelayer_np.layers import Activation, Dense, OutputLayer, VAELayer
+from vaelayer_np.core.layers import Activation, Dense, OutputLayer, VAELayer
 
 dims = st.integers(1, 6)
 batch = st.integers(1, 5)  # batch 1 included
@@ -139,7 +139,7 @@ def test_planted_kl_bug_in_the_layers_own_path_is_caught(backend, monkeypatch):
     """The same planted bug, put into the KL function the VAE layer actually runs on this backend.
 
     The layer takes its KL and its gradient from the backend's ``kl_diag_gaussian`` (the reference
-    :func:`vaelayer_np.ops.kl_diag_gaussian`, or the kernel mirroring it): the check of the layer
+    :func:`vaelayer_np.core.ops.kl_diag_gaussian`, or the kernel mirroring it): the check of the layer
     must report the log-variance head as FAIL, and pass again once the bug is removed.
     """
     ops = get_ops(backend)
@@ -161,26 +161,49 @@ def test_planted_kl_bug_in_the_layers_own_path_is_caught(backend, monkeypatch):
     assert results["W_mu"].passed and results["W_dec"].passed
 
 
-def test_pass_rule_uses_the_measured_resolution():
-    """A case found by Hypothesis: vae0.W_lv is off by 2.5e-7 > tol, but its differences are only known to 6e-6.
+def _cubic_problem(offset, curvature, size, seed=0):
+    """f(w) = offset + g.w + curvature * sum(w^3), with its exact gradient.
 
-    The disagreement is within what float64 differences can resolve, so the verdict is pass;
-    the same error with a resolution finer than the error is a FAIL; an error inside a resolution
-    too coarse to judge is "unresolved", never a silent pass.
+    The central difference of w^3 is 3 w^2 + h^2 (exactly, in real arithmetic), so the differences at
+    steps h and h/4 disagree by curvature * h^2 * 15/16 on every element: the measured resolution is
+    set by these numbers, not by one machine's rounding (no BLAS call is involved, and the rounding
+    of the float64 sums is far below the planted disagreement).
     """
-    from vaelayer_np.network import Network
-
-    n, d, widths, seed = 1, 1, [2], 3628800
     rng = np.random.default_rng(seed)
-    net = Network(d, widths, 3, readout="last", seed=seed, beta=0.3, log_var_bias_init=0.0, encoder_hidden=0,
-                  activation="tanh", pass_on="sample", dtype=np.float64)
-    net.output.params["W"][...] = rng.standard_normal(net.output.params["W"].shape)
-    x = rng.standard_normal((n, d))
-    labels = rng.integers(0, 3, n)
-    eps = [rng.standard_normal((n, w)) for w in widths]
-    row = {r.tensor: r for r in check_network(net, x, labels, eps, 0.0)}["vae0.W_lv"]
+    g = rng.uniform(0.5, 1.0, 6) * rng.choice([-1.0, 1.0], 6)
+    w = rng.uniform(-size, size, 6)
+
+    def f():
+        return float(offset + np.dot(g, w) + curvature * np.sum(w ** 3))
+
+    return f, w, g + 3 * curvature * w ** 2
+
+
+def test_pass_rule_uses_the_measured_resolution():
+    """A disagreement within the differences' own resolution passes; beyond it, FAIL; too coarse: unresolved.
+
+    Built from controlled numbers: the curvature term makes the finite differences' truncation error
+    (curvature * h^2) larger than the tolerance but smaller than their measured resolution.
+    """
+    h = DEFAULT_STEP
+    # resolution about 10 * 6400 * h^2 * 15/16 = 6e-6 (relative to a gradient scale near 1): fine enough to judge
+    f, w, exact = _cubic_problem(offset=1e3, curvature=6400.0, size=1e-3)
+    scale = np.abs(exact).max()
+    row = check_gradients("cubic", f, {"w": w}, {"w": exact})[0]
+    expected_resolution = 10 * 6400.0 * h * h * 15 / 16 / scale
+    assert row.kinks == 0
+    assert 0.8 * expected_resolution < row.resolution < 1.2 * expected_resolution
     assert DEFAULT_TOL < row.max_rel_error < row.resolution <= RESOLUTION_LIMIT
     assert row.status == "pass"
+    # the same resolution, an analytic gradient off by far more than it: FAIL
+    wrong = exact.copy()
+    wrong[2] += 1e-4 * scale
+    assert check_gradients("cubic", f, {"w": w}, {"w": wrong})[0].status == "FAIL"
+    # resolution about 1e-3, coarser than RESOLUTION_LIMIT: an error inside it cannot be judged
+    f, w, exact = _cubic_problem(offset=1e6, curvature=1e6, size=1e-4)
+    row = check_gradients("cubic", f, {"w": w}, {"w": exact})[0]
+    assert row.resolution > RESOLUTION_LIMIT and DEFAULT_TOL < row.max_rel_error <= row.resolution
+    assert row.status == "unresolved"
     assert verdict(2.5e-7, 1e-8) == "FAIL"
     assert verdict(2.5e-7, 6e-6) == "pass"
     assert verdict(2e-4, 1e-3) == "unresolved"
@@ -229,7 +252,7 @@ def test_check_gradients_requires_every_tensor():
        pass_on=st.sampled_from(["sample", "mean"]), seed=seeds)
 def test_backprop_network_gradients(n, d, widths, hidden, readout, weight, pass_on, seed):
     """The baseline's end-to-end gradients: every layer's dx is used, so every dx is checked here."""
-    from vaelayer_np.network import Network
+    from vaelayer_np.core.network import Network
 
     rng = np.random.default_rng(seed)
     net = Network(d, widths, 3, readout=readout, seed=seed, beta=0.3, log_var_bias_init=0.0, encoder_hidden=hidden,

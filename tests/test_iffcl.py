@@ -4,13 +4,13 @@ import copy
 import numpy as np
 import pytest
 
-from vaelayer_np.checkpoint import load_npz
-from vaelayer_np.config import TrainConfig
-from vaelayer_np.data import load_dataset
-from vaelayer_np.iffcl import make_pairs, vae_local_step
-from vaelayer_np.optim import Adam
-from vaelayer_np.runs import train_run
-from vaelayer_np.trainer import Trainer
+from vaelayer_np.run.checkpoint import load_npz
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.data import load_dataset
+from vaelayer_np.core.iffcl import make_pairs, vae_local_step
+from vaelayer_np.core.optim import Adam
+from vaelayer_np.run.runs import train_run
+from vaelayer_np.run.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

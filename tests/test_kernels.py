@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vaelayer_np import _kernels, losses, ops
-from vaelayer_np.activations import ACTIVATIONS
-from vaelayer_np.config import TrainConfig
-from vaelayer_np.data import load_dataset
-from vaelayer_np.trainer import Trainer
+from vaelayer_np.fast import kernels as _kernels; from vaelayer_np.core import losses, ops
+from vaelayer_np.core.activations import ACTIVATIONS
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.data import load_dataset
+from vaelayer_np.run.trainer import Trainer
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
 dtypes = st.sampled_from([np.float64, np.float32])
@@ -54,7 +54,7 @@ def test_latent_backward(shape, dtype, seed, bound, sample, kl_weight):
 
 def test_backends_offer_the_same_operations_and_kernels_name_their_reference():
     """One namespace per backend with the same names; each kernel says which reference it mirrors."""
-    from vaelayer_np.backend import get_ops
+    from vaelayer_np.fast.backend import get_ops
 
     ref, fast = vars(get_ops("numpy")), vars(get_ops("numba"))
     assert set(ref) == set(fast)
@@ -62,10 +62,10 @@ def test_backends_offer_the_same_operations_and_kernels_name_their_reference():
         if name == "name":
             continue
         if fn is ref[name]:  # the reference itself, used by both (BLAS matmul, NumPy exp)
-            assert fn.__module__ == "vaelayer_np.ops"
+            assert fn.__module__ == "vaelayer_np.core.ops"
             continue
         doc = fn.__doc__ or ""
-        assert "mirroring" in doc and ("vaelayer_np.ops." in doc or "vaelayer_np.activations" in doc), name
+        assert "mirroring" in doc and ("vaelayer_np.core.ops." in doc or "vaelayer_np.core.activations" in doc), name
     compiled = [v for k, v in vars(_kernels).items() if hasattr(v, "py_func") or type(v).__name__ == "CPUDispatcher"]
     for fn in compiled:
         assert fn.__doc__ and "reference" in fn.__doc__, fn
@@ -161,8 +161,8 @@ def test_mse_value_and_grad(shape, dtype, seed):
 def test_adam_one_flat_pass_equals_the_update_key_by_key(backend):
     """A layer whose parameters and gradients are views into flat buffers is updated in one pass, with
     the same result as key by key; the moments keep their keys and shapes in state_dict()."""
-    from vaelayer_np.layers import VAELayer, flat_views
-    from vaelayer_np.optim import Adam
+    from vaelayer_np.core.layers import VAELayer, flat_views
+    from vaelayer_np.core.optim import Adam
 
     rng = np.random.default_rng(0)
     flat_layer = VAELayer(7, 3, encoder_hidden=5, rng=1, backend=backend)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from vaelayer_np.optim import SGD, Adam
+from vaelayer_np.core.optim import SGD, Adam
 
 
 def textbook_adam(w, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):

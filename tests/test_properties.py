@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vaelayer_np import losses
-from vaelayer_np.layers import Dense, OutputLayer, VAELayer
+from vaelayer_np.core import losses
+from vaelayer_np.core.layers import Dense, OutputLayer, VAELayer
 
 finite = st.floats(-50, 50, allow_nan=False, width=64)
 

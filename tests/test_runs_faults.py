@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np.checkpoint import CheckpointError, load_npz, read_jsonl, save_npz_atomic
-from vaelayer_np.cli import main
-from vaelayer_np.config import TrainConfig
-from vaelayer_np.runs import load_run_dataset, load_trainer, read_metrics, train_run
-from vaelayer_np.trainer import DivergenceError, Trainer
+from vaelayer_np.run.checkpoint import CheckpointError, load_npz, read_jsonl, save_npz_atomic
+from vaelayer_np.run.cli import main
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.runs import load_run_dataset, load_trainer, read_metrics, train_run
+from vaelayer_np.run.trainer import DivergenceError, Trainer
 
 TINY = dict(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=2, backend="numpy")
 TINY_ARGS = ["--limit", "200", "--widths", "8", "--encoder-hidden", "0", "--backend", "numpy", "--no-progress",

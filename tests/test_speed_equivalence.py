@@ -3,15 +3,15 @@
 The training steps run the layers' ``_train_forward`` / ``_train_backward`` (no per-call
 checks, buffers allocated once, one Adam pass per layer over flat buffers). Here the same
 steps are written out with the public, readable pieces only (``forward``, ``backward``,
-``loss_terms``, the cosine reference and :func:`vaelayer_np.ops.adam_update` key by key) and
+``loss_terms``, the cosine reference and :func:`vaelayer_np.core.ops.adam_update` key by key) and
 the parameters compared after a few steps.
 """
 import numpy as np
 import pytest
 
-from vaelayer_np import iffcl, ops
-from vaelayer_np.config import TrainConfig
-from vaelayer_np.trainer import Trainer
+from vaelayer_np.core import iffcl, ops
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.trainer import Trainer
 
 N_FEATURES, N_CLASSES, BATCH, STEPS = 20, 4, 16, 4
 

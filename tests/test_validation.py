@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from vaelayer_np import losses
-from vaelayer_np.activations import get_activation
-from vaelayer_np.layers import Dense, OutputLayer, VAELayer
-from vaelayer_np.optim import SGD, Adam
+from vaelayer_np.core import losses
+from vaelayer_np.core.activations import get_activation
+from vaelayer_np.core.layers import Dense, OutputLayer, VAELayer
+from vaelayer_np.core.optim import SGD, Adam
 
 
 def test_wrong_shape():

@@ -1,45 +1,139 @@
 """vaelayer_np: the Variational Autoencoder Layer and IFFCL local training, in plain NumPy.
 
-Modules, one concept each:
+The package is split by what a reader wants from it (imports run one way, down this list):
 
-- :mod:`.config` : every setting, its default and its allowed values (one source)
-- :mod:`.activations`, :mod:`.losses` : element-wise functions and losses with their gradients
-- :mod:`.ops`, :mod:`.backend`, :mod:`._kernels` : the hot operations (one NumPy reference each),
-  the backend table, and the Numba kernels that mirror them
-- :mod:`.layers` : ``Dense``, ``Activation``, ``VAELayer``, ``OutputLayer`` (forward / backward)
-- :mod:`.optim` : ``SGD`` and ``Adam`` over parameter dicts
-- :mod:`.gradcheck` : finite-difference checks of every gradient
-- :mod:`.network` : a stack of VAE layers and an output layer (one twin)
-- :mod:`.iffcl`, :mod:`.backprop` : the two training methods, side by side
-- :mod:`.trainer` : the training loop around either method
-- :mod:`.data`, :mod:`.checkpoint`, :mod:`.runs`, :mod:`.plots`, :mod:`.cli` : datasets, files, run
-  folders, figures, commands
-- :mod:`.estimator`, :mod:`.tables`, :mod:`.threads` : your own data: ``VAELayerClassifier`` (scikit-learn),
-  tables from CSV / ``.npz`` files, the BLAS thread limit
+- :mod:`vaelayer_np.core` : the teaching core. The maths and the two training methods, plain
+  NumPy, one forward and one backward per layer. Imports nothing else from the package.
+- :mod:`vaelayer_np.analysis` : what the trained layers carry (diagnostics) and what they
+  generate; built on the core.
+- :mod:`vaelayer_np.fast` : the fast path: Numba kernels, the backend table, the buffered
+  training step. Built on the core and tested equal to it; chosen by whoever trains.
+- :mod:`vaelayer_np.run` : the machinery: settings of a run, datasets and tables,
+  checkpoints, run folders, the trainer, plots, the scikit-learn estimator, the command line.
+- :mod:`vaelayer_np.tools` : reproduce (experiments over seeds), bench, the course release.
+- :mod:`vaelayer_np.course` : the lessons' exercise checkers.
 
+:data:`MODULE_MAP` is the reading order, one place (the README and the docs take theirs
+from it). Start with :mod:`vaelayer_np.core.minimal`: the whole method in one file.
 Nothing runs at import time.
 """
-from .activations import ACTIVATIONS, get_activation
-from .config import CHOICES, DEFAULTS, TrainConfig
-from .layers import Activation, Dense, OutputLayer, VAELayer
-from .network import Network
-from .optim import SGD, Adam
-from .trainer import Trainer
+from __future__ import annotations
 
-__version__ = "0.2.0"
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
-_LAZY = {"VAELayerClassifier": "estimator", "load_table": "tables", "limit_threads": "threads"}
+__version__ = "0.3.0"
+
+# (module, what it holds): the reading order. A student reads the core in this order; the other
+# groups are for whoever trains, measures or maintains.
+MODULE_MAP = (
+    ("core", (
+        ("core.minimal", "the whole method in one file: a VAE layer, the cosine term, IFFCL and backprop steps, "
+                         "Adam, a training loop on digits (read this first)"),
+        ("core.settings", "the model's and the methods' settings: defaults and allowed values (one source)"),
+        ("core.activations", "element-wise activations, each with its hand-written gradient"),
+        ("core.ops", "the primitives the layers are built from: reparameterisation, KL, latent backward, "
+                     "cosine embedding, softmax cross-entropy, Adam's update (one NumPy reference each)"),
+        ("core.losses", "the losses as checked public functions (value and gradients)"),
+        ("core.layers", "Dense, Activation, VAELayer, OutputLayer: forward -> (out, cache), "
+                        "backward(dout, cache) -> (dx, grads)"),
+        ("core.network", "a stack of VAE layers and an output layer (one twin)"),
+        ("core.optim", "SGD with momentum and Adam over parameter dicts"),
+        ("core.iffcl", "IFFCL: twins, pairing, one local loss per layer, no gradient between layers"),
+        ("core.backprop", "the baseline: the same network trained end to end"),
+        ("core.gradcheck", "float64 central differences with random upstream gradients; an honest verdict"),
+    )),
+    ("analysis", (
+        ("analysis.diagnostics", "what each latent unit carries: KL per unit, active units, noise against signal"),
+        ("analysis.generation", "decoding down the stack, the aggregate posterior, samples and traversals"),
+    )),
+    ("fast", (
+        ("fast.kernels", "Numba kernels mirroring core.ops, each tested against it"),
+        ("fast.backend", "the backend table: which implementation each hot operation uses"),
+        ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
+    )),
+    ("run", (
+        ("run.config", "TrainConfig: every setting of a run (model, method, data, schedule, threads)"),
+        ("run.data", "the datasets: digits, Fashion-MNIST, MNIST, CIFAR-10 from files; checked readers"),
+        ("run.tables", "your own tables (CSV, npz): checked, standardised, split"),
+        ("run.checkpoint", "atomic, pickle-free checkpoints"),
+        ("run.trainer", "the training loop around either method: optimisers, schedule, state"),
+        ("run.threads", "the BLAS thread limit while training"),
+        ("run.runs", "run folders: train, resume, evaluate, plot"),
+        ("run.plots", "the figures of a run and of several runs"),
+        ("run.estimator", "VAELayerClassifier: the scikit-learn estimator"),
+        ("run.cli", "the vaelayer command"),
+    )),
+    ("tools", (
+        ("tools.reproduce", "every experiment over seeds, resumable; the results tables"),
+        ("tools.bench", "speed against floors and PyTorch, in one run"),
+        ("tools.release_course", "the student notebooks, generated from the solutions"),
+    )),
+    ("course", (
+        ("course.checks", "the checkers' shared machinery (PASS/FAIL with a diagnosis)"),
+    )),
+)
+
+# Where the modules of the 0.2 flat layout went. ``import vaelayer_np.layers`` still works (with a
+# DeprecationWarning) and gives the very module object of its new place.
+MOVED = {
+    "_validate": "core._validate", "activations": "core.activations", "ops": "core.ops", "losses": "core.losses",
+    "layers": "core.layers", "optim": "core.optim", "network": "core.network", "iffcl": "core.iffcl",
+    "backprop": "core.backprop", "gradcheck": "core.gradcheck", "_kernels": "fast.kernels",
+    "backend": "fast.backend", "config": "run.config", "data": "run.data", "tables": "run.tables",
+    "checkpoint": "run.checkpoint", "runs": "run.runs", "trainer": "run.trainer", "cli": "run.cli",
+    "plots": "run.plots", "estimator": "run.estimator", "threads": "run.threads",
+    "diagnostics": "analysis.diagnostics", "generation": "analysis.generation", "reproduce": "tools.reproduce",
+    "bench": "tools.bench", "course.release": "tools.release_course",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import hook: ``vaelayer_np.<old name>`` resolves to the module at its new place."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix = __name__ + "."
+        if fullname.startswith(prefix) and fullname[len(prefix):] in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        new = f"{__name__}.{MOVED[spec.name[len(__name__) + 1:]]}"
+        warnings.warn(f"{spec.name} moved to {new}; the old name will be removed in a later release",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        pass
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
+
+# Public names, imported on first use (nothing heavy at import time).
+_PUBLIC = {
+    "VAELayer": "core.layers", "Dense": "core.layers", "Activation": "core.layers", "OutputLayer": "core.layers",
+    "Network": "core.network", "SGD": "core.optim", "Adam": "core.optim",
+    "ACTIVATIONS": "core.activations", "get_activation": "core.activations",
+    "DEFAULTS": "core.settings", "CHOICES": "run.config", "TrainConfig": "run.config", "Trainer": "run.trainer",
+    "VAELayerClassifier": "run.estimator", "load_table": "run.tables", "limit_threads": "run.threads",
+    "NonFiniteError": "core._validate",
+}
 
 
 def __getattr__(name):
-    # imported on first use, so `python -m vaelayer_np.estimator` (or .tables, .threads) runs its module once
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    if name in MOVED and "." not in name:
+        return importlib.import_module(f".{name}", __name__)  # the old module names, through the hook
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["VAELayerClassifier", "load_table", "limit_threads", "ACTIVATIONS", "get_activation", "CHOICES",
-           "DEFAULTS", "TrainConfig", "Activation", "Dense",
-           "OutputLayer", "VAELayer", "Network", "SGD", "Adam", "Trainer", "__version__"]
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+__all__ = sorted(_PUBLIC) + ["MODULE_MAP", "__version__"]

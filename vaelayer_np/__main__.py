@@ -1,6 +1,6 @@
 """``python -m vaelayer_np`` runs the ``vaelayer`` command."""
 import sys
 
-from .cli import main
+from .run.cli import main
 
 sys.exit(main())

@@ -39,14 +39,6 @@ API_PAGE = "api.md"
 API_MARKER = "<!-- api-modules -->"
 TESTS_PAGE = "tests.md"
 
-# Modules shown first on the API page, in reading order; every other public module follows
-# alphabetically. A name here that does not exist on disk is skipped.
-API_ORDER = [
-    "layers", "activations", "losses", "ops", "optim", "network", "iffcl", "backprop",
-    "trainer", "gradcheck", "data", "config",
-]
-
-
 def _root(config) -> Path:
     return Path(config.config_file_path).resolve().parent
 
@@ -66,13 +58,22 @@ def _mathjax_static() -> Path:
     return static
 
 
-def api_modules(root: Path) -> list[str]:
-    """Public modules of the package as found on disk (no import): API_ORDER first, then the rest."""
-    pkg = root / PACKAGE
-    found = {p.stem for p in pkg.glob("*.py") if not p.name.startswith("_")}
-    found |= {p.parent.name for p in pkg.glob("*/__init__.py") if not p.parent.name.startswith("_")}
-    ordered = [m for m in API_ORDER if m in found]
-    return ordered + sorted(found - set(ordered))
+def api_order() -> list[str]:
+    """The API page's modules: the package's module map (``vaelayer_np.MODULE_MAP``), in its reading order."""
+    import vaelayer_np
+
+    return [f"{PACKAGE}.{module}" for _, group in vaelayer_np.MODULE_MAP for module, _ in group]
+
+
+def api_markdown() -> str:
+    """One section per sub-package, one mkdocstrings block per module, in the module map's order."""
+    import vaelayer_np
+
+    parts = []
+    for package, group in vaelayer_np.MODULE_MAP:
+        parts.append(f"## {PACKAGE}.{package}")
+        parts += [f"::: {PACKAGE}.{module}" for module, _ in group]
+    return "\n\n".join(parts)
 
 
 def tests_page_markdown(root: Path) -> str:
@@ -145,8 +146,7 @@ def on_page_markdown(markdown, page, config, files):
         return markdown
     if API_MARKER not in markdown:
         raise PluginError(f"{API_PAGE} lost its marker {API_MARKER!r}")
-    blocks = "\n\n".join(f"::: {PACKAGE}.{name}" for name in api_modules(_root(config)))
-    return markdown.replace(API_MARKER, blocks)
+    return markdown.replace(API_MARKER, api_markdown())
 
 
 _EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')

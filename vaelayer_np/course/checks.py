@@ -60,8 +60,8 @@ def run_check(name, body, bound=""):
 
 def max_relative_error(got, expected, floor=1e-8):
     """max |got - expected| / max(max |got|, max |expected|, floor): the gradient check's own measure
-    (:func:`vaelayer_np.gradcheck.relative_error`), with a message naming the shapes on a mismatch."""
-    from ..gradcheck import relative_error
+    (:func:`vaelayer_np.core.gradcheck.relative_error`), with a message naming the shapes on a mismatch."""
+    from ..core.gradcheck import relative_error
 
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -101,9 +101,9 @@ def check_gradient(name, f, student_grad, tensors, tol=1e-7):
 
     ``f()`` is the scalar, reading ``tensors`` (dict name -> float64 array) at call time;
     ``student_grad()`` returns a dict with one gradient per tensor. Uses
-    :func:`vaelayer_np.gradcheck.check_gradients`, so the verdict is the library's own.
+    :func:`vaelayer_np.core.gradcheck.check_gradients`, so the verdict is the library's own.
     """
-    from ..gradcheck import check_gradients
+    from ..core.gradcheck import check_gradients
 
     def body():
         grads = student_grad()

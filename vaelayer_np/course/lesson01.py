@@ -1,15 +1,15 @@
 r"""Checkers of lesson 01, the VAE layer's forward pass (``notebooks/01_vae_layer_forward.ipynb``).
 
 Each checker runs the student's function on random inputs and compares it with the
-library's reference, the code every :class:`~vaelayer_np.layers.VAELayer` runs:
+library's reference, the code every :class:`~vaelayer_np.core.layers.VAELayer` runs:
 
-* :func:`check_bounded_log_var`: ``bounded_log_var(r, c)`` vs :func:`vaelayer_np.ops.bound_log_var`
-* :func:`check_reparameterize`: ``reparameterize(mu, log_var, eps)`` vs :func:`vaelayer_np.ops.reparameterize`
+* :func:`check_bounded_log_var`: ``bounded_log_var(r, c)`` vs :func:`vaelayer_np.core.ops.bound_log_var`
+* :func:`check_reparameterize`: ``reparameterize(mu, log_var, eps)`` vs :func:`vaelayer_np.core.ops.reparameterize`
 * :func:`check_vae_forward`: ``vae_forward(x, params, eps, act, log_var_bound)`` vs
-  :meth:`vaelayer_np.layers.VAELayer.forward`
+  :meth:`vaelayer_np.core.layers.VAELayer.forward`
 * :func:`check_neg_elbo`: ``neg_elbo(x, x_hat, mu, log_var, beta)`` vs
-  :meth:`vaelayer_np.layers.VAELayer.loss_terms` (:func:`vaelayer_np.losses.mse` and
-  :func:`vaelayer_np.ops.kl_diag_gaussian`)
+  :meth:`vaelayer_np.core.layers.VAELayer.loss_terms` (:func:`vaelayer_np.core.losses.mse` and
+  :func:`vaelayer_np.core.ops.kl_diag_gaussian`)
 
 Shapes: N examples, D inputs, H encoder hidden units, K latent units.
 """
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import losses, ops
-from ..activations import ACTIVATIONS
-from ..gradcheck import generic_point
-from ..layers import VAELayer
+from ..core import losses
+from ..core import ops
+from ..core.activations import ACTIVATIONS
+from ..core.gradcheck import generic_point
+from ..core.layers import VAELayer
 from .checks import compare_arrays
 
 TOLERANCE = 1e-10  # float64 comparisons with the library: only rounding may differ
@@ -31,7 +32,7 @@ def _activation_name(act):
     for name, fn in ACTIVATIONS.items():
         if fn.forward is act:
             return name
-    raise ValueError(f"act: expected one of the forward functions of vaelayer_np.activations "
+    raise ValueError(f"act: expected one of the forward functions of vaelayer_np.core.activations "
                      f"({', '.join(ACTIVATIONS)}), got {act!r}")
 
 
@@ -70,7 +71,7 @@ def library_forward(x, params, eps, act, log_var_bound):
     params : dict with W_enc (D, H), b_enc (H,), W_mu (H, K), b_mu (K,), W_lv (H, K), b_lv (K,),
         W_dec (K, D), b_dec (D,)
     eps : (N, K) float64 array, the noise held fixed
-    act : an activation's forward function from :mod:`vaelayer_np.activations` (e.g. ``relu``)
+    act : an activation's forward function from :mod:`vaelayer_np.core.activations` (e.g. ``relu``)
     log_var_bound : float, c in ``c * tanh(r / c)``
     """
     d, h = params["W_enc"].shape
@@ -88,7 +89,7 @@ def check_vae_forward(vae_forward, n_trials=4, seed=0):
 
     Random layers (D=7, H=6, K=3, relu and tanh, biases moved off zero, the log-variance
     head scaled up so that the bound matters) on random inputs, against
-    :meth:`vaelayer_np.layers.VAELayer.forward` with the same parameters and noise.
+    :meth:`vaelayer_np.core.layers.VAELayer.forward` with the same parameters and noise.
     """
     acts = [ACTIVATIONS["relu"].forward, ACTIVATIONS["tanh"].forward]
     trial = {"i": 0}
@@ -119,7 +120,7 @@ def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
     r"""Check ``neg_elbo(x, x_hat, mu, log_var, beta) -> (recon, kl, neg_elbo)`` (three floats).
 
     recon is the MSE averaged over all N*D elements, kl is summed over K and averaged
-    over N, and neg_elbo = recon + beta * kl, as in :meth:`vaelayer_np.layers.VAELayer.loss_terms`.
+    over N, and neg_elbo = recon + beta * kl, as in :meth:`vaelayer_np.core.layers.VAELayer.loss_terms`.
     """
     def make_inputs(rng):
         n, d, k = int(rng.integers(3, 9)), 7, 4

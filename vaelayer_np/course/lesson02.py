@@ -1,7 +1,7 @@
 r"""Checkers of lesson 02, deriving the VAE layer's gradients (``notebooks/02_deriving_gradients.ipynb``).
 
 Every checker is a float64 gradient check (:func:`vaelayer_np.course.checks.check_gradient`,
-which uses :func:`vaelayer_np.gradcheck.check_gradients`): the student's hand-written
+which uses :func:`vaelayer_np.core.gradcheck.check_gradients`): the student's hand-written
 gradient against central differences of the scalar it claims to differentiate, with a
 *random* upstream gradient (a random scalar factor for a loss, a random array for an
 array-valued function), tolerance 1e-7.
@@ -10,7 +10,7 @@ array-valued function), tolerance 1e-7.
 * :func:`check_bce_backward`: ``bce_with_logits_backward(logits, target) -> d_logits``
 * :func:`check_kl_gradients`: ``kl_gradients(mu, log_var) -> (d_mu, d_log_var)``
 * :func:`check_latent_backward`: ``latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound)
-  -> (d_mu, d_r)`` (the library's :func:`vaelayer_np.ops.latent_backward`)
+  -> (d_mu, d_r)`` (the library's :func:`vaelayer_np.core.ops.latent_backward`)
 * :func:`check_decoder_backward`: ``decoder_backward(d_x_hat, z, W_dec) -> (d_z, d_W_dec, d_b_dec)``
 * :func:`check_encoder_backward`: ``encoder_backward(d_mu, d_r, x, h_pre, h, params, act_backward) -> grads``
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import losses, ops
-from ..activations import ACTIVATIONS
-from ..gradcheck import check_gradients
+from ..core import losses
+from ..core import ops
+from ..core.activations import ACTIVATIONS
+from ..core.gradcheck import check_gradients
 from .checks import check_gradient, run_check
 
-TOLERANCE = 1e-7  # float64 central differences (vaelayer_np.gradcheck.DEFAULT_TOL)
+TOLERANCE = 1e-7  # float64 central differences (vaelayer_np.core.gradcheck.DEFAULT_TOL)
 
 
 def _upstream_scalar(rng):
@@ -47,7 +48,7 @@ def check_mse_backward(mse_backward, seed=0):
 def check_bce_backward(bce_with_logits_backward, seed=0):
     r"""Check ``bce_with_logits_backward(logits, target) -> d_logits`` (N, D).
 
-    Two parts: a gradient check of c * :func:`vaelayer_np.losses.bce_with_logits` at logits in
+    Two parts: a gradient check of c * :func:`vaelayer_np.core.losses.bce_with_logits` at logits in
     [-8, 8]; then logits of +-1000, where the answer must be finite and equal to
     :math:`(\sigma(s) - t)/(ND)` (a form that evaluates ``exp`` of a large positive number gives
     inf/inf = NaN there).
@@ -82,7 +83,7 @@ def check_bce_backward(bce_with_logits_backward, seed=0):
 def check_kl_gradients(kl_gradients, seed=0):
     r"""Check ``kl_gradients(mu, log_var) -> (d_mu, d_log_var)`` (both (N, K)).
 
-    The scalar is c * KL with the KL of :func:`vaelayer_np.ops.kl_diag_gaussian` (summed over K,
+    The scalar is c * KL with the KL of :func:`vaelayer_np.core.ops.kl_diag_gaussian` (summed over K,
     mean over N).
     """
     rng = np.random.default_rng(seed)
@@ -107,8 +108,8 @@ def check_latent_backward(latent_backward, seed=0):
               \qquad \log\sigma^2 = c\tanh(r/c)
 
     The student's function receives ``d_z = G``, ``std``, ``kl_grads`` (the KL's gradients
-    with respect to mu and log_var, from :func:`vaelayer_np.ops.kl_diag_gaussian`), ``kl_weight = w``,
-    the bounded ``log_var`` and ``bound = c``, as :func:`vaelayer_np.ops.latent_backward` does.
+    with respect to mu and log_var, from :func:`vaelayer_np.core.ops.kl_diag_gaussian`), ``kl_weight = w``,
+    the bounded ``log_var`` and ``bound = c``, as :func:`vaelayer_np.core.ops.latent_backward` does.
     """
     rng = np.random.default_rng(seed)
     n, k = 5, 3
@@ -161,7 +162,7 @@ def check_encoder_backward(encoder_backward, seed=0):
     :math:`r = h W_{lv} + b_{lv}` (the raw log-variance, before the bound). The scalar is
     :math:`\langle G_\mu, \mu\rangle + \langle G_r, r\rangle` with random G's; ``grads`` must
     hold W_enc, b_enc, W_mu, b_mu, W_lv, b_lv and x. ``act_backward(dout, x, out)`` is an
-    activation's derivative from :mod:`vaelayer_np.activations`; checked with relu and tanh.
+    activation's derivative from :mod:`vaelayer_np.core.activations`; checked with relu and tanh.
     """
     def body():
         rng = np.random.default_rng(seed)

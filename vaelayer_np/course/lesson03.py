@@ -1,6 +1,6 @@
 r"""Checkers of lesson 03, gradient checking (``notebooks/03_gradient_checking.ipynb``).
 
-The exercises rebuild the three parts of :mod:`vaelayer_np.gradcheck`:
+The exercises rebuild the three parts of :mod:`vaelayer_np.core.gradcheck`:
 
 * ``numerical_gradient(f, x, h)``: central differences, perturbing ``x`` in place and
   restoring it (:func:`check_numerical_gradient`);
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gradcheck import DEFAULT_STEP, DEFAULT_TOL, numerical_gradient, relative_error
-from ..layers import Activation, Dense
+from ..core.gradcheck import DEFAULT_STEP, DEFAULT_TOL, numerical_gradient, relative_error
+from ..core.layers import Activation, Dense
 from .checks import max_relative_error, run_check
 
 CAUGHT = 1e-3  # a planted bug must show an error at least this large to count as caught
@@ -47,7 +47,7 @@ class DenseBiasCountsRows(Dense):
 
 
 def kl_gradient_with_log_var_bug(mu, log_var):
-    r"""A copy of :func:`vaelayer_np.ops.kl_diag_gaussian` with the classic bug planted.
+    r"""A copy of :func:`vaelayer_np.core.ops.kl_diag_gaussian` with the classic bug planted.
 
     The correct gradient is :math:`\partial KL/\partial\log\sigma^2 = (\sigma^2 - 1)/(2N)`;
     this copy writes the log-variance where the variance belongs, :math:`(\log\sigma^2 - 1)/(2N)`.
@@ -88,7 +88,7 @@ def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
     """Check ``numerical_gradient_fn(f, x, h) -> grad`` (central differences, ``x`` restored).
 
     On smooth random problems the result is compared with the analytic gradient and with
-    :func:`vaelayer_np.gradcheck.numerical_gradient`; ``x`` must hold its original values
+    :func:`vaelayer_np.core.gradcheck.numerical_gradient`; ``x`` must hold its original values
     afterwards (bit for bit), and ``f`` must be read at the perturbed points (in place).
     The figure is the worst relative error; a forward difference measures about 1e-5 here.
     """
@@ -137,7 +137,7 @@ def _error_cases(rng):
 
 def check_relative_error(relative_error_fn, tol=1e-12):
     r"""Check ``relative_error_fn(numeric, analytic) -> float`` against
-    :func:`vaelayer_np.gradcheck.relative_error`:
+    :func:`vaelayer_np.core.gradcheck.relative_error`:
     :math:`\max|a-b| / \max(\max|a|, \max|b|, 10^{-8})`.
 
     The cases include arrays of very different scales, an element set to zero (an

@@ -8,17 +8,17 @@ Two parts:
   :func:`check_cosine_embedding` (the cosine embedding loss and its gradients),
   :func:`check_make_pairs_balanced` (the ``balanced`` pairing mode),
   :func:`check_local_step` (one pair of twin layers' local step, against
-  :func:`vaelayer_np.iffcl.vae_local_step` on the same inputs and noise).
+  :func:`vaelayer_np.core.iffcl.vae_local_step` on the same inputs and noise).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
-from ..gradcheck import check_loss, generic_point
-from ..iffcl import vae_local_step
-from ..layers import Dense, VAELayer
-from ..optim import Adam
+from ..core import ops
+from ..core.gradcheck import check_loss, generic_point
+from ..core.iffcl import vae_local_step
+from ..core.layers import Dense, VAELayer
+from ..core.optim import Adam
 from .checks import max_relative_error, run_check
 
 
@@ -90,7 +90,7 @@ def train_ff_layer(x, labels, n_classes, width=200, epochs=20, batch_size=64, lr
 
     Returns
     -------
-    layer : :class:`~vaelayer_np.layers.Dense` (apply ``relu(layer.forward(inputs)[0])``)
+    layer : :class:`~vaelayer_np.core.layers.Dense` (apply ``relu(layer.forward(inputs)[0])``)
     history : list of dicts per epoch: mean goodness of positive and negative data, and the loss
     """
     rng = np.random.default_rng(seed)
@@ -136,7 +136,7 @@ def layer_update_after_one_step(method, k, perturb_above, x, y, seed=0, encoder_
                                 shift=0.1):
     """The change of VAE layer ``k``'s parameters (net A) in one training step, from a fixed state.
 
-    Builds a :class:`~vaelayer_np.trainer.Trainer` (``method`` "iffcl" or "backprop", NumPy backend,
+    Builds a :class:`~vaelayer_np.run.trainer.Trainer` (``method`` "iffcl" or "backprop", NumPy backend,
     float64, plain SGD so that the update is -lr times the gradient; Adam's first step would be
     lr times the gradient's sign and hide how much it changed), optionally adds ``shift`` to every parameter of the VAE layers above ``k`` and of the
     output layers (both twins), takes one step on ``(x, y)`` and returns, per parameter of layer ``k``,
@@ -146,8 +146,8 @@ def layer_update_after_one_step(method, k, perturb_above, x, y, seed=0, encoder_
     -------
     dict parameter name -> array
     """
-    from ..config import TrainConfig
-    from ..trainer import Trainer
+    from ..run.config import TrainConfig
+    from ..run.trainer import Trainer
 
     config = TrainConfig(dataset="digits", method=method, encoder_hidden=encoder_hidden, widths=tuple(widths),
                          seed=seed, backend="numpy", dtype="float64", optimizer="sgd", momentum=0.0,
@@ -181,9 +181,9 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
     r"""Check ``cosine_embedding_fn(a, b, target, margin) -> (value, (d_a, d_b))``.
 
     Two measures, the worse one is the figure: (1) the value and gradients against
-    :func:`vaelayer_np.ops.cosine_embedding` on random pairs with both targets and margins
+    :func:`vaelayer_np.core.ops.cosine_embedding` on random pairs with both targets and margins
     0, 0.3 and -0.5; (2) a float64 gradient check of the student's own gradients
-    (:func:`vaelayer_np.gradcheck.check_loss`, random upstream scalar).
+    (:func:`vaelayer_np.core.gradcheck.check_loss`, random upstream scalar).
     """
     def body():
         rng = np.random.default_rng(11)
@@ -285,7 +285,7 @@ def local_step_problem(seed=0, n=6, d=7, k=4):
 def check_local_step(local_step_fn, tol=1e-9):
     """Check ``local_step_fn(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin) -> (grads_a, grads_b)``.
 
-    The reference is :func:`vaelayer_np.iffcl.vae_local_step` on the same layers, inputs, targets and
+    The reference is :func:`vaelayer_np.core.iffcl.vae_local_step` on the same layers, inputs, targets and
     noise (``cosine_on="latent"``, ``contrast="pairs"``), for two settings of lambda and the margin. The
     figure is the worst relative error over every parameter of both twins; the layers' parameters must
     be left unchanged (a step computes gradients; the optimiser applies them).

@@ -1,7 +1,7 @@
 r"""Checkers of lesson 05, training and what goes wrong (``notebooks/05_training_and_what_goes_wrong.ipynb``).
 
-* :func:`check_kl_per_unit`: ``kl_per_unit(mu, log_var)`` vs :func:`vaelayer_np.diagnostics.kl_per_unit`
-* :func:`check_active_units`: ``active_units(mu, threshold)`` vs :func:`vaelayer_np.diagnostics.active_units`
+* :func:`check_kl_per_unit`: ``kl_per_unit(mu, log_var)`` vs :func:`vaelayer_np.analysis.diagnostics.kl_per_unit`
+* :func:`check_active_units`: ``active_units(mu, threshold)`` vs :func:`vaelayer_np.analysis.diagnostics.active_units`
 * :func:`check_backprop_epoch`: ``backprop_epoch(net, optimizers, x, y, batch_size, rng)`` trains a small
   network on scikit-learn's digits for a few epochs; the test accuracy it reaches must be high
 
@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import diagnostics
-from ..backprop import loss_and_grads
-from ..data import load_dataset
-from ..network import Network
-from ..optim import Adam
-from ..reproduce import PAPER_LIKE
+from ..analysis import diagnostics
+from ..core.backprop import loss_and_grads
+from ..run.data import load_dataset
+from ..core.network import Network
+from ..core.optim import Adam
+from ..tools.reproduce import PAPER_LIKE
 from .checks import compare_arrays, run_check
 
 TOLERANCE = 1e-10
 
-# The paper's reading of IFFCL (vaelayer_np.reproduce.PAPER_LIKE) on digits. beta is raised from 1e-3 to
+# The paper's reading of IFFCL (vaelayer_np.tools.reproduce.PAPER_LIKE) on digits. beta is raised from 1e-3 to
 # 0.0125 so that the KL weighs against the reconstruction as it does on Fashion-MNIST: the reconstruction
 # is a mean over D pixels and the KL a sum over units, so what matters is beta * D
 # (1e-3 * 784 = 0.78 on Fashion-MNIST, 0.0125 * 64 = 0.80 on digits).
@@ -93,7 +93,7 @@ def make_backprop_setup(seed=0, dtype=np.float32):
 
 def reference_backprop_epoch(net, optimizers, x, y, batch_size, rng):
     """One epoch of end-to-end training (the notebook's solution): shuffle, then per mini-batch
-    :func:`vaelayer_np.backprop.loss_and_grads` and every layer's optimiser step. Returns the mean loss."""
+    :func:`vaelayer_np.core.backprop.loss_and_grads` and every layer's optimiser step. Returns the mean loss."""
     order = rng.permutation(x.shape[0])
     total = []
     for start in range(0, x.shape[0], batch_size):

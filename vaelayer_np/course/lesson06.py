@@ -1,9 +1,9 @@
 r"""Checkers of lesson 06, generation (``notebooks/06_generation.ipynb``).
 
-* :func:`check_decode_to_input`: ``decode_to_input(net, k, z)`` vs :func:`vaelayer_np.generation.decode_to_input`
+* :func:`check_decode_to_input`: ``decode_to_input(net, k, z)`` vs :func:`vaelayer_np.analysis.generation.decode_to_input`
 * :func:`check_sample_aggregate`: ``sample_aggregate(mu, log_var, n, seed)`` vs
-  :func:`vaelayer_np.generation.fit_aggregate_posterior` then :func:`vaelayer_np.generation.sample_latents`
-* :func:`check_traverse`: ``traverse(net, k, x_point, unit, values)`` vs :func:`vaelayer_np.generation.traverse`
+  :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior` then :func:`vaelayer_np.analysis.generation.sample_latents`
+* :func:`check_traverse`: ``traverse(net, k, x_point, unit, values)`` vs :func:`vaelayer_np.analysis.generation.traverse`
 
 The networks are small random ones (three VAE layers of different widths), float64, so the
 comparison is to rounding.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import generation
-from ..network import Network
+from ..analysis import generation
+from ..core.network import Network
 from .checks import compare_arrays
 
 TOLERANCE = 1e-10
@@ -39,8 +39,8 @@ def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
 
 
 def reference_sample_aggregate(mu, log_var, n, seed):
-    """The library's answer: :func:`~vaelayer_np.generation.fit_aggregate_posterior`, then
-    :func:`~vaelayer_np.generation.sample_latents` with ``np.random.default_rng(seed)``."""
+    """The library's answer: :func:`~vaelayer_np.analysis.generation.fit_aggregate_posterior`, then
+    :func:`~vaelayer_np.analysis.generation.sample_latents` with ``np.random.default_rng(seed)``."""
     mean, std = generation.fit_aggregate_posterior(mu, log_var)
     return generation.sample_latents(n, mean, std, np.random.default_rng(seed))
 
@@ -62,7 +62,7 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
 
 def check_traverse(traverse, n_trials=3, seed=0):
     """Check ``traverse(net, k, x_point, unit, values) -> (V, D)``: layer k's means of one input, one
-    unit replaced by each value in turn, decoded with :func:`vaelayer_np.generation.decode_to_input`."""
+    unit replaced by each value in turn, decoded with :func:`vaelayer_np.analysis.generation.decode_to_input`."""
     def make_inputs(rng):
         net = _net(rng)
         k = int(rng.integers(0, 3))

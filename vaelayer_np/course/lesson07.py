@@ -3,11 +3,11 @@
 The exercises of ``notebooks/07_speed_and_kernels.ipynb``:
 
 * :func:`check_relu_backward_kernel` -- a fused Numba kernel for the ReLU backward,
-  against :func:`vaelayer_np.activations.relu_backward`;
+  against :func:`vaelayer_np.core.activations.relu_backward`;
 * :func:`check_kl_kernel` -- a fused Numba kernel for the KL value and its two gradients,
-  against :func:`vaelayer_np.ops.kl_diag_gaussian`;
+  against :func:`vaelayer_np.core.ops.kl_diag_gaussian`;
 * :func:`check_adam_kernel` -- a fused Numba kernel for one in-place Adam update,
-  against :func:`vaelayer_np.ops.adam_update`;
+  against :func:`vaelayer_np.core.ops.adam_update`;
 * :func:`check_interleaved_timer` -- a median-of-repeats timer that interleaves two functions.
 
 The kernel checkers compare outputs with the reference on random inputs, in float64 and in
@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from .. import activations, ops
+from ..core import activations
+from ..core import ops
 from .checks import max_relative_error, run_check
 
 # Tolerances of the kernel checks, relative to the largest entry (checks.max_relative_error).
@@ -191,7 +192,7 @@ def _relu_inputs(rng, shape, dtype):
 
 
 def check_relu_backward_kernel(kernel, time_it=True, quick=True):
-    """``kernel(dout, x) -> dx`` against :func:`vaelayer_np.activations.relu_backward`.
+    """``kernel(dout, x) -> dx`` against :func:`vaelayer_np.core.activations.relu_backward`.
 
     ``dx = dout`` where ``x > 0`` and 0 elsewhere (also at ``x == 0``: the inputs contain exact
     zeros). Checked in float64 and float32 on several shapes; the output must keep the input's dtype.
@@ -208,7 +209,7 @@ def _kl_inputs(rng, shape, dtype):
 
 
 def check_kl_kernel(kernel, time_it=True, quick=True):
-    """``kernel(mu, log_var, var) -> (value, d_mu, d_log_var)`` against :func:`vaelayer_np.ops.kl_diag_gaussian`.
+    """``kernel(mu, log_var, var) -> (value, d_mu, d_log_var)`` against :func:`vaelayer_np.core.ops.kl_diag_gaussian`.
 
     ``value`` is the KL summed over K and averaged over N; ``d_log_var`` is the gradient with
     respect to the *log*-variance. Checked in float64 and float32; the gradients keep the dtype.
@@ -237,7 +238,7 @@ def _adam_inputs(rng, shape, dtype):
 
 
 def _adam_run(update, w, *grads):
-    """Three Adam steps with the bias corrections folded as :class:`vaelayer_np.optim.Adam` does."""
+    """Three Adam steps with the bias corrections folded as :class:`vaelayer_np.core.optim.Adam` does."""
     w = np.ascontiguousarray(w).reshape(-1)
     m, v = np.zeros_like(w), np.zeros_like(w)
     b1, b2, lr, eps = (ADAM_SETTINGS[k] for k in ("beta1", "beta2", "lr", "eps"))
@@ -250,7 +251,7 @@ def _adam_run(update, w, *grads):
 
 def check_adam_kernel(kernel, time_it=True, quick=True):
     """``kernel(w, g, m, v, beta1, beta2, step_size, eps_hat)`` (in place, flat arrays) against
-    :func:`vaelayer_np.ops.adam_update`, over three steps; w, m and v are compared."""
+    :func:`vaelayer_np.core.ops.adam_update`, over three steps; w, m and v are compared."""
     return _kernel_check("fused Adam update kernel", lambda *a: _adam_run(kernel, *a),
                          lambda *a: _adam_run(ops.adam_update, *a), _adam_inputs, _SHAPES, time_it,
                          _timing_shape(quick))

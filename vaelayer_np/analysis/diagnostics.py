@@ -13,16 +13,16 @@ K latent units):
   noise is larger than the spread, a sample ``z`` says little about ``x``.
 * :func:`layer_diagnostics` : all of the above for every VAE layer of a network, in one pass.
 
-The functions read arrays (or run a :class:`~vaelayer_np.network.Network` forward); they never
-change a network. ``vaelayer_np.ops.kl_diag_gaussian`` is the KL the layers minimise;
+The functions read arrays (or run a :class:`~vaelayer_np.core.network.Network` forward); they never
+change a network. ``vaelayer_np.core.ops.kl_diag_gaussian`` is the KL the layers minimise;
 :func:`kl_per_unit` splits that same number over the units (their sum equals it).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_float_array, check_positive
-from .layers import _as_rng
+from ..core._validate import check_float_array, check_positive
+from ..core.layers import _as_rng
 
 COLLAPSE_KL = 0.05        # nats: a unit whose data-averaged KL is below this carries (almost) nothing
 ACTIVE_THRESHOLD = 1e-2   # Burda et al. 2016: a unit is active when Var_x[E_q(z|x)[z_k]] > 0.01
@@ -41,7 +41,7 @@ def kl_per_unit(mu, log_var):
         \mathrm{KL}_k = \frac1N \sum_{n=1}^{N} -\tfrac12\left(1 + \log\sigma^2_{nk}
         - \mu_{nk}^2 - \sigma^2_{nk}\right)
 
-    Summed over k this is exactly the layer's KL term, ``vaelayer_np.ops.kl_diag_gaussian``
+    Summed over k this is exactly the layer's KL term, ``vaelayer_np.core.ops.kl_diag_gaussian``
     (summed over K, averaged over N).
 
     Parameters
@@ -132,7 +132,7 @@ def encode_layers(net, x, sample=False, rng=None):
 
     Parameters
     ----------
-    net : :class:`~vaelayer_np.network.Network`
+    net : :class:`~vaelayer_np.core.network.Network`
     x : (N, D) array (cast to the network's dtype)
     sample : bool
         False (default): the evaluation path, every layer receives the layer below's act(mu).

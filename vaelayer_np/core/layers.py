@@ -22,8 +22,8 @@ import numpy as np
 from . import losses
 from ._validate import check_choice, check_finite, check_float_array, check_positive
 from .activations import get_activation, sigmoid
-from .backend import get_ops
-from .config import CHOICES, DEFAULTS
+from ..fast.backend import get_ops
+from .settings import CHOICES, DEFAULTS
 from .ops import bound_log_var, softmax
 
 
@@ -196,7 +196,7 @@ class VAELayer(Layer):
 
         neg_elbo = recon(x_hat, x) + beta * KL(N(mu, std^2) || N(0, I))
 
-    Every default comes from :data:`vaelayer_np.config.DEFAULTS`, so a layer built
+    Every default comes from :data:`vaelayer_np.run.config.DEFAULTS`, so a layer built
     with defaults is the layer ``vaelayer train`` trains.
 
     Parameters
@@ -422,7 +422,7 @@ class VAELayer(Layer):
         """Buffers of the training path for a batch of n rows (allocated on first use)."""
         ws = self._workspaces.get(n)
         if ws is None:
-            from ._kernels import keep_freed_memory
+            from ..fast.kernels import keep_freed_memory
             keep_freed_memory()
             k, dt = self.latent_dim, self._dtype
             ws = {"eps": np.empty((n, k), dt), "mu": np.empty((n, k), dt), "r": np.empty((n, k), dt),

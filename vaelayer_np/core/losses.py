@@ -20,7 +20,7 @@ from ._validate import (
     check_same_shape,
     check_targets_pm1,
 )
-from .backend import get_ops
+from ..fast.backend import get_ops
 from .ops import COSINE_EPS, log_softmax, softmax  # noqa: F401  (public here too)
 
 
@@ -82,8 +82,8 @@ def kl_diag_gaussian(mu, log_var, backend="numpy"):
 
     .. math:: KL = \frac{1}{N} \sum_n -\tfrac12 \sum_k (1 + \log\sigma^2_{nk} - \mu_{nk}^2 - \sigma^2_{nk})
 
-    The formula and its gradients are :func:`vaelayer_np.ops.kl_diag_gaussian`, the
-    function every :class:`~vaelayer_np.layers.VAELayer` runs; this entry point adds the checks.
+    The formula and its gradients are :func:`vaelayer_np.core.ops.kl_diag_gaussian`, the
+    function every :class:`~vaelayer_np.core.layers.VAELayer` runs; this entry point adds the checks.
 
     Parameters
     ----------
@@ -124,7 +124,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
     differences: ``eps`` (1e-8 here, 1e-12 in torch) is added to each squared norm,
     so values differ for vectors of norm near 1e-4 or below; and at an exact tie
     :math:`\cos_n = m` of a negative pair the gradient used here is 0 (torch's is
-    that of :math:`\cos_n - m`). Arithmetic: :func:`vaelayer_np.ops.cosine_embedding`.
+    that of :math:`\cos_n - m`). Arithmetic: :func:`vaelayer_np.core.ops.cosine_embedding`.
 
     Parameters
     ----------
@@ -163,7 +163,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
     The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
     a label and -1 elsewhere, every example is pulled towards all of its class
     and pushed from all others, not just from one partner. Arithmetic:
-    :func:`vaelayer_np.ops.cosine_embedding_matrix`.
+    :func:`vaelayer_np.core.ops.cosine_embedding_matrix`.
 
     Parameters
     ----------
@@ -202,7 +202,7 @@ def softmax_cross_entropy(logits, labels, backend="numpy"):
     ----------
     logits : (N, C) float array
     labels : (N,) integer array in [0, C)
-    backend : "numpy" (the reference, :func:`vaelayer_np.ops.softmax_cross_entropy`) or "numba"
+    backend : "numpy" (the reference, :func:`vaelayer_np.core.ops.softmax_cross_entropy`) or "numba"
 
     Returns
     -------

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validate import check_choice
+from ..core._validate import check_choice
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -82,7 +82,7 @@ class Dataset:
 
     The validation split may be empty (``val_fraction=0``): ``x_val`` then has
     shape (0, D) and ``y_val`` shape (0,). A table of your own
-    (:func:`vaelayer_np.tables.load_table`) has ``image_shape`` None, its column
+    (:func:`vaelayer_np.run.tables.load_table`) has ``image_shape`` None, its column
     names in ``feature_names``, and standardised features: ``feature_mean`` and
     ``feature_std`` (D,) are the training rows' statistics used to scale them.
     """

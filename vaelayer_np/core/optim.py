@@ -21,7 +21,7 @@ def flat_buffer_of(arrays):
     """The one flat buffer that ``arrays`` (a sequence) are consecutive views of, in order, or None.
 
     Layers keep their parameters (and the training path its gradients) as views into one
-    contiguous 1-D buffer (:func:`vaelayer_np.layers.flat_views`); an optimiser that sees such
+    contiguous 1-D buffer (:func:`vaelayer_np.core.layers.flat_views`); an optimiser that sees such
     a layout updates the whole layer in one pass over the buffer.
     """
     arrays = list(arrays)
@@ -128,7 +128,7 @@ class Adam(Optimizer):
             self.m = {k: np.zeros_like(v) for k, v in params.items()}
             self.v = {k: np.zeros_like(v) for k, v in params.items()}
         self._grad_views, self._flat_grads = (), None  # the last flat gradient layout seen
-        from .backend import get_ops
+        from ..fast.backend import get_ops
         self.ops = get_ops(backend)
 
     def step(self, grads):

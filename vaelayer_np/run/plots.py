@@ -10,7 +10,7 @@
   ``feature_errors.png`` (each layer's reconstruction error per feature) and
   ``latent_pca.png`` (each layer's latent means on their first two principal components)
 
-:func:`plot_all` draws the first four; :func:`vaelayer_np.runs.plot_run` reads a run folder
+:func:`plot_all` draws the first four; :func:`vaelayer_np.run.runs.plot_run` reads a run folder
 and calls it. This module reads no files.
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _decode_to_pixels(net, k, z):
     for j in range(k, -1, -1):
         h = net.vae_layers[j].decode(h.astype(net.dtype))
     if net.vae_layers[0].recon == "bce":
-        from .activations import sigmoid
+        from ..core.activations import sigmoid
         h = sigmoid(h)
     return h
 
@@ -156,7 +156,7 @@ def _reconstruction_to_pixels(net, k, x_hat):
     if k > 0:
         return _decode_to_pixels(net, k - 1, x_hat)
     if net.vae_layers[0].recon == "bce":
-        from .activations import sigmoid
+        from ..core.activations import sigmoid
         return sigmoid(x_hat)
     return x_hat
 

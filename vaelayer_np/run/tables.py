@@ -1,6 +1,6 @@
 """Your own data: tables from CSV or ``.npz`` files, and model sizes that fit them.
 
-:func:`load_table` reads a table and returns a :class:`~vaelayer_np.data.Dataset`
+:func:`load_table` reads a table and returns a :class:`~vaelayer_np.run.data.Dataset`
 like the image datasets, so ``vaelayer train --data wine.csv --target class``,
 ``vaelayer evaluate`` and ``vaelayer plot`` work on it:
 
@@ -25,7 +25,7 @@ deviation of the training rows (stored in the Dataset as ``feature_mean`` and
 not images.
 
 :func:`fit_sizes` is the rule that sizes a model to a table when no widths are
-given; :class:`~vaelayer_np.estimator.VAELayerClassifier` uses the same rule.
+given; :class:`~vaelayer_np.run.estimator.VAELayerClassifier` uses the same rule.
 """
 from __future__ import annotations
 
@@ -323,7 +323,7 @@ def _stratified_split(path, x, y, fraction, seed, what, option):
 
 
 def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val_fraction=0.1, limit=None):
-    """Load a table file as a :class:`~vaelayer_np.data.Dataset` with seeded stratified splits.
+    """Load a table file as a :class:`~vaelayer_np.run.data.Dataset` with seeded stratified splits.
 
     Parameters
     ----------

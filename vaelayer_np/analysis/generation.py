@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_choice, check_float_array, check_positive
-from .activations import sigmoid
+from ..core._validate import check_choice, check_float_array, check_positive
+from ..core.activations import sigmoid
 from .diagnostics import encode_layers
-from .layers import _as_rng
+from ..core.layers import _as_rng
 
 SAMPLE_SOURCES = ("prior", "aggregate")
 
@@ -56,7 +56,7 @@ def decode_to_input(net, k, z):
 
     Parameters
     ----------
-    net : :class:`~vaelayer_np.network.Network`
+    net : :class:`~vaelayer_np.core.network.Network`
     k : int, the layer whose latent ``z`` is (0 = the first VAE layer)
     z : (M, K_k) float array, latents of layer k (cast to the network's dtype)
 

@@ -186,7 +186,7 @@ def check_layer(layer, x, rng=None, name=None, h=DEFAULT_STEP, tol=DEFAULT_TOL, 
     """Check every parameter gradient and the input gradient of ``layer`` at ``x``.
 
     The scalar is ``L = sum(g * out)`` with a random upstream gradient ``g``.
-    For a :class:`~vaelayer_np.layers.VAELayer`, ``L`` also includes
+    For a :class:`~vaelayer_np.core.layers.VAELayer`, ``L`` also includes
     ``neg_elbo_weight`` times the layer's own loss (its negative ELBO) and a random
     gradient ``dz`` on the latent (the IFFCL cosine term's entry point), with the
     noise ``eps`` held fixed.
@@ -252,7 +252,7 @@ def run_all(seed=0, h=DEFAULT_STEP, tol=DEFAULT_TOL):
     """Check every layer and every loss of the library on small float64 problems."""
     from . import losses
     from .activations import ACTIVATIONS
-    from .config import CHOICES
+    from .settings import CHOICES
     from .layers import Activation, Dense, OutputLayer, VAELayer
 
     rng = np.random.default_rng(seed)
@@ -332,7 +332,7 @@ def _check_networks(rng, h, tol):
 def check_network(net, x, labels, eps, neg_elbo_weight=0.0, name="Network", h=DEFAULT_STEP, tol=DEFAULT_TOL):
     """Check the backpropagation baseline's gradients: every parameter of every layer, and the input.
 
-    The scalar is the network's end-to-end loss (:func:`vaelayer_np.backprop.loss_and_grads`)
+    The scalar is the network's end-to-end loss (:func:`vaelayer_np.core.backprop.loss_and_grads`)
     with the noise ``eps`` held fixed.
     """
     from .backprop import loss_and_grads

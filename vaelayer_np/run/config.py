@@ -1,45 +1,29 @@
-"""Every setting, its default, its allowed values and its check: the one source.
+"""The settings of one training run: :class:`TrainConfig`, its defaults and its checks.
 
-``DEFAULTS`` and ``CHOICES`` below are read by the layers, the network, the
-training configuration and the command line (whose options are generated from
-:class:`TrainConfig`), so a :class:`~vaelayer_np.network.Network` built with its
-defaults is the model that ``vaelayer train`` trains.
+The model's and the methods' defaults come from :mod:`vaelayer_np.core.settings` (the one
+source the layers and the steps read); this module adds the run's own settings (data,
+schedule, backend, threads). The command line's options are generated from
+:class:`TrainConfig`.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from ._validate import check_choice, check_finite, check_positive, check_threads
-from .activations import ACTIVATIONS
-from .backend import BACKENDS, default_backend
+from ..core._validate import check_choice, check_finite, check_positive, check_threads
+from ..core.activations import ACTIVATIONS
+from ..fast.backend import BACKENDS, default_backend
 from .data import DATASETS
 
-# Model settings (layers and network), with the reason for each default in docs/method.md.
-DEFAULTS = {
-    "activation": "relu",        # VAE layer output act(z)
-    "beta": 1e-3,                # weight of each layer's KL term
-    "recon": "mse",              # first layer's reconstruction loss (deeper layers: always mse)
-    "encoder_hidden": 1024,      # width of the hidden layer inside each encoder (0: linear encoder)
-    "log_var_bound": 6.0,        # c in log_var = c * tanh(r / c)
-    "log_var_bias_init": -4.0,   # initial bias of the log-variance head (small initial noise)
-    "pass_on": "mean",           # what the next layer receives in training: act(mu) or act(z)
-    "readout": "all",            # the output layer reads every VAE layer's output, or the last
-    "output_loss": "softmax",    # softmax cross-entropy, or BCE on one-hot targets
-}
+from ..core.settings import CHOICES as MODEL_CHOICES
+from ..core.settings import DEFAULTS
 
-# The allowed values of every setting that is a choice.
+# The allowed values of every setting that is a choice: the model's and the methods' (core.settings)
+# and the run's.
 CHOICES = {
     "dataset": DATASETS,
     "method": ("iffcl", "backprop"),
-    "activation": tuple(ACTIVATIONS),
-    "recon": ("mse", "bce"),
-    "pass_on": ("sample", "mean"),
-    "pairing": ("labelled", "balanced", "mirror"),
-    "contrast": ("pairs", "batch"),
-    "cosine_on": ("latent", "output"),
-    "readout": ("last", "all"),
-    "output_loss": ("softmax", "bce"),
+    **MODEL_CHOICES,
     "predict": ("twins", "a"),
     "optimizer": ("adam", "sgd"),
     "lr_schedule": ("constant", "cosine"),
@@ -54,7 +38,7 @@ DEFAULT_WIDTHS = {"digits": (64, 64, 64), "fashion-mnist": (256, 256, 256), "mni
 DEFAULT_THREADS = 1
 """BLAS threads while training and predicting, unless told otherwise (``threads``, ``--threads``).
 
-1, from the measurement of :func:`vaelayer_np.threads.measure` (docs/performance.md, "BLAS threads"):
+1, from the measurement of :func:`vaelayer_np.run.threads.measure` (docs/performance.md, "BLAS threads"):
 on the 2-core machine measured, a second BLAS thread made a digits epoch and a Fashion-MNIST-size
 step slower, many times slower when the other core was busy.
 """
@@ -107,20 +91,20 @@ class TrainConfig:
     pass_on: str = field(default=DEFAULTS["pass_on"],
                          metadata={"help": "what the next layer receives in training: sample (act(z)) or mean "
                                            "(act(mu)); evaluation always uses the mean"})
-    pairing: str = field(default="labelled", metadata={"help": "twin pairing: labelled, balanced or mirror"})
-    contrast: str = field(default="batch", metadata={"help": "cosine term over the twin pairs (pairs) or over all "
+    pairing: str = field(default=DEFAULTS["pairing"], metadata={"help": "twin pairing: labelled, balanced or mirror"})
+    contrast: str = field(default=DEFAULTS["contrast"], metadata={"help": "cosine term over the twin pairs (pairs) or over all "
                                                              "pairs of the batch (batch)"})
-    cosine_on: str = field(default="latent", metadata={"help": "cosine term on the latent z (latent) or on the "
+    cosine_on: str = field(default=DEFAULTS["cosine_on"], metadata={"help": "cosine term on the latent z (latent) or on the "
                                                                 "layer's output, act(mu) or act(z) as pass_on "
                                                                 "says (output)"})
-    lam: float = field(default=10.0, metadata={"help": "lambda, weight of the cosine term"})
-    margin: float = field(default=0.5, metadata={"help": "cosine embedding margin for target -1"})
+    lam: float = field(default=DEFAULTS["lam"], metadata={"help": "lambda, weight of the cosine term"})
+    margin: float = field(default=DEFAULTS["margin"], metadata={"help": "cosine embedding margin for target -1"})
     readout: str = field(default=DEFAULTS["readout"],
                          metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
     output_loss: str = field(default=DEFAULTS["output_loss"],
                              metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
     predict: str = field(default="twins", metadata={"help": "average both twins' probabilities (twins) or net A (a)"})
-    backprop_neg_elbo_weight: float = field(default=0.0, metadata={"help": "backprop baseline: weight of the "
+    backprop_neg_elbo_weight: float = field(default=DEFAULTS["backprop_neg_elbo_weight"], metadata={"help": "backprop baseline: weight of the "
                                                                            "layers' negative ELBOs added to the "
                                                                            "classification loss"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
@@ -146,7 +130,7 @@ class TrainConfig:
             return tuple(self.widths)
         if self.dataset not in DEFAULT_WIDTHS:
             raise ValueError(f"widths: not given for {self.dataset!r}; a table's widths are fitted when it is loaded "
-                             "(vaelayer_np.tables.fit_sizes), arrays need them given")
+                             "(vaelayer_np.run.tables.fit_sizes), arrays need them given")
         return DEFAULT_WIDTHS[self.dataset]
 
     def is_table(self):

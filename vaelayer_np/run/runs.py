@@ -54,9 +54,9 @@ def new_run_dir(root="runs", config=None):
 def load_run_dataset(config):
     """The dataset a configuration trains on (the one place a run loads its data).
 
-    With ``config.data`` set, the table file it names (:func:`vaelayer_np.tables.load_table_for_config`,
+    With ``config.data`` set, the table file it names (:func:`vaelayer_np.run.tables.load_table_for_config`,
     which also fits the sizes the config leaves open to the table); otherwise
-    :func:`vaelayer_np.data.load_dataset`.
+    :func:`vaelayer_np.run.data.load_dataset`.
     """
     if getattr(config, "data", ""):
         return load_table_for_config(config)
@@ -199,7 +199,7 @@ class _StopFlag:
 
 
 def plot_run(run_dir, trainer=None, dataset=None):
-    """Write every plot of a run folder (see :func:`vaelayer_np.plots.plot_all`); returns the paths written."""
+    """Write every plot of a run folder (see :func:`vaelayer_np.run.plots.plot_all`); returns the paths written."""
     from .plots import plot_all
 
     run_dir = Path(run_dir)
@@ -301,7 +301,7 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     epochs : with ``resume``, a new total number of epochs (to extend a run; never
         fewer than the epochs already done)
     changes : dict, with ``resume``: new values of the other settings a resume may change
-        (``data_dir``, ``backend``, ``threads``; :data:`vaelayer_np.config.RESUME_MAY_CHANGE`)
+        (``data_dir``, ``backend``, ``threads``; :data:`vaelayer_np.run.config.RESUME_MAY_CHANGE`)
     progress : show a tqdm progress bar with live loss and accuracy
     plots : write the PNG plots at the end
     should_stop : callable polled between steps (tests use it to simulate Ctrl-C)

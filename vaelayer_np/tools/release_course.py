@@ -15,8 +15,8 @@ regenerates the student notebooks and fails when they differ from the committed 
 
 Commands (``scripts/make_student_notebooks.py`` calls the same functions)::
 
-    python -m vaelayer_np.course.release             # regenerate notebooks/student/
-    python -m vaelayer_np.course.release --execute   # first run every solution notebook in full
+    python -m vaelayer_np.tools.release_course             # regenerate notebooks/student/
+    python -m vaelayer_np.tools.release_course --execute   # first run every solution notebook in full
                                                      # and store its outputs, then regenerate
 """
 from __future__ import annotations

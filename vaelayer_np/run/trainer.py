@@ -22,12 +22,13 @@ import time
 
 import numpy as np
 
-from . import backprop, iffcl
-from ._validate import check_float_array, check_labels
+from ..core import backprop
+from ..core import iffcl
+from ..core._validate import check_float_array, check_labels
 from .checkpoint import CheckpointError
 from .config import RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
-from .network import Network
-from .optim import OPTIMIZERS
+from ..core.network import Network
+from ..core.optim import OPTIMIZERS
 
 
 class DivergenceError(ValueError):
@@ -223,13 +224,13 @@ class Trainer:
         return self.backprop_step(x, y)
 
     def iffcl_step(self, x, y):
-        """IFFCL (:func:`vaelayer_np.iffcl.train_step`): every layer pair learns from its own local loss."""
+        """IFFCL (:func:`vaelayer_np.core.iffcl.train_step`): every layer pair learns from its own local loss."""
         c = self.config
         return iffcl.train_step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
                                 lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on)
 
     def backprop_step(self, x, y):
-        """The baseline (:func:`vaelayer_np.backprop.train_step`): one network, the loss backpropagated."""
+        """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
         return backprop.train_step(self.net_a, self.optimizers, x, y, self.rng,
                                    neg_elbo_weight=self.config.backprop_neg_elbo_weight)
 

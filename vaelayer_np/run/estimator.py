@@ -6,7 +6,7 @@
     clf = VAELayerClassifier().fit(X_train, y_train)
     clf.score(X_test, y_test)
 
-It wraps :class:`~vaelayer_np.trainer.Trainer` (IFFCL or the backprop baseline)
+It wraps :class:`~vaelayer_np.run.trainer.Trainer` (IFFCL or the backprop baseline)
 in the scikit-learn API: labels of any kind (strings, 1..3, integer-valued
 floats) through label encoding, optional input standardisation, early stopping
 on a held-out part, ``transform`` (latent means), ``reconstruct``, ``sample``,
@@ -17,7 +17,7 @@ arrays and rebuilt on unpickling).
 
 The benchmark in docs/tabular.md is produced by::
 
-    nice -n 19 python -m vaelayer_np.estimator --benchmark
+    nice -n 19 python -m vaelayer_np.run.estimator --benchmark
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         IFFCL (twin networks, one local loss per layer) or the end-to-end baseline.
     widths : tuple of int or None
         Latent width of each VAE layer. None: fitted to the data by
-        :func:`vaelayer_np.tables.fit_sizes` (two layers of width ``w``, the power of
+        :func:`vaelayer_np.run.tables.fit_sizes` (two layers of width ``w``, the power of
         two >= max(n_features, 4 * n_classes), clipped to [16, 256]).
     encoder_hidden : int or None
         Width of the hidden layer inside each encoder (0: linear encoder). None:
@@ -85,7 +85,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     epochs, batch_size, lr : training length, mini-batch size, learning rate of the VAE layers
     output_lr : learning rate of the output layer
     beta, lam, margin, activation, pairing, contrast, readout, pass_on :
-        the IFFCL and layer settings of :class:`~vaelayer_np.config.TrainConfig`.
+        the IFFCL and layer settings of :class:`~vaelayer_np.run.config.TrainConfig`.
     standardize : bool, default True
         Scale each input column with the training mean and standard deviation
         (``mean_``, ``scale_``) before the network sees it.
@@ -99,7 +99,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     random_state : int, RandomState or None
         Seeds initialisation, pairing, noise, batch order and the validation split.
     n_threads : int or None
-        BLAS threads during fit and predict (None: :data:`vaelayer_np.threads.DEFAULT_THREADS`).
+        BLAS threads during fit and predict (None: :data:`vaelayer_np.run.threads.DEFAULT_THREADS`).
     backend : {"numba", "numpy"} or None (None: the library default)
     dtype : {"float32", "float64"}
     verbose : int, 0 silent, 1 one line per epoch
@@ -317,7 +317,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             for j in range(k, -1, -1):
                 h = net.vae_layers[j].decode(h.astype(net.dtype))
         if net.vae_layers[0].recon == "bce":
-            from .activations import sigmoid
+            from ..core.activations import sigmoid
             h = sigmoid(h)
         return np.asarray(h, dtype=np.float64) * self.scale_ + self.mean_
 
@@ -325,7 +325,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """Reconstruction of ``X`` through VAE layer ``layer`` (0: the first), in the units of ``X``.
 
         Layer k encodes X up to its latent mean (mean path) and its decoder and those of
-        the layers below carry it back down to the inputs (see :mod:`vaelayer_np.plots`).
+        the layers below carry it back down to the inputs (see :mod:`vaelayer_np.run.plots`).
 
         Returns
         -------
@@ -516,7 +516,7 @@ def format_benchmark(results, seeds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vaelayer_np.estimator",
+    parser = argparse.ArgumentParser(prog="python -m vaelayer_np.run.estimator",
                                      description="VAELayerClassifier on scikit-learn's bundled tables.")
     parser.add_argument("--benchmark", action="store_true", help="run the comparison of docs/tabular.md")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")

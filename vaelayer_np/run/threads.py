@@ -5,9 +5,9 @@ built with (OpenBLAS in the wheels), which may start one thread per core.
 :func:`limit_threads` caps that number for the code inside a ``with`` block,
 through threadpoolctl; ``vaelayer train --threads N``, ``TrainConfig.threads``
 and ``VAELayerClassifier(n_threads=N)`` use it. The default, :data:`DEFAULT_THREADS`,
-(:data:`vaelayer_np.config.DEFAULT_THREADS`) comes from :func:`measure`, rerun with::
+(:data:`vaelayer_np.run.config.DEFAULT_THREADS`) comes from :func:`measure`, rerun with::
 
-    nice -n 19 python -m vaelayer_np.threads --measure
+    nice -n 19 python -m vaelayer_np.run.threads --measure
 
 which times a digits epoch and a Fashion-MNIST-size IFFCL step with 1 and 2
 BLAS threads, first on the machine as it is and then with a competing CPU load
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ._validate import check_threads  # noqa: F401  (public here too)
+from ..core._validate import check_threads  # noqa: F401  (public here too)
 from .config import DEFAULT_THREADS  # the default lives with every other setting
 
 
@@ -164,7 +164,7 @@ def format_table(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vaelayer_np.threads",
+    parser = argparse.ArgumentParser(prog="python -m vaelayer_np.run.threads",
                                      description="BLAS thread count: measure 1 against 2 threads.")
     parser.add_argument("--measure", action="store_true", help="run the measurement and print a Markdown table")
     parser.add_argument("--repeats", type=int, default=5)

@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from .config import DEFAULT_THREADS, TrainConfig
-from .threads import limit_threads
-from .trainer import Trainer
+from ..run.config import DEFAULT_THREADS, TrainConfig
+from ..run.threads import limit_threads
+from ..run.trainer import Trainer
 
 
 _THREADS = None  # set by run_bench(threads=...)
@@ -73,8 +73,9 @@ def _row(name, t_numba, t_ref, ref_name="numpy"):
 
 
 def bench_kernels(repeats):
-    from . import _kernels, ops
-    from .activations import ACTIVATIONS
+    from ..fast import kernels as _kernels
+    from ..core import ops
+    from ..core.activations import ACTIVATIONS
 
     rng = np.random.default_rng(0)
     f32 = np.float32
@@ -224,8 +225,8 @@ class ProductRecorder:
     """
 
     def __init__(self):
-        from . import ops
-        from .backend import get_ops
+        from ..core import ops
+        from ..fast.backend import get_ops
 
         self.products = []  # (a, b) with a and b copied in their own memory layout (order="K")
         self._targets = [ops] + [get_ops(name) for name in ("numpy", "numba")]
@@ -235,7 +236,7 @@ class ProductRecorder:
         self.products.append((a.copy(order="K"), b.copy(order="K")))
 
     def __enter__(self):
-        from . import ops
+        from ..core import ops
 
         matmul, matmul_into = ops.matmul, ops.matmul_into
 
@@ -309,7 +310,7 @@ def step_parts(batch, hidden):
     reparameterisation noise drawn as float32 into a kept buffer), and "torch", "torch_fused" if
     PyTorch is installed; and a dict of facts (product count, FLOPs, parameters, noise values).
     """
-    from . import _kernels
+    from ..fast import kernels as _kernels
 
     rng = np.random.default_rng(0)
     x = rng.random((batch, 784)).astype(np.float32)
@@ -411,7 +412,7 @@ def bench_step(repeats, json_lines=False):
 def bench_compile():
     print("\n4b. Numba compile time for the whole backend (fresh process each)")
     template = ("import time, numpy as np; t=time.perf_counter();"
-                "from vaelayer_np.config import TrainConfig; from vaelayer_np.trainer import Trainer;"
+                "from vaelayer_np.run.config import TrainConfig; from vaelayer_np.run.trainer import Trainer;"
                 "tr=Trainer(TrainConfig(dataset='fashion-mnist', widths=(8,8), backend='{}'), 16, 10);"
                 "x=np.random.default_rng(0).random((4,16)).astype(np.float32); tr.step(x, np.arange(4));"
                 "tr.predict_proba(x); print(time.perf_counter()-t)")
@@ -429,10 +430,10 @@ def bench_compile():
 
 _EPOCH_CODE = """
 import resource, statistics, sys, time
-from vaelayer_np.config import TrainConfig
-from vaelayer_np.data import load_dataset
-from vaelayer_np.threads import limit_threads
-from vaelayer_np.trainer import Trainer
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.data import load_dataset
+from vaelayer_np.run.threads import limit_threads
+from vaelayer_np.run.trainer import Trainer
 ds = load_dataset("fashion-mnist")
 config = TrainConfig(dataset="fashion-mnist", backend=sys.argv[1])
 trainer = Trainer(config, ds.n_features, ds.n_classes)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import check_choice, check_float_array, check_labels
-from .config import CHOICES, DEFAULTS
+from .settings import CHOICES, DEFAULTS
 from .layers import OutputLayer, VAELayer, _as_rng
 
 
 class Network:
     """VAE layers ``in_dim -> widths[0] -> ... -> widths[-1]`` and an output layer.
 
-    Every default comes from :data:`vaelayer_np.config.DEFAULTS`: a network built
+    Every default comes from :data:`vaelayer_np.run.config.DEFAULTS`: a network built
     with defaults is the model ``vaelayer train`` trains.
 
     Parameters
@@ -29,7 +29,7 @@ class Network:
         the concatenation of every VAE layer's output.
     seed : int, seeds the initialisation (twins use different seeds)
     activation, beta, log_var_bound, log_var_bias_init, pass_on, encoder_hidden :
-        passed to every :class:`~vaelayer_np.layers.VAELayer`
+        passed to every :class:`~vaelayer_np.core.layers.VAELayer`
     recon : {"mse", "bce"}
         the *first* VAE layer's reconstruction loss; deeper layers reconstruct the
         previous layer's output, which is not in [0, 1], and always use "mse"

@@ -20,9 +20,9 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit
 
-from . import ops as _ops
-from .activations import LEAKY_SLOPE, ActivationFn
-from .ops import COSINE_EPS
+from ..core import ops as _ops
+from ..core.activations import LEAKY_SLOPE, ActivationFn
+from ..core.ops import COSINE_EPS
 
 # Numerical flags in one place. "reassoc" lets LLVM vectorise sums (the order of additions
 # changes, as NumPy's own pairwise sums do); "contract" allows fused multiply-adds; "nsz"
@@ -35,7 +35,7 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 # ----------------------------------------------------------------------------- KL and the latent's backward
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _kl_diag_gaussian(mu, log_var, var):
-    """Compiled loop of :func:`kl_diag_gaussian` (reference: :func:`vaelayer_np.ops.kl_diag_gaussian`)."""
+    """Compiled loop of :func:`kl_diag_gaussian` (reference: :func:`vaelayer_np.core.ops.kl_diag_gaussian`)."""
     n, k = mu.shape
     d_mu = np.empty_like(mu)
     d_lv = np.empty_like(mu)
@@ -54,7 +54,7 @@ def _kl_diag_gaussian(mu, log_var, var):
 
 
 def kl_diag_gaussian(mu, log_var, var=None):
-    """Kernel mirroring :func:`vaelayer_np.ops.kl_diag_gaussian`: value and both gradients in one pass.
+    """Kernel mirroring :func:`vaelayer_np.core.ops.kl_diag_gaussian`: value and both gradients in one pass.
 
     ``exp`` stays with NumPy (``var`` is passed in, or computed here with ``np.exp``): without a
     vector maths library Numba calls scalar libm functions, which measured about 10x slower
@@ -68,7 +68,7 @@ def kl_diag_gaussian(mu, log_var, var=None):
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _latent_backward(d_z, eps, std, d_mu_kl, d_lv_kl, kl_weight, log_var, bound, sample):
-    """Compiled loop of :func:`latent_backward` (reference: :func:`vaelayer_np.ops.latent_backward`)."""
+    """Compiled loop of :func:`latent_backward` (reference: :func:`vaelayer_np.core.ops.latent_backward`)."""
     n, k = d_z.shape
     d_mu = np.empty_like(d_z)
     d_r = np.empty_like(d_z)
@@ -86,7 +86,7 @@ def _latent_backward(d_z, eps, std, d_mu_kl, d_lv_kl, kl_weight, log_var, bound,
 
 
 def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
-    """Kernel mirroring :func:`vaelayer_np.ops.latent_backward` (sample path + KL + bound, one pass)."""
+    """Kernel mirroring :func:`vaelayer_np.core.ops.latent_backward` (sample path + KL + bound, one pass)."""
     sample = eps is not None
     d_mu_kl, d_lv_kl = kl_grads
     return _latent_backward(np.ascontiguousarray(d_z), eps if sample else d_z, std, d_mu_kl, d_lv_kl,
@@ -96,7 +96,7 @@ def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
 # ----------------------------------------------------------------------------- Adam
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _adam_update(w, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, eps_hat):
-    """Compiled loop of :func:`adam_update` over flat arrays (reference: :func:`vaelayer_np.ops.adam_update`).
+    """Compiled loop of :func:`adam_update` over flat arrays (reference: :func:`vaelayer_np.core.ops.adam_update`).
 
     The scalars arrive in the arrays' dtype, so float32 arrays are updated in float32 arithmetic
     (8 lanes per AVX2 instruction instead of 4): the loop is one read of w, g, m, v and one write
@@ -112,9 +112,9 @@ def _adam_update(w, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, ste
 
 
 def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
-    """Kernel mirroring :func:`vaelayer_np.ops.adam_update`: m, v and w updated in one pass.
+    """Kernel mirroring :func:`vaelayer_np.core.ops.adam_update`: m, v and w updated in one pass.
 
-    Given one layer's flat buffers (see :class:`vaelayer_np.optim.Adam`) this is one call per layer.
+    Given one layer's flat buffers (see :class:`vaelayer_np.core.optim.Adam`) this is one call per layer.
     """
     scalar = w.dtype.type
     _adam_update(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1),
@@ -125,7 +125,7 @@ def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
 # ----------------------------------------------------------------------------- reconstruction loss
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _mse_value_and_grad(pred, target, d_pred):
-    """Compiled loop of :func:`mse_value_and_grad` (reference: :func:`vaelayer_np.ops.mse_value_and_grad`)."""
+    """Compiled loop of :func:`mse_value_and_grad` (reference: :func:`vaelayer_np.core.ops.mse_value_and_grad`)."""
     p, t, d = pred.reshape(-1), target.reshape(-1), d_pred.reshape(-1)
     scale = 2.0 / p.size
     total = 0.0
@@ -137,7 +137,7 @@ def _mse_value_and_grad(pred, target, d_pred):
 
 
 def mse_value_and_grad(pred, target):
-    """Kernel mirroring :func:`vaelayer_np.ops.mse_value_and_grad`: value and gradient in one pass."""
+    """Kernel mirroring :func:`vaelayer_np.core.ops.mse_value_and_grad`: value and gradient in one pass."""
     pred, target = np.ascontiguousarray(pred), np.ascontiguousarray(target)
     d_pred = np.empty_like(pred)
     value = _mse_value_and_grad(pred, target, d_pred)
@@ -147,7 +147,7 @@ def mse_value_and_grad(pred, target):
 # ----------------------------------------------------------------------------- cosine embedding loss
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_embedding(a, b, target, margin, eps):
-    """Compiled loop of :func:`cosine_embedding` (reference: :func:`vaelayer_np.ops.cosine_embedding`)."""
+    """Compiled loop of :func:`cosine_embedding` (reference: :func:`vaelayer_np.core.ops.cosine_embedding`)."""
     n, k = a.shape
     d_a = np.empty_like(a)
     d_b = np.empty_like(b)
@@ -178,7 +178,7 @@ def _cosine_embedding(a, b, target, margin, eps):
 
 
 def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
-    """Kernel mirroring :func:`vaelayer_np.ops.cosine_embedding`: norms, loss and gradients per row in one pass."""
+    """Kernel mirroring :func:`vaelayer_np.core.ops.cosine_embedding`: norms, loss and gradients per row in one pass."""
     value, d_a, d_b = _cosine_embedding(a, b, np.asarray(target, dtype=a.dtype), float(margin), float(eps))
     return float(value), (d_a, d_b)
 
@@ -186,7 +186,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
 # ----------------------------------------------------------------------------- all-pairs cosine loss
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
-    """The element-wise part of the reference :func:`vaelayer_np.ops.cosine_embedding_matrix` in one pass: value, dL/dcos
+    """The element-wise part of the reference :func:`vaelayer_np.core.ops.cosine_embedding_matrix` in one pass: value, dL/dcos
     scaled by the norms, and its row and column sums weighted by cos (pair weights as :func:`.ops.cosine_pair_weights`)."""
     n, m = cos.shape
     n_pos = 0
@@ -226,7 +226,7 @@ def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
 
 
 def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True):
-    """Kernel mirroring :func:`vaelayer_np.ops.cosine_embedding_matrix`.
+    """Kernel mirroring :func:`vaelayer_np.core.ops.cosine_embedding_matrix`.
 
     The three matrix products stay with BLAS (:func:`.ops.matmul`); the element-wise
     work between them (pair weights, loss, dL/dcos, row and column sums) is one pass.
@@ -244,7 +244,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_xent(logits, labels):
-    """Compiled loop of :func:`softmax_cross_entropy` (reference: :func:`vaelayer_np.ops.softmax_cross_entropy`)."""
+    """Compiled loop of :func:`softmax_cross_entropy` (reference: :func:`vaelayer_np.core.ops.softmax_cross_entropy`)."""
     n, c = logits.shape
     d = np.empty_like(logits)
     total = 0.0
@@ -266,7 +266,7 @@ def _softmax_xent(logits, labels):
 
 
 def softmax_cross_entropy(logits, labels):
-    """Kernel mirroring :func:`vaelayer_np.ops.softmax_cross_entropy`: one pass per row."""
+    """Kernel mirroring :func:`vaelayer_np.core.ops.softmax_cross_entropy`: one pass per row."""
     value, d = _softmax_xent(logits, labels)
     return float(value), (d,)
 
@@ -274,7 +274,7 @@ def softmax_cross_entropy(logits, labels):
 # ----------------------------------------------------------------------------- activations
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _act_forward(x, kind, slope):
-    """Compiled forward of every activation (references: :mod:`vaelayer_np.activations`); ``kind`` picks one."""
+    """Compiled forward of every activation (references: :mod:`vaelayer_np.core.activations`); ``kind`` picks one."""
     out = np.empty_like(x)
     flat_x, flat_o = x.reshape(-1), out.reshape(-1)
     for i in range(flat_x.size):
@@ -298,7 +298,7 @@ def _act_forward(x, kind, slope):
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _act_backward(dout, x, out, kind, slope):
-    """Compiled backward of every activation (references: the ``*_backward`` functions of :mod:`vaelayer_np.activations`)."""
+    """Compiled backward of every activation (references: the ``*_backward`` functions of :mod:`vaelayer_np.core.activations`)."""
     dx = np.empty_like(x)
     fd, fx, fo, fr = dout.reshape(-1), x.reshape(-1), out.reshape(-1), dx.reshape(-1)
     for i in range(fx.size):
@@ -319,7 +319,7 @@ _ACT_KIND = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3, "identity": 4}
 
 
 def make_activation(name, slope=LEAKY_SLOPE):
-    """Kernels mirroring the activation ``name`` of :mod:`vaelayer_np.activations` (forward and backward)."""
+    """Kernels mirroring the activation ``name`` of :mod:`vaelayer_np.core.activations` (forward and backward)."""
     kind = _ACT_KIND[name]
 
     def forward(x):
@@ -334,7 +334,7 @@ def make_activation(name, slope=LEAKY_SLOPE):
 
 def make_ops():
     """The ``numba`` backend's namespace (same names as the ``numpy`` one, see :mod:`.backend`)."""
-    from . import ops
+    from ..core import ops
 
     return SimpleNamespace(
         name="numba",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import check_choice, check_float_array, check_targets_pm1
-from .config import CHOICES
+from .settings import CHOICES
 from .layers import _as_rng
 
 PAIRING_MODES = CHOICES["pairing"]
@@ -89,7 +89,7 @@ def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin, ops):
 
     ``contrast="pairs"``: one partner per example, targets ``target``.
     ``contrast="batch"``: every A row against every B row, +1 where the labels agree.
-    ``ops`` is the backend's namespace (:func:`vaelayer_np.backend.get_ops`).
+    ``ops`` is the backend's namespace (:func:`vaelayer_np.fast.backend.get_ops`).
     """
     if contrast == "pairs":
         return ops.cosine_embedding(z_a, z_b, target, margin)
@@ -191,11 +191,11 @@ def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0,
 
     Parameters
     ----------
-    net_a, net_b : the twin :class:`~vaelayer_np.network.Network` s
+    net_a, net_b : the twin :class:`~vaelayer_np.core.network.Network` s
     optimizers : dict "A.vae0", "B.vae0", ..., "A.output", "B.output" -> optimiser
     x : (N, D) array; y : (N,) int labels
     rng : Generator (pairing and noise)
-    pairing, lam, margin, contrast, cosine_on : the IFFCL settings (see :mod:`vaelayer_np.config`)
+    pairing, lam, margin, contrast, cosine_on : the IFFCL settings (see :mod:`vaelayer_np.run.config`)
 
     Returns
     -------

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import DEFAULTS, TrainConfig
+from ..run.config import DEFAULTS, TrainConfig
 
 # The paper's reading of IFFCL, for the decline study: one partner per example, the classifier on the
 # last layer, the sample passed on, lambda 1, margin 0, a constant learning rate, no encoder hidden layer.
@@ -71,7 +71,7 @@ class Experiment:
     settings : TrainConfig settings, or for ``kind != "train"`` the dataset and the model's settings
     purpose : one line for the table
     group : experiments of one group are the points of a grid; the best on validation is reported
-    kind : "train" (a :func:`vaelayer_np.runs.train_run`), "logreg" or "mlp" (scikit-learn context rows)
+    kind : "train" (a :func:`vaelayer_np.run.runs.train_run`), "logreg" or "mlp" (scikit-learn context rows)
     grid_seeds : "all" (every point on every seed) or "first" (the points on the first seed, the
         chosen point then on every seed); the group's reference point (``name == group``) always
         runs on every seed
@@ -162,7 +162,7 @@ def _comparable(d):
 
 # ---------------------------------------------------------------------------------------- one run (child)
 def _read_rows(run_dir):
-    from .runs import read_metrics
+    from ..run.runs import read_metrics
 
     return read_metrics(run_dir)
 
@@ -179,8 +179,8 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
         return False
     if exp.kind != "train":
         return _run_context_model(exp, settings, run_dir, log)
-    from .checkpoint import load_npz
-    from .runs import CHECKPOINT_FILE, METRICS_FILE, RunLock, read_config, train_run
+    from ..run.checkpoint import load_npz
+    from ..run.runs import CHECKPOINT_FILE, METRICS_FILE, RunLock, read_config, train_run
 
     config = TrainConfig(**settings).validate()
     checkpoint = run_dir / CHECKPOINT_FILE
@@ -215,8 +215,8 @@ def _run_context_model(exp, settings, run_dir, log):
 
     import numpy as np
 
-    from .checkpoint import write_json_atomic
-    from .data import load_dataset
+    from ..run.checkpoint import write_json_atomic
+    from ..run.data import load_dataset
 
     meta_path, metrics_path = run_dir / "context.json", run_dir / "metrics.jsonl"
     meta = {"kind": exp.kind, **settings}
@@ -269,7 +269,7 @@ def _stop_requested_by_parent():
 
 
 def _child_main(argv):
-    """Entry point of a child process: ``python -m vaelayer_np.reproduce --child NAME SEED OUT [EPOCHS LIMIT]``."""
+    """Entry point of a child process: ``python -m vaelayer_np.tools.reproduce --child NAME SEED OUT [EPOCHS LIMIT]``."""
     name, seed, out, epochs, limit = argv
     exp = EXPERIMENTS[name]
     to_int = lambda s: None if s == "-" else int(s)  # noqa: E731
@@ -434,7 +434,7 @@ class _Interrupt:
 
 def _launch(name, seed, out, epochs, limit, stop_file):
     env = dict(os.environ, **CHILD_THREAD_ENV, **{STOP_FILE_ENV: str(stop_file), PARENT_ENV: str(os.getpid())})
-    cmd = [sys.executable, "-m", "vaelayer_np.reproduce", "--child", name, str(seed), str(out),
+    cmd = [sys.executable, "-m", "vaelayer_np.tools.reproduce", "--child", name, str(seed), str(out),
            "-" if epochs is None else str(epochs), "-" if limit is None else str(limit)]
     # a session of its own: a terminal's Ctrl-C reaches only this command, which then asks every child to
     # stop through the stop file (a signal could land while a child is still importing and kill it mid-way)
@@ -504,7 +504,7 @@ def _commit():
 
 def _plot_mean_curves(out, groups, seeds, path, title):
     """Mean test (solid) and train (dashed) accuracy per epoch over the finished seeds of each experiment."""
-    from .plots import plot_compare
+    from ..run.plots import plot_compare
 
     runs = []
     for label, name in groups:
@@ -788,4 +788,4 @@ if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "--child":
         sys.exit(_child_main(sys.argv[2:]))
     sys.exit("run the experiments with `vaelayer reproduce` (or `python -m vaelayer_np reproduce`); "
-             "`python -m vaelayer_np.reproduce --child ...` is the per-seed worker it starts")
+             "`python -m vaelayer_np.tools.reproduce --child ...` is the per-seed worker it starts")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ._validate import check_choice
+from ..core._validate import check_choice
 
 BACKENDS = ("numpy", "numba")
 _cache = {}
@@ -47,8 +47,8 @@ def get_ops(name="numpy"):
     check_choice("backend", name, BACKENDS)
     if name not in _cache:
         if name == "numpy":
-            from . import ops
-            from .activations import get_activation
+            from ..core import ops
+            from ..core.activations import get_activation
 
             _cache[name] = SimpleNamespace(
                 name="numpy",
@@ -65,7 +65,7 @@ def get_ops(name="numpy"):
                 activation=get_activation,
             )
         else:
-            from . import _kernels
+            from . import kernels as _kernels
 
             _cache[name] = _kernels.make_ops()
     return _cache[name]

@@ -28,7 +28,7 @@ class BackpropResult:
 
 
 def loss_and_grads(net, x, labels, rng=None, eps=None, neg_elbo_weight=0.0, need_dx=False):
-    r"""End-to-end loss and gradients of :class:`~vaelayer_np.network.Network` ``net``.
+    r"""End-to-end loss and gradients of :class:`~vaelayer_np.core.network.Network` ``net``.
 
     Parameters
     ----------

@@ -143,9 +143,9 @@ def mse_value_and_grad(pred, target):
     .. math:: L = \frac{1}{N D} \sum_{n,d} (\hat x_{nd} - x_{nd})^2,\qquad
               \frac{\partial L}{\partial \hat x} = \frac{2}{N D} (\hat x - x)
 
-    The same arithmetic as :func:`vaelayer_np.losses.mse` (which validates its inputs and also
+    The same arithmetic as :func:`vaelayer_np.core.losses.mse` (which validates its inputs and also
     returns the target's gradient); the layers' training path computes the value and the
-    gradient here once and keeps the value for :meth:`~vaelayer_np.layers.VAELayer.loss_terms`.
+    gradient here once and keeps the value for :meth:`~vaelayer_np.core.layers.VAELayer.loss_terms`.
 
     Parameters
     ----------

@@ -157,7 +157,7 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print one JSON object per step configuration (medians) "
                                                        "and nothing else")
 
-    from .reproduce import add_arguments as add_reproduce_arguments
+    from ..tools.reproduce import add_arguments as add_reproduce_arguments
 
     add_reproduce_arguments(add_command("reproduce", help="run the benchmark configurations over several seeds "
                                                       "and write the results tables"))
@@ -254,18 +254,18 @@ def _dispatch(args, parser):
             print(plot_compare(runs, out / "compare.png"))
         return 0
     if args.command == "gradcheck":
-        from .gradcheck import format_table, run_all
+        from ..core.gradcheck import format_table, run_all
 
         results = run_all(seed=args.seed)
         print(format_table(results))
         return 0 if all(r.passed for r in results) else 1
     if args.command == "bench":
-        from .bench import run_bench
+        from ..tools.bench import run_bench
 
         run_bench(repeats=args.repeats, quick=args.quick, json_lines=args.json, threads=args.threads)
         return 0
     if args.command == "reproduce":
-        from .reproduce import run_from_args
+        from ..tools.reproduce import run_from_args
 
         return run_from_args(args)
     parser.error(f"unknown command {args.command}")

@@ -1,0 +1,43 @@
+"""The settings of the model and of the two training methods: defaults and allowed values.
+
+This is the one source. The layers, the network, :mod:`.iffcl`, :mod:`.backprop` and the
+run configuration (:class:`vaelayer_np.run.config.TrainConfig`, and through it the command
+line) read their defaults here, so a layer or a step built with defaults is the one that
+``vaelayer train`` trains. The reason for each default is in docs/method.md.
+"""
+from __future__ import annotations
+
+from .activations import ACTIVATIONS
+
+DEFAULTS = {
+    # the VAE layer
+    "activation": "relu",        # VAE layer output act(mu) or act(z); also the encoder's hidden activation
+    "beta": 1e-3,                # weight of each layer's KL term
+    "recon": "mse",              # first layer's reconstruction loss (deeper layers: always mse)
+    "encoder_hidden": 1024,      # width of the hidden layer inside each encoder (0: linear encoder)
+    "log_var_bound": 6.0,        # c in log_var = c * tanh(r / c)
+    "log_var_bias_init": -4.0,   # initial bias of the log-variance head (small initial noise)
+    "pass_on": "mean",           # what the next layer receives in training: act(mu) or act(z)
+    # the network
+    "readout": "all",            # the output layer reads every VAE layer's output, or the last
+    "output_loss": "softmax",    # softmax cross-entropy, or BCE on one-hot targets
+    # IFFCL
+    "pairing": "labelled",       # net B sees a random partner of each example (target: do the labels agree)
+    "contrast": "batch",         # cosine term over every A row against every B row (or one pair per example)
+    "cosine_on": "latent",       # the cosine term acts on z (or on the layer's output)
+    "lam": 10.0,                 # weight of the cosine term
+    "margin": 0.5,               # cosine embedding margin for target -1
+    # backprop baseline
+    "backprop_neg_elbo_weight": 0.0,  # weight of the layers' negative ELBOs added to the classification loss
+}
+
+CHOICES = {
+    "activation": tuple(ACTIVATIONS),
+    "recon": ("mse", "bce"),
+    "pass_on": ("sample", "mean"),
+    "readout": ("last", "all"),
+    "output_loss": ("softmax", "bce"),
+    "pairing": ("labelled", "balanced", "mirror"),
+    "contrast": ("pairs", "batch"),
+    "cosine_on": ("latent", "output"),
+}
