@@ -158,7 +158,7 @@ def sample_images(net, k, n, source="aggregate", x=None, rng=None):
     net : Network
     k : int, the VAE layer
     n : int, number of samples
-    source : {"prior", "aggregate"}
+    source : str, "prior" or "aggregate"
         ``"prior"``: :math:`\\mathcal N(0, I)`, the distribution the KL term pulls towards.
         ``"aggregate"``: the aggregate posterior on ``x``, fitted by :func:`fit_aggregate_posterior`.
     x : (N, D) array, the data to fit the aggregate posterior on (needed for ``"aggregate"``)

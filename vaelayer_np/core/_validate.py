@@ -10,6 +10,14 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class NonFiniteError(ValueError):
+    """A value became NaN or inf (an input, a loss, a gradient): raised where it is found, naming it.
+
+    A ``ValueError``, so code that catches bad input catches it too; training catches it by type
+    (never by matching message text) to stop a diverging run and keep its last good checkpoint.
+    """
+
+
 def _shape_str(shape):
     return "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
 
@@ -43,7 +51,7 @@ def check_float_array(name, x, shape=None, dtype=None, finite=True):
         if len(shape) >= 1 and x.shape[0] == 0:
             raise ValueError(f"{name}: expected at least one row, got shape {x.shape}")
     if finite and not np.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or inf")
+        raise NonFiniteError(f"{name}: contains NaN or inf")
     return x
 
 

@@ -35,7 +35,7 @@ def make_pairs(labels, mode, rng):
     Parameters
     ----------
     labels : (N,) int array
-    mode : {"labelled", "balanced", "mirror"}
+    mode : str, "labelled", "balanced" or "mirror"
         ``labelled``: a random permutation; target +1 where the labels agree, -1 elsewhere.
         ``balanced``: each partner is drawn from the same class with probability 1/2,
         else from another class, so about half the pairs are positive.

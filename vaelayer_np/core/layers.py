@@ -206,7 +206,7 @@ class VAELayer(Layer):
         Output activation ``act`` (see :mod:`.activations`), also used in the encoder's hidden layer.
     beta : float >= 0
         Weight of the KL term (the KL is summed over K and averaged over N).
-    recon : {"mse", "bce"}
+    recon : str, "mse" or "bce"
         Reconstruction loss, mean over all N*D elements. ``"bce"`` treats x_hat
         as logits and needs x in [0, 1].
     log_var_bound : float or None
@@ -215,7 +215,7 @@ class VAELayer(Layer):
         Initial b_lv. With the defaults (c = 6, b_lv = -4) the initial log-variance is
         6 tanh(-4/6) = -3.50 and the noise std exp(-1.75) = 0.17; at b_lv = 0 the noise
         (std 1) swamps the signal and the next layers see mostly noise.
-    pass_on : {"sample", "mean"}
+    pass_on : str, "sample" or "mean"
         What ``out`` is made from in training: the sample z (the paper's layer)
         or the mean mu. Evaluation (``sample=False``) always uses the mean.
     encoder_hidden : int
@@ -226,7 +226,7 @@ class VAELayer(Layer):
     rng : int, Generator or None
         Seeds the initialisation.
     dtype : float32 or float64
-    backend : {"numpy", "numba"}
+    backend : str, "numpy" or "numba"
     """
 
     PARAM_NAMES = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
@@ -513,7 +513,7 @@ class OutputLayer(Layer):
     Parameters
     ----------
     in_dim, n_classes : int
-    loss : {"softmax", "bce"}
+    loss : str, "softmax" or "bce"
         Softmax cross-entropy (default) or the paper's BCE on one-hot targets.
     """
 

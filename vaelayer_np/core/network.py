@@ -24,16 +24,16 @@ class Network:
     in_dim : int
     widths : sequence of int, the latent size of each VAE layer
     n_classes : int
-    readout : {"last", "all"}
+    readout : str, "last" or "all"
         What the output layer reads: the last VAE layer's output (the paper) or
         the concatenation of every VAE layer's output.
     seed : int, seeds the initialisation (twins use different seeds)
     activation, beta, log_var_bound, log_var_bias_init, pass_on, encoder_hidden :
         passed to every :class:`~vaelayer_np.core.layers.VAELayer`
-    recon : {"mse", "bce"}
+    recon : str, "mse" or "bce"
         the *first* VAE layer's reconstruction loss; deeper layers reconstruct the
         previous layer's output, which is not in [0, 1], and always use "mse"
-    output_loss : {"softmax", "bce"}
+    output_loss : str, "softmax" or "bce"
     dtype, backend : as for the layers
     """
 

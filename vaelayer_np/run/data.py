@@ -424,7 +424,7 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
 
     Parameters
     ----------
-    name : {"digits", "fashion-mnist", "mnist", "cifar10"}
+    name : str, "digits", "fashion-mnist", "mnist" or "cifar10"
     data_dir : str or Path, optional
         Folder with the files (required for mnist and cifar10; fashion-mnist also
         looks in the folder named by $VAELAYER_FASHION_MNIST_DIR and in the Debian

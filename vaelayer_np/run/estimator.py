@@ -73,7 +73,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    method : {"iffcl", "backprop"}
+    method : str, "iffcl" or "backprop"
         IFFCL (twin networks, one local loss per layer) or the end-to-end baseline.
     widths : tuple of int or None
         Latent width of each VAE layer. None: fitted to the data by
@@ -100,8 +100,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Seeds initialisation, pairing, noise, batch order and the validation split.
     n_threads : int or None
         BLAS threads during fit and predict (None: :data:`vaelayer_np.run.threads.DEFAULT_THREADS`).
-    backend : {"numba", "numpy"} or None (None: the library default)
-    dtype : {"float32", "float64"}
+    backend : str or None, "numba" or "numpy" (None: the library default)
+    dtype : str, "float32" or "float64"
     verbose : int, 0 silent, 1 one line per epoch
 
     Attributes
