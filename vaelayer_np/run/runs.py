@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from .checkpoint import (CheckpointError, _save_error, _write_atomic, append_jso
                          load_npz, read_jsonl, save_npz_atomic, write_json_atomic)
 from .config import RESUME_MAY_CHANGE, TrainConfig
 from .data import load_dataset
+from .signals import StopSignals
 from .tables import load_table_for_config
 from .threads import limit_threads
 from .trainer import DivergenceError, Trainer, check_resume_config
@@ -168,34 +168,6 @@ class RunLock:
             os.close(self.fd)  # closing releases the lock
             self.fd = None
         return False
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop between two steps; a second one interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not in the main thread: no handler, Ctrl-C behaves as usual
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-    def __call__(self):
-        return self.requested
 
 
 def plot_run(run_dir, trainer=None, dataset=None):
@@ -376,7 +348,7 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
     log(f"method {config.method}, VAE layers {config.resolved_widths()}, run folder {run_dir}")
     metrics_path = run_dir / METRICS_FILE
     completed = True
-    with _StopFlag() as flag, limit_threads(config.threads):
+    with StopSignals() as flag, limit_threads(config.threads):
         stop = (lambda: flag() or should_stop()) if should_stop is not None else flag
         while trainer.epoch < config.epochs:
             bar = _progress_bar(progress, trainer, dataset, config)
@@ -395,7 +367,8 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
                     bar.close()
             if epoch_means is None:  # interrupted between two steps: save and leave
                 save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
-                log(f"interrupted: checkpoint saved in {run_dir}; continue with `vaelayer train --resume {run_dir}`")
+                by = f" by {flag.signal_name}" if flag.signal_name else ""
+                log(f"interrupted{by}: checkpoint saved in {run_dir}; continue with `vaelayer train --resume {run_dir}`")
                 completed = False
                 break
             row = {"epoch": trainer.epoch, **epoch_means, **evaluate(trainer, dataset)}

@@ -16,7 +16,7 @@ choice.
 
 Robustness. Runs go to child processes (``--jobs`` at a time), each with one BLAS and one Numba
 thread. A finished seed is reused, an interrupted one resumed from its checkpoint, so the same
-command continues where it stopped. Ctrl-C stops the whole command: the children (in sessions of
+command continues where it stopped. Ctrl-C (or SIGTERM, SIGHUP) stops the whole command: the children (in sessions of
 their own, so a terminal's Ctrl-C does not reach them directly) see the command's stop file and
 checkpoint between two steps, nothing new is started, and the command exits with code 130; a
 second Ctrl-C terminates the children (each then resumes from its last checkpoint). A child whose
@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..run.config import DEFAULTS, TrainConfig
+from ..run.signals import StopSignals
 
 # The paper's reading of IFFCL, for the decline study: one partner per example, the classifier on the
 # last layer, the sample passed on, lambda 1, margin 0, a constant learning rate, no encoder hidden layer.
@@ -407,31 +408,6 @@ def choose(out, names, seeds, epochs_override):
 
 
 # ---------------------------------------------------------------------------------------- the pool
-class _Interrupt:
-    """Ctrl-C in the parent: the first asks every run to checkpoint and stop, a second one terminates them."""
-
-    def __init__(self):
-        self.count = 0
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.count += 1
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def _launch(name, seed, out, epochs, limit, stop_file):
     env = dict(os.environ, **CHILD_THREAD_ENV, **{STOP_FILE_ENV: str(stop_file), PARENT_ENV: str(os.getpid())})
     cmd = [sys.executable, "-m", "vaelayer_np.tools.reproduce", "--child", name, str(seed), str(out),
@@ -452,7 +428,7 @@ def run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file):
             log(f"interrupted: asking {len(running)} running run(s) to checkpoint and stop")
             Path(stop_file).touch()
         if stop.count >= 2 and running:
-            log(f"second Ctrl-C: terminating {len(running)} run(s); each resumes from its last checkpoint")
+            log(f"second stop signal: terminating {len(running)} run(s); each resumes from its last checkpoint")
             for proc in running.values():
                 proc.terminate()
             stop.count = 1
@@ -468,7 +444,7 @@ def run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file):
             if code == 0:
                 finished.append(key)
                 log(f"done  {key[0]} seed {key[1]}")
-            elif code not in (130, -signal.SIGINT):
+            elif code not in (130, -signal.SIGINT) and not (stop.requested and code in (-signal.SIGTERM, 143)):
                 failed.append(key)
                 log(f"FAILED {key[0]} seed {key[1]} (exit code {code}; see {Path(out) / key[0]}/seed{key[1]}.log)")
         if stop.requested and not running:
@@ -721,6 +697,17 @@ def run_from_args(args, log=print):
                          report_only=getattr(args, "report_only", False), log=log)
 
 
+def _check_report_folder(out, names, seeds):
+    """``--report-only`` reports the runs already in ``out``: a folder that is missing or holds none is an error."""
+    if not out.is_dir():
+        what = "is not a folder" if os.path.lexists(out) else "does not exist"
+        raise ValueError(f"--out: {out} {what}; --report-only writes the tables of the runs already in a folder "
+                         "(give the --out of an earlier `vaelayer reproduce`)")
+    if not any((out / n / f"seed{s}" / "metrics.jsonl").is_file() for n in names for s in seeds[n]):
+        raise ValueError(f"--out: {out} holds no runs of the experiments asked for ({', '.join(names)}); "
+                         "--report-only starts no run, so there is nothing to report")
+
+
 def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, epochs=None, limit=None,
                   write_docs=None, command=None, report_only=False, log=print):
     """Run the experiments over the seeds (resuming what is there) and write ``out/results.md``.
@@ -739,6 +726,8 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
             raise ValueError(f"{flag}: expected a positive integer, got {value!r}")
     seeds = {n: list(digits_seeds if digits_seeds is not None and EXPERIMENTS[n].dataset == "digits" else seeds)
              for n in names}
+    if report_only:
+        _check_report_folder(out, names, seeds)
     out.mkdir(parents=True, exist_ok=True)
     command = command or f"vaelayer reproduce --out {out} --only {','.join(names)} --jobs {jobs}"
     t0, start_time = time.perf_counter(), time.time()
@@ -746,7 +735,7 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
     interrupted = False
     stop_file = out / f".stop-{os.getpid()}"
     stop_file.unlink(missing_ok=True)
-    with _Interrupt() as stop:
+    with StopSignals(second="count") as stop:  # Ctrl-C, SIGTERM or SIGHUP: the first asks, a second terminates
         # phase 1: every experiment on its seeds (grid points on the first seed); phase 2: the chosen points
         for phase in () if report_only else (1, 2):
             chosen = choose(out, names, seeds, epochs) if phase == 2 else {}
