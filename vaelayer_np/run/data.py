@@ -85,6 +85,9 @@ class Dataset:
     (:func:`vaelayer_np.run.tables.load_table`) has ``image_shape`` None, its column
     names in ``feature_names``, and standardised features: ``feature_mean`` and
     ``feature_std`` (D,) are the training rows' statistics used to scale them.
+    ``files`` names the files read, as (role, path) pairs: ``("data", path)`` and
+    ``("test_data", path)`` for a table, the file's name and its path for IDX and CIFAR-10
+    files, nothing for digits (bundled with scikit-learn).
     """
 
     name: str
@@ -99,6 +102,8 @@ class Dataset:
     feature_names: tuple = field(default=())
     feature_mean: np.ndarray = field(default=None)
     feature_std: np.ndarray = field(default=None)
+    files: tuple = field(default=())
+    """The files the data were read from, as (role, path) pairs (see :func:`fingerprint_files`)."""
 
     @property
     def n_features(self):
@@ -330,6 +335,7 @@ def _read_idx_set(paths):
                                "images; train and test images must have the same size")
     out["image_shape"] = out.pop("shape_train")
     out.pop("shape_test")
+    out["files"] = tuple((Path(p).name, str(p)) for p in paths.values())
     return out
 
 
@@ -385,7 +391,9 @@ def _load_cifar(data_dir):
                 raise DatasetNotFoundError(f"cifar10: {folder} lacks {', '.join(missing)}")
             parts = [read_cifar_batch(folder / f) for f in CIFAR_TRAIN_FILES]
             x_test, y_test = read_cifar_batch(folder / CIFAR_TEST_FILE)
-            return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test)
+            files = tuple((f, str(folder / f)) for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,))
+            return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test,
+                    files)
     raise DatasetNotFoundError(
         f"cifar10: no CIFAR-10 binary batches found. Looked in: {', '.join(map(str, candidates))}. Download "
         "cifar-10-binary.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html), extract it, and pass --data-dir")
@@ -443,6 +451,7 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
     limit = _check_limit(limit)
     if data_dir is not None and not os.path.isdir(data_dir):
         raise DatasetNotFoundError(f"{name}: --data-dir {data_dir} is not a folder")
+    files = ()
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -465,9 +474,9 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
             classes = tuple(str(i) for i in range(10))
         arrays = _load_idx_folder(name, folders, how)
         x_trv, y_trv, x_test, y_test = arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
-        image_shape = arrays["image_shape"]
+        image_shape, files = arrays["image_shape"], arrays["files"]
     else:
-        xtr, y_trv, xte, y_test = _load_cifar(data_dir)
+        xtr, y_trv, xte, y_test, files = _load_cifar(data_dir)
         x_trv = xtr.astype(np.float32) / np.float32(255.0)
         x_test = xte.astype(np.float32) / np.float32(255.0)
         image_shape, classes = (3, 32, 32), CIFAR_CLASSES
@@ -475,4 +484,59 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
     return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_val), y_val,
-                   np.ascontiguousarray(x_test), y_test, tuple(image_shape), tuple(classes))
+                   np.ascontiguousarray(x_test), y_test, tuple(image_shape), tuple(classes), files=files)
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def fingerprint_file(path):
+    """``{"size": bytes, "sha256": hex}`` of a file, read as a stream (CorruptFileError naming it if unreadable)."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    size = 0
+    with _open_regular_file(path, "a data file") as fh:
+        try:
+            while True:
+                chunk = fh.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def fingerprint_files(files):
+    """``{role: {"path", "size", "sha256"}}`` of a Dataset's ``files`` (pairs of role and path)."""
+    return {role: {"path": str(p), **fingerprint_file(p)} for role, p in files}
+
+
+def changed_files(recorded, files):
+    """The data files whose size or sha256 differ from ``recorded`` (a :func:`fingerprint_files` result).
+
+    Returns a list of one-line descriptions naming each file (empty: the same data). A role that
+    was recorded but is not read now, or the reverse, counts as a change.
+    """
+    now = dict(files)
+    changes = []
+    for role, old in recorded.items():
+        if role not in now:
+            changes.append(f"{old.get('path', role)}: was read when the run was trained, is not read now")
+            continue
+        path = now[role]
+        try:
+            new = fingerprint_file(path)
+        except ValueError as exc:
+            changes.append(str(exc))
+            continue
+        if new["size"] != old.get("size"):
+            changes.append(f"{path}: {new['size']} bytes, {old.get('size')} when the run was trained")
+        elif new["sha256"] != old.get("sha256"):
+            changes.append(f"{path}: same size, other content (sha256 {new['sha256'][:12]}..., "
+                           f"{str(old.get('sha256'))[:12]}... when the run was trained)")
+    for role, path in now.items():
+        if role not in recorded:
+            changes.append(f"{path}: is read now but was not when the run was trained")
+    return changes

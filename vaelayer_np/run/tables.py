@@ -29,12 +29,16 @@ given; :class:`~vaelayer_np.run.estimator.VAELayerClassifier` uses the same rule
 """
 from __future__ import annotations
 
+import array
 import csv
 import io
+import itertools
 import math
 import os
 import stat
+import warnings
 import zipfile
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,15 @@ TABLE_EPOCHS = 100
 """Default epochs for a table (the image datasets keep theirs): small tables need many short epochs."""
 TABLE_BATCH = 32
 """Default mini-batch size for a table."""
+SEED_LIMIT = 2 ** 32
+"""Seeds lie in 0..SEED_LIMIT-1 (what NumPy's and scikit-learn's generators accept)."""
+
+_DELIMITERS = (",", ";", "\t")
+_SNIFF_BYTES = 1 << 16  # the first bytes decide the delimiter (and show binary data)
+_SNIFF_ROWS = 50
+_BLOCK_ROWS = 4096  # rows of floats gathered per float64 block while a CSV file is read
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand more than this: a larger claim is a lie
+_LONGEST_PLAIN_NUMBER = 400  # digits of a numeric label written out in full; longer ones as 1.5e+400
 
 
 # ----------------------------------------------------------------------------- model sizes
@@ -108,44 +121,129 @@ def _check_file(path):
     if st.st_size == 0:
         raise CorruptFileError(f"{path}: the file is empty; expected a table with a header row")
     if st.st_size > MAX_DATA_BYTES:
-        raise CorruptFileError(f"{path}: {st.st_size} bytes, more than the {MAX_DATA_BYTES}-byte limit for a table")
+        raise CorruptFileError(f"{path}: {st.st_size} bytes, more than the {MAX_DATA_BYTES}-byte limit for a table "
+                               "(MAX_DATA_BYTES)")
 
 
-def _read_text(path):
+def _first_bytes(path, n):
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            return fh.read(n)
     except OSError as exc:
         raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    if b"\x00" in raw[:65536]:
-        raise CorruptFileError(f"{path}: not a text table (the file holds binary data); expected a CSV file with a "
-                               "header row")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CorruptFileError(f"{path}: not a UTF-8 text table (undecodable byte at position {exc.start}); "
-                               "save the file as UTF-8 CSV") from None
+
+
+def _sniff_delimiter(sample):
+    """The delimiter (",", ";" or tab) that splits the first rows of ``sample`` into the same number (> 1) of
+    cells, the most cells winning; quoted cells are respected (a comma inside quotes separates nothing)."""
+    best, best_key = ",", None
+    for rank, delimiter in enumerate(_DELIMITERS):
+        try:
+            rows = [r for r in itertools.islice(csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter),
+                                                _SNIFF_ROWS) if any(c.strip() for c in r)]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        n = len(rows[0])
+        key = (all(len(r) == n for r in rows[1:]), n, -rank)
+        if best_key is None or key > best_key:
+            best, best_key = delimiter, key
+    return best
+
+
+def _csv_error(path, line, exc):
+    """A CorruptFileError for a ``csv.Error`` met at ``line`` of ``path``."""
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return CorruptFileError(f"{path}: line {line}: a cell longer than {csv.field_size_limit()} characters, "
+                                "the longest a CSV cell may be; is this a CSV table (a quote left open?)")
+    if "NUL" in text:
+        return CorruptFileError(f"{path}: line {line}: holds a NUL byte (binary data); expected a CSV text table")
+    return CorruptFileError(f"{path}: line {line}: not a valid CSV row ({text})")
+
+
+class _Columns:
+    """Rows of floats gathered in float64 blocks (memory: the numbers, not one Python object per cell)."""
+
+    def __init__(self, path, width):
+        self.path, self.width = path, width
+        self.blocks, self.pending, self.rows = [], [], 0
+        self.max_rows = max(1, MAX_DATA_BYTES // (8 * max(width, 1)))
+
+    def add(self, values):
+        self.pending.append(values)
+        self.rows += 1
+        if self.rows > self.max_rows:
+            raise CorruptFileError(f"{self.path}: more than {self.max_rows} rows of {self.width} features: "
+                                   f"{self.rows * self.width * 8} bytes as float64, more than the {MAX_DATA_BYTES}-byte "
+                                   "limit for a table's features (MAX_DATA_BYTES); use a part of the rows")
+        if len(self.pending) >= _BLOCK_ROWS:
+            self.flush()
+
+    def flush(self):
+        if self.pending:
+            self.blocks.append(np.array(self.pending, dtype=np.float64).reshape(len(self.pending), self.width))
+            self.pending = []
+
+    def array(self):
+        self.flush()
+        if len(self.blocks) == 1:
+            return self.blocks.pop()
+        out = np.concatenate(self.blocks, axis=0) if self.blocks else np.empty((0, self.width))
+        self.blocks = []
+        return out
 
 
 def _read_csv(path, target):
-    """(feature names, (N, D) float64 features, (N,) label strings) from a CSV file."""
-    text = _read_text(path)
-    first = text.split("\n", 1)[0]
-    delimiter = ","
-    if "," not in first:
-        delimiter = next((d for d in (";", "\t") if d in first), ",")
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
-    if not rows:
+    """(feature names, (N, D) float64 features, distinct label texts, (N,) int64 codes into them) of a CSV file.
+
+    The file is read as a stream (memory grows with the numbers, not with the text); line endings
+    may be \\n, \\r\\n or \\r alone.
+    """
+    head = _first_bytes(path, _SNIFF_BYTES)
+    if b"\x00" in head:
+        raise CorruptFileError(f"{path}: not a text table (the file holds binary data); expected a CSV file with a "
+                               "header row")
+    sample = head.decode("utf-8-sig", errors="replace")
+    if len(head) == _SNIFF_BYTES:  # only whole lines
+        cut = max(sample.rfind("\n"), sample.rfind("\r"))
+        sample = sample[:cut] if cut > 0 else sample
+    delimiter = _sniff_delimiter(sample)
+    try:
+        fh = open(path, "r", encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            return _parse_csv(path, target, reader)
+        except csv.Error as exc:
+            raise _csv_error(path, reader.line_num, exc) from None
+        except UnicodeDecodeError:
+            raise CorruptFileError(f"{path}: not a UTF-8 text table (an undecodable byte near line "
+                                   f"{reader.line_num + 1}); save the file as UTF-8 CSV") from None
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def _parse_csv(path, target, reader):
+    header = None
+    for row in reader:
+        if any(c.strip() for c in row):
+            header = [c.strip() for c in row]
+            break
+    if header is None:
         raise CorruptFileError(f"{path}: the file holds no rows; expected a header row and data rows")
-    header = [c.strip() for c in rows[0]]
     if len(header) < 2:
         raise CorruptFileError(f"{path}: the header row has {len(header)} column; a table needs at least one "
-                               "feature column and a label column (separated by commas)")
+                               "feature column and a label column (separated by commas, semicolons or tabs)")
     if any(not h for h in header):
         raise CorruptFileError(f"{path}: column {header.index('') + 1} of the header row has no name")
     seen = set()
     for h in header:
         if h in seen:
-            raise CorruptFileError(f'{path}: two columns are named "{h}"; column names must be unique')
+            raise CorruptFileError(f'{path}: two columns are named "{_shorten(h)}"; column names must be unique')
         seen.add(h)
     if target is None or target == "":
         t = len(header) - 1
@@ -153,37 +251,56 @@ def _read_csv(path, target):
         t = header.index(target)
     else:
         raise CorruptFileError(f'{path}: no column "{target}" (the target); the columns are: ' + ", ".join(header))
-    data = rows[1:]
-    if not data:
-        raise CorruptFileError(f"{path}: only a header row, no data rows")
     features = [h for i, h in enumerate(header) if i != t]
-    x = np.empty((len(data), len(features)), dtype=np.float64)
-    labels = []
-    for r, row in enumerate(data, 1):
+    feature_columns = [i for i in range(len(header)) if i != t]
+    columns = _Columns(path, len(features))
+    texts, codes = {}, array.array("q")
+    r = 0
+    for row in reader:
+        if not any(c.strip() for c in row):
+            continue
+        r += 1
         if len(row) != len(header):
             raise CorruptFileError(f"{path}: row {r} has {len(row)} cells, the header has {len(header)} columns")
         label = row[t].strip()
         if not label:
             raise CorruptFileError(f'{path}: column "{header[t]}" row {r}: empty label (missing value)')
-        labels.append(label)
-        j = 0
-        for i, cell in enumerate(row):
-            if i == t:
-                continue
-            cell = cell.strip()
+        code = texts.get(label)
+        if code is None:
+            code = texts[label] = len(texts)
+        codes.append(code)
+        values = []
+        for i in feature_columns:
+            cell = row[i].strip()
             if not cell:
                 raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: empty cell (missing value); fill it '
                                        "in or drop the row")
             try:
                 v = float(cell)
             except ValueError:
-                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: "{cell}" is not a number') from None
+                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: "{_shorten(cell)}" is not a '
+                                       "number") from None
             if not math.isfinite(v):
-                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: "{cell}" is not a finite number '
-                                       "(missing values are not supported)")
-            x[r - 1, j] = v
-            j += 1
-    return tuple(features), x, np.array(labels)
+                what = "is beyond the float64 range (about 1.8e308)" if _is_finite_text(cell) else \
+                    "is not a finite number (missing values are not supported)"
+                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: "{_shorten(cell)}" {what}')
+            values.append(v)
+        columns.add(values)
+    if r == 0:
+        raise CorruptFileError(f"{path}: only a header row, no data rows")
+    return tuple(features), columns.array(), list(texts), np.frombuffer(codes, dtype=np.int64).copy()
+
+
+def _is_finite_text(cell):
+    try:
+        return Decimal(cell).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _shorten(text, limit=60):
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _count(n, noun):
@@ -191,29 +308,77 @@ def _count(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def _npz_member(path, zf, info, key, file_size):
+    """The array of one ``.npy`` member of an .npz table, its sizes checked before anything is allocated."""
+    if info.flag_bits & 0x1:
+        raise CorruptFileError(f"{path}: array {key} is encrypted; not an .npz table")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CorruptFileError(f"{path}: array {key} uses an unsupported compression method ({info.compress_type})")
+    if info.compress_size > file_size or info.file_size > _DEFLATE_MAX_RATIO * max(info.compress_size, 1) + 1024:
+        raise CorruptFileError(f"{path}: array {key} claims {info.file_size} bytes, impossible in a {file_size}-byte "
+                               "file; the file is corrupt")
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise CorruptFileError(f"{path}: array {key} uses .npy format version {version}; save it with np.savez")
+        header_len = member.tell()
+        if dtype.hasobject:
+            raise CorruptFileError(f"{path}: holds object arrays (pickled Python objects, array {key}), which are not "
+                                   "loaded; store numbers and strings as plain arrays")
+        count = math.prod(int(s) for s in shape)
+        nbytes = count * dtype.itemsize
+        as_float = count * 8 if key in ("X", "x") else nbytes
+        if max(nbytes, as_float) > MAX_DATA_BYTES:
+            raise CorruptFileError(f"{path}: array {key} has shape {tuple(shape)} {dtype} ({max(nbytes, as_float)} "
+                                   f"bytes{' as float64' if as_float > nbytes else ''}), more than the "
+                                   f"{MAX_DATA_BYTES}-byte limit for a table (MAX_DATA_BYTES)")
+        if header_len + nbytes != info.file_size:
+            raise CorruptFileError(f"{path}: array {key} has shape {tuple(shape)} {dtype} ({nbytes} bytes) but holds "
+                                   f"{info.file_size - header_len}; the file is corrupt or truncated")
+    with zf.open(info) as member:  # the sizes add up: now numpy may allocate and read
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
 def _read_npz_table(path):
-    """(feature names, (N, D) float64 features, (N,) labels) from an .npz file with arrays X (or x) and y."""
-    if not zipfile.is_zipfile(path):  # np.load would take any other file for a pickle or a single .npy
-        raise CorruptFileError(f"{path}: not an .npz file (not a zip archive of arrays); save one with "
-                               "np.savez(path, X=X, y=y)")
+    """(feature names, (N, D) float64 features, distinct label texts, (N,) codes) from an .npz file with X and y."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            xkey = "X" if "X" in names else ("x" if "x" in names else None)
-            if xkey is None or "y" not in names:
-                missing = " and ".join(k for k, ok in (("X (or x)", xkey), ("y", "y" in names)) if not ok)
-                raise CorruptFileError(f"{path}: no array named {missing}; the file holds "
-                                       f"{', '.join(names) or 'no arrays'}. Save it with np.savez(path, X=X, y=y)")
-            x, y = archive[xkey], archive["y"]
-    except CorruptFileError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise CorruptFileError(f"{path}: holds object arrays (pickled Python objects), which are not loaded; "
-                                   "store numbers and strings as plain arrays") from None
-        raise CorruptFileError(f"{path}: cannot read the .npz file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CorruptFileError(f"{path}: not an .npz file ({type(exc).__name__}: {exc})") from None
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with fh:
+        # np.load would take any other file for a pickle or a single .npy
+        if not zipfile.is_zipfile(fh):
+            raise CorruptFileError(f"{path}: not an .npz file (not a zip archive of arrays); save one with "
+                                   "np.savez(path, X=X, y=y)")
+        try:
+            fh.seek(0)
+            file_size = os.fstat(fh.fileno()).st_size
+            with zipfile.ZipFile(fh) as zf:
+                infos = {}
+                for info in zf.infolist():
+                    name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                    infos.setdefault(name, info)
+                names = list(infos)
+                xkey = "X" if "X" in names else ("x" if "x" in names else None)
+                if xkey is None or "y" not in names:
+                    missing = " and ".join(k for k, ok in (("X (or x)", xkey), ("y", "y" in names)) if not ok)
+                    shown = ", ".join(_shorten(n, 30) for n in names[:10]) or "no arrays"
+                    raise CorruptFileError(f"{path}: no array named {missing}; the file holds {shown}. Save it with "
+                                           "np.savez(path, X=X, y=y)")
+                x = _npz_member(path, zf, infos[xkey], xkey, file_size)
+                y = _npz_member(path, zf, infos["y"], "y", file_size)
+        except CorruptFileError:
+            raise
+        except MemoryError:
+            raise CorruptFileError(f"{path}: not enough memory to read the arrays") from None
+        except Exception as exc:  # noqa: BLE001 - hostile bytes can fail anywhere in zipfile, zlib or numpy
+            raise CorruptFileError(f"{path}: cannot read the .npz file ({type(exc).__name__}: "
+                                   f"{_shorten(' '.join(str(exc).split()), 200)}); the file is corrupt or "
+                                   "truncated") from None
     if x.ndim != 2:
         raise CorruptFileError(f"{path}: {xkey} has shape {x.shape}; expected 2-D (rows, features)")
     if y.ndim != 1:
@@ -230,10 +395,14 @@ def _read_npz_table(path):
         r, c = (int(v) for v in bad[0])
         raise CorruptFileError(f"{path}: {xkey}[{r}, {c}] is {x[r, c]}; features must be finite numbers "
                                f"({_count(len(bad), 'such value')})")
+    texts, codes = _npz_labels(path, y)
+    return tuple(f"feature {j}" for j in range(x.shape[1])), x, texts, codes
+
+
+def _npz_labels(path, y):
+    """Distinct label texts and (N,) codes of an .npz file's y; integers stay exact at any size."""
     if y.dtype.kind not in "biufUS":
         raise CorruptFileError(f"{path}: y holds {y.dtype} values; expected integers or strings")
-    if y.dtype.kind == "S":
-        y = np.char.decode(y, "utf-8")
     if y.dtype.kind == "f":
         nonfinite = np.flatnonzero(~np.isfinite(y))
         if nonfinite.size:
@@ -241,9 +410,36 @@ def _read_npz_table(path):
                                    f"({_count(nonfinite.size, 'such label')})")
         if np.any(y != np.round(y)):
             raise CorruptFileError(f"{path}: y holds floats that are not whole numbers; expected class labels")
-        y = y.astype(np.int64)
-    labels = np.array([str(v) for v in y.tolist()])
-    return tuple(f"feature {j}" for j in range(x.shape[1])), x, labels
+    distinct, codes = np.unique(y, return_inverse=True)
+    if y.dtype.kind == "S":
+        texts = []
+        for v in distinct.tolist():
+            try:
+                texts.append(v.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                row = int(np.flatnonzero(y == v)[0])
+                raise CorruptFileError(f"{path}: y[{row}] holds bytes that are not UTF-8 text (byte {exc.start}: "
+                                       f"{v[exc.start:exc.start + 1]!r}); store labels as numbers or UTF-8 "
+                                       "strings") from None
+    elif y.dtype.kind == "f":
+        texts = [str(int(v)) for v in distinct.tolist()]  # int(float) is exact: no rounding to 2**53 on the way
+    else:
+        texts = [str(v) for v in distinct.tolist()]  # Python ints from int64 / uint64: exact
+    return texts, np.asarray(codes, dtype=np.int64).reshape(-1)
+
+
+def _read_coded(path, target=None):
+    """(feature names, x, distinct label texts, codes) of a table file (see :func:`read_table`)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise CorruptFileError(f"{path}: unknown table format {suffix or '(no suffix)'}; expected .csv or .npz")
+    _check_file(path)
+    if suffix == ".csv":
+        return _read_csv(path, target)
+    if target:
+        raise ValueError(f"{path}: target {target!r} applies to CSV files; an .npz file holds its labels as y")
+    return _read_npz_table(path)
 
 
 def read_table(path, target=None):
@@ -260,49 +456,155 @@ def read_table(path, target=None):
     x : ndarray (N, D) float64
     labels : ndarray (N,) of str, the label of each row as text
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise CorruptFileError(f"{path}: unknown table format {suffix or '(no suffix)'}; expected .csv or .npz")
-    _check_file(path)
-    if suffix == ".csv":
-        return _read_csv(path, target)
-    if target:
-        raise ValueError(f"{path}: target {target!r} applies to CSV files; an .npz file holds its labels as y")
-    return _read_npz_table(path)
+    features, x, texts, codes = _read_coded(path, target)
+    return features, x, np.array(texts)[codes]
+
+
+# ----------------------------------------------------------------------------- labels
+def _as_number(text):
+    """The exact value of a label text as a finite Decimal, or None when it is not a number."""
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError, TypeError):
+        return None
+    return value if value.is_finite() else None
+
+
+def _number_name(value):
+    """The canonical text of a finite Decimal: "2" for 2, 2.0 and 2.00; "2.5"; exact at any size."""
+    sign, digits, exponent = value.as_tuple()
+    digits = list(digits)
+    while len(digits) > 1 and digits[-1] == 0:
+        digits.pop()
+        exponent += 1
+    if digits == [0]:
+        return "0"
+    text = "".join(map(str, digits))
+    minus = "-" if sign else ""
+    if 0 <= exponent and len(text) + exponent <= _LONGEST_PLAIN_NUMBER:
+        return minus + text + "0" * exponent
+    point = len(text) + exponent  # digits before the decimal point
+    if exponent < 0 and -_LONGEST_PLAIN_NUMBER < point:
+        return minus + (text[:point] + "." + text[point:] if point > 0 else "0." + "0" * -point + text)
+    mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+    return f"{minus}{mantissa}e{point - 1:+d}"
+
+
+def _classes(texts):
+    """(class names, kind) of distinct label texts: numbers when every text is one (sorted by value,
+    equal values one class), else the texts sorted; ``key(text)`` gives a text's class name."""
+    numbers = [_as_number(t) for t in texts]
+    if texts and all(v is not None for v in numbers):
+        by_name = {}
+        for v in numbers:
+            by_name.setdefault(_number_name(v), v)
+        return tuple(sorted(by_name, key=by_name.__getitem__)), "number"
+    return tuple(sorted(set(texts))), "text"
+
+
+def _class_key(text, kind):
+    if kind == "text":
+        return text
+    v = _as_number(text)
+    return None if v is None else _number_name(v)
 
 
 def class_names_of(labels):
     """The distinct labels, sorted numerically when every label is a number, else as text.
 
-    Integer-valued numbers are written without a decimal point ("2.0" and "2" are one class "2").
+    Numbers are compared exactly (never through float: 9007199254740993 and 9007199254740992 are two
+    classes); integer-valued numbers are written without a decimal point ("2.0" and "2" are one class "2").
     """
-    labels = np.asarray(labels)
-    try:
-        values = np.array([float(v) for v in labels])
-    except ValueError:
-        return tuple(sorted(set(labels.tolist())))
-    if np.isfinite(values).all():
-        distinct = sorted(set(values.tolist()))
-        return tuple(str(int(v)) if v == int(v) else repr(v) for v in distinct)
-    return tuple(sorted(set(labels.tolist())))
+    return _classes(sorted(set(str(v) for v in np.asarray(labels).tolist())))[0]
 
 
-def _encode(path, labels, class_names):
-    """Label texts -> int64 indices into class_names; unknown labels raise naming the file."""
-    try:
-        values = [float(v) for v in labels]
-        keys = [str(int(v)) if v == int(v) else repr(v) for v in values]
-    except (ValueError, OverflowError):
-        keys = list(labels)
+def _encode(path, texts, codes, class_names, kind):
+    """Codes into the distinct label texts -> int64 indices into class_names; an unknown label raises naming the
+    file and its first row."""
     index = {c: i for i, c in enumerate(class_names)}
-    out = np.empty(len(keys), dtype=np.int64)
-    for r, k in enumerate(keys):
-        if k not in index:
-            raise CorruptFileError(f'{path}: row {r + 1} has class "{k}", which the training file does not have '
-                                   f"(its classes: {', '.join(class_names)})")
-        out[r] = index[k]
-    return out
+    table = np.empty(len(texts), dtype=np.int64)
+    for j, text in enumerate(texts):
+        i = index.get(_class_key(text, kind))
+        if i is None:
+            r = int(np.flatnonzero(codes == j)[0])
+            shown = ", ".join(_shorten(c, 40) for c in class_names[:20]) + (", ..." if len(class_names) > 20 else "")
+            raise CorruptFileError(f'{path}: row {r + 1} has class "{_shorten(text)}", which the training file does '
+                                   f"not have (its classes: {shown})")
+        table[j] = i
+    return table[codes]
+
+
+# ----------------------------------------------------------------------------- statistics
+class ConstantColumnWarning(UserWarning):
+    """A feature column holds one value on every training row: it carries no information and is scaled to 0."""
+
+
+def column_statistics(x):
+    """Mean and standard deviation of each column of ``x``, safe over the whole float64 range.
+
+    Each column is first divided by a power of two near its largest magnitude (exact, no rounding),
+    so no sum or square overflows (values near 1.8e308) or underflows (values near 1e-300); the
+    results are scaled back. Returns ``(mean, std, constant)``: float64 (D,) arrays and a bool (D,)
+    mask of the columns that hold one value on every row (their std is 0).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    peak = np.max(np.abs(x), axis=0)
+    _, exponent = np.frexp(peak)  # peak = m * 2**exponent, m in [0.5, 1)
+    shift = np.where(peak > 0, exponent - 1, 0)
+    xs = np.ldexp(x, -shift)  # |xs| < 2
+    mean_s = xs.mean(axis=0)
+    std_s = np.sqrt(np.mean(np.square(xs - mean_s), axis=0))
+    constant = np.all(x == x[:1], axis=0)
+    mean, std = np.ldexp(mean_s, shift), np.ldexp(std_s, shift)
+    mean[constant] = x[0, constant]
+    std[constant] = 0.0
+    # a column that is not constant keeps a positive spread (only a column spanning >1000 binades could round to 0)
+    std[~constant & (std == 0)] = np.finfo(np.float64).smallest_subnormal
+    return mean, std, constant
+
+
+def standardize(x, mean, std):
+    """``(x - mean) / std`` in float64 without overflow in the difference (values of opposite signs near
+    1.8e308); entries whose result is beyond float64 come out as inf (see :func:`check_standardized`)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        z = (x - mean) / std
+        bad = ~np.isfinite(z)
+        if bad.any():  # x - mean overflowed: the halves cannot
+            half = (x * 0.5 - mean * 0.5) / std
+            z = np.where(bad, half * 2.0, z)
+    return z
+
+
+MAX_STANDARD_SCORE = 1e12
+"""Largest distance from the training mean, in training standard deviations, of a value the network is given.
+
+Training rows are always within sqrt(N) of it; a validation or test value (or a value given to
+``predict``) further away than this is refused with an error naming its column, not passed on
+to overflow inside the network."""
+
+
+def check_standardized(z, where, column_names, raw=None):
+    """Raise a CorruptFileError naming the column when a standardised value is beyond MAX_STANDARD_SCORE."""
+    bad = ~(np.abs(z) <= MAX_STANDARD_SCORE)
+    if not bad.any():
+        return z
+    r, c = (int(v) for v in np.argwhere(bad)[0])
+    value = f" (the value {raw[r, c]:.6g})" if raw is not None else ""
+    raise CorruptFileError(f'{where}: column "{column_names[c]}" row {r + 1}{value} lies {abs(z[r, c]):.3g} training '
+                           f"standard deviations from the training mean, more than the {MAX_STANDARD_SCORE:g} the "
+                           f"network can take ({_count(int(bad.sum()), 'such value')}); check the units of that "
+                           "column")
+
+
+def constant_column_message(where, names, values):
+    """One line naming the constant columns (at most five shown)."""
+    shown = ", ".join(f'"{n}" (always {v:.6g})' for n, v in list(zip(names, values))[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    one = len(names) == 1
+    return (f"{where}: {'column' if one else _count(len(names), 'column')} {shown}{more} "
+            f"{'holds' if one else 'hold'} one value on every training row; "
+            f"{'it carries' if one else 'they carry'} no information and {'is' if one else 'are'} scaled to 0")
 
 
 def _stratified_split(path, x, y, fraction, seed, what, option):
@@ -319,7 +621,14 @@ def _stratified_split(path, x, y, fraction, seed, what, option):
             f"{path}: {n} rows in {n_classes} classes (smallest class: {int(counts.min())} rows) are too few to "
             f"hold out a stratified {what} part of {fraction:g} with every class on both sides; "
             f"{option}")
-    return train_test_split(x, y, test_size=n_out, random_state=seed, stratify=y)
+    return train_test_split(x, y, test_size=n_out, random_state=seed % SEED_LIMIT, stratify=y)
+
+
+def check_seed(seed, name="seed"):
+    """A seed: an integer in 0..2**32-1 (what NumPy and scikit-learn accept); ValueError naming ``name``."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name}: expected an integer in 0..{SEED_LIMIT - 1}, got {seed!r}")
+    return int(seed)
 
 
 def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val_fraction=0.1, limit=None):
@@ -332,7 +641,7 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
     test_path : str or Path, optional, a test file of the same columns; without it a
         stratified ``test_fraction`` of ``path`` is held out
     test_fraction : float in (0, 0.5], used without ``test_path``
-    seed : int, fixes both splits
+    seed : int in 0..2**32-1, fixes both splits
     val_fraction : float in [0, 0.5], part of the training rows held out (stratified) for validation
     limit : positive int, optional, keep only this many training rows
 
@@ -340,15 +649,18 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
     -------
     Dataset
         ``x_*`` float32 (N, D) standardised with the training rows' ``feature_mean`` and
-        ``feature_std`` (D,) (a constant column gets std 1), ``y_*`` int64 class indices,
+        ``feature_std`` (D,) float64 (computed without overflow at any magnitude, see
+        :func:`column_statistics`; a constant column gets std 1 and a
+        :class:`ConstantColumnWarning` naming it), ``y_*`` int64 class indices,
         ``class_names`` the sorted labels as text, ``feature_names`` the column names,
-        ``image_shape`` None, ``name`` the file's name.
+        ``image_shape`` None, ``name`` the file's name, ``files`` the files read.
     """
     from .data import _check_limit, _check_val_fraction
 
     path = Path(path)
     val_fraction = _check_val_fraction(val_fraction)
     limit = _check_limit(limit)
+    seed = check_seed(seed)
     if test_path is None or test_path == "":
         try:
             test_fraction = float(test_fraction)
@@ -356,20 +668,22 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
             test_fraction = float("nan")
         if not 0.0 < test_fraction <= 0.5:
             raise ValueError(f"test_fraction: expected a number in (0, 0.5], got {test_fraction!r}")
-    features, x, labels = read_table(path, target)
-    class_names = class_names_of(labels)
+    features, x, texts, codes = _read_coded(path, target)
+    class_names, kind = _classes(texts)
     if len(class_names) < 2:
-        raise CorruptFileError(f"{path}: every row has the label \"{class_names[0]}\"; a classifier needs at least "
-                               "two classes" + (f' (is "{target}" the right target column?)' if target else ""))
-    y = _encode(path, labels, class_names)
+        raise CorruptFileError(f"{path}: every row has the label \"{_shorten(class_names[0])}\"; a classifier needs "
+                               "at least two classes" + (f' (is "{target}" the right target column?)' if target else ""))
+    y = _encode(path, texts, codes, class_names, kind)
     if len(y) < len(class_names):
         raise CorruptFileError(f"{path}: {len(y)} rows but {len(class_names)} classes; each class needs rows")
+    files = [("data", path)]
     if test_path is None or test_path == "":
         x_trv, x_test, y_trv, y_test = _stratified_split(path, x, y, test_fraction, seed, "test",
                                                          "give a test file or more rows")
     else:
         test_path = Path(test_path)
-        test_features, x_test, test_labels = read_table(test_path, target)
+        files.append(("test_data", test_path))
+        test_features, x_test, test_texts, test_codes = _read_coded(test_path, target)
         if test_path.suffix.lower() == ".csv" and path.suffix.lower() == ".csv":
             if set(test_features) != set(features):
                 raise CorruptFileError(f"{test_path}: its feature columns ({', '.join(test_features)}) differ from "
@@ -377,27 +691,34 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
             x_test = x_test[:, [test_features.index(f) for f in features]]
         elif x_test.shape[1] != x.shape[1]:
             raise CorruptFileError(f"{test_path}: {x_test.shape[1]} features, {path} has {x.shape[1]}")
-        y_test = _encode(test_path, test_labels, class_names)
+        y_test = _encode(test_path, test_texts, test_codes, class_names, kind)
         x_trv, y_trv = x, y
+    del x
     if val_fraction > 0:
         x_train, x_val, y_train, y_val = _stratified_split(path, x_trv, y_trv, val_fraction, seed + 1, "validation",
                                                            "use --val-fraction 0 or more rows")
     else:
         x_train, y_train = x_trv, y_trv
-        x_val, y_val = np.empty((0, x.shape[1])), np.empty((0,), np.int64)
+        x_val, y_val = np.empty((0, x_trv.shape[1])), np.empty((0,), np.int64)
+    del x_trv
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std == 0] = 1.0
+    mean, std, constant = column_statistics(x_train)
+    if constant.any():
+        warnings.warn(constant_column_message(path, [features[j] for j in np.flatnonzero(constant)],
+                                              mean[constant]), ConstantColumnWarning, stacklevel=2)
+    std[constant] = 1.0
 
-    def scaled(a):
-        return np.ascontiguousarray(((a - mean) / std).astype(np.float32))
+    def scaled(a, where):
+        z = check_standardized(standardize(a, mean, std), where, features, raw=a)
+        return np.ascontiguousarray(z.astype(np.float32))
 
-    return Dataset(path.name, scaled(x_train), np.asarray(y_train, np.int64), scaled(x_val),
-                   np.asarray(y_val, np.int64), scaled(x_test), np.asarray(y_test, np.int64), None,
-                   tuple(class_names), feature_names=tuple(features), feature_mean=mean.astype(np.float32),
-                   feature_std=std.astype(np.float32))
+    test_where = f"{test_path} (the test file)" if test_path else f"{path} (its test rows)"
+    return Dataset(path.name, scaled(x_train, f"{path} (its training rows)"), np.asarray(y_train, np.int64),
+                   scaled(x_val, f"{path} (its validation rows)"), np.asarray(y_val, np.int64),
+                   scaled(x_test, test_where), np.asarray(y_test, np.int64), None,
+                   tuple(class_names), feature_names=tuple(features), feature_mean=mean, feature_std=std,
+                   files=tuple((role, str(p)) for role, p in files))
 
 
 def load_table_for_config(config):
