@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vaelayer_np.core import ops
+from vaelayer_np.core import losses, ops
 from vaelayer_np.course import lesson01
 
 
@@ -34,7 +34,17 @@ def neg_elbo(x, x_hat, mu, log_var, beta):
     return recon, kl, recon + beta * kl
 
 
-# ---------------------------------------------------------------- planted bugs
+# ---------------------------------------------------------------- planted wrong answers, each with its diagnosis
+def reparameterize_in_place(mu, log_var, eps):
+    mu += np.exp(0.5 * log_var) * eps  # changes the caller's mu: the next cell would see another mu
+    return mu
+
+
+def bounded_in_place(r, c):
+    r /= c
+    return c * np.tanh(r)
+
+
 def vae_forward_unbounded(x, params, eps, act, log_var_bound):
     h = act(x @ params["W_enc"] + params["b_enc"])
     mu = h @ params["W_mu"] + params["b_mu"]
@@ -52,6 +62,27 @@ def vae_forward_decodes_mean(x, params, eps, act, log_var_bound):
     return mu @ params["W_dec"] + params["b_dec"], mu, log_var, z  # decodes mu, not the sample z
 
 
+def vae_forward_in_place(x, params, eps, act, log_var_bound):
+    params["W_lv"] /= log_var_bound  # changes the caller's parameters
+    h = act(x @ params["W_enc"] + params["b_enc"])
+    mu = h @ params["W_mu"] + params["b_mu"]
+    log_var = log_var_bound * np.tanh(h @ params["W_lv"] + params["b_lv"] / log_var_bound)
+    z = mu + np.exp(0.5 * log_var) * eps
+    return z @ params["W_dec"] + params["b_dec"], mu, log_var, z
+
+
+def vae_forward_float32(x, params, eps, act, log_var_bound):
+    return tuple(a.astype(np.float32) for a in vae_forward(x, params, eps, act, log_var_bound))
+
+
+def vae_forward_library(x, params, eps, act, log_var_bound):
+    h = act(x @ params["W_enc"] + params["b_enc"])
+    mu = h @ params["W_mu"] + params["b_mu"]
+    log_var = ops.bound_log_var(h @ params["W_lv"] + params["b_lv"], log_var_bound)
+    z = ops.reparameterize(mu, log_var, eps)[1]
+    return z @ params["W_dec"] + params["b_dec"], mu, log_var, z
+
+
 def neg_elbo_kl_summed_over_batch(x, x_hat, mu, log_var, beta):
     recon, kl, _ = neg_elbo(x, x_hat, mu, log_var, beta)
     kl = kl * x.shape[0]
@@ -64,43 +95,72 @@ def neg_elbo_std_for_variance(x, x_hat, mu, log_var, beta):
     return recon, kl, recon + beta * kl
 
 
-@pytest.mark.parametrize("check, answer", [
-    (lesson01.check_bounded_log_var, bounded_log_var),
-    (lesson01.check_bounded_log_var, ops.bound_log_var),
-    (lesson01.check_reparameterize, reparameterize),
-    (lesson01.check_vae_forward, vae_forward),
-    (lesson01.check_vae_forward, lesson01.library_forward),
-    (lesson01.check_neg_elbo, neg_elbo),
-], ids=lambda v: getattr(v, "__name__", ""))
-def test_checker_passes_a_correct_answer(check, answer):
-    result = check(answer)
-    assert result.passed, str(result)
-    assert str(result).startswith("PASS") and result.figure < 1e-10
+def neg_elbo_in_place(x, x_hat, mu, log_var, beta):
+    x_hat -= x  # the caller's x_hat becomes the residual
+    recon = np.mean(x_hat ** 2)
+    kl = -0.5 * np.sum(1 + log_var - mu ** 2 - np.exp(log_var)) / x.shape[0]
+    return recon, kl, recon + beta * kl
 
 
-@pytest.mark.parametrize("check", [lesson01.check_bounded_log_var, lesson01.check_reparameterize,
-                                   lesson01.check_vae_forward, lesson01.check_neg_elbo],
-                         ids=lambda v: v.__name__)
-def test_checker_reports_a_stub_as_not_implemented(check):
-    result = check(stub)
-    assert not result.passed and str(result).startswith("FAIL") and "not implemented" in str(result)
+def neg_elbo_library(x, x_hat, mu, log_var, beta):
+    recon = losses.mse(x_hat, x)[0]
+    kl = ops.kl_diag_gaussian(mu, log_var)[0]
+    return recon, kl, recon + beta * kl
 
 
-@pytest.mark.parametrize("check, bug", [
-    (lesson01.check_bounded_log_var, lambda r, c: np.tanh(r / c)),                        # factor c missing
-    (lesson01.check_bounded_log_var, lambda r, c: np.clip(r, -c, c)),                     # hard clip
-    (lesson01.check_reparameterize, lambda mu, lv, eps: mu + np.exp(lv) * eps),           # variance as std
-    (lesson01.check_reparameterize, lambda mu, lv, eps: mu + lv * eps),                   # log-variance as std
-    (lesson01.check_vae_forward, vae_forward_unbounded),
-    (lesson01.check_vae_forward, vae_forward_no_hidden_activation),
-    (lesson01.check_vae_forward, vae_forward_decodes_mean),
-    (lesson01.check_neg_elbo, neg_elbo_kl_summed_over_batch),
-    (lesson01.check_neg_elbo, neg_elbo_std_for_variance),
-    (lesson01.check_neg_elbo, lambda x, xh, mu, lv, beta: neg_elbo(x, xh, mu, lv, 1.0)),  # beta ignored
-])
-def test_checker_catches_a_planted_bug(check, bug):
+def neg_elbo_float32(x, x_hat, mu, log_var, beta):
+    return tuple(np.float32(v) for v in neg_elbo(x, x_hat, mu, log_var, beta))
+
+
+PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson01.check_bounded_log_var, lambda r, c: np.tanh(r / c), "slip", ["without the factor c"]),
+    (lesson01.check_bounded_log_var, lambda r, c: np.clip(r, -c, c), "slip", ["hard clip"]),
+    (lesson01.check_bounded_log_var, bounded_in_place, "in place", ["in place", "`r`"]),
+    (lesson01.check_bounded_log_var, ops.bound_log_var, "library", ["ops.bound_log_var"]),
+    (lesson01.check_bounded_log_var, lambda r, c: (c * np.tanh(r / c)).astype(np.float32), "float32",
+     ["float32", "float64"]),
+    (lesson01.check_reparameterize, lambda mu, lv, eps: mu + np.exp(lv) * eps, "slip", ["the variance"]),
+    (lesson01.check_reparameterize, lambda mu, lv, eps: mu + lv * eps, "slip", ["log-variance used as the std"]),
+    (lesson01.check_reparameterize, reparameterize_in_place, "in place", ["in place", "`mu`"]),
+    (lesson01.check_reparameterize, lambda mu, lv, eps: ops.reparameterize(mu, lv, eps)[1], "library",
+     ["ops.reparameterize"]),
+    (lesson01.check_reparameterize, lambda mu, lv, eps: reparameterize(mu, lv, eps).astype(np.float32), "float32",
+     ["float32"]),
+    (lesson01.check_reparameterize, lambda mu, lv, eps: mu + np.exp(0.5 * lv) * eps[:2], "error",
+     ["ValueError", "your line"]),
+    (lesson01.check_vae_forward, vae_forward_unbounded, "slip", ["`log_var`", "bound", "right: `mu`"]),
+    (lesson01.check_vae_forward, vae_forward_no_hidden_activation, "slip", ["`mu`", "activation"]),
+    (lesson01.check_vae_forward, vae_forward_decodes_mean, "slip", ["wrong: `x_hat`", "applied to mu"]),
+    (lesson01.check_vae_forward, vae_forward_in_place, "in place", ["in place", "`params[\"W_lv\"]`"]),
+    (lesson01.check_vae_forward, vae_forward_float32, "float32", ["`x_hat` has dtype float32"]),
+    (lesson01.check_vae_forward, vae_forward_library, "library", ["ops.bound_log_var", "ops.reparameterize"]),
+    (lesson01.check_vae_forward, lesson01.library_forward, "library", ["library"]),
+    (lesson01.check_neg_elbo, neg_elbo_kl_summed_over_batch, "slip", ["`kl`", "N times"]),
+    (lesson01.check_neg_elbo, neg_elbo_std_for_variance, "slip", ["`kl`", "std"]),
+    (lesson01.check_neg_elbo, lambda x, xh, mu, lv, beta: neg_elbo(x, xh, mu, lv, 1.0), "slip",
+     ["wrong: `neg_elbo`", "beta is forgotten"]),
+    (lesson01.check_neg_elbo, lambda x, xh, mu, lv, beta: (np.mean((xh - x) ** 2) * x.shape[1],)
+     + neg_elbo(x, xh, mu, lv, beta)[1:], "slip", ["`recon`", "D times"]),
+    (lesson01.check_neg_elbo, neg_elbo_in_place, "in place", ["in place", "`x_hat`"]),
+    (lesson01.check_neg_elbo, neg_elbo_library, "library", ["losses.mse"]),
+    (lesson01.check_neg_elbo, neg_elbo_float32, "float32", ["float32"]),
+]
+
+
+@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
+                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
+def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
     result = check(bug)
-    assert not result.passed and str(result).startswith("FAIL") and "measured" in str(result), str(result)
+    text = str(result)
+    assert not result.passed and text.startswith("FAIL"), text
+    for word in words:
+        assert word in text, f"{word!r} not in: {text}"
+
+
+def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
+    for check in {c for c, *_ in PLANTED}:
+        kinds = [k for c, _, k, _ in PLANTED if c is check]
+        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
 
 
 def test_checker_reports_a_wrong_number_of_return_values():

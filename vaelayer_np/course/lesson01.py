@@ -36,21 +36,46 @@ def _activation_name(act):
                      f"({', '.join(ACTIVATIONS)}), got {act!r}")
 
 
+# The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
+FORBIDDEN = {
+    "bounded_log_var": ("vaelayer_np.core.ops.bound_log_var",),
+    "reparameterize": ("vaelayer_np.core.ops.reparameterize",),
+    "vae_forward": ("vaelayer_np.core.layers.VAELayer.forward", "vaelayer_np.core.ops.bound_log_var",
+                    "vaelayer_np.core.ops.reparameterize", "vaelayer_np.course.lesson01.library_forward"),
+    "neg_elbo": ("vaelayer_np.core.losses.mse", "vaelayer_np.core.ops.mse_value_and_grad",
+                 "vaelayer_np.core.ops.kl_diag_gaussian", "vaelayer_np.core.losses.kl_diag_gaussian",
+                 "vaelayer_np.core.layers.VAELayer.loss_terms", "vaelayer_np.course.lesson01.library_neg_elbo"),
+}
+
+
 def check_bounded_log_var(bounded_log_var, n_trials=3, seed=0):
     r"""Check ``bounded_log_var(r, c) -> log_var`` (both (N, K)): :math:`\log\sigma^2 = c\tanh(r/c)`.
 
-    The raw values ``r`` range over [-40, 40], far beyond the bound, and c over [1, 8].
+    The raw values ``r`` range over [-40, 40], far beyond the bound, and c over [1, 8]. Recognised
+    slips: a hard clip, the factor c forgotten inside or outside the tanh.
     """
     def make_inputs(rng):
         r = rng.uniform(-40.0, 40.0, size=(5, 4))
         return r, float(rng.uniform(1.0, 8.0))
 
+    def slips(args):
+        r, c = args
+        return {"log_var": [("a hard clip of r to [-c, c]: the bound is smooth, c * tanh(r / c)", np.clip(r, -c, c)),
+                            ("tanh(r) without the c inside: c * tanh(r / c)", c * np.tanh(r)),
+                            ("tanh(r / c) without the factor c in front", np.tanh(r / c)),
+                            ("tanh(r), the c left out twice", np.tanh(r))]}
+
     return compare_arrays("bounded_log_var", bounded_log_var, ops.bound_log_var, make_inputs, tol=TOLERANCE,
-                          n_trials=n_trials, seed=seed)
+                          n_trials=n_trials, seed=seed, names=("log_var",), arg_names=("r", "c"),
+                          forbidden=FORBIDDEN["bounded_log_var"], factors=lambda a: (("c", a[1]),), slips=slips)
 
 
 def check_reparameterize(reparameterize, n_trials=3, seed=0):
-    r"""Check ``reparameterize(mu, log_var, eps) -> z`` (all (N, K)): :math:`z = \mu + e^{\log\sigma^2/2}\epsilon`."""
+    r"""Check ``reparameterize(mu, log_var, eps) -> z`` (all (N, K)): :math:`z = \mu + e^{\log\sigma^2/2}\epsilon`.
+
+    Recognised slips: the variance or the log-variance used as the std, the noise forgotten, the std
+    inverted.
+    """
     def make_inputs(rng):
         shape = (6, 3)
         return rng.standard_normal(shape), rng.uniform(-4.0, 2.0, shape), rng.standard_normal(shape)
@@ -58,8 +83,17 @@ def check_reparameterize(reparameterize, n_trials=3, seed=0):
     def reference(mu, log_var, eps):
         return ops.reparameterize(mu, log_var, eps)[1]
 
+    def slips(args):
+        mu, lv, eps = args
+        return {"z": [("the variance exp(log_var) where the std exp(log_var / 2) belongs", mu + np.exp(lv) * eps),
+                      ("the log-variance used as the std: std = exp(log_var / 2)", mu + lv * eps),
+                      ("mu + std: the noise eps is missing", mu + np.exp(0.5 * lv)),
+                      ("exp(-log_var / 2), the inverse of the std", mu + np.exp(-0.5 * lv) * eps),
+                      ("the noise without mu", np.exp(0.5 * lv) * eps)]}
+
     return compare_arrays("reparameterize", reparameterize, reference, make_inputs, tol=TOLERANCE,
-                          n_trials=n_trials, seed=seed)
+                          n_trials=n_trials, seed=seed, names=("z",), arg_names=("mu", "log_var", "eps"),
+                          forbidden=FORBIDDEN["reparameterize"], slips=slips)
 
 
 def library_forward(x, params, eps, act, log_var_bound):
@@ -84,12 +118,37 @@ def library_forward(x, params, eps, act, log_var_bound):
     return cache["x_hat"], cache["mu"], cache["log_var"], cache["z"]
 
 
+def _forward_slips(args):
+    """The answers of vae_forward's common slips on these inputs, by returned value."""
+    x, params, eps, act, c = args
+    p = params
+    h = act(x @ p["W_enc"] + p["b_enc"])
+    mu = h @ p["W_mu"] + p["b_mu"]
+    r = h @ p["W_lv"] + p["b_lv"]
+    log_var = c * np.tanh(r / c)
+    z = mu + np.exp(0.5 * log_var) * eps
+    h_lin = x @ p["W_enc"] + p["b_enc"]
+    return {
+        "x_hat": [("the decoder applied to mu instead of the sample z", mu @ p["W_dec"] + p["b_dec"]),
+                  ("the decoder without its bias b_dec", z @ p["W_dec"])],
+        "mu": [("the hidden layer without its activation act(...)", h_lin @ p["W_mu"] + p["b_mu"]),
+               ("the mean head without its bias b_mu", h @ p["W_mu"])],
+        "log_var": [("the raw head output r: the bound c * tanh(r / c) is missing", r),
+                    ("the bound without c inside the tanh: c * tanh(r / c)", c * np.tanh(r)),
+                    ("tanh(r / c) without the factor c", np.tanh(r / c))],
+        "z": [("mu + exp(log_var) * eps: the variance where the std belongs", mu + np.exp(log_var) * eps),
+              ("the sample from the raw r, unbounded", mu + np.exp(0.5 * r) * eps),
+              ("mu alone: the noise is missing", mu)],
+    }
+
+
 def check_vae_forward(vae_forward, n_trials=4, seed=0):
     """Check ``vae_forward(x, params, eps, act, log_var_bound) -> (x_hat, mu, log_var, z)``.
 
     Random layers (D=7, H=6, K=3, relu and tanh, biases moved off zero, the log-variance
     head scaled up so that the bound matters) on random inputs, against
-    :meth:`vaelayer_np.core.layers.VAELayer.forward` with the same parameters and noise.
+    :meth:`vaelayer_np.core.layers.VAELayer.forward` with the same parameters and noise. The message
+    names which of the four returned values are wrong and recognises the common slips.
     """
     acts = [ACTIVATIONS["relu"].forward, ACTIVATIONS["tanh"].forward]
     trial = {"i": 0}
@@ -102,11 +161,14 @@ def check_vae_forward(vae_forward, n_trials=4, seed=0):
         params = {name: p.copy() for name, p in layer.params.items()}
         return rng.standard_normal((5, 7)), params, rng.standard_normal((5, 3)), act, float(rng.uniform(2.0, 6.0))
 
-    def student(x, params, eps, act, bound):
-        return vae_forward(x, {name: p.copy() for name, p in params.items()}, eps, act, bound)
+    def reference(x, params, eps, act, bound):
+        return library_forward(x, {name: p.copy() for name, p in params.items()}, eps, act, bound)
 
-    return compare_arrays("vae_forward (x_hat, mu, log_var, z)", student, library_forward, make_inputs,
-                          tol=TOLERANCE, n_trials=n_trials, seed=seed)
+    return compare_arrays("vae_forward (x_hat, mu, log_var, z)", vae_forward, reference, make_inputs,
+                          tol=TOLERANCE, n_trials=n_trials, seed=seed, names=("x_hat", "mu", "log_var", "z"),
+                          arg_names=("x", "params", "eps", "act", "log_var_bound"),
+                          forbidden=FORBIDDEN["vae_forward"], slips=_forward_slips,
+                          order=("mu", "log_var", "z", "x_hat"))
 
 
 def library_neg_elbo(x, x_hat, mu, log_var, beta):
@@ -121,11 +183,39 @@ def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
 
     recon is the MSE averaged over all N*D elements, kl is summed over K and averaged
     over N, and neg_elbo = recon + beta * kl, as in :meth:`vaelayer_np.core.layers.VAELayer.loss_terms`.
+    The message names which of the three values is wrong and why, when it recognises the slip (a mean
+    over the wrong elements, the std or the log-variance where the variance belongs, beta forgotten).
     """
     def make_inputs(rng):
         n, d, k = int(rng.integers(3, 9)), 7, 4
         return (rng.standard_normal((n, d)), rng.standard_normal((n, d)), rng.standard_normal((n, k)),
                 rng.uniform(-3.0, 1.0, (n, k)), float(rng.uniform(0.1, 2.0)))
 
+    def factors(args):
+        x, _, mu, _, _ = args
+        n, d = x.shape
+        return (("N", n), ("D", d), ("N*D", n * d), ("K", mu.shape[1]))
+
+    def slips(args):
+        x, x_hat, mu, lv, beta = args
+        n = x.shape[0]
+        recon = float(np.mean((x_hat - x) ** 2))
+        kl = float(-0.5 * np.sum(1 + lv - mu ** 2 - np.exp(lv)) / n)
+        return {
+            "recon": [("the mean absolute error, not the mean squared error", float(np.mean(np.abs(x_hat - x))))],
+            "kl": [("the std exp(log_var / 2) where the variance exp(log_var) belongs",
+                    float(-0.5 * np.sum(1 + lv - mu ** 2 - np.exp(0.5 * lv)) / n)),
+                   ("the log-variance where the variance exp(log_var) belongs",
+                    float(-0.5 * np.sum(1 + lv - mu ** 2 - lv) / n)),
+                   ("the KL without its 1 inside the sum", float(-0.5 * np.sum(lv - mu ** 2 - np.exp(lv)) / n)),
+                   ("a mean over all N*K elements: sum over the units, mean over the examples",
+                    float(-0.5 * np.mean(1 + lv - mu ** 2 - np.exp(lv))))],
+            "neg_elbo": [("recon + kl: beta is forgotten", recon + kl),
+                         ("beta * recon + kl: beta on the wrong term", beta * recon + kl),
+                         ("recon - beta * kl: the KL's sign", recon - beta * kl)],
+        }
+
     return compare_arrays("neg_elbo (recon, kl, neg_elbo)", neg_elbo, library_neg_elbo, make_inputs, tol=TOLERANCE,
-                          n_trials=n_trials, seed=seed)
+                          n_trials=n_trials, seed=seed, names=("recon", "kl", "neg_elbo"),
+                          arg_names=("x", "x_hat", "mu", "log_var", "beta"), forbidden=FORBIDDEN["neg_elbo"],
+                          factors=factors, slips=slips)

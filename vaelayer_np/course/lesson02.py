@@ -24,9 +24,24 @@ from ..core import losses
 from ..core import ops
 from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import check_gradients
-from .checks import check_gradient, run_check
+from .checks import (Diagnosis, call_student, check_dtype, check_gradient, compare_values, explain_difference,
+                     max_relative_error, run_check, where_in_student_code)
 
 TOLERANCE = 1e-7  # float64 central differences (vaelayer_np.core.gradcheck.DEFAULT_TOL)
+
+_BACKWARDS = ("vaelayer_np.core.layers.VAELayer.backward", "vaelayer_np.core.layers.Dense.backward")
+# The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
+FORBIDDEN = {
+    "mse_backward": ("vaelayer_np.core.losses.mse", "vaelayer_np.core.ops.mse_value_and_grad") + _BACKWARDS,
+    "bce_with_logits_backward": ("vaelayer_np.core.losses.bce_with_logits", "vaelayer_np.core.activations.sigmoid")
+                                + _BACKWARDS,
+    "kl_gradients": ("vaelayer_np.core.ops.kl_diag_gaussian", "vaelayer_np.core.losses.kl_diag_gaussian")
+                    + _BACKWARDS,
+    "latent_backward": ("vaelayer_np.core.ops.latent_backward", "vaelayer_np.core.ops.reparameterize_backward",
+                        "vaelayer_np.core.ops.bound_log_var_backward") + _BACKWARDS,
+    "decoder_backward": _BACKWARDS,
+    "encoder_backward": _BACKWARDS,
+}
 
 
 def _upstream_scalar(rng):
@@ -34,15 +49,48 @@ def _upstream_scalar(rng):
     return float(rng.uniform(0.5, 2.0)) * (1.0 if rng.random() < 0.5 else -1.0)
 
 
+def _sigmoid(s):
+    e = np.exp(-np.abs(s))
+    return np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def check_mse_backward(mse_backward, seed=0):
-    r"""Check ``mse_backward(x_hat, x) -> d_x_hat`` (N, D): the gradient of :math:`\frac{1}{ND}\sum(\hat x - x)^2`."""
+    r"""Check ``mse_backward(x_hat, x) -> d_x_hat`` (N, D): the gradient of :math:`\frac{1}{ND}\sum(\hat x - x)^2`.
+
+    A wrong answer is compared with the right one: a flipped sign, a missing 2, a mean over N only
+    (a factor D) or a sum (a factor N*D) are named.
+    """
     rng = np.random.default_rng(seed)
-    x_hat, x = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    n, d = 4, 5
+    x_hat, x = rng.standard_normal((n, d)), rng.standard_normal((n, d))
     c = _upstream_scalar(rng)
-    tensors = {"x_hat": x_hat}
-    return check_gradient("mse_backward", lambda: c * losses.mse(x_hat, x)[0],
-                          lambda: {"x_hat": c * np.asarray(mse_backward(x_hat.copy(), x.copy()))}, tensors,
-                          tol=TOLERANCE)
+    exact = {"x_hat": 2.0 * (x_hat - x) / x.size}
+    got = {}
+
+    def student():
+        got["x_hat"] = call_student(mse_backward, (x_hat.copy(), x.copy()), ("x_hat", "x"),
+                                    FORBIDDEN["mse_backward"])
+        check_dtype("d_x_hat", np.asarray(got["x_hat"]))
+        return {"x_hat": c * np.asarray(got["x_hat"])}
+
+    result = check_gradient("mse_backward", lambda: c * losses.mse(x_hat, x)[0], student, {"x_hat": x_hat},
+                            tol=TOLERANCE)
+    return _explained(result, got, exact, (("N", n), ("D", d), ("N*D", n * d)))
+
+
+def _explained(result, got, exact, factors=(), slips=None):
+    """Add to a failed gradient check's message what the wrong gradient looks like (against ``exact``)."""
+    if result.passed or not np.isfinite(result.figure):
+        return result
+    for name, want in exact.items():
+        if name in got and np.shape(got[name]) == np.shape(want):
+            if max_relative_error(got[name], want) < TOLERANCE:
+                continue
+            why = explain_difference(got[name], want, factors, (slips or {}).get(name, ()))
+            if why:
+                result.message += f"; the gradient for `{name}`: {why}"
+            break
+    return result
 
 
 def check_bce_backward(bce_with_logits_backward, seed=0):
@@ -51,30 +99,44 @@ def check_bce_backward(bce_with_logits_backward, seed=0):
     Two parts: a gradient check of c * :func:`vaelayer_np.core.losses.bce_with_logits` at logits in
     [-8, 8]; then logits of +-1000, where the answer must be finite and equal to
     :math:`(\sigma(s) - t)/(ND)` (a form that evaluates ``exp`` of a large positive number gives
-    inf/inf = NaN there).
+    inf/inf = NaN there). The library's ``sigmoid`` and ``bce_with_logits`` are off limits.
     """
     def body():
         rng = np.random.default_rng(seed)
-        logits = rng.uniform(-8.0, 8.0, (4, 5))
-        target = rng.uniform(0.0, 1.0, (4, 5))
+        n, d = 4, 5
+        logits = rng.uniform(-8.0, 8.0, (n, d))
+        target = rng.uniform(0.0, 1.0, (n, d))
         c = _upstream_scalar(rng)
-        grad = np.asarray(bce_with_logits_backward(logits.copy(), target.copy()), dtype=np.float64)
+        raw = call_student(bce_with_logits_backward, (logits.copy(), target.copy()), ("logits", "target"),
+                           FORBIDDEN["bce_with_logits_backward"])
+        grad = np.asarray(raw)
         if grad.shape != logits.shape:
-            return np.inf, False, f"expected shape {logits.shape}, got {grad.shape}"
+            raise Diagnosis(f"expected shape {logits.shape}, got {grad.shape}")
+        check_dtype("d_logits", grad)
         (result,) = check_gradients("bce_with_logits_backward", lambda: c * losses.bce_with_logits(logits, target)[0],
                                     {"logits": logits}, {"logits": c * grad}, tol=TOLERANCE)
         if not result.passed:
-            return result.max_rel_error, False, f"wrong gradient ({result.status}) at moderate logits"
+            exact = (_sigmoid(logits) - target) / logits.size
+            why = explain_difference(grad, exact, (("N", n), ("D", d), ("N*D", n * d)),
+                                     [("sigmoid(-s) - t: the sigmoid of the wrong sign",
+                                       (_sigmoid(-logits) - target) / logits.size),
+                                      ("the gradient of the loss with respect to the probability sigmoid(s), "
+                                       "not the logit s", (_sigmoid(logits) - target)
+                                       / (_sigmoid(logits) * (1 - _sigmoid(logits))) / logits.size)])
+            return result.max_rel_error, False, (f"wrong gradient ({result.status}) at moderate logits"
+                                                 + (f"; {why}" if why else ""))
         extreme = np.array([[-1000.0, 1000.0, -700.0], [800.0, -30.0, 0.0]])
         extreme_target = np.array([[0.0, 1.0, 0.3], [0.2, 1.0, 0.5]])
         with np.errstate(all="ignore"):
-            got = np.asarray(bce_with_logits_backward(extreme.copy(), extreme_target.copy()), dtype=np.float64)
+            got = np.asarray(call_student(bce_with_logits_backward, (extreme.copy(), extreme_target.copy()),
+                                          ("logits", "target")), dtype=np.float64)
         if not np.all(np.isfinite(got)):
-            return np.inf, False, "NaN or inf at logits of +-1000: compute the sigmoid without exp of a large number"
+            return np.inf, False, ("NaN or inf at logits of +-1000: exp(1000) overflows to inf and inf / inf is NaN; "
+                                   "compute the sigmoid from e = exp(-|s|), which never overflows")
         want = losses.bce_with_logits(extreme, extreme_target)[1][0]
         err = float(np.abs(got - want).max() / np.abs(want).max())
         if err > TOLERANCE:
-            return err, False, "wrong at logits of +-1000"
+            return err, False, "wrong at logits of +-1000 (finite, but not (sigmoid(s) - t) / (N D))"
         return result.max_rel_error, True, ""
 
     return run_check("bce_with_logits_backward", body, bound=f"below {TOLERANCE:g}, float64 central differences")
@@ -84,18 +146,32 @@ def check_kl_gradients(kl_gradients, seed=0):
     r"""Check ``kl_gradients(mu, log_var) -> (d_mu, d_log_var)`` (both (N, K)).
 
     The scalar is c * KL with the KL of :func:`vaelayer_np.core.ops.kl_diag_gaussian` (summed over K,
-    mean over N).
+    mean over N). Recognised slips: the log-variance where the variance belongs, the gradient with
+    respect to the variance, a missing 1/N or 1/2.
     """
     rng = np.random.default_rng(seed)
-    mu, log_var = rng.standard_normal((5, 3)), rng.uniform(-3.0, 2.0, (5, 3))
+    n, k = 5, 3
+    mu, log_var = rng.standard_normal((n, k)), rng.uniform(-3.0, 2.0, (n, k))
     c = _upstream_scalar(rng)
+    var = np.exp(log_var)
+    exact = {"mu": mu / n, "log_var": (var - 1) / (2 * n)}
+    slips = {"log_var": [("(log_var - 1) / (2N): the log-variance where the variance exp(log_var) belongs",
+                          (log_var - 1) / (2 * n)),
+                         ("(1 - 1/var) / (2N): the gradient with respect to the variance, not the log-variance",
+                          (1 - 1 / var) / (2 * n)),
+                         ("(1 - var) / (2N): the sign of the KL's -1/2 lost", (1 - var) / (2 * n))]}
+    got = {}
 
     def student():
-        d_mu, d_log_var = kl_gradients(mu.copy(), log_var.copy())
-        return {"mu": c * np.asarray(d_mu), "log_var": c * np.asarray(d_log_var)}
+        out = call_student(kl_gradients, (mu.copy(), log_var.copy()), ("mu", "log_var"), FORBIDDEN["kl_gradients"])
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise Diagnosis("expected the pair (d_mu, d_log_var)")
+        got["mu"], got["log_var"] = np.asarray(out[0]), np.asarray(out[1])
+        return {"mu": c * got["mu"], "log_var": c * got["log_var"]}
 
-    return check_gradient("kl_gradients", lambda: c * ops.kl_diag_gaussian(mu, log_var)[0], student,
-                          {"mu": mu, "log_var": log_var}, tol=TOLERANCE)
+    result = check_gradient("kl_gradients", lambda: c * ops.kl_diag_gaussian(mu, log_var)[0], student,
+                            {"mu": mu, "log_var": log_var}, tol=TOLERANCE)
+    return _explained(result, got, exact, (("N", n), ("K", k)), slips)
 
 
 def check_latent_backward(latent_backward, seed=0):
@@ -110,27 +186,68 @@ def check_latent_backward(latent_backward, seed=0):
     The student's function receives ``d_z = G``, ``std``, ``kl_grads`` (the KL's gradients
     with respect to mu and log_var, from :func:`vaelayer_np.core.ops.kl_diag_gaussian`), ``kl_weight = w``,
     the bounded ``log_var`` and ``bound = c``, as :func:`vaelayer_np.core.ops.latent_backward` does.
+    Then the **mean path**: with ``eps=None`` (z = mu) the answer must equal the library's, where the
+    log-variance gets nothing from z. Recognised slips: the 1/2 of the std's derivative, the chain rule
+    through the tanh bound forgotten or without its c, the KL term left out.
     """
     rng = np.random.default_rng(seed)
     n, k = 5, 3
     mu, r = rng.standard_normal((n, k)), rng.uniform(-5.0, 3.0, (n, k))
     eps, d_z = rng.standard_normal((n, k)), rng.standard_normal((n, k))
     kl_weight, bound = float(rng.uniform(0.3, 2.0)), float(rng.uniform(2.0, 6.0))
+    log_var = ops.bound_log_var(r, bound)
+    std, _ = ops.reparameterize(mu, log_var, eps)
+    kl_grads = ops.kl_diag_gaussian(mu, log_var)[1]
+    slope = 1.0 - (log_var / bound) ** 2
+    d_v = 0.5 * d_z * eps * std + kl_weight * kl_grads[1]
+    exact = {"mu": d_z + kl_weight * kl_grads[0], "r": d_v * slope}
+    slips = {"r": [("the chain rule through the tanh bound forgotten: multiply by 1 - (log_var / c)^2", d_v),
+                   ("1 - log_var^2: the bound c is missing in 1 - (log_var / c)^2", d_v * (1 - log_var ** 2)),
+                   ("d sigma / d log_var taken as sigma: it is sigma / 2",
+                    (d_z * eps * std + kl_weight * kl_grads[1]) * slope),
+                   ("the KL's gradient is missing (add kl_weight * kl_grads[1])", 0.5 * d_z * eps * std * slope),
+                   ("the KL's gradient is added without kl_weight", (0.5 * d_z * eps * std + kl_grads[1]) * slope),
+                   ("the noise path without eps", (0.5 * d_z * std + kl_weight * kl_grads[1]) * slope)],
+             "mu": [("the KL's gradient is missing (add kl_weight * kl_grads[0])", d_z),
+                    ("the KL's gradient is added without kl_weight", d_z + kl_grads[0])]}
+    got = {}
+    args = lambda e: (d_z.copy(), None if e is None else e.copy(), std.copy(),  # noqa: E731
+                      tuple(g.copy() for g in kl_grads), kl_weight, log_var.copy(), bound)
+    names = ("d_z", "eps", "std", "kl_grads", "kl_weight", "log_var", "bound")
 
     def scalar():
-        log_var = ops.bound_log_var(r, bound)
-        _, z = ops.reparameterize(mu, log_var, eps)
-        return float(np.sum(d_z * z) + kl_weight * ops.kl_diag_gaussian(mu, log_var)[0])
+        lv = ops.bound_log_var(r, bound)
+        _, z = ops.reparameterize(mu, lv, eps)
+        return float(np.sum(d_z * z) + kl_weight * ops.kl_diag_gaussian(mu, lv)[0])
 
     def student():
-        log_var = ops.bound_log_var(r, bound)
-        std, _ = ops.reparameterize(mu, log_var, eps)
-        kl_grads = ops.kl_diag_gaussian(mu, log_var)[1]
-        d_mu, d_r = latent_backward(d_z.copy(), eps.copy(), std.copy(), tuple(g.copy() for g in kl_grads),
-                                    kl_weight, log_var.copy(), bound)
-        return {"mu": d_mu, "r": d_r}
+        out = call_student(latent_backward, args(eps), names, FORBIDDEN["latent_backward"])
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise Diagnosis("expected the pair (d_mu, d_r)")
+        got["mu"], got["r"] = np.asarray(out[0]), np.asarray(out[1])
+        return dict(got)
 
-    return check_gradient("latent_backward", scalar, student, {"mu": mu, "r": r}, tol=TOLERANCE)
+    def body():
+        result = _explained(check_gradient("latent_backward", scalar, student, {"mu": mu, "r": r}, tol=TOLERANCE),
+                            got, exact, slips=slips)
+        if not result.passed:
+            return result.figure, False, result.message
+        want = ops.latent_backward(d_z, None, std, kl_grads, kl_weight, log_var, bound)
+        try:
+            with np.errstate(all="ignore"):
+                out = call_student(latent_backward, args(None), names, FORBIDDEN["latent_backward"])
+            compare_values(tuple(out), want, ("d_mu", "d_r"), TOLERANCE,
+                           slips={"d_r": [("the noise path kept with eps = None: on the mean path z = mu and the "
+                                           "log-variance gets nothing from z", exact["r"])]})
+        except Diagnosis as exc:
+            raise Diagnosis(f"the mean path (eps=None, z = mu) is wrong: {exc.message}") from None
+        except (TypeError, ValueError) as exc:
+            raise Diagnosis(f"the mean path (eps=None, z = mu) failed with {type(exc).__name__}: {exc}"
+                            f"{where_in_student_code(exc)}; when eps is None there is no noise term: the "
+                            f"log-variance gets only the KL's gradient") from None
+        return result.figure, True, "and the mean path (eps=None)"
+
+    return run_check("latent_backward", body, bound=f"below {TOLERANCE:g}, float64 central differences")
 
 
 def check_decoder_backward(decoder_backward, seed=0):
@@ -143,13 +260,21 @@ def check_decoder_backward(decoder_backward, seed=0):
     n, k, d = 4, 3, 5
     z, w_dec, b_dec = rng.standard_normal((n, k)), rng.standard_normal((k, d)), rng.standard_normal(d)
     upstream = rng.standard_normal((n, d))
+    exact = {"z": upstream @ w_dec.T, "W_dec": z.T @ upstream, "b_dec": upstream.sum(axis=0)}
+    slips = {"W_dec": [("the rows of d_x_hat out of step with those of z", z.T @ upstream[::-1])]}
+    got = {}
 
     def student():
-        d_z, d_w, d_b = decoder_backward(upstream.copy(), z.copy(), w_dec.copy())
-        return {"z": d_z, "W_dec": d_w, "b_dec": d_b}
+        out = call_student(decoder_backward, (upstream.copy(), z.copy(), w_dec.copy()), ("d_x_hat", "z", "W_dec"),
+                           FORBIDDEN["decoder_backward"])
+        if not (isinstance(out, (tuple, list)) and len(out) == 3):
+            raise Diagnosis("expected the triple (d_z, d_W_dec, d_b_dec)")
+        got.update(z=np.asarray(out[0]), W_dec=np.asarray(out[1]), b_dec=np.asarray(out[2]))
+        return dict(got)
 
-    return check_gradient("decoder_backward", lambda: float(np.sum(upstream * (z @ w_dec + b_dec))), student,
-                          {"z": z, "W_dec": w_dec, "b_dec": b_dec}, tol=TOLERANCE)
+    result = check_gradient("decoder_backward", lambda: float(np.sum(upstream * (z @ w_dec + b_dec))), student,
+                            {"z": z, "W_dec": w_dec, "b_dec": b_dec}, tol=TOLERANCE)
+    return _explained(result, got, exact, (("N", n),), slips)
 
 
 ENCODER_GRADS = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "x")
@@ -163,6 +288,8 @@ def check_encoder_backward(encoder_backward, seed=0):
     :math:`\langle G_\mu, \mu\rangle + \langle G_r, r\rangle` with random G's; ``grads`` must
     hold W_enc, b_enc, W_mu, b_mu, W_lv, b_lv and x. ``act_backward(dout, x, out)`` is an
     activation's derivative from :mod:`vaelayer_np.core.activations`; checked with relu and tanh.
+    Recognised slips: the activation's derivative forgotten, only the mean head's path into h, the
+    pre-activation where h belongs, the twin heads' gradients swapped.
     """
     def body():
         rng = np.random.default_rng(seed)
@@ -183,20 +310,51 @@ def check_encoder_backward(encoder_backward, seed=0):
 
             h_pre = x @ params["W_enc"] + params["b_enc"]
             hidden = act.forward(h_pre)
-            grads = encoder_backward(g_mu.copy(), g_r.copy(), x.copy(), h_pre.copy(), hidden.copy(),
-                                     {name: p.copy() for name, p in params.items()}, act.backward)
+            grads = call_student(encoder_backward, (g_mu.copy(), g_r.copy(), x.copy(), h_pre.copy(), hidden.copy(),
+                                                    {name: p.copy() for name, p in params.items()}, act.backward),
+                                 ("d_mu", "d_r", "x", "h_pre", "h", "params", "act_backward"),
+                                 FORBIDDEN["encoder_backward"])
             if not isinstance(grads, dict):
                 return np.inf, False, f"expected a dict of gradients, got {type(grads).__name__}"
             missing = [name for name in ENCODER_GRADS if grads.get(name) is None]
             if missing:
                 return np.inf, False, f"no gradient for {', '.join(missing)}"
             tensors = dict(params, x=x)
+            for name in ENCODER_GRADS:
+                g = np.asarray(grads[name])
+                if g.shape != tensors[name].shape:
+                    raise Diagnosis(f"the gradient for `{name}` has shape {g.shape}, expected {tensors[name].shape}"
+                                    + (": it is transposed" if g.ndim == 2 and g.shape == tensors[name].shape[::-1]
+                                       else ""))
+                check_dtype(name, g)
             results = check_gradients(f"encoder_backward[{act_name}]", scalar, tensors,
                                       {name: grads[name] for name in ENCODER_GRADS}, tol=TOLERANCE)
             worst = max([worst] + [r.max_rel_error for r in results])
             bad = [f"{r.tensor} ({r.status}, error {r.max_rel_error:.2g})" for r in results if not r.passed]
             if bad:
-                return worst, False, f"wrong with {act_name}: " + ", ".join(bad)
+                d_h = g_mu @ params["W_mu"].T + g_r @ params["W_lv"].T
+                d_pre = act.backward(d_h, h_pre, hidden)
+                exact = {"W_mu": hidden.T @ g_mu, "W_lv": hidden.T @ g_r, "W_enc": x.T @ d_pre, "x": d_pre @ params["W_enc"].T}
+                mu_only = act.backward(g_mu @ params["W_mu"].T, h_pre, hidden)
+                slips = {"W_mu": [("h_pre.T @ d_mu: the pre-activation where h belongs", h_pre.T @ g_mu),
+                                  ("h.T @ d_r: the heads' gradients swapped", hidden.T @ g_r)],
+                         "W_lv": [("h_pre.T @ d_r: the pre-activation where h belongs", h_pre.T @ g_r),
+                                  ("h.T @ d_mu: the heads' gradients swapped", hidden.T @ g_mu)],
+                         "W_enc": [("the activation's derivative forgotten: d_h_pre = act_backward(d_h, h_pre, h)",
+                                    x.T @ d_h),
+                                   ("only the mean head's path into h: d_h is the sum of both heads' paths",
+                                    x.T @ mu_only)],
+                         "x": [("the activation's derivative forgotten", d_h @ params["W_enc"].T),
+                               ("only the mean head's path into h", mu_only @ params["W_enc"].T)]}
+                why = ""
+                for name in ("W_mu", "W_lv", "W_enc", "x"):
+                    if max_relative_error(grads[name], exact[name]) > TOLERANCE:
+                        why = explain_difference(grads[name], exact[name], (("N", n),), slips[name])
+                        if why:
+                            why = f"; the gradient for `{name}`: {why}"
+                            break
+                return worst, False, f"wrong with {act_name}: " + ", ".join(bad) + why
         return worst, True, ""
 
     return run_check("encoder_backward", body, bound=f"below {TOLERANCE:g}, float64 central differences")
+
