@@ -7,7 +7,8 @@ import pytest
 from vaelayer_np.run.checkpoint import load_npz
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import load_dataset
-from vaelayer_np.core.iffcl import make_pairs, vae_local_step
+from vaelayer_np.core.iffcl import _local_step, make_pairs
+from vaelayer_np.fast.training import training_path
 from vaelayer_np.core.optim import Adam
 from vaelayer_np.run.runs import train_run
 from vaelayer_np.run.trainer import Trainer
@@ -70,11 +71,13 @@ def test_each_layer_moves_only_by_its_own_local_loss(digits):
     c = trainer.config
     partner, target = make_pairs(y, c.pairing, rng)
     h_a, h_b = x, x[partner]
+    path = training_path(c.backend)  # the trainer's kind of path, new: nothing shared with the trainer's
     for k, (la, lb) in enumerate(zip(before["A"].vae_layers, before["B"].vae_layers)):
-        step = vae_local_step(la, lb, h_a, h_b, target, rng, lam=c.lam, margin=c.margin, contrast=c.contrast,
-                              labels_a=y, labels_b=y[partner], cosine_on=c.cosine_on)
+        # _local_step: vae_local_step without the copies, so the fast path's Adam takes its one-pass update
+        step = _local_step(path, la, lb, h_a, h_b, target, rng, c.lam, c.margin, c.contrast, y, y[partner],
+                           c.cosine_on)
         for layer, grads, name in ((la, step.grads_a, "A"), (lb, step.grads_b, "B")):
-            Adam(layer.params, lr=c.lr, backend=c.backend).step(grads)
+            path.make_adam(layer, lr=c.lr).step(grads)
             for key, v in layer.params.items():
                 np.testing.assert_array_equal(v, trainer.nets[name].vae_layers[k].params[key])
         h_a, h_b = step.out_a, step.out_b

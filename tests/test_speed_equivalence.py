@@ -1,119 +1,112 @@
-"""The optimised training path against the plain reference path, and its buffers.
+"""The fast training path against the readable one, in every setting, and the fast path's buffers.
 
-The training steps run the layers' ``_train_forward`` / ``_train_backward`` (no per-call
-checks, buffers allocated once, one Adam pass per layer over flat buffers). Here the same
-steps are written out with the public, readable pieces only (``forward``, ``backward``,
-``loss_terms``, the cosine reference and :func:`vaelayer_np.core.ops.adam_update` key by key) and
-the parameters compared after a few steps.
+A trainer with ``backend="numpy"`` runs the core's steps through the layers' own ``forward`` and
+``backward`` (:class:`vaelayer_np.core.iffcl.ReadablePath`); with ``backend="numba"`` through
+:class:`vaelayer_np.fast.training.FastPath` (buffers allocated once, compiled kernels, one Adam
+pass per layer). ``FastPath("numpy")`` is the fast path's bookkeeping with the NumPy references in
+place of the kernels: in float64 it must give the readable path's parameters to 1e-12 in every
+combination of settings; the kernels then agree to float32 rounding.
 """
+import itertools
+
 import numpy as np
 import pytest
 
-from vaelayer_np.core import iffcl, ops
+from vaelayer_np.fast.training import FastPath, FlatAdam
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.trainer import Trainer
 
 N_FEATURES, N_CLASSES, BATCH, STEPS = 20, 4, 16, 4
 
 
-def _config(dtype, backend, encoder_hidden, cosine_on="latent", contrast="batch"):
+def _config(dtype, backend, encoder_hidden, cosine_on="latent", contrast="batch", **kw):
     return TrainConfig(dataset="digits", widths=(12, 8), encoder_hidden=encoder_hidden, batch_size=BATCH,
-                       dtype=dtype, backend=backend, lr_schedule="constant", contrast=contrast, cosine_on=cosine_on)
+                       dtype=dtype, backend=backend, lr_schedule="constant", contrast=contrast, cosine_on=cosine_on,
+                       **kw)
 
 
-def _batches(dtype, steps=STEPS):
+def _batches(dtype, steps=STEPS, features=N_FEATURES):
     rng = np.random.default_rng(7)
-    return [(rng.random((BATCH, N_FEATURES)).astype(dtype), rng.integers(0, N_CLASSES, BATCH)) for _ in range(steps)]
+    return [(rng.random((BATCH, features)).astype(dtype), rng.integers(0, N_CLASSES, BATCH)) for _ in range(steps)]
 
 
-class ReferenceAdam:
-    """Adam written key by key with the reference update (no flat buffers)."""
-
-    def __init__(self, params, lr):
-        self.params, self.lr, self.t = params, lr, 0
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
-
-    def step(self, grads):
-        self.t += 1
-        step_size = self.lr * np.sqrt(1 - 0.999 ** self.t) / (1 - 0.9 ** self.t)
-        eps_hat = 1e-8 * np.sqrt(1 - 0.999 ** self.t)
-        for k, w in self.params.items():
-            ops.adam_update(w, grads[k], self.m[k], self.v[k], 0.9, 0.999, step_size, eps_hat)
-
-
-def reference_step(trainer, optimizers, x, y):
-    """One IFFCL step from the public layer methods, in the order iffcl.train_step draws its randomness."""
-    c, rng = trainer.config, trainer.rng
-    net_a, net_b = trainer.net_a, trainer.net_b
-    partner, target = iffcl.make_pairs(y, c.pairing, rng)
-    h_a, h_b, y_b = x, x[partner], y[partner]
-    outs_a, outs_b, metrics = [], [], {}
-    for k, (la, lb) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
-        out_a, cache_a = la.forward(h_a, rng=rng)
-        out_b, cache_b = lb.forward(h_b, rng=rng)
-        on_latent = c.cosine_on == "latent"
-        za, zb = (cache_a["z"], cache_b["z"]) if on_latent else (out_a, out_b)
-        cos, (ga, gb) = iffcl.cosine_term(za, zb, target, y, y_b, c.contrast, c.margin, la.ops)
-        if on_latent:
-            _, grads_a = la.backward(None, cache_a, dz=c.lam * ga, need_dx=False)
-            _, grads_b = lb.backward(None, cache_b, dz=c.lam * gb, need_dx=False)
-        else:
-            _, grads_a = la.backward(c.lam * ga, cache_a, need_dx=False)
-            _, grads_b = lb.backward(c.lam * gb, cache_b, need_dx=False)
-        ta, tb = la.loss_terms(cache_a), lb.loss_terms(cache_b)
-        metrics[f"layer{k}_loss"] = ta["neg_elbo"] + tb["neg_elbo"] + c.lam * cos
-        optimizers[f"A.vae{k}"].step(grads_a)
-        optimizers[f"B.vae{k}"].step(grads_b)
-        h_a, h_b = out_a, out_b
-        outs_a.append(h_a)
-        outs_b.append(h_b)
-    for net, outs, labels, name in ((net_a, outs_a, y, "A"), (net_b, outs_b, y_b, "B")):
-        logits, cache = net.output.forward(net.readout_features(outs))
-        _, d_logits = net.output.loss(logits, labels)
-        _, grads = net.output.backward(d_logits, cache, need_dx=False)
-        optimizers[f"{name}.output"].step(grads)
-    return metrics
-
-
-def _run_both(dtype, backend, encoder_hidden, **kw):
-    fast = Trainer(_config(dtype, backend, encoder_hidden, **kw), N_FEATURES, N_CLASSES)
-    plain = Trainer(_config(dtype, "numpy", encoder_hidden, **kw), N_FEATURES, N_CLASSES)
-    optimizers = {name: ReferenceAdam(opt.params, opt.lr) for name, opt in plain.optimizers.items()}
+def _run_both(dtype, fast_path, encoder_hidden, **kw):
+    readable = Trainer(_config(dtype, "numpy", encoder_hidden, **kw), N_FEATURES, N_CLASSES)
+    fast = Trainer(_config(dtype, "numpy", encoder_hidden, **kw), N_FEATURES, N_CLASSES, path=fast_path)
+    assert isinstance(fast.optimizers["A.vae0"], FlatAdam) or kw.get("optimizer") == "sgd"
     for x, y in _batches(dtype):
         m_fast = fast.step(x, y)
-        m_plain = reference_step(plain, optimizers, x, y)
-    return fast, plain, m_fast, m_plain
+        m_readable = readable.step(x, y)
+    return fast, readable, m_fast, m_readable
 
 
-@pytest.mark.parametrize("encoder_hidden", [0, 6])
-@pytest.mark.parametrize("cosine_on,contrast", [("latent", "batch"), ("output", "pairs")])
-def test_optimised_path_gives_the_reference_parameters_float64(encoder_hidden, cosine_on, contrast):
-    fast, plain, m_fast, m_plain = _run_both("float64", "numpy", encoder_hidden, cosine_on=cosine_on,
-                                             contrast=contrast)
+# every combination of the settings that change the arithmetic of a step
+SETTINGS = [dict(zip(("encoder_hidden", "cosine_on", "contrast", "pass_on", "activation", "recon", "output_loss"),
+                     values))
+            for values in itertools.product((0, 6), ("latent", "output"), ("pairs", "batch"), ("mean", "sample"),
+                                            ("relu", "tanh"), ("mse", "bce"), ("softmax", "bce"))]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_fast_path_gives_the_readable_parameters_float64(settings):
+    fast, readable, m_fast, m_readable = _run_both("float64", FastPath("numpy"), **settings)
     for name in fast.nets:
         for key, value in fast.nets[name].state_dict().items():
-            np.testing.assert_allclose(value, plain.nets[name].state_dict()[key], rtol=1e-12, atol=1e-12,
+            np.testing.assert_allclose(value, readable.nets[name].state_dict()[key], rtol=1e-12, atol=1e-12,
                                        err_msg=f"net {name}, {key}")
-    for key, value in m_plain.items():
+    assert m_fast.keys() == m_readable.keys()
+    for key, value in m_readable.items():
         assert m_fast[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_optimised_path_gives_the_reference_parameters_float32(backend):
-    fast, plain, m_fast, m_plain = _run_both("float32", backend, 6)
+@pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 0.0), ("adam", 1e-3)])
+def test_fast_path_with_sgd_and_weight_decay(optimizer, weight_decay):
+    fast, readable, _, _ = _run_both("float64", FastPath("numpy"), 6, optimizer=optimizer, weight_decay=weight_decay)
+    for name in fast.nets:
+        for key, value in fast.nets[name].state_dict().items():
+            np.testing.assert_allclose(value, readable.nets[name].state_dict()[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("encoder_hidden", [0, 6])
+def test_kernels_give_the_readable_parameters_float32(encoder_hidden):
+    fast, readable, m_fast, m_readable = _run_both("float32", FastPath("numba"), encoder_hidden)
     for name in fast.nets:
         for key, value in fast.nets[name].state_dict().items():
             # A few Adam steps of size lr move each weight by at most ~lr per step: differences of
             # float32 rounding (and of summation order in the kernels) stay far below that.
-            np.testing.assert_allclose(value, plain.nets[name].state_dict()[key], rtol=1e-4, atol=2e-5,
+            np.testing.assert_allclose(value, readable.nets[name].state_dict()[key], rtol=1e-4, atol=2e-5,
                                        err_msg=f"net {name}, {key}")
-    for key, value in m_plain.items():
+    for key, value in m_readable.items():
         assert m_fast[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
 
 
+def test_the_equivalence_check_catches_a_planted_difference(monkeypatch):
+    """A fast path that forgets the KL's log-variance factor is caught by the float64 comparison."""
+    path = FastPath("numpy")
+    right = path.ops.latent_backward
+
+    def wrong(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+        d_mu, d_r = right(d_z, eps, std, kl_grads, kl_weight, log_var, bound)
+        return d_mu, 0.5 * d_r
+    path.ops = type(path.ops)(**{**vars(path.ops), "latent_backward": wrong})
+    fast, readable, _, _ = _run_both("float64", path, 6)
+    w_fast = fast.net_a.vae_layers[0].params["W_lv"]
+    assert not np.allclose(w_fast, readable.net_a.vae_layers[0].params["W_lv"], rtol=1e-12, atol=1e-12)
+
+
+def test_readable_layers_are_left_alone_by_the_readable_path():
+    """Training through the readable path never rewrites a layer's parameter arrays or the caller's batch."""
+    trainer = Trainer(_config("float64", "numpy", 6), N_FEATURES, N_CLASSES)
+    arrays = {k: id(v) for k, v in trainer.net_a.vae_layers[0].params.items()}
+    x, y = _batches("float64", steps=1)[0]
+    x_before = x.copy()
+    trainer.step(x, y)
+    assert {k: id(v) for k, v in trainer.net_a.vae_layers[0].params.items()} == arrays
+    np.testing.assert_array_equal(x, x_before)
+
+
 def test_steady_state_steps_keep_their_buffers():
-    """Parameters, gradients and Adam moments stay in the buffers allocated at construction."""
+    """Parameters, gradients and Adam moments stay in the buffers the fast path allocated."""
     trainer = Trainer(_config("float32", "numba", 6), N_FEATURES, N_CLASSES)
     batches = _batches("float32", steps=3)
     trainer.step(*batches[0])
@@ -122,8 +115,8 @@ def test_steady_state_steps_keep_their_buffers():
         out = {}
         for name, net in trainer.nets.items():
             for layer_name, layer in net.named_layers():
-                dense = getattr(layer, "dense", layer)
-                out[f"{name}.{layer_name}"] = (dense._flat_params, dense._flat_grads,
+                b = trainer.path.prepare(layer)
+                out[f"{name}.{layer_name}"] = (b.flat_params, b.flat_grads,
                                                trainer.optimizers[f"{name}.{layer_name}"]._flat_m)
         return out
 
@@ -135,7 +128,7 @@ def test_steady_state_steps_keep_their_buffers():
     assert after == before
     for name, net in trainer.nets.items():
         for layer_name, layer in net.named_layers():
-            flat = getattr(layer, "dense", layer)._flat_params
+            flat = trainer.path.prepare(layer).flat_params
             for key, p in layer.params.items():
                 assert np.shares_memory(p, flat), f"{name}.{layer_name}.{key} left the flat buffer"
     # the steps did update the parameters in those buffers
@@ -147,9 +140,9 @@ def test_adam_updates_a_flat_layer_in_one_call(monkeypatch):
     trainer = Trainer(_config("float32", "numba", 6), N_FEATURES, N_CLASSES)
     calls = []
     opt = trainer.optimizers["A.vae0"]
-    original = opt.ops.adam_update
-    monkeypatch.setattr(opt, "ops", type(opt.ops)(**{**vars(opt.ops), "adam_update":
-                                                    lambda *a: (calls.append(a[0].shape), original(*a))}))
+    original = opt._ops.adam_update
+    monkeypatch.setattr(opt, "_ops", type(opt._ops)(**{**vars(opt._ops), "adam_update":
+                                                       lambda *a: (calls.append(a[0].shape), original(*a))}))
     trainer.step(*_batches("float32", steps=1)[0])
     layer = trainer.net_a.vae_layers[0]
     assert calls == [(layer.n_params(),)]

@@ -62,6 +62,7 @@ MODULE_MAP = (
         ("run.checkpoint", "atomic, pickle-free checkpoints"),
         ("run.trainer", "the training loop around either method: optimisers, schedule, state"),
         ("run.threads", "the BLAS thread limit while training"),
+        ("run.signals", "one stop flag for Ctrl-C, SIGTERM and SIGHUP: a run saves, then stops"),
         ("run.runs", "run folders: train, resume, evaluate, plot"),
         ("run.plots", "the figures of a run and of several runs"),
         ("run.estimator", "VAELayerClassifier: the scikit-learn estimator"),

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import ops
 from ._validate import check_choice, check_float_array, check_targets_pm1
-from .settings import CHOICES
 from .layers import _as_rng
+from .optim import Adam
+from .settings import CHOICES, DEFAULTS
 
 PAIRING_MODES = CHOICES["pairing"]
 
@@ -84,21 +86,63 @@ class LocalStep:
     terms: dict
 
 
-def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin, ops):
+def cosine_targets(labels_a, labels_b):
+    """(N, M) targets of the all-pairs contrast: +1 where ``labels_a[i] == labels_b[j]``, -1 elsewhere."""
+    return np.where(labels_a[:, None] == labels_b[None, :], 1.0, -1.0)
+
+
+def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin):
     """The contrastive part of a hidden layer's local loss, and its gradients on z_A, z_B.
 
     ``contrast="pairs"``: one partner per example, targets ``target``.
     ``contrast="batch"``: every A row against every B row, +1 where the labels agree.
-    ``ops`` is the backend's namespace (:func:`vaelayer_np.fast.backend.get_ops`).
     """
     if contrast == "pairs":
         return ops.cosine_embedding(z_a, z_b, target, margin)
-    targets = np.where(labels_a[:, None] == labels_b[None, :], 1.0, -1.0)
-    return ops.cosine_embedding_matrix(z_a, z_b, targets, margin)
+    return ops.cosine_embedding_matrix(z_a, z_b, cosine_targets(labels_a, labels_b), margin)
 
 
-def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0, contrast="pairs",
-                   labels_a=None, labels_b=None, cosine_on="latent"):
+class ReadablePath:
+    """How a training step runs each layer: through the layers' own ``forward`` and ``backward``.
+
+    The steps below (:func:`vae_local_step`, :func:`train_step`) call a layer only through these
+    methods, so that another object with the same methods can run the same step faster:
+    :class:`vaelayer_np.fast.training.FastPath` (reused buffers, compiled kernels), tested equal
+    to this one. This one is the reference: every call is the layer's public, checked method.
+    """
+
+    def vae_forward(self, layer, x, rng):
+        return layer.forward(x, rng=rng)
+
+    def vae_backward(self, layer, dout, cache, dz=None):
+        # need_dx=False: nothing is sent to the layer below
+        return layer.backward(dout, cache, dz=dz, need_dx=False)[1]
+
+    def vae_loss_terms(self, layer, cache):
+        return layer.loss_terms(cache)
+
+    def output_forward(self, layer, x):
+        return layer.forward(x)
+
+    def output_loss(self, layer, logits, labels):
+        return layer.loss(logits, labels)
+
+    def output_backward(self, layer, d_logits, cache):
+        return layer.backward(d_logits, cache, need_dx=False)[1]
+
+    def cosine_term(self, z_a, z_b, target, labels_a, labels_b, contrast, margin):
+        return cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin)
+
+    def make_adam(self, layer, lr, weight_decay=0.0):
+        return Adam(layer.params, lr=lr, weight_decay=weight_decay)
+
+
+READABLE = ReadablePath()
+
+
+def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=DEFAULTS["lam"], margin=DEFAULTS["margin"],
+                   contrast=DEFAULTS["contrast"], labels_a=None, labels_b=None, cosine_on=DEFAULTS["cosine_on"],
+                   path=None):
     r"""One IFFCL step of a pair of twin VAE layers: gradients of their shared local loss.
 
     .. math:: L_k = \mathrm{negELBO}_A + \mathrm{negELBO}_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
@@ -107,13 +151,14 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
     ----------
     layer_a, layer_b : VAELayer, the twins at depth k
     x_a, x_b : (N, D) arrays, their inputs (constants: outputs of depth k-1, or data)
-    target : (N,) +1/-1 cosine targets (``contrast="pairs"``)
-    rng : Generator for the reparameterisation noise
+    target : (N,) +1/-1 cosine targets (used by ``contrast="pairs"``)
+    rng : Generator (or seed) for the reparameterisation noise
     lam, margin : weight and margin of the cosine term
-    contrast : "pairs" (twin pairs) or "batch" (every A row against every B row, by labels)
+    contrast : "pairs" (one partner per example) or "batch" (every A row against every B row, by labels)
     labels_a, labels_b : (N,) labels, needed for ``contrast="batch"``
     cosine_on : "latent" (z, the default) or "output" (the layer's output: act(mu) with
         pass_on="mean", act(z) with pass_on="sample")
+    path : None (the layers' own forward and backward, :class:`ReadablePath`) or a fast path
 
     Returns
     -------
@@ -127,36 +172,29 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=1.0, margin=0.0,
         raise ValueError("labels_a, labels_b: contrast='batch' needs the labels of both twins' batches")
     for name, layer, x in (("x_a", layer_a, x_a), ("x_b", layer_b, x_b)):
         check_float_array(name, x, shape=(None, layer.in_dim), dtype=layer.dtype)
-    rng = _as_rng(rng)
-    step = _vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b,
-                           cosine_on)
-    # The training path reuses the layers' buffers at their next step: hand the caller copies.
+    step = _local_step(path or READABLE, layer_a, layer_b, x_a, x_b, target, _as_rng(rng), lam, margin, contrast,
+                       labels_a, labels_b, cosine_on)
+    # a fast path reuses its buffers at the layers' next step: hand the caller copies
     return LocalStep(step.out_a.copy(), step.out_b.copy(), {k: g.copy() for k, g in step.grads_a.items()},
                      {k: g.copy() for k, g in step.grads_b.items()}, step.terms)
 
 
-def _vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b,
-                    cosine_on):
-    """:func:`vae_local_step` on checked inputs, through the layers' training path.
-
-    ``layer._train_forward`` / ``layer._train_backward`` are ``forward`` / ``backward`` without
-    input checks, writing into buffers that the layer allocated once (the returned gradients are
-    the layer's gradient buffer, valid until its next step).
-    """
-    out_a, cache_a = layer_a._train_forward(x_a, rng)
-    out_b, cache_b = layer_b._train_forward(x_b, rng)
+def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b,
+                cosine_on):
+    """:func:`vae_local_step` on checked inputs."""
+    out_a, cache_a = path.vae_forward(layer_a, x_a, rng)
+    out_b, cache_b = path.vae_forward(layer_b, x_b, rng)
     if cosine_on == "latent":
-        cos_loss, (dz_a, dz_b) = cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b, contrast,
-                                             margin, layer_a.ops)
-        # dout=None: nothing arrives from above; no dx: nothing is sent below.
-        grads_a = layer_a._train_backward(None, cache_a, dz=lam * dz_a)
-        grads_b = layer_b._train_backward(None, cache_b, dz=lam * dz_b)
+        cos_loss, (dz_a, dz_b) = path.cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b,
+                                                  contrast, margin)
+        # dout=None: nothing arrives from above; and no dx: nothing is sent below.
+        grads_a = path.vae_backward(layer_a, None, cache_a, dz=lam * dz_a)
+        grads_b = path.vae_backward(layer_b, None, cache_b, dz=lam * dz_b)
     else:
-        cos_loss, (d_out_a, d_out_b) = cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin,
-                                                   layer_a.ops)
-        grads_a = layer_a._train_backward(lam * d_out_a, cache_a)
-        grads_b = layer_b._train_backward(lam * d_out_b, cache_b)
-    terms_a, terms_b = layer_a.loss_terms(cache_a), layer_b.loss_terms(cache_b)
+        cos_loss, (d_out_a, d_out_b) = path.cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin)
+        grads_a = path.vae_backward(layer_a, lam * d_out_a, cache_a)
+        grads_b = path.vae_backward(layer_b, lam * d_out_b, cache_b)
+    terms_a, terms_b = path.vae_loss_terms(layer_a, cache_a), path.vae_loss_terms(layer_b, cache_b)
     terms = {
         "recon": terms_a["recon"] + terms_b["recon"],
         "kl": terms_a["kl"] + terms_b["kl"],
@@ -166,27 +204,19 @@ def _vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contra
     return LocalStep(out_a, out_b, grads_a, grads_b, terms)
 
 
-def output_local_step(output_layer, features, labels):
+def output_local_step(output_layer, features, labels, path=None):
     """The output layer's local step: classification loss on its own input features.
 
-    Returns (probs, loss, grads).
+    Returns (logits, loss, grads).
     """
-    logits, cache = output_layer.forward(features)
-    loss, d_logits = output_layer.loss(logits, labels)
-    _, grads = output_layer.backward(d_logits, cache, need_dx=False)
-    return output_layer.predict_proba(logits), loss, grads
+    path = path or READABLE
+    logits, cache = path.output_forward(output_layer, features)
+    loss, d_logits = path.output_loss(output_layer, logits, labels)
+    return logits, loss, path.output_backward(output_layer, d_logits, cache)
 
 
-def _output_local_step(output_layer, features, labels):
-    """:func:`output_local_step` through the layer's training path (no input check, gradients in its
-    buffer); returns (logits, loss, grads)."""
-    logits, cache = output_layer._train_forward(features)
-    loss, d_logits = output_layer.loss(logits, labels)
-    return logits, loss, output_layer._train_backward(d_logits, cache)
-
-
-def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0, margin=0.0, contrast="pairs",
-               cosine_on="latent"):
+def train_step(net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
+               margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"], path=None):
     """One IFFCL step on a mini-batch: every layer pair learns from its own local loss.
 
     Parameters
@@ -195,7 +225,9 @@ def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0,
     optimizers : dict "A.vae0", "B.vae0", ..., "A.output", "B.output" -> optimiser
     x : (N, D) array; y : (N,) int labels
     rng : Generator (pairing and noise)
-    pairing, lam, margin, contrast, cosine_on : the IFFCL settings (see :mod:`vaelayer_np.run.config`)
+    pairing, lam, margin, contrast, cosine_on : the IFFCL settings (defaults: :mod:`.settings`)
+    path : None (the layers' own forward and backward) or a fast path
+        (:class:`vaelayer_np.fast.training.FastPath`): the same step, faster
 
     Returns
     -------
@@ -203,15 +235,16 @@ def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0,
     :class:`LocalStep`), ``output_loss`` (mean of the twins' classification losses; each twin's
     output layer minimises its own) and ``batch_acc`` (net A on this batch).
     """
-    # The batch is checked once here; the layers' training path then skips the per-call checks.
-    net_a.check_input(x, y)
+    path = path or READABLE
+    net_a.check_input(x, y)  # the batch is checked once here
     check_choice("contrast", contrast, CHOICES["contrast"])
     check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
     partner, target = make_pairs(y, pairing, rng)
     h_a, h_b, y_b = x, x[partner], y[partner]
     metrics, outs_a, outs_b = {}, [], []
     for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
-        step = _vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, lam, margin, contrast, y, y_b, cosine_on)
+        step = _local_step(path, layer_a, layer_b, h_a, h_b, target, rng, lam, margin, contrast, y, y_b,
+                           cosine_on)
         optimizers[f"A.vae{k}"].step(step.grads_a)
         optimizers[f"B.vae{k}"].step(step.grads_b)
         for term, value in step.terms.items():
@@ -219,8 +252,8 @@ def train_step(net_a, net_b, optimizers, x, y, rng, pairing="labelled", lam=1.0,
         h_a, h_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
         outs_a.append(h_a)
         outs_b.append(h_b)
-    logits_a, loss_a, grads_a = _output_local_step(net_a.output, net_a.readout_features(outs_a), y)
-    _, loss_b, grads_b = _output_local_step(net_b.output, net_b.readout_features(outs_b), y_b)
+    logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y, path)
+    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b, path)
     optimizers["A.output"].step(grads_a)
     optimizers["B.output"].step(grads_b)
     metrics["output_loss"] = 0.5 * (loss_a + loss_b)

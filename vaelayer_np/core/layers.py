@@ -1,90 +1,78 @@
-"""Layers with explicit forward and backward passes.
+"""Layers with explicit forward and backward passes: the readable reference.
 
 Every layer follows one contract (CS231n style, but as small classes that own
 their parameters so that checkpoints and optimisers can see them):
 
 * ``layer.params`` : dict name -> ndarray
-* ``out, cache = layer.forward(x, ...)`` : pure; the cache holds what backward needs
-* ``dx, grads = layer.backward(dout, cache, ...)`` : pure; ``grads`` has the same keys
-  as ``params``. Nothing accumulates, so calling backward twice gives the same result.
+* ``out, cache = layer.forward(x, ...)`` : the cache holds what backward needs
+* ``dx, grads = layer.backward(dout, cache, ...)`` : ``grads`` has the same keys as ``params``.
 
-Shapes: N examples, D inputs, K latent units / outputs, C classes.
+Both are pure: they read the layer's parameters and their arguments and write nothing
+else (the caller's arrays and the cache are left as they were), so calling backward
+twice gives the same result. Shapes: N examples, D inputs, K latent units / outputs,
+C classes.
 
-The public methods are the readable reference. For speed, a layer keeps its parameters as views
-into one flat buffer (:func:`flat_views`), and the training steps call ``_train_forward`` /
-``_train_backward``: the same arithmetic without the per-call input checks, writing into buffers
-the layer allocated once (``tests/test_speed_equivalence.py`` compares the two).
+This is the one forward and the one backward of each layer, written as plainly as the
+maths. The training path of :mod:`vaelayer_np.fast.training` computes the same thing with
+reused buffers and compiled kernels; ``tests/test_speed_equivalence.py`` checks that the
+two agree in every setting.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from . import losses
-from ._validate import check_choice, check_finite, check_float_array, check_positive
+from ._validate import NonFiniteError, check_choice, check_finite, check_float_array, check_positive
 from .activations import get_activation, sigmoid
-from ..fast.backend import get_ops
-from .settings import CHOICES, DEFAULTS
+from . import ops
 from .ops import bound_log_var, softmax
+from .settings import CHOICES, DEFAULTS
 
 
-def _as_rng(rng):
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(rng)
+def _as_rng(rng, name="rng"):
+    """A numpy Generator from None, a seed (an int >= 0) or a Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
-    raise ValueError(f"rng: expected None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
-
-
-def flat_views(arrays, fill=None):
-    """One contiguous 1-D buffer and a dict of views into it with the shapes of ``arrays``.
-
-    Parameters
-    ----------
-    arrays : dict name -> ndarray (one dtype)
-    fill : None to copy the arrays' values into the buffer, or a number to fill it with
-
-    Returns
-    -------
-    buffer : (P,) array, P the total number of elements
-    views : dict name -> view of ``buffer`` with the array's shape, in the dict's order
-
-    A layer keeps its parameters this way (and its training gradients, and an optimiser its
-    moments), so that an optimiser updates a whole layer in one pass and a training step writes
-    its gradients into memory allocated once. ``params[name][...] = value`` keeps the layout;
-    replacing a dict entry with a new array is allowed and only loses the one-pass update.
-    """
-    dtype = next(iter(arrays.values())).dtype
-    buffer = np.empty(sum(a.size for a in arrays.values()), dtype=dtype)
-    views, offset = {}, 0
-    for name, a in arrays.items():
-        views[name] = buffer[offset:offset + a.size].reshape(a.shape)
-        views[name][...] = a if fill is None else fill
-        offset += a.size
-    return buffer, views
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"{name}: expected a seed >= 0, got {rng}")
+        return np.random.default_rng(int(rng))
+    raise ValueError(f"{name}: expected None, an int seed >= 0 or a numpy.random.Generator, "
+                     f"got {type(rng).__name__}")
 
 
 def _check_dims(**dims):
     for name, value in dims.items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
 def _check_dtype(dtype):
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype: expected float32 or float64, got {dt}")
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
     return dt
+
+
+def _no_backend(backend):
+    """The readable layers always compute with NumPy; the fast path is chosen by whoever trains."""
+    if backend is not None:
+        warnings.warn("backend: the layers no longer take a backend (they are the NumPy reference); the fast "
+                      "path is chosen by the trainer: TrainConfig(backend='numba') or "
+                      "vaelayer_np.fast.training.FastPath", DeprecationWarning, stacklevel=3)
 
 
 class Layer:
     """Shared helpers: parameter bookkeeping and upstream-gradient checks."""
 
     params: dict
-
-    def _keep_params_flat(self):
-        """Move ``params`` into one flat buffer and allocate the training path's gradient buffer once."""
-        self._flat_params, self.params = flat_views(self.params)
-        self._flat_grads, self._grads = flat_views(self.params, fill=0)
 
     @property
     def dtype(self):
@@ -109,37 +97,21 @@ class Dense(Layer):
         sqrt(2) (He) suits ReLU; 1 (LeCun) suits tanh / identity.
     """
 
-    def __init__(self, in_dim, out_dim, rng=None, dtype=np.float64, init_gain=np.sqrt(2.0), backend="numpy"):
+    def __init__(self, in_dim, out_dim, rng=None, dtype=np.float64, init_gain=np.sqrt(2.0), backend=None):
         _check_dims(in_dim=in_dim, out_dim=out_dim)
+        _no_backend(backend)
         self._dtype = _check_dtype(dtype)
         rng = _as_rng(rng)
         self.in_dim, self.out_dim = int(in_dim), int(out_dim)
-        self.backend = backend
-        self.ops = get_ops(backend)
         self.params = {
             "W": (rng.standard_normal((in_dim, out_dim)) * (init_gain / np.sqrt(in_dim))).astype(self._dtype),
             "b": np.zeros(out_dim, dtype=self._dtype),
         }
-        self._keep_params_flat()
 
     def forward(self, x):
         """x: (N, D) -> out: (N, K); cache = x."""
         check_float_array("x", x, shape=(None, self.in_dim), dtype=self._dtype)
-        return self.ops.matmul(x, self.params["W"]) + self.params["b"], x
-
-    def _train_forward(self, x):
-        """:meth:`forward` without the input check (the training step checked its batch)."""
-        return self.ops.matmul(x, self.params["W"]) + self.params["b"], x
-
-    def _train_backward(self, dout, x):
-        """:meth:`backward` without checks and without dx, gradients written into the layer's buffer.
-
-        The returned dict is the same views at every call (valid until the next call).
-        """
-        g = self._grads
-        self.ops.matmul_into(x.T, dout, g["W"])
-        np.add.reduce(dout, axis=0, out=g["b"])
-        return g
+        return x @ self.params["W"] + self.params["b"], x
 
     def backward(self, dout, cache, need_dx=True):
         """dout: (N, K) -> dx: (N, D) (None if not need_dx), grads {W: (D, K), b: (K,)}."""
@@ -148,8 +120,8 @@ class Dense(Layer):
             raise ValueError(f"cache: expected the cache returned by this layer's forward (its input, shape "
                              f"(N, {self.in_dim})), got {type(x).__name__}")
         self._check_grad("dout", dout, (x.shape[0], self.out_dim))
-        grads = {"W": self.ops.matmul(x.T, dout), "b": dout.sum(axis=0)}
-        dx = self.ops.matmul(dout, self.params["W"].T) if need_dx else None
+        grads = {"W": x.T @ dout, "b": dout.sum(axis=0)}
+        dx = dout @ self.params["W"].T if need_dx else None
         return dx, grads
 
 
@@ -226,7 +198,7 @@ class VAELayer(Layer):
     rng : int, Generator or None
         Seeds the initialisation.
     dtype : float32 or float64
-    backend : str, "numpy" or "numba"
+    backend : deprecated, ignored (the layer is the NumPy reference; see :mod:`vaelayer_np.fast`)
     """
 
     PARAM_NAMES = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
@@ -235,8 +207,9 @@ class VAELayer(Layer):
     def __init__(self, in_dim, latent_dim, activation=DEFAULTS["activation"], beta=DEFAULTS["beta"],
                  recon=DEFAULTS["recon"], log_var_bound=DEFAULTS["log_var_bound"],
                  log_var_bias_init=DEFAULTS["log_var_bias_init"], pass_on=DEFAULTS["pass_on"],
-                 encoder_hidden=DEFAULTS["encoder_hidden"], rng=None, dtype=np.float64, backend="numpy"):
+                 encoder_hidden=DEFAULTS["encoder_hidden"], rng=None, dtype=np.float64, backend=None):
         _check_dims(in_dim=in_dim, latent_dim=latent_dim)
+        _no_backend(backend)
         self._dtype = _check_dtype(dtype)
         self.in_dim, self.latent_dim = int(in_dim), int(latent_dim)
         self.activation = check_choice("activation", activation, CHOICES["activation"])
@@ -245,9 +218,7 @@ class VAELayer(Layer):
         self.log_var_bound = None if not log_var_bound else check_positive("log_var_bound", log_var_bound)
         log_var_bias_init = check_finite("log_var_bias_init", log_var_bias_init)
         self.pass_on = check_choice("pass_on", pass_on, CHOICES["pass_on"])
-        self.backend = backend
-        self.ops = get_ops(backend)
-        self.act = self.ops.activation(activation)
+        self.act = get_activation(activation)
         if isinstance(encoder_hidden, bool) or not isinstance(encoder_hidden, (int, np.integer)) or encoder_hidden < 0:
             raise ValueError(f"encoder_hidden: expected an integer >= 0, got {encoder_hidden!r}")
         self.encoder_hidden = int(encoder_hidden)
@@ -266,8 +237,6 @@ class VAELayer(Layer):
             "W_dec": (rng.standard_normal((k, d)) / np.sqrt(k)).astype(dt),
             "b_dec": np.zeros(d, dt),
         })
-        self._keep_params_flat()
-        self._workspaces = {}  # batch size -> buffers of the training path (see _train_forward)
 
     # ----------------------------------------------------------------- forward
     def forward(self, x, eps=None, rng=None, sample=True):
@@ -298,20 +267,20 @@ class VAELayer(Layer):
                 check_float_array("eps", eps, shape=(n, k), dtype=self._dtype)
         else:
             eps = None
-        p, ops = self.params, self.ops
+        p = self.params
         h_pre = h = None
         if self.encoder_hidden:
-            h_pre = ops.matmul(x, p["W_enc"]) + p["b_enc"]
+            h_pre = x @ p["W_enc"] + p["b_enc"]
             h = self.act.forward(h_pre)
         enc_in = x if h is None else h
-        mu = ops.matmul(enc_in, p["W_mu"]) + p["b_mu"]
-        log_var = bound_log_var(ops.matmul(enc_in, p["W_lv"]) + p["b_lv"], self.log_var_bound)
+        mu = enc_in @ p["W_mu"] + p["b_mu"]
+        log_var = bound_log_var(enc_in @ p["W_lv"] + p["b_lv"], self.log_var_bound)
         std, z = ops.reparameterize(mu, log_var, eps)
         kl, kl_grads = ops.kl_diag_gaussian(mu, log_var, std * std)
         if not np.isfinite(kl):
-            raise ValueError("x: the KL term overflowed (inf or NaN): the inputs or the weights are too large "
+            raise NonFiniteError("x: the KL term overflowed (inf or NaN): the inputs or the weights are too large "
                              "for this dtype; scale the inputs or lower the learning rate")
-        x_hat = ops.matmul(z, p["W_dec"]) + p["b_dec"]
+        x_hat = z @ p["W_dec"] + p["b_dec"]
         out = self.act.forward(mu if (self.pass_on == "mean" or not sample) else z)
         cache = {"x": x, "h_pre": h_pre, "h": h, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
                  "x_hat": x_hat, "out": out, "kl": kl, "kl_grads": kl_grads, "layer": id(self)}
@@ -328,9 +297,7 @@ class VAELayer(Layer):
         ``neg_elbo = recon + beta * kl`` is the negative ELBO, the quantity training minimises.
         """
         self._check_cache(cache)
-        recon = cache.get("recon")  # backward() stores the value it computed with the gradient
-        if recon is None:
-            recon, _ = self._recon(cache["x_hat"], cache["x"])
+        recon, _ = self._recon(cache["x_hat"], cache["x"])
         kl = cache["kl"]
         return {"recon": recon, "kl": kl, "neg_elbo": recon + self.beta * kl}
 
@@ -368,13 +335,12 @@ class VAELayer(Layer):
         w = check_finite("neg_elbo_weight", neg_elbo_weight)
         x, z, mu = cache["x"], cache["z"], cache["mu"]
         n, k = mu.shape
-        p, ops = self.params, self.ops
-        # Reconstruction: gradient reaches x_hat (and x itself, as the target). Its value comes with
-        # it and is kept in the cache, so that loss_terms(cache) does not compute it a second time.
-        cache["recon"], (d_xhat, d_target) = self._recon(cache["x_hat"], x)
+        p = self.params
+        # Reconstruction: the gradient reaches x_hat, and x itself as the target.
+        _, (d_xhat, d_target) = self._recon(cache["x_hat"], x)
         d_xhat = d_xhat * w
-        grads = {"W_dec": ops.matmul(z.T, d_xhat), "b_dec": d_xhat.sum(axis=0)}
-        d_z = ops.matmul(d_xhat, p["W_dec"].T)
+        grads = {"W_dec": z.T @ d_xhat, "b_dec": d_xhat.sum(axis=0)}
+        d_z = d_xhat @ p["W_dec"].T
         if dz is not None:
             d_z = d_z + self._check_grad("dz", dz, (n, k))
         d_mu_extra = None
@@ -386,125 +352,33 @@ class VAELayer(Layer):
                 d_mu_extra = d_passed
             else:
                 d_z = d_z + d_passed
+        # through z = mu + std * eps, the KL and the log-variance bound: gradients on mu and on r
         d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], w * self.beta,
                                         cache["log_var"], self.log_var_bound)
         if d_mu_extra is not None:
             d_mu = d_mu + d_mu_extra
         enc_in = x if cache["h"] is None else cache["h"]
-        grads["W_mu"] = ops.matmul(enc_in.T, d_mu)
+        grads["W_mu"] = enc_in.T @ d_mu
         grads["b_mu"] = d_mu.sum(axis=0)
-        grads["W_lv"] = ops.matmul(enc_in.T, d_r)
+        grads["W_lv"] = enc_in.T @ d_r
         grads["b_lv"] = d_r.sum(axis=0)
         d_x_enc = None  # gradient reaching the encoder's input through mu and log_var
         if self.encoder_hidden:
-            d_h = ops.matmul(d_mu, p["W_mu"].T) + ops.matmul(d_r, p["W_lv"].T)
+            d_h = d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T
             d_h_pre = self.act.backward(d_h, cache["h_pre"], cache["h"])
-            grads["W_enc"] = ops.matmul(x.T, d_h_pre)
+            grads["W_enc"] = x.T @ d_h_pre
             grads["b_enc"] = d_h_pre.sum(axis=0)
             if need_dx:
-                d_x_enc = ops.matmul(d_h_pre, p["W_enc"].T)
+                d_x_enc = d_h_pre @ p["W_enc"].T
         elif need_dx:
-            d_x_enc = ops.matmul(d_mu, p["W_mu"].T) + ops.matmul(d_r, p["W_lv"].T)
+            d_x_enc = d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T
         dx = d_x_enc + w * d_target if need_dx else None
         return dx, {name: grads[name] for name in self.PARAM_NAMES if name in self.params}
 
     def decode(self, z):
         """Decoder alone: z (M, K) -> x_hat (M, D) (logits if recon='bce')."""
         check_float_array("z", z, shape=(None, self.latent_dim), dtype=self._dtype)
-        return self.ops.matmul(z, self.params["W_dec"]) + self.params["b_dec"]
-
-    # ------------------------------------------------------ the training path
-    # The same arithmetic as forward() and backward() (tests/test_speed_equivalence.py compares
-    # them), for the training steps: no input checks (the step checks its batch once), the large
-    # results written into buffers allocated once per batch size, the gradients into the layer's
-    # flat gradient buffer, and the reconstruction's value and gradient computed together once.
-    def _workspace(self, n):
-        """Buffers of the training path for a batch of n rows (allocated on first use)."""
-        ws = self._workspaces.get(n)
-        if ws is None:
-            from ..fast.kernels import keep_freed_memory
-            keep_freed_memory()
-            k, dt = self.latent_dim, self._dtype
-            ws = {"eps": np.empty((n, k), dt), "mu": np.empty((n, k), dt), "r": np.empty((n, k), dt),
-                  "x_hat": np.empty((n, self.in_dim), dt)}
-            if self.encoder_hidden:
-                ws["h_pre"] = np.empty((n, self.encoder_hidden), dt)
-            self._workspaces[n] = ws
-        return ws
-
-    def _train_forward(self, x, rng):
-        """:meth:`forward` with ``sample=True`` and noise from ``rng``, without checks, into reused buffers.
-
-        The returned arrays are valid until the layer's next training step.
-        """
-        ws = self._workspace(x.shape[0])
-        p, ops = self.params, self.ops
-        eps = rng.standard_normal(out=ws["eps"], dtype=self._dtype)
-        h_pre = h = None
-        if self.encoder_hidden:
-            h_pre = ops.matmul_into(x, p["W_enc"], ws["h_pre"])
-            h_pre += p["b_enc"]
-            h = self.act.forward(h_pre)
-        enc_in = x if h is None else h
-        mu = ops.matmul_into(enc_in, p["W_mu"], ws["mu"])
-        mu += p["b_mu"]
-        r = ops.matmul_into(enc_in, p["W_lv"], ws["r"])
-        r += p["b_lv"]
-        log_var = bound_log_var(r, self.log_var_bound)
-        std, z = ops.reparameterize(mu, log_var, eps)
-        kl, kl_grads = ops.kl_diag_gaussian(mu, log_var, std * std)
-        if not np.isfinite(kl):
-            raise ValueError("x: the KL term overflowed (inf or NaN): the inputs or the weights are too large "
-                             "for this dtype; scale the inputs or lower the learning rate")
-        x_hat = ops.matmul_into(z, p["W_dec"], ws["x_hat"])
-        x_hat += p["b_dec"]
-        out = self.act.forward(mu if self.pass_on == "mean" else z)
-        cache = {"x": x, "h_pre": h_pre, "h": h, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
-                 "x_hat": x_hat, "out": out, "kl": kl, "kl_grads": kl_grads, "layer": id(self)}
-        return out, cache
-
-    def _train_backward(self, dout, cache, dz=None):
-        """:meth:`backward` with ``neg_elbo_weight=1`` and ``need_dx=False``, without checks.
-
-        Writes the gradients into the layer's flat gradient buffer and returns its views (the same
-        dict at every call), and stores the reconstruction value in ``cache["recon"]`` for
-        :meth:`loss_terms`.
-        """
-        x, z, mu = cache["x"], cache["z"], cache["mu"]
-        p, ops, g = self.params, self.ops, self._grads
-        if self.recon == "mse":
-            cache["recon"], d_xhat = ops.mse_value_and_grad(cache["x_hat"], x)
-        else:
-            cache["recon"], (d_xhat, _) = self._recon(cache["x_hat"], x)
-        ops.matmul_into(z.T, d_xhat, g["W_dec"])
-        np.add.reduce(d_xhat, axis=0, out=g["b_dec"])
-        d_z = ops.matmul(d_xhat, p["W_dec"].T)
-        if dz is not None:
-            d_z += dz
-        d_mu_extra = None
-        if dout is not None:
-            passed_mean = self.pass_on == "mean"
-            d_passed = self.act.backward(dout, mu if passed_mean else z, cache["out"])
-            if passed_mean:
-                d_mu_extra = d_passed
-            else:
-                d_z += d_passed
-        d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], self.beta,
-                                        cache["log_var"], self.log_var_bound)
-        if d_mu_extra is not None:
-            d_mu = d_mu + d_mu_extra
-        enc_in = x if cache["h"] is None else cache["h"]
-        ops.matmul_into(enc_in.T, d_mu, g["W_mu"])
-        np.add.reduce(d_mu, axis=0, out=g["b_mu"])
-        ops.matmul_into(enc_in.T, d_r, g["W_lv"])
-        np.add.reduce(d_r, axis=0, out=g["b_lv"])
-        if self.encoder_hidden:
-            d_h = ops.matmul(d_mu, p["W_mu"].T)
-            d_h += ops.matmul(d_r, p["W_lv"].T)
-            d_h_pre = self.act.backward(d_h, cache["h_pre"], cache["h"])
-            ops.matmul_into(x.T, d_h_pre, g["W_enc"])
-            np.add.reduce(d_h_pre, axis=0, out=g["b_enc"])
-        return g
+        return z @ self.params["W_dec"] + self.params["b_dec"]
 
 
 class OutputLayer(Layer):
@@ -517,16 +391,16 @@ class OutputLayer(Layer):
         Softmax cross-entropy (default) or the paper's BCE on one-hot targets.
     """
 
-    def __init__(self, in_dim, n_classes, loss=DEFAULTS["output_loss"], rng=None, dtype=np.float64, backend="numpy"):
+    def __init__(self, in_dim, n_classes, loss=DEFAULTS["output_loss"], rng=None, dtype=np.float64, backend=None):
         _check_dims(in_dim=in_dim, n_classes=n_classes)
+        _no_backend(backend)
         if n_classes < 2:
             raise ValueError(f"n_classes: expected at least 2, got {n_classes}")
         self.loss_name = check_choice("loss", loss, CHOICES["output_loss"])
-        self.dense = Dense(in_dim, n_classes, rng=rng, dtype=dtype, init_gain=1.0, backend=backend)
+        self.dense = Dense(in_dim, n_classes, rng=rng, dtype=dtype, init_gain=1.0)
         self.dense.params["W"] *= 0.1  # small initial logits: the first predictions are near uniform
         self._dtype = self.dense.dtype
         self.in_dim, self.n_classes = int(in_dim), int(n_classes)
-        self.backend = backend
         self.params = self.dense.params
 
     def forward(self, x):
@@ -536,21 +410,13 @@ class OutputLayer(Layer):
     def loss(self, logits, labels):
         """value, d_logits for the configured classification loss."""
         if self.loss_name == "softmax":
-            value, (d_logits,) = losses.softmax_cross_entropy(logits, labels, backend=self.backend)
+            value, (d_logits,) = losses.softmax_cross_entropy(logits, labels)
         else:
             value, (d_logits,) = losses.bce_one_hot(logits, labels)
         return value, d_logits
 
     def backward(self, d_logits, cache, need_dx=True):
         return self.dense.backward(d_logits, cache, need_dx=need_dx)
-
-    def _train_forward(self, x):
-        """:meth:`forward` without the input check (see :meth:`Dense._train_forward`)."""
-        return self.dense._train_forward(x)
-
-    def _train_backward(self, d_logits, cache):
-        """Gradients into the layer's flat buffer, no dx (see :meth:`Dense._train_backward`)."""
-        return self.dense._train_backward(d_logits, cache)
 
     def predict_proba(self, logits):
         """Class probabilities: softmax rows (loss="softmax") or normalised sigmoids (loss="bce")."""

@@ -6,11 +6,13 @@ Integer arguments (class labels) and +1/-1 targets have no gradient.
 
 Each function checks its inputs (shape, dtype, NaN/inf, label range) and raises
 a ``ValueError`` naming the argument. The arithmetic of the hot losses (KL,
-cosine embedding, softmax cross-entropy) is written once, in :mod:`.ops`; with
-``backend="numba"`` the compiled kernel that mirrors it runs instead. The layers
-and the training steps call those operations directly, after validating once.
+cosine embedding, softmax cross-entropy) is written once, in :mod:`.ops`; the layers
+call those operations directly, after validating once. (The compiled kernels that
+mirror them are in :mod:`vaelayer_np.fast.kernels`.)
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from ._validate import (
     check_same_shape,
     check_targets_pm1,
 )
-from ..fast.backend import get_ops
+from . import ops
 from .ops import COSINE_EPS, log_softmax, softmax  # noqa: F401  (public here too)
 
 
@@ -77,7 +79,7 @@ def bce_with_logits(logits, target):
     return value, ((prob - target) * scale, -logits * scale)
 
 
-def kl_diag_gaussian(mu, log_var, backend="numpy"):
+def kl_diag_gaussian(mu, log_var, backend=None):
     r"""KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over latent units, mean over the batch.
 
     .. math:: KL = \frac{1}{N} \sum_n -\tfrac12 \sum_k (1 + \log\sigma^2_{nk} - \mu_{nk}^2 - \sigma^2_{nk})
@@ -88,7 +90,7 @@ def kl_diag_gaussian(mu, log_var, backend="numpy"):
     Parameters
     ----------
     mu, log_var : (N, K) float arrays
-    backend : "numpy" (the reference) or "numba" (its kernel)
+    backend : deprecated, ignored (the kernels are in :mod:`vaelayer_np.fast.kernels`)
 
     Returns
     -------
@@ -98,7 +100,8 @@ def kl_diag_gaussian(mu, log_var, backend="numpy"):
     check_float_array("mu", mu, shape=(None, None))
     check_float_array("log_var", log_var)
     check_same_shape("mu", mu, "log_var", log_var)
-    return get_ops(backend).kl_diag_gaussian(mu, log_var)
+    _no_backend(backend)
+    return ops.kl_diag_gaussian(mu, log_var)
 
 
 def cosine_similarity(a, b, eps=COSINE_EPS):
@@ -113,7 +116,7 @@ def cosine_similarity(a, b, eps=COSINE_EPS):
     return dot / np.sqrt((np.einsum("nk,nk->n", a, a) + eps) * (np.einsum("nk,nk->n", b, b) + eps))
 
 
-def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
+def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend=None):
     r"""Cosine embedding loss, mean over the N pairs (a_n, b_n).
 
     .. math::
@@ -132,7 +135,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
     target : (N,) array of +1 / -1
     margin : float in [-1, 1]
     eps : float, added to each squared norm (a zero vector then has cos = 0).
-    backend : "numpy" (the reference) or "numba" (its kernel, same result)
+    backend : deprecated, ignored (the kernels are in :mod:`vaelayer_np.fast.kernels`)
 
     Returns
     -------
@@ -145,7 +148,14 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend="numpy"):
     check_same_shape("a", a, "b", b)
     check_targets_pm1("target", target, a.shape[0])
     _check_margin(margin)
-    return get_ops(backend).cosine_embedding(a, b, target, margin, eps)
+    _no_backend(backend)
+    return ops.cosine_embedding(a, b, target, margin, eps)
+
+
+def _no_backend(backend):
+    if backend is not None:
+        warnings.warn("backend: the losses are the NumPy reference; the compiled kernels are "
+                      "vaelayer_np.fast.backend.get_ops('numba')", DeprecationWarning, stacklevel=3)
 
 
 def _check_margin(margin):
@@ -157,7 +167,7 @@ def _check_margin(margin):
         raise ValueError(f"margin: expected a number in [-1, 1], got {margin!r}")
 
 
-def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True, backend="numpy"):
+def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True, backend=None):
     r"""Cosine embedding loss over every pair (a_i, b_j), weighted over the N*M pairs.
 
     The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
@@ -175,7 +185,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
         the loss (``0.5 * mean over positives + 0.5 * mean over negatives``);
         with 10 classes the negatives would otherwise outweigh the positives 9:1.
         If False, a plain mean over all N*M pairs.
-    backend : "numpy" (the reference) or "numba" (the element-wise part fused in one kernel)
+    backend : deprecated, ignored (the kernels are in :mod:`vaelayer_np.fast.kernels`)
 
     Returns
     -------
@@ -189,10 +199,11 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
         raise ValueError(f"targets: expected shape {(a.shape[0], b.shape[0])}, got {got}")
     check_targets_pm1("targets", targets.reshape(-1), a.shape[0] * b.shape[0])
     _check_margin(margin)
-    return get_ops(backend).cosine_embedding_matrix(a, b, targets, margin, eps, balanced)
+    _no_backend(backend)
+    return ops.cosine_embedding_matrix(a, b, targets, margin, eps, balanced)
 
 
-def softmax_cross_entropy(logits, labels, backend="numpy"):
+def softmax_cross_entropy(logits, labels, backend=None):
     r"""Softmax cross-entropy with integer labels, mean over the batch (validated entry point).
 
     .. math:: L = -\frac1N\sum_n \log \mathrm{softmax}(s_n)_{y_n},\qquad
@@ -202,7 +213,7 @@ def softmax_cross_entropy(logits, labels, backend="numpy"):
     ----------
     logits : (N, C) float array
     labels : (N,) integer array in [0, C)
-    backend : "numpy" (the reference, :func:`vaelayer_np.core.ops.softmax_cross_entropy`) or "numba"
+    backend : deprecated, ignored (the kernels are in :mod:`vaelayer_np.fast.kernels`)
 
     Returns
     -------
@@ -212,7 +223,8 @@ def softmax_cross_entropy(logits, labels, backend="numpy"):
     check_float_array("logits", logits, shape=(None, None))
     n, c = logits.shape
     check_labels("labels", labels, n, c)
-    return get_ops(backend).softmax_cross_entropy(logits, labels)
+    _no_backend(backend)
+    return ops.softmax_cross_entropy(logits, labels)
 
 
 def one_hot(labels, n_classes, dtype=np.float64):

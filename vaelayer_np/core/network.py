@@ -10,7 +10,7 @@ import numpy as np
 
 from ._validate import check_choice, check_float_array, check_labels
 from .settings import CHOICES, DEFAULTS
-from .layers import OutputLayer, VAELayer, _as_rng
+from .layers import OutputLayer, VAELayer, _as_rng, _no_backend
 
 
 class Network:
@@ -34,20 +34,22 @@ class Network:
         the *first* VAE layer's reconstruction loss; deeper layers reconstruct the
         previous layer's output, which is not in [0, 1], and always use "mse"
     output_loss : str, "softmax" or "bce"
-    dtype, backend : as for the layers
+    dtype : float32 or float64
+    backend : deprecated, ignored (the layers are the NumPy reference; the trainer chooses the fast path)
     """
 
     def __init__(self, in_dim, widths, n_classes, readout=DEFAULTS["readout"], seed=0,
                  activation=DEFAULTS["activation"], beta=DEFAULTS["beta"], recon=DEFAULTS["recon"],
                  log_var_bound=DEFAULTS["log_var_bound"], log_var_bias_init=DEFAULTS["log_var_bias_init"],
                  pass_on=DEFAULTS["pass_on"], output_loss=DEFAULTS["output_loss"],
-                 encoder_hidden=DEFAULTS["encoder_hidden"], dtype=np.float32, backend="numpy"):
+                 encoder_hidden=DEFAULTS["encoder_hidden"], dtype=np.float32, backend=None):
         try:
             widths = tuple(int(w) for w in widths)
         except (TypeError, ValueError):
             raise ValueError(f"widths: expected a sequence of positive integers, got {widths!r}") from None
         if not widths:
             raise ValueError("widths: expected at least one VAE layer width")
+        _no_backend(backend)
         self.readout = check_choice("readout", readout, CHOICES["readout"])
         self.in_dim, self.widths, self.n_classes = int(in_dim), widths, int(n_classes)
         self.dtype = np.dtype(dtype)
@@ -56,11 +58,11 @@ class Network:
         self.vae_layers = [
             VAELayer(dims[i], dims[i + 1], activation=activation, beta=beta, recon=recon if i == 0 else "mse",
                      log_var_bound=log_var_bound, log_var_bias_init=log_var_bias_init, pass_on=pass_on,
-                     encoder_hidden=encoder_hidden, rng=rng, dtype=dtype, backend=backend)
+                     encoder_hidden=encoder_hidden, rng=rng, dtype=dtype)
             for i in range(len(widths))
         ]
         readout_dim = widths[-1] if readout == "last" else sum(widths)
-        self.output = OutputLayer(readout_dim, n_classes, loss=output_loss, rng=rng, dtype=dtype, backend=backend)
+        self.output = OutputLayer(readout_dim, n_classes, loss=output_loss, rng=rng, dtype=dtype)
 
     def named_layers(self):
         """[("vae0", layer), ("vae1", layer), ..., ("output", layer)]"""

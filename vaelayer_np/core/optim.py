@@ -12,32 +12,12 @@ checkpoint (plain arrays, no pickles).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ._validate import check_positive
-
-
-def flat_buffer_of(arrays):
-    """The one flat buffer that ``arrays`` (a sequence) are consecutive views of, in order, or None.
-
-    Layers keep their parameters (and the training path its gradients) as views into one
-    contiguous 1-D buffer (:func:`vaelayer_np.core.layers.flat_views`); an optimiser that sees such
-    a layout updates the whole layer in one pass over the buffer.
-    """
-    arrays = list(arrays)
-    if not arrays:
-        return None
-    base = arrays[0].base
-    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    start, offset = base.__array_interface__["data"][0], 0
-    for a in arrays:
-        if a.base is not base or not a.flags.c_contiguous or a.dtype != base.dtype:
-            return None
-        if a.__array_interface__["data"][0] != start + offset * base.itemsize:
-            return None
-        offset += a.size
-    return base if offset == base.size else None
+from .ops import adam_update
 
 
 class Optimizer:
@@ -109,56 +89,33 @@ class Adam(Optimizer):
         w \leftarrow w - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
     """
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, backend="numpy"):
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, backend=None):
         super().__init__(params, lr, weight_decay)
+        if backend is not None:
+            warnings.warn("backend: Adam is the NumPy reference; the one-pass compiled update is "
+                          "vaelayer_np.fast.training.FlatAdam", DeprecationWarning, stacklevel=2)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{name}: expected a number in [0, 1), got {b!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), check_positive("eps", eps)
-        # The moments have the parameters' layout: when the parameters are views into one flat
-        # buffer, so are m and v (same keys and shapes in state_dict()), and step() can update
-        # the whole layer in one pass.
-        self._flat_params = flat_buffer_of(params.values())
-        self._param_views = tuple(params.values())
-        if self._flat_params is not None:
-            self._flat_m, self.m = _zeros_like_views(self._flat_params, params)
-            self._flat_v, self.v = _zeros_like_views(self._flat_params, params)
-        else:
-            self._flat_m = self._flat_v = None
-            self.m = {k: np.zeros_like(v) for k, v in params.items()}
-            self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self._grad_views, self._flat_grads = (), None  # the last flat gradient layout seen
-        from ..fast.backend import get_ops
-        self.ops = get_ops(backend)
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step_sizes(self):
+        """The bias corrections folded into one step size and one epsilon (same update, fewer array passes):
+        ``w -= step_size * m / (sqrt(v) + eps_hat)`` with ``step_size = lr sqrt(1 - beta2^t) / (1 - beta1^t)``
+        and ``eps_hat = eps sqrt(1 - beta2^t)``."""
+        step_size = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
+        eps_hat = self.eps * np.sqrt(1 - self.beta2 ** self.t)
+        return step_size, eps_hat
 
     def step(self, grads):
         self._check(grads)
         self.t += 1
-        # Bias corrections folded into one step size (same result, fewer array passes).
-        step_size = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
-        eps_hat = self.eps * np.sqrt(1 - self.beta2 ** self.t)
-        flat_grads = self._flat_gradient_buffer(grads)
-        if flat_grads is not None:
-            # One pass over the layer: the same update, element by element, as the loop below.
-            self.ops.adam_update(self._flat_params, flat_grads, self._flat_m, self._flat_v, self.beta1, self.beta2,
-                                 step_size, eps_hat)
-            return
+        step_size, eps_hat = self.step_sizes()
         for name, w in self.params.items():
             g = self._grad_with_decay(name, grads[name])
-            self.ops.adam_update(w, g, self.m[name], self.v[name], self.beta1, self.beta2, step_size, eps_hat)
-
-    def _flat_gradient_buffer(self, grads):
-        """The flat buffer behind ``grads`` if one pass over flat buffers can do this step, else None."""
-        if self._flat_params is None or self.weight_decay:
-            return None
-        if any(self.params[k] is not view for k, view in zip(self.params, self._param_views)):
-            return None  # a parameter array was replaced: update key by key
-        views = tuple(grads[k] for k in self.params)
-        if len(views) != len(self._grad_views) or any(a is not b for a, b in zip(views, self._grad_views)):
-            self._grad_views, self._flat_grads = views, flat_buffer_of(views)
-            if self._flat_grads is not None and self._flat_grads.size != self._flat_params.size:
-                self._flat_grads = None
-        return self._flat_grads
+            adam_update(w, g, self.m[name], self.v[name], self.beta1, self.beta2, step_size, eps_hat)
 
     def state_dict(self):
         out = {"t": np.array(self.t)}
@@ -171,16 +128,6 @@ class Adam(Optimizer):
         for k in self.m:
             self.m[k][...] = state[f"m.{k}"]
             self.v[k][...] = state[f"v.{k}"]
-
-
-def _zeros_like_views(flat, params):
-    """A zero buffer shaped like ``flat`` and a dict of views into it with the shapes of ``params``."""
-    buffer = np.zeros_like(flat)
-    views, offset = {}, 0
-    for k, p in params.items():
-        views[k] = buffer[offset:offset + p.size].reshape(p.shape)
-        offset += p.size
-    return buffer, views
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

@@ -24,11 +24,12 @@ import numpy as np
 
 from ..core import backprop
 from ..core import iffcl
-from ..core._validate import check_float_array, check_labels
+from ..core._validate import NonFiniteError, check_float_array, check_labels
 from .checkpoint import CheckpointError
 from .config import RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
 from ..core.network import Network
 from ..core.optim import OPTIMIZERS
+from ..fast.training import training_path
 
 
 class DivergenceError(ValueError):
@@ -42,12 +43,6 @@ class DivergenceError(ValueError):
     def __init__(self, message, epoch=None, step=None, layer=None, what=None):
         super().__init__(message)
         self.epoch, self.step, self.layer, self.what = epoch, step, layer, what
-
-
-def _is_nonfinite_error(exc):
-    """True for the layers' and losses' errors about NaN, inf or overflow."""
-    text = str(exc).lower()
-    return any(word in text for word in ("nan", "inf", "overflow", "finite"))
 
 
 def _config_json(config):
@@ -139,9 +134,11 @@ class Trainer:
     ----------
     config : TrainConfig
     n_features, n_classes : int
+    path : None (chosen by ``config.backend``: the readable layers for "numpy", the fast path for
+        "numba"), or an object with the methods of :class:`vaelayer_np.core.iffcl.ReadablePath`
     """
 
-    def __init__(self, config: TrainConfig, n_features, n_classes):
+    def __init__(self, config: TrainConfig, n_features, n_classes, path=None):
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config.validate()
@@ -155,6 +152,8 @@ class Trainer:
         self.batch_index = 0  # next batch inside the current epoch
         self.epoch_order = None
         self.epoch_sums = {}
+        # The readable layers' forward and backward ("numpy"), or the fast path ("numba"): the same steps.
+        self.path = path if path is not None else training_path(config.backend)
         net_names = ("A", "B") if config.method == "iffcl" else ("A",)
         # Twins differ only by their initialisation seed.
         self.nets = {name: self._build_net(seed=config.seed * 1000 + 17 * i + 1) for i, name in enumerate(net_names)}
@@ -162,7 +161,7 @@ class Trainer:
         for net_name, net in self.nets.items():
             for layer_name, layer in net.named_layers():
                 lr = config.output_lr if (layer_name == "output" and config.output_lr) else config.lr
-                self.optimizers[f"{net_name}.{layer_name}"] = self._make_optimizer(layer.params, lr)
+                self.optimizers[f"{net_name}.{layer_name}"] = self._make_optimizer(layer, lr)
                 self.base_lr[f"{net_name}.{layer_name}"] = lr
         self.steps_per_epoch = None  # known once the training set is seen
         self._batch_buffers = None  # (x, y) of the current batch, reused (see _gather)
@@ -173,14 +172,13 @@ class Trainer:
         return Network(self.n_features, c.resolved_widths(), self.n_classes, readout=c.readout, seed=seed,
                        activation=c.activation, beta=c.beta, recon=c.recon, log_var_bound=c.log_var_bound or None,
                        log_var_bias_init=c.log_var_bias_init, pass_on=c.pass_on, output_loss=c.output_loss,
-                       encoder_hidden=c.encoder_hidden,
-                       dtype=self.dtype, backend=c.backend)
+                       encoder_hidden=c.encoder_hidden, dtype=self.dtype)
 
-    def _make_optimizer(self, params, lr):
+    def _make_optimizer(self, layer, lr):
         c = self.config
         if c.optimizer == "adam":
-            return OPTIMIZERS["adam"](params, lr=lr, weight_decay=c.weight_decay, backend=c.backend)
-        return OPTIMIZERS["sgd"](params, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            return self.path.make_adam(layer, lr=lr, weight_decay=c.weight_decay)
+        return OPTIMIZERS["sgd"](layer.params, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
     @property
     def net_a(self):
@@ -227,7 +225,8 @@ class Trainer:
         """IFFCL (:func:`vaelayer_np.core.iffcl.train_step`): every layer pair learns from its own local loss."""
         c = self.config
         return iffcl.train_step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
-                                lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on)
+                                lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on,
+                                path=self.path)
 
     def backprop_step(self, x, y):
         """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
@@ -292,7 +291,7 @@ class Trainer:
                     m = self.step(*self._gather(x, y, idx))
             except ValueError as exc:
                 # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training
-                if not _is_nonfinite_error(exc) and self._first_nonfinite_parameter() is None:
+                if not isinstance(exc, NonFiniteError) and self._first_nonfinite_parameter() is None:
                     raise
                 raise self._divergence(total, what=f"a value inside the step became non-finite ({exc})",
                                        batch=x[idx]) from None

@@ -1,0 +1,257 @@
+"""The fast training path: the layers' arithmetic with reused buffers, compiled kernels and one-pass updates.
+
+The readable layers (:mod:`vaelayer_np.core.layers`) allocate new arrays at every call and check
+every input: right for reading and for gradient checks, slow for training. A :class:`FastPath`
+runs the *same arithmetic* for the training steps of :mod:`vaelayer_np.core.iffcl`:
+
+* no per-call input checks (the step checks its batch once);
+* the large results (hidden layer, mean, raw log-variance, reconstruction, noise) written into
+  buffers allocated once per layer and batch size;
+* each layer's parameters moved into one contiguous buffer (``layer.params`` keeps its keys and
+  shapes: its entries become views), its gradients written into a second one, so that
+  :class:`FlatAdam` updates a whole layer in one compiled pass;
+* the hot element-wise work through a backend's operations (:func:`vaelayer_np.fast.backend.get_ops`:
+  the Numba kernels, or the NumPy references for testing).
+
+It is passed to the core's steps as ``path=`` (see :class:`vaelayer_np.core.iffcl.ReadablePath`
+for the interface and the readable version). ``tests/test_speed_equivalence.py`` checks that both
+paths give the same parameters after training steps in every setting.
+
+Side effects, on purpose: :meth:`FastPath.prepare` rewrites a layer's ``params`` entries as views
+into one buffer (values unchanged), and the first use tunes glibc's allocator so that freed
+buffers are kept (:func:`vaelayer_np.fast.kernels.keep_freed_memory`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core._validate import NonFiniteError
+from ..core.iffcl import cosine_targets
+from ..core.layers import VAELayer
+from ..core.ops import bound_log_var
+from ..core.optim import Adam
+from .backend import get_ops
+
+
+def flat_views(arrays, fill=None):
+    """One contiguous 1-D buffer and a dict of views into it with the shapes of ``arrays``.
+
+    Parameters
+    ----------
+    arrays : dict name -> ndarray (one dtype)
+    fill : None to copy the arrays' values into the buffer, or a number to fill it with
+
+    Returns
+    -------
+    buffer : (P,) array, P the total number of elements
+    views : dict name -> view of ``buffer`` with the array's shape, in the dict's order
+    """
+    dtype = next(iter(arrays.values())).dtype
+    buffer = np.empty(sum(a.size for a in arrays.values()), dtype=dtype)
+    views, offset = {}, 0
+    for name, a in arrays.items():
+        views[name] = buffer[offset:offset + a.size].reshape(a.shape)
+        views[name][...] = a if fill is None else fill
+        offset += a.size
+    return buffer, views
+
+
+class _LayerBuffers:
+    """What the fast path keeps for one layer: its flat parameter and gradient buffers and workspaces."""
+
+    def __init__(self, layer):
+        self.flat_params, views = flat_views(layer.params)
+        layer.params.update(views)  # the same dict (an OutputLayer shares it with its Dense), now views
+        self.param_views = tuple(views.values())
+        self.flat_grads, self.grads = flat_views(layer.params, fill=0)
+        self.workspaces = {}  # batch size -> buffers
+
+    def valid_for(self, layer):
+        """False if a parameter array of ``layer`` was replaced since (then the layout is made again)."""
+        return all(a is b for a, b in zip(self.param_views, layer.params.values()))
+
+
+class FastPath:
+    """The training path on backend ``backend`` ("numba": the compiled kernels; "numpy": the references).
+
+    Methods mirror :class:`vaelayer_np.core.iffcl.ReadablePath`; the returned arrays and gradient
+    dicts are buffers of the layer, valid until its next training step.
+    """
+
+    def __init__(self, backend="numba"):
+        self.ops = get_ops(backend)
+        self.backend = self.ops.name
+        self._layers = {}  # id(layer) -> _LayerBuffers
+        self._acts = {}
+        if self.backend == "numba":
+            from .kernels import keep_freed_memory
+
+            keep_freed_memory()
+
+    # ----------------------------------------------------------------- layout
+    def prepare(self, layer):
+        """The layer's buffers: its parameters moved into one flat buffer on first use (values unchanged)."""
+        buffers = self._layers.get(id(layer))
+        if buffers is None or not buffers.valid_for(layer):
+            buffers = self._layers[id(layer)] = _LayerBuffers(layer)
+        return buffers
+
+    def make_adam(self, layer, lr, weight_decay=0.0):
+        """An Adam optimiser for ``layer`` that updates its whole flat buffer in one pass."""
+        return FlatAdam(self, layer, lr=lr, weight_decay=weight_decay)
+
+    def _act(self, name):
+        if name not in self._acts:
+            self._acts[name] = self.ops.activation(name)
+        return self._acts[name]
+
+    def _workspace(self, layer, buffers, n):
+        ws = buffers.workspaces.get(n)
+        if ws is None:
+            k, dt = layer.latent_dim, layer.dtype
+            ws = {"eps": np.empty((n, k), dt), "mu": np.empty((n, k), dt), "r": np.empty((n, k), dt),
+                  "x_hat": np.empty((n, layer.in_dim), dt)}
+            if layer.encoder_hidden:
+                ws["h_pre"] = np.empty((n, layer.encoder_hidden), dt)
+            buffers.workspaces[n] = ws
+        return ws
+
+    # ----------------------------------------------------------------- VAE layer
+    def vae_forward(self, layer: VAELayer, x, rng):
+        """``layer.forward(x, rng=rng)`` (training: sample=True), into the layer's reused buffers."""
+        buffers = self.prepare(layer)
+        ws = self._workspace(layer, buffers, x.shape[0])
+        p, ops, act = layer.params, self.ops, self._act(layer.activation)
+        eps = rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
+        h_pre = h = None
+        if layer.encoder_hidden:
+            h_pre = ops.matmul_into(x, p["W_enc"], ws["h_pre"])
+            h_pre += p["b_enc"]
+            h = act.forward(h_pre)
+        enc_in = x if h is None else h
+        mu = ops.matmul_into(enc_in, p["W_mu"], ws["mu"])
+        mu += p["b_mu"]
+        r = ops.matmul_into(enc_in, p["W_lv"], ws["r"])
+        r += p["b_lv"]
+        log_var = bound_log_var(r, layer.log_var_bound)
+        std, z = ops.reparameterize(mu, log_var, eps)
+        kl, kl_grads = ops.kl_diag_gaussian(mu, log_var, std * std)
+        if not np.isfinite(kl):
+            raise NonFiniteError("x: the KL term overflowed (inf or NaN): the inputs or the weights are too large "
+                                 "for this dtype; scale the inputs or lower the learning rate")
+        x_hat = ops.matmul_into(z, p["W_dec"], ws["x_hat"])
+        x_hat += p["b_dec"]
+        out = act.forward(mu if layer.pass_on == "mean" else z)
+        cache = {"x": x, "h_pre": h_pre, "h": h, "mu": mu, "log_var": log_var, "std": std, "eps": eps, "z": z,
+                 "x_hat": x_hat, "out": out, "kl": kl, "kl_grads": kl_grads}
+        return out, cache
+
+    def vae_backward(self, layer: VAELayer, dout, cache, dz=None):
+        """The parameter gradients of ``layer.backward(dout, cache, dz=dz, need_dx=False)``, into its buffer.
+
+        Also stores the reconstruction's value in ``cache["recon"]`` (computed with its gradient in one
+        pass), which :meth:`vae_loss_terms` reads.
+        """
+        buffers = self.prepare(layer)
+        x, z, mu = cache["x"], cache["z"], cache["mu"]
+        p, ops, g, act = layer.params, self.ops, buffers.grads, self._act(layer.activation)
+        if layer.recon == "mse":
+            cache["recon"], d_xhat = ops.mse_value_and_grad(cache["x_hat"], x)
+        else:
+            cache["recon"], (d_xhat, _) = layer._recon(cache["x_hat"], x)
+        ops.matmul_into(z.T, d_xhat, g["W_dec"])
+        np.add.reduce(d_xhat, axis=0, out=g["b_dec"])
+        d_z = ops.matmul(d_xhat, p["W_dec"].T)
+        if dz is not None:
+            d_z += dz
+        d_mu_extra = None
+        if dout is not None:
+            passed_mean = layer.pass_on == "mean"
+            d_passed = act.backward(dout, mu if passed_mean else z, cache["out"])
+            if passed_mean:
+                d_mu_extra = d_passed
+            else:
+                d_z += d_passed
+        d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], layer.beta,
+                                        cache["log_var"], layer.log_var_bound)
+        if d_mu_extra is not None:
+            d_mu = d_mu + d_mu_extra
+        enc_in = x if cache["h"] is None else cache["h"]
+        ops.matmul_into(enc_in.T, d_mu, g["W_mu"])
+        np.add.reduce(d_mu, axis=0, out=g["b_mu"])
+        ops.matmul_into(enc_in.T, d_r, g["W_lv"])
+        np.add.reduce(d_r, axis=0, out=g["b_lv"])
+        if layer.encoder_hidden:
+            d_h = ops.matmul(d_mu, p["W_mu"].T)
+            d_h += ops.matmul(d_r, p["W_lv"].T)
+            d_h_pre = act.backward(d_h, cache["h_pre"], cache["h"])
+            ops.matmul_into(x.T, d_h_pre, g["W_enc"])
+            np.add.reduce(d_h_pre, axis=0, out=g["b_enc"])
+        return g
+
+    def vae_loss_terms(self, layer: VAELayer, cache):
+        """``layer.loss_terms(cache)`` from the values the fast forward and backward computed."""
+        recon, kl = cache["recon"], cache["kl"]
+        return {"recon": recon, "kl": kl, "neg_elbo": recon + layer.beta * kl}
+
+    # ----------------------------------------------------------------- output layer
+    def output_forward(self, layer, x):
+        """``layer.forward(x)`` without the input check: logits and the cache (the input)."""
+        return self.ops.matmul(x, layer.params["W"]) + layer.params["b"], x
+
+    def output_loss(self, layer, logits, labels):
+        if layer.loss_name == "softmax":
+            value, (d_logits,) = self.ops.softmax_cross_entropy(logits, labels)
+            return value, d_logits
+        return layer.loss(logits, labels)
+
+    def output_backward(self, layer, d_logits, x):
+        """The gradients of ``layer.backward(d_logits, x, need_dx=False)``, into the layer's buffer."""
+        g = self.prepare(layer).grads
+        self.ops.matmul_into(x.T, d_logits, g["W"])
+        np.add.reduce(d_logits, axis=0, out=g["b"])
+        return g
+
+    # ----------------------------------------------------------------- the cosine term
+    def cosine_term(self, z_a, z_b, target, labels_a, labels_b, contrast, margin):
+        """:func:`vaelayer_np.core.iffcl.cosine_term` through the backend's kernels."""
+        if contrast == "pairs":
+            return self.ops.cosine_embedding(z_a, z_b, target, margin)
+        return self.ops.cosine_embedding_matrix(z_a, z_b, cosine_targets(labels_a, labels_b), margin)
+
+
+class FlatAdam(Adam):
+    """:class:`vaelayer_np.core.optim.Adam` over a layer's flat buffers: the whole layer in one pass.
+
+    The moments ``m`` and ``v`` have the parameters' layout (views into two flat buffers, the same
+    keys and shapes in ``state_dict()``). When ``step`` gets the fast path's own gradient views the
+    update is one call of the backend's ``adam_update`` over the flat buffers; any other gradient
+    dict, or weight decay, takes the reference's per-array update.
+    """
+
+    def __init__(self, path: FastPath, layer, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        self._buffers = path.prepare(layer)
+        self._ops = path.ops
+        super().__init__(layer.params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+        self._flat_m, self.m = flat_views(self.params, fill=0)
+        self._flat_v, self.v = flat_views(self.params, fill=0)
+
+    def step(self, grads):
+        buffers = self._buffers
+        one_pass = (not self.weight_decay and buffers.valid_for(self)
+                    and all(grads.get(k) is g for k, g in buffers.grads.items()))
+        if not one_pass:
+            return super().step(grads)
+        self.t += 1
+        step_size, eps_hat = self.step_sizes()
+        self._ops.adam_update(buffers.flat_params, buffers.flat_grads, self._flat_m, self._flat_v, self.beta1,
+                              self.beta2, step_size, eps_hat)
+
+
+def training_path(backend):
+    """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``."""
+    if backend == "numpy":
+        from ..core.iffcl import ReadablePath
+
+        return ReadablePath()
+    return FastPath(backend)
