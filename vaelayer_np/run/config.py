@@ -176,22 +176,25 @@ class TrainConfig:
             check_positive("output_lr", self.output_lr)
         for name in ("log_var_bias_init", "val_fraction"):
             check_finite(name, getattr(self, name))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        from .tables import SEED_LIMIT  # NumPy's and scikit-learn's generators take seeds in 0..2**32-1
+
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed: expected an integer >= 0 and <= {SEED_LIMIT - 1} (2**32-1), got {self.seed!r}")
         if not 0.0 <= self.val_fraction <= 0.5:
             raise ValueError(f"val_fraction: expected a number in [0, 0.5], got {self.val_fraction!r}")
         if not -1.0 <= self.margin <= 1.0:
             raise ValueError(f"margin: expected a number in [-1, 1], got {self.margin!r}")
-        if not isinstance(self.encoder_hidden, int) or self.encoder_hidden < 0:
+        if not isinstance(self.encoder_hidden, int) or isinstance(self.encoder_hidden, bool) or self.encoder_hidden < 0:
             raise ValueError(f"encoder_hidden: expected an integer >= 0, got {self.encoder_hidden!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 1):
             raise ValueError(f"limit: expected a positive integer, got {self.limit!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if self.widths is not None:
-            if not self.widths or any((not isinstance(w, int)) or w < 1 for w in self.widths):
+            if isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, (tuple, list)) or not self.widths \
+                    or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in self.widths):
                 raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
         return self
 

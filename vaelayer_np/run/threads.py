@@ -36,11 +36,11 @@ def limit_threads(n):
 
     Parameters
     ----------
-    n : int >= 1 or None
+    n : int >= 1 or None; more than the cores this process may use is lowered to that number
 
     The previous limits are restored on leaving the block, also after an exception.
     """
-    n = check_threads(n)
+    n = check_threads(n, cap=True)
     if n is None:
         yield None
         return
