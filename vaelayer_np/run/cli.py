@@ -13,9 +13,12 @@ Sub-commands::
 Every error is one line on stderr naming the option, file or folder at fault and what
 to do, with a non-zero exit code: 2 for bad input (options, data files, run folders,
 checkpoints) and for a file that cannot be written (read-only folder, full disk,
-file-size limit: the previous file is kept), 1 for training that diverged and for any
-other operating-system error, 130 for Ctrl-C. ``--debug`` (before or after the
-command) shows the traceback instead.
+file-size limit: the previous file is kept), 1 for training that diverged, for running
+out of memory and for any other operating-system error, 130 for a run stopped by Ctrl-C,
+SIGTERM or SIGHUP (its checkpoint saved). ``--debug`` (before or after the command) shows
+the traceback instead. A warning (a constant column, changed data used anyway) is one line
+on stderr too. A closed standard output (``vaelayer train ... | head -1``) stops the
+printing, never the command: a line on stderr says so and the run goes on.
 """
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ import argparse
 import dataclasses
 import errno
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from .config import RESUME_MAY_CHANGE, TrainConfig
@@ -50,6 +55,34 @@ def _int_at_least(minimum, what):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _nonnegative_int = _int_at_least(0, "an integer >= 0")
+
+
+def _seed(text):
+    """An argparse type: a seed, an integer in 0..2**32-1."""
+    from .tables import SEED_LIMIT
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_LIMIT - 1}, got {text!r}")
+    return value
+
+
+def _thread_count(text):
+    """An argparse type: a number of threads, 1..the cores this process may use."""
+    from ..core._validate import usable_cores
+
+    cores = usable_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= cores:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..{cores} (the cores this process may use), "
+                                         f"got {text!r}")
+    return value
 
 
 def _option_name(setting):
@@ -79,6 +112,8 @@ def _os_error_message(exc):
         errno.ENOTDIR: "a part of the path is a file where a folder should be: choose another path",
         errno.EISDIR: "a folder is in the way: choose another path",
         errno.ENOENT: "check the path",
+        errno.ELOOP: "a loop of symbolic links is in the path: choose another path",
+        errno.ENOMEM: "out of memory: choose smaller sizes or a part of the data",
     }.get(exc.errno, "check the path and the disk, then try again")
     return f"{path}: {reason}; {advice}"
 
@@ -135,23 +170,28 @@ def build_parser():
                    help=f"continue the run in folder RUN (only {_RESUME_OPTIONS} may be given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
+    changed_help = ("use the run's data files even if they changed since it was trained (by default a changed "
+                    "file, by size or sha256, is refused)")
+    p.add_argument("--allow-changed-data", action="store_true", help="with --resume: " + changed_help)
 
     p = add_command("evaluate", help="accuracy of a run's checkpoint")
     p.add_argument("run", type=Path, help="a run folder (written by `vaelayer train`)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--allow-changed-data", action="store_true", help=changed_help)
 
     p = add_command("plot", help="draw a run's plots (and compare.png for several runs)")
     p.add_argument("runs", type=Path, nargs="+", help="one or more run folders (written by `vaelayer train`)")
     p.add_argument("--out", type=Path, default=None, help="where compare.png goes (default: the first run)")
+    p.add_argument("--allow-changed-data", action="store_true", help=changed_help)
 
     p = add_command("gradcheck", help="finite-difference check of every gradient")
-    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
 
     p = add_command("bench", help="speed of the backends against NumPy, PyTorch and the BLAS limit")
     p.add_argument("--repeats", type=_positive_int, default=20,
                    help="timed repeats per measurement (medians are printed)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and no full epoch")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=_thread_count, default=None,
                    help="threads for BLAS and PyTorch in the step measurements (default: OPENBLAS_NUM_THREADS or "
                         "OMP_NUM_THREADS if set, else the number `vaelayer train` uses)")
     p.add_argument("--json", action="store_true", help="print one JSON object per step configuration (medians) "
@@ -164,13 +204,91 @@ def build_parser():
     return parser
 
 
+class _GuardedStdout:
+    """``sys.stdout`` while a command runs: a closed pipe (``| head -1``) stops the printing, not the command.
+
+    The first write that fails with a broken pipe (or EIO, a terminal gone) prints one line on
+    stderr; the real standard output is then pointed at /dev/null (so the exit-time flush cannot
+    fail either) and every later write is dropped.
+    """
+
+    def __init__(self, stream, command):
+        self.stream, self.command, self.lost = stream, command, False
+
+    def write(self, text):
+        if not self.lost:
+            try:
+                return self.stream.write(text)
+            except OSError as exc:
+                self._lose(exc)
+        return len(text)
+
+    def flush(self):
+        if not self.lost:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self._lose(exc)
+
+    def _lose(self, exc):
+        if exc.errno not in (errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.EBADF):
+            raise exc
+        self.lost = True
+        if self.stream is sys.__stdout__:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+        try:
+            print(f"vaelayer {self.command}: standard output was closed ({exc.strerror or exc}); printing stops, "
+                  "the command goes on", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _GuardedStdout(stdout, args.command)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, *a, **k: _warn(args.command, message)
+            return _main(args, parser)
+    finally:
+        if sys.stdout.__class__ is _GuardedStdout:
+            sys.stdout = stdout
+
+
+def _warn(command, message):
+    try:
+        print(f"vaelayer {command}: warning: {_one_line(message)}", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(args, parser):
     from .trainer import DivergenceError
 
     try:
         return _dispatch(args, parser)
+    except MemoryError as exc:
+        if args.debug:
+            raise
+        from ..core._validate import available_memory, format_bytes
+
+        available = available_memory()
+        shown = f" ({format_bytes(available)} available now)" if available is not None else ""
+        detail = f": {_one_line(exc)}" if str(exc) else ""
+        print(f"vaelayer {args.command}: error: out of memory{detail}{shown}; choose smaller sizes (--widths, "
+              "--encoder-hidden, --batch-size) or a part of the data (--limit)", file=sys.stderr)
+        return _EXIT_FAILURE
     except DivergenceError as exc:  # the run's checkpoint and metrics stay at the last good epoch
         if args.debug:
             raise
@@ -212,20 +330,29 @@ def _dispatch(args, parser):
                        if k != "epochs" and getattr(args, k) is not None}
             try:
                 _, rows, done = train_run(resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
-                                          plots=not args.no_plots, changes=changes)
+                                          plots=not args.no_plots, changes=changes,
+                                          allow_changed_data=args.allow_changed_data)
             except ValueError as exc:
                 if type(exc) is not ValueError:
                     raise
                 raise ValueError(_name_the_option(exc)) from None
         else:
+            if args.allow_changed_data:
+                raise ValueError("--allow-changed-data: applies only with --resume (a new run records its data)")
             config = _config_from_args(args)
-            _, rows, done = train_run(config, run_dir=args.run_dir, progress=not args.no_progress,
-                                      plots=not args.no_plots)
+            try:
+                _, rows, done = train_run(config, run_dir=args.run_dir, progress=not args.no_progress,
+                                          plots=not args.no_plots)
+            except ValueError as exc:
+                if type(exc) is not ValueError:
+                    raise
+                raise ValueError(_name_the_option(exc)) from None
         return 0 if done else 130
     if args.command == "evaluate":
         from .runs import evaluate, load_trainer
 
-        trainer, dataset = load_trainer(args.run)
+        trainer, dataset = load_trainer(args.run, allow_changed_data=args.allow_changed_data,
+                                        log=lambda text: _warn(args.command, text.removeprefix("warning: ")))
         result = {"run": str(args.run), "epoch": trainer.epoch, **evaluate(trainer, dataset)}
         if args.json:
             print(json.dumps(result))
@@ -240,7 +367,7 @@ def _dispatch(args, parser):
         from .runs import plot_run, read_config, read_metrics
 
         for run in args.runs:
-            for path in plot_run(run):
+            for path in plot_run(run, allow_changed_data=args.allow_changed_data):
                 print(path)
         if len(args.runs) > 1:
             runs = []

@@ -7,12 +7,16 @@ A run folder holds::
                       train / validation / test accuracy, seconds), appended durably;
                       ``val_acc`` is null when the validation split is empty
     checkpoint.npz    the whole trainer state, written atomically after every epoch
-                      and when Ctrl-C stops a run
+                      and when Ctrl-C, SIGTERM or SIGHUP stops a run
+    data.json         the fingerprint (size, sha256) of every data file the run read:
+                      a resume, ``evaluate`` and ``plot`` refuse data changed since (unless
+                      told ``allow_changed_data``)
     run.lock          held (``flock``) by the process training in the folder
     *.png             the plots (see :mod:`.plots`)
 
-Nothing a user has is lost: every option and the dataset are checked before the
-folder is created; a folder that holds other files is never written into; a second
+Nothing a user has is lost: every option, the dataset (finite values, every split) and the
+memory the model needs are checked before the folder is created (an error later in the first
+epoch, before any checkpoint, removes the files the run had made); a folder that holds other files is never written into; a second
 process on the same folder is refused; each epoch appends its metrics line, then
 replaces the checkpoint atomically, so a crash at any moment leaves a checkpoint and
 the metrics of every epoch it holds (a resume drops a torn last line and the lines of
@@ -24,19 +28,22 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 from .checkpoint import (CheckpointError, _save_error, _write_atomic, append_jsonl_durable, clean_stale_temp_files,
                          load_npz, read_jsonl, save_npz_atomic, write_json_atomic)
 from .config import RESUME_MAY_CHANGE, TrainConfig
-from .data import load_dataset
+from ..core._validate import check_memory, usable_cores
+from .data import changed_files, fingerprint_files, load_dataset
 from .signals import StopSignals
 from .tables import load_table_for_config
 from .threads import limit_threads
 from .trainer import DivergenceError, Trainer, check_resume_config
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = "config.json", "metrics.jsonl", "checkpoint.npz", "run.lock"
+DATA_FILE = "data.json"
 
 
 def new_run_dir(root="runs", config=None):
@@ -64,16 +71,32 @@ def load_run_dataset(config):
 
 
 def _check_is_folder(run_dir):
-    if run_dir.exists() and not run_dir.is_dir():
+    """Refuse a path that is a file, a loop of symbolic links, a dangling link or below a file (a missing path is fine)."""
+    try:
+        mode = os.stat(run_dir).st_mode
+    except FileNotFoundError:
+        if os.path.islink(run_dir):
+            raise CheckpointError(f"{run_dir}: is a symbolic link to {os.readlink(run_dir)}, which does not exist; "
+                                  "choose another path or create the folder it points to") from None
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(f"{run_dir}: a loop of symbolic links (too many levels of symbolic links); choose "
+                                  "another path") from None
+        if exc.errno == errno.ENOTDIR:
+            raise CheckpointError(f"{run_dir}: a part of the path is a file where a folder should be; choose another "
+                                  "path") from None
+        raise CheckpointError(f"{run_dir}: cannot look at the path ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(mode):
         raise CheckpointError(f"{run_dir}: is a file, not a run folder; choose a folder path")
 
 
 def read_config(run_dir):
     """The :class:`TrainConfig` of a run folder (ValueError naming the file if it is not one of ours)."""
     run_dir = Path(run_dir)
+    _check_is_folder(run_dir)
     if not run_dir.exists():
         raise CheckpointError(f"{run_dir}: no such folder; give the folder of a run (under ./runs by default)")
-    _check_is_folder(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
@@ -85,6 +108,9 @@ def read_config(run_dir):
         raise CheckpointError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a run configuration (expected a JSON object of settings)")
+    threads = data.get("threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads > usable_cores():
+        data["threads"] = usable_cores()  # a run from a larger machine: as many threads as this one has
     try:
         return TrainConfig.from_dict(data).validate()
     except (TypeError, ValueError) as exc:
@@ -170,8 +196,11 @@ class RunLock:
         return False
 
 
-def plot_run(run_dir, trainer=None, dataset=None):
-    """Write every plot of a run folder (see :func:`vaelayer_np.run.plots.plot_all`); returns the paths written."""
+def plot_run(run_dir, trainer=None, dataset=None, allow_changed_data=False):
+    """Write every plot of a run folder (see :func:`vaelayer_np.run.plots.plot_all`); returns the paths written.
+
+    Without ``trainer``, the run's checkpoint and data are loaded (:func:`load_trainer`; changed data
+    files are refused unless ``allow_changed_data``)."""
     from .plots import plot_all
 
     run_dir = Path(run_dir)
@@ -180,7 +209,7 @@ def plot_run(run_dir, trainer=None, dataset=None):
     if not rows:
         raise ValueError(f"{run_dir}: no metrics to plot (metrics.jsonl is empty or missing)")
     if trainer is None:
-        trainer, dataset = load_trainer(run_dir, dataset)
+        trainer, dataset = load_trainer(run_dir, dataset, allow_changed_data=allow_changed_data)
     x = dataset.x_test[:512].astype(trainer.dtype)
     name = Path(config.data).name if getattr(config, "data", "") else config.dataset
     return plot_all(rows, trainer.net_a, x, dataset.image_shape, run_dir, f"{name}, {config.method}",
@@ -209,8 +238,11 @@ def _read_checkpoint(run_dir):
     return load_npz(path)
 
 
-def load_trainer(run_dir, dataset=None):
-    """Rebuild a run's trainer from its config and checkpoint (ValueError naming what is wrong)."""
+def load_trainer(run_dir, dataset=None, allow_changed_data=False, log=print):
+    """Rebuild a run's trainer from its config and checkpoint (ValueError naming what is wrong).
+
+    The data files are compared with the run's fingerprint (see :func:`check_data_unchanged`).
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     state = load_npz(run_dir / CHECKPOINT_FILE)
@@ -218,9 +250,124 @@ def load_trainer(run_dir, dataset=None):
         _check_saved_config(config, state)
     if dataset is None:
         dataset = load_run_dataset(config)
-    trainer = Trainer(config, dataset.n_features, dataset.n_classes)
+        check_data_unchanged(run_dir, dataset, allow_changed_data, log)
+    trainer = make_trainer(config, dataset)
     trainer.load_state_dict(state)
     return trainer, dataset
+
+
+# ----------------------------------------------------------------------------- checks before training
+def model_parameter_count(config, n_features, n_classes):
+    """The number of parameters of one network of ``config`` on ``n_features`` inputs and ``n_classes`` classes
+    (Python integers: exact however large the sizes)."""
+    widths = tuple(int(w) for w in config.resolved_widths())
+    hidden = int(config.encoder_hidden)
+    dims = (int(n_features),) + widths
+    total = 0
+    for d, k in zip(dims[:-1], dims[1:]):
+        e = hidden or d
+        if hidden:
+            total += d * e + e  # W_enc, b_enc
+        total += 2 * (e * k + k) + k * d + d  # W_mu, b_mu, W_lv, b_lv, W_dec, b_dec
+    readout = widths[-1] if config.readout == "last" else sum(widths)
+    return total + readout * int(n_classes) + int(n_classes)
+
+
+def training_memory(config, n_features, n_classes):
+    """Bytes a Trainer of ``config`` needs, roughly: per network the parameters, their gradients and the
+    optimiser's moments (two for Adam, one for SGD), and the activations of a batch."""
+    import numpy as np
+
+    itemsize = np.dtype(config.dtype).itemsize
+    nets = 2 if config.method == "iffcl" else 1
+    copies = 1 + 1 + (2 if config.optimizer == "adam" else 1)
+    params = model_parameter_count(config, n_features, n_classes)
+    widths = config.resolved_widths()
+    dims = (int(n_features),) + tuple(int(w) for w in widths)
+    per_row = sum((int(config.encoder_hidden) or d) + 4 * k + d for d, k in zip(dims[:-1], dims[1:]))
+    activations = 4 * int(config.batch_size) * per_row
+    return nets * (copies * params + activations) * itemsize
+
+
+def check_model_memory(config, n_features, n_classes, name=None):
+    """Refuse a model larger than the memory available, naming the sizes that make it so."""
+    nbytes = training_memory(config, n_features, n_classes)
+    widths = ",".join(str(w) for w in config.resolved_widths())
+    if name is None:  # the setting that makes most of the size
+        import dataclasses
+
+        linear = model_parameter_count(dataclasses.replace(config, encoder_hidden=0), n_features, n_classes)
+        name = "encoder_hidden" if 2 * linear < model_parameter_count(config, n_features, n_classes) else "widths"
+    return check_memory(name, nbytes, f"the model of widths {widths}, encoder_hidden {config.encoder_hidden} on "
+                                      f"{n_features} features ({model_parameter_count(config, n_features, n_classes)} "
+                                      "parameters per network, with gradients and optimiser moments)")
+
+
+def make_trainer(config, dataset):
+    """A Trainer for ``config`` on ``dataset``, after checking that its memory fits."""
+    check_model_memory(config, dataset.n_features, dataset.n_classes)
+    return Trainer(config, dataset.n_features, dataset.n_classes)
+
+
+def check_dataset_values(dataset):
+    """Every split finite (a value that would stop the first step is named here, before any folder exists)."""
+    import numpy as np
+
+    for split in ("train", "val", "test"):
+        x = getattr(dataset, f"x_{split}")
+        if x.size and not np.isfinite(x).all():
+            r, c = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
+            names = getattr(dataset, "feature_names", ()) or ()
+            column = f'column "{names[c]}"' if c < len(names) else f"feature {c}"
+            raise ValueError(f"{dataset.name}: the {split} rows hold NaN or inf after loading ({column}, row "
+                             f"{r + 1}); the data cannot be trained on")
+
+
+def read_data_fingerprint(run_dir):
+    """The ``files`` recorded in a run's data.json, or None when it has none (a run of an older version)."""
+    path = Path(run_dir) / DATA_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the data fingerprint ({exc}); the file is corrupt") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise CheckpointError(f"{path}: not a data fingerprint (expected {{\"files\": {{role: {{size, sha256}}}}}})")
+    return files
+
+
+def check_data_unchanged(run_dir, dataset, allow_changed_data=False, log=print):
+    """Refuse data files that differ from those the run was trained on (size or sha256), naming them.
+
+    With ``allow_changed_data`` the change is only logged. A run without data.json is not checked.
+    """
+    recorded = read_data_fingerprint(run_dir)
+    if recorded is None:
+        return []
+    changes = changed_files(recorded, getattr(dataset, "files", ()))
+    if changes and not allow_changed_data:
+        more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+        raise CheckpointError(f"{changes[0]}{more}: the data changed since the run in {run_dir} was trained; "
+                              "restore the file, or give --allow-changed-data to use it anyway")
+    for change in changes:
+        log(f"warning: {change}: the data changed since the run was trained; used anyway (--allow-changed-data)")
+    return changes
+
+
+def _remove_unfinished(run_dir, created):
+    """After an error before the first checkpoint: remove the files the new run made (and its folder if it made it)."""
+    for name in (METRICS_FILE, DATA_FILE, CONFIG_FILE, LOCK_FILE):
+        try:
+            os.unlink(run_dir / name)
+        except OSError:
+            pass
+    if created:
+        try:
+            os.rmdir(run_dir)
+        except OSError:
+            pass
 
 
 def _check_saved_config(config, state):
@@ -258,7 +405,7 @@ def _keep_rows_of_checkpoint(run_dir, epoch, log):
 
 
 def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True, plots=True, log=print,
-              should_stop=None, changes=None):
+              should_stop=None, changes=None, allow_changed_data=False):
     """Train (or resume) a run in a folder. Returns (run_dir, metrics rows, completed).
 
     Every setting, the run folder and the dataset are checked before anything is
@@ -277,6 +424,8 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     progress : show a tqdm progress bar with live loss and accuracy
     plots : write the PNG plots at the end
     should_stop : callable polled between steps (tests use it to simulate Ctrl-C)
+    allow_changed_data : with ``resume``, go on when a data file differs from the one the run
+        was trained on (see data.json); by default that is refused, naming the file
 
     Raises
     ------
@@ -302,8 +451,9 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
             if state is not None and "trainer.config" in state:
                 _check_saved_config(config, state)  # before the (slower) dataset load
             dataset = load_run_dataset(config)
+            check_data_unchanged(run_dir, dataset, allow_changed_data, log)
             clean_stale_temp_files(run_dir)
-            trainer = Trainer(config, dataset.n_features, dataset.n_classes)
+            trainer = make_trainer(config, dataset)
             if state is not None:
                 trainer.load_state_dict(state)
             elif read_metrics(run_dir):
@@ -329,8 +479,14 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     config.validate()
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config=config)
     _check_new_run_dir(run_dir)  # before the (slower) dataset load
+    if allow_changed_data:
+        raise ValueError("allow_changed_data: applies only to a resumed run")
+    # everything that can be checked is checked before the folder exists
     dataset = load_run_dataset(config)
-    trainer = Trainer(config, dataset.n_features, dataset.n_classes)
+    check_dataset_values(dataset)
+    fingerprint = fingerprint_files(getattr(dataset, "files", ()))
+    trainer = make_trainer(config, dataset)
+    created = not os.path.lexists(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -338,8 +494,15 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     with RunLock(run_dir):
         _check_new_run_dir(run_dir)  # again, now that no other process can start a run here
         clean_stale_temp_files(run_dir)
-        write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
-        return _train(config, run_dir, dataset, trainer, [], progress, plots, log, should_stop)
+        try:
+            write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
+            write_json_atomic(run_dir / DATA_FILE, {"files": fingerprint})
+            return _train(config, run_dir, dataset, trainer, [], progress, plots, log, should_stop)
+        except (ValueError, OSError, MemoryError) as exc:
+            # an error before the first checkpoint (a divergence keeps its folder and says so): nothing to keep
+            if not isinstance(exc, DivergenceError) and not os.path.lexists(run_dir / CHECKPOINT_FILE):
+                _remove_unfinished(run_dir, created)
+            raise
 
 
 def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop):
@@ -388,21 +551,36 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
 
 
 class _TqdmBar:
+    """The progress bar (on stderr); a closed stderr (a broken pipe) ends the bar, never the training."""
+
     def __init__(self, total, desc, initial):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True)
+        self.bar = None
+        try:
+            self.bar = tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True)
+        except OSError:
+            pass
         self.loss = self.acc = None
 
     def update_step(self, index, total, metrics):
+        if self.bar is None:
+            return
         # exponential moving averages keep the live figures readable
         a = 0.1
         self.loss = metrics["output_loss"] if self.loss is None else (1 - a) * self.loss + a * metrics["output_loss"]
         self.acc = metrics["batch_acc"] if self.acc is None else (1 - a) * self.acc + a * metrics["batch_acc"]
-        self.bar.set_postfix(loss=f"{self.loss:.3f}", acc=f"{self.acc:.3f}", refresh=False)
-        self.bar.update(1)
+        try:
+            self.bar.set_postfix(loss=f"{self.loss:.3f}", acc=f"{self.acc:.3f}", refresh=False)
+            self.bar.update(1)
+        except OSError:
+            self.bar = None
 
     def close(self):
-        self.bar.close()
+        if self.bar is not None:
+            try:
+                self.bar.close()
+            except OSError:
+                pass
 
 
 def _progress_bar(enabled, trainer, dataset, config):
