@@ -106,38 +106,90 @@ def layer_errors_that_never_fail(layer, x, rng):
     return {name: 0.0 for name in list(layer.params) + ["x"]}
 
 
-# ---------------------------------------------------------------- the checkers
-def test_numerical_gradient_checker():
-    assert lesson03.check_numerical_gradient(numerical_gradient).passed
-    assert lesson03.check_numerical_gradient(lambda f, x, h: gradcheck.numerical_gradient(f, x, h)[0]).passed
-    r = lesson03.check_numerical_gradient(stub)
-    assert not r.passed and "not implemented" in str(r)
-    r = lesson03.check_numerical_gradient(forward_difference)
-    assert not r.passed and 1e-7 < r.figure < 1e-3, r
-    r = lesson03.check_numerical_gradient(central_not_restored)
-    assert not r.passed and "restored" in str(r)
-    assert not lesson03.check_numerical_gradient(central_on_a_copy).passed
+def numerical_gradient_float32(f, x, h=1e-5):
+    return numerical_gradient(f, x, h).astype(np.float32)
 
 
-def test_relative_error_checker():
-    assert lesson03.check_relative_error(relative_error).passed
-    assert lesson03.check_relative_error(gradcheck.relative_error).passed
-    r = lesson03.check_relative_error(stub)
-    assert not r.passed and "not implemented" in str(r)
-    assert not lesson03.check_relative_error(elementwise_relative_error).passed
-    assert not lesson03.check_relative_error(relative_error_one_sided).passed
+def numerical_gradient_half_step(f, x, h=1e-5):
+    return numerical_gradient(f, x, h) * 2  # (f(x+h) - f(x-h)) / h: the 2 of 2h forgotten
 
 
-def test_layer_check_checker_needs_a_check_that_can_fail():
-    r = lesson03.check_layer_gradient_errors(layer_errors)
-    assert r.passed and r.figure < 1e-9, r
-    r = lesson03.check_layer_gradient_errors(stub)
-    assert not r.passed and "not implemented" in str(r)
-    r = lesson03.check_layer_gradient_errors(layer_errors_all_ones)
-    assert not r.passed and "planted bug" in str(r) and "all ones" in str(r)
-    r = lesson03.check_layer_gradient_errors(layer_errors_without_x)
-    assert not r.passed and "no error reported for x" in str(r)
-    assert not lesson03.check_layer_gradient_errors(layer_errors_that_never_fail).passed
+def relative_error_in_place(numeric, analytic, floor=1e-8):
+    numeric -= analytic  # the caller's numeric gradient becomes the difference
+    return float(np.abs(numeric).max() / max(np.abs(numeric + analytic).max(), np.abs(analytic).max(), floor))
+
+
+def relative_error_float32(numeric, analytic, floor=1e-8):
+    return np.float32(relative_error(numeric, analytic, floor))
+
+
+def relative_error_elementwise_array(numeric, analytic, floor=1e-8):
+    return np.abs(numeric - analytic) / np.maximum(np.abs(numeric), floor)
+
+
+def layer_errors_library(layer, x, rng):
+    rows = gradcheck.check_layer(layer, x, rng)
+    return {r.tensor: r.max_rel_error for r in rows}
+
+
+def layer_errors_x_left_perturbed(layer, x, rng):
+    errors = layer_errors(layer, x, rng)
+    x += 1e-3  # the caller's input changed
+    return errors
+
+
+def layer_errors_float32(layer, x, rng):
+    return {k: np.float32(v) for k, v in layer_errors(layer, x, rng).items()}
+
+
+PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson03.check_numerical_gradient, forward_difference, "slip", ["forward difference"]),
+    (lesson03.check_numerical_gradient, central_not_restored, "in place", ["not restored"]),
+    (lesson03.check_numerical_gradient, central_on_a_copy, "slip", ["measured"]),
+    (lesson03.check_numerical_gradient, numerical_gradient_half_step, "slip", ["2 times"]),
+    (lesson03.check_numerical_gradient, lambda f, x, h: gradcheck.numerical_gradient(f, x, h)[0], "library",
+     ["gradcheck.numerical_gradient"]),
+    (lesson03.check_numerical_gradient, numerical_gradient_float32, "float32", ["float32"]),
+    (lesson03.check_relative_error, elementwise_relative_error, "slip", ["largest magnitude"]),
+    (lesson03.check_relative_error, relative_error_one_sided, "slip", ["measured"]),
+    (lesson03.check_relative_error, relative_error_elementwise_array, "slip", ["one number"]),
+    (lesson03.check_relative_error, relative_error_in_place, "in place", ["in place", "`numeric`"]),
+    (lesson03.check_relative_error, gradcheck.relative_error, "library", ["gradcheck.relative_error"]),
+    (lesson03.check_relative_error, relative_error_float32, "float32", ["float32"]),
+    (lesson03.check_layer_gradient_errors, layer_errors_all_ones, "slip", ["planted bug", "all ones"]),
+    (lesson03.check_layer_gradient_errors, layer_errors_without_x, "slip", ["no error reported for x"]),
+    (lesson03.check_layer_gradient_errors, layer_errors_that_never_fail, "slip", ["planted bug"]),
+    (lesson03.check_layer_gradient_errors, layer_errors_library, "library", ["gradcheck.check_layer"]),
+    (lesson03.check_layer_gradient_errors, layer_errors_x_left_perturbed, "in place", ["in place", "`x`"]),
+    (lesson03.check_layer_gradient_errors, layer_errors_float32, "float32", ["float32"]),
+]
+
+
+@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
+                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
+def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
+    result = check(bug)
+    text = str(result)
+    assert not result.passed and text.startswith("FAIL"), text
+    for word in words:
+        assert word in text, f"{word!r} not in: {text}"
+
+
+def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
+    for check in {c for c, *_ in PLANTED}:
+        kinds = [k for c, _, k, _ in PLANTED if c is check]
+        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
+
+
+@pytest.mark.parametrize("check, answer", [(lesson03.check_numerical_gradient, numerical_gradient),
+                                           (lesson03.check_relative_error, relative_error),
+                                           (lesson03.check_layer_gradient_errors, layer_errors)],
+                         ids=lambda v: getattr(v, "__name__", ""))
+def test_checker_passes_a_correct_answer_and_reports_a_stub(check, answer):
+    result = check(answer)
+    assert result.passed and result.figure < 1e-9, str(result)
+    result = check(stub)
+    assert not result.passed and "not implemented" in str(result)
 
 
 def test_planted_bugs_are_bugs_and_only_in_copies():

@@ -74,7 +74,8 @@ def cosine_gradient_sign_flipped(a, b, target, margin=0.0):
 
 
 def pairs_labelled(labels, rng):
-    return iffcl.make_pairs(labels, "labelled", rng)
+    partner = rng.permutation(labels.shape[0])  # the labelled mode: about 1 positive pair in 10
+    return partner, np.where(labels == labels[partner], 1.0, -1.0)
 
 
 def pairs_wrong_targets(labels, rng):
@@ -132,55 +133,129 @@ def step_that_updates(layer_a, layer_b, *args):
     return grads_a, grads_b
 
 
-# ---------------------------------------------------------------- the checkers
-def test_cosine_embedding_checker():
-    assert lesson04.check_cosine_embedding(cosine_embedding_loss).passed
-    assert lesson04.check_cosine_embedding(lambda a, b, t, margin=0.0: ops.cosine_embedding(a, b, t, margin)).passed
-    r = lesson04.check_cosine_embedding(stub)
-    assert not r.passed and "not implemented" in str(r)
-    for bug in (cosine_without_projection, cosine_hinge_on_wrong_side, cosine_sum_not_mean,
-                cosine_gradient_sign_flipped):
-        r = lesson04.check_cosine_embedding(bug)
-        assert not r.passed and r.figure > 1e-3, (bug.__name__, r)
-    r = lesson04.check_cosine_embedding(cosine_gradient_sign_flipped)
-    assert "d_a" in r.message or "d_b" in r.message
+def cosine_in_place(a, b, target, margin=0.0, eps=1e-8):
+    a /= np.sqrt(np.sum(a * a, axis=1, keepdims=True) + eps)  # normalises the caller's a
+    return cosine_embedding_loss(a, b, target, margin, eps)
 
 
-def test_make_pairs_checker():
-    r = lesson04.check_make_pairs_balanced(make_pairs_balanced)
-    assert r.passed and 0.47 <= r.figure <= 0.53, r
-    assert lesson04.check_make_pairs_balanced(lambda y, rng: iffcl.make_pairs(y, "balanced", rng)).passed
-    r = lesson04.check_make_pairs_balanced(stub)
-    assert not r.passed and "not implemented" in str(r)
-    r = lesson04.check_make_pairs_balanced(pairs_labelled)
-    assert not r.passed and r.figure < 0.2, r
-    r = lesson04.check_make_pairs_balanced(pairs_wrong_targets)
-    assert not r.passed and "targets are wrong" in str(r)
-    r = lesson04.check_make_pairs_balanced(pairs_first_of_group)
-    assert not r.passed and "distinct partners" in str(r)
-    r = lesson04.check_make_pairs_balanced(pairs_uniform_over_classes_without_guard)
-    assert not r.passed
+def cosine_float32(a, b, target, margin=0.0):
+    value, (d_a, d_b) = cosine_embedding_loss(a, b, target, margin)
+    return value, (d_a.astype(np.float32), d_b.astype(np.float32))
 
 
-def test_local_step_checker():
-    r = lesson04.check_local_step(local_step)
-    assert r.passed and r.figure < 1e-12, r
-    r = lesson04.check_local_step(lambda *a: local_step(*a, cosine=lambda z_a, z_b, t, m: ops.cosine_embedding(
-        z_a, z_b, t, m)))
-    assert r.passed
-    r = lesson04.check_local_step(stub)
-    assert not r.passed and "not implemented" in str(r)
-    for bug in (step_without_lambda, step_cosine_as_upstream_gradient, step_twins_swapped):
-        r = lesson04.check_local_step(bug)
-        assert not r.passed and r.figure > 1e-6, (bug.__name__, r)
-    r = lesson04.check_local_step(step_that_updates)
-    assert not r.passed and "changed" in str(r)
+def cosine_without_eps(a, b, target, margin=0.0):
+    return cosine_embedding_loss(a, b, target, margin, eps=0.0)  # 0 / 0 on a zero vector
+
+
+def pairs_global_random(labels, rng):
+    return make_pairs_balanced(labels, np.random.default_rng(np.random.randint(1 << 30)))
+
+
+def pairs_own_generator(labels, rng):
+    return make_pairs_balanced(labels, np.random.default_rng(0))
+
+
+def pairs_sorts_labels(labels, rng):
+    partner, target = make_pairs_balanced(labels, rng)
+    labels.sort()  # the caller's labels reordered
+    return partner, target
+
+
+def pairs_float32(labels, rng):
+    partner, target = make_pairs_balanced(labels, rng)
+    return partner, target.astype(np.float32)
+
+
+def step_moves_inputs(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    grads = local_step(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin)
+    x_b -= x_a  # the caller's x_b changed
+    return grads
+
+
+def step_library(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    step = iffcl.vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(0), lam=lam,
+                                margin=margin, contrast="pairs")
+    return step.grads_a, step.grads_b
+
+
+def step_float32(*args):
+    return tuple({k: v.astype(np.float32) for k, v in g.items()} for g in local_step(*args))
+
+
+def step_wrong_noise(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    return local_step(layer_a, layer_b, x_a, x_b, target, eps_b, eps_a, lam, margin)
+
+
+def step_targets_flipped(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
+    return local_step(layer_a, layer_b, x_a, x_b, -target, eps_a, eps_b, lam, margin)
+
+
+PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson04.check_cosine_embedding, cosine_without_projection, "slip", ["`d_a`", "is missing"]),
+    (lesson04.check_cosine_embedding, cosine_hinge_on_wrong_side, "slip", ["roles swapped"]),
+    (lesson04.check_cosine_embedding, cosine_sum_not_mean, "slip", ["N times"]),
+    (lesson04.check_cosine_embedding, cosine_gradient_sign_flipped, "slip", ["`d_a`", "sign flipped"]),
+    (lesson04.check_cosine_embedding, cosine_without_eps, "edge case", ["zero vector", "NaN"]),
+    (lesson04.check_cosine_embedding, cosine_in_place, "in place", ["in place", "`a`"]),
+    (lesson04.check_cosine_embedding, lambda a, b, t, margin=0.0: ops.cosine_embedding(a, b, t, margin), "library",
+     ["ops.cosine_embedding"]),
+    (lesson04.check_cosine_embedding, cosine_float32, "float32", ["float32"]),
+    (lesson04.check_make_pairs_balanced, pairs_labelled, "slip", ["about 1/2"]),
+    (lesson04.check_make_pairs_balanced, pairs_wrong_targets, "slip", ["targets are wrong"]),
+    (lesson04.check_make_pairs_balanced, pairs_first_of_group, "slip", ["distinct partners"]),
+    (lesson04.check_make_pairs_balanced, pairs_uniform_over_classes_without_guard, "slip", ["FAIL"]),
+    (lesson04.check_make_pairs_balanced, pairs_global_random, "edge case", ["only `rng`"]),
+    (lesson04.check_make_pairs_balanced, pairs_own_generator, "edge case", ["seeded inside"]),
+    (lesson04.check_make_pairs_balanced, pairs_sorts_labels, "in place", ["in place", "`labels`"]),
+    (lesson04.check_make_pairs_balanced, lambda y, rng: iffcl.make_pairs(y, "balanced", rng), "library",
+     ["iffcl.make_pairs"]),
+    (lesson04.check_make_pairs_balanced, pairs_float32, "float32", ["`target` has dtype float32"]),
+    (lesson04.check_local_step, step_without_lambda, "slip", ["lambda forgotten"]),
+    (lesson04.check_local_step, step_twins_swapped, "slip", ["gradient of the wrong twin"]),
+    (lesson04.check_local_step, step_wrong_noise, "slip", ["noise of the wrong twin"]),
+    (lesson04.check_local_step, step_targets_flipped, "slip", ["targets flipped"]),
+    (lesson04.check_local_step, step_cosine_as_upstream_gradient, "slip", ["passed as dout"]),
+    (lesson04.check_local_step, lambda *a: local_step(*a)[::-1], "slip", ["twins' gradients swapped"]),
+    (lesson04.check_local_step, step_that_updates, "in place", ["parameters of layer_a changed"]),
+    (lesson04.check_local_step, step_moves_inputs, "in place", ["in place", "`x_b`"]),
+    (lesson04.check_local_step, step_library, "library", ["iffcl.vae_local_step"]),
+    (lesson04.check_local_step, lambda *a: local_step(*a, cosine=lambda z_a, z_b, t, m: ops.cosine_embedding(
+        z_a, z_b, t, m)), "library", ["ops.cosine_embedding"]),
+    (lesson04.check_local_step, step_float32, "float32", ["float32"]),
+]
+
+
+@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
+                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
+def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
+    result = check(bug)
+    text = str(result)
+    assert not result.passed and text.startswith("FAIL"), text
+    for word in words:
+        assert word in text, f"{word!r} not in: {text}"
+
+
+def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
+    for check in {c for c, *_ in PLANTED}:
+        kinds = [k for c, _, k, _ in PLANTED if c is check]
+        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
+
+
+@pytest.mark.parametrize("check, answer", [(lesson04.check_cosine_embedding, cosine_embedding_loss),
+                                           (lesson04.check_make_pairs_balanced, make_pairs_balanced),
+                                           (lesson04.check_local_step, local_step)],
+                         ids=lambda v: getattr(v, "__name__", ""))
+def test_checker_passes_a_correct_answer_and_reports_a_stub(check, answer):
+    result = check(answer)
+    assert result.passed, str(result)
+    result = check(stub)
+    assert not result.passed and "not implemented" in str(result)
 
 
 def test_local_step_problem_noise_is_the_reference_noise():
     p = lesson04.local_step_problem(0)
     step = iffcl.vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
-                                np.random.default_rng(p["noise_seed"]))
+                                np.random.default_rng(p["noise_seed"]), contrast="pairs")
     _, cache_a = p["layer_a"].forward(p["x_a"], eps=p["eps_a"])
     np.testing.assert_array_equal(step.out_a, cache_a["out"])
 

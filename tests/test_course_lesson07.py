@@ -68,7 +68,126 @@ def timer(f, g, repeats=21, warmup=2, clock=None):
     return statistics.median(tf), statistics.median(tg)
 
 
-# ----------------------------------------------------------------------------- planted bugs
+# ----------------------------------------------------------------------------- planted wrong answers, in plain
+# Python (no compilation: a checker takes any function), each with the diagnosis it must get
+def relu_py(dout, x):
+    return dout * (x > 0)
+
+
+def relu_py_in_place(dout, x):
+    dout[x <= 0] = 0  # writes into the caller's dout
+    return dout
+
+
+def relu_py_kink(dout, x):
+    return dout * (x >= 0)
+
+
+def relu_py_library(dout, x):
+    from vaelayer_np.core.activations import relu_backward
+    return relu_backward(dout, x, None)
+
+
+def kl_py(mu, log_var, var):
+    n = mu.shape[0]
+    return -0.5 * float(np.sum(1 + log_var - mu * mu - var)) / n, mu / n, (var - 1) * (0.5 / n)
+
+
+def kl_py_in_place(mu, log_var, var):
+    value, d_mu, _ = kl_py(mu, log_var, var)
+    var -= 1.0  # the caller's var changed
+    return value, d_mu, var * (0.5 / mu.shape[0])
+
+
+def kl_py_float64_out(mu, log_var, var):
+    value, d_mu, d_lv = kl_py(mu, log_var, var)
+    return value, d_mu.astype(np.float64), d_lv.astype(np.float64)
+
+
+def kl_py_library(mu, log_var, var):
+    from vaelayer_np.core import ops
+    value, (d_mu, d_lv) = ops.kl_diag_gaussian(mu, log_var, var)
+    return value, d_mu, d_lv
+
+
+def kl_py_sign(mu, log_var, var):
+    value, d_mu, d_lv = kl_py(mu, log_var, var)
+    return value, d_mu, -d_lv
+
+
+def adam_py(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    m[:] = beta1 * m + (1 - beta1) * g
+    v[:] = beta2 * v + (1 - beta2) * g * g
+    w -= step_size * m / (np.sqrt(v) + eps_hat)
+
+
+def adam_py_clips_g(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    np.clip(g, -1, 1, out=g)  # the caller's gradient changed
+    adam_py(w, g, m, v, beta1, beta2, step_size, eps_hat)
+
+
+def adam_py_library(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    from vaelayer_np.core import ops
+    ops.adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat)
+
+
+def adam_py_float64_state(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    m64 = m.astype(np.float64)
+    adam_py(w, g, m64, v, beta1, beta2, step_size, eps_hat)  # m is never updated: a float64 copy was
+
+
+def adam_py_no_bias(w, g, m, v, beta1, beta2, step_size, eps_hat):
+    m[:] = beta1 * m + g
+    v[:] = beta2 * v + (1 - beta2) * g * g
+    w -= step_size * m / (np.sqrt(v) + eps_hat)
+
+
+PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (check_relu_backward_kernel, relu_py_kink, "slip", ["kink"]),
+    (check_relu_backward_kernel, lambda dout, x: (x > 0).astype(dout.dtype), "slip", ["dout is forgotten"]),
+    (check_relu_backward_kernel, relu_py_in_place, "in place", ["in place", "`dout`"]),
+    (check_relu_backward_kernel, relu_py_library, "library", ["relu_backward"]),
+    (check_relu_backward_kernel, lambda dout, x: relu_py(dout, x).astype(np.float32), "float32",
+     ["dtype float32, expected float64"]),
+    (check_relu_backward_kernel, lambda dout, x: relu_py(dout, x).astype(np.float64), "float32",
+     ["dtype float64, expected float32"]),
+    (check_kl_kernel, kl_py_sign, "slip", ["`d_log_var`", "sign flipped"]),
+    (check_kl_kernel, kl_py_in_place, "in place", ["in place", "`var`"]),
+    (check_kl_kernel, kl_py_library, "library", ["kl_diag_gaussian"]),
+    (check_kl_kernel, kl_py_float64_out, "float32", ["expected float32"]),
+    (check_kl_kernel, lambda mu, lv, var: (kl_py(mu, lv, var)[0], mu, (var - 1) / 2), "slip", ["N times"]),
+    (check_adam_kernel, adam_py_clips_g, "in place", ["in place", "`g`"]),
+    (check_adam_kernel, adam_py_library, "library", ["adam_update"]),
+    (check_adam_kernel, adam_py_float64_state, "float32", ["FAIL"]),
+    (check_adam_kernel, adam_py_no_bias, "slip", ["FAIL"]),
+    (check_interleaved_timer, interleaved_medians, "library", ["interleaved_medians"]),
+]
+
+
+@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
+                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
+def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
+    result = check(bug) if check is check_interleaved_timer else check(bug, time_it=False)
+    text = str(result)
+    assert not result.passed and text.startswith("FAIL"), text
+    for word in words:
+        assert word in text, f"{word!r} not in: {text}"
+
+
+def test_every_kernel_checker_has_four_planted_wrong_answers_of_the_required_kinds():
+    for check in (check_relu_backward_kernel, check_kl_kernel, check_adam_kernel):
+        kinds = [k for c, _, k, _ in PLANTED if c is check]
+        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
+
+
+@pytest.mark.parametrize("check, answer", [(check_relu_backward_kernel, relu_py), (check_kl_kernel, kl_py),
+                                           (check_adam_kernel, adam_py)], ids=lambda v: getattr(v, "__name__", ""))
+def test_kernel_checkers_pass_a_plain_python_answer(check, answer):
+    result = check(answer, time_it=False)
+    assert result.passed, str(result)
+
+
+# ----------------------------------------------------------------------------- planted bugs (compiled)
 @njit(cache=False)
 def relu_backward_at_zero_is_one(dout, x):
     dx = np.empty_like(dout)
@@ -173,8 +292,8 @@ def test_kernel_checker_prints_the_speed_ratio_as_information():
     assert ("ratio" in str(result) and "not part of the verdict" in str(result)) or "timing skipped" in str(result)
 
 
-def test_the_library_timer_and_the_solution_pass_the_timer_checker():
-    assert check_interleaved_timer(interleaved_medians).passed
+def test_the_solution_passes_the_timer_checker_and_the_library_timer_is_refused():
+    assert "library" in str(check_interleaved_timer(interleaved_medians))
     result = check_interleaved_timer(timer)
     assert result.passed and "medians exact" in str(result)
     assert "not implemented" in str(check_interleaved_timer(stub))

@@ -274,7 +274,7 @@ def _changed(before, after):
     return 0, 0
 
 
-def call_student(fn, args, names, forbidden=(), exercise="this exercise"):
+def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_place=()):
     """``fn(*args)`` with the library's versions of ``forbidden`` off limits and the inputs watched.
 
     Parameters
@@ -283,6 +283,7 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise"):
     args : its arguments; arrays (and dicts or tuples of arrays) are compared before and after
     names : the name of each argument, for the messages
     forbidden : dotted names of the library functions the exercise replaces
+    in_place : names of the arguments the function is meant to update in place (not watched)
 
     Raises :class:`Diagnosis` when ``fn``'s code names a forbidden function, when a tripwire fires or
     when an input changed in place; returns ``fn``'s result otherwise.
@@ -295,7 +296,7 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise"):
     with tripwires(forbidden):
         result = fn(*args)
     for name, snap, value in zip(names, before, args):
-        if snap is None:
+        if snap is None or name in in_place:
             continue
         if isinstance(snap, dict):  # name the entry: params["W_mu"]
             keys = [k for k in snap if _changed(snap[k], value.get(k, snap[k]))[0]]

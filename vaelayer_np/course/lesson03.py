@@ -18,7 +18,17 @@ import numpy as np
 
 from ..core.gradcheck import DEFAULT_STEP, DEFAULT_TOL, numerical_gradient, relative_error
 from ..core.layers import Activation, Dense
-from .checks import max_relative_error, run_check
+from .checks import Diagnosis, call_student, check_dtype, explain_difference, max_relative_error, run_check
+
+# The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
+FORBIDDEN = {
+    "numerical_gradient": ("vaelayer_np.core.gradcheck.numerical_gradient", "vaelayer_np.core.gradcheck.check_gradients",
+                           "vaelayer_np.core.gradcheck.check_loss"),
+    "relative_error": ("vaelayer_np.core.gradcheck.relative_error",),
+    "layer_gradient_errors": ("vaelayer_np.core.gradcheck.check_layer", "vaelayer_np.core.gradcheck.check_gradients",
+                              "vaelayer_np.core.gradcheck.numerical_gradient",
+                              "vaelayer_np.core.gradcheck.relative_error"),
+}
 
 CAUGHT = 1e-3  # a planted bug must show an error at least this large to count as caught
 
@@ -84,6 +94,17 @@ def _smooth_problem(rng, shape):
     return x, f, grad
 
 
+def _forward_difference(f, x, h):
+    grad = np.zeros_like(x)
+    base = f()
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        grad[i] = (f() - base) / h
+        x[i] = old
+    return grad
+
+
 def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
     """Check ``numerical_gradient_fn(f, x, h) -> grad`` (central differences, ``x`` restored).
 
@@ -94,23 +115,39 @@ def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
     """
     def body():
         rng = np.random.default_rng(3)
-        worst = 0.0
+        worst, why = 0.0, ""
         for shape in ((6,), (3, 4), (2, 3, 2)):
             x, f, grad = _smooth_problem(rng, shape)
             before = x.copy()
-            got = numerical_gradient_fn(f, x, DEFAULT_STEP)
+            # x is perturbed in place by design: only its final values are checked (restored), so the
+            # library is kept off limits here without the in-place watch of call_student.
+            from .checks import library_names_used, tripwires
+            used = library_names_used(numerical_gradient_fn, FORBIDDEN["numerical_gradient"])
+            if used:
+                raise Diagnosis(f"your function uses the library's {', '.join(used)}, which is what this exercise "
+                                f"asks you to write")
+            with tripwires(FORBIDDEN["numerical_gradient"]):
+                got = numerical_gradient_fn(f, x, DEFAULT_STEP)
             if got is None:
                 return np.inf, False, "returned None: return the gradient array"
             if isinstance(got, tuple):
                 return np.inf, False, "return one array (the gradient), not a tuple"
             if not np.array_equal(x, before):
-                return np.inf, False, "x was not restored: after each element's two evaluations put its old value back"
+                changed = int(np.sum(x != before))
+                return np.inf, False, (f"x was not restored ({changed} of {x.size} elements changed): after each "
+                                       f"element's two evaluations put its old value back (x[i] = old)")
+            if np.shape(got) != x.shape:
+                return np.inf, False, f"expected a gradient of shape {x.shape}, got {np.shape(got)}"
+            check_dtype("grad", got)
             got = np.asarray(got, dtype=np.float64)
-            if got.shape != x.shape:
-                return np.inf, False, f"expected a gradient of shape {x.shape}, got {got.shape}"
             reference, _, _ = numerical_gradient(f, x, DEFAULT_STEP)
-            worst = max(worst, max_relative_error(got, grad()), max_relative_error(got, reference))
-        return worst, worst < tol, "" if worst < tol else "a forward difference (f(x+h) - f(x)) / h measures ~1e-5"
+            err = max(max_relative_error(got, grad()), max_relative_error(got, reference))
+            if err > worst:
+                worst, why = err, explain_difference(got, reference, (("h", DEFAULT_STEP),), [
+                    ("a forward difference (f(x+h) - f(x)) / h: its error is O(h), about 1e-5 here",
+                     _forward_difference(f, x, DEFAULT_STEP))])
+        return worst, worst < tol, "" if worst < tol else (why or "a forward difference (f(x+h) - f(x)) / h "
+                                                                  "measures ~1e-5")
 
     return run_check("numerical_gradient (central differences)", body, bound=f"below {tol:g}")
 
@@ -148,9 +185,16 @@ def check_relative_error(relative_error_fn, tol=1e-12):
         rng = np.random.default_rng(4)
         worst = 0.0
         for a, b in _error_cases(rng):
-            got = relative_error_fn(a.copy(), b.copy())
+            with np.errstate(all="ignore"):
+                got = call_student(relative_error_fn, (a.copy(), b.copy()), ("numeric", "analytic"),
+                                   FORBIDDEN["relative_error"])
             if got is None:
                 return np.inf, False, "returned None: return a float"
+            if np.size(got) != 1:
+                return np.inf, False, (f"returned an array of shape {np.shape(got)}: the error is one number for the "
+                                       f"whole tensor (the max over its elements)")
+            if np.asarray(got).dtype == np.float32:
+                check_dtype("the error", np.asarray(got))
             got = float(np.asarray(got))
             want = relative_error(a, b)
             if not np.isfinite(got):
@@ -187,17 +231,28 @@ def check_layer_gradient_errors(layer_gradient_errors_fn, tol=DEFAULT_TOL):
         rng = np.random.default_rng(5)
         worst = 0.0
         for label, layer, x in _correct_layers(rng):
-            errors = layer_gradient_errors_fn(layer, x, np.random.default_rng(6))
+            params_before = {k: v.copy() for k, v in layer.params.items()}
+            errors = call_student(layer_gradient_errors_fn, (layer, x, np.random.default_rng(6)), ("layer", "x", "rng"),
+                                 FORBIDDEN["layer_gradient_errors"])
+            for k, v in layer.params.items():
+                if not np.array_equal(v, params_before[k]):
+                    raise Diagnosis(f"{label}: layer.params[{k!r}] was not restored: a finite difference must put "
+                                    f"every perturbed element back")
             if not isinstance(errors, dict):
                 return np.inf, False, f"expected a dict tensor name -> error, got {type(errors).__name__}"
+            for k, e in errors.items():
+                if np.asarray(e).dtype == np.float32:
+                    check_dtype(f"the error of {k}", np.asarray(e))
             missing = sorted((set(layer.params) | {"x"}) - set(errors))
             if missing:
                 return np.inf, False, f"{label}: no error reported for {', '.join(missing)}"
             worst = max(worst, max(float(e) for e in errors.values()))
         if not worst < tol:
-            return worst, False, "a correct layer does not pass your check"
+            return worst, False, ("a correct layer does not pass your check: is the difference central, "
+                                  "(f(x+h) - f(x-h)) / 2h, in float64, with the same dout for every evaluation?")
         for label, layer, x, tensor in _buggy_layers(rng):
-            errors = layer_gradient_errors_fn(layer, x, np.random.default_rng(7))
+            errors = call_student(layer_gradient_errors_fn, (layer, x, np.random.default_rng(7)),
+                                  ("layer", "x", "rng"), FORBIDDEN["layer_gradient_errors"])
             err = float(errors.get(tensor, 0.0)) if isinstance(errors, dict) else 0.0
             if not err > CAUGHT:
                 return worst, False, (f"your check did not catch a planted bug ({label}): it measured "

@@ -19,7 +19,7 @@ from ..core.gradcheck import check_loss, generic_point
 from ..core.iffcl import vae_local_step
 from ..core.layers import Dense, VAELayer
 from ..core.optim import Adam
-from .checks import max_relative_error, run_check
+from .checks import Diagnosis, call_student, check_dtype, compare_values, max_relative_error, run_check
 
 
 # ----------------------------------------------------------------------------- forward-forward (Hinton 2022)
@@ -167,6 +167,18 @@ def layer_update_after_one_step(method, k, perturb_above, x, y, seed=0, encoder_
 
 
 # ----------------------------------------------------------------------------- exercise 1: cosine embedding
+# The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
+_COSINE = ("vaelayer_np.core.ops.cosine_embedding", "vaelayer_np.core.losses.cosine_embedding",
+           "vaelayer_np.core.losses.cosine_similarity", "vaelayer_np.core.ops.cosine_embedding_matrix",
+           "vaelayer_np.core.losses.cosine_embedding_matrix")
+FORBIDDEN = {
+    "cosine_embedding": _COSINE,
+    "make_pairs_balanced": ("vaelayer_np.core.iffcl.make_pairs",),
+    "local_step": ("vaelayer_np.core.iffcl.vae_local_step", "vaelayer_np.core.iffcl._vae_local_step",
+                   "vaelayer_np.core.iffcl.cosine_term", "vaelayer_np.core.iffcl.train_step") + _COSINE,
+}
+
+
 def _cosine_cases(rng):
     for n, k, margin in ((6, 5, 0.0), (8, 4, 0.3), (5, 7, -0.5)):
         a, b = rng.standard_normal((n, k)), rng.standard_normal((n, k))
@@ -177,34 +189,91 @@ def _cosine_cases(rng):
         yield a, b, target, margin
 
 
+def _cosine_slips(a, b, target, margin):
+    """What the common slips give on these inputs: (value slips, d_a slips)."""
+    n = a.shape[0]
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cos = np.sum(a * b, axis=1) / (norm_a * norm_b)
+    positive = target > 0
+    d_cos = np.where(positive, -1.0, (cos > margin).astype(float)) / n
+    no_projection = d_cos[:, None] * b / (norm_a * norm_b)[:, None]
+    wrong_side = np.where(positive, -1.0, (cos < margin).astype(float)) / n
+    value = [("the hinge on the wrong side: max(0, margin - cos) for a negative pair",
+              float(np.mean(np.where(positive, 1 - cos, np.maximum(margin - cos, 0))))),
+             ("the targets' roles swapped (+1 pairs pushed apart, -1 pairs pulled together)",
+              float(np.mean(np.where(~positive, 1 - cos, np.maximum(cos - margin, 0))))),
+             ("cos instead of 1 - cos for a positive pair", float(np.mean(np.where(positive, cos,
+                                                                                  np.maximum(cos - margin, 0)))))]
+    grad = [("b / (|a| |b|) alone: the term - cos * a / |a|^2 (the part of b along a) is missing", no_projection),
+            ("the gradient of the hinge's wrong side", wrong_side[:, None] * (b / (norm_a * norm_b)[:, None]
+                                                                           - (cos / norm_a ** 2)[:, None] * a)),
+            ("every negative pair pushed, also below the margin (the hinge's 0 forgotten)",
+             np.where(positive, -1.0, 1.0)[:, None] / n * (b / (norm_a * norm_b)[:, None]
+                                                           - (cos / norm_a ** 2)[:, None] * a))]
+    return value, grad
+
+
 def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
     r"""Check ``cosine_embedding_fn(a, b, target, margin) -> (value, (d_a, d_b))``.
 
     Two measures, the worse one is the figure: (1) the value and gradients against
     :func:`vaelayer_np.core.ops.cosine_embedding` on random pairs with both targets and margins
     0, 0.3 and -0.5; (2) a float64 gradient check of the student's own gradients
-    (:func:`vaelayer_np.core.gradcheck.check_loss`, random upstream scalar).
+    (:func:`vaelayer_np.core.gradcheck.check_loss`, random upstream scalar). Then the promise of the
+    text: a **zero vector** gives cos = 0 and a finite loss and gradient, never NaN. The library's cosine
+    functions are off limits; the inputs must not change; a wrong value or gradient is compared with the
+    common slips (the projection term, the hinge's side, a mean over the pairs, the sign).
     """
+    names = ("a", "b", "target", "margin")
+
+    def run(a, b, target, margin):
+        got = call_student(cosine_embedding_fn, (a.copy(), b.copy(), target.copy(), margin), names,
+                           FORBIDDEN["cosine_embedding"])
+        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], (tuple, list)) and len(got[1]) == 2):
+            raise Diagnosis("expected the return value (value, (d_a, d_b))")
+        return got[0], tuple(got[1])
+
     def body():
         rng = np.random.default_rng(11)
-        worst, where = 0.0, ""
+        worst = 0.0
         for a, b, target, margin in _cosine_cases(rng):
-            got = cosine_embedding_fn(a.copy(), b.copy(), target.copy(), margin)
-            if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], tuple) and len(got[1]) == 2):
-                return np.inf, False, "expected the return value (value, (d_a, d_b))"
+            value, (d_a, d_b) = run(a, b, target, margin)
             want = ops.cosine_embedding(a, b, target, margin)
-            for label, g, w in (("value", got[0], want[0]), ("d_a", got[1][0], want[1][0]),
-                                ("d_b", got[1][1], want[1][1])):
-                err = max_relative_error(np.asarray(g, dtype=np.float64), np.asarray(w))
-                if err > worst:
-                    worst, where = err, f"{label} (margin {margin})"
-            rows = check_loss("cosine", cosine_embedding_fn, {"a": a.copy(), "b": b.copy()}, (target,),
-                              rng=int(rng.integers(1 << 30)), margin=margin)
+            value_slips, grad_slips = _cosine_slips(a, b, target, margin)
+            try:
+                worst = max(worst, compare_values((value, d_a, d_b), (want[0], want[1][0], want[1][1]),
+                                                  ("value", "d_a", "d_b"), tol,
+                                                  factors=(("N", a.shape[0]),),
+                                                  slips={"value": value_slips, "d_a": grad_slips}))
+            except Diagnosis as exc:
+                raise Diagnosis(f"{exc.message} (margin {margin})", exc.figure) from None
+            rows = check_loss("cosine", lambda a_, b_, t_, margin=0.0: run(a_, b_, t_, margin),
+                              {"a": a.copy(), "b": b.copy()}, (target,), rng=int(rng.integers(1 << 30)),
+                              margin=margin)
             for r in rows:
-                if r.max_rel_error > worst:
-                    worst, where = r.max_rel_error, f"gradient check of d_{r.tensor} (margin {margin})"
-        ok = worst < tol
-        return worst, ok, "" if ok else f"worst: {where}"
+                if not r.passed:
+                    raise Diagnosis(f"your gradient d_{r.tensor} fails its own gradient check (error "
+                                    f"{r.max_rel_error:.2g}, margin {margin}): it is not the gradient of your value",
+                                    r.max_rel_error)
+                worst = max(worst, r.max_rel_error)
+        # a zero vector: cos = 0 (eps in each squared norm), never NaN
+        a, b = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+        a[0] = 0.0
+        b[1] = 0.0
+        target = np.array([1.0, -1.0, 1.0, -1.0])
+        with np.errstate(all="ignore"):
+            value, (d_a, d_b) = run(a, b, target, -0.2)
+        if not (np.isfinite(value) and np.all(np.isfinite(d_a)) and np.all(np.isfinite(d_b))):
+            raise Diagnosis("a zero vector gives NaN or inf: 0 / 0 in the cosine. Add eps to each squared norm "
+                            "(|a|^2 + eps) so that a zero vector has cos = 0 and a finite gradient")
+        want = ops.cosine_embedding(a, b, target, -0.2)
+        try:
+            worst = max(worst, compare_values((value, d_a, d_b), (want[0], want[1][0], want[1][1]),
+                                              ("value", "d_a", "d_b"), tol))
+        except Diagnosis as exc:
+            raise Diagnosis(f"with a zero vector among the rows: {exc.message} (cos must be 0 there, with eps "
+                            f"added to each squared norm)", exc.figure) from None
+        return worst, worst < tol, "zero vectors included"
 
     return run_check("cosine_embedding", body, bound=f"below {tol:g}")
 
@@ -213,37 +282,59 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
 def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
     """Check ``make_pairs_fn(labels, rng) -> (partner, target)`` for the ``balanced`` mode.
 
-    * ``partner``: N valid indices; ``target``: +1 exactly where ``labels == labels[partner]``, else -1;
+    * ``partner``: N valid indices; ``target``: float64, +1 exactly where ``labels == labels[partner]``,
+      else -1;
     * the fraction of positive pairs lies in [low, high] on a batch of 4000 with 10 equal classes
       (the figure; ``labelled`` pairing gives about 0.1 there) and on an imbalanced batch
       (70% of one class);
     * the partners are spread (at least a quarter of the batch serves as a partner);
-    * a batch of one class gives only positive pairs.
+    * a batch of one class gives only positive pairs;
+    * the randomness comes from ``rng`` only: the same seed gives the same pairs whatever the state of
+      ``np.random``, and two seeds give different pairs;
+    * ``labels`` is left unchanged, and ``iffcl.make_pairs`` is off limits.
     """
     def one(labels, seed):
-        partner, target = make_pairs_fn(labels.copy(), np.random.default_rng(seed))
-        partner, target = np.asarray(partner), np.asarray(target)
+        out = call_student(make_pairs_fn, (labels, np.random.default_rng(seed)), ("labels", "rng"),
+                           FORBIDDEN["make_pairs_balanced"])
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise Diagnosis("expected the return value (partner, target)")
+        partner, target = np.asarray(out[0]), np.asarray(out[1])
         n = labels.shape[0]
         if partner.shape != (n,) or target.shape != (n,):
-            raise ValueError(f"partner and target must have shape ({n},), got {partner.shape} and {target.shape}")
+            raise Diagnosis(f"partner and target must have shape ({n},), got {partner.shape} and {target.shape}")
         if partner.dtype.kind not in "iu" or partner.min() < 0 or partner.max() >= n:
-            raise ValueError(f"partner must hold integer indices in [0, {n})")
+            raise Diagnosis(f"partner must hold integer indices in [0, {n}), got dtype {partner.dtype}, "
+                            f"range {partner.min()}..{partner.max()}")
+        check_dtype("target", target)
         right = np.where(labels == labels[partner], 1.0, -1.0)
-        if not np.array_equal(target.astype(np.float64), right):
+        if not np.array_equal(target, right):
             wrong = int(np.sum(target != right))
-            raise ValueError(f"{wrong} of {n} targets are wrong: +1 exactly where labels[i] == labels[partner[i]]")
+            how = " (all with the sign flipped)" if np.array_equal(target, -right) else ""
+            raise Diagnosis(f"{wrong} of {n} targets are wrong{how}: +1 exactly where labels[i] == "
+                            f"labels[partner[i]], -1 elsewhere")
         return partner, target
 
     def body():
         rng = np.random.default_rng(12)
         uniform = rng.integers(0, 10, 4000)
+        np.random.seed(101)
         partner, target = one(uniform, 1)
         fraction = float(np.mean(target > 0))
         if not low <= fraction <= high:
-            return fraction, False, "the positive fraction should be about 1/2"
+            return fraction, False, ("the positive fraction should be about 1/2: with probability 1/2 a partner "
+                                     "of the same class, else one of another class")
         if np.unique(partner).size < uniform.size // 4:
             return fraction, False, (f"only {np.unique(partner).size} distinct partners among {uniform.size}: "
                                      f"draw each partner at random within its group")
+        np.random.seed(202)
+        again, _ = one(uniform, 1)
+        if not np.array_equal(again, partner):
+            return fraction, False, ("the same rng seed gave other pairs: use only `rng` for randomness "
+                                     "(rng.random, rng.integers, rng.choice), not np.random.* or random.*")
+        other, _ = one(uniform, 2)
+        if np.array_equal(other, partner):
+            return fraction, False, ("two different rng seeds gave the same pairs: draw from the `rng` you are "
+                                     "given, not from a generator seeded inside your function")
         skewed = np.where(rng.random(4000) < 0.7, 0, rng.integers(1, 10, 4000))
         _, target = one(skewed, 2)
         skew_fraction = float(np.mean(target > 0))
@@ -254,7 +345,7 @@ def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
         _, target = one(np.full(50, 3), 3)
         if not np.all(target > 0):
             return fraction, False, "a batch of one class must give only positive pairs"
-        return fraction, True, f"imbalanced batch {skew_fraction:.3f}"
+        return fraction, True, f"imbalanced batch {skew_fraction:.3f}; randomness from rng only"
 
     return run_check("make_pairs (balanced)", body, bound=f"between {low:g} and {high:g}")
 
@@ -282,37 +373,84 @@ def local_step_problem(seed=0, n=6, d=7, k=4):
             "noise_seed": noise_seed}
 
 
+def _reference_local_step(p, lam, margin, swap_eps=False, target_sign=1.0, on_output=False, swap_dz=False,
+                          as_dout=False):
+    """The local step written out, with optional slips (for the diagnosis of a wrong answer)."""
+    eps_a, eps_b = (p["eps_b"], p["eps_a"]) if swap_eps else (p["eps_a"], p["eps_b"])
+    out_a, cache_a = p["layer_a"].forward(p["x_a"], eps=eps_a)
+    out_b, cache_b = p["layer_b"].forward(p["x_b"], eps=eps_b)
+    a, b = (out_a, out_b) if on_output else (cache_a["z"], cache_b["z"])
+    _, (d_a, d_b) = ops.cosine_embedding(a, b, target_sign * p["target"], margin)
+    if swap_dz:
+        d_a, d_b = d_b, d_a
+    if on_output or as_dout:
+        return (p["layer_a"].backward(lam * d_a, cache_a, need_dx=False)[1],
+                p["layer_b"].backward(lam * d_b, cache_b, need_dx=False)[1])
+    return (p["layer_a"].backward(None, cache_a, dz=lam * d_a, need_dx=False)[1],
+            p["layer_b"].backward(None, cache_b, dz=lam * d_b, need_dx=False)[1])
+
+
 def check_local_step(local_step_fn, tol=1e-9):
     """Check ``local_step_fn(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin) -> (grads_a, grads_b)``.
 
     The reference is :func:`vaelayer_np.core.iffcl.vae_local_step` on the same layers, inputs, targets and
     noise (``cosine_on="latent"``, ``contrast="pairs"``), for two settings of lambda and the margin. The
-    figure is the worst relative error over every parameter of both twins; the layers' parameters must
-    be left unchanged (a step computes gradients; the optimiser applies them).
+    figure is the worst relative error over every parameter of both twins; the layers' parameters and the
+    inputs must be left unchanged (a step computes gradients; the optimiser applies them). The library's
+    local step and cosine functions are off limits (use your ``cosine_embedding_loss``). A wrong answer is
+    compared with the common slips: the twins swapped, lambda forgotten, the targets flipped, the noise of
+    the wrong twin, the cosine on the outputs instead of the latents.
     """
+    names = ("layer_a", "layer_b", "x_a", "x_b", "target", "eps_a", "eps_b", "lam", "margin")
+
     def body():
-        worst, where = 0.0, ""
+        worst = 0.0
         for seed, lam, margin in ((0, 2.0, 0.2), (1, 0.5, -0.3)):
             p = local_step_problem(seed)
             before = {name: {k: v.copy() for k, v in p[name].params.items()} for name in ("layer_a", "layer_b")}
-            got = local_step_fn(p["layer_a"], p["layer_b"], p["x_a"].copy(), p["x_b"].copy(), p["target"].copy(),
-                                p["eps_a"].copy(), p["eps_b"].copy(), lam, margin)
+            got = call_student(local_step_fn, (p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
+                                               p["eps_a"], p["eps_b"], lam, margin), names, FORBIDDEN["local_step"])
             for name in ("layer_a", "layer_b"):
-                if any(not np.array_equal(v, before[name][k]) for k, v in p[name].params.items()):
-                    return np.inf, False, f"the parameters of {name} changed: return gradients, do not update"
+                changed = [k for k, v in p[name].params.items() if not np.array_equal(v, before[name][k])]
+                if changed:
+                    return np.inf, False, (f"the parameters of {name} changed ({', '.join(changed)}): return "
+                                           f"gradients, do not update (the optimiser applies them)")
             if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(g, dict) for g in got)):
                 return np.inf, False, "expected the return value (grads_a, grads_b), two dicts"
             want = vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
-                                  np.random.default_rng(p["noise_seed"]), lam=lam, margin=margin)
-            for twin, g_got, g_want in (("A", got[0], want.grads_a), ("B", got[1], want.grads_b)):
-                missing = sorted(set(g_want) - set(g_got))
+                                  np.random.default_rng(p["noise_seed"]), lam=lam, margin=margin, contrast="pairs",
+                                  cosine_on="latent")
+            keys = sorted(want.grads_a)
+            for twin, g in (("A", got[0]), ("B", got[1])):
+                missing = sorted(set(keys) - set(g))
                 if missing:
                     return np.inf, False, f"twin {twin}: no gradient for {', '.join(missing)}"
-                for key, w in g_want.items():
-                    err = max_relative_error(g_got[key], w)
-                    if err > worst:
-                        worst, where = err, f"twin {twin}, {key} (lambda {lam}, margin {margin})"
-        ok = worst < tol
-        return worst, ok, "" if ok else f"worst: {where}"
+            slip_cases = {
+                "the twins' gradients swapped (A's returned as B's)": (want.grads_b, want.grads_a),
+                "lambda forgotten (the cosine term's gradient not multiplied by lam)":
+                    _reference_local_step(p, 1.0, margin),
+                "the targets flipped (+1 pairs pushed apart)": _reference_local_step(p, lam, margin, target_sign=-1),
+                "the noise of the wrong twin (eps_b for A, eps_a for B)":
+                    _reference_local_step(p, lam, margin, swap_eps=True),
+                "the cosine on the outputs act(mu) instead of the latents z": _reference_local_step(p, lam, margin,
+                                                                                                 on_output=True),
+                "the cosine term left out (only the negative ELBOs)": _reference_local_step(p, 0.0, margin),
+                "the cosine gradient of the wrong twin (dz_b given to A, dz_a to B)":
+                    _reference_local_step(p, lam, margin, swap_dz=True),
+                "the cosine's gradient on z passed as dout: it enters at z, as dz=":
+                    _reference_local_step(p, lam, margin, as_dout=True),
+            }
+            got_flat = tuple(np.asarray(got[t][k]) for t in (0, 1) for k in keys)
+            want_flat = tuple(w[k] for w in (want.grads_a, want.grads_b) for k in keys)
+            labels = tuple(f"{t}.{k}" for t in ("A", "B") for k in keys)
+            try:
+                worst = max(worst, compare_values(got_flat, want_flat, labels, tol))
+            except Diagnosis as exc:
+                for description, (ga, gb) in slip_cases.items():
+                    cand = tuple(w[k] for w in (ga, gb) for k in keys)
+                    if all(g.shape == c.shape and max_relative_error(g, c) < 1e-6 for g, c in zip(got_flat, cand)):
+                        raise Diagnosis(f"{exc.message}; it looks like {description}", exc.figure) from None
+                raise Diagnosis(f"{exc.message} (lambda {lam}, margin {margin})", exc.figure) from None
+        return worst, worst < tol, ""
 
     return run_check("local step of a twin pair", body, bound=f"below {tol:g}")

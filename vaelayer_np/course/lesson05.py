@@ -20,7 +20,16 @@ from ..run.data import load_dataset
 from ..core.network import Network
 from ..core.optim import Adam
 from ..tools.reproduce import PAPER_LIKE
-from .checks import compare_arrays, run_check
+from .checks import Diagnosis, call_student, compare_arrays, run_check
+
+# The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
+FORBIDDEN = {
+    "kl_per_unit": ("vaelayer_np.analysis.diagnostics.kl_per_unit", "vaelayer_np.core.ops.kl_diag_gaussian",
+                    "vaelayer_np.core.losses.kl_diag_gaussian"),
+    "active_units": ("vaelayer_np.analysis.diagnostics.active_units",),
+    "backprop_epoch": ("vaelayer_np.core.backprop.train_step", "vaelayer_np.course.lesson05.reference_backprop_epoch",
+                       "vaelayer_np.run.trainer.Trainer.train_epoch", "vaelayer_np.run.trainer.Trainer.step"),
+}
 
 TOLERANCE = 1e-10
 
@@ -46,8 +55,17 @@ def check_kl_per_unit(kl_per_unit, n_trials=3, seed=0):
         shape = (int(rng.integers(5, 12)), int(rng.integers(3, 8)))
         return rng.standard_normal(shape), rng.uniform(-4.0, 2.0, shape)
 
+    def slips(args):
+        mu, lv = args
+        return {"KL per unit": [
+            ("the std exp(log_var / 2) where the variance exp(log_var) belongs",
+             -0.5 * np.mean(1 + lv - mu ** 2 - np.exp(0.5 * lv), axis=0)),
+            ("the log-variance where the variance belongs", -0.5 * np.mean(1 + lv - mu ** 2 - lv, axis=0))]}
+
     return compare_arrays("kl_per_unit", kl_per_unit, diagnostics.kl_per_unit, make_inputs, tol=TOLERANCE,
-                          n_trials=n_trials, seed=seed)
+                          n_trials=n_trials, seed=seed, names=("KL per unit",), arg_names=("mu", "log_var"),
+                          forbidden=FORBIDDEN["kl_per_unit"], factors=lambda a: (("N", a[0].shape[0]),),
+                          slips=slips)
 
 
 def check_active_units(active_units, n_trials=3, seed=0):
@@ -67,12 +85,25 @@ def check_active_units(active_units, n_trials=3, seed=0):
         wrong = 0
         for _ in range(n_trials):
             mu, threshold = make_inputs(rng)
-            got = np.asarray(active_units(mu.copy(), threshold))
+            got = np.asarray(call_student(active_units, (mu.copy(), threshold), ("mu", "threshold"),
+                                          FORBIDDEN["active_units"]))
             want = diagnostics.active_units(mu, threshold)
             if got.shape != want.shape:
-                return np.inf, False, f"expected a ({mu.shape[1]},) array, got shape {got.shape}"
+                hint = " (a variance over the units, axis=1, instead of over the data, axis=0?)" \
+                    if got.shape == (mu.shape[0],) else ""
+                return np.inf, False, f"expected a ({mu.shape[1]},) array, got shape {got.shape}{hint}"
             if got.dtype != bool:
-                return np.inf, False, f"expected a boolean array (True = active), got dtype {got.dtype}"
+                return np.inf, False, (f"expected a boolean array (True = active), got dtype {got.dtype}: "
+                                       f"return the comparison itself, var > threshold")
+            if not np.array_equal(got, want):
+                for description, candidate in (
+                        ("the standard deviation where the variance belongs", np.std(mu, axis=0) > threshold),
+                        ("the mean square of mu (its size) instead of its variance", np.mean(mu ** 2, axis=0)
+                         > threshold),
+                        ("'>=' or '<' flipped: True must mean active", np.var(mu, axis=0) < threshold)):
+                    if np.array_equal(got, candidate):
+                        raise Diagnosis(f"{int(np.sum(got != want))} of {want.size} units classified differently; "
+                                        f"it looks like {description}", int(np.sum(got != want)))
             wrong += int(np.sum(got != want))
         return wrong, wrong == 0, "" if wrong == 0 else "units classified differently from the reference"
 
@@ -114,14 +145,22 @@ def check_backprop_epoch(backprop_epoch, epochs=BACKPROP_EPOCHS, min_accuracy=BA
         data = load_dataset("digits")
         net, optimizers = make_backprop_setup(seed)
         rng = np.random.default_rng(seed)
-        x, y = data.x_train, data.y_train
+        x, y = data.x_train.copy(), data.y_train.copy()
+        before = [v.copy() for _, layer in net.named_layers() for v in layer.params.values()]
         losses = []
         for _ in range(epochs):
-            loss = backprop_epoch(net, optimizers, x, y, 32, rng)
+            loss = call_student(backprop_epoch, (net, optimizers, x, y, 32, rng),
+                                ("net", "optimizers", "x", "y", "batch_size", "rng"), FORBIDDEN["backprop_epoch"])
             if loss is None or not np.isfinite(float(loss)):
                 return np.inf, False, f"expected the epoch's mean loss (a finite float), got {loss!r}"
             losses.append(float(loss))
+        after = [v for _, layer in net.named_layers() for v in layer.params.values()]
+        if all(np.array_equal(a, b) for a, b in zip(after, before)):
+            raise Diagnosis("the network's parameters did not change: call each layer's optimizers[name].step(grads)")
         accuracy = float(np.mean(net.predict_proba(data.x_test).argmax(1) == data.y_test))
+        if accuracy < min_accuracy and np.isfinite(losses).all() and losses[-1] >= losses[0] * 0.95:
+            return accuracy, False, (f"mean loss per epoch: {', '.join(f'{v:.3f}' for v in losses)}: it does not "
+                                     f"fall. Does each mini-batch take x[idx] with its own labels y[idx]?")
         message = f"mean loss per epoch: {', '.join(f'{v:.3f}' for v in losses)}"
         return accuracy, accuracy >= min_accuracy, message
 

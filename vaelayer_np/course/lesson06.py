@@ -16,6 +16,17 @@ from ..analysis import generation
 from ..core.network import Network
 from .checks import compare_arrays
 
+# The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
+FORBIDDEN = {
+    "decode_to_input": ("vaelayer_np.analysis.generation.decode_to_input", "vaelayer_np.analysis.generation.reconstruct",
+                        "vaelayer_np.analysis.generation.traverse"),
+    "sample_aggregate": ("vaelayer_np.analysis.generation.fit_aggregate_posterior",
+                         "vaelayer_np.analysis.generation.sample_latents",
+                         "vaelayer_np.analysis.generation.sample_images",
+                         "vaelayer_np.course.lesson06.reference_sample_aggregate"),
+    "traverse": ("vaelayer_np.analysis.generation.traverse", "vaelayer_np.analysis.generation.decode_to_input"),
+}
+
 TOLERANCE = 1e-10
 
 
@@ -34,8 +45,26 @@ def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
         k = int(rng.integers(0, 3))
         return net, k, rng.standard_normal((4, net.widths[k]))
 
+    def slips(args):
+        net, k, z = args
+        h = z
+        for j in range(k, -1, -1):
+            h = net.vae_layers[j].decode(h)
+        h_relu = z
+        for j in range(k, -1, -1):
+            h_relu = net.vae_layers[j].decode(h_relu)
+            if j > 0:
+                h_relu = np.maximum(h_relu, 0)
+        bce = net.vae_layers[0].recon == "bce"
+        sig = (lambda a: 1 / (1 + np.exp(-a)))
+        return {"images": [("the decoders' outputs without the final sigmoid (layer 0 uses recon='bce')", h),
+                           ("a sigmoid although layer 0 uses recon='mse'", sig(h)),
+                           ("a ReLU between the decoders: each decoder gets the one above's output as is",
+                            sig(h_relu) if bce else h_relu)]}
+
     return compare_arrays("decode_to_input", decode_to_input, generation.decode_to_input, make_inputs,
-                          tol=TOLERANCE, n_trials=n_trials, seed=seed)
+                          tol=TOLERANCE, n_trials=n_trials, seed=seed, names=("images",),
+                          arg_names=("net", "k", "z"), forbidden=FORBIDDEN["decode_to_input"], slips=slips)
 
 
 def reference_sample_aggregate(mu, log_var, n, seed):
@@ -56,8 +85,21 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
         mu = rng.uniform(-1, 1, k) + rng.uniform(0.1, 2.0, k) * rng.standard_normal((30, k))
         return mu, rng.uniform(-2.0, 1.0, (30, k)), int(rng.integers(2, 6)), int(rng.integers(1000))
 
+    def slips(args):
+        mu, lv, n, s = args
+        eps = np.random.default_rng(s).standard_normal((n, mu.shape[1]))
+        m = mu.mean(axis=0)
+        return {"samples": [("the noise variance left out: s^2 = Var[mu] + mean(sigma^2)", m + mu.std(axis=0) * eps),
+                            ("the mean log-variance used as a variance",
+                             m + np.sqrt(np.abs(mu.var(axis=0) + lv.mean(axis=0))) * eps),
+                            ("the variance used as the std (no square root)",
+                             m + (mu.var(axis=0) + np.exp(lv).mean(axis=0)) * eps),
+                            ("samples of the prior N(0, I), not of the aggregate posterior", eps)]}
+
     return compare_arrays("sample_aggregate", sample_aggregate, reference_sample_aggregate, make_inputs,
-                          tol=TOLERANCE, n_trials=n_trials, seed=seed)
+                          tol=TOLERANCE, n_trials=n_trials, seed=seed, names=("samples",),
+                          arg_names=("mu", "log_var", "n", "seed"), forbidden=FORBIDDEN["sample_aggregate"],
+                          slips=slips)
 
 
 def check_traverse(traverse, n_trials=3, seed=0):
@@ -68,5 +110,16 @@ def check_traverse(traverse, n_trials=3, seed=0):
         k = int(rng.integers(0, 3))
         return net, k, rng.random(12), int(rng.integers(net.widths[k])), np.linspace(-3, 3, 5)
 
+    def slips(args):
+        net, k, x_point, unit, values = args
+        from ..analysis.diagnostics import encode_layers
+        mu = encode_layers(net, x_point.reshape(1, -1))[k][0]
+        z = np.repeat(mu, len(values), axis=0)
+        z[:, unit] += values
+        return {"images": [("the values added to the unit's mean instead of replacing it",
+                            generation.decode_to_input(net, k, z))]}
+
     return compare_arrays("traverse", traverse, generation.traverse, make_inputs, tol=TOLERANCE,
-                          n_trials=n_trials, seed=seed)
+                          n_trials=n_trials, seed=seed, names=("images",),
+                          arg_names=("net", "k", "x_point", "unit", "values"), forbidden=FORBIDDEN["traverse"],
+                          slips=slips)
