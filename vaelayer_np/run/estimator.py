@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..core._validate import usable_cores
 from .checkpoint import load_npz, save_npz_atomic
-from .config import ARRAYS, TrainConfig
-from .tables import fit_sizes
+from .config import ARRAYS, CHOICES, TrainConfig
+from .tables import (MAX_STANDARD_SCORE, SEED_LIMIT, ConstantColumnWarning, check_standardized, column_statistics,
+                     constant_column_message, fit_sizes, standardize)
 from .threads import DEFAULT_THREADS, check_threads, limit_threads
 
 FILE_FORMAT = "vaelayer_np.VAELayerClassifier"
@@ -47,6 +50,29 @@ SKLEARN_CHECKS_NOT_APPLICABLE = {}
 Passed to ``parametrize_with_checks(..., expected_failed_checks=...)`` (the mechanism of
 scikit-learn >= 1.6, which replaced the ``_xfail_checks`` tag). Empty: every check applies and passes.
 """
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _big_integer_labels(y):
+    """Labels held as Python objects that are all integers, some beyond 64 bits: (N,) object array, else None.
+
+    NumPy and scikit-learn cannot hold such labels as numbers; they are encoded here, exactly."""
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError):
+        return None
+    if arr.dtype != object or arr.ndim != 1 or not arr.size or not all(_is_int(v) for v in arr):
+        return None
+    if all(-2 ** 63 <= int(v) < 2 ** 64 for v in arr):
+        return None
+    return np.array([int(v) for v in arr], dtype=object)
 
 
 def _check_object_labels(y):
@@ -170,6 +196,42 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return DEFAULT_THREADS if n is None else n
 
     def _check_fit_params(self):
+        """Every parameter's type and value, each named (scikit-learn style: checked in ``fit``)."""
+        w = self.widths
+        if w is not None:
+            ok = _is_int(w) and w >= 1
+            if isinstance(w, (tuple, list, np.ndarray)) and not isinstance(w, (str, bytes)):
+                ok = len(w) > 0 and all(_is_int(v) and v >= 1 for v in (w.tolist() if isinstance(w, np.ndarray)
+                                                                         else w))
+            if not ok:
+                raise ValueError(f"widths: expected None, a positive integer or a sequence of positive integers "
+                                 f"like (16, 16), got {w!r}")
+        h = self.encoder_hidden
+        if h is not None and not (_is_int(h) and h >= 0):
+            raise ValueError(f"encoder_hidden: expected None or an integer >= 0, got {h!r}")
+        for name in ("epochs", "batch_size", "n_iter_no_change"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        for name in ("lr", "output_lr", "beta", "lam", "margin", "validation_fraction"):
+            v = getattr(self, name)
+            if not _is_real(v) or not np.isfinite(v):
+                raise ValueError(f"{name}: expected a finite number, got {v!r}")
+        for name in ("method", "activation", "pairing", "contrast", "readout", "pass_on", "dtype"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or v not in CHOICES[name]:
+                raise ValueError(f"{name}: unknown option {v!r}; expected one of "
+                                 f"{', '.join(map(repr, CHOICES[name]))}")
+        if self.backend is not None and (not isinstance(self.backend, str) or self.backend not in CHOICES["backend"]):
+            raise ValueError(f"backend: unknown option {self.backend!r}; expected None or one of "
+                             f"{', '.join(map(repr, CHOICES['backend']))}")
+        r = self.random_state
+        if r is not None and not isinstance(r, np.random.RandomState) and not (_is_int(r) and 0 <= r < SEED_LIMIT):
+            raise ValueError(f"random_state: expected None, an integer in 0..{SEED_LIMIT - 1} or a "
+                             f"numpy.random.RandomState, got {r!r}")
+        if not (_is_int(self.verbose) or isinstance(self.verbose, (bool, np.bool_))) or self.verbose < 0:
+            raise ValueError(f"verbose: expected an integer >= 0, got {self.verbose!r}")
+        self._threads()
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ValueError(f"standardize: expected True or False, got {self.standardize!r}")
         if not isinstance(self.early_stopping, (bool, np.bool_)):
@@ -191,26 +253,43 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         from .trainer import Trainer
 
+        from .runs import check_model_memory
+
         self._check_fit_params()
-        _check_object_labels(y)
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        self.classes_, y_index = np.unique(y, return_inverse=True)
+        big = _big_integer_labels(y)
+        if big is None:
+            _check_object_labels(y)
+            with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
+                X, y = validate_data(self, X, y, dtype=np.float64)
+            check_classification_targets(y)
+            self.classes_, y_index = np.unique(y, return_inverse=True)
+        else:  # integers beyond 64 bits: encoded exactly here (never through float)
+            self.classes_ = np.array(sorted(set(big.tolist())), dtype=object)
+            index = {c: i for i, c in enumerate(self.classes_.tolist())}
+            with np.errstate(over="ignore", invalid="ignore"):
+                X, _ = validate_data(self, X, np.array([index[v] for v in big.tolist()]), dtype=np.float64)
+            y_index = np.array([index[v] for v in big.tolist()], dtype=np.int64)
+        y_index = np.asarray(y_index, dtype=np.int64).reshape(-1)
         if len(self.classes_) < 2:
             raise ValueError(f"y: only one class ({self.classes_[0]!r}) is present; a classifier needs at least "
                              "two classes")
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(0, 2 ** 31 - 1)) if not isinstance(self.random_state, (int, np.integer)) \
             else int(self.random_state) % (2 ** 31 - 1)
+        names = [f"{j}" for j in range(X.shape[1])]
         if self.standardize:
-            self.mean_ = X.mean(axis=0)
-            scale = X.std(axis=0)
-            scale[scale == 0] = 1.0
-            self.scale_ = scale
+            # statistics safe at any magnitude (1e300, 1e-300): scaled by a power of two before squaring
+            mean, scale, constant = column_statistics(X)
+            if constant.any() and X.shape[0] > 1:
+                warnings.warn(constant_column_message("X", [names[j] for j in np.flatnonzero(constant)],
+                                                      mean[constant]), ConstantColumnWarning, stacklevel=2)
+            scale[constant] = 1.0
+            self.mean_, self.scale_ = mean, scale
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
-        Xs = (X - self.mean_) / self.scale_
+        Xs = self._standardized(X)
         config = self._config(X.shape[1], len(self.classes_), seed)
+        check_model_memory(config, X.shape[1], len(self.classes_))
         self.widths_, self.encoder_hidden_ = tuple(config.widths), config.encoder_hidden
         x_val = y_val = None
         if self.early_stopping:
@@ -263,10 +342,23 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.latent_std_ = [m.std(axis=0) for m in mus]
 
     # ------------------------------------------------------------------ prediction
+    def _standardized(self, X):
+        """``(X - mean_) / scale_`` without overflow, refused (naming the column) beyond what the network takes."""
+        z = standardize(X, self.mean_, self.scale_)
+        try:
+            return check_standardized(z, "X", [f"{j}" for j in range(X.shape[1])], raw=X)
+        except ValueError:
+            if self.standardize:
+                raise
+            r, c = (int(v) for v in np.argwhere(~(np.abs(z) <= MAX_STANDARD_SCORE))[0])
+            raise ValueError(f"X: column {c} row {r + 1} holds {X[r, c]:.6g}, beyond the +-{MAX_STANDARD_SCORE:g} "
+                             "the network can take unscaled; use standardize=True") from None
+
     def _scaled(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return ((X - self.mean_) / self.scale_).astype(self.trainer_.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
+            X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self._standardized(X).astype(self.trainer_.dtype)
 
     def predict_proba(self, X):
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_`` (mean path)."""
@@ -279,6 +371,14 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """The most probable label of each row, (n_samples,) of the type of ``classes_``."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of :meth:`predict` on ``X`` against ``y`` (also for integer labels beyond 64 bits)."""
+        if self.classes_.dtype != object:
+            return super().score(X, y, sample_weight=sample_weight)
+        hits = np.asarray([a == b for a, b in zip(self.predict(X).tolist(), np.asarray(y, dtype=object).tolist())],
+                          dtype=np.float64)
+        return float(np.average(hits, weights=sample_weight))
 
     def _latent_means(self, x):
         net = self.trainer_.net_a
@@ -385,6 +485,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                   for k, v in params.items()}
         classes = np.asarray(self.classes_)
         kind = "numeric" if classes.dtype.kind in "biuf" else "string"
+        if classes.dtype == object and all(_is_int(v) for v in classes):
+            kind = "integer"  # integers beyond 64 bits, stored as their decimal text
         arrays = {
             "format": np.array(FILE_FORMAT), "format_version": np.array(FILE_VERSION),
             "params_json": np.array(json.dumps(params)),
@@ -404,47 +506,156 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path):
-        """Read a model written by :meth:`save`; any other file raises ValueError naming it."""
+        """Read a model written by :meth:`save`.
+
+        Every entry is checked before it is used (type, shape, dtype, finite values, ranges, and that
+        the entries agree with each other); anything else raises ValueError naming the file and the entry.
+        """
         arrays = load_npz(path)
         fmt = arrays.get("format")
-        if fmt is None or fmt.dtype.kind != "U" or str(fmt) != FILE_FORMAT:
+        if fmt is None or fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FILE_FORMAT:
             raise ValueError(f"{path}: not a saved VAELayerClassifier (no 'format' entry {FILE_FORMAT!r}); "
                              "write one with VAELayerClassifier.save")
+        entry = _Entries(path, arrays)
+        version = entry.integer("format_version")
+        if version != FILE_VERSION:
+            raise ValueError(f"{path}: a VAELayerClassifier file of format version {version}; this version "
+                             f"reads version {FILE_VERSION}")
+        params = entry.json("params_json")
+        known = set(cls().get_params())
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"{path}: entry 'params_json' holds parameters this version does not know "
+                             f"({', '.join(map(str, unknown))})")
+        if isinstance(params.get("widths"), list):
+            params["widths"] = tuple(params["widths"])
+        model = cls(**params)
         try:
-            version = int(arrays["format_version"])
-            if version != FILE_VERSION:
-                raise ValueError(f"{path}: a VAELayerClassifier file of format version {version}; this version "
-                                 f"reads version {FILE_VERSION}")
-            params = json.loads(str(arrays["params_json"]))
-            if params.get("widths") is not None:
-                params["widths"] = tuple(params["widths"])
-            model = cls(**params)
-            config = json.loads(str(arrays["config_json"]))
-            n_features, n_classes = int(arrays["n_features_in"]), int(arrays["n_classes"])
-            classes = arrays["classes"]
-            if len(classes) != n_classes or arrays["mean"].shape != (n_features,) \
-                    or arrays["scale"].shape != (n_features,):
-                raise ValueError(f"{path}: class or feature counts disagree with the arrays stored")
-            model.classes_ = classes
-            model.n_features_in_ = n_features
-            model.mean_, model.scale_ = arrays["mean"], arrays["scale"]
-            model.n_iter_ = int(arrays["n_iter"])
-            model.loss_curve_ = arrays["loss_curve"].tolist()
-            model.validation_scores_ = arrays["validation_scores"].tolist()
-            n_layers = len(config["widths"])
-            model.latent_mean_ = [arrays[f"latent_mean.{k}"] for k in range(n_layers)]
-            model.latent_std_ = [arrays[f"latent_std.{k}"] for k in range(n_layers)]
-            state = {k[len("trainer/"):]: v for k, v in arrays.items() if k.startswith("trainer/")}
+            model._check_fit_params()
+        except ValueError as exc:
+            raise ValueError(f"{path}: entry 'params_json': {exc}") from None
+        config = entry.json("config_json")
+        threads = config.get("threads")
+        if _is_int(threads) and threads > usable_cores():  # saved on a larger machine
+            config["threads"] = usable_cores()
+        try:
+            trainer_config = TrainConfig.from_dict(config).validate()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: entry 'config_json' is not a valid configuration ({exc})") from None
+        widths = trainer_config.resolved_widths()
+        n_features = entry.integer("n_features_in", minimum=1)
+        n_classes = entry.integer("n_classes", minimum=2)
+        kind = entry.text("classes_kind", ("numeric", "string", "integer"))
+        model.classes_ = entry.classes("classes", n_classes, kind)
+        model.n_features_in_ = n_features
+        model.mean_ = entry.floats("mean", (n_features,))
+        model.scale_ = entry.floats("scale", (n_features,), positive=True)
+        model.n_iter_ = entry.integer("n_iter", minimum=0)
+        model.loss_curve_ = entry.floats("loss_curve", (None,)).tolist()
+        model.validation_scores_ = entry.floats("validation_scores", (None,), low=0.0, high=1.0).tolist()
+        model.latent_mean_ = [entry.floats(f"latent_mean.{k}", (w,)) for k, w in enumerate(widths)]
+        model.latent_std_ = [entry.floats(f"latent_std.{k}", (w,), low=0.0) for k, w in enumerate(widths)]
+        state = {k[len("trainer/"):]: v for k, v in arrays.items() if k.startswith("trainer/")}
+        try:
+            from .runs import check_model_memory
+
+            check_model_memory(trainer_config, n_features, n_classes)
             model.trainer_ = _rebuild_trainer(config, n_features, n_classes, state)
-            model.widths_, model.encoder_hidden_ = tuple(config["widths"]), config["encoder_hidden"]
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: a damaged VAELayerClassifier file ({type(exc).__name__}: {exc})") from None
+        except (TypeError, ValueError) as exc:
+            text = str(exc).replace("checkpoint: entry '", "entry 'trainer/")
+            raise ValueError(f"{path}: {text}") from None
+        model.widths_, model.encoder_hidden_ = tuple(widths), trainer_config.encoder_hidden
         return model
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+class _Entries:
+    """Checked reads of the entries of a saved model: each error names the file and the entry."""
+
+    def __init__(self, path, arrays):
+        self.path, self.arrays = path, arrays
+
+    def _get(self, key):
+        if key not in self.arrays:
+            raise ValueError(f"{self.path}: missing entry {key!r}; the file is damaged or not a saved "
+                             "VAELayerClassifier")
+        return self.arrays[key]
+
+    def _fail(self, key, expected, value):
+        shown = f"dtype {value.dtype} shape {value.shape}"
+        if value.size == 1 and value.dtype.kind in "biufU":
+            shown += f" ({str(value.reshape(-1)[0])[:40]!r})"
+        return ValueError(f"{self.path}: entry {key!r} must be {expected}, got {shown}")
+
+    def integer(self, key, minimum=None):
+        value = self._get(key)
+        if value.shape != () or value.dtype.kind not in "iu":
+            raise self._fail(key, "one integer", value)
+        v = int(value)
+        if minimum is not None and v < minimum:
+            raise ValueError(f"{self.path}: entry {key!r} is {v}, expected an integer >= {minimum}")
+        return v
+
+    def text(self, key, choices):
+        value = self._get(key)
+        if value.shape != () or value.dtype.kind != "U" or str(value) not in choices:
+            raise self._fail(key, f"one of {', '.join(map(repr, choices))}", value)
+        return str(value)
+
+    def json(self, key):
+        value = self._get(key)
+        if value.shape != () or value.dtype.kind != "U":
+            raise self._fail(key, "one JSON string", value)
+        try:
+            data = json.loads(str(value))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.path}: entry {key!r} is not valid JSON ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.path}: entry {key!r} must be a JSON object of settings, got "
+                             f"{type(data).__name__}")
+        return data
+
+    def floats(self, key, shape, positive=False, low=None, high=None):
+        value = self._get(key)
+        ok = value.dtype.kind == "f" and value.ndim == len(shape) and all(
+            s is None or s == d for s, d in zip(shape, value.shape))
+        if not ok:
+            want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+            raise self._fail(key, f"floats of shape {want}", value)
+        if not np.isfinite(value).all():
+            raise ValueError(f"{self.path}: entry {key!r} holds NaN or inf; expected finite numbers")
+        if positive and (value <= 0).any():
+            raise ValueError(f"{self.path}: entry {key!r} holds {float(value[value <= 0][0])}; expected numbers > 0")
+        if low is not None and (value < low).any():
+            raise ValueError(f"{self.path}: entry {key!r} holds {float(value[value < low][0])}; expected numbers "
+                             f">= {low:g}")
+        if high is not None and (value > high).any():
+            raise ValueError(f"{self.path}: entry {key!r} holds {float(value[value > high][0])}; expected numbers "
+                             f"<= {high:g}")
+        return np.array(value, dtype=np.float64)
+
+    def classes(self, key, n_classes, kind):
+        value = self._get(key)
+        kinds = {"numeric": "biuf", "string": "U", "integer": "U"}[kind]
+        if value.shape != (n_classes,) or value.dtype.kind not in kinds:
+            raise self._fail(key, f"{n_classes} {'numbers' if kind == 'numeric' else 'strings'} (shape "
+                                  f"({n_classes},), as 'n_classes' says)", value)
+        if kind == "numeric" and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{self.path}: entry {key!r} holds NaN or inf; expected class labels")
+        if kind == "integer":
+            try:
+                value = np.array([int(t) for t in value.tolist()], dtype=object)
+            except ValueError:
+                raise ValueError(f"{self.path}: entry {key!r} must hold integers written as text") from None
+        listed = value.tolist()
+        if any(not a < b for a, b in zip(listed, listed[1:])):
+            raise ValueError(f"{self.path}: entry {key!r} must hold distinct labels in sorted order (as fit "
+                             "stores them)")
+        return value
 
 
 def _rebuild_trainer(config_dict, n_features, n_classes, arrays):
