@@ -10,8 +10,8 @@ whichever of the two makes the derivative cheapest.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -20,50 +20,50 @@ from ._validate import check_choice
 LEAKY_SLOPE = 0.01  # default negative slope of leaky ReLU
 
 
-def relu(x):
+def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0)."""
     return np.maximum(x, 0)
 
 
-def relu_backward(dout, x, out):
+def relu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """d relu / dx = 1 where x > 0, else 0 (0 at the kink)."""
     return dout * (x > 0)
 
 
-def leaky_relu(x, slope=LEAKY_SLOPE):
+def leaky_relu(x: np.ndarray, slope: float = LEAKY_SLOPE) -> np.ndarray:
     """x where x > 0, slope * x elsewhere."""
     return np.where(x > 0, x, x * x.dtype.type(slope))
 
 
-def leaky_relu_backward(dout, x, out, slope=LEAKY_SLOPE):
+def leaky_relu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, slope: float = LEAKY_SLOPE) -> np.ndarray:
     return dout * np.where(x > 0, x.dtype.type(1), x.dtype.type(slope))
 
 
-def tanh(x):
+def tanh(x: np.ndarray) -> np.ndarray:
     return np.tanh(x)
 
 
-def tanh_backward(dout, x, out):
+def tanh_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """d tanh / dx = 1 - tanh(x)^2."""
     return dout * (1 - out * out)
 
 
-def sigmoid(x):
+def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), computed without overflow for large |x|."""
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def sigmoid_backward(dout, x, out):
+def sigmoid_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """d sigmoid / dx = s (1 - s)."""
     return dout * out * (1 - out)
 
 
-def identity(x):
+def identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def identity_backward(dout, x, out):
+def identity_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return dout
 
 
@@ -83,7 +83,7 @@ ACTIVATIONS = {
 }
 
 
-def get_activation(name) -> ActivationFn:
+def get_activation(name: str) -> ActivationFn:
     """Look up an activation by name; unknown names raise ``ValueError``."""
     check_choice("activation", name, tuple(ACTIVATIONS))
     return ACTIVATIONS[name]

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+from collections.abc import Sequence
+
 import numpy as np
+
+RngLike = int | np.random.Generator | None
 
 
 @dataclass
@@ -22,12 +27,14 @@ class BackpropResult:
 
     loss: float
     grads: dict          # layer name ("vae0", ..., "output") -> grads dict
-    dx: np.ndarray       # (N, D) gradient with respect to the input, or None
+    dx: np.ndarray | None  # (N, D) gradient with respect to the input, or None
     logits: np.ndarray   # (N, C)
     vae_caches: list     # the VAE layers' caches of this pass
 
 
-def loss_and_grads(net, x, labels, rng=None, eps=None, neg_elbo_weight=0.0, need_dx=False):
+def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = None,
+                   eps: Sequence[np.ndarray] | None = None, neg_elbo_weight: float = 0.0,
+                   need_dx: bool = False) -> BackpropResult:
     r"""End-to-end loss and gradients of :class:`~vaelayer_np.core.network.Network` ``net``.
 
     Parameters
@@ -63,7 +70,8 @@ def loss_and_grads(net, x, labels, rng=None, eps=None, neg_elbo_weight=0.0, need
     return BackpropResult(float(loss), grads, d_h, logits, caches)
 
 
-def train_step(net, optimizers, x, y, rng, neg_elbo_weight=0.0):
+def train_step(net: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: RngLike,
+               neg_elbo_weight: float = 0.0) -> dict[str, float]:
     """One backpropagation step on a mini-batch: forward, end-to-end backward, every layer updated.
 
     ``optimizers`` maps "A.vae0", ..., "A.output" to the layers' optimisers.

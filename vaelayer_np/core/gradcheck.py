@@ -32,6 +32,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 DEFAULT_STEP = 1e-5
@@ -53,11 +56,11 @@ class GradResult:
     resolution: float = 0.0  # the finite differences' own uncertainty, relative to the tensor's scale
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return self.status == "pass"
 
 
-def verdict(error, resolution, tol=DEFAULT_TOL):
+def verdict(error: float, resolution: float, tol: float = DEFAULT_TOL) -> str:
     """The pass rule: ``"pass"``, ``"FAIL"`` or ``"unresolved"``.
 
     * error < tol: pass.
@@ -74,7 +77,7 @@ def verdict(error, resolution, tol=DEFAULT_TOL):
     return "pass" if resolution <= RESOLUTION_LIMIT else "unresolved"
 
 
-def relative_error(numeric, analytic, floor=SCALE_FLOOR):
+def relative_error(numeric: np.ndarray, analytic: np.ndarray, floor: float = SCALE_FLOOR) -> float:
     """max |numeric - analytic| / max(max |numeric|, max |analytic|, floor)."""
     numeric = np.asarray(numeric, dtype=np.float64)
     analytic = np.asarray(analytic, dtype=np.float64)
@@ -99,7 +102,8 @@ def _central(f, flat, i, old, h):
 ROUNDING_MARGIN = 64  # a difference D(h/4) can be off by about this many eps * |f| / (h/4) through rounding
 
 
-def numerical_gradient(f, x, h=DEFAULT_STEP):
+def numerical_gradient(f: Callable[[], float], x: np.ndarray,
+                       h: float = DEFAULT_STEP) -> tuple[np.ndarray, int, np.ndarray]:
     """Central-difference gradient of the scalar ``f()`` with respect to the array ``x``.
 
     Each element is measured with steps h and h/4. For a smooth function the two
@@ -138,7 +142,8 @@ def numerical_gradient(f, x, h=DEFAULT_STEP):
     return grad, kinks, uncertainty
 
 
-def check_gradients(name, f, tensors, analytic, h=DEFAULT_STEP, tol=DEFAULT_TOL):
+def check_gradients(name: str, f: Callable[[], float], tensors: dict[str, np.ndarray], analytic: dict[str, Any],
+                    h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) -> list[GradResult]:
     """Compare ``analytic[k]`` with the numerical gradient of ``f`` for each tensor k.
 
     Parameters
@@ -167,7 +172,7 @@ def check_gradients(name, f, tensors, analytic, h=DEFAULT_STEP, tol=DEFAULT_TOL)
 
 
 # ----------------------------------------------------------------------------- layers
-def generic_point(layer, rng, scale=0.1):
+def generic_point(layer: Any, rng: Any, scale: float = 0.1) -> Any:
     """Add small random values to every bias of ``layer`` (in place) and return it.
 
     Freshly initialised biases are exactly 0; with a ReLU encoder a row whose hidden
@@ -182,7 +187,8 @@ def generic_point(layer, rng, scale=0.1):
     return layer
 
 
-def check_layer(layer, x, rng=None, name=None, h=DEFAULT_STEP, tol=DEFAULT_TOL, **forward_kwargs):
+def check_layer(layer: Any, x: np.ndarray, rng: Any = None, name: str | None = None, h: float = DEFAULT_STEP,
+                tol: float = DEFAULT_TOL, **forward_kwargs: Any) -> list[GradResult]:
     """Check every parameter gradient and the input gradient of ``layer`` at ``x``.
 
     The scalar is ``L = sum(g * out)`` with a random upstream gradient ``g``.
@@ -222,12 +228,13 @@ def check_layer(layer, x, rng=None, name=None, h=DEFAULT_STEP, tol=DEFAULT_TOL, 
         dx, grads = layer.backward(dout, cache)
     tensors = dict(layer.params)
     tensors["x"] = x
-    analytic = dict(grads)
+    analytic: dict[str, Any] = dict(grads)
     analytic["x"] = dx
     return check_gradients(name, f, tensors, analytic, h, tol)
 
 
-def check_loss(name, loss_fn, float_args, other_args=(), rng=None, h=DEFAULT_STEP, tol=DEFAULT_TOL, **kwargs):
+def check_loss(name: str, loss_fn: Callable[..., Any], float_args: dict[str, np.ndarray], other_args: tuple = (),
+               rng: Any = None, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL, **kwargs: Any) -> list[GradResult]:
     """Check a loss ``value, grads = loss_fn(*float_args, *other_args, **kwargs)``.
 
     ``float_args`` is a dict argument name -> float64 array (in call order).
@@ -235,20 +242,20 @@ def check_loss(name, loss_fn, float_args, other_args=(), rng=None, h=DEFAULT_STE
     must hold one gradient per array in ``float_args``.
     """
     rng = np.random.default_rng(rng)
-    names, float_args = list(float_args), list(float_args.values())
+    names, arrays = list(float_args), list(float_args.values())
     upstream = float(rng.uniform(0.5, 2.0)) * (1 if rng.random() < 0.5 else -1)
-    _, grads = loss_fn(*float_args, *other_args, **kwargs)
+    _, grads = loss_fn(*arrays, *other_args, **kwargs)
 
     def f():
-        return upstream * loss_fn(*float_args, *other_args, **kwargs)[0]
+        return upstream * loss_fn(*arrays, *other_args, **kwargs)[0]
 
-    tensors = dict(zip(names, float_args))
+    tensors = dict(zip(names, arrays))
     analytic = {key: upstream * g for key, g in zip(names, grads)}
     return check_gradients(name, f, tensors, analytic, h, tol)
 
 
 # ----------------------------------------------------------------------------- the full sweep
-def run_all(seed=0, h=DEFAULT_STEP, tol=DEFAULT_TOL):
+def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) -> list[GradResult]:
     """Check every layer and every loss of the library on small float64 problems."""
     from . import losses
     from .activations import ACTIVATIONS
@@ -327,7 +334,8 @@ def _check_networks(rng, h, tol):
     return results
 
 
-def check_network(net, x, labels, eps, neg_elbo_weight=0.0, name="Network", h=DEFAULT_STEP, tol=DEFAULT_TOL):
+def check_network(net: Any, x: np.ndarray, labels: np.ndarray, eps: Sequence[np.ndarray], neg_elbo_weight: float = 0.0,
+                  name: str = "Network", h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) -> list[GradResult]:
     """Check the backpropagation baseline's gradients: every parameter of every layer, and the input.
 
     The scalar is the network's end-to-end loss (:func:`vaelayer_np.core.backprop.loss_and_grads`)
@@ -342,12 +350,12 @@ def check_network(net, x, labels, eps, neg_elbo_weight=0.0, name="Network", h=DE
     grads, dx = result.grads, result.dx
     tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
     tensors["x"] = x
-    analytic = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
+    analytic: dict[str, Any] = {f"{ln}.{k}": v for ln, g in grads.items() for k, v in g.items()}
     analytic["x"] = dx
     return check_gradients(name, f, tensors, analytic, h, tol)
 
 
-def format_table(results):
+def format_table(results: list[GradResult]) -> str:
     """The report printed by ``vaelayer gradcheck``."""
     rows = [("name", "tensor", "shape", "max rel error", "resolution", "kinks", "result")]
     for r in results:

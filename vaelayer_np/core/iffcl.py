@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 from . import ops
@@ -31,7 +33,7 @@ from .settings import CHOICES, DEFAULTS
 PAIRING_MODES = CHOICES["pairing"]
 
 
-def make_pairs(labels, mode, rng):
+def make_pairs(labels: np.ndarray, mode: str, rng: Any) -> tuple[np.ndarray, np.ndarray]:
     """Choose, for each example i, the example net B sees beside it, and the cosine target.
 
     Parameters
@@ -86,12 +88,13 @@ class LocalStep:
     terms: dict
 
 
-def cosine_targets(labels_a, labels_b):
+def cosine_targets(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
     """(N, M) targets of the all-pairs contrast: +1 where ``labels_a[i] == labels_b[j]``, -1 elsewhere."""
     return np.where(labels_a[:, None] == labels_b[None, :], 1.0, -1.0)
 
 
-def cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin):
+def cosine_term(z_a: np.ndarray, z_b: np.ndarray, target: Any, labels_a: Any, labels_b: Any, contrast: str,
+                margin: float) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """The contrastive part of a hidden layer's local loss, and its gradients on z_A, z_B.
 
     ``contrast="pairs"``: one partner per example, targets ``target``.
@@ -111,38 +114,42 @@ class ReadablePath:
     to this one. This one is the reference: every call is the layer's public, checked method.
     """
 
-    def vae_forward(self, layer, x, rng):
+    def vae_forward(self, layer: Any, x: np.ndarray, rng: Any) -> tuple[np.ndarray, dict]:
         return layer.forward(x, rng=rng)
 
-    def vae_backward(self, layer, dout, cache, dz=None):
+    def vae_backward(self, layer: Any, dout: np.ndarray | None, cache: Any,
+                     dz: np.ndarray | None = None) -> dict[str, np.ndarray]:
         # need_dx=False: nothing is sent to the layer below
         return layer.backward(dout, cache, dz=dz, need_dx=False)[1]
 
-    def vae_loss_terms(self, layer, cache):
+    def vae_loss_terms(self, layer: Any, cache: Any) -> dict[str, float]:
         return layer.loss_terms(cache)
 
-    def output_forward(self, layer, x):
+    def output_forward(self, layer: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
         return layer.forward(x)
 
-    def output_loss(self, layer, logits, labels):
+    def output_loss(self, layer: Any, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         return layer.loss(logits, labels)
 
-    def output_backward(self, layer, d_logits, cache):
+    def output_backward(self, layer: Any, d_logits: np.ndarray, cache: Any) -> dict[str, np.ndarray]:
         return layer.backward(d_logits, cache, need_dx=False)[1]
 
-    def cosine_term(self, z_a, z_b, target, labels_a, labels_b, contrast, margin):
+    def cosine_term(self, z_a: np.ndarray, z_b: np.ndarray, target: Any, labels_a: Any, labels_b: Any,
+                    contrast: str, margin: float) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         return cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin)
 
-    def make_adam(self, layer, lr, weight_decay=0.0):
+    def make_adam(self, layer: Any, lr: float, weight_decay: float = 0.0) -> Adam:
         return Adam(layer.params, lr=lr, weight_decay=weight_decay)
 
 
 READABLE = ReadablePath()
 
 
-def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=DEFAULTS["lam"], margin=DEFAULTS["margin"],
-                   contrast=DEFAULTS["contrast"], labels_a=None, labels_b=None, cosine_on=DEFAULTS["cosine_on"],
-                   path=None):
+def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, target: np.ndarray | None, rng: Any,
+                   lam: float = DEFAULTS["lam"], margin: float = DEFAULTS["margin"],
+                   contrast: str = DEFAULTS["contrast"], labels_a: np.ndarray | None = None,
+                   labels_b: np.ndarray | None = None, cosine_on: str = DEFAULTS["cosine_on"],
+                   path: Any = None) -> LocalStep:
     r"""One IFFCL step of a pair of twin VAE layers: gradients of their shared local loss.
 
     .. math:: L_k = \mathrm{negELBO}_A + \mathrm{negELBO}_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
@@ -179,8 +186,7 @@ def vae_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam=DEFAULTS["lam"],
                      {k: g.copy() for k, g in step.grads_b.items()}, step.terms)
 
 
-def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b,
-                cosine_on):
+def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b, cosine_on):
     """:func:`vae_local_step` on checked inputs."""
     out_a, cache_a = path.vae_forward(layer_a, x_a, rng)
     out_b, cache_b = path.vae_forward(layer_b, x_b, rng)
@@ -204,7 +210,8 @@ def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, cont
     return LocalStep(out_a, out_b, grads_a, grads_b, terms)
 
 
-def output_local_step(output_layer, features, labels, path=None):
+def output_local_step(output_layer: Any, features: np.ndarray, labels: np.ndarray,
+                      path: Any = None) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
     """The output layer's local step: classification loss on its own input features.
 
     Returns (logits, loss, grads).
@@ -215,8 +222,10 @@ def output_local_step(output_layer, features, labels, path=None):
     return logits, loss, path.output_backward(output_layer, d_logits, cache)
 
 
-def train_step(net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
-               margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"], path=None):
+def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: Any,
+               pairing: str = DEFAULTS["pairing"], lam: float = DEFAULTS["lam"], margin: float = DEFAULTS["margin"],
+               contrast: str = DEFAULTS["contrast"], cosine_on: str = DEFAULTS["cosine_on"],
+               path: Any = None) -> dict[str, float]:
     """One IFFCL step on a mini-batch: every layer pair learns from its own local loss.
 
     Parameters

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import warnings
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import losses
 from ._validate import NonFiniteError, check_choice, check_finite, check_float_array, check_positive
@@ -30,8 +33,10 @@ from . import ops
 from .ops import bound_log_var, softmax
 from .settings import CHOICES, DEFAULTS
 
+RngLike = int | np.random.Generator | None
 
-def _as_rng(rng, name="rng"):
+
+def _as_rng(rng: RngLike, name: str = "rng") -> np.random.Generator:
     """A numpy Generator from None, a seed (an int >= 0) or a Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
@@ -61,9 +66,13 @@ def _check_dtype(dtype):
     return dt
 
 
-def _no_backend(backend):
-    """The readable layers always compute with NumPy; the fast path is chosen by whoever trains."""
+def _no_backend(backend: str | None) -> None:
+    """The readable layers always compute with NumPy; the fast path is chosen by whoever trains.
+
+    The old ``backend`` argument is still accepted (one of "numpy", "numba"), with a warning.
+    """
     if backend is not None:
+        check_choice("backend", backend, ("numpy", "numba"))
         warnings.warn("backend: the layers no longer take a backend (they are the NumPy reference); the fast "
                       "path is chosen by the trainer: TrainConfig(backend='numba') or "
                       "vaelayer_np.fast.training.FastPath", DeprecationWarning, stacklevel=3)
@@ -73,15 +82,16 @@ class Layer:
     """Shared helpers: parameter bookkeeping and upstream-gradient checks."""
 
     params: dict
+    _dtype: np.dtype
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self._dtype
 
     def _check_grad(self, name, g, shape):
         return check_float_array(name, g, shape=shape, dtype=self._dtype)
 
-    def n_params(self):
+    def n_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
 
@@ -97,7 +107,8 @@ class Dense(Layer):
         sqrt(2) (He) suits ReLU; 1 (LeCun) suits tanh / identity.
     """
 
-    def __init__(self, in_dim, out_dim, rng=None, dtype=np.float64, init_gain=np.sqrt(2.0), backend=None):
+    def __init__(self, in_dim: int, out_dim: int, rng: RngLike = None, dtype: DTypeLike = np.float64,
+                 init_gain: float = np.sqrt(2.0), backend: str | None = None) -> None:
         _check_dims(in_dim=in_dim, out_dim=out_dim)
         _no_backend(backend)
         self._dtype = _check_dtype(dtype)
@@ -108,12 +119,13 @@ class Dense(Layer):
             "b": np.zeros(out_dim, dtype=self._dtype),
         }
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         """x: (N, D) -> out: (N, K); cache = x."""
         check_float_array("x", x, shape=(None, self.in_dim), dtype=self._dtype)
         return x @ self.params["W"] + self.params["b"], x
 
-    def backward(self, dout, cache, need_dx=True):
+    def backward(self, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple[np.ndarray | None,
+                 dict[str, np.ndarray]]:
         """dout: (N, K) -> dx: (N, D) (None if not need_dx), grads {W: (D, K), b: (K,)}."""
         x = cache
         if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.in_dim:
@@ -128,18 +140,19 @@ class Dense(Layer):
 class Activation(Layer):
     """A parameter-free element-wise activation as a layer (see :mod:`.activations`)."""
 
-    def __init__(self, name=DEFAULTS["activation"], dtype=np.float64):
+    def __init__(self, name: str = DEFAULTS["activation"], dtype: DTypeLike = np.float64) -> None:
         self.fn = get_activation(name)
         self.name = name
         self._dtype = _check_dtype(dtype)
         self.params = {}
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         check_float_array("x", x, dtype=self._dtype)
         out = self.fn.forward(x)
         return out, (x, out)
 
-    def backward(self, dout, cache, need_dx=True):
+    def backward(self, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple[np.ndarray | None,
+                 dict[str, np.ndarray]]:
         if not (isinstance(cache, tuple) and len(cache) == 2):
             raise ValueError(f"cache: expected the (x, out) pair returned by this layer's forward, "
                              f"got {type(cache).__name__}")
@@ -204,10 +217,12 @@ class VAELayer(Layer):
     PARAM_NAMES = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
     CACHE_KEYS = ("x", "h_pre", "h", "mu", "log_var", "std", "eps", "z", "x_hat", "out", "kl", "kl_grads")
 
-    def __init__(self, in_dim, latent_dim, activation=DEFAULTS["activation"], beta=DEFAULTS["beta"],
-                 recon=DEFAULTS["recon"], log_var_bound=DEFAULTS["log_var_bound"],
-                 log_var_bias_init=DEFAULTS["log_var_bias_init"], pass_on=DEFAULTS["pass_on"],
-                 encoder_hidden=DEFAULTS["encoder_hidden"], rng=None, dtype=np.float64, backend=None):
+    def __init__(self, in_dim: int, latent_dim: int, activation: str = DEFAULTS["activation"],
+                 beta: float = DEFAULTS["beta"], recon: str = DEFAULTS["recon"],
+                 log_var_bound: float | None = DEFAULTS["log_var_bound"],
+                 log_var_bias_init: float = DEFAULTS["log_var_bias_init"], pass_on: str = DEFAULTS["pass_on"],
+                 encoder_hidden: int = DEFAULTS["encoder_hidden"], rng: RngLike = None, dtype: DTypeLike = np.float64,
+                 backend: str | None = None) -> None:
         _check_dims(in_dim=in_dim, latent_dim=latent_dim)
         _no_backend(backend)
         self._dtype = _check_dtype(dtype)
@@ -239,7 +254,8 @@ class VAELayer(Layer):
         })
 
     # ----------------------------------------------------------------- forward
-    def forward(self, x, eps=None, rng=None, sample=True):
+    def forward(self, x: np.ndarray, eps: np.ndarray | None = None, rng: RngLike = None,
+                sample: bool = True) -> tuple[np.ndarray, Any]:
         """Run the layer.
 
         Parameters
@@ -291,7 +307,7 @@ class VAELayer(Layer):
         fn = losses.mse if self.recon == "mse" else losses.bce_with_logits
         return fn(x_hat, x)
 
-    def loss_terms(self, cache):
+    def loss_terms(self, cache: Any) -> dict[str, float]:
         """The layer's local loss and its parts: {"recon", "kl", "neg_elbo"} (floats).
 
         ``neg_elbo = recon + beta * kl`` is the negative ELBO, the quantity training minimises.
@@ -309,7 +325,8 @@ class VAELayer(Layer):
             raise ValueError("cache: it was made by another layer's forward; pass the cache from this layer")
 
     # ---------------------------------------------------------------- backward
-    def backward(self, dout, cache, dz=None, neg_elbo_weight=1.0, need_dx=True):
+    def backward(self, dout: np.ndarray | None, cache: Any, dz: np.ndarray | None = None, neg_elbo_weight: float = 1.0,
+                 need_dx: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         r"""Gradients of ``L = neg_elbo_weight * neg_elbo + <dout, out> + <dz, z>``.
 
         Parameters
@@ -375,7 +392,7 @@ class VAELayer(Layer):
         dx = d_x_enc + w * d_target if need_dx else None
         return dx, {name: grads[name] for name in self.PARAM_NAMES if name in self.params}
 
-    def decode(self, z):
+    def decode(self, z: np.ndarray) -> np.ndarray:
         """Decoder alone: z (M, K) -> x_hat (M, D) (logits if recon='bce')."""
         check_float_array("z", z, shape=(None, self.latent_dim), dtype=self._dtype)
         return z @ self.params["W_dec"] + self.params["b_dec"]
@@ -391,7 +408,8 @@ class OutputLayer(Layer):
         Softmax cross-entropy (default) or the paper's BCE on one-hot targets.
     """
 
-    def __init__(self, in_dim, n_classes, loss=DEFAULTS["output_loss"], rng=None, dtype=np.float64, backend=None):
+    def __init__(self, in_dim: int, n_classes: int, loss: str = DEFAULTS["output_loss"], rng: RngLike = None,
+                 dtype: DTypeLike = np.float64, backend: str | None = None) -> None:
         _check_dims(in_dim=in_dim, n_classes=n_classes)
         _no_backend(backend)
         if n_classes < 2:
@@ -403,11 +421,11 @@ class OutputLayer(Layer):
         self.in_dim, self.n_classes = int(in_dim), int(n_classes)
         self.params = self.dense.params
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         """x: (N, D) -> logits: (N, C), cache."""
         return self.dense.forward(x)
 
-    def loss(self, logits, labels):
+    def loss(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         """value, d_logits for the configured classification loss."""
         if self.loss_name == "softmax":
             value, (d_logits,) = losses.softmax_cross_entropy(logits, labels)
@@ -415,10 +433,11 @@ class OutputLayer(Layer):
             value, (d_logits,) = losses.bce_one_hot(logits, labels)
         return value, d_logits
 
-    def backward(self, d_logits, cache, need_dx=True):
+    def backward(self, d_logits: np.ndarray, cache: Any, need_dx: bool = True) -> tuple[np.ndarray | None,
+                 dict[str, np.ndarray]]:
         return self.dense.backward(d_logits, cache, need_dx=need_dx)
 
-    def predict_proba(self, logits):
+    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         """Class probabilities: softmax rows (loss="softmax") or normalised sigmoids (loss="bce")."""
         if self.loss_name == "softmax":
             return softmax(logits)

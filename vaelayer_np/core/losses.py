@@ -15,8 +15,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._validate import (
+    check_choice,
     check_float_array,
     check_labels,
     check_same_shape,
@@ -26,7 +28,7 @@ from . import ops
 from .ops import COSINE_EPS, log_softmax, softmax  # noqa: F401  (public here too)
 
 
-def mse(pred, target):
+def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     r"""Mean squared error over all elements.
 
     .. math:: L = \frac{1}{N D} \sum_{n,d} (\hat x_{nd} - x_{nd})^2
@@ -49,7 +51,7 @@ def mse(pred, target):
     return value, (d_pred, -d_pred)
 
 
-def bce_with_logits(logits, target):
+def bce_with_logits(logits: np.ndarray, target: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     r"""Binary cross-entropy on logits, mean over all elements, stable for any logit.
 
     .. math:: \ell = \max(s, 0) - s\,t + \log(1 + e^{-|s|})
@@ -79,7 +81,8 @@ def bce_with_logits(logits, target):
     return value, ((prob - target) * scale, -logits * scale)
 
 
-def kl_diag_gaussian(mu, log_var, backend=None):
+def kl_diag_gaussian(mu: np.ndarray, log_var: np.ndarray, backend: str | None = None) -> tuple[float,
+                     tuple[np.ndarray, np.ndarray]]:
     r"""KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over latent units, mean over the batch.
 
     .. math:: KL = \frac{1}{N} \sum_n -\tfrac12 \sum_k (1 + \log\sigma^2_{nk} - \mu_{nk}^2 - \sigma^2_{nk})
@@ -104,7 +107,7 @@ def kl_diag_gaussian(mu, log_var, backend=None):
     return ops.kl_diag_gaussian(mu, log_var)
 
 
-def cosine_similarity(a, b, eps=COSINE_EPS):
+def cosine_similarity(a: np.ndarray, b: np.ndarray, eps: float = COSINE_EPS) -> np.ndarray:
     r"""Row-wise cosine similarity, in [-1, 1]; 0 where a row is the zero vector.
 
     .. math:: \cos_n = \frac{a_n\cdot b_n}{\sqrt{(\|a_n\|^2+\epsilon)(\|b_n\|^2+\epsilon)}}
@@ -116,7 +119,8 @@ def cosine_similarity(a, b, eps=COSINE_EPS):
     return dot / np.sqrt((np.einsum("nk,nk->n", a, a) + eps) * (np.einsum("nk,nk->n", b, b) + eps))
 
 
-def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend=None):
+def cosine_embedding(a: np.ndarray, b: np.ndarray, target: np.ndarray, margin: float = 0.0, eps: float = COSINE_EPS,
+                     backend: str | None = None) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     r"""Cosine embedding loss, mean over the N pairs (a_n, b_n).
 
     .. math::
@@ -152,8 +156,9 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS, backend=None):
     return ops.cosine_embedding(a, b, target, margin, eps)
 
 
-def _no_backend(backend):
+def _no_backend(backend: str | None) -> None:
     if backend is not None:
+        check_choice("backend", backend, ("numpy", "numba"))
         warnings.warn("backend: the losses are the NumPy reference; the compiled kernels are "
                       "vaelayer_np.fast.backend.get_ops('numba')", DeprecationWarning, stacklevel=3)
 
@@ -167,7 +172,9 @@ def _check_margin(margin):
         raise ValueError(f"margin: expected a number in [-1, 1], got {margin!r}")
 
 
-def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True, backend=None):
+def cosine_embedding_matrix(a: np.ndarray, b: np.ndarray, targets: np.ndarray, margin: float = 0.0,
+                            eps: float = COSINE_EPS, balanced: bool = True, backend: str | None = None) -> tuple[float,
+                            tuple[np.ndarray, np.ndarray]]:
     r"""Cosine embedding loss over every pair (a_i, b_j), weighted over the N*M pairs.
 
     The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
@@ -203,7 +210,8 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
     return ops.cosine_embedding_matrix(a, b, targets, margin, eps, balanced)
 
 
-def softmax_cross_entropy(logits, labels, backend=None):
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, backend: str | None = None) -> tuple[float,
+                          tuple[np.ndarray]]:
     r"""Softmax cross-entropy with integer labels, mean over the batch (validated entry point).
 
     .. math:: L = -\frac1N\sum_n \log \mathrm{softmax}(s_n)_{y_n},\qquad
@@ -227,13 +235,13 @@ def softmax_cross_entropy(logits, labels, backend=None):
     return ops.softmax_cross_entropy(logits, labels)
 
 
-def one_hot(labels, n_classes, dtype=np.float64):
+def one_hot(labels: np.ndarray, n_classes: int, dtype: DTypeLike = np.float64) -> np.ndarray:
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
 
 
-def bce_one_hot(logits, labels):
+def bce_one_hot(logits: np.ndarray, labels: np.ndarray) -> tuple[float, tuple[np.ndarray]]:
     r"""The paper's output loss: BCE with logits against one-hot targets.
 
     Summed over the C classes and averaged over the batch (so its scale matches

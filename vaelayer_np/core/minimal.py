@@ -8,13 +8,16 @@ Shapes: N examples, D inputs, H encoder width, K latent units, C classes.
 
 Run it: ``python -m vaelayer_np.core.minimal`` (trains on scikit-learn's digits).
 """
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 BETA, BOUND, LAM, MARGIN, COS_EPS = 1e-3, 6.0, 10.0, 0.5, 1e-8   # the library's defaults
 
 
 # ------------------------------------------------------------------ a VAE layer, forward
-def init_vae(rng, d, k, h, log_var_bias=-4.0):
+def init_vae(rng: np.random.Generator, d: int, k: int, h: int, log_var_bias: float = -4.0) -> dict[str, np.ndarray]:
     """Encoder x -> h -> (mu, log_var); decoder z -> x_hat. Initial noise std exp(-1.75) = 0.17."""
     return {"W_enc": rng.standard_normal((d, h)) * np.sqrt(2.0 / d), "b_enc": np.zeros(h),
             "W_mu": rng.standard_normal((h, k)) / np.sqrt(h), "b_mu": np.zeros(k),
@@ -22,7 +25,7 @@ def init_vae(rng, d, k, h, log_var_bias=-4.0):
             "W_dec": rng.standard_normal((k, d)) / np.sqrt(k), "b_dec": np.zeros(d)}
 
 
-def vae_forward(p, x, eps):
+def vae_forward(p: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, dict]:
     """out = relu(mu) is what the next layer receives; z = mu + std * eps is what the decoder reads."""
     h_pre = x @ p["W_enc"] + p["b_enc"]
     h = np.maximum(h_pre, 0)
@@ -35,7 +38,7 @@ def vae_forward(p, x, eps):
     return out, dict(x=x, h_pre=h_pre, h=h, mu=mu, log_var=log_var, std=std, eps=eps, z=z, x_hat=x_hat)
 
 
-def vae_loss(c):
+def vae_loss(c: dict) -> float:
     """The negative ELBO: mean squared reconstruction error + BETA * KL(N(mu, std^2) || N(0, I))."""
     recon = np.mean((c["x_hat"] - c["x"]) ** 2)
     kl = -0.5 * np.sum(1 + c["log_var"] - c["mu"] ** 2 - c["std"] ** 2) / c["mu"].shape[0]
@@ -43,7 +46,8 @@ def vae_loss(c):
 
 
 # ------------------------------------------------------------------ a VAE layer, backward
-def vae_backward(p, c, dz=None, dout=None, w=1.0, need_dx=False):
+def vae_backward(p: dict[str, np.ndarray], c: dict, dz: np.ndarray | None = None, dout: np.ndarray | None = None,
+                 w: float = 1.0, need_dx: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Gradients of  w * neg_elbo + <dz, z> + <dout, out>:  (grads, dx)."""
     n, x = c["mu"].shape[0], c["x"]
     d_xhat = (c["x_hat"] - x) * (2.0 / x.size) * w               # d recon / d x_hat
@@ -63,7 +67,7 @@ def vae_backward(p, c, dz=None, dout=None, w=1.0, need_dx=False):
 
 
 # ------------------------------------------------------------------ the twins' cosine term
-def cosine_term(z_a, z_b, y_a, y_b):
+def cosine_term(z_a: np.ndarray, z_b: np.ndarray, y_a: Any, y_b: Any) -> tuple[float, np.ndarray, np.ndarray]:
     """Every row of z_A against every row of z_B: pull same-label pairs together (1 - cos), push
     other pairs below the margin (max(0, cos - MARGIN)); positives and negatives each weigh 1/2."""
     inv_a = 1 / np.sqrt(np.sum(z_a * z_a, 1) + COS_EPS)
@@ -84,7 +88,7 @@ def cosine_term(z_a, z_b, y_a, y_b):
 
 
 # ------------------------------------------------------------------ output layer and Adam
-def softmax_xent(logits, y):
+def softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) and its gradient (softmax - onehot) / N."""
     shifted = logits - logits.max(1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
@@ -93,7 +97,8 @@ def softmax_xent(logits, y):
     return -np.mean(logp[np.arange(len(y)), y]), d / len(y)
 
 
-def adam(p, g, state, lr, b1=0.9, b2=0.999, eps=1e-8):
+def adam(p: dict[str, np.ndarray], g: dict[str, np.ndarray], state: dict, lr: float, b1: float = 0.9, b2: float = 0.999,
+         eps: float = 1e-8) -> None:
     """Adam with bias correction, in place: w -= lr * m_hat / (sqrt(v_hat) + eps)."""
     state["t"] = t = state.get("t", 0) + 1
     step, eps_hat = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t), eps * np.sqrt(1 - b2 ** t)
@@ -108,15 +113,15 @@ def adam(p, g, state, lr, b1=0.9, b2=0.999, eps=1e-8):
 
 
 # ------------------------------------------------------------------ a network (one twin)
-def init_net(rng, d, widths, c, h):
+def init_net(rng: np.random.Generator, d: int, widths: Sequence[int], c: int, h: int) -> dict:
     dims = (d,) + tuple(widths)
-    net = {"vae": [init_vae(rng, dims[i], dims[i + 1], h) for i in range(len(widths))]}
+    net: dict[str, Any] = {"vae": [init_vae(rng, dims[i], dims[i + 1], h) for i in range(len(widths))]}
     net["out"] = {"W": rng.standard_normal((sum(widths), c)) / np.sqrt(sum(widths)) * 0.1, "b": np.zeros(c)}
     net["opt"] = [{} for _ in range(len(widths) + 1)]
     return net
 
 
-def predict(net, x):
+def predict(net: dict, x: np.ndarray) -> np.ndarray:
     """Evaluation: the means (no noise); the output layer reads every VAE layer's output."""
     outs = []
     for p in net["vae"]:
@@ -126,7 +131,8 @@ def predict(net, x):
 
 
 # ------------------------------------------------------------------ the two training steps
-def iffcl_step(net_a, net_b, x, y, rng, lr=1e-3, out_lr=0.01):
+def iffcl_step(net_a: dict, net_b: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, lr: float = 1e-3,
+               out_lr: float = 0.01) -> None:
     """IFFCL: twin B sees a random partner of each example; each layer pair minimises
     negELBO_A + negELBO_B + LAM * cosine_term(z_A, z_B), from its own input. No dx, ever."""
     partner = rng.permutation(len(y))
@@ -147,7 +153,8 @@ def iffcl_step(net_a, net_b, x, y, rng, lr=1e-3, out_lr=0.01):
         adam(net["out"], {"W": feats.T @ d_logits, "b": d_logits.sum(0)}, net["opt"][-1], out_lr)
 
 
-def backprop_step(net, x, y, rng, lr=1e-3, out_lr=0.01, elbo_weight=0.0):
+def backprop_step(net: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, lr: float = 1e-3,
+                  out_lr: float = 0.01, elbo_weight: float = 0.0) -> None:
     """The baseline: one network, L = CE + elbo_weight * sum of negELBOs, gradients through every dx."""
     caches, outs, h = [], [], x
     for p in net["vae"]:
@@ -169,8 +176,9 @@ def backprop_step(net, x, y, rng, lr=1e-3, out_lr=0.01, elbo_weight=0.0):
 
 
 # ------------------------------------------------------------------ a training loop
-def train(x, y, x_test, y_test, method="iffcl", widths=(64, 64, 64), hidden=256, epochs=20, batch=32, seed=0,
-          log=print):
+def train(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, method: str = "iffcl",
+          widths: Sequence[int] = (64, 64, 64), hidden: int = 256, epochs: int = 20, batch: int = 32, seed: int = 0,
+          log: Callable[..., Any] = print) -> list[float]:
     """Train on standardised arrays; returns the test accuracy after each epoch."""
     rng, c = np.random.default_rng(seed), int(y.max()) + 1
     nets = [init_net(np.random.default_rng(seed * 1000 + 17 * i + 1), x.shape[1], widths, c, hidden)
@@ -189,7 +197,7 @@ def train(x, y, x_test, y_test, method="iffcl", widths=(64, 64, 64), hidden=256,
     return accs
 
 
-def digits(seed=0):
+def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits, standardised with the training split's statistics; 80/20 split."""
     from sklearn.datasets import load_digits
 

@@ -6,11 +6,17 @@ losses, no gradient between layers) and :mod:`.backprop` (the end-to-end baselin
 """
 from __future__ import annotations
 
+from typing import Any
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._validate import check_choice, check_float_array, check_labels
 from .settings import CHOICES, DEFAULTS
 from .layers import OutputLayer, VAELayer, _as_rng, _no_backend
+
+RngLike = int | np.random.Generator | None
 
 
 class Network:
@@ -38,11 +44,12 @@ class Network:
     backend : deprecated, ignored (the layers are the NumPy reference; the trainer chooses the fast path)
     """
 
-    def __init__(self, in_dim, widths, n_classes, readout=DEFAULTS["readout"], seed=0,
-                 activation=DEFAULTS["activation"], beta=DEFAULTS["beta"], recon=DEFAULTS["recon"],
-                 log_var_bound=DEFAULTS["log_var_bound"], log_var_bias_init=DEFAULTS["log_var_bias_init"],
-                 pass_on=DEFAULTS["pass_on"], output_loss=DEFAULTS["output_loss"],
-                 encoder_hidden=DEFAULTS["encoder_hidden"], dtype=np.float32, backend=None):
+    def __init__(self, in_dim: int, widths: Sequence[int], n_classes: int, readout: str = DEFAULTS["readout"],
+                 seed: int = 0, activation: str = DEFAULTS["activation"], beta: float = DEFAULTS["beta"],
+                 recon: str = DEFAULTS["recon"], log_var_bound: float | None = DEFAULTS["log_var_bound"],
+                 log_var_bias_init: float = DEFAULTS["log_var_bias_init"], pass_on: str = DEFAULTS["pass_on"],
+                 output_loss: str = DEFAULTS["output_loss"], encoder_hidden: int = DEFAULTS["encoder_hidden"],
+                 dtype: DTypeLike = np.float32, backend: str | None = None) -> None:
         try:
             widths = tuple(int(w) for w in widths)
         except (TypeError, ValueError):
@@ -64,20 +71,21 @@ class Network:
         readout_dim = widths[-1] if readout == "last" else sum(widths)
         self.output = OutputLayer(readout_dim, n_classes, loss=output_loss, rng=rng, dtype=dtype)
 
-    def named_layers(self):
+    def named_layers(self) -> list[tuple[str, Any]]:
         """[("vae0", layer), ("vae1", layer), ..., ("output", layer)]"""
         return [(f"vae{i}", layer) for i, layer in enumerate(self.vae_layers)] + [("output", self.output)]
 
-    def readout_features(self, outs):
+    def readout_features(self, outs: list[np.ndarray]) -> np.ndarray:
         """The output layer's input from the list of VAE-layer outputs."""
         return outs[-1] if self.readout == "last" else np.concatenate(outs, axis=1)
 
-    def check_input(self, x, labels=None):
+    def check_input(self, x: np.ndarray, labels: np.ndarray | None = None) -> None:
         check_float_array("x", x, shape=(None, self.in_dim), dtype=self.dtype)
         if labels is not None:
             check_labels("labels", labels, x.shape[0], self.n_classes)
 
-    def forward(self, x, rng=None, eps=None, sample=True):
+    def forward(self, x: np.ndarray, rng: RngLike = None, eps: Sequence[np.ndarray] | None = None,
+                sample: bool = True) -> tuple[np.ndarray, list, Any, list]:
         """Run every layer.
 
         Parameters
@@ -104,7 +112,7 @@ class Network:
         logits, out_cache = self.output.forward(self.readout_features(outs))
         return logits, caches, out_cache, outs
 
-    def predict_proba(self, x, batch_size=1024):
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities on the mean path (no sampling), in batches."""
         self.check_input(x)
         probs = []
@@ -114,10 +122,10 @@ class Network:
         return np.concatenate(probs)
 
     # -------------------------------------------------------------- state
-    def state_dict(self, prefix=""):
+    def state_dict(self, prefix: str = "") -> dict[str, np.ndarray]:
         return {f"{prefix}{ln}.{k}": v for ln, layer in self.named_layers() for k, v in layer.params.items()}
 
-    def load_state_dict(self, state, prefix=""):
+    def load_state_dict(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
         for ln, layer in self.named_layers():
             for k, v in layer.params.items():
                 key = f"{prefix}{ln}.{k}"

@@ -12,17 +12,18 @@ latent units, C classes.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 COSINE_EPS = 1e-8  # added to squared norms: a zero vector gives cos = 0, never NaN
 
 
 # ----------------------------------------------------------------------------- matrix product
-def matmul(a, b):
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` through the BLAS that NumPy links (both backends use it: no kernel beats BLAS here)."""
     return a @ b
 
 
-def matmul_into(a, b, out):
+def matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[...] = a @ b`` through BLAS, into an array the caller keeps (no new allocation).
 
     The training steps use it for the products whose results live in buffers that are
@@ -33,7 +34,7 @@ def matmul_into(a, b, out):
 
 
 # ----------------------------------------------------------------------------- the VAE layer's latent
-def bound_log_var(r, bound):
+def bound_log_var(r: np.ndarray, bound: float | None) -> np.ndarray:
     r"""Smoothly bound the raw log-variance: :math:`\log\sigma^2 = c\tanh(r / c)`.
 
     With ``bound`` = c = 6 the variance lies in (e^-6, e^6): the sampler can never
@@ -45,7 +46,7 @@ def bound_log_var(r, bound):
     return bound * np.tanh(r / bound)
 
 
-def bound_log_var_backward(d_log_var, log_var, bound):
+def bound_log_var_backward(d_log_var: np.ndarray, log_var: np.ndarray, bound: float | None) -> np.ndarray:
     r""":math:`\partial\log\sigma^2/\partial r = 1 - \tanh^2(r/c) = 1 - (\log\sigma^2/c)^2`."""
     if not bound:
         return d_log_var
@@ -53,7 +54,7 @@ def bound_log_var_backward(d_log_var, log_var, bound):
     return d_log_var * (1 - t * t)
 
 
-def reparameterize(mu, log_var, eps):
+def reparameterize(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     r"""The sample :math:`z = \mu + \sigma\odot\epsilon` with :math:`\sigma = e^{\frac12\log\sigma^2}`.
 
     Parameters
@@ -71,7 +72,7 @@ def reparameterize(mu, log_var, eps):
     return std, z
 
 
-def reparameterize_backward(d_z, eps, std):
+def reparameterize_backward(d_z: np.ndarray, eps: np.ndarray | None, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Gradients of :math:`\langle d_z, z\rangle` with the noise held fixed.
 
     .. math:: \frac{\partial}{\partial\mu} = d_z,\qquad
@@ -89,7 +90,8 @@ def reparameterize_backward(d_z, eps, std):
     return d_z, 0.5 * d_z * eps * std
 
 
-def kl_diag_gaussian(mu, log_var, var=None):
+def kl_diag_gaussian(mu: np.ndarray, log_var: np.ndarray, var: np.ndarray | None = None) -> tuple[float,
+                     tuple[np.ndarray, np.ndarray]]:
     r"""KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over K, mean over N, and its gradients.
 
     .. math::
@@ -118,7 +120,8 @@ def kl_diag_gaussian(mu, log_var, var=None):
     return value, (mu / n, (var - 1) * (0.5 / n))
 
 
-def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+def latent_backward(d_z: np.ndarray, eps: np.ndarray | None, std: np.ndarray, kl_grads: tuple[np.ndarray, np.ndarray],
+                    kl_weight: float, log_var: np.ndarray, bound: float | None) -> tuple[np.ndarray, np.ndarray]:
     r"""Gradient reaching the encoder's mean and *raw* log-variance heads.
 
     Adds the sample path (:func:`reparameterize_backward`) and ``kl_weight`` times
@@ -137,7 +140,7 @@ def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
 
 
 # ----------------------------------------------------------------------------- reconstruction loss
-def mse_value_and_grad(pred, target):
+def mse_value_and_grad(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     r"""Mean squared error over all elements and its gradient with respect to ``pred``, from one difference.
 
     .. math:: L = \frac{1}{N D} \sum_{n,d} (\hat x_{nd} - x_{nd})^2,\qquad
@@ -162,7 +165,8 @@ def mse_value_and_grad(pred, target):
 
 
 # ----------------------------------------------------------------------------- cosine embedding losses
-def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
+def cosine_embedding(a: np.ndarray, b: np.ndarray, target: np.ndarray, margin: float = 0.0,
+                     eps: float = COSINE_EPS) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     r"""Cosine embedding loss over N pairs (a_n, b_n), mean over the pairs, and its gradients.
 
     .. math::
@@ -194,7 +198,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
     return float(np.mean(losses)), (d_a, d_b)
 
 
-def cosine_pair_weights(positive, balanced, dtype):
+def cosine_pair_weights(positive: np.ndarray, balanced: bool, dtype: DTypeLike) -> np.ndarray:
     """Weight of each pair in the all-pairs loss (see :func:`cosine_embedding_matrix`)."""
     if not balanced:
         return np.full(positive.shape, 1.0 / positive.size, dtype=dtype)
@@ -206,7 +210,9 @@ def cosine_pair_weights(positive, balanced, dtype):
     return np.where(positive, w_pos, w_neg).astype(dtype)
 
 
-def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True):
+def cosine_embedding_matrix(a: np.ndarray, b: np.ndarray, targets: np.ndarray, margin: float = 0.0,
+                            eps: float = COSINE_EPS, balanced: bool = True) -> tuple[float,
+                            tuple[np.ndarray, np.ndarray]]:
     r"""Cosine embedding loss over every pair (a_i, b_j), and its gradients.
 
     ``targets[i, j]`` is +1 where examples i and j share a label, -1 elsewhere. With
@@ -217,7 +223,8 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
         \frac{\partial\cos_{ij}}{\partial a_i} = \frac{b_j}{\|a_i\|\|b_j\|} - \cos_{ij}\frac{a_i}{\|a_i\|^2}
 
     (norms with :math:`\epsilon` added to their squares), so with :math:`g_{ij} = \partial L/\partial\cos_{ij}`
-    the gradients are two matrix products: :math:`d_a = (g / (\|a\|\|b\|^T))\, b - \mathrm{diag}((g\odot\cos)\mathbf{1} / \|a\|^2)\, a`.
+    the gradients are two matrix products:
+    :math:`d_a = (g / (\|a\|\|b\|^T))\, b - \mathrm{diag}((g\odot\cos)\mathbf{1} / \|a\|^2)\, a`.
 
     Returns
     -------
@@ -239,20 +246,20 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
 
 
 # ----------------------------------------------------------------------------- softmax cross-entropy
-def log_softmax(logits):
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log softmax through log-sum-exp, shifted by the row maximum (never overflows)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def softmax(logits):
+def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, shifted by the row maximum so that exp never overflows."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, tuple[np.ndarray]]:
     r"""Softmax cross-entropy with integer labels, mean over the batch, and its gradient.
 
     .. math:: L = -\frac1N\sum_n \log \mathrm{softmax}(s_n)_{y_n},\qquad
@@ -272,7 +279,8 @@ def softmax_cross_entropy(logits, labels):
 
 
 # ----------------------------------------------------------------------------- Adam
-def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
+def adam_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, beta1: float, beta2: float,
+                step_size: float, eps_hat: float) -> None:
     r"""One in-place Adam update of w, m and v.
 
     ``step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t)`` and

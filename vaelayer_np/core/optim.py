@@ -21,7 +21,7 @@ from .ops import adam_update
 
 
 class Optimizer:
-    def __init__(self, params, lr, weight_decay=0.0):
+    def __init__(self, params: dict[str, np.ndarray], lr: float, weight_decay: float = 0.0) -> None:
         if not isinstance(params, dict):
             raise ValueError(f"params: expected a dict name -> ndarray, got {type(params).__name__}")
         self.params = params
@@ -42,24 +42,25 @@ class Optimizer:
             return g + self.weight_decay * self.params[name]
         return g
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
 
 class SGD(Optimizer):
     r"""SGD with (heavy-ball) momentum: ``v = momentum * v + g``;  ``w -= lr * v``."""
 
-    def __init__(self, params, lr=0.01, momentum=0.9, weight_decay=0.0):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 0.01, momentum: float = 0.9,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, lr, weight_decay)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
-    def step(self, grads):
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         self._check(grads)
         self.t += 1
         for name, w in self.params.items():
@@ -69,12 +70,12 @@ class SGD(Optimizer):
             v += g
             w -= self.lr * v
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         out = {"t": np.array(self.t)}
         out.update({f"velocity.{k}": v for k, v in self.velocity.items()})
         return out
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.t = int(state["t"])
         for k in self.velocity:
             self.velocity[k][...] = state[f"velocity.{k}"]
@@ -89,7 +90,8 @@ class Adam(Optimizer):
         w \leftarrow w - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
     """
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, backend=None):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0, backend: str | None = None) -> None:
         super().__init__(params, lr, weight_decay)
         if backend is not None:
             warnings.warn("backend: Adam is the NumPy reference; the one-pass compiled update is "
@@ -101,7 +103,7 @@ class Adam(Optimizer):
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
 
-    def step_sizes(self):
+    def step_sizes(self) -> tuple[float, float]:
         """The bias corrections folded into one step size and one epsilon (same update, fewer array passes):
         ``w -= step_size * m / (sqrt(v) + eps_hat)`` with ``step_size = lr sqrt(1 - beta2^t) / (1 - beta1^t)``
         and ``eps_hat = eps sqrt(1 - beta2^t)``."""
@@ -109,7 +111,7 @@ class Adam(Optimizer):
         eps_hat = self.eps * np.sqrt(1 - self.beta2 ** self.t)
         return step_size, eps_hat
 
-    def step(self, grads):
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         self._check(grads)
         self.t += 1
         step_size, eps_hat = self.step_sizes()
@@ -117,13 +119,13 @@ class Adam(Optimizer):
             g = self._grad_with_decay(name, grads[name])
             adam_update(w, g, self.m[name], self.v[name], self.beta1, self.beta2, step_size, eps_hat)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         out = {"t": np.array(self.t)}
         out.update({f"m.{k}": v for k, v in self.m.items()})
         out.update({f"v.{k}": v for k, v in self.v.items()})
         return out
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.t = int(state["t"])
         for k in self.m:
             self.m[k][...] = state[f"m.{k}"]

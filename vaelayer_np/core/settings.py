@@ -7,9 +7,11 @@ line) read their defaults here, so a layer or a step built with defaults is the 
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .activations import ACTIVATIONS
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     # the VAE layer
     "activation": "relu",        # VAE layer output act(mu) or act(z); also the encoder's hidden activation
     "beta": 1e-3,                # weight of each layer's KL term
