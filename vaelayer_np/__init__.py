@@ -75,6 +75,7 @@ MODULE_MAP = (
     )),
     ("course", (
         ("course.checks", "the checkers' shared machinery (PASS/FAIL with a diagnosis)"),
+        ("course.answer_keys", "what gives each exercise's answer away (the answer-leak test reads it)"),
     )),
 )
 
