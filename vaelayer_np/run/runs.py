@@ -293,11 +293,9 @@ def check_model_memory(config, n_features, n_classes, name=None):
     """Refuse a model larger than the memory available, naming the sizes that make it so."""
     nbytes = training_memory(config, n_features, n_classes)
     widths = ",".join(str(w) for w in config.resolved_widths())
-    if name is None:  # the setting that makes most of the size
-        import dataclasses
-
-        linear = model_parameter_count(dataclasses.replace(config, encoder_hidden=0), n_features, n_classes)
-        name = "encoder_hidden" if 2 * linear < model_parameter_count(config, n_features, n_classes) else "widths"
+    if name is None:  # the setting that makes the model large: an encoder wider than every layer, or the widths
+        widest = max(max(config.resolved_widths()), int(n_features))
+        name = "encoder_hidden" if config.encoder_hidden > widest else "widths"
     return check_memory(name, nbytes, f"the model of widths {widths}, encoder_hidden {config.encoder_hidden} on "
                                       f"{n_features} features ({model_parameter_count(config, n_features, n_classes)} "
                                       "parameters per network, with gradients and optimiser moments)")

@@ -250,7 +250,7 @@ def _parse_csv(path, target, reader):
     elif target in header:
         t = header.index(target)
     else:
-        raise CorruptFileError(f'{path}: no column "{target}" (the target); the columns are: ' + ", ".join(header))
+        raise CorruptFileError(f'{path}: no column "{target}" (the target); the columns are: ' + ", ".join(_shorten(h, 40) for h in header))
     features = [h for i, h in enumerate(header) if i != t]
     feature_columns = [i for i in range(len(header)) if i != t]
     columns = _Columns(path, len(features))
@@ -261,10 +261,12 @@ def _parse_csv(path, target, reader):
             continue
         r += 1
         if len(row) != len(header):
-            raise CorruptFileError(f"{path}: row {r} has {len(row)} cells, the header has {len(header)} columns")
+            spans = any("\n" in c or "\r" in c for c in row)
+            raise CorruptFileError(f"{path}: row {r} has {len(row)} cells, the header has {len(header)} columns"
+                                   + (" (a cell spans several lines: a quote left open?)" if spans else ""))
         label = row[t].strip()
         if not label:
-            raise CorruptFileError(f'{path}: column "{header[t]}" row {r}: empty label (missing value)')
+            raise CorruptFileError(f'{path}: column "{_shorten(header[t])}" row {r}: empty label (missing value)')
         code = texts.get(label)
         if code is None:
             code = texts[label] = len(texts)
@@ -273,17 +275,17 @@ def _parse_csv(path, target, reader):
         for i in feature_columns:
             cell = row[i].strip()
             if not cell:
-                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: empty cell (missing value); fill it '
+                raise CorruptFileError(f'{path}: column "{_shorten(header[i])}" row {r}: empty cell (missing value); fill it '
                                        "in or drop the row")
             try:
                 v = float(cell)
             except ValueError:
-                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: "{_shorten(cell)}" is not a '
+                raise CorruptFileError(f'{path}: column "{_shorten(header[i])}" row {r}: "{_shorten(cell)}" is not a '
                                        "number") from None
             if not math.isfinite(v):
                 what = "is beyond the float64 range (about 1.8e308)" if _is_finite_text(cell) else \
                     "is not a finite number (missing values are not supported)"
-                raise CorruptFileError(f'{path}: column "{header[i]}" row {r}: "{_shorten(cell)}" {what}')
+                raise CorruptFileError(f'{path}: column "{_shorten(header[i])}" row {r}: "{_shorten(cell)}" {what}')
             values.append(v)
         columns.add(values)
     if r == 0:
@@ -299,7 +301,8 @@ def _is_finite_text(cell):
 
 
 def _shorten(text, limit=60):
-    text = str(text)
+    """Text for a one-line message: line breaks and tabs written as \\n, \\r, \\t; at most ``limit`` characters."""
+    text = str(text).replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -591,7 +594,7 @@ def check_standardized(z, where, column_names, raw=None):
         return z
     r, c = (int(v) for v in np.argwhere(bad)[0])
     value = f" (the value {raw[r, c]:.6g})" if raw is not None else ""
-    raise CorruptFileError(f'{where}: column "{column_names[c]}" row {r + 1}{value} lies {abs(z[r, c]):.3g} training '
+    raise CorruptFileError(f'{where}: column "{_shorten(column_names[c])}" row {r + 1}{value} lies {abs(z[r, c]):.3g} training '
                            f"standard deviations from the training mean, more than the {MAX_STANDARD_SCORE:g} the "
                            f"network can take ({_count(int(bad.sum()), 'such value')}); check the units of that "
                            "column")
