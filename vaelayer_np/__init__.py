@@ -76,6 +76,7 @@ MODULE_MAP = (
     ("course", (
         ("course.checks", "the checkers' shared machinery (PASS/FAIL with a diagnosis)"),
         ("course.answer_keys", "what gives each exercise's answer away (the answer-leak test reads it)"),
+        ("course.capstone", "the capstone's checkers: a student's own VAE layers, IFFCL step and training loop"),
     )),
 )
 
@@ -106,10 +107,13 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = f"{__name__}.{MOVED[spec.name[len(__name__) + 1:]]}"
         warnings.warn(f"{spec.name} moved to {new}; the old name will be removed in a later release",
                       DeprecationWarning, stacklevel=2)
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        self._own_spec = module.__spec__
+        return module
 
     def exec_module(self, module):
-        pass
+        # the import system has just set the module's __spec__ to the old name's: give it back its own
+        module.__spec__ = self._own_spec
 
 
 if not any(isinstance(f, _MovedModules) for f in sys.meta_path):

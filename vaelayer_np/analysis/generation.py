@@ -38,7 +38,9 @@ def _check_layer_index(net, k):
     return int(k)
 
 
-def _to_output_space(net, h):
+def to_input_space(net, h):
+    """The first layer's decoder output as input values: ``sigmoid`` of its logits when it
+    reconstructs with ``recon="bce"``, else the output itself."""
     return sigmoid(h) if net.vae_layers[0].recon == "bce" else h
 
 
@@ -70,7 +72,7 @@ def decode_to_input(net, k, z):
     h = z.astype(net.dtype)
     for j in range(k, -1, -1):
         h = net.vae_layers[j].decode(h)
-    return _to_output_space(net, h)
+    return to_input_space(net, h)
 
 
 def reconstruct(net, x):

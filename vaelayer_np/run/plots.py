@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.generation import decode_to_input, sample_images, to_input_space
+
 
 def _plt():
     import matplotlib
@@ -113,22 +115,6 @@ def _to_image(flat, image_shape):
     return np.clip(img, 0, 1)
 
 
-def _decode_to_pixels(net, k, z):
-    """Decode a latent of layer k down to pixels through the decoders of layers k, k-1, ..., 0.
-
-    A decoder of layer j maps its latent z_j back to its input, which is act(z_{j-1});
-    that reconstruction is fed to the decoder of layer j-1 as if it were z_{j-1}
-    (exact for the identity activation, an approximation otherwise).
-    """
-    h = z
-    for j in range(k, -1, -1):
-        h = net.vae_layers[j].decode(h.astype(net.dtype))
-    if net.vae_layers[0].recon == "bce":
-        from ..core.activations import sigmoid
-        h = sigmoid(h)
-    return h
-
-
 def plot_reconstructions(net, x, image_shape, path, n_images=8):
     """Row 0: inputs; row k+1: the reconstruction made by VAE layer k, decoded to pixels."""
     plt = _plt()
@@ -152,27 +138,21 @@ def plot_reconstructions(net, x, image_shape, path, n_images=8):
 
 
 def _reconstruction_to_pixels(net, k, x_hat):
-    """Layer k's reconstruction of its own input, carried down to pixels."""
+    """Layer k's reconstruction of its own input, carried down to pixels (:mod:`vaelayer_np.analysis.generation`)."""
     if k > 0:
-        return _decode_to_pixels(net, k - 1, x_hat)
-    if net.vae_layers[0].recon == "bce":
-        from ..core.activations import sigmoid
-        return sigmoid(x_hat)
-    return x_hat
+        return decode_to_input(net, k - 1, x_hat)
+    return to_input_space(net, x_hat)
 
 
 def plot_samples(net, x, image_shape, path, n_images=8, seed=0):
-    """Row k: samples z ~ N(m_k, diag(s_k^2)) decoded to pixels, where m_k, s_k are the
-    mean and spread of layer k's encoded means on ``x`` (the aggregate posterior as a
-    diagonal Gaussian; with a small beta the N(0, I) prior is far from where the data lie)."""
+    """Row k: samples of layer k's aggregate posterior on ``x`` decoded to pixels
+    (:func:`vaelayer_np.analysis.generation.sample_images`; with a small beta the N(0, I) prior
+    is far from where the data lie)."""
     plt = _plt()
-    rng = np.random.default_rng(seed)
-    _, caches, _, _ = net.forward(x, sample=False)
-    fig, axes = plt.subplots(len(caches), n_images, figsize=(1.1 * n_images, 1.1 * len(caches)), squeeze=False)
-    for k, cache in enumerate(caches):
-        m, s = cache["mu"].mean(axis=0), cache["mu"].std(axis=0)
-        z = m + s * rng.standard_normal((n_images, m.shape[0]))
-        imgs = _decode_to_pixels(net, k, z)
+    n_layers = len(net.vae_layers)
+    fig, axes = plt.subplots(n_layers, n_images, figsize=(1.1 * n_images, 1.1 * n_layers), squeeze=False)
+    for k in range(n_layers):
+        imgs = sample_images(net, k, n_images, source="aggregate", x=x, rng=seed + k)
         for j in range(n_images):
             ax = axes[k, j]
             ax.imshow(_to_image(imgs[j], image_shape), cmap="gray", vmin=0, vmax=1)
