@@ -275,3 +275,10 @@ def test_large_loss_next_to_small_gradients_is_not_mistaken_for_kinks():
     x, g = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
     results = check_gradients("big", lambda: 1000 + float(np.sum(g * np.sin(x))), {"x": x}, {"x": g * np.cos(x)})
     assert results[0].passed and results[0].kinks == 0, results
+
+
+def test_the_report_states_the_tolerance_and_step_that_were_used():
+    rng = np.random.default_rng(0)
+    rows = check_layer(Dense(3, 2, rng=0), rng.standard_normal((4, 3)), rng, h=1e-4, tol=1e-6)
+    footer = format_table(rows).splitlines()[-1]
+    assert "tolerance 1e-06" in footer and "h=0.0001" in footer

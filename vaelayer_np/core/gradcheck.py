@@ -54,6 +54,8 @@ class GradResult:
     status: str  # "pass", "FAIL" or "unresolved" (see :func:`verdict`)
     kinks: int = 0
     resolution: float = 0.0  # the finite differences' own uncertainty, relative to the tensor's scale
+    tol: float = DEFAULT_TOL  # the tolerance this row was judged with
+    h: float = DEFAULT_STEP  # the finite-difference step used
 
     @property
     def passed(self) -> bool:
@@ -167,7 +169,8 @@ def check_gradients(name: str, f: Callable[[], float], tensors: dict[str, np.nda
         err = relative_error(numeric, ana)
         scale = max(np.abs(numeric).max(initial=0), np.abs(ana).max(initial=0), SCALE_FLOOR)
         resolution = float(10 * uncertainty.max(initial=0.0)) / scale
-        results.append(GradResult(name, key, tuple(x.shape), err, verdict(err, resolution, tol), kinks, resolution))
+        results.append(GradResult(name, key, tuple(x.shape), err, verdict(err, resolution, tol), kinks, resolution,
+                                  tol, h))
     return results
 
 
@@ -366,7 +369,9 @@ def format_table(results: list[GradResult]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     n_fail = sum(r.status == "FAIL" for r in results)
     n_unresolved = sum(r.status == "unresolved" for r in results)
+    tols = ", ".join(f"{t:g}" for t in sorted({r.tol for r in results})) or f"{DEFAULT_TOL:g}"
+    steps = ", ".join(f"{s:g}" for s in sorted({r.h for r in results})) or f"{DEFAULT_STEP:g}"
     lines.append(f"\n{len(results)} tensors checked, {n_fail} failed, {n_unresolved} unresolved (tolerance "
-                 f"{DEFAULT_TOL:g}, or within a resolution <= {RESOLUTION_LIMIT:g}; float64 central differences, "
-                 f"h={DEFAULT_STEP:g})")
+                 f"{tols}, or within a resolution <= {RESOLUTION_LIMIT:g}; float64 central differences, "
+                 f"h={steps})")
     return "\n".join(lines)
