@@ -124,9 +124,12 @@ def run_check(name, body, bound=""):
     """
     try:
         figure, passed, message = body()
-    except NotImplementedError:
-        return CheckResult(name, False, bound=bound, message="not implemented yet (the function still raises "
-                                                             "NotImplementedError)")
+    except NotImplementedError as exc:
+        frame = student_frame(exc.__traceback__)
+        which = f"`{frame.name}`" if frame is not None and frame.name not in ("<module>", "<lambda>") \
+            else "the function"
+        return CheckResult(name, False, bound=bound, message=f"not implemented yet ({which} still raises "
+                                                             f"NotImplementedError)")
     except Diagnosis as exc:
         return CheckResult(name, False, float(exc.figure), bound, exc.message)
     except Exception as exc:  # noqa: BLE001 - a checker reports, it does not crash the lesson
