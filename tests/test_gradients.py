@@ -6,10 +6,9 @@ from hypothesis import strategies as st
 
 from vaelayer_np.core import losses
 from vaelayer_np.core.activations import ACTIVATIONS
-from vaelayer_np.fast.backend import get_ops
-from vaelayer_np.core.gradcheck import (DEFAULT_STEP, DEFAULT_TOL, RESOLUTION_LIMIT, check_gradients, check_layer, check_loss,
-                                   check_network, format_table, generic_point, numerical_gradient, relative_error,
-                                   run_all, verdict)
+from vaelayer_np.core.gradcheck import (DEFAULT_STEP, DEFAULT_TOL, RESOLUTION_LIMIT, check_gradients, check_layer,
+                                        check_loss, check_network, format_table, generic_point, numerical_gradient,
+                                        relative_error, run_all, verdict)
 from vaelayer_np.core.layers import Activation, Dense, OutputLayer, VAELayer
 
 dims = st.integers(1, 6)
@@ -282,3 +281,31 @@ def test_the_report_states_the_tolerance_and_step_that_were_used():
     rows = check_layer(Dense(3, 2, rng=0), rng.standard_normal((4, 3)), rng, h=1e-4, tol=1e-6)
     footer = format_table(rows).splitlines()[-1]
     assert "tolerance 1e-06" in footer and "h=0.0001" in footer
+
+
+def test_the_local_step_check_catches_a_wrong_head_gradient(monkeypatch):
+    """The IFFCL local-loss check FAILs when a head sends twice its gradient into its layer, and names the layer."""
+    from vaelayer_np.core import iffcl
+    from vaelayer_np.core.gradcheck import check_local_step
+
+    def problem():
+        rng = np.random.default_rng(3)
+        layers = [generic_point(VAELayer(5, 4, activation="tanh", beta=0.5, encoder_hidden=3, log_var_bias_init=-1.0,
+                                         rng=rng), rng) for _ in range(2)]
+        heads = tuple(generic_point(OutputLayer(4, 3, rng=rng), rng) for _ in range(2))
+        labels = rng.integers(0, 3, 6), rng.integers(0, 3, 6)
+        return dict(layer_a=layers[0], layer_b=layers[1], x_a=rng.standard_normal((6, 5)),
+                    x_b=rng.standard_normal((6, 5)), labels_a=labels[0], labels_b=labels[1], heads=heads,
+                    contrast="batch", lam=0.5, head_weight=0.9)
+
+    assert all(r.passed for r in check_local_step(**problem()))
+    right = iffcl.ReadablePath.head_backward
+
+    def doubled(self, layer, d_logits, cache):
+        dx, grads = right(self, layer, d_logits, cache)
+        return 2 * dx, grads
+
+    monkeypatch.setattr(iffcl.ReadablePath, "head_backward", doubled)
+    rows = {r.tensor: r for r in check_local_step(**problem())}
+    assert rows["A.W_mu"].status == "FAIL" and rows["B.W_mu"].status == "FAIL"
+    assert rows["A.head.W"].passed and rows["A.W_dec"].passed  # the head itself and the decoder are right

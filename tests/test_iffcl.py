@@ -9,7 +9,6 @@ from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import load_dataset
 from vaelayer_np.core.iffcl import _local_step, make_pairs
 from vaelayer_np.fast.training import training_path
-from vaelayer_np.core.optim import Adam
 from vaelayer_np.run.runs import train_run
 from vaelayer_np.run.trainer import Trainer
 
@@ -32,22 +31,41 @@ def params_of(layer):
     return {k: v.copy() for k, v in layer.params.items()}
 
 
-@pytest.mark.parametrize("contrast", ["pairs", "batch"])
-def test_changing_layers_above_changes_nothing_below(digits, contrast):
-    """Perturb layer 2 and the output layers of both twins: layers 0 and 1 get the same update."""
+@pytest.mark.parametrize("contrast,head_weight,cosine_on", [("pairs", 0.0, "latent"), ("batch", 0.0, "latent"),
+                                                            ("batch", 1.0, "latent"), ("pairs", 0.5, "output")])
+def test_changing_layers_above_changes_nothing_below(digits, contrast, head_weight, cosine_on):
+    """Perturb layer 2, its local heads and the output layers of both twins: layers 0 and 1 (and their
+    heads) get the same update, bit for bit, whatever the settings."""
     x, y = batch(digits)
-    t1, t2 = small_trainer(contrast=contrast), small_trainer(contrast=contrast)
+    kw = dict(contrast=contrast, head_weight=head_weight, cosine_on=cosine_on)
+    t1, t2 = small_trainer(**kw), small_trainer(**kw)
     for net in t2.nets.values():
-        for layer in (net.vae_layers[2], net.output):
+        for layer in [net.vae_layers[2], net.output] + net.heads[2:]:
             for v in layer.params.values():
                 v += np.random.default_rng(5).standard_normal(v.shape).astype(v.dtype)
     t1.step(x, y)
     t2.step(x, y)
     for name in ("A", "B"):
         for k in (0, 1):
-            for key, v in t1.nets[name].vae_layers[k].params.items():
-                assert np.array_equal(v, t2.nets[name].vae_layers[k].params[key]), (name, k, key)
+            below = [t1.nets[name].vae_layers[k]] + t1.nets[name].heads[k:k + 1]
+            same = [t2.nets[name].vae_layers[k]] + t2.nets[name].heads[k:k + 1]
+            for layer_1, layer_2 in zip(below, same):
+                for key, v in layer_1.params.items():
+                    assert np.array_equal(v, layer_2.params[key]), (name, k, key)
         assert not np.array_equal(t1.nets[name].output.params["W"], t2.nets[name].output.params["W"])
+
+
+def test_a_local_head_changes_its_own_layer_only(digits):
+    """The head of layer 1 moves layer 1 (its gradient enters that layer's output) and nothing below it."""
+    x, y = batch(digits)
+    t1, t2 = small_trainer(head_weight=1.0), small_trainer(head_weight=1.0)
+    for net in t2.nets.values():
+        net.heads[1].params["W"] += 0.5
+    t1.step(x, y)
+    t2.step(x, y)
+    a1, a2 = t1.net_a, t2.net_a
+    assert all(np.array_equal(v, a2.vae_layers[0].params[k]) for k, v in a1.vae_layers[0].params.items())
+    assert not np.array_equal(a1.vae_layers[1].params["W_mu"], a2.vae_layers[1].params["W_mu"])
 
 
 def test_backprop_baseline_is_not_local(digits):
@@ -60,10 +78,11 @@ def test_backprop_baseline_is_not_local(digits):
     assert not np.array_equal(t1.net_a.vae_layers[0].params["W_mu"], t2.net_a.vae_layers[0].params["W_mu"])
 
 
-def test_each_layer_moves_only_by_its_own_local_loss(digits):
-    """Replay one IFFCL step by hand from vae_local_step alone and compare every VAE layer."""
+@pytest.mark.parametrize("head_weight", [0.0, 0.7])
+def test_each_layer_moves_only_by_its_own_local_loss(digits, head_weight):
+    """Replay one IFFCL step by hand from the local step alone and compare every VAE layer (and head)."""
     x, y = batch(digits)
-    trainer = small_trainer()
+    trainer = small_trainer(head_weight=head_weight)
     before = copy.deepcopy(trainer.nets)
     rng = np.random.default_rng()
     rng.bit_generator.state = copy.deepcopy(trainer.rng.bit_generator.state)
@@ -74,12 +93,18 @@ def test_each_layer_moves_only_by_its_own_local_loss(digits):
     path = training_path(c.backend)  # the trainer's kind of path, new: nothing shared with the trainer's
     for k, (la, lb) in enumerate(zip(before["A"].vae_layers, before["B"].vae_layers)):
         # _local_step: vae_local_step without the copies, so the fast path's Adam takes its one-pass update
+        heads = (before["A"].heads[k], before["B"].heads[k]) if head_weight else None
         step = _local_step(path, la, lb, h_a, h_b, target, rng, c.lam, c.margin, c.contrast, y, y[partner],
-                           c.cosine_on)
+                           c.cosine_on, heads, head_weight)
         for layer, grads, name in ((la, step.grads_a, "A"), (lb, step.grads_b, "B")):
             path.make_adam(layer, lr=c.lr).step(grads)
             for key, v in layer.params.items():
                 np.testing.assert_array_equal(v, trainer.nets[name].vae_layers[k].params[key])
+        if heads is not None:
+            for head, grads, name in ((heads[0], step.grads_head_a, "A"), (heads[1], step.grads_head_b, "B")):
+                path.make_adam(head, lr=c.output_lr).step(grads)
+                for key, v in head.params.items():
+                    np.testing.assert_array_equal(v, trainer.nets[name].heads[k].params[key])
         h_a, h_b = step.out_a, step.out_b
 
 

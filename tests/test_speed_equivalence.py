@@ -59,6 +59,19 @@ def test_fast_path_gives_the_readable_parameters_float64(settings):
         assert m_fast[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
 
 
+@pytest.mark.parametrize("method", ["iffcl", "backprop"])
+@pytest.mark.parametrize("cosine_on", ["latent", "output"])
+def test_fast_path_with_local_heads(method, cosine_on):
+    fast, readable, m_fast, m_readable = _run_both("float64", FastPath("numpy"), 6, method=method, head_weight=0.8,
+                                                   cosine_on=cosine_on)
+    assert readable.net_a.heads
+    for name in fast.nets:
+        for key, value in fast.nets[name].state_dict().items():
+            np.testing.assert_allclose(value, readable.nets[name].state_dict()[key], rtol=1e-12, atol=1e-12)
+    for key, value in m_readable.items():
+        assert m_fast[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
 @pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 0.0), ("adam", 1e-3)])
 def test_fast_path_with_sgd_and_weight_decay(optimizer, weight_decay):
     fast, readable, _, _ = _run_both("float64", FastPath("numpy"), 6, optimizer=optimizer, weight_decay=weight_decay)

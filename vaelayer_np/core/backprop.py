@@ -1,9 +1,11 @@
 r"""The baseline: the same network trained end-to-end with ordinary backpropagation.
 
 One network (no twin). The loss is the classification loss on top, plus, if
-``neg_elbo_weight`` > 0, that weight times the sum of every VAE layer's negative ELBO::
+``neg_elbo_weight`` > 0, that weight times the sum of every VAE layer's negative ELBO, plus, when
+the network has local classifier heads, ``head_weight`` times their losses (the same terms as
+IFFCL's local losses, here backpropagated through everything below them)::
 
-    L = CE(output(x), y) + neg_elbo_weight * sum_k neg_elbo_k
+    L = CE(output(x), y) + neg_elbo_weight * sum_k neg_elbo_k + head_weight * sum_k CE(head_k(out_k), y)
 
 Its gradient flows down through every layer's input gradient ``dx``: the layer
 above hands ``dout`` to the layer below. Compare :mod:`.iffcl`, where each layer
@@ -34,7 +36,7 @@ class BackpropResult:
 
 def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = None,
                    eps: Sequence[np.ndarray] | None = None, neg_elbo_weight: float = 0.0,
-                   need_dx: bool = False) -> BackpropResult:
+                   need_dx: bool = False, head_weight: float = 0.0) -> BackpropResult:
     r"""End-to-end loss and gradients of :class:`~vaelayer_np.core.network.Network` ``net``.
 
     Parameters
@@ -44,6 +46,7 @@ def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = N
     rng, eps : the reparameterisation noise (a generator or seed, or the noise itself)
     neg_elbo_weight : float >= 0, weight of the layers' negative ELBOs in the loss
     need_dx : bool, also return the gradient with respect to x (the gradient check uses it)
+    head_weight : float >= 0, weight of the local classifier heads' losses (networks with heads)
 
     Returns
     -------
@@ -60,7 +63,13 @@ def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = N
     if net.readout == "last":
         d_outs = [None] * (len(outs) - 1) + [d_features]
     else:
-        d_outs = np.split(d_features, np.cumsum(net.widths)[:-1], axis=1)
+        d_outs = list(np.split(d_features, np.cumsum(net.widths)[:-1], axis=1))
+    for i, head in enumerate(net.heads):  # each head's loss reaches its layer's output, then flows down
+        head_logits, head_cache = head.forward(outs[i])
+        head_loss, d_head_logits = head.loss(head_logits, labels)
+        loss += head_weight * head_loss
+        d_from_head, grads[f"head{i}"] = head.backward(head_weight * d_head_logits, head_cache)
+        d_outs[i] = d_from_head if d_outs[i] is None else d_outs[i] + d_from_head
     d_h = None  # gradient arriving from the layer above
     for i in reversed(range(len(net.vae_layers))):
         parts = [g for g in (d_h, d_outs[i]) if g is not None]
@@ -71,14 +80,14 @@ def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = N
 
 
 def train_step(net: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: RngLike,
-               neg_elbo_weight: float = 0.0) -> dict[str, float]:
+               neg_elbo_weight: float = 0.0, head_weight: float = 0.0) -> dict[str, float]:
     """One backpropagation step on a mini-batch: forward, end-to-end backward, every layer updated.
 
-    ``optimizers`` maps "A.vae0", ..., "A.output" to the layers' optimisers.
+    ``optimizers`` maps "A.vae0", ..., "A.output" (and "A.head0", ... with heads) to the layers' optimisers.
     Returns the step's metrics (floats): ``output_loss`` (the whole loss L), each layer's
     ``recon``, ``kl`` and ``loss`` (its negative ELBO) from this same pass, and ``batch_acc``.
     """
-    result = loss_and_grads(net, x, y, rng=rng, neg_elbo_weight=neg_elbo_weight)
+    result = loss_and_grads(net, x, y, rng=rng, neg_elbo_weight=neg_elbo_weight, head_weight=head_weight)
     for layer_name, g in result.grads.items():
         optimizers[f"A.{layer_name}"].step(g)
     metrics = {"output_loss": result.loss}

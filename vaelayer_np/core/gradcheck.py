@@ -312,6 +312,7 @@ def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) ->
                           rng=rng)
     results += check_loss("bce_one_hot", losses.bce_one_hot, {"logits": x_((n, c))}, (labels,), rng=rng)
     results += _check_networks(rng, h, tol)
+    results += _check_local_steps(rng, h, tol)
     return results
 
 
@@ -334,22 +335,83 @@ def _check_networks(rng, h, tol):
         for weight in (0.0, 0.7):
             name = f"Network[backprop,encoder_hidden={hidden},neg_elbo_weight={weight}]"
             results += check_network(net, x, labels, eps, weight, name, h, tol)
+    # with a local classifier head on every VAE layer, their losses added (readout of all layers)
+    net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3, log_var_bias_init=0.0,
+                  encoder_hidden=3, readout="all", pass_on="sample", activation="tanh", local_heads=True)
+    for _, layer in net.named_layers():
+        generic_point(layer, rng)
+    x, labels = rng.standard_normal((n, d)), rng.integers(0, c, n)
+    eps = [rng.standard_normal((n, w)) for w in (5, 4)]
+    results += check_network(net, x, labels, eps, 0.7, "Network[backprop,local heads]", h, tol, head_weight=0.8)
+    return results
+
+
+def check_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, labels_a: np.ndarray,
+                     labels_b: np.ndarray, target: np.ndarray | None = None, heads: Any = None, lam: float = 1.0,
+                     margin: float = 0.0, contrast: str = "pairs", cosine_on: str = "latent", head_weight: float = 0.0,
+                     seed: int = 0, name: str = "IFFCL local step", h: float = DEFAULT_STEP,
+                     tol: float = DEFAULT_TOL) -> list[GradResult]:
+    r"""Check the gradients of IFFCL's local loss :math:`L_k` of one twin pair (and its local heads).
+
+    The scalar is the step's own ``terms["loss"]`` (:func:`vaelayer_np.core.iffcl.vae_local_step`):
+    both twins' negative ELBOs, ``lam`` times the cosine term and ``head_weight`` times the heads'
+    losses, with the noise held fixed (drawn from a generator seeded with ``seed`` at every call).
+    Every parameter of both twins and of both heads is checked against the step's gradients.
+    """
+    from .iffcl import vae_local_step
+
+    def step():
+        return vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(seed), lam=lam, margin=margin,
+                              contrast=contrast, labels_a=labels_a, labels_b=labels_b, cosine_on=cosine_on,
+                              heads=heads, head_weight=head_weight)
+
+    result = step()
+    tensors = {f"A.{k}": v for k, v in layer_a.params.items()} | {f"B.{k}": v for k, v in layer_b.params.items()}
+    analytic = {f"A.{k}": g for k, g in result.grads_a.items()} | {f"B.{k}": g for k, g in result.grads_b.items()}
+    if heads is not None:
+        for twin, head, grads in (("A", heads[0], result.grads_head_a), ("B", heads[1], result.grads_head_b)):
+            tensors |= {f"{twin}.head.{k}": v for k, v in head.params.items()}
+            analytic |= {f"{twin}.head.{k}": g for k, g in grads.items()}
+    return check_gradients(name, lambda: step().terms["loss"], tensors, analytic, h, tol)
+
+
+def _check_local_steps(rng, h, tol):
+    """IFFCL's local loss of a twin pair: the cosine term on z or on the outputs, with and without heads."""
+    from .layers import OutputLayer, VAELayer
+
+    n, d, k, c = 5, 6, 4, 3
+    results = []
+    for cosine_on, contrast, with_heads in (("latent", "batch", True), ("output", "pairs", False),
+                                            ("latent", "pairs", True)):
+        layer_a, layer_b = (generic_point(VAELayer(d, k, activation="tanh", beta=0.5, encoder_hidden=3,
+                                                   log_var_bias_init=-1.0, rng=rng), rng) for _ in range(2))
+        heads = tuple(generic_point(OutputLayer(k, c, rng=rng), rng) for _ in range(2)) if with_heads else None
+        labels_a, labels_b = rng.integers(0, c, n), rng.integers(0, c, n)
+        labels_a[:2], labels_b[:2] = (0, 1), (0, 2)  # a positive and a negative pair at least
+        target = np.where(labels_a == labels_b, 1.0, -1.0)
+        results += check_local_step(layer_a, layer_b, rng.standard_normal((n, d)), rng.standard_normal((n, d)),
+                                    labels_a, labels_b, target, heads, lam=0.7, margin=-0.4, contrast=contrast,
+                                    cosine_on=cosine_on, head_weight=0.6 if with_heads else 0.0,
+                                    seed=int(rng.integers(1 << 31)),
+                                    name=f"IFFCL[{cosine_on},{contrast},heads={with_heads}]", h=h, tol=tol)
     return results
 
 
 def check_network(net: Any, x: np.ndarray, labels: np.ndarray, eps: Sequence[np.ndarray], neg_elbo_weight: float = 0.0,
-                  name: str = "Network", h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) -> list[GradResult]:
+                  name: str = "Network", h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL,
+                  head_weight: float = 0.0) -> list[GradResult]:
     """Check the backpropagation baseline's gradients: every parameter of every layer, and the input.
 
     The scalar is the network's end-to-end loss (:func:`vaelayer_np.core.backprop.loss_and_grads`)
-    with the noise ``eps`` held fixed.
+    with the noise ``eps`` held fixed (with the local heads' losses if the network has heads).
     """
     from .backprop import loss_and_grads
 
     def f():
-        return loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight).loss
+        return loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight, head_weight=head_weight).loss
 
-    result = loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight, need_dx=True)
+    result = loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight, need_dx=True,
+                            head_weight=head_weight)
     grads, dx = result.grads, result.dx
     tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
     tensors["x"] = x

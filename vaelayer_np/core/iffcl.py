@@ -8,6 +8,7 @@ The algorithm, one mini-batch (x, y)::
         # h_A and h_B are constants here: nothing flows back into layer k-1
         z_A, z_B  = the two layers' latents
         loss_k    = negELBO_A + negELBO_B + lambda * cosine_embedding(z_A, z_B, target)
+                    (+ head_weight * (CE(head_A(out_A), y) + CE(head_B(out_B), y_B)), with local heads)
         update layer_A and layer_B from d loss_k / d (their own parameters)
         h_A, h_B  = the layers' outputs               # act(mu) or act(z): passed on as data
     output layers: classification loss on each twin, each updated from its own loss
@@ -78,7 +79,9 @@ class LocalStep:
 
     ``terms`` are on one scale, the twins' sum: ``recon`` = recon_A + recon_B,
     ``kl`` = KL_A + KL_B (not multiplied by beta), ``cos`` the shared cosine term, and
-    ``loss`` = recon + beta * kl + lam * cos, exactly the local loss L_k that was minimised.
+    ``loss`` = recon + beta * kl + lam * cos (+ head_weight * head), exactly the local loss L_k
+    that was minimised; with local heads ``head`` = CE_A + CE_B of the layer's classifier heads,
+    whose gradients are ``grads_head_a`` and ``grads_head_b``.
     """
 
     out_a: np.ndarray
@@ -86,6 +89,8 @@ class LocalStep:
     grads_a: dict
     grads_b: dict
     terms: dict
+    grads_head_a: dict | None = None
+    grads_head_b: dict | None = None
 
 
 def cosine_targets(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
@@ -134,6 +139,11 @@ class ReadablePath:
     def output_backward(self, layer: Any, d_logits: np.ndarray, cache: Any) -> dict[str, np.ndarray]:
         return layer.backward(d_logits, cache, need_dx=False)[1]
 
+    def head_backward(self, layer: Any, d_logits: np.ndarray, cache: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        # a local head sends its gradient into its own VAE layer's output (never further down)
+        dx, grads = layer.backward(d_logits, cache, need_dx=True)
+        return dx, grads
+
     def cosine_term(self, z_a: np.ndarray, z_b: np.ndarray, target: Any, labels_a: Any, labels_b: Any,
                     contrast: str, margin: float) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         return cosine_term(z_a, z_b, target, labels_a, labels_b, contrast, margin)
@@ -149,10 +159,11 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
                    lam: float = DEFAULTS["lam"], margin: float = DEFAULTS["margin"],
                    contrast: str = DEFAULTS["contrast"], labels_a: np.ndarray | None = None,
                    labels_b: np.ndarray | None = None, cosine_on: str = DEFAULTS["cosine_on"],
-                   path: Any = None) -> LocalStep:
+                   path: Any = None, heads: Any = None, head_weight: float = DEFAULTS["head_weight"]) -> LocalStep:
     r"""One IFFCL step of a pair of twin VAE layers: gradients of their shared local loss.
 
     .. math:: L_k = \mathrm{negELBO}_A + \mathrm{negELBO}_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
+              \;\big[+\, w_h\,(\mathrm{CE}(\mathrm{head}_A(o_A), y_A) + \mathrm{CE}(\mathrm{head}_B(o_B), y_B))\big]
 
     Parameters
     ----------
@@ -166,6 +177,10 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
     cosine_on : "latent" (z, the default) or "output" (the layer's output: act(mu) with
         pass_on="mean", act(z) with pass_on="sample")
     path : None (the layers' own forward and backward, :class:`ReadablePath`) or a fast path
+    heads : None, or the twins' local classifier heads ``(head_a, head_b)`` at depth k (softmax
+        :class:`~vaelayer_np.core.layers.OutputLayer` s reading the layers' outputs); they need
+        ``labels_a`` and ``labels_b``
+    head_weight : w_h, the heads' weight in the local loss
 
     Returns
     -------
@@ -177,37 +192,65 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
         check_targets_pm1("target", target, x_a.shape[0])
     if contrast == "batch" and (labels_a is None or labels_b is None):
         raise ValueError("labels_a, labels_b: contrast='batch' needs the labels of both twins' batches")
+    if heads is not None and (labels_a is None or labels_b is None):
+        raise ValueError("labels_a, labels_b: local heads need the labels of both twins' batches")
     for name, layer, x in (("x_a", layer_a, x_a), ("x_b", layer_b, x_b)):
         check_float_array(name, x, shape=(None, layer.in_dim), dtype=layer.dtype)
     step = _local_step(path or READABLE, layer_a, layer_b, x_a, x_b, target, _as_rng(rng), lam, margin, contrast,
-                       labels_a, labels_b, cosine_on)
+                       labels_a, labels_b, cosine_on, heads, head_weight)
+
+    def copied(grads):
+        return None if grads is None else {k: g.copy() for k, g in grads.items()}
+
     # a fast path reuses its buffers at the layers' next step: hand the caller copies
-    return LocalStep(step.out_a.copy(), step.out_b.copy(), {k: g.copy() for k, g in step.grads_a.items()},
-                     {k: g.copy() for k, g in step.grads_b.items()}, step.terms)
+    return LocalStep(step.out_a.copy(), step.out_b.copy(), copied(step.grads_a), copied(step.grads_b), step.terms,
+                     copied(step.grads_head_a), copied(step.grads_head_b))
 
 
-def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b, cosine_on):
+def _head_step(path, head, out, labels, head_weight):
+    """A local classifier head on a layer's output: its loss, the gradient it sends into that output,
+    and its own gradients (both scaled by ``head_weight``, its weight in the layer's local loss)."""
+    logits, cache = path.output_forward(head, out)
+    loss, d_logits = path.output_loss(head, logits, labels)
+    d_out, grads = path.head_backward(head, head_weight * d_logits, cache)
+    return loss, d_out, grads
+
+
+def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b, cosine_on,
+                heads=None, head_weight=0.0):
     """:func:`vae_local_step` on checked inputs."""
     out_a, cache_a = path.vae_forward(layer_a, x_a, rng)
     out_b, cache_b = path.vae_forward(layer_b, x_b, rng)
+    # Gradients reaching each layer's output `out` (dout) and its latent `z` (dz) from the terms of L_k
+    # that sit above the layer: the cosine term and the local heads. Nothing arrives from layer k+1.
+    dout_a = dout_b = dz_a = dz_b = None
     if cosine_on == "latent":
         cos_loss, (dz_a, dz_b) = path.cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b,
                                                   contrast, margin)
-        # dout=None: nothing arrives from above; and no dx: nothing is sent below.
-        grads_a = path.vae_backward(layer_a, None, cache_a, dz=lam * dz_a)
-        grads_b = path.vae_backward(layer_b, None, cache_b, dz=lam * dz_b)
+        dz_a, dz_b = lam * dz_a, lam * dz_b
     else:
-        cos_loss, (d_out_a, d_out_b) = path.cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin)
-        grads_a = path.vae_backward(layer_a, lam * d_out_a, cache_a)
-        grads_b = path.vae_backward(layer_b, lam * d_out_b, cache_b)
+        cos_loss, (d_cos_a, d_cos_b) = path.cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin)
+        dout_a, dout_b = lam * d_cos_a, lam * d_cos_b
+    head_loss, grads_head_a, grads_head_b = 0.0, None, None
+    if heads is not None:
+        loss_ha, d_head_a, grads_head_a = _head_step(path, heads[0], out_a, labels_a, head_weight)
+        loss_hb, d_head_b, grads_head_b = _head_step(path, heads[1], out_b, labels_b, head_weight)
+        head_loss = loss_ha + loss_hb
+        dout_a = d_head_a if dout_a is None else dout_a + d_head_a
+        dout_b = d_head_b if dout_b is None else dout_b + d_head_b
+    # no dx: nothing is sent below.
+    grads_a = path.vae_backward(layer_a, dout_a, cache_a, dz=dz_a)
+    grads_b = path.vae_backward(layer_b, dout_b, cache_b, dz=dz_b)
     terms_a, terms_b = path.vae_loss_terms(layer_a, cache_a), path.vae_loss_terms(layer_b, cache_b)
     terms = {
         "recon": terms_a["recon"] + terms_b["recon"],
         "kl": terms_a["kl"] + terms_b["kl"],
         "cos": cos_loss,
-        "loss": terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss,
+        "loss": terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss + head_weight * head_loss,
     }
-    return LocalStep(out_a, out_b, grads_a, grads_b, terms)
+    if heads is not None:
+        terms["head"] = head_loss
+    return LocalStep(out_a, out_b, grads_a, grads_b, terms, grads_head_a, grads_head_b)
 
 
 def output_local_step(output_layer: Any, features: np.ndarray, labels: np.ndarray,
@@ -225,7 +268,7 @@ def output_local_step(output_layer: Any, features: np.ndarray, labels: np.ndarra
 def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: Any,
                pairing: str = DEFAULTS["pairing"], lam: float = DEFAULTS["lam"], margin: float = DEFAULTS["margin"],
                contrast: str = DEFAULTS["contrast"], cosine_on: str = DEFAULTS["cosine_on"],
-               path: Any = None) -> dict[str, float]:
+               path: Any = None, head_weight: float = DEFAULTS["head_weight"]) -> dict[str, float]:
     """One IFFCL step on a mini-batch: every layer pair learns from its own local loss.
 
     Parameters
@@ -237,6 +280,8 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     pairing, lam, margin, contrast, cosine_on : the IFFCL settings (defaults: :mod:`.settings`)
     path : None (the layers' own forward and backward) or a fast path
         (:class:`vaelayer_np.fast.training.FastPath`): the same step, faster
+    head_weight : the weight of each layer's local classifier head in its local loss, when the
+        networks have heads (``Network(local_heads=True)``; their optimisers "A.head0", ...)
 
     Returns
     -------
@@ -252,10 +297,14 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     h_a, h_b, y_b = x, x[partner], y[partner]
     metrics, outs_a, outs_b = {}, [], []
     for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
+        heads = (net_a.heads[k], net_b.heads[k]) if net_a.heads else None
         step = _local_step(path, layer_a, layer_b, h_a, h_b, target, rng, lam, margin, contrast, y, y_b,
-                           cosine_on)
+                           cosine_on, heads, head_weight)
         optimizers[f"A.vae{k}"].step(step.grads_a)
         optimizers[f"B.vae{k}"].step(step.grads_b)
+        if heads is not None:
+            optimizers[f"A.head{k}"].step(step.grads_head_a)
+            optimizers[f"B.head{k}"].step(step.grads_head_b)
         for term, value in step.terms.items():
             metrics[f"layer{k}_{term}"] = value
         h_a, h_b = step.out_a, step.out_b  # data for layer k+1, computed before the update

@@ -40,6 +40,10 @@ class Network:
         the *first* VAE layer's reconstruction loss; deeper layers reconstruct the
         previous layer's output, which is not in [0, 1], and always use "mse"
     output_loss : str, "softmax" or "bce"
+    local_heads : bool
+        Give every VAE layer a classifier head of its own (a softmax layer on the layer's output,
+        ``heads[k]``), trained as part of that layer's local loss (see :mod:`.iffcl`). The heads are
+        made after every other layer, so the other layers' initialisation does not depend on them.
     dtype : float32 or float64
     backend : deprecated, ignored (the layers are the NumPy reference; the trainer chooses the fast path)
     """
@@ -49,7 +53,7 @@ class Network:
                  recon: str = DEFAULTS["recon"], log_var_bound: float | None = DEFAULTS["log_var_bound"],
                  log_var_bias_init: float = DEFAULTS["log_var_bias_init"], pass_on: str = DEFAULTS["pass_on"],
                  output_loss: str = DEFAULTS["output_loss"], encoder_hidden: int = DEFAULTS["encoder_hidden"],
-                 dtype: DTypeLike = np.float32, backend: str | None = None) -> None:
+                 dtype: DTypeLike = np.float32, backend: str | None = None, local_heads: bool = False) -> None:
         try:
             widths = tuple(int(w) for w in widths)
         except (TypeError, ValueError):
@@ -70,10 +74,12 @@ class Network:
         ]
         readout_dim = widths[-1] if readout == "last" else sum(widths)
         self.output = OutputLayer(readout_dim, n_classes, loss=output_loss, rng=rng, dtype=dtype)
+        self.heads = [OutputLayer(w, n_classes, rng=rng, dtype=dtype) for w in widths] if local_heads else []
 
     def named_layers(self) -> list[tuple[str, Any]]:
-        """[("vae0", layer), ("vae1", layer), ..., ("output", layer)]"""
-        return [(f"vae{i}", layer) for i, layer in enumerate(self.vae_layers)] + [("output", self.output)]
+        """[("vae0", layer), ..., ("output", layer), ("head0", layer), ...]: every layer with parameters."""
+        return ([(f"vae{i}", layer) for i, layer in enumerate(self.vae_layers)] + [("output", self.output)]
+                + [(f"head{i}", head) for i, head in enumerate(self.heads)])
 
     def readout_features(self, outs: list[np.ndarray]) -> np.ndarray:
         """The output layer's input from the list of VAE-layer outputs."""

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "cosine_on": "latent",       # the cosine term acts on z (or on the layer's output)
     "lam": 10.0,                 # weight of the cosine term
     "margin": 0.5,               # cosine embedding margin for target -1
+    "head_weight": 0.0,          # weight of each layer's local classifier head in its local loss (0: no heads)
     # backprop baseline
     "backprop_neg_elbo_weight": 0.0,  # weight of the layers' negative ELBOs added to the classification loss
 }
