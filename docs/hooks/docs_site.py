@@ -17,8 +17,13 @@ It does five things, so that mkdocs.yml never needs editing when code or lessons
   so that the maths page can link every equation to the test that checks it.
 * **Notebook pages.** nbconvert's template writes a ``<script src="">`` for its own MathJax
   URL (this site loads MathJax once, for every page) and a loader that would import Mermaid
-  from a CDN; both are removed. A download link to the ``.ipynb`` (copied next to the page by
-  mkdocs-jupyter's ``include_source``) is added at the top.
+  from a CDN; both are removed. At the top, two downloads: the **student notebook**
+  (``notebooks/student/``, copied to ``lessons/student/`` after the build) and the solution
+  (copied next to the page by mkdocs-jupyter's ``include_source``). Every solution is **folded**:
+  a code cell holding a ``### BEGIN SOLUTION`` block and the answer of an inline question each
+  become a ``<details>`` element, shown on request. The table of contents keeps only headings
+  that exist on the page, with the page's own anchors (nbconvert and the plugin's table of
+  contents spell some ids differently). A click on a figure shows it at full size.
 """
 from __future__ import annotations
 
@@ -141,7 +146,19 @@ def _lessons_source_paths(files, config):
 on_files = CombinedEvent(_add_files, _lessons_source_paths)
 
 
+GUIDE_PAGES = {"instructors.md": "<!-- instructors-guide -->", "syllabus.md": "<!-- syllabus -->"}
+
+
 def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri in GUIDE_PAGES:
+        from vaelayer_np.course import guide
+
+        marker = GUIDE_PAGES[page.file.src_uri]
+        if marker not in markdown:
+            raise PluginError(f"{page.file.src_uri} lost its marker {marker!r}")
+        lessons = [p for p in _notebooks(config) if p.name[:2].isdigit()]
+        build = guide.instructors_markdown if page.file.src_uri == "instructors.md" else guide.syllabus_markdown
+        return markdown.replace(marker, build(lessons))
     if page.file.src_uri != API_PAGE:
         return markdown
     if API_MARKER not in markdown:
@@ -157,18 +174,115 @@ _MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?\.jp-Me
 
 # In a lesson's inline question the answer sits between "### BEGIN SOLUTION" and "### END SOLUTION"
 # lines (the markers the student notebooks are generated from); Markdown renders them as headings.
-# On the site they become a plain "Answer" label and nothing, so they stay out of the table of contents.
-_SOLUTION_BEGIN = re.compile(r'<h3[^>]*>\s*BEGIN SOLUTION(?:(?!</h3>).)*</h3>', re.S)
-_SOLUTION_END = re.compile(r'<h3[^>]*>\s*END SOLUTION(?:(?!</h3>).)*</h3>', re.S)
+# On the site the answer between them is folded in a <details> element.
+_MARKER_TITLE = re.compile(r"^\s*(BEGIN|END) SOLUTION\s*$")
+_HEADING = re.compile(r'<h([1-6])[^>]*\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+
+
+def _text(fragment):
+    """The visible text of an HTML fragment (tags and the permalink sign removed)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).replace("¶", "").split())
+
+
+def _fold_solutions(content):
+    """Fold every solution: markdown answers and code cells with a solution block, each in <details>."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(content, "html.parser")
+    for cell in soup.select("div.jp-Cell"):
+        if cell.find_parent("div", class_="jp-Cell") is not None:  # the template nests a cell in a cell
+            continue
+        classes = cell.get("class", [])
+        text = cell.get_text()
+        if "jp-CodeCell" in classes and "BEGIN SOLUTION" in text:
+            details = soup.new_tag("details", attrs={"class": "lesson-solution"})
+            summary = soup.new_tag("summary")
+            summary.string = "Solution code (try the exercise first; click to show)"
+            cell.wrap(details)
+            details.insert(0, summary)
+        elif "jp-MarkdownCell" in classes:
+            for begin in cell.find_all("h3"):
+                if not _MARKER_TITLE.match(begin.get_text().replace("¶", "")) or "BEGIN" not in begin.get_text():
+                    continue
+                details = soup.new_tag("details", attrs={"class": "lesson-answer"})
+                summary = soup.new_tag("summary")
+                summary.string = "Answer (think first; click to show)"
+                details.append(summary)
+                node = begin.next_sibling
+                while node is not None and not (getattr(node, "name", None) == "h3"
+                                                and "END SOLUTION" in node.get_text()):
+                    following = node.next_sibling
+                    details.append(node.extract())
+                    node = following
+                if node is not None:
+                    node.decompose()
+                begin.replace_with(details)
+    for img in soup.select("div.jp-OutputArea img, div.jp-RenderedImage img"):
+        # Figures are embedded (data: URLs, which a browser will not open as a page): a click zooms the
+        # figure to its full size in place (docs/javascripts/lesson-figures.js), scrolling sideways if wider.
+        img["class"] = img.get("class", []) + ["lesson-figure"]
+        img["title"] = "click to see the figure at full size (click again to fit it)"
+    return str(soup)
+
+
+def _fix_toc(page, content):
+    """Keep the table of contents entries whose heading is on the page, pointing at the page's own ids."""
+    headings = [(m.group(2), _text(m.group(3))) for m in _HEADING.finditer(content)]
+    used = set()
+
+    def anchor_for(title):
+        for hid, text in headings:
+            if hid not in used and text == title:
+                used.add(hid)
+                return hid
+        return None
+
+    def walk(items):
+        kept = []
+        for item in items:
+            title = _text(item.title)
+            if _MARKER_TITLE.match(title):
+                continue
+            hid = anchor_for(title)
+            item.children = walk(item.children)
+            if hid is None:
+                kept.extend(item.children)
+                continue
+            item.id = hid
+            kept.append(item)
+        return kept
+
+    if page.toc is not None:
+        page.toc.items = walk(list(page.toc.items))
+
+
+def _student_notebook(config, name):
+    return _root(config) / "notebooks" / "student" / name
 
 
 def on_page_content(content, page, config, files):
     if not page.file.src_uri.endswith(".ipynb"):
         return content
     content = _MERMAID_LOADER.sub("", _EMPTY_SCRIPT.sub("", content))
-    content = _SOLUTION_END.sub("", _SOLUTION_BEGIN.sub('<p class="lesson-answer"><em>Answer:</em></p>', content))
+    content = _fold_solutions(content)
+    _fix_toc(page, content)
     name = html.escape(Path(page.file.src_uri).name)
-    link = (f'<p class="lesson-download">Download this notebook: '
-            f'<a href="{name}" download><code>{name}</code></a> '
-            f'(or open <code>notebooks/{name}</code> in a clone of the repository).</p>\n')
-    return link + content
+    student = _student_notebook(config, Path(page.file.src_uri).name)
+    parts = ['<div class="lesson-download admonition note"><p class="admonition-title">Download this lesson</p><p>']
+    if student.is_file():
+        parts.append(f'<a href="student/{name}" download><strong>the student notebook</strong> '
+                     f'<code>{name}</code></a>: the exercises to do, with their checkers (open it in Jupyter); ')
+    parts.append(f'<a href="{name}" download>the solution notebook</a>, with every answer and its outputs '
+                 f'(or open <code>notebooks/student/{name}</code> and <code>notebooks/{name}</code> in a clone of '
+                 f'the repository). Solutions are folded below: try each exercise first.</p></div>\n')
+    return "".join(parts) + content
+
+
+def on_post_build(config):
+    """Copy the student notebooks beside the lesson pages: ``lessons/student/NN_*.ipynb``."""
+    target = Path(config.site_dir) / LESSONS_DIR / "student"
+    target.mkdir(parents=True, exist_ok=True)
+    for nb in _notebooks(config):
+        student = _student_notebook(config, nb.name)
+        if student.is_file():
+            (target / nb.name).write_bytes(student.read_bytes())

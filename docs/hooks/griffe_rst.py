@@ -10,7 +10,9 @@ option in mkdocs.yml) rewrites each docstring before it is parsed:
 * ``:class:`~a.b.C```, ``:func:``, ``:meth:``, ``:mod:``, ``:attr:``, ``:data:``, ``:obj:``,
   ``:exc:`` -> the name as inline code (the last component when written with ``~``);
 * a paragraph ending in ``::`` before an indented literal block -> ends in ``:`` (the block
-  itself is already a Markdown code block).
+  itself is already a Markdown code block);
+* in the header line of a section item (``name : type``), reST literals in the type part lose their
+  double backticks: the API page shows that part as code already, where they would stay literal.
 
 The docstrings in the source are not changed.
 """
@@ -84,10 +86,26 @@ def _literal_markers(lines: list[str]) -> list[str]:
     return out
 
 
+_ITEM_HEADER = re.compile(r"^(?P<name>\S[^:\n]*?) : (?P<type>.+)$")
+_LITERAL = re.compile(r"``(.+?)``")
+
+
+def _item_types(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        match = _ITEM_HEADER.match(line)
+        if match and "``" in match.group("type"):
+            kind = _ROLE.sub(lambda m: _role(m).strip("`"), match.group("type"))
+            line = f"{match.group('name')} : {_LITERAL.sub(lambda m: m.group(1), kind)}"
+        out.append(line)
+    return out
+
+
 def rst_to_markdown(text: str) -> str:
     """The docstring ``text`` with its reStructuredText maths and roles written as Markdown."""
     lines = _math_blocks(text.splitlines())
     lines = _literal_markers(lines)
+    lines = _item_types(lines)
     text = "\n".join(lines)
     text = _MATH_ROLE.sub(lambda m: f"${m.group(1).strip()}$", text)
     return _ROLE.sub(_role, text)

@@ -23,7 +23,8 @@ window.MathJax = {
     preferredFont: null,
     webFont: "STIX-Web",
     imageFont: null,
-    linebreaks: { automatic: true }
+    // No automatic line breaks: a wide display formula scrolls in its own box (docs/stylesheets/extra.css)
+    linebreaks: { automatic: false }
   },
   messageStyle: "none",
   showProcessingMessages: false,
