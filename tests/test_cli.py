@@ -174,7 +174,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted: checkpoint saved" in out
+    assert "interrupted by SIGINT: checkpoint saved" in out
     state = load_npz(run / "checkpoint.npz")
     done_epochs = int(state["trainer.epoch"])
     assert 1 <= done_epochs < 500

@@ -66,6 +66,8 @@ def _save_error(path, exc, doing="cannot save", kept="Any previous file there is
         advice = "a part of the path is a file where a folder should be: choose another path"
     elif code == errno.EISDIR:
         advice = "a folder is in the way: remove it or choose another path"
+    elif code == errno.ELOOP:
+        advice = "a loop of symbolic links is in the path: choose another path"
     else:
         advice = "check the path and the disk, then try again"
     return CheckpointError(f"{path}: {doing} ({reason}); {advice}. {kept}")

@@ -661,6 +661,10 @@ class _Entries:
 def _rebuild_trainer(config_dict, n_features, n_classes, arrays):
     from .trainer import Trainer
 
+    config_dict = dict(config_dict)
+    threads = config_dict.get("threads")
+    if _is_int(threads) and threads > usable_cores():  # saved on a larger machine: this machine's cores
+        config_dict["threads"] = usable_cores()
     config = TrainConfig.from_dict(config_dict)
     trainer = Trainer(config, n_features, n_classes)
     trainer.load_state_dict(arrays)
