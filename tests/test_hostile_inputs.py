@@ -11,7 +11,6 @@ import time
 import tracemalloc
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -397,7 +396,8 @@ def test_csv_syntax_cases(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("a,label\n1," + "x" * 140_000 + "\n", r"line 2: a cell longer than 131072 characters"),
-    ('a,label\n"1,never closed\n' + "2,y\n" * 10, r"row 1 has 1 cells, the header has 2 columns \(a cell spans several lines: a quote left open\?\)"),
+    ('a,label\n"1,never closed\n' + "2,y\n" * 10,
+     r"row 1 has 1 cells, the header has 2 columns \(a cell spans several lines: a quote left open\?\)"),
     ("a,label\n1,x\n2,\x00y\n", r"(NUL byte|binary data)"),
     ("a,label\n1,x\n" + "2,\xff\n", r"not a UTF-8 text table"),
 ])

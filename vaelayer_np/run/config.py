@@ -186,7 +186,8 @@ class TrainConfig:
             raise ValueError(f"margin: expected a number in [-1, 1], got {self.margin!r}")
         if not isinstance(self.encoder_hidden, int) or isinstance(self.encoder_hidden, bool) or self.encoder_hidden < 0:
             raise ValueError(f"encoder_hidden: expected an integer >= 0, got {self.encoder_hidden!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 1):
+        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
+                                       or self.limit < 1):
             raise ValueError(f"limit: expected a positive integer, got {self.limit!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)

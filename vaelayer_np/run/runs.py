@@ -14,14 +14,14 @@ A run folder holds::
     run.lock          held (``flock``) by the process training in the folder
     *.png             the plots (see :mod:`.plots`)
 
-Nothing a user has is lost: every option, the dataset (finite values, every split) and the
-memory the model needs are checked before the folder is created (an error later in the first
-epoch, before any checkpoint, removes the files the run had made); a folder that holds other files is never written into; a second
-process on the same folder is refused; each epoch appends its metrics line, then
-replaces the checkpoint atomically, so a crash at any moment leaves a checkpoint and
-the metrics of every epoch it holds (a resume drops a torn last line and the lines of
-epochs the checkpoint does not hold, by an atomic rewrite); training that diverges is
-stopped before its state reaches the checkpoint.
+Nothing a user has is lost: every option, the dataset (finite values, every split) and the memory
+the model needs are checked before the folder is created (an error later in the first epoch, before
+any checkpoint, removes the files the run had made); a folder that holds other files is never
+written into; a second process on the same folder is refused; each epoch appends its metrics line,
+then replaces the checkpoint atomically, so a crash at any moment leaves a checkpoint and the
+metrics of every epoch it holds (a resume drops a torn last line and the lines of epochs the
+checkpoint does not hold, by an atomic rewrite); training that diverges is stopped before its state
+reaches the checkpoint.
 """
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def load_run_dataset(config):
 
 
 def _check_is_folder(run_dir):
-    """Refuse a path that is a file, a loop of symbolic links, a dangling link or below a file (a missing path is fine)."""
+    """Refuse a path that is a file, a loop of symbolic links, a dangling link or below a file (a missing path is
+    fine: the run creates it)."""
     try:
         mode = os.stat(run_dir).st_mode
     except FileNotFoundError:
@@ -529,7 +530,8 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
             if epoch_means is None:  # interrupted between two steps: save and leave
                 save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
                 by = f" by {flag.signal_name}" if flag.signal_name else ""
-                log(f"interrupted{by}: checkpoint saved in {run_dir}; continue with `vaelayer train --resume {run_dir}`")
+                log(f"interrupted{by}: checkpoint saved in {run_dir}; continue with "
+                    f"`vaelayer train --resume {run_dir}`")
                 completed = False
                 break
             row = {"epoch": trainer.epoch, **epoch_means, **evaluate(trainer, dataset)}

@@ -176,7 +176,8 @@ class _Columns:
         self.rows += 1
         if self.rows > self.max_rows:
             raise CorruptFileError(f"{self.path}: more than {self.max_rows} rows of {self.width} features: "
-                                   f"{self.rows * self.width * 8} bytes as float64, more than the {MAX_DATA_BYTES}-byte "
+                                   f"{self.rows * self.width * 8} bytes as float64, more than the "
+                                   f"{MAX_DATA_BYTES}-byte "
                                    "limit for a table's features (MAX_DATA_BYTES); use a part of the rows")
         if len(self.pending) >= _BLOCK_ROWS:
             self.flush()
@@ -250,7 +251,8 @@ def _parse_csv(path, target, reader):
     elif target in header:
         t = header.index(target)
     else:
-        raise CorruptFileError(f'{path}: no column "{target}" (the target); the columns are: ' + ", ".join(_shorten(h, 40) for h in header))
+        raise CorruptFileError(f'{path}: no column "{_shorten(target)}" (the target); the columns are: '
+                               + ", ".join(_shorten(h, 40) for h in header))
     features = [h for i, h in enumerate(header) if i != t]
     feature_columns = [i for i in range(len(header)) if i != t]
     columns = _Columns(path, len(features))
@@ -275,8 +277,8 @@ def _parse_csv(path, target, reader):
         for i in feature_columns:
             cell = row[i].strip()
             if not cell:
-                raise CorruptFileError(f'{path}: column "{_shorten(header[i])}" row {r}: empty cell (missing value); fill it '
-                                       "in or drop the row")
+                raise CorruptFileError(f'{path}: column "{_shorten(header[i])}" row {r}: empty cell (missing value); '
+                                       "fill it in or drop the row")
             try:
                 v = float(cell)
             except ValueError:
@@ -594,9 +596,9 @@ def check_standardized(z, where, column_names, raw=None):
         return z
     r, c = (int(v) for v in np.argwhere(bad)[0])
     value = f" (the value {raw[r, c]:.6g})" if raw is not None else ""
-    raise CorruptFileError(f'{where}: column "{_shorten(column_names[c])}" row {r + 1}{value} lies {abs(z[r, c]):.3g} training '
-                           f"standard deviations from the training mean, more than the {MAX_STANDARD_SCORE:g} the "
-                           f"network can take ({_count(int(bad.sum()), 'such value')}); check the units of that "
+    raise CorruptFileError(f'{where}: column "{_shorten(column_names[c])}" row {r + 1}{value} lies '
+                           f"{abs(z[r, c]):.3g} training standard deviations from the training mean, more than the "
+                           f"{MAX_STANDARD_SCORE:g} the network can take ({_count(int(bad.sum()), 'such value')}); check the units of that "
                            "column")
 
 
@@ -674,8 +676,9 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
     features, x, texts, codes = _read_coded(path, target)
     class_names, kind = _classes(texts)
     if len(class_names) < 2:
+        hint = f' (is "{_shorten(target)}" the right target column?)' if target else ""
         raise CorruptFileError(f"{path}: every row has the label \"{_shorten(class_names[0])}\"; a classifier needs "
-                               "at least two classes" + (f' (is "{target}" the right target column?)' if target else ""))
+                               "at least two classes" + hint)
     y = _encode(path, texts, codes, class_names, kind)
     if len(y) < len(class_names):
         raise CorruptFileError(f"{path}: {len(y)} rows but {len(class_names)} classes; each class needs rows")
