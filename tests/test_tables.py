@@ -174,7 +174,7 @@ def test_cli_train_evaluate_plot_on_csv_and_npz(tmp_path, capsys, wine_csv, monk
                          "--no-progress"]) == 0
         run = sorted((tmp_path / "runs").glob(f"*-{data.name}-iffcl"))[-1]  # the folder says the file's name
         config = json.loads((run / "config.json").read_text())
-        assert config["widths"] == [16, 16] and config["encoder_hidden"] == 64 and config["threads"] == 1
+        assert config["widths"] == [16, 16] and config["encoder_hidden"] == 64 and config["threads"] == "auto"
         assert {p.name for p in run.glob("*.png")} == {"local_losses.png", "accuracy.png", "feature_errors.png",
                                                        "latent_pca.png"}
         capsys.readouterr()

@@ -6,7 +6,9 @@ passes into one loop, and is tested against it on the same inputs
 (``tests/test_kernels.py``, also run with ``NUMBA_DISABLE_JIT=1``). The private
 ``_name`` functions are the compiled loops; the public wrappers only prepare
 arguments. Loops are serial (no ``prange``): results do not depend on the number
-of threads, so training stays deterministic for a seed. Matrix products are not
+of threads, so training stays deterministic for a seed. Every loop is compiled with
+``nogil=True``: it releases Python's lock, so that the two twins of an IFFCL step can run their
+kernels at the same time on two threads (:mod:`.parallel`). Matrix products are not
 here: both backends use NumPy's BLAS (:func:`.ops.matmul`, looked up at call time so
 that ``vaelayer bench`` can count every product).
 """
@@ -33,7 +35,7 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 
 
 # ----------------------------------------------------------------------------- KL and the latent's backward
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _kl_diag_gaussian(mu, log_var, var):
     """Compiled loop of :func:`kl_diag_gaussian` (reference: :func:`vaelayer_np.core.ops.kl_diag_gaussian`)."""
     n, k = mu.shape
@@ -66,7 +68,7 @@ def kl_diag_gaussian(mu, log_var, var=None):
     return float(value), (d_mu, d_lv)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _latent_backward(d_z, eps, std, d_mu_kl, d_lv_kl, kl_weight, log_var, bound, sample):
     """Compiled loop of :func:`latent_backward` (reference: :func:`vaelayer_np.core.ops.latent_backward`)."""
     n, k = d_z.shape
@@ -94,7 +96,7 @@ def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
 
 
 # ----------------------------------------------------------------------------- Adam
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _adam_update(w, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, eps_hat):
     """Compiled loop of :func:`adam_update` over flat arrays (reference: :func:`vaelayer_np.core.ops.adam_update`).
 
@@ -123,7 +125,7 @@ def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
 
 
 # ----------------------------------------------------------------------------- reconstruction loss
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _mse_value_and_grad(pred, target, d_pred):
     """Compiled loop of :func:`mse_value_and_grad` (reference: :func:`vaelayer_np.core.ops.mse_value_and_grad`)."""
     p, t, d = pred.reshape(-1), target.reshape(-1), d_pred.reshape(-1)
@@ -145,7 +147,7 @@ def mse_value_and_grad(pred, target):
 
 
 # ----------------------------------------------------------------------------- cosine embedding loss
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_embedding(a, b, target, margin, eps):
     """Compiled loop of :func:`cosine_embedding` (reference: :func:`vaelayer_np.core.ops.cosine_embedding`)."""
     n, k = a.shape
@@ -184,7 +186,7 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
 
 
 # ----------------------------------------------------------------------------- all-pairs cosine loss
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
     """The element-wise part of the reference :func:`vaelayer_np.core.ops.cosine_embedding_matrix` in one pass: value, dL/dcos
     scaled by the norms, and its row and column sums weighted by cos (pair weights as :func:`.ops.cosine_pair_weights`)."""
@@ -242,7 +244,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
 
 
 # ----------------------------------------------------------------------------- softmax cross-entropy
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_xent(logits, labels):
     """Compiled loop of :func:`softmax_cross_entropy` (reference: :func:`vaelayer_np.core.ops.softmax_cross_entropy`)."""
     n, c = logits.shape
@@ -272,7 +274,7 @@ def softmax_cross_entropy(logits, labels):
 
 
 # ----------------------------------------------------------------------------- activations
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _act_forward(x, kind, slope):
     """Compiled forward of every activation (references: :mod:`vaelayer_np.core.activations`); ``kind`` picks one."""
     out = np.empty_like(x)
@@ -296,7 +298,7 @@ def _act_forward(x, kind, slope):
     return out
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _act_backward(dout, x, out, kind, slope):
     """Compiled backward of every activation (references: the ``*_backward`` functions of :mod:`vaelayer_np.core.activations`)."""
     dx = np.empty_like(x)

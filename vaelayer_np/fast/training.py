@@ -10,6 +10,10 @@ runs the *same arithmetic* for the training steps of :mod:`vaelayer_np.core.iffc
 * each layer's parameters moved into one contiguous buffer (``layer.params`` keeps its keys and
   shapes: its entries become views), its gradients written into a second one, so that
   :class:`FlatAdam` updates a whole layer in one compiled pass;
+* the mean and log-variance heads fused: in that buffer ``W_mu`` and ``W_lv`` are the two column
+  halves of one (H, 2K) block ``[W_mu | W_lv]`` (and ``b_mu``, ``b_lv`` of one (2K,) block), and the
+  heads' gradients ``[d_mu | d_r]`` share one (N, 2K) buffer, so the heads' forward, their weight
+  gradient and their input gradient are one matrix product each instead of two;
 * the hot element-wise work through a backend's operations (:func:`vaelayer_np.fast.backend.get_ops`:
   the Numba kernels, or the NumPy references for testing).
 
@@ -33,37 +37,67 @@ from ..core.optim import Adam
 from .backend import get_ops
 
 
-def flat_views(arrays, fill=None):
+FUSED = (("W_mu", "W_lv", "W_ml"), ("b_mu", "b_lv", "b_ml"))
+"""Pairs of parameters laid out side by side as one block, and the block's name: the mean and the
+log-variance heads, so that ``h @ [W_mu | W_lv]`` is one matrix product (see :class:`FastPath`)."""
+
+
+def flat_views(arrays, fill=None, fuse=FUSED):
     """One contiguous 1-D buffer and a dict of views into it with the shapes of ``arrays``.
 
     Parameters
     ----------
     arrays : dict name -> ndarray (one dtype)
     fill : None to copy the arrays' values into the buffer, or a number to fill it with
+    fuse : pairs ``(first, second, block)``: where ``arrays`` holds both names with the same leading
+        shape, the two are the column blocks ``[first | second]`` of one array ``block`` (for
+        ``W_mu`` and ``W_lv``: the (H, 2K) block, whose column halves are the two views)
 
     Returns
     -------
     buffer : (P,) array, P the total number of elements
     views : dict name -> view of ``buffer`` with the array's shape, in the dict's order
+    blocks : dict block name -> the fused array (a view of ``buffer``), for the pairs fused
+
+    The layout depends only on the names and shapes, so two calls on arrays of the same names and
+    shapes place every element at the same offset (the parameters, gradients and Adam moments of a
+    layer correspond element for element).
     """
     dtype = next(iter(arrays.values())).dtype
     buffer = np.empty(sum(a.size for a in arrays.values()), dtype=dtype)
-    views, offset = {}, 0
+    pairs = {first: (second, block) for first, second, block in fuse
+             if first in arrays and second in arrays and arrays[first].shape[:-1] == arrays[second].shape[:-1]}
+    seconds = {second for second, _ in pairs.values()}
+    views, blocks, offset = {}, {}, 0
     for name, a in arrays.items():
-        views[name] = buffer[offset:offset + a.size].reshape(a.shape)
+        if name in seconds:
+            continue  # placed with its first
+        if name in pairs:
+            second, block_name = pairs[name]
+            b = arrays[second]
+            c = a.shape[-1]
+            shape = a.shape[:-1] + (c + b.shape[-1],)
+            block = buffer[offset:offset + a.size + b.size].reshape(shape)
+            views[name], views[second] = block[..., :c], block[..., c:]
+            blocks[block_name] = block
+            offset += a.size + b.size
+        else:
+            views[name] = buffer[offset:offset + a.size].reshape(a.shape)
+            offset += a.size
+    views = {name: views[name] for name in arrays}  # the arrays' order
+    for name, a in arrays.items():
         views[name][...] = a if fill is None else fill
-        offset += a.size
-    return buffer, views
+    return buffer, views, blocks
 
 
 class _LayerBuffers:
     """What the fast path keeps for one layer: its flat parameter and gradient buffers and workspaces."""
 
     def __init__(self, layer):
-        self.flat_params, views = flat_views(layer.params)
+        self.flat_params, views, self.param_blocks = flat_views(layer.params)
         layer.params.update(views)  # the same dict (an OutputLayer shares it with its Dense), now views
         self.param_views = tuple(views.values())
-        self.flat_grads, self.grads = flat_views(layer.params, fill=0)
+        self.flat_grads, self.grads, self.grad_blocks = flat_views(layer.params, fill=0)
         self.workspaces = {}  # batch size -> buffers
 
     def valid_for(self, layer):
@@ -110,6 +144,7 @@ class FastPath:
         if ws is None:
             k, dt = layer.latent_dim, layer.dtype
             ws = {"eps": np.empty((n, k), dt), "mu": np.empty((n, k), dt), "r": np.empty((n, k), dt),
+                  "ml": np.empty((n, 2 * k), dt), "d_ml": np.empty((n, 2 * k), dt),
                   "x_hat": np.empty((n, layer.in_dim), dt)}
             if layer.encoder_hidden:
                 ws["h_pre"] = np.empty((n, layer.encoder_hidden), dt)
@@ -119,20 +154,30 @@ class FastPath:
     # ----------------------------------------------------------------- VAE layer
     def vae_forward(self, layer: VAELayer, x, rng):
         """``layer.forward(x, rng=rng)`` (training: sample=True), into the layer's reused buffers."""
+        ws = self._workspace(layer, self.prepare(layer), x.shape[0])
+        rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
+        return self.vae_forward_drawn(layer, x)
+
+    def vae_forward_drawn(self, layer: VAELayer, x):
+        """:meth:`vae_forward` with the noise already drawn into the layer's buffer for this batch size
+        (``self._workspace(layer, self.prepare(layer), len(x))["eps"]``)."""
         buffers = self.prepare(layer)
         ws = self._workspace(layer, buffers, x.shape[0])
         p, ops, act = layer.params, self.ops, self._act(layer.activation)
-        eps = rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
+        eps = ws["eps"]
         h_pre = h = None
         if layer.encoder_hidden:
             h_pre = ops.matmul_into(x, p["W_enc"], ws["h_pre"])
             h_pre += p["b_enc"]
             h = act.forward(h_pre)
         enc_in = x if h is None else h
-        mu = ops.matmul_into(enc_in, p["W_mu"], ws["mu"])
-        mu += p["b_mu"]
-        r = ops.matmul_into(enc_in, p["W_lv"], ws["r"])
-        r += p["b_lv"]
+        k = layer.latent_dim
+        # the two heads in one product: [mu | r] = h @ [W_mu | W_lv] + [b_mu | b_lv]
+        ml = ops.matmul_into(enc_in, buffers.param_blocks["W_ml"], ws["ml"])
+        ml += buffers.param_blocks["b_ml"]
+        mu, r = ws["mu"], ws["r"]  # contiguous copies for the element-wise kernels
+        np.copyto(mu, ml[:, :k])
+        np.copyto(r, ml[:, k:])
         log_var = bound_log_var(r, layer.log_var_bound)
         std, z = ops.reparameterize(mu, log_var, eps)
         kl, kl_grads = ops.kl_diag_gaussian(mu, log_var, std * std)
@@ -174,16 +219,18 @@ class FastPath:
                 d_z += d_passed
         d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], layer.beta,
                                         cache["log_var"], layer.log_var_bound)
+        k = layer.latent_dim
+        d_ml = self._workspace(layer, buffers, x.shape[0])["d_ml"]  # [d_mu | d_r]: the heads' gradients side by side
         if d_mu_extra is not None:
-            d_mu = d_mu + d_mu_extra
+            np.add(d_mu, d_mu_extra, out=d_ml[:, :k])
+        else:
+            np.copyto(d_ml[:, :k], d_mu)
+        np.copyto(d_ml[:, k:], d_r)
         enc_in = x if cache["h"] is None else cache["h"]
-        ops.matmul_into(enc_in.T, d_mu, g["W_mu"])
-        np.add.reduce(d_mu, axis=0, out=g["b_mu"])
-        ops.matmul_into(enc_in.T, d_r, g["W_lv"])
-        np.add.reduce(d_r, axis=0, out=g["b_lv"])
+        ops.matmul_into(enc_in.T, d_ml, buffers.grad_blocks["W_ml"])  # [g_W_mu | g_W_lv] in one product
+        np.add.reduce(d_ml, axis=0, out=buffers.grad_blocks["b_ml"])
         if layer.encoder_hidden:
-            d_h = ops.matmul(d_mu, p["W_mu"].T)
-            d_h += ops.matmul(d_r, p["W_lv"].T)
+            d_h = ops.matmul(d_ml, buffers.param_blocks["W_ml"].T)  # d_mu W_mu^T + d_r W_lv^T in one product
             d_h_pre = act.backward(d_h, cache["h_pre"], cache["h"])
             ops.matmul_into(x.T, d_h_pre, g["W_enc"])
             np.add.reduce(d_h_pre, axis=0, out=g["b_enc"])
@@ -212,6 +259,10 @@ class FastPath:
         np.add.reduce(d_logits, axis=0, out=g["b"])
         return g
 
+    def head_backward(self, layer, d_logits, x):
+        """A local head's gradients (into its buffer) and the gradient it sends into its layer's output."""
+        return self.ops.matmul(d_logits, layer.params["W"].T), self.output_backward(layer, d_logits, x)
+
     # ----------------------------------------------------------------- the cosine term
     def cosine_term(self, z_a, z_b, target, labels_a, labels_b, contrast, margin):
         """:func:`vaelayer_np.core.iffcl.cosine_term` through the backend's kernels."""
@@ -233,8 +284,8 @@ class FlatAdam(Adam):
         self._buffers = path.prepare(layer)
         self._ops = path.ops
         super().__init__(layer.params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-        self._flat_m, self.m = flat_views(self.params, fill=0)
-        self._flat_v, self.v = flat_views(self.params, fill=0)
+        self._flat_m, self.m, _ = flat_views(self.params, fill=0)
+        self._flat_v, self.v, _ = flat_views(self.params, fill=0)
 
     def step(self, grads):
         buffers = self._buffers
@@ -248,10 +299,20 @@ class FlatAdam(Adam):
                               self.beta2, step_size, eps_hat)
 
 
-def training_path(backend):
-    """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``."""
+def training_path(backend, threads=1):
+    """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``.
+
+    ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more,
+    the fast path runs IFFCL's twins on two threads (:class:`vaelayer_np.fast.parallel.ParallelFastPath`).
+    """
     if backend == "numpy":
         from ..core.iffcl import ReadablePath
 
         return ReadablePath()
+    from .machine import resolve_threads
+
+    if (resolve_threads(threads) or 1) >= 2:
+        from .parallel import ParallelFastPath
+
+        return ParallelFastPath(backend)
     return FastPath(backend)

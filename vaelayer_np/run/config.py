@@ -35,12 +35,13 @@ DEFAULT_EPOCHS = {"digits": 50}
 DEFAULT_BATCH = {"digits": 32}
 DEFAULT_WIDTHS = {"digits": (64, 64, 64), "fashion-mnist": (256, 256, 256), "mnist": (256, 256, 256),
                   "cifar10": (256, 256, 256)}
-DEFAULT_THREADS = 1
-"""BLAS threads while training and predicting, unless told otherwise (``threads``, ``--threads``).
+DEFAULT_THREADS = "auto"
+"""Threads while training and predicting, unless told otherwise (``threads``, ``--threads N``).
 
-1, from the measurement of :func:`vaelayer_np.run.threads.measure` (docs/performance.md, "BLAS threads"):
-on the 2-core machine measured, a second BLAS thread made a digits epoch and a Fashion-MNIST-size
-step slower, many times slower when the other core was busy.
+``"auto"``: the cores idle when the run starts (:func:`vaelayer_np.fast.machine.auto_threads`; 1 when
+the other cores are busy). With 2 or more, IFFCL runs its twins in parallel, one BLAS thread each
+(:mod:`vaelayer_np.fast.parallel`), and the backprop baseline gets that many BLAS threads
+(docs/performance.md, "Threads").
 """
 ARRAYS = "arrays"
 """The ``dataset`` of a configuration trained on arrays in memory (the scikit-learn estimator): its widths are given."""
@@ -122,8 +123,9 @@ class TrainConfig:
                                                          "or numpy (the readable reference; the default when "
                                                          "NUMBA_DISABLE_JIT=1)"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
-    threads: int = field(default=DEFAULT_THREADS, metadata={"help": "BLAS threads while training (the default "
-                                                                   "was measured fastest: docs/performance.md)"})
+    threads: int = field(default=DEFAULT_THREADS, metadata={"help": "threads while training: a number, or auto "
+                                                                   "(the cores idle at the start; IFFCL runs its "
+                                                                   "twins in parallel with 2: docs/performance.md)"})
 
     def resolved_widths(self):
         if self.widths:
@@ -167,8 +169,10 @@ class TrainConfig:
                 continue
             check_choice(name, getattr(self, name), choices)
         self._validate_table()
-        if self.threads is None or check_threads(self.threads) is None:
-            raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
+        if isinstance(self.threads, str) and self.threads.isdigit():  # --threads 2 arrives as a string
+            self.threads = int(self.threads)
+        if self.threads != "auto" and (self.threads is None or check_threads(self.threads) is None):
+            raise ValueError(f"threads: expected a positive integer or 'auto', got {self.threads!r}")
         for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_positive("lr", self.lr)

@@ -36,11 +36,14 @@ def limit_threads(n):
 
     Parameters
     ----------
-    n : int >= 1 or None; more than the cores this process may use is lowered to that number
+    n : int >= 1, "auto" (:func:`vaelayer_np.fast.machine.auto_threads`: the idle cores) or None; more than
+        the cores this process may use is lowered to that number
 
     The previous limits are restored on leaving the block, also after an exception.
     """
-    n = check_threads(n, cap=True)
+    from ..fast.machine import resolve_threads
+
+    n = resolve_threads(n)
     if n is None:
         yield None
         return

@@ -153,7 +153,9 @@ class Trainer:
         self.epoch_order = None
         self.epoch_sums = {}
         # The readable layers' forward and backward ("numpy"), or the fast path ("numba"): the same steps.
-        self.path = path if path is not None else training_path(config.backend)
+        # (with threads >= 2, IFFCL's twins in parallel: fast/parallel.py)
+        self.path = path if path is not None else training_path(
+            config.backend, threads=config.threads if config.method == "iffcl" else 1)
         net_names = ("A", "B") if config.method == "iffcl" else ("A",)
         # Twins differ only by their initialisation seed.
         self.nets = {name: self._build_net(seed=config.seed * 1000 + 17 * i + 1) for i, name in enumerate(net_names)}
@@ -224,7 +226,8 @@ class Trainer:
     def iffcl_step(self, x, y):
         """IFFCL (:func:`vaelayer_np.core.iffcl.train_step`): every layer pair learns from its own local loss."""
         c = self.config
-        return iffcl.train_step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
+        step = getattr(self.path, "train_step", iffcl.train_step)  # a path may run the step itself (parallel twins)
+        return step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
                                 lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on,
                                 path=self.path)
 

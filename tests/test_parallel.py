@@ -1,0 +1,65 @@
+"""The twins in parallel (fast/parallel.py): the same parameters and metrics as the serial step, bit for bit."""
+import numpy as np
+import pytest
+
+from vaelayer_np.core._validate import NonFiniteError
+from vaelayer_np.fast.machine import auto_threads, resolve_threads
+from vaelayer_np.fast.parallel import ParallelFastPath
+from vaelayer_np.fast.training import FastPath, training_path
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.threads import limit_threads
+from vaelayer_np.run.trainer import Trainer
+
+
+def _pair(backend="numba", **kw):
+    cfg = dict(dataset="digits", widths=(24, 16, 12), batch_size=32, backend=backend, lr_schedule="constant", **kw)
+    serial = Trainer(TrainConfig(**cfg), 40, 5, path=FastPath(backend))
+    parallel = Trainer(TrainConfig(**cfg), 40, 5, path=ParallelFastPath(backend))
+    return serial, parallel
+
+
+@pytest.mark.parametrize("settings", [{}, {"encoder_hidden": 20}, {"cosine_on": "output", "contrast": "pairs"},
+                                      {"pass_on": "sample", "recon": "bce", "output_loss": "bce"}],
+                         ids=["defaults", "hidden", "output-pairs", "sample-bce"])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_parallel_step_is_bit_identical_to_the_serial_step(backend, settings):
+    serial, parallel = _pair(backend, **settings)
+    rng = np.random.default_rng(3)
+    with limit_threads(1):  # the serial reference with one BLAS thread, as each twin has
+        for _ in range(5):
+            x, y = rng.random((32, 40)).astype(np.float32), rng.integers(0, 5, 32)
+            m_serial, m_parallel = serial.step(x, y), parallel.step(x, y)
+            assert m_serial == m_parallel
+    for name in ("A", "B"):
+        for key, value in serial.nets[name].state_dict().items():
+            assert np.array_equal(value, parallel.nets[name].state_dict()[key]), f"net {name}, {key}"
+    for key, opt in serial.optimizers.items():
+        for k, v in opt.state_dict().items():
+            assert np.array_equal(v, parallel.optimizers[key].state_dict()[k]), f"{key} {k}"
+    assert serial.rng.bit_generator.state == parallel.rng.bit_generator.state
+
+
+def test_an_error_in_a_twin_is_raised_and_the_path_still_works():
+    serial, parallel = _pair()
+    x, y = np.random.default_rng(0).random((32, 40)).astype(np.float32), np.arange(32) % 5
+    parallel.step(x, y)
+    layer = parallel.nets["B"].vae_layers[1]
+    saved = layer.params["W_mu"].copy()
+    layer.params["W_mu"][...] = 1e30  # twin B's KL overflows: its forward raises on the worker thread
+    with pytest.raises(NonFiniteError):
+        parallel.step(x, y)
+    layer.params["W_mu"][...] = saved
+    fresh = Trainer(parallel.config, 40, 5, path=parallel.path)  # the worker thread is still usable
+    assert np.isfinite(fresh.step(x, y)["output_loss"])
+
+
+def test_threads_choose_the_path():
+    assert isinstance(training_path("numba", threads=2), ParallelFastPath)
+    assert type(training_path("numba", threads=1)) is FastPath
+    assert not isinstance(training_path("numpy", threads=2), FastPath)
+    assert 1 <= auto_threads() <= resolve_threads(64)
+    assert resolve_threads("auto") == auto_threads() and resolve_threads("2") == min(2, resolve_threads(64))
+    assert TrainConfig(dataset="digits").threads == "auto"
+    assert TrainConfig(dataset="digits", threads="1").validate().threads == 1
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(dataset="digits", threads="many").validate()

@@ -1,0 +1,92 @@
+"""How many threads a run may use: ``threads="auto"`` looks at the machine, a number is taken as given.
+
+``auto`` counts the cores this process may run on (``os.sched_getaffinity``) that are idle now,
+from two readings of ``/proc/stat`` 0.2 s apart: a core counts as idle when at least half of its
+time in that interval was idle or spent on *niced* processes (a niced job yields its core to a
+normal-priority thread: the Linux scheduler gives a nice-0 thread about 98% of a core shared with a
+nice-19 one). Where ``/proc/stat`` cannot be read, the load average is used instead (cores minus
+the 1-minute load, rounded). At least 1; the answer is kept for the process's lifetime, so a run
+decides once (its trainer and its BLAS limit agree).
+
+What the count means for training (:class:`vaelayer_np.run.trainer.Trainer`):
+
+* IFFCL on the fast path, 2 or more: the twins run in parallel, one thread and one BLAS thread
+  each (:class:`vaelayer_np.fast.parallel.ParallelFastPath`); 1: the serial step;
+* the backprop baseline (one network, nothing to run side by side): that many BLAS threads.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+from ..core._validate import check_threads, usable_cores
+
+AUTO = "auto"
+
+
+def _cpu_times(cpus):
+    """cpu index -> (available jiffies: idle + iowait + nice, total jiffies), from /proc/stat."""
+    times = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name = line.split(maxsplit=1)[0]
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            index = int(name[3:])
+            if index not in cpus:
+                continue
+            v = [int(f) for f in line.split()[1:]]
+            user, nice, system, idle, iowait = v[:5]
+            times[index] = (idle + iowait + nice, sum(v[:8]))
+    return times
+
+
+def idle_cores(interval=0.2):
+    """The number of this process's cores idle (or running only niced work) over ``interval`` seconds.
+
+    Returns a float (the sum over cores of the available fraction, each core counted as 1 when at
+    least half available, else 0), or None if ``/proc/stat`` cannot be read.
+    """
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        cpus = set(range(os.cpu_count() or 1))
+    try:
+        before = _cpu_times(cpus)
+        time.sleep(interval)
+        after = _cpu_times(cpus)
+    except (OSError, ValueError, IndexError):
+        return None
+    count = 0
+    for cpu, (avail1, total1) in after.items():
+        avail0, total0 = before.get(cpu, (avail1, total1))
+        total = total1 - total0
+        if total > 0 and (avail1 - avail0) / total >= 0.5:
+            count += 1
+    return count
+
+
+@functools.lru_cache(maxsize=1)
+def auto_threads():
+    """The thread count of ``threads="auto"``: the idle cores now, at least 1, at most the usable cores."""
+    cores = usable_cores()
+    if cores == 1:
+        return 1
+    idle = idle_cores()
+    if idle is None:
+        try:
+            idle = round(cores - os.getloadavg()[0])
+        except OSError:
+            idle = 1
+    return max(1, min(cores, int(idle)))
+
+
+def resolve_threads(n):
+    """``n`` as a number of threads: ``"auto"`` (:func:`auto_threads`), None (None: the libraries' own
+    count), or a positive int (capped at the usable cores)."""
+    if isinstance(n, str) and n == AUTO:
+        return auto_threads()
+    if isinstance(n, str) and n.isdigit():
+        n = int(n)
+    return check_threads(n, cap=True)

@@ -1,0 +1,237 @@
+"""The twins in parallel: an IFFCL step whose two networks run on two threads, meeting at the cosine.
+
+In an IFFCL step the twins A and B share nothing but the cosine term of each layer's local
+loss: twin A's forward, backward and Adam update of layer k read only A's parameters and A's
+input, and the same for B. :class:`ParallelFastPath` runs :func:`vaelayer_np.core.iffcl.train_step`
+with each twin on its own thread (A on the calling thread, B on one worker thread kept for the
+path's lifetime)::
+
+    draw the noise of every layer, in the serial step's order (A0, B0, A1, B1, ...)
+    twin A (calling thread)                       twin B (worker thread)
+    forward A_k                                   forward B_k
+    wait for B's z_k  <---------------------------  hand over z_k
+    cosine term (both gradients)  ------------------>  wait for dz_B
+    backward A_k, Adam A_k                        backward B_k, Adam B_k
+    ... layer k+1 ...                             ... layer k+1 ...
+    output layer A                                output layer B
+
+The matrix products run in OpenBLAS with one thread per caller (the path sets OpenBLAS to one
+thread for the step and restores the previous count after it), and the Numba kernels are
+compiled with ``nogil=True``: both release Python's lock, so the two twins use two cores.
+
+The result is the serial step's, bit for bit: each twin runs the same operations on the same
+operands in the same order (one BLAS thread: the same summation order), the noise is drawn from
+the one generator in the serial order before the threads start, and the metrics are summed in
+the serial order (``tests/test_parallel.py`` checks the parameters after several steps for
+equality). Nothing spins while a twin waits for the other (``threading.Event``), so on a busy
+core the step degrades to about the serial time rather than to a cliff.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..core.iffcl import make_pairs
+from ..core.settings import CHOICES, DEFAULTS
+from ..core._validate import check_choice
+from .training import FastPath
+
+
+class _BlasOneThread:
+    """OpenBLAS (and any other BLAS threadpoolctl sees) at one thread inside ``with``, the counts restored after.
+
+    The controller is made once (threadpoolctl's ``threadpool_limits`` scans the loaded libraries at
+    each call); setting and reading the counts is then a few microseconds.
+    """
+
+    def __init__(self):
+        from threadpoolctl import ThreadpoolController
+
+        self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        self._saved = None
+
+    def __enter__(self):
+        self._saved = [lib.get_num_threads() for lib in self._libs]
+        for lib, n in zip(self._libs, self._saved):
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in zip(self._libs, self._saved):
+            if n != 1:
+                lib.set_num_threads(n)
+
+
+class _Abort(Exception):
+    """The other twin failed: stop this one (its error is the one raised)."""
+
+
+class _Meeting:
+    """The exchange of one step: B's latents handed to A, the cosine's gradients handed back to B."""
+
+    def __init__(self, n_layers):
+        self.b_ready = [threading.Event() for _ in range(n_layers)]
+        self.grad_ready = [threading.Event() for _ in range(n_layers)]
+        self.b_value = [None] * n_layers
+        self.grad_b = [None] * n_layers
+        self.failed = False
+
+    def wait(self, event):
+        event.wait()
+        if self.failed:
+            raise _Abort
+
+    def fail(self):
+        self.failed = True
+        for event in self.b_ready + self.grad_ready:
+            event.set()
+
+
+class ParallelFastPath(FastPath):
+    """:class:`FastPath` with a :meth:`train_step` that runs twin A and twin B on two threads.
+
+    The trainer uses it for IFFCL when two or more threads are available (``threads``, see
+    :func:`vaelayer_np.fast.machine.resolve_threads`); its layer methods are :class:`FastPath`'s.
+    """
+
+    def __init__(self, backend="numba"):
+        super().__init__(backend)
+        self._pool = None
+        self._blas = None
+
+    def __getstate__(self):  # a thread pool is not copied with the path: a copy makes its own
+        state = dict(self.__dict__)
+        state["_pool"] = state["_blas"] = None
+        return state
+
+    def close(self):
+        """Stop the worker thread (a later step starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _start(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelayer-twin-B")
+        if self._blas is None:
+            self._blas = _BlasOneThread()
+
+    # ----------------------------------------------------------------- the step
+    def train_step(self, net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
+                   margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"],
+                   path=None, **more):
+        """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit.
+
+        ``path`` is ignored (this path runs the step). Settings this step does not know (``more``, such
+        as a non-zero ``head_weight``) run the serial :func:`~vaelayer_np.core.iffcl.train_step` on this path.
+        """
+        if any(value for value in more.values()):
+            from ..core import iffcl
+
+            return iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing=pairing, lam=lam, margin=margin,
+                                    contrast=contrast, cosine_on=cosine_on, path=self, **more)
+        net_a.check_input(x, y)
+        check_choice("contrast", contrast, CHOICES["contrast"])
+        check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
+        partner, target = make_pairs(y, pairing, rng)
+        x_b, y_b = x[partner], y[partner]
+        layers_a, layers_b = list(net_a.vae_layers), list(net_b.vae_layers)
+        n = x.shape[0]
+        # the noise of every layer, in the serial step's order: A0, B0, A1, B1, ...
+        for layer_a, layer_b in zip(layers_a, layers_b):
+            for layer in (layer_a, layer_b):
+                ws = self._workspace(layer, self.prepare(layer), n)
+                rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
+                self._act(layer.activation)
+        self._start()
+        meeting = _Meeting(len(layers_a))
+        results = {}
+        with self._blas:
+            future = self._pool.submit(self._twin_b, meeting, net_b, layers_b, optimizers, x_b, y_b, lam, cosine_on,
+                                       results)
+            try:
+                self._twin_a(meeting, net_a, layers_a, optimizers, x, y, target, y_b, lam, margin, contrast,
+                             cosine_on, results)
+            except _Abort:
+                pass
+            except BaseException:
+                meeting.fail()
+                future.exception()  # let B stop before the error leaves the step
+                raise
+            future.result()  # B's own error, if it had one
+        return self._metrics(results, layers_a, layers_b, lam, y)
+
+    def _forward(self, layer, x):
+        """:meth:`FastPath.vae_forward` with the noise already drawn into the layer's buffer."""
+        return self.vae_forward_drawn(layer, x)
+
+    def _twin_a(self, meeting, net, layers, optimizers, x, y, target, y_b, lam, margin, contrast, cosine_on,
+                results):
+        h, outs, caches, coses = x, [], [], []
+        for k, layer in enumerate(layers):
+            out, cache = self._forward(layer, h)
+            meeting.wait(meeting.b_ready[k])
+            mine = cache["z"] if cosine_on == "latent" else out
+            cos_loss, (d_a, d_b) = self.cosine_term(mine, meeting.b_value[k], target, y, y_b, contrast, margin)
+            meeting.grad_b[k] = lam * d_b
+            meeting.grad_ready[k].set()
+            if cosine_on == "latent":
+                grads = self.vae_backward(layer, None, cache, dz=lam * d_a)
+            else:
+                grads = self.vae_backward(layer, lam * d_a, cache)
+            optimizers[f"A.vae{k}"].step(grads)
+            h = out
+            outs.append(out)
+            caches.append(cache)
+            coses.append(cos_loss)
+        logits, loss, grads = self._output_step(net.output, net.readout_features(outs), y)
+        optimizers["A.output"].step(grads)
+        results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss)
+
+    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results):
+        try:
+            h, outs, caches = x, [], []
+            for k, layer in enumerate(layers):
+                out, cache = self._forward(layer, h)
+                meeting.b_value[k] = cache["z"] if cosine_on == "latent" else out
+                meeting.b_ready[k].set()
+                meeting.wait(meeting.grad_ready[k])
+                if cosine_on == "latent":
+                    grads = self.vae_backward(layer, None, cache, dz=meeting.grad_b[k])
+                else:
+                    grads = self.vae_backward(layer, meeting.grad_b[k], cache)
+                optimizers[f"B.vae{k}"].step(grads)
+                h = out
+                outs.append(out)
+                caches.append(cache)
+            _, loss, grads = self._output_step(net.output, net.readout_features(outs), y)
+            optimizers["B.output"].step(grads)
+            results.update(caches_b=caches, loss_b=loss)
+        except _Abort:
+            return
+        except BaseException:
+            meeting.fail()
+            raise
+
+    def _output_step(self, layer, features, labels):
+        logits, cache = self.output_forward(layer, features)
+        loss, d_logits = self.output_loss(layer, logits, labels)
+        return logits, loss, self.output_backward(layer, d_logits, cache)
+
+    def _metrics(self, results, layers_a, layers_b, lam, y):
+        """The serial step's metrics, summed in its order."""
+        metrics = {}
+        for k, (layer_a, layer_b) in enumerate(zip(layers_a, layers_b)):
+            terms_a = self.vae_loss_terms(layer_a, results["caches_a"][k])
+            terms_b = self.vae_loss_terms(layer_b, results["caches_b"][k])
+            cos_loss = results["cos"][k]
+            metrics[f"layer{k}_recon"] = terms_a["recon"] + terms_b["recon"]
+            metrics[f"layer{k}_kl"] = terms_a["kl"] + terms_b["kl"]
+            metrics[f"layer{k}_cos"] = cos_loss
+            metrics[f"layer{k}_loss"] = terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss
+        metrics["output_loss"] = 0.5 * (results["loss_a"] + results["loss_b"])
+        metrics["batch_acc"] = float(np.mean(results["logits_a"].argmax(1) == y))
+        return metrics
