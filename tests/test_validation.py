@@ -90,3 +90,22 @@ def test_optimizer_inputs():
         Adam(params).step({"b": np.zeros(2)})
     with pytest.raises(ValueError, match=r"grads\['W'\]: expected shape \(2, 2\)"):
         SGD(params).step({"W": np.zeros(3)})
+
+
+def test_thread_counts_seeds_and_memory_are_bounded_by_name(monkeypatch):
+    from vaelayer_np.core import _validate
+
+    cores = _validate.usable_cores()
+    assert cores >= 1 and _validate.check_threads(cores) == cores
+    with pytest.raises(ValueError, match=rf"n_threads: {cores + 1} threads is more than the {cores} core"):
+        _validate.check_threads(cores + 1, "n_threads")
+    assert _validate.check_threads(10 ** 6, cap=True) == cores
+    with pytest.raises(ValueError, match="threads: expected a positive integer"):
+        _validate.check_threads(True)
+    monkeypatch.setattr(_validate, "available_memory", lambda: 2 * 10 ** 9)
+    assert _validate.check_memory("widths", 10 ** 9, "the model") == 10 ** 9
+    with pytest.raises(ValueError, match=r"widths: the model needs about 3 GB of memory, more than the 2 GB available"):
+        _validate.check_memory("widths", 3 * 10 ** 9, "the model")
+    monkeypatch.undo()
+    available = _validate.available_memory()
+    assert available is None or available > 0
