@@ -13,10 +13,9 @@ learns from its own loss and ``dx`` is never formed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from typing import Any
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,13 +69,13 @@ def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = N
         loss += head_weight * head_loss
         d_from_head, grads[f"head{i}"] = head.backward(head_weight * d_head_logits, head_cache)
         d_outs[i] = d_from_head if d_outs[i] is None else d_outs[i] + d_from_head
-    d_h = None  # gradient arriving from the layer above
+    d_from_above = None  # the gradient that layer i+1 sends down to layer i's output
     for i in reversed(range(len(net.vae_layers))):
-        parts = [g for g in (d_h, d_outs[i]) if g is not None]
+        parts = [g for g in (d_from_above, d_outs[i]) if g is not None]
         dout = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-        d_h, grads[f"vae{i}"] = net.vae_layers[i].backward(dout, caches[i], neg_elbo_weight=neg_elbo_weight,
-                                                             need_dx=(i > 0 or need_dx))
-    return BackpropResult(float(loss), grads, d_h, logits, caches)
+        d_from_above, grads[f"vae{i}"] = net.vae_layers[i].backward(dout, caches[i], neg_elbo_weight=neg_elbo_weight,
+                                                                    need_dx=(i > 0 or need_dx))
+    return BackpropResult(float(loss), grads, d_from_above, logits, caches)
 
 
 def train_step(net: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: RngLike,

@@ -30,10 +30,9 @@ is not a pass.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from typing import Any
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -101,11 +100,23 @@ def _central(f, flat, i, old, h):
     return (f_plus - f_minus) / (2 * h), max(abs(f_plus), abs(f_minus))
 
 
+class NumericalGradient(NamedTuple):
+    """What :func:`numerical_gradient` measured: the gradient, and how far it can be trusted.
+
+    It unpacks like a tuple, ``grad, kinks, uncertainty = numerical_gradient(f, x)``, or reads by
+    name, ``numerical_gradient(f, x).grad``.
+    """
+
+    grad: np.ndarray  # the central-difference gradient, shaped like x
+    kinks: int  # elements re-measured with a small step (a kink within the step)
+    uncertainty: np.ndarray  # |D(h) - D(h/4)| per element, 0 where re-measured
+
+
 ROUNDING_MARGIN = 64  # a difference D(h/4) can be off by about this many eps * |f| / (h/4) through rounding
 
 
 def numerical_gradient(f: Callable[[], float], x: np.ndarray,
-                       h: float = DEFAULT_STEP) -> tuple[np.ndarray, int, np.ndarray]:
+                       h: float = DEFAULT_STEP) -> NumericalGradient:
     """Central-difference gradient of the scalar ``f()`` with respect to the array ``x``.
 
     Each element is measured with steps h and h/4. For a smooth function the two
@@ -118,10 +129,11 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray,
 
     Returns
     -------
-    grad : array like x
-    kinks : int, number of elements re-measured with the small step
-    uncertainty : array like x, |D(h) - D(h/4)| for smooth elements (0 where re-measured):
-        how far the difference itself can be trusted (rounding, about eps * |f| / h)
+    NumericalGradient, a named tuple:
+        grad : array like x
+        kinks : int, number of elements re-measured with the small step
+        uncertainty : array like x, |D(h) - D(h/4)| for smooth elements (0 where re-measured):
+            how far the difference itself can be trusted (rounding, about eps * |f| / h)
     """
     if x.dtype != np.float64:
         raise ValueError(f"x: gradient checks need float64, got {x.dtype}")
@@ -141,7 +153,7 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray,
         else:
             gflat[i] = coarse
             uflat[i] = abs(coarse - fine)
-    return grad, kinks, uncertainty
+    return NumericalGradient(grad, kinks, uncertainty)
 
 
 def check_gradients(name: str, f: Callable[[], float], tensors: dict[str, np.ndarray], analytic: dict[str, Any],
@@ -262,8 +274,8 @@ def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) ->
     """Check every layer and every loss of the library on small float64 problems."""
     from . import losses
     from .activations import ACTIVATIONS
-    from .settings import CHOICES
     from .layers import Activation, Dense, OutputLayer, VAELayer
+    from .settings import CHOICES
 
     rng = np.random.default_rng(seed)
     n, d, k, c = 4, 7, 5, 3

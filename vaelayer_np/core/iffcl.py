@@ -3,14 +3,14 @@
 The algorithm, one mini-batch (x, y)::
 
     partner, target = make_pairs(y, pairing)        # net B sees x[partner]
-    h_A, h_B = x, x[partner]
+    in_A, in_B = x, x[partner]
     for each VAE layer k (twins layer_A, layer_B):
-        # h_A and h_B are constants here: nothing flows back into layer k-1
+        # in_A and in_B are constants here: nothing flows back into layer k-1
         z_A, z_B  = the two layers' latents
         loss_k    = negELBO_A + negELBO_B + lambda * cosine_embedding(z_A, z_B, target)
                     (+ head_weight * (CE(head_A(out_A), y) + CE(head_B(out_B), y_B)), with local heads)
         update layer_A and layer_B from d loss_k / d (their own parameters)
-        h_A, h_B  = the layers' outputs               # act(mu) or act(z): passed on as data
+        in_A, in_B  = the layers' outputs             # act(mu) or act(z): passed on as data
     output layers: classification loss on each twin, each updated from its own loss
 
 :func:`train_step` is this loop. Each layer's update needs only its own input, its
@@ -20,7 +20,6 @@ from the layers above. The end-to-end baseline is in :mod:`.backprop`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
 import numpy as np
@@ -294,11 +293,11 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     check_choice("contrast", contrast, CHOICES["contrast"])
     check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
     partner, target = make_pairs(y, pairing, rng)
-    h_a, h_b, y_b = x, x[partner], y[partner]
+    in_a, in_b, y_b = x, x[partner], y[partner]  # each twin's input to the current layer
     metrics, outs_a, outs_b = {}, [], []
     for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
         heads = (net_a.heads[k], net_b.heads[k]) if net_a.heads else None
-        step = _local_step(path, layer_a, layer_b, h_a, h_b, target, rng, lam, margin, contrast, y, y_b,
+        step = _local_step(path, layer_a, layer_b, in_a, in_b, target, rng, lam, margin, contrast, y, y_b,
                            cosine_on, heads, head_weight)
         optimizers[f"A.vae{k}"].step(step.grads_a)
         optimizers[f"B.vae{k}"].step(step.grads_b)
@@ -307,9 +306,9 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
             optimizers[f"B.head{k}"].step(step.grads_head_b)
         for term, value in step.terms.items():
             metrics[f"layer{k}_{term}"] = value
-        h_a, h_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
-        outs_a.append(h_a)
-        outs_b.append(h_b)
+        in_a, in_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
+        outs_a.append(in_a)
+        outs_b.append(in_b)
     logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y, path)
     _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b, path)
     optimizers["A.output"].step(grads_a)

@@ -20,16 +20,14 @@ two agree in every setting.
 from __future__ import annotations
 
 import warnings
-
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import losses
+from . import losses, ops
 from ._validate import NonFiniteError, check_choice, check_finite, check_float_array, check_positive
 from .activations import get_activation, sigmoid
-from . import ops
 from .ops import bound_log_var, softmax
 from .settings import CHOICES, DEFAULTS
 
@@ -349,13 +347,13 @@ class VAELayer(Layer):
         grads : dict with the keys of ``params``
         """
         self._check_cache(cache)
-        w = check_finite("neg_elbo_weight", neg_elbo_weight)
+        weight = check_finite("neg_elbo_weight", neg_elbo_weight)
         x, z, mu = cache["x"], cache["z"], cache["mu"]
         n, k = mu.shape
         p = self.params
         # Reconstruction: the gradient reaches x_hat, and x itself as the target.
         _, (d_xhat, d_target) = self._recon(cache["x_hat"], x)
-        d_xhat = d_xhat * w
+        d_xhat = d_xhat * weight
         grads = {"W_dec": z.T @ d_xhat, "b_dec": d_xhat.sum(axis=0)}
         d_z = d_xhat @ p["W_dec"].T
         if dz is not None:
@@ -370,7 +368,7 @@ class VAELayer(Layer):
             else:
                 d_z = d_z + d_passed
         # through z = mu + std * eps, the KL and the log-variance bound: gradients on mu and on r
-        d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], w * self.beta,
+        d_mu, d_r = ops.latent_backward(d_z, cache["eps"], cache["std"], cache["kl_grads"], weight * self.beta,
                                         cache["log_var"], self.log_var_bound)
         if d_mu_extra is not None:
             d_mu = d_mu + d_mu_extra
@@ -389,7 +387,7 @@ class VAELayer(Layer):
                 d_x_enc = d_h_pre @ p["W_enc"].T
         elif need_dx:
             d_x_enc = d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T
-        dx = d_x_enc + w * d_target if need_dx else None
+        dx = d_x_enc + weight * d_target if need_dx else None
         return dx, {name: grads[name] for name in self.PARAM_NAMES if name in self.params}
 
     def decode(self, z: np.ndarray) -> np.ndarray:

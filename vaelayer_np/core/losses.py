@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from numpy.typing import DTypeLike
 
+from . import ops
 from ._validate import (
     check_choice,
     check_float_array,
@@ -24,7 +25,6 @@ from ._validate import (
     check_same_shape,
     check_targets_pm1,
 )
-from . import ops
 from .ops import COSINE_EPS, log_softmax, softmax  # noqa: F401  (public here too)
 
 

@@ -6,15 +6,15 @@ losses, no gradient between layers) and :mod:`.backprop` (the end-to-end baselin
 """
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from ._validate import check_choice, check_float_array, check_labels
-from .settings import CHOICES, DEFAULTS
 from .layers import OutputLayer, VAELayer, _as_rng, _no_backend
+from .settings import CHOICES, DEFAULTS
 
 RngLike = int | np.random.Generator | None
 
@@ -110,11 +110,12 @@ class Network:
         outs : list of the VAE layers' outputs
         """
         rng = _as_rng(rng) if (sample and eps is None) else None
-        caches, outs, h = [], [], x
+        caches, outs, layer_input = [], [], x
         for i, layer in enumerate(self.vae_layers):
-            h, cache = layer.forward(h, eps=None if eps is None else eps[i], rng=rng, sample=sample)
+            out, cache = layer.forward(layer_input, eps=None if eps is None else eps[i], rng=rng, sample=sample)
             caches.append(cache)
-            outs.append(h)
+            outs.append(out)
+            layer_input = out
         logits, out_cache = self.output.forward(self.readout_features(outs))
         return logits, caches, out_cache, outs
 
