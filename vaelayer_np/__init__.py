@@ -61,6 +61,7 @@ MODULE_MAP = (
         ("run.tables", "your own tables (CSV, npz): checked, standardised, split"),
         ("run.checkpoint", "atomic, pickle-free checkpoints"),
         ("run.trainer", "the training loop around either method: optimisers, schedule, state"),
+        ("run.resume", "what a checkpoint must hold to resume a trainer, every entry checked"),
         ("run.threads", "the BLAS thread limit while training"),
         ("run.signals", "one stop flag for Ctrl-C, SIGTERM and SIGHUP: a run saves, then stops"),
         ("run.runs", "run folders: train, resume, evaluate, plot"),
