@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-KEYS = ("config", "step_ms", "products_ms", "parts_floor_ms", "torch_ms", "torch_fused_ms", "page_faults_per_step")
+KEYS = ("config", "step_ms", "products_ms", "parts_floor_ms", "torch_ms", "torch_fused_ms", "page_faults_per_step",
+        "threads", "parallel_twins", "step_gflop", "epoch_tflop", "gemm_gflops_1", "gemm_gflops_all",
+        "flop_limit_epoch_s", "epoch_s", "epoch_over_flop_limit")
 
 
 @pytest.mark.slow
@@ -35,6 +37,15 @@ def test_bench_json_lines_have_the_keys_and_consistent_floors():
         # every product of the step is counted, the all-pairs cosine's three per layer pair included
         # (the mean and log-variance heads are one product each way: 43 and 61 rather than 55 and 79)
         assert row["n_products"] == (43 if row["encoder_hidden"] == 0 else 61)
+        # the machine's limit: the configuration's epoch FLOPs over the large-SGEMM rate with every core
+        assert row["threads"] == 1 and row["parallel_twins"] is False  # OPENBLAS_NUM_THREADS=1 above
+        assert row["flop_limit_epoch_s"] == pytest.approx(row["epoch_tflop"] * 1e3 / row["gemm_gflops_all"])
+        assert row["epoch_tflop"] == pytest.approx(row["step_gflop"] * 54000 / row["batch"] / 1e3)
+        if row["config"] == "hidden1024-batch128":  # the defaults: the measured epoch, about 1.84 TFLOP
+            assert row["epoch_s"] > 0 and 1.7 < row["epoch_tflop"] < 1.9
+            assert row["epoch_over_flop_limit"] == pytest.approx(row["epoch_s"] / row["flop_limit_epoch_s"])
+        else:
+            assert row["epoch_s"] is None
         if have_torch:
             assert row["torch_ms"] > 0 and row["torch_fused_ms"] > 0
             assert row["torch_fused_kind"] in ("fused", "foreach")

@@ -14,11 +14,23 @@ Prints medians over repeats and the ratios between them:
    with the step's operand layouts into preallocated outputs) and the parts floor
    (products + one flat Adam pass over all parameters + the noise draw);
 4. one Fashion-MNIST epoch per backend in a fresh process (time, page faults, peak
-   memory), Numba compile time cold and cached.
+   memory), Numba compile time cold and cached;
+5. the machine's limit: every configuration's FLOPs per step and per Fashion-MNIST epoch
+   (54,000 examples), the large-SGEMM rate measured here with 1 and with every core, the epoch's
+   FLOP limit (its FLOPs over that rate with every core) and a measured epoch with the defaults
+   (``threads="auto"``, a fresh process, a stated fraction of the epoch's steps scaled to the epoch);
+6. the memory a step holds: the peak of NumPy's allocations during one step, IFFCL against
+   backprop, at 3 and 8 VAE layers (:func:`step_memory`).
+
+Threads: IFFCL with 2 or more threads runs its twins in parallel, one BLAS thread each
+(:mod:`vaelayer_np.fast.parallel`); PyTorch's eager step and the products floor get that many
+threads (``torch.set_num_threads``, OpenBLAS); the backprop baseline, one network with nothing to run
+side by side, would get them as BLAS threads.
 
 The step, its floors and PyTorch run round-robin (one call of each per repeat), so a
 change of the machine's load reaches them alike. ``vaelayer bench --json`` prints
-only section 2/3, one JSON object per configuration and line.
+sections 2/3 and 5, one JSON object per configuration and line (the measured epoch on the default
+configuration's line).
 """
 from __future__ import annotations
 
@@ -51,10 +63,12 @@ def _threads():
     """
     if _THREADS is not None:
         return _THREADS
+    from ..fast.machine import resolve_threads
+
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
-            return int(os.environ[var])
-    return DEFAULT_THREADS
+            return resolve_threads(int(os.environ[var]))
+    return resolve_threads(DEFAULT_THREADS)
 
 
 def median_time(fn, repeats, warmup=2):
@@ -121,11 +135,13 @@ def bench_kernels(repeats):
 
 
 CONFIGS = ((0, 32), (0, 128), (1024, 32), (1024, 128))  # (encoder hidden width, batch)
+EPOCH_EXAMPLES = 54000  # a Fashion-MNIST training epoch (60,000 less the validation tenth)
 
 
-def _fashion_step_trainer(backend, batch, encoder_hidden=0):
+def _fashion_step_trainer(backend, batch, encoder_hidden=0, threads=None):
+    """A Fashion-MNIST-size trainer; ``threads`` (default: the bench's): 2 or more run the twins in parallel."""
     cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend,
-                      encoder_hidden=encoder_hidden)
+                      encoder_hidden=encoder_hidden, threads=threads or _threads())
     return Trainer(cfg, 784, 10)
 
 
@@ -317,7 +333,7 @@ def step_parts(batch, hidden):
     y = rng.integers(0, 10, batch)
     trainer = _fashion_step_trainer("numba", batch, hidden)
     reference = _fashion_step_trainer("numpy", batch, hidden)
-    recording = _fashion_step_trainer("numba", batch, hidden)
+    recording = _fashion_step_trainer("numba", batch, hidden, threads=1)  # the same products, recorded serially
     recording.step(x, y)  # compile, then record the products of one steady-state step
     with ProductRecorder() as recorder:
         recording.step(x, y)
@@ -335,7 +351,7 @@ def step_parts(batch, hidden):
         "noise": lambda: noise_rng.standard_normal(out=noise, dtype=np.float32),
     }
     facts = {"products": len(recorder.products), "gflop": recorder.flops() / 1e9, "params": n_params,
-             "noise_values": n_noise, "torch_fused_kind": None}
+             "noise_values": n_noise, "torch_fused_kind": None, "parallel_twins": hasattr(trainer.path, "train_step")}
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -354,7 +370,8 @@ def bench_step_config(hidden, batch, repeats):
     parts_floor = ms["products"] + ms["adam"] + ms["noise"]
     row = {
         "config": f"{'linear' if not hidden else f'hidden{hidden}'}-batch{batch}",
-        "encoder_hidden": hidden, "batch": batch, "repeats": repeats,
+        "encoder_hidden": hidden, "batch": batch, "repeats": repeats, "threads": _threads(),
+        "parallel_twins": facts["parallel_twins"],
         "step_ms": ms["step"], "numpy_step_ms": ms["numpy_step"],
         "products_ms": ms["products"], "adam_ms": ms["adam"], "noise_ms": ms["noise"],
         "parts_floor_ms": parts_floor,
@@ -363,6 +380,7 @@ def bench_step_config(hidden, batch, repeats):
         "page_faults_per_step": med["step"][1], "numpy_page_faults_per_step": med["numpy_step"][1],
         "products_page_faults": med["products"][1],
         "n_products": facts["products"], "products_gflop_per_s": facts["gflop"] / (ms["products"] / 1e3),
+        "step_gflop": facts["gflop"], "epoch_tflop": facts["gflop"] * EPOCH_EXAMPLES / batch / 1e3,
         "n_params": facts["params"], "noise_values": facts["noise_values"],
         "step_over_parts_floor": ms["step"] / parts_floor, "step_over_products": ms["step"] / ms["products"],
     }
@@ -397,16 +415,167 @@ def _print_step_row(row):
     print(ratios)
 
 
-def bench_step(repeats, json_lines=False):
-    rows = []
-    for hidden, batch in CONFIGS:
-        row = bench_step_config(hidden, batch, repeats)
-        rows.append(row)
+def bench_step(repeats, json_lines=False, quick=False):
+    """Sections 2/3 and 5 for every configuration; ``json_lines``: print one JSON object per configuration."""
+    gemm = gemm_rates(quick=quick)
+    rows = [bench_step_config(hidden, batch, repeats) for hidden, batch in CONFIGS]
+    epoch = measure_epoch(steps=10 if quick else 100)
+    for row in rows:
+        add_limits(row, gemm, epoch)
+    for row in rows:
         if json_lines:
             print(json.dumps(row), flush=True)
         else:
             _print_step_row(row)
+    if not json_lines:
+        _print_limits(rows, gemm, epoch)
     return rows
+
+
+# ----------------------------------------------------------------------------- the machine's limit
+def gemm_rates(size=None, repeats=3, quick=False):
+    """GFLOP/s of one large float32 matrix product (size x size x size) with 1 thread and with every core.
+
+    Returns {1: rate, n: rate} (n the cores this process may use; one entry on one core), medians.
+    """
+    from ..core._validate import usable_cores
+
+    size = size or (1024 if quick else 2048)
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty((size, size), np.float32)
+    rates = {}
+    for n in sorted({1, usable_cores()}):
+        with limit_threads(n):
+            seconds = median_time(lambda: np.matmul(a, b, out=out), repeats, warmup=1)
+        rates[n] = 2.0 * size ** 3 / seconds / 1e9
+    return rates
+
+
+_EPOCH_STEPS_CODE = """
+import json, sys, time
+import numpy as np
+from vaelayer_np.fast.machine import resolve_threads
+from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.threads import limit_threads
+from vaelayer_np.run.trainer import Trainer
+steps = int(sys.argv[1])
+try:
+    from vaelayer_np.run.data import load_dataset
+    ds = load_dataset("fashion-mnist")
+    x, y, source = ds.x_train, ds.y_train, "fashion-mnist"
+except Exception:  # no data files: the same shapes (a step's time does not depend on the values)
+    rng = np.random.default_rng(0)
+    x, y, source = rng.random((54000, 784), dtype=np.float32), rng.integers(0, 10, 54000), "synthetic"
+config = TrainConfig(dataset="fashion-mnist")  # the defaults, threads="auto" included
+trainer = Trainer(config, x.shape[1], 10)
+with limit_threads(config.threads):  # as `vaelayer train` runs it
+    trainer.train_epoch(x[:2 * config.batch_size], y[:2 * config.batch_size])  # compile and warm up
+    n = steps * config.batch_size
+    t0 = time.perf_counter()
+    trainer.train_epoch(x[:n], y[:n])
+    seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "steps": steps, "batch": config.batch_size, "source": source,
+                  "threads": resolve_threads(config.threads), "parallel_twins": hasattr(trainer.path, "train_step")}))
+"""
+
+
+def measure_epoch(steps=100):
+    """A Fashion-MNIST epoch with the default settings in a fresh process: ``steps`` training steps timed
+    (after two of warm-up) and scaled to the epoch's 54,000 examples.
+
+    Returns a dict (``epoch_s``, ``steps``, ``threads`` chosen by "auto", ``parallel_twins``, the data
+    ``source``, the load average before), or None if the child failed.
+    """
+    load = os.getloadavg()
+    done = subprocess.run([sys.executable, "-c", _EPOCH_STEPS_CODE, str(steps)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["epoch_s"] = out["seconds"] / (out["steps"] * out["batch"]) * EPOCH_EXAMPLES
+    out["load_before"] = load
+    return out
+
+
+def add_limits(row, gemm, epoch):
+    """Section 5's keys on a configuration's row (see ``vaelayer bench --json``)."""
+    every = max(gemm)
+    row["gemm_gflops_1"] = gemm[1]
+    row["gemm_gflops_all"] = gemm[every]
+    row["gemm_threads_all"] = every
+    row["flop_limit_epoch_s"] = row["epoch_tflop"] * 1e3 / gemm[every]
+    row["flop_limit_step_ms"] = row["step_gflop"] / gemm[every] * 1e3
+    default = (row["encoder_hidden"], row["batch"]) == (DEFAULT_HIDDEN, DEFAULT_BATCH)
+    row["epoch_s"] = epoch["epoch_s"] if (default and epoch) else None
+    row["epoch_steps_measured"] = epoch["steps"] if (default and epoch) else None
+    row["epoch_threads"] = epoch["threads"] if (default and epoch) else None
+    row["epoch_parallel_twins"] = epoch["parallel_twins"] if (default and epoch) else None
+    row["epoch_over_flop_limit"] = row["epoch_s"] / row["flop_limit_epoch_s"] if row["epoch_s"] else None
+    row["load_average"] = os.getloadavg()[0]
+    return row
+
+
+def _print_limits(rows, gemm, epoch):
+    every = max(gemm)
+    print(f"\n5. the machine's limit: large SGEMM (float32) {gemm[1]:.1f} GFLOP/s on 1 thread, "
+          f"{gemm[every]:.1f} GFLOP/s on {every}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for row in rows:
+        print(f"  {row['config']:<20s} {row['step_gflop']:6.3f} GFLOP per step, {row['epoch_tflop']:6.3f} TFLOP per "
+              f"epoch (54,000 examples): FLOP limit {row['flop_limit_step_ms']:7.2f} ms per step, "
+              f"{row['flop_limit_epoch_s']:6.1f} s per epoch; step measured {row['step_ms']:7.2f} ms "
+              f"= {row['step_ms'] / row['flop_limit_step_ms']:.2f}x its limit")
+    if epoch is None:
+        print("  measured epoch: failed")
+        return
+    row = next(r for r in rows if r["epoch_s"] is not None)
+    print(f"  measured epoch, default settings (threads=auto chose {epoch['threads']}"
+          f"{', twins in parallel' if epoch['parallel_twins'] else ', serial step'}; {epoch['source']} data): "
+          f"{epoch['steps']} steps in {epoch['seconds']:.2f} s, scaled to 54,000 examples: {epoch['epoch_s']:.1f} s "
+          f"= {row['epoch_over_flop_limit']:.2f}x the FLOP limit {row['flop_limit_epoch_s']:.1f} s "
+          f"(load average before it {epoch['load_before'][0]:.2f})")
+
+
+# ----------------------------------------------------------------------------- memory held by a step
+def step_memory(n_layers, method, batch=128, hidden=1024, width=256):
+    """Peak bytes of NumPy allocations during one training step beyond what exists before it (tracemalloc).
+
+    The readable path (``backend="numpy"``: the layers' own forward and backward), Fashion-MNIST
+    size (784 inputs, ``n_layers`` VAE layers of ``width``, encoders of ``hidden``, float32, batch
+    ``batch``). IFFCL drops a layer's cache once the layer is updated (the next layer needs only its
+    output); backprop keeps every layer's cache until the backward pass reaches it. Parameters and
+    optimiser moments exist before the step and are not counted.
+    """
+    import tracemalloc
+
+    cfg = TrainConfig(dataset="fashion-mnist", widths=(width,) * n_layers, encoder_hidden=hidden, batch_size=batch,
+                      backend="numpy", method=method, threads=1)
+    trainer = Trainer(cfg, 784, 10)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((batch, 784), dtype=np.float32), rng.integers(0, 10, batch)
+    trainer.step(x, y)  # first-step allocations (optimiser state) out of the way
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        trainer.step(x, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+def bench_memory(depths=(3, 8)):
+    """Section 6: the peak memory of one step, IFFCL (twins) against backprop (one network), per depth."""
+    print("\n6. memory held during one step (peak of NumPy allocations beyond the parameters and optimiser "
+          "state, tracemalloc; readable path, 784 inputs, VAE layers of 256, encoders of 1024, batch 128, float32)")
+    out = {}
+    for depth in depths:
+        iffcl_bytes, backprop_bytes = step_memory(depth, "iffcl"), step_memory(depth, "backprop")
+        out[depth] = (iffcl_bytes, backprop_bytes)
+        print(f"  {depth} VAE layers: IFFCL (two networks) {iffcl_bytes / 1e6:6.1f} MB   "
+              f"backprop (one network) {backprop_bytes / 1e6:6.1f} MB   "
+              f"per network: IFFCL {iffcl_bytes / 2e6:6.1f} MB, backprop/IFFCL {2 * backprop_bytes / iffcl_bytes:.2f}")
+    return out
 
 
 def bench_compile():
@@ -497,14 +666,17 @@ def run_bench(repeats=20, quick=False, json_lines=False, threads=None):
         repeats = min(repeats, 5)
     with limit_threads(_threads()):
         if json_lines:
-            bench_step(repeats, json_lines=True)
+            bench_step(repeats, json_lines=True, quick=quick)
             return
         import numba
+        twins = "the twins in parallel, one BLAS thread each" if _threads() > 1 else "the serial step"
         print(f"vaelayer bench: numpy {np.__version__}, numba {numba.__version__}, {os.cpu_count()} cores, "
-              f"{_threads()} thread(s) for BLAS and PyTorch in sections 1-3 (--threads N to change); load average "
+              f"{_threads()} thread(s) in sections 1-3 (--threads N to change; IFFCL: {twins}; PyTorch, the "
+              f"products floor and the backprop baseline: {_threads()} BLAS/OpenMP thread(s)); load average "
               f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; medians of {repeats} repeats\n")
         bench_kernels(repeats)
-        rows = bench_step(repeats)
+        rows = bench_step(repeats, quick=quick)
+    bench_memory()
     if not quick:
         bench_epoch(floor_ms=next((r["parts_floor_ms"] for r in rows
                                    if (r["encoder_hidden"], r["batch"]) == (DEFAULT_HIDDEN, DEFAULT_BATCH)), None))
