@@ -8,7 +8,7 @@ from vaelayer_np.run.checkpoint import load_npz
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import load_dataset
 from vaelayer_np.core.iffcl import _local_step, make_pairs
-from vaelayer_np.fast.training import training_path
+from vaelayer_np.fast.parallel import training_path
 from vaelayer_np.run.runs import train_run
 from vaelayer_np.run.trainer import Trainer
 

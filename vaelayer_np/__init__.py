@@ -54,6 +54,8 @@ MODULE_MAP = (
         ("fast.kernels", "Numba kernels mirroring core.ops, each tested against it"),
         ("fast.backend", "the backend table: which implementation each hot operation uses"),
         ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
+        ("fast.machine", "how many threads a run may use: threads='auto' looks at the idle cores"),
+        ("fast.parallel", "IFFCL's twins on two threads, bit-identical to the serial step; the path a trainer uses"),
     )),
     ("run", (
         ("run.config", "TrainConfig: every setting of a run (model, method, data, schedule, threads)"),
@@ -78,6 +80,7 @@ MODULE_MAP = (
         ("course.checks", "the checkers' shared machinery (PASS/FAIL with a diagnosis)"),
         ("course.answer_keys", "what gives each exercise's answer away (the answer-leak test reads it)"),
         ("course.capstone", "the capstone's checkers: a student's own VAE layers, IFFCL step and training loop"),
+        ("course.guide", "the instructor's guide and syllabus as data: goals, times, rubrics per question"),
     )),
 )
 

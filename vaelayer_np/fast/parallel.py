@@ -235,3 +235,20 @@ class ParallelFastPath(FastPath):
         metrics["output_loss"] = 0.5 * (results["loss_a"] + results["loss_b"])
         metrics["batch_acc"] = float(np.mean(results["logits_a"].argmax(1) == y))
         return metrics
+
+
+def training_path(backend, threads=1):
+    """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``.
+
+    ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more,
+    the fast path runs IFFCL's twins on two threads (:class:`ParallelFastPath`).
+    """
+    if backend == "numpy":
+        from ..core.iffcl import ReadablePath
+
+        return ReadablePath()
+    from .machine import resolve_threads
+
+    if (resolve_threads(threads) or 1) >= 2:
+        return ParallelFastPath(backend)
+    return FastPath(backend)

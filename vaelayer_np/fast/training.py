@@ -298,21 +298,3 @@ class FlatAdam(Adam):
         self._ops.adam_update(buffers.flat_params, buffers.flat_grads, self._flat_m, self._flat_v, self.beta1,
                               self.beta2, step_size, eps_hat)
 
-
-def training_path(backend, threads=1):
-    """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``.
-
-    ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more,
-    the fast path runs IFFCL's twins on two threads (:class:`vaelayer_np.fast.parallel.ParallelFastPath`).
-    """
-    if backend == "numpy":
-        from ..core.iffcl import ReadablePath
-
-        return ReadablePath()
-    from .machine import resolve_threads
-
-    if (resolve_threads(threads) or 1) >= 2:
-        from .parallel import ParallelFastPath
-
-        return ParallelFastPath(backend)
-    return FastPath(backend)

@@ -100,6 +100,10 @@ class TrainConfig:
                                                                 "says (output)"})
     lam: float = field(default=DEFAULTS["lam"], metadata={"help": "lambda, weight of the cosine term"})
     margin: float = field(default=DEFAULTS["margin"], metadata={"help": "cosine embedding margin for target -1"})
+    head_weight: float = field(default=DEFAULTS["head_weight"],
+                               metadata={"help": "weight of a local classifier head on each VAE layer's output in "
+                                                 "that layer's local loss (0: no heads; with backprop the heads' "
+                                                 "losses are added to the loss)"})
     readout: str = field(default=DEFAULTS["readout"],
                          metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
     output_loss: str = field(default=DEFAULTS["output_loss"],
@@ -173,7 +177,7 @@ class TrainConfig:
             self.threads = int(self.threads)
         if self.threads != "auto" and (self.threads is None or check_threads(self.threads) is None):
             raise ValueError(f"threads: expected a positive integer or 'auto', got {self.threads!r}")
-        for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound"):
+        for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound", "head_weight"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_positive("lr", self.lr)
         if self.output_lr is not None:

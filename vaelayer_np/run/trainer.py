@@ -6,17 +6,13 @@ A :class:`Trainer` owns the networks, one optimiser per layer, and one seeded
 state (parameters, optimiser moments, generator state, position inside the
 epoch) goes into a checkpoint, so an interrupted run resumes exactly.
 
-A checkpoint also records the settings it was made with (entry ``trainer.config``):
-:meth:`Trainer.load_state_dict` refuses a checkpoint whose settings differ from the
-trainer's in anything but :data:`RESUME_MAY_CHANGE`, and checks every entry (counters,
-generator state, parameters, optimiser moments: shape, dtype, finite values), naming
-the entry that is wrong. Training that diverges (a loss, gradient or parameter turns
+:meth:`Trainer.load_state_dict` checks every entry of a checkpoint first, and refuses one
+made with other settings (:mod:`vaelayer_np.run.resume`). Training that diverges (a loss, gradient or parameter turns
 NaN or infinite) raises :class:`DivergenceError`, naming the epoch, the step, the
 layer and the loss.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -25,11 +21,11 @@ import numpy as np
 from ..core import backprop
 from ..core import iffcl
 from ..core._validate import NonFiniteError, check_float_array, check_labels
-from .checkpoint import CheckpointError
 from .config import RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
+from .resume import _config_json, check_resume_config, check_trainer_state  # noqa: F401  (public here too)
 from ..core.network import Network
 from ..core.optim import OPTIMIZERS
-from ..fast.training import training_path
+from ..fast.parallel import training_path
 
 
 class DivergenceError(ValueError):
@@ -43,88 +39,6 @@ class DivergenceError(ValueError):
     def __init__(self, message, epoch=None, step=None, layer=None, what=None):
         super().__init__(message)
         self.epoch, self.step, self.layer, self.what = epoch, step, layer, what
-
-
-def _config_json(config):
-    return json.dumps(config.to_dict(), sort_keys=True)
-
-
-def check_resume_config(config, saved):
-    """Refuse to continue with ``config`` a checkpoint made with the settings ``saved``.
-
-    Parameters
-    ----------
-    config : TrainConfig, the settings that would continue the run
-    saved : dict, the settings stored in the checkpoint (entry ``trainer.config``)
-
-    Raises CheckpointError (a ValueError) naming the first setting that differs (other
-    than those in :data:`RESUME_MAY_CHANGE`).
-    """
-    if not isinstance(saved, dict):
-        raise CheckpointError("checkpoint: entry 'trainer.config' is not a JSON object of settings; the file is "
-                              "corrupt")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(saved) - known)
-    if unknown:
-        raise CheckpointError(f"checkpoint: entry 'trainer.config' has settings this version does not know "
-                              f"({', '.join(unknown)}); it was written by another version of vaelayer_np")
-    try:  # settings added after the checkpoint was written take their defaults
-        saved = TrainConfig.from_dict(saved).to_dict()
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint: entry 'trainer.config' is not a configuration ({exc})") from None
-    now = config.to_dict()
-    for name in sorted(known - RESUME_MAY_CHANGE):
-        if now[name] != saved[name]:
-            raise CheckpointError(f"{name}: config.json says {name}={now[name]!r} but the checkpoint was made with "
-                                  f"{name}={saved[name]!r}; a resumed run keeps its settings (only "
-                                  f"{', '.join(sorted(RESUME_MAY_CHANGE & known))} may change): restore config.json "
-                                  "or start a new run")
-
-
-def _scalar_int(state, key, minimum=0):
-    """An integer counter entry of a checkpoint: a 0-d integer array >= minimum."""
-    value = _entry(state, key)
-    if value.shape != () or value.dtype.kind not in "iu":
-        raise ValueError(f"checkpoint: entry {key!r} must be one integer, got dtype {value.dtype} shape {value.shape}")
-    v = int(value)
-    if v < minimum:
-        raise ValueError(f"checkpoint: entry {key!r} is {v}, expected an integer >= {minimum}")
-    return v
-
-
-def _entry(state, key):
-    if key not in state:
-        raise ValueError(f"checkpoint: missing entry {key!r}; the file is not a checkpoint of this run's "
-                         "configuration")
-    value = state[key]
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"checkpoint: entry {key!r} is a {type(value).__name__}, expected a numpy array")
-    return value
-
-
-def _json_entry(state, key):
-    value = _entry(state, key)
-    if value.shape != () or value.dtype.kind != "U":
-        raise ValueError(f"checkpoint: entry {key!r} must be one JSON string, got dtype {value.dtype} "
-                         f"shape {value.shape}")
-    try:
-        return json.loads(str(value))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"checkpoint: entry {key!r} is not valid JSON ({exc.msg})") from None
-
-
-def _check_array_entry(state, key, like, nonnegative=False):
-    """A parameter-like entry: same shape and dtype as ``like``, finite (and >= 0 if asked)."""
-    value = _entry(state, key)
-    if value.shape != like.shape:
-        raise ValueError(f"checkpoint: entry {key!r} has shape {value.shape}, the model expects {like.shape}")
-    if value.dtype != like.dtype:
-        raise ValueError(f"checkpoint: entry {key!r} has dtype {value.dtype}, the model expects {like.dtype}")
-    if not np.isfinite(value).all():
-        raise ValueError(f"checkpoint: entry {key!r} contains NaN or inf")
-    if nonnegative and (value < 0).any():
-        raise ValueError(f"checkpoint: entry {key!r} has negative values; a second moment is never negative")
-    return value
 
 
 class Trainer:
@@ -162,7 +76,9 @@ class Trainer:
         self.optimizers, self.base_lr = {}, {}
         for net_name, net in self.nets.items():
             for layer_name, layer in net.named_layers():
-                lr = config.output_lr if (layer_name == "output" and config.output_lr) else config.lr
+                # the classifiers (the output layer, and the local heads) learn at the output rate
+                is_classifier = layer_name == "output" or layer_name.startswith("head")
+                lr = config.output_lr if (is_classifier and config.output_lr) else config.lr
                 self.optimizers[f"{net_name}.{layer_name}"] = self._make_optimizer(layer, lr)
                 self.base_lr[f"{net_name}.{layer_name}"] = lr
         self.steps_per_epoch = None  # known once the training set is seen
@@ -174,7 +90,7 @@ class Trainer:
         return Network(self.n_features, c.resolved_widths(), self.n_classes, readout=c.readout, seed=seed,
                        activation=c.activation, beta=c.beta, recon=c.recon, log_var_bound=c.log_var_bound or None,
                        log_var_bias_init=c.log_var_bias_init, pass_on=c.pass_on, output_loss=c.output_loss,
-                       encoder_hidden=c.encoder_hidden, dtype=self.dtype)
+                       encoder_hidden=c.encoder_hidden, dtype=self.dtype, local_heads=c.head_weight > 0)
 
     def _make_optimizer(self, layer, lr):
         c = self.config
@@ -229,12 +145,13 @@ class Trainer:
         step = getattr(self.path, "train_step", iffcl.train_step)  # a path may run the step itself (parallel twins)
         return step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
                                 lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on,
-                                path=self.path)
+                                path=self.path, head_weight=c.head_weight)
 
     def backprop_step(self, x, y):
         """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
         return backprop.train_step(self.net_a, self.optimizers, x, y, self.rng,
-                                   neg_elbo_weight=self.config.backprop_neg_elbo_weight)
+                                   neg_elbo_weight=self.config.backprop_neg_elbo_weight,
+                                   head_weight=self.config.head_weight)
 
     # ------------------------------------------------------------------ epochs
     def n_batches(self, n):
@@ -423,67 +340,17 @@ class Trainer:
     def load_state_dict(self, state):
         """Restore a state written by :meth:`state_dict`.
 
-        Every entry is checked before anything is changed: the settings the checkpoint
-        was made with (``trainer.config``, see :func:`check_resume_config`), the counters
-        (integers, not negative, consistent), the epoch order (a permutation), the
-        generator state, and every parameter and optimiser moment (shape, dtype, finite
-        values). Anything wrong raises ValueError naming the entry; the trainer is then
-        unchanged.
+        Every entry is checked first (:func:`vaelayer_np.run.resume.check_trainer_state`): anything
+        wrong raises ValueError naming the entry, and the trainer is then unchanged.
         """
-        if not isinstance(state, dict):
-            raise ValueError(f"state: expected a dict of arrays, got {type(state).__name__}")
-        check_resume_config(self.config, _json_entry(state, "trainer.config"))
-        epoch = _scalar_int(state, "trainer.epoch")
-        batch_index = _scalar_int(state, "trainer.batch_index")
-        order = _entry(state, "trainer.epoch_order")
-        if order.ndim != 1 or order.dtype.kind not in "iu":
-            raise ValueError(f"checkpoint: entry 'trainer.epoch_order' must be a 1-d integer array, got dtype "
-                             f"{order.dtype} shape {order.shape}")
-        if order.size and not np.array_equal(np.sort(order), np.arange(order.size)):
-            raise ValueError("checkpoint: entry 'trainer.epoch_order' is not a permutation of 0..N-1")
-        if order.size == 0 and batch_index != 0:
-            raise ValueError(f"checkpoint: entry 'trainer.batch_index' is {batch_index} between two epochs "
-                             "(empty 'trainer.epoch_order'), expected 0")
-        if order.size and batch_index >= self.n_batches(order.size):
-            raise ValueError(f"checkpoint: entry 'trainer.batch_index' is {batch_index}, but an epoch of "
-                             f"{order.size} examples has only {self.n_batches(order.size)} batches")
-        sums = _json_entry(state, "trainer.epoch_sums")
-        if not isinstance(sums, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in sums.values()):
-            raise ValueError("checkpoint: entry 'trainer.epoch_sums' must map names to finite numbers")
-        rng_state = _json_entry(state, "trainer.rng")
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = rng_state
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise ValueError(f"checkpoint: entry 'trainer.rng' is not a random generator state ({exc!r})") from None
-        # parameters and optimiser moments: compare with the arrays they will be copied into
-        for name, net in self.nets.items():
-            for key, value in net.state_dict(prefix=f"net{name}.").items():
-                _check_array_entry(state, key, value)
-        steps = None
-        for name, opt in self.optimizers.items():
-            for key, value in opt.state_dict().items():
-                full = f"opt.{name}.{key}"
-                if key == "t":
-                    t = _scalar_int(state, full)
-                    if steps is not None and t != steps[1]:
-                        raise ValueError(f"checkpoint: entry {full!r} is {t} but {steps[0]!r} is {steps[1]}; every "
-                                         "optimiser makes one step per batch")
-                    steps = steps or (full, t)
-                else:
-                    _check_array_entry(state, full, value, nonnegative=key.startswith("v."))
-        if steps is not None and steps[1] < epoch + batch_index:
-            raise ValueError(f"checkpoint: entry {steps[0]!r} is {steps[1]}, fewer than the {epoch} epochs and "
-                             f"{batch_index} steps done")
-        # everything checked: now copy
+        checked = check_trainer_state(self, state)
         for name, net in self.nets.items():
             net.load_state_dict(state, prefix=f"net{name}.")
         for name, opt in self.optimizers.items():
             prefix = f"opt.{name}."
             opt.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        self.epoch, self.batch_index = epoch, batch_index
-        self.epoch_order = None if order.size == 0 else np.array(order, dtype=np.int64)
-        self.epoch_sums = {k: float(v) for k, v in sums.items()}
-        self.rng.bit_generator.state = rng_state
+        self.epoch, self.batch_index = checked.epoch, checked.batch_index
+        self.epoch_order = checked.epoch_order
+        self.epoch_sums = checked.epoch_sums
+        self.rng.bit_generator.state = checked.rng_state
         self._resumed = True
