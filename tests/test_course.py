@@ -96,3 +96,20 @@ def test_checkers_report_stubs_and_errors_as_fail_not_tracebacks():
     r = compare_arrays("double", lambda x: x + x, ref, inputs)
     assert r.passed and str(r).startswith("PASS")
     assert isinstance(run_check("x", lambda: (0.0, True, "")), CheckResult)
+
+
+@pytest.mark.parametrize("path", lesson_paths(), ids=lambda p: p.stem)
+def test_every_inline_question_has_an_answer_key_and_a_rubric(path):
+    """The instructor's guide (vaelayer_np.course.guide): goals, prerequisites and time per lesson, and a rubric
+    for each inline question, whose answer key is the solution notebook's answer."""
+    from vaelayer_np.course import guide
+
+    info = guide.LESSONS[path.stem]
+    assert info["goals"] and info["prerequisites"] and info["minutes"] > 0
+    questions = guide.inline_questions(path)
+    assert questions and len(info["rubrics"]) == len(questions), (path.name, len(questions), len(info["rubrics"]))
+    for (question, answer), rubric in zip(questions, info["rubrics"]):
+        assert question and len(answer) > 100, question
+        assert rubric and all(points > 0 and criterion for points, criterion in rubric)
+    page = guide.instructors_markdown([path])
+    assert all(answer.split("\n")[0] in page for _, answer in questions)

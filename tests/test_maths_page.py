@@ -4,7 +4,8 @@ Fast checks read the Markdown: each equation's section names a function that com
 function that computes its gradient and at least one test, all as links; each linked function
 imports, and each linked test is a function of its ``tests/`` file. The slow check builds the site
 (``mkdocs build --strict`` into a temporary folder) and follows every link of the maths page and of
-the IFFCL algorithm page (docs/iffcl.md) to a file and an element id of the built site.
+the IFFCL algorithm page (docs/iffcl.md) to a file and an element id of the built site (pages are
+``NAME.html``: ``use_directory_urls: false``).
 """
 from __future__ import annotations
 
@@ -131,14 +132,14 @@ def parse_html(path):
     return collector
 
 
-def broken_links(site, page_dir):
-    """Links of ``site/page_dir/index.html`` into api/ or tests/ whose file or element id is missing."""
-    page = site / page_dir / "index.html"
-    base = f"http://site/{page_dir}/"
+def broken_links(site, page_stem):
+    """Links of ``site/page_stem.html`` into the API or the Tests page whose file or element id is missing."""
+    page = site / f"{page_stem}.html"
+    base = f"http://site/{page_stem}.html"
     problems, checked, cache = [], 0, {}
     for href in parse_html(page).hrefs:
         url = urlparse(urljoin(base, href))
-        if url.netloc != "site" or not url.fragment or not url.path.startswith(("/api/", "/tests/")):
+        if url.netloc != "site" or not url.fragment or not url.path.startswith(("/api", "/tests")):
             continue
         checked += 1
         target = site / unquote(url.path).lstrip("/")
@@ -165,19 +166,19 @@ def site(site_build):
 @pytest.mark.slow  # one strict site build: 40-80 s on a busy 2-core machine
 def test_links_resolve_in_the_built_site(site):
     for page in PAGES_WITH_CODE_LINKS:
-        page_dir = page.removesuffix(".md")
+        page_stem = page.removesuffix(".md")
         expected = len(links((ROOT / "docs" / page).read_text()))
-        checked, problems = broken_links(site, page_dir)
+        checked, problems = broken_links(site, page_stem)
         assert not problems, f"{page}:\n" + "\n".join(problems)
         assert checked == expected, f"{page}: {checked} links found in the built page, {expected} in the Markdown"
     # The Tests page shows every test function of tests/ under its anchor.
-    tests_ids = parse_html(site / "tests" / "index.html").ids
+    tests_ids = parse_html(site / "tests.html").ids
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         for name in functions_of_test_file(path.stem):
             if name.startswith("test_"):
                 assert f"tests.{path.stem}.{name}" in tests_ids, f"Tests page lacks {path.stem}.{name}"
     # A broken anchor is reported (the check can fail).
-    maths_html = site / "maths" / "index.html"
+    maths_html = site / "maths.html"
     original = maths_html.read_text()
     try:
         maths_html.write_text(original.replace("#vaelayer_np.core.ops.kl_diag_gaussian", "#vaelayer_np.core.ops.kl_gone", 1))

@@ -76,7 +76,7 @@ def api_markdown() -> str:
 
     parts = []
     for package, group in vaelayer_np.MODULE_MAP:
-        parts.append(f"## {PACKAGE}.{package}")
+        parts.append(f"## {PACKAGE}.{package} {{ #{PACKAGE}.{package} }}")
         parts += [f"::: {PACKAGE}.{module}" for module, _ in group]
     return "\n\n".join(parts)
 
