@@ -188,8 +188,9 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
 # ----------------------------------------------------------------------------- all-pairs cosine loss
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
-    """The element-wise part of the reference :func:`vaelayer_np.core.ops.cosine_embedding_matrix` in one pass: value, dL/dcos
-    scaled by the norms, and its row and column sums weighted by cos (pair weights as :func:`.ops.cosine_pair_weights`)."""
+    """The element-wise part of the reference :func:`vaelayer_np.core.ops.cosine_embedding_matrix` in one pass:
+    value, dL/dcos scaled by the norms, and its row and column sums weighted by cos (pair weights as
+    :func:`.ops.cosine_pair_weights`)."""
     n, m = cos.shape
     n_pos = 0
     for i in range(n):
@@ -246,7 +247,8 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_xent(logits, labels):
-    """Compiled loop of :func:`softmax_cross_entropy` (reference: :func:`vaelayer_np.core.ops.softmax_cross_entropy`)."""
+    """Compiled loop of :func:`softmax_cross_entropy` (reference:
+    :func:`vaelayer_np.core.ops.softmax_cross_entropy`)."""
     n, c = logits.shape
     d = np.empty_like(logits)
     total = 0.0
@@ -300,7 +302,8 @@ def _act_forward(x, kind, slope):
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _act_backward(dout, x, out, kind, slope):
-    """Compiled backward of every activation (references: the ``*_backward`` functions of :mod:`vaelayer_np.core.activations`)."""
+    """Compiled backward of every activation (references: the ``*_backward`` functions of
+    :mod:`vaelayer_np.core.activations`)."""
     dx = np.empty_like(x)
     fd, fx, fo, fr = dout.reshape(-1), x.reshape(-1), out.reshape(-1), dx.reshape(-1)
     for i in range(fx.size):

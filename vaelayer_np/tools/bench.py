@@ -83,7 +83,8 @@ def median_time(fn, repeats, warmup=2):
 
 
 def _row(name, t_numba, t_ref, ref_name="numpy"):
-    return f"  {name:<40s} numba {t_numba * 1e6:9.1f} us   {ref_name} {t_ref * 1e6:9.1f} us   speed-up {t_ref / t_numba:6.2f}x"
+    return (f"  {name:<40s} numba {t_numba * 1e6:9.1f} us   {ref_name} {t_ref * 1e6:9.1f} us   "
+            f"speed-up {t_ref / t_numba:6.2f}x")
 
 
 def bench_kernels(repeats):

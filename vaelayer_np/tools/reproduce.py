@@ -667,6 +667,9 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=None, help="override every experiment's epochs (smoke tests)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many training examples (smoke tests)")
     parser.add_argument("--quick", action="store_true", help="2 epochs and 2000 examples each (a smoke test)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="hand the runs to the Dask distributed scheduler at ADDRESS (tcp://HOST:8786) instead "
+                             "of local child processes; needs pip install -e \".[cluster]\" (docs/performance.md)")
     parser.add_argument("--report-only", action="store_true",
                         help="start no run: write the tables from the runs already in --out")
     parser.add_argument("--write-docs", type=Path, default=None, metavar="DOCS",
@@ -694,6 +697,8 @@ def _command_line(args):
         parts.append("--quick")
     if getattr(args, "report_only", False):
         parts.append("--report-only")
+    if getattr(args, "scheduler", None):
+        parts.append(f"--scheduler {args.scheduler}")
     if getattr(args, "write_docs", None):
         parts.append(f"--write-docs {args.write_docs}")
     return " ".join(parts)
@@ -707,7 +712,8 @@ def run_from_args(args, log=print):
     return run_reproduce(args.out, only=args.only, seeds=parse_seeds(args.seeds),
                          digits_seeds=parse_seeds(args.digits_seeds, "--digits-seeds"), jobs=args.jobs, epochs=epochs,
                          limit=limit, write_docs=getattr(args, "write_docs", None), command=_command_line(args),
-                         report_only=getattr(args, "report_only", False), log=log)
+                         report_only=getattr(args, "report_only", False), log=log,
+                         scheduler=getattr(args, "scheduler", None))
 
 
 def _check_report_folder(out, names, seeds):
@@ -722,8 +728,11 @@ def _check_report_folder(out, names, seeds):
 
 
 def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, epochs=None, limit=None,
-                  write_docs=None, command=None, report_only=False, log=print):
+                  write_docs=None, command=None, report_only=False, log=print, scheduler=None):
     """Run the experiments over the seeds (resuming what is there) and write ``out/results.md``.
+
+    ``scheduler``: None (local child processes, ``jobs`` at a time), or the address of a Dask distributed
+    scheduler (or a ``dask.distributed.Client``) that runs them (:mod:`vaelayer_np.fast.cluster`).
 
     Returns the exit code: 0 when every run finished, 1 when one failed, 130 when interrupted.
     """
@@ -758,7 +767,12 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
             # in the order of EXPERIMENTS (long runs first), seed by seed
             order = list(EXPERIMENTS)
             tasks.sort(key=lambda t: (order.index(t[0]), t[1]))
-            finished, failed, interrupted = run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file)
+            if scheduler is not None:  # the executor hand-off: a Dask cluster instead of local child processes
+                from ..fast.cluster import run_tasks_on_cluster
+
+                finished, failed, interrupted = run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop)
+            else:
+                finished, failed, interrupted = run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file)
             failed_all += failed
             done_tasks = set(tasks)
             if interrupted:
