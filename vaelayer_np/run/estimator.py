@@ -34,6 +34,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..analysis.diagnostics import encode_layers
+from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core._validate import usable_cores
 from .checkpoint import load_npz, save_npz_atomic
 from .config import ARRAYS, CHOICES, TrainConfig
@@ -298,8 +300,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.loss_curve_, self.validation_scores_ = [], []
         best_score, best_state, stale = -np.inf, None, 0
         with limit_threads(config.threads):
-            while trainer.epoch < config.epochs:
-                means = trainer.train_epoch(Xs, y_index)
+            for means in trainer.epochs(Xs, y_index):
                 self.loss_curve_.append(float(means["output_loss"]))
                 line = f"epoch {trainer.epoch}/{config.epochs}: output loss {means['output_loss']:.4f}"
                 if x_val is not None:
@@ -336,10 +337,13 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return x_tr, y_tr, x_val, y_val
 
     def _store_latent_statistics(self, Xs):
-        """Mean and spread of each layer's latent means on the training rows (what :meth:`sample` draws from)."""
-        mus = self._latent_means(Xs)
-        self.latent_mean_ = [m.mean(axis=0) for m in mus]
-        self.latent_std_ = [m.std(axis=0) for m in mus]
+        """Each layer's aggregate posterior on the training rows, as a diagonal Gaussian (what :meth:`sample`
+        draws from): :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior`."""
+        with limit_threads(self._threads()):
+            layers = encode_layers(self.trainer_.net_a, Xs)
+        fitted = [fit_aggregate_posterior(mu, log_var) for mu, log_var in layers]
+        self.latent_mean_ = [mean for mean, _ in fitted]
+        self.latent_std_ = [std for _, std in fitted]
 
     # ------------------------------------------------------------------ prediction
     def _standardized(self, X):
@@ -410,15 +414,10 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return int(layer) % n
 
     def _decode(self, k, z):
-        """Carry a latent of layer k down through the decoders of layers k, ..., 0 to input units."""
-        net = self.trainer_.net_a
-        h = np.asarray(z, dtype=self.trainer_.dtype)
+        """Carry a latent of layer k down through the decoders to input units
+        (:func:`vaelayer_np.analysis.generation.decode_to_input`, then the standardisation undone)."""
         with limit_threads(self._threads()):
-            for j in range(k, -1, -1):
-                h = net.vae_layers[j].decode(h.astype(net.dtype))
-        if net.vae_layers[0].recon == "bce":
-            from ..core.activations import sigmoid
-            h = sigmoid(h)
+            h = decode_to_input(self.trainer_.net_a, k, np.asarray(z, dtype=self.trainer_.dtype))
         return np.asarray(h, dtype=np.float64) * self.scale_ + self.mean_
 
     def reconstruct(self, X, layer=0):
@@ -437,8 +436,10 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def sample(self, n, layer=-1, random_state=None):
         """``n`` new rows decoded from samples of VAE layer ``layer``'s latent space, in input units.
 
-        The samples are z ~ N(m, diag(s^2)) where m and s are the mean and spread of the
-        layer's latent means on the training rows (``latent_mean_``, ``latent_std_``).
+        The samples are z ~ N(m, diag(s^2)), the layer's aggregate posterior on the training rows
+        fitted as a diagonal Gaussian (``latent_mean_``, ``latent_std_``: the mean of the latent means,
+        and the spread of the means plus the mean noise variance, as in
+        :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior`).
 
         Returns
         -------

@@ -512,11 +512,11 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
     completed = True
     with StopSignals() as flag, limit_threads(config.threads):
         stop = (lambda: flag() or should_stop()) if should_stop is not None else flag
-        while trainer.epoch < config.epochs:
-            bar = _progress_bar(progress, trainer, dataset, config)
+        bars = (lambda t: _progress_bar(progress, t, dataset, config)) if progress else None
+        epochs = trainer.epochs(dataset.x_train, dataset.y_train, should_stop=stop, progress=bars)
+        while True:
             try:
-                epoch_means = trainer.train_epoch(dataset.x_train, dataset.y_train,
-                                                  on_step=bar.update_step if bar else None, should_stop=stop)
+                epoch_means = next(epochs, "done")
             except DivergenceError as exc:
                 # nothing of the diverged epoch is saved: the checkpoint and the metrics stay at the last good epoch
                 saved = (f" {CHECKPOINT_FILE} and {METRICS_FILE} keep the last good state (nothing of this epoch "
@@ -524,9 +524,8 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
                          else " No epoch had finished: there is no checkpoint.")
                 raise DivergenceError(f"{run_dir}: {exc}{saved}", epoch=exc.epoch, step=exc.step, layer=exc.layer,
                                       what=exc.what) from None
-            finally:
-                if bar:
-                    bar.close()
+            if epoch_means == "done":
+                break
             if epoch_means is None:  # interrupted between two steps: save and leave
                 save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
                 by = f" by {flag.signal_name}" if flag.signal_name else ""

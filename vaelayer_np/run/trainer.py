@@ -157,6 +157,31 @@ class Trainer:
     def n_batches(self, n):
         return -(-n // self.config.batch_size)
 
+    def epochs(self, x, y, should_stop=None, progress=None):
+        """The epoch loop: train epoch after epoch until ``config.epochs`` are done.
+
+        Yields each finished epoch's mean metrics (a dict); if ``should_stop`` ends an epoch between two
+        steps, yields None once and stops (the trainer then holds that step's state, ready to be saved).
+        The command line's runs and the estimator both train through this loop.
+
+        Parameters
+        ----------
+        x, y : the training data, as for :meth:`train_epoch`
+        should_stop : callable, optional, polled between steps
+        progress : callable, optional: ``progress(trainer)`` is called before each epoch and returns None
+            or a progress bar (an object with ``update_step(index, total, metrics)`` and ``close()``)
+        """
+        while self.epoch < self.config.epochs:
+            bar = progress(self) if progress is not None else None
+            try:
+                means = self.train_epoch(x, y, on_step=bar.update_step if bar else None, should_stop=should_stop)
+            finally:
+                if bar:
+                    bar.close()
+            yield means
+            if means is None:
+                return
+
     def train_epoch(self, x, y, on_step=None, should_stop=None):
         """Run (the rest of) one epoch. Returns the epoch's mean metrics, or None if stopped early.
 
