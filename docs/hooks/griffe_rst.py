@@ -12,7 +12,10 @@ option in mkdocs.yml) rewrites each docstring before it is parsed:
 * a paragraph ending in ``::`` before an indented literal block -> ends in ``:`` (the block
   itself is already a Markdown code block);
 * in the header line of a section item (``name : type``), reST literals in the type part lose their
-  double backticks: the API page shows that part as code already, where they would stay literal.
+  double backticks: the API page shows that part as code already, where they would stay literal;
+* a parameter's default written as an expression (``DEFAULTS["beta"]``, ``COSINE_EPS``) is shown as
+  its value (``0.001``, ``1e-08``) when that value is a plain literal (a number, a string, a bool,
+  None or a tuple of them), read from the imported function's ``inspect.signature``.
 
 The docstrings in the source are not changed.
 """
@@ -111,9 +114,47 @@ def rst_to_markdown(text: str) -> str:
     return _ROLE.sub(_role, text)
 
 
+def _literal(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, tuple) and all(_literal(v) for v in value)
+
+
+def _true_defaults(path: str) -> dict:
+    """{parameter: default} of the object at the dotted ``path`` (a function, or a class's __init__), imported."""
+    import importlib
+    import inspect
+
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+            return {k: p.default for k, p in inspect.signature(obj).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        except (AttributeError, TypeError, ValueError):
+            return {}
+    return {}
+
+
 class RstToMarkdown(griffe.Extension):
-    """Rewrite every docstring's reStructuredText maths and cross-reference roles as Markdown."""
+    """Rewrite every docstring's reStructuredText maths and cross-reference roles as Markdown, and show each
+    parameter's default as its value."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:  # noqa: D102
         if obj.docstring is not None:
             obj.docstring.value = rst_to_markdown(obj.docstring.value)
+
+    def on_function_instance(self, *, func: griffe.Function, **kwargs) -> None:  # noqa: D102
+        defaults = None
+        for param in func.parameters:
+            if param.default is None or param.name not in (defaults if defaults is not None else
+                                                            (defaults := _true_defaults(func.path))):
+                continue
+            value = defaults[param.name]
+            if _literal(value) and str(param.default) != repr(value):
+                param.default = repr(value)
