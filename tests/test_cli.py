@@ -95,7 +95,7 @@ def test_train_on_idx_files(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["evaluate", "no/such/run"], "no/such/run: no such folder"),
     (["train", "--resume", "no/such/run"], "no/such/run: no such folder"),
-    (["train", "--pairing", "random"], "pairing: unknown option 'random'"),
+    (["train", "--pairing", "shuffled"], "pairing: unknown option 'shuffled'"),
     (["train", "--activation", "swish"], "activation: unknown option 'swish'"),
     (["train", "--lr", "-1"], "lr: expected a finite number > 0"),
     (["train", "--margin", "3"], "margin: expected a number in [-1, 1]"),

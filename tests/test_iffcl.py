@@ -31,8 +31,8 @@ def params_of(layer):
     return {k: v.copy() for k, v in layer.params.items()}
 
 
-@pytest.mark.parametrize("contrast,head_weight,cosine_on", [("pairs", 0.0, "latent"), ("batch", 0.0, "latent"),
-                                                            ("batch", 1.0, "latent"), ("pairs", 0.5, "output")])
+@pytest.mark.parametrize("contrast,head_weight,cosine_on", [("partner", 0.0, "latent"), ("all_pairs", 0.0, "latent"),
+                                                            ("all_pairs", 1.0, "latent"), ("partner", 0.5, "output")])
 def test_changing_layers_above_changes_nothing_below(digits, contrast, head_weight, cosine_on):
     """Perturb layer 2, its local heads and the output layers of both twins: layers 0 and 1 (and their
     heads) get the same update, bit for bit, whatever the settings."""
@@ -108,7 +108,7 @@ def test_each_layer_moves_only_by_its_own_local_loss(digits, head_weight):
         h_a, h_b = step.out_a, step.out_b
 
 
-@pytest.mark.parametrize("mode", ["labelled", "balanced", "mirror"])
+@pytest.mark.parametrize("mode", ["random", "balanced", "mirror"])
 def test_pairing_modes(mode):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 4000)
@@ -116,9 +116,9 @@ def test_pairing_modes(mode):
     assert partner.shape == labels.shape and set(np.unique(target)) <= {1.0, -1.0}
     assert np.array_equal(target == 1, labels == labels[partner])
     frac = np.mean(target == 1)
-    expected = {"labelled": 0.1, "balanced": 0.5, "mirror": 1.0}[mode]
+    expected = {"random": 0.1, "balanced": 0.5, "mirror": 1.0}[mode]
     assert abs(frac - expected) < 0.04
-    if mode == "labelled":
+    if mode == "random":
         assert np.array_equal(np.sort(partner), np.arange(4000))
     if mode == "mirror":
         assert np.array_equal(partner, np.arange(4000))
@@ -206,3 +206,20 @@ def test_encoder_hidden_layer_trains_and_checkpoints(tmp_path):
     state = load_npz(tmp_path / "r" / "checkpoint.npz")
     assert state["netA.vae0.W_enc"].shape == (64, 32) and state["netB.vae1.W_enc"].shape == (16, 32)
     assert rows[-1]["test_acc"] > 0.5
+
+
+def test_old_spellings_of_choices_still_work_with_a_warning(digits):
+    """pairing='labelled', contrast='pairs'/'batch' and predict='a' (0.2) are read as their new names."""
+    with pytest.warns(DeprecationWarning, match="now spelled 'random'"):
+        config = TrainConfig(pairing="labelled", contrast="batch", predict="a")
+    assert (config.pairing, config.contrast, config.predict) == ("random", "all_pairs", "twin_a")
+    with pytest.warns(DeprecationWarning, match="'partner'"):
+        assert TrainConfig(contrast="pairs").validate().contrast == "partner"
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 10)
+    with pytest.warns(DeprecationWarning):
+        old = make_pairs(labels, "labelled", np.random.default_rng(1))
+    new = make_pairs(labels, "random", np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(old, new))
+    with pytest.raises(ValueError, match="pairing: unknown option 'labeled'"):
+        make_pairs(labels, "labeled", rng)

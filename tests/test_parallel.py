@@ -19,7 +19,7 @@ def _pair(backend="numba", **kw):
     return serial, parallel
 
 
-@pytest.mark.parametrize("settings", [{}, {"encoder_hidden": 20}, {"cosine_on": "output", "contrast": "pairs"},
+@pytest.mark.parametrize("settings", [{}, {"encoder_hidden": 20}, {"cosine_on": "output", "contrast": "partner"},
                                       {"pass_on": "sample", "recon": "bce", "output_loss": "bce"}],
                          ids=["defaults", "hidden", "output-pairs", "sample-bce"])
 @pytest.mark.parametrize("backend", ["numba", "numpy"])

@@ -19,7 +19,7 @@ from vaelayer_np.run.trainer import Trainer
 N_FEATURES, N_CLASSES, BATCH, STEPS = 20, 4, 16, 4
 
 
-def _config(dtype, backend, encoder_hidden, cosine_on="latent", contrast="batch", **kw):
+def _config(dtype, backend, encoder_hidden, cosine_on="latent", contrast="all_pairs", **kw):
     return TrainConfig(dataset="digits", widths=(12, 8), encoder_hidden=encoder_hidden, batch_size=BATCH,
                        dtype=dtype, backend=backend, lr_schedule="constant", contrast=contrast, cosine_on=cosine_on,
                        **kw)
@@ -43,7 +43,7 @@ def _run_both(dtype, fast_path, encoder_hidden, **kw):
 # every combination of the settings that change the arithmetic of a step
 SETTINGS = [dict(zip(("encoder_hidden", "cosine_on", "contrast", "pass_on", "activation", "recon", "output_loss"),
                      values))
-            for values in itertools.product((0, 6), ("latent", "output"), ("pairs", "batch"), ("mean", "sample"),
+            for values in itertools.product((0, 6), ("latent", "output"), ("partner", "all_pairs"), ("mean", "sample"),
                                             ("relu", "tanh"), ("mse", "bce"), ("softmax", "bce"))]
 
 

@@ -360,7 +360,7 @@ def _check_networks(rng, h, tol):
 
 def check_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, labels_a: np.ndarray,
                      labels_b: np.ndarray, target: np.ndarray | None = None, heads: Any = None, lam: float = 1.0,
-                     margin: float = 0.0, contrast: str = "pairs", cosine_on: str = "latent", head_weight: float = 0.0,
+                     margin: float = 0.0, contrast: str = "partner", cosine_on: str = "latent", head_weight: float = 0.0,
                      seed: int = 0, name: str = "IFFCL local step", h: float = DEFAULT_STEP,
                      tol: float = DEFAULT_TOL) -> list[GradResult]:
     r"""Check the gradients of IFFCL's local loss :math:`L_k` of one twin pair (and its local heads).
@@ -393,8 +393,8 @@ def _check_local_steps(rng, h, tol):
 
     n, d, k, c = 5, 6, 4, 3
     results = []
-    for cosine_on, contrast, with_heads in (("latent", "batch", True), ("output", "pairs", False),
-                                            ("latent", "pairs", True)):
+    for cosine_on, contrast, with_heads in (("latent", "all_pairs", True), ("output", "partner", False),
+                                            ("latent", "partner", True)):
         layer_a, layer_b = (generic_point(VAELayer(d, k, activation="tanh", beta=0.5, encoder_hidden=3,
                                                    log_var_bias_init=-1.0, rng=rng), rng) for _ in range(2))
         heads = tuple(generic_point(OutputLayer(k, c, rng=rng), rng) for _ in range(2)) if with_heads else None

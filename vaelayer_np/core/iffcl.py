@@ -28,7 +28,7 @@ from . import ops
 from ._validate import check_choice, check_float_array, check_targets_pm1
 from .layers import _as_rng
 from .optim import Adam
-from .settings import CHOICES, DEFAULTS
+from .settings import CHOICES, DEFAULTS, canonical
 
 PAIRING_MODES = CHOICES["pairing"]
 
@@ -39,7 +39,7 @@ def make_pairs(labels: np.ndarray, mode: str, rng: Any) -> tuple[np.ndarray, np.
     Parameters
     ----------
     labels : (N,) int array
-    mode : str, "labelled", "balanced" or "mirror"
+    mode : str, "random", "balanced" or "mirror"
         ``labelled``: a random permutation; target +1 where the labels agree, -1 elsewhere.
         ``balanced``: each partner is drawn from the same class with probability 1/2,
         else from another class, so about half the pairs are positive.
@@ -51,11 +51,11 @@ def make_pairs(labels: np.ndarray, mode: str, rng: Any) -> tuple[np.ndarray, np.
     partner : (N,) int array of indices into the batch
     target : (N,) float array of +1 / -1
     """
-    check_choice("pairing", mode, PAIRING_MODES)
+    mode = check_choice("pairing", canonical("pairing", mode), PAIRING_MODES)
     n = labels.shape[0]
     if mode == "mirror":
         partner = np.arange(n)
-    elif mode == "labelled":
+    elif mode == "random":
         partner = rng.permutation(n)
     else:
         order = np.argsort(labels, kind="stable")
@@ -101,10 +101,10 @@ def cosine_term(z_a: np.ndarray, z_b: np.ndarray, target: Any, labels_a: Any, la
                 margin: float) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """The contrastive part of a hidden layer's local loss, and its gradients on z_A, z_B.
 
-    ``contrast="pairs"``: one partner per example, targets ``target``.
-    ``contrast="batch"``: every A row against every B row, +1 where the labels agree.
+    ``contrast="partner"``: one partner per example, targets ``target``.
+    ``contrast="all_pairs"``: every A row against every B row, +1 where the labels agree.
     """
-    if contrast == "pairs":
+    if contrast == "partner":
         return ops.cosine_embedding(z_a, z_b, target, margin)
     return ops.cosine_embedding_matrix(z_a, z_b, cosine_targets(labels_a, labels_b), margin)
 
@@ -168,11 +168,11 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
     ----------
     layer_a, layer_b : VAELayer, the twins at depth k
     x_a, x_b : (N, D) arrays, their inputs (constants: outputs of depth k-1, or data)
-    target : (N,) +1/-1 cosine targets (used by ``contrast="pairs"``)
+    target : (N,) +1/-1 cosine targets (used by ``contrast="partner"``)
     rng : Generator (or seed) for the reparameterisation noise
     lam, margin : weight and margin of the cosine term
-    contrast : "pairs" (one partner per example) or "batch" (every A row against every B row, by labels)
-    labels_a, labels_b : (N,) labels, needed for ``contrast="batch"``
+    contrast : "partner" (one partner per example) or "all_pairs" (every A row against every B row, by labels)
+    labels_a, labels_b : (N,) labels, needed for ``contrast="all_pairs"``
     cosine_on : "latent" (z, the default) or "output" (the layer's output: act(mu) with
         pass_on="mean", act(z) with pass_on="sample")
     path : None (the layers' own forward and backward, :class:`ReadablePath`) or a fast path
@@ -185,12 +185,12 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
     -------
     LocalStep : outputs to pass on, the two layers' gradients, and the loss terms.
     """
-    check_choice("contrast", contrast, CHOICES["contrast"])
+    contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
     check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
-    if contrast == "pairs":
+    if contrast == "partner":
         check_targets_pm1("target", target, x_a.shape[0])
-    if contrast == "batch" and (labels_a is None or labels_b is None):
-        raise ValueError("labels_a, labels_b: contrast='batch' needs the labels of both twins' batches")
+    if contrast == "all_pairs" and (labels_a is None or labels_b is None):
+        raise ValueError("labels_a, labels_b: contrast='all_pairs' needs the labels of both twins' batches")
     if heads is not None and (labels_a is None or labels_b is None):
         raise ValueError("labels_a, labels_b: local heads need the labels of both twins' batches")
     for name, layer, x in (("x_a", layer_a, x_a), ("x_b", layer_b, x_b)):
@@ -290,7 +290,7 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     """
     path = path or READABLE
     net_a.check_input(x, y)  # the batch is checked once here
-    check_choice("contrast", contrast, CHOICES["contrast"])
+    contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
     check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
     partner, target = make_pairs(y, pairing, rng)
     in_a, in_b, y_b = x, x[partner], y[partner]  # each twin's input to the current layer

@@ -7,6 +7,7 @@ line) read their defaults here, so a layer or a step built with defaults is the 
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from .activations import ACTIVATIONS
@@ -24,8 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "readout": "all",            # the output layer reads every VAE layer's output, or the last
     "output_loss": "softmax",    # softmax cross-entropy, or BCE on one-hot targets
     # IFFCL
-    "pairing": "labelled",       # net B sees a random partner of each example (target: do the labels agree)
-    "contrast": "batch",         # cosine term over every A row against every B row (or one pair per example)
+    "pairing": "random",         # net B sees a random partner of each example (target: do the labels agree)
+    "contrast": "all_pairs",     # cosine term over every A row against every B row (or: one partner per example)
     "cosine_on": "latent",       # the cosine term acts on z (or on the layer's output)
     "lam": 10.0,                 # weight of the cosine term
     "margin": 0.5,               # cosine embedding margin for target -1
@@ -40,7 +41,25 @@ CHOICES = {
     "pass_on": ("sample", "mean"),
     "readout": ("last", "all"),
     "output_loss": ("softmax", "bce"),
-    "pairing": ("labelled", "balanced", "mirror"),
-    "contrast": ("pairs", "batch"),
+    "pairing": ("random", "balanced", "mirror"),
+    "contrast": ("partner", "all_pairs"),
     "cosine_on": ("latent", "output"),
 }
+
+# Old spellings of some choices, accepted for one release (with a DeprecationWarning):
+# "labelled" pairing was a random partner, "pairs" one partner per example, "batch" all pairs.
+RENAMED = {
+    "pairing": {"labelled": "random"},
+    "contrast": {"pairs": "partner", "batch": "all_pairs"},
+    "predict": {"a": "twin_a"},
+}
+
+
+def canonical(name: str, value: Any) -> Any:
+    """The current spelling of the choice ``value`` of setting ``name`` (old spellings: see :data:`RENAMED`)."""
+    new = RENAMED.get(name, {}).get(value) if isinstance(value, str) else None
+    if new is None:
+        return value
+    warnings.warn(f"{name}: {value!r} is now spelled {new!r}; the old spelling will be removed in a later release",
+                  DeprecationWarning, stacklevel=3)
+    return new

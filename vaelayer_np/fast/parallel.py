@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..core.iffcl import make_pairs
-from ..core.settings import CHOICES, DEFAULTS
+from ..core.settings import CHOICES, DEFAULTS, canonical
 from ..core._validate import check_choice
 from .training import FastPath
 
@@ -134,7 +134,7 @@ class ParallelFastPath(FastPath):
             return iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing=pairing, lam=lam, margin=margin,
                                     contrast=contrast, cosine_on=cosine_on, path=self, **more)
         net_a.check_input(x, y)
-        check_choice("contrast", contrast, CHOICES["contrast"])
+        contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
         check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
         partner, target = make_pairs(y, pairing, rng)
         x_b, y_b = x[partner], y[partner]

@@ -266,7 +266,7 @@ class FastPath:
     # ----------------------------------------------------------------- the cosine term
     def cosine_term(self, z_a, z_b, target, labels_a, labels_b, contrast, margin):
         """:func:`vaelayer_np.core.iffcl.cosine_term` through the backend's kernels."""
-        if contrast == "pairs":
+        if contrast == "partner":
             return self.ops.cosine_embedding(z_a, z_b, target, margin)
         return self.ops.cosine_embedding_matrix(z_a, z_b, cosine_targets(labels_a, labels_b), margin)
 

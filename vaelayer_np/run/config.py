@@ -16,7 +16,7 @@ from ..fast.backend import BACKENDS, default_backend
 from .data import DATASETS
 
 from ..core.settings import CHOICES as MODEL_CHOICES
-from ..core.settings import DEFAULTS
+from ..core.settings import DEFAULTS, RENAMED, canonical
 
 # The allowed values of every setting that is a choice: the model's and the methods' (core.settings)
 # and the run's.
@@ -24,7 +24,7 @@ CHOICES = {
     "dataset": DATASETS,
     "method": ("iffcl", "backprop"),
     **MODEL_CHOICES,
-    "predict": ("twins", "a"),
+    "predict": ("twins", "twin_a"),
     "optimizer": ("adam", "sgd"),
     "lr_schedule": ("constant", "cosine"),
     "backend": BACKENDS,
@@ -92,9 +92,13 @@ class TrainConfig:
     pass_on: str = field(default=DEFAULTS["pass_on"],
                          metadata={"help": "what the next layer receives in training: sample (act(z)) or mean "
                                            "(act(mu)); evaluation always uses the mean"})
-    pairing: str = field(default=DEFAULTS["pairing"], metadata={"help": "twin pairing: labelled, balanced or mirror"})
-    contrast: str = field(default=DEFAULTS["contrast"], metadata={"help": "cosine term over the twin pairs (pairs) or over all "
-                                                             "pairs of the batch (batch)"})
+    pairing: str = field(default=DEFAULTS["pairing"],
+                         metadata={"help": "what twin B sees beside each example: a random partner (random), a "
+                                           "partner of the same class half of the time (balanced), or the example "
+                                           "itself (mirror)"})
+    contrast: str = field(default=DEFAULTS["contrast"],
+                          metadata={"help": "cosine term over each example and its partner (partner) or over all "
+                                            "pairs of the batch, targets from the labels (all_pairs)"})
     cosine_on: str = field(default=DEFAULTS["cosine_on"], metadata={"help": "cosine term on the latent z (latent) or on the "
                                                                 "layer's output, act(mu) or act(z) as pass_on "
                                                                 "says (output)"})
@@ -108,7 +112,8 @@ class TrainConfig:
                          metadata={"help": "output layer reads the last VAE layer (last) or all (all)"})
     output_loss: str = field(default=DEFAULTS["output_loss"],
                              metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
-    predict: str = field(default="twins", metadata={"help": "average both twins' probabilities (twins) or net A (a)"})
+    predict: str = field(default="twins",
+                         metadata={"help": "average both twins' probabilities (twins) or net A's alone (twin_a)"})
     backprop_neg_elbo_weight: float = field(default=DEFAULTS["backprop_neg_elbo_weight"], metadata={"help": "backprop baseline: weight of the "
                                                                            "layers' negative ELBOs added to the "
                                                                            "classification loss"})
@@ -144,6 +149,9 @@ class TrainConfig:
         return bool(self.data)
 
     def __post_init__(self):
+        # old spellings of choices (vaelayer_np.core.settings.RENAMED) are stored in their new spelling
+        for name in RENAMED:
+            setattr(self, name, canonical(name, getattr(self, name)))
         # dataset-dependent defaults are filled in once, so the saved config is explicit
         if self.data and isinstance(self.data, str):
             # a table: runs and plots carry the file's name; sizes are fitted to it when it is loaded

@@ -145,8 +145,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, method="iffcl", widths=None, encoder_hidden=None, epochs=100, batch_size=32, lr=1e-3,
-                 output_lr=0.01, beta=1e-3, lam=10.0, margin=0.5, activation="relu", pairing="labelled",
-                 contrast="batch", readout="all", pass_on="mean", standardize=True, validation_fraction=0.1,
+                 output_lr=0.01, beta=1e-3, lam=10.0, margin=0.5, activation="relu", pairing="random",
+                 contrast="all_pairs", readout="all", pass_on="mean", standardize=True, validation_fraction=0.1,
                  early_stopping=False, n_iter_no_change=10, random_state=None, n_threads=None, backend=None,
                  dtype="float32", verbose=0):
         self.method = method

@@ -48,7 +48,7 @@ from ..run.signals import StopSignals
 
 # The paper's reading of IFFCL, for the decline study: one partner per example, the classifier on the
 # last layer, the sample passed on, lambda 1, margin 0, a constant learning rate, no encoder hidden layer.
-PAPER_LIKE = dict(contrast="pairs", readout="last", pass_on="sample", lam=1.0, margin=0.0, output_lr=1e-3,
+PAPER_LIKE = dict(contrast="partner", readout="last", pass_on="sample", lam=1.0, margin=0.0, output_lr=1e-3,
                   lr_schedule="constant", encoder_hidden=0)
 
 # The Fashion-MNIST budget actually run here (both methods alike): 50 epochs x 3 seeds x the grids of
