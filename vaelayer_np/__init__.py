@@ -74,6 +74,8 @@ MODULE_MAP = (
     ("tools", (
         ("tools.reproduce", "every experiment over seeds, resumable; the results tables"),
         ("tools.bench", "speed against floors and PyTorch, in one run"),
+        ("tools.threads_bench", "the measurement behind the default number of BLAS threads"),
+        ("tools.estimator_bench", "the estimator beside scikit-learn's models on small tables"),
         ("tools.release_course", "the student notebooks, generated from the solutions"),
     )),
     ("course", (

@@ -99,9 +99,9 @@ class TrainConfig:
     contrast: str = field(default=DEFAULTS["contrast"],
                           metadata={"help": "cosine term over each example and its partner (partner) or over all "
                                             "pairs of the batch, targets from the labels (all_pairs)"})
-    cosine_on: str = field(default=DEFAULTS["cosine_on"], metadata={"help": "cosine term on the latent z (latent) or on the "
-                                                                "layer's output, act(mu) or act(z) as pass_on "
-                                                                "says (output)"})
+    cosine_on: str = field(default=DEFAULTS["cosine_on"],
+                           metadata={"help": "cosine term on the latent z (latent) or on the layer's output, act(mu) "
+                                             "or act(z) as pass_on says (output)"})
     lam: float = field(default=DEFAULTS["lam"], metadata={"help": "lambda, weight of the cosine term"})
     margin: float = field(default=DEFAULTS["margin"], metadata={"help": "cosine embedding margin for target -1"})
     head_weight: float = field(default=DEFAULTS["head_weight"],
@@ -114,9 +114,9 @@ class TrainConfig:
                              metadata={"help": "softmax (cross-entropy) or bce (one-hot)"})
     predict: str = field(default="twins",
                          metadata={"help": "average both twins' probabilities (twins) or net A's alone (twin_a)"})
-    backprop_neg_elbo_weight: float = field(default=DEFAULTS["backprop_neg_elbo_weight"], metadata={"help": "backprop baseline: weight of the "
-                                                                           "layers' negative ELBOs added to the "
-                                                                           "classification loss"})
+    backprop_neg_elbo_weight: float = field(default=DEFAULTS["backprop_neg_elbo_weight"],
+                                            metadata={"help": "backprop baseline: weight of the layers' negative "
+                                                              "ELBOs added to the classification loss"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE layers"})
     output_lr: float = field(default=0.01, metadata={"help": "learning rate of the output layer"})

@@ -15,16 +15,12 @@ scikit-learn's estimator checks (tests/test_estimator.py), works in ``Pipeline``
 and ``GridSearchCV``, and pickles (the trainer is stored as its state dict of
 arrays and rebuilt on unpickling).
 
-The benchmark in docs/tabular.md is produced by::
-
-    nice -n 19 python -m vaelayer_np.run.estimator --benchmark
+The comparison with scikit-learn's models in docs/tabular.md is a tool,
+:mod:`vaelayer_np.tools.estimator_bench`.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -41,7 +37,8 @@ from .checkpoint import load_npz, save_npz_atomic
 from .config import ARRAYS, CHOICES, TrainConfig
 from .tables import (MAX_STANDARD_SCORE, SEED_LIMIT, ConstantColumnWarning, check_standardized, column_statistics,
                      constant_column_message, fit_sizes, standardize)
-from .threads import DEFAULT_THREADS, check_threads, limit_threads
+from .config import DEFAULT_THREADS
+from .threads import check_threads, limit_threads
 
 FILE_FORMAT = "vaelayer_np.VAELayerClassifier"
 FILE_VERSION = 1
@@ -127,7 +124,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     random_state : int, RandomState or None
         Seeds initialisation, pairing, noise, batch order and the validation split.
     n_threads : int or None
-        BLAS threads during fit and predict (None: :data:`vaelayer_np.run.threads.DEFAULT_THREADS`).
+        BLAS threads during fit and predict (None: :data:`vaelayer_np.run.config.DEFAULT_THREADS`).
     backend : str or None, "numba" or "numpy" (None: the library default)
     dtype : str, "float32" or "float64"
     verbose : int, 0 silent, 1 one line per epoch
@@ -670,85 +667,3 @@ def _rebuild_trainer(config_dict, n_features, n_classes, arrays):
     trainer = Trainer(config, n_features, n_classes)
     trainer.load_state_dict(arrays)
     return trainer
-
-
-# ----------------------------------------------------------------------------- benchmark
-def benchmark(seeds=(0, 1, 2), epochs=100, size_check_tables=("wine",), log=print):
-    """Test accuracy on scikit-learn's breast cancer, wine and iris tables, mean and std over seeds.
-
-    For each table and seed: a seeded stratified 75/25 split, then VAELayerClassifier
-    (iffcl and backprop, sizes fitted to the table; iffcl also with the digits model's
-    sizes, widths (64, 64, 64) and encoder_hidden 1024, on the ``size_check_tables``
-    only, as it costs about ten times more), LogisticRegression and
-    MLPClassifier, each in a Pipeline after StandardScaler (the VAE classifier
-    standardises itself). Returns a list of result dicts and prints a Markdown table.
-    """
-    from sklearn.datasets import load_breast_cancer, load_iris, load_wine
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    tables = {"breast cancer": load_breast_cancer, "wine": load_wine, "iris": load_iris}
-    models = {
-        "VAELayerClassifier iffcl (fitted sizes)": lambda s: VAELayerClassifier(epochs=epochs, random_state=s),
-        "VAELayerClassifier backprop (fitted sizes)": lambda s: VAELayerClassifier(method="backprop", epochs=epochs,
-                                                                                   random_state=s),
-        "VAELayerClassifier iffcl (digits sizes 64,64,64 / 1024)":
-            lambda s: VAELayerClassifier(epochs=epochs, widths=(64, 64, 64), encoder_hidden=1024, random_state=s),
-        "LogisticRegression": lambda s: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-        "MLPClassifier": lambda s: make_pipeline(StandardScaler(), MLPClassifier(max_iter=1000, random_state=s)),
-    }
-    results = []
-    for table, loader in tables.items():
-        X, y = loader(return_X_y=True)
-        for model_name, make in models.items():
-            if "digits sizes" in model_name and table not in size_check_tables:
-                continue
-            accs, seconds = [], []
-            for s in seeds:
-                x_tr, x_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=s, stratify=y)
-                t0 = time.perf_counter()
-                clf = make(s).fit(x_tr, y_tr)
-                seconds.append(time.perf_counter() - t0)
-                accs.append(clf.score(x_te, y_te))
-            row = {"table": table, "rows": len(y), "features": X.shape[1], "classes": len(np.unique(y)),
-                   "model": model_name, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                   "fit_seconds": float(np.median(seconds)), "accs": accs}
-            results.append(row)
-            log(f"  {table:<14s} {model_name:<56s} {100 * row['mean']:6.2f} +- {100 * row['std']:5.2f} %  "
-                f"(fit {row['fit_seconds']:.1f} s)")
-    return results
-
-
-def format_benchmark(results, seeds):
-    lines = [f"| table (rows, features, classes) | model | test accuracy (%), mean ± std over {len(seeds)} seeds "
-             "| fit time (s, median) |", "|---|---|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r['table']} ({r['rows']}, {r['features']}, {r['classes']}) | {r['model']} | "
-                     f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {r['fit_seconds']:.1f} |")
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vaelayer_np.run.estimator",
-                                     description="VAELayerClassifier on scikit-learn's bundled tables.")
-    parser.add_argument("--benchmark", action="store_true", help="run the comparison of docs/tabular.md")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--epochs", type=int, default=100)
-    args = parser.parse_args(argv)
-    if not args.benchmark:
-        parser.print_help()
-        return 0
-    seeds = tuple(range(args.seeds))
-    t0 = time.perf_counter()
-    results = benchmark(seeds, args.epochs)
-    print()
-    print(format_benchmark(results, seeds))
-    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

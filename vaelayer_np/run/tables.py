@@ -598,8 +598,8 @@ def check_standardized(z, where, column_names, raw=None):
     value = f" (the value {raw[r, c]:.6g})" if raw is not None else ""
     raise CorruptFileError(f'{where}: column "{_shorten(column_names[c])}" row {r + 1}{value} lies '
                            f"{abs(z[r, c]):.3g} training standard deviations from the training mean, more than the "
-                           f"{MAX_STANDARD_SCORE:g} the network can take ({_count(int(bad.sum()), 'such value')}); check the units of that "
-                           "column")
+                           f"{MAX_STANDARD_SCORE:g} the network can take ({_count(int(bad.sum()), 'such value')}); "
+                           "check the units of that column")
 
 
 def constant_column_message(where, names, values):
