@@ -759,6 +759,7 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
     stop_file.unlink(missing_ok=True)
     with StopSignals(second="count") as stop:  # Ctrl-C, SIGTERM or SIGHUP: the first asks, a second terminates
         # phase 1: every experiment on its seeds (grid points on the first seed); phase 2: the chosen points
+        done_tasks = set()  # the runs of phase 1, not started again in phase 2
         for phase in () if report_only else (1, 2):
             chosen = choose(out, names, seeds, epochs) if phase == 2 else {}
             tasks = [(n, s) for n in names for s in seeds_for(EXPERIMENTS[n], seeds, chosen)]
