@@ -283,7 +283,8 @@ def _stop_requested_by_parent():
 
 
 def _child_main(argv):
-    """Entry point of a child process: ``python -m vaelayer_np.tools.reproduce --child NAME SEED OUT [EPOCHS LIMIT]``."""
+    """Entry point of a child process:
+    ``python -m vaelayer_np.tools.reproduce --child NAME SEED OUT [EPOCHS LIMIT]``."""
     name, seed, out, epochs, limit = argv
     exp = EXPERIMENTS[name]
     to_int = lambda s: None if s == "-" else int(s)  # noqa: E731
@@ -397,8 +398,8 @@ def seeds_for(exp, seeds, chosen):
 def choose(out, names, seeds, epochs_override):
     """For each group, the point with the best mean validation accuracy (at its best-validation epoch).
 
-    The points are compared on the seeds every finished point of the group has, so a point run on three seeds is not compared with one run on one; groups without
-    a finished point are absent.
+    The points are compared on the seeds every finished point of the group has, so a point run on
+    three seeds is not compared with one run on one; groups without a finished point are absent.
     """
     finished = {}
     for name in names:
@@ -575,8 +576,8 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
     lines += ["", "Budgets: the same for both methods on a dataset. digits: the default 50 epochs. "
               f"Fashion-MNIST: **{FASHION_EPOCHS} epochs**, a reduced budget (not 50 epochs: on the two cores, "
               "running two at a time, three seeds of 50 epochs for both methods and their grids would take about 5 "
-              f"hours of wall time at the rates measured here, which did not fit in the time available; longer runs may "
-              f"narrow or widen the gap); the decline study {DECLINE_EPOCHS} epochs. The learning-rate grid "
+              "hours of wall time at the rates measured here, which did not fit in the time available; longer runs "
+              f"may narrow or widen the gap); the decline study {DECLINE_EPOCHS} epochs. The learning-rate grid "
               "(lr 1e-3, the default, and 2e-3) is the same for both methods; every point runs on every seed, and "
               "the point with the best mean validation accuracy is the one compared.", ""]
     lines += ["Figures are mean ± standard deviation over the finished seeds (sample std). *last test* is the "
