@@ -2,9 +2,10 @@
 
 ``auto`` counts the cores this process may run on (``os.sched_getaffinity``) that are idle now,
 from two readings of ``/proc/stat`` 0.2 s apart: a core counts as idle when at least half of its
-time in that interval was idle or spent on *niced* processes (a niced job yields its core to a
-normal-priority thread: the Linux scheduler gives a nice-0 thread about 98% of a core shared with a
-nice-19 one). Where ``/proc/stat`` cannot be read, the load average is used instead (cores minus
+time in that interval was idle. Time of *niced* processes counts as busy: a nice-5 job still takes a
+quarter of a core it shares with a normal thread, and with one thread the scheduler moves such jobs
+off our core, with two it cannot (measured: 2 threads beside two nice-5 jobs on 2 cores gave a 1.11x
+slower epoch than 1 thread; docs/performance.md). Where ``/proc/stat`` cannot be read, the load average is used instead (cores minus
 the 1-minute load, rounded). At least 1; the answer is kept for the process's lifetime, so a run
 decides once (its trainer and its BLAS limit agree).
 
@@ -26,7 +27,7 @@ AUTO = "auto"
 
 
 def _cpu_times(cpus):
-    """cpu index -> (available jiffies: idle + iowait + nice, total jiffies), from /proc/stat."""
+    """cpu index -> (idle jiffies: idle + iowait, total jiffies), from /proc/stat."""
     times = {}
     with open("/proc/stat") as fh:
         for line in fh:
@@ -38,15 +39,15 @@ def _cpu_times(cpus):
                 continue
             v = [int(f) for f in line.split()[1:]]
             user, nice, system, idle, iowait = v[:5]
-            times[index] = (idle + iowait + nice, sum(v[:8]))
+            times[index] = (idle + iowait, sum(v[:8]))
     return times
 
 
 def idle_cores(interval=0.2):
-    """The number of this process's cores idle (or running only niced work) over ``interval`` seconds.
+    """The number of this process's cores idle over ``interval`` seconds.
 
-    Returns a float (the sum over cores of the available fraction, each core counted as 1 when at
-    least half available, else 0), or None if ``/proc/stat`` cannot be read.
+    Returns an int (each core counted when at least half of its time was idle), or None if
+    ``/proc/stat`` cannot be read.
     """
     try:
         cpus = os.sched_getaffinity(0)

@@ -286,6 +286,29 @@ class ProductRecorder:
 
         return replay
 
+    def parallel_replay_function(self):
+        """The products replayed as the parallel twins run them: two threads, one BLAS thread each, each
+        thread taking every other product (a twin's products come in pairs of equal shapes with its twin's)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..fast.parallel import _BlasOneThread
+
+        outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
+        halves = [list(zip(self.products, outs))[i::2] for i in (0, 1)]
+        pool, blas = ThreadPoolExecutor(max_workers=1), _BlasOneThread()
+
+        def run(half):
+            for (a, b), out in half:
+                np.matmul(a, b, out=out)
+
+        def replay():
+            with blas:
+                future = pool.submit(run, halves[1])
+                run(halves[0])
+                future.result()
+
+        return replay
+
     def flops(self):
         return sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in self.products)
 
@@ -326,6 +349,8 @@ def step_parts(batch, hidden):
     (one flat Adam pass over all parameters of both twins, the Numba kernel), "noise" (the step's
     reparameterisation noise drawn as float32 into a kept buffer), and "torch", "torch_fused" if
     PyTorch is installed; and a dict of facts (product count, FLOPs, parameters, noise values).
+    With 2 or more threads the step runs the twins in parallel, and the floor's products and Adam pass
+    run as it does: on two threads with one BLAS thread each (the products alternately, Adam by halves).
     """
     from ..fast import kernels as _kernels
 
@@ -344,15 +369,28 @@ def step_parts(batch, hidden):
     n_noise = 2 * batch * sum(trainer.config.resolved_widths())
     noise = np.empty(n_noise, dtype=np.float32)
     noise_rng = np.random.default_rng(1)
+    parallel = hasattr(trainer.path, "train_step")  # the twins in parallel: so are the floor's products and Adam
+    if parallel:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool, half = ThreadPoolExecutor(max_workers=1), n_params // 2
+
+        def adam():
+            future = pool.submit(_kernels.adam_update, w[half:], g[half:], m[half:], v[half:], 0.9, 0.999, 1e-7, 1e-8)
+            _kernels.adam_update(w[:half], g[:half], m[:half], v[:half], 0.9, 0.999, 1e-7, 1e-8)
+            future.result()
+    else:
+        def adam():
+            _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-7, 1e-8)
     parts = {
         "step": lambda: trainer.step(x, y),
         "numpy_step": lambda: reference.step(x, y),
-        "products": recorder.replay_function(),
-        "adam": lambda: _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-7, 1e-8),
+        "products": recorder.parallel_replay_function() if parallel else recorder.replay_function(),
+        "adam": adam,
         "noise": lambda: noise_rng.standard_normal(out=noise, dtype=np.float32),
     }
     facts = {"products": len(recorder.products), "gflop": recorder.flops() / 1e9, "params": n_params,
-             "noise_values": n_noise, "torch_fused_kind": None, "parallel_twins": hasattr(trainer.path, "train_step")}
+             "noise_values": n_noise, "torch_fused_kind": None, "parallel_twins": parallel}
     try:
         import torch  # noqa: F401
     except ImportError:
