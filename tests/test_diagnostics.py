@@ -24,7 +24,8 @@ def test_kl_per_unit_averages_over_data_and_sums_to_the_layer_kl(rng):
     assert got.shape == (5,) and np.all(got >= 0)
     np.testing.assert_allclose(got.sum(), kl_diag_gaussian(mu, log_var)[0], rtol=1e-12)
     # one example with mu = 3 among three at 0: the unit's average is 9/2 / 4
-    mu1 = np.zeros((4, 1)); mu1[0] = 3.0
+    mu1 = np.zeros((4, 1))
+    mu1[0] = 3.0
     np.testing.assert_allclose(dg.kl_per_unit(mu1, np.zeros((4, 1))), [4.5 / 4])
 
 

@@ -25,10 +25,8 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit

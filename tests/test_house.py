@@ -1,5 +1,4 @@
 """The house rules: the README's code runs, nothing cited that is not here (the import rules: test_layout.py)."""
-import ast
 import re
 import shlex
 from pathlib import Path

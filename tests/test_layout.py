@@ -69,7 +69,8 @@ def _targets(parts, names):
     out = set()
     for alias in names:
         candidate = f"{dotted}.{alias.name}" if dotted else alias.name
-        if (PACKAGE / (candidate.replace(".", "/") + ".py")).exists() or (PACKAGE / candidate.replace(".", "/")).is_dir():
+        as_path = PACKAGE / candidate.replace(".", "/")
+        if as_path.with_suffix(".py").exists() or as_path.is_dir():
             out.add(candidate)
         else:
             out.add(dotted)

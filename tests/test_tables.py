@@ -132,7 +132,8 @@ def test_files_that_are_not_tables(tmp_path):
     ({"X": np.array([["a", "b"]] * 4), "y": np.arange(4) % 2}, r"X holds <U1 values; expected numbers"),
     ({"X": np.ones((4, 2)), "y": np.arange(3)}, r"X has 4 rows but y has 3 labels"),
     ({"X": np.ones((4, 2)), "y": np.array([0.5, 1, 0, 1])}, r"not whole numbers"),
-    ({"X": np.ones((4, 2)), "y": np.array([0, 1, np.nan, 1])}, r"y\[2\] is nan; labels must be finite \(1 such label\)"),
+    ({"X": np.ones((4, 2)), "y": np.array([0, 1, np.nan, 1])},
+     r"y\[2\] is nan; labels must be finite \(1 such label\)"),
     ({"X": np.array([[1.0, np.nan]] + [[1.0, 2.0]] * 3), "y": np.arange(4) % 2}, r"X\[0, 1\] is nan.*\(1 such value\)"),
 ])
 def test_bad_npz_files(tmp_path, arrays, message):

@@ -360,8 +360,8 @@ def _check_networks(rng, h, tol):
 
 def check_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, labels_a: np.ndarray,
                      labels_b: np.ndarray, target: np.ndarray | None = None, heads: Any = None, lam: float = 1.0,
-                     margin: float = 0.0, contrast: str = "partner", cosine_on: str = "latent", head_weight: float = 0.0,
-                     seed: int = 0, name: str = "IFFCL local step", h: float = DEFAULT_STEP,
+                     margin: float = 0.0, contrast: str = "partner", cosine_on: str = "latent",
+                     head_weight: float = 0.0, seed: int = 0, name: str = "IFFCL local step", h: float = DEFAULT_STEP,
                      tol: float = DEFAULT_TOL) -> list[GradResult]:
     r"""Check the gradients of IFFCL's local loss :math:`L_k` of one twin pair (and its local heads).
 
