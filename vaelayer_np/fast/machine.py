@@ -4,10 +4,10 @@
 from two readings of ``/proc/stat`` 0.2 s apart: a core counts as idle when at least half of its
 time in that interval was idle. Time of *niced* processes counts as busy: a nice-5 job still takes a
 quarter of a core it shares with a normal thread, and with one thread the scheduler moves such jobs
-off our core, with two it cannot (measured: 2 threads beside two nice-5 jobs on 2 cores gave a 1.11x
-slower epoch than 1 thread; docs/performance.md). Where ``/proc/stat`` cannot be read, the load average is used instead (cores minus
-the 1-minute load, rounded). At least 1; the answer is kept for the process's lifetime, so a run
-decides once (its trainer and its BLAS limit agree).
+off our core, with two it cannot (measured: 2 threads beside two nice-5 jobs on 2 cores gave a
+1.11-1.24x slower epoch than 1 thread; docs/performance.md). Where ``/proc/stat`` cannot be read,
+the load average is used instead (cores minus the 1-minute load, rounded). At least 1; the answer
+is kept for the process's lifetime, so a run decides once (its trainer and its BLAS limit agree).
 
 What the count means for training (:class:`vaelayer_np.run.trainer.Trainer`):
 

@@ -65,13 +65,14 @@ def _write_folder(folder, files):
         os.replace(tmp, path)
 
 
-def remote_run(name, seed, epochs, limit, files, log_text, stop_event):
+def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
     """One run on a worker: (completed, the run's files, its log) after training in a temporary folder.
 
-    ``files``: the run folder as it is in ``--out`` (empty for a new run); ``log_text``: its log so far.
+    ``run_one``: :func:`vaelayer_np.tools.reproduce.run_one` (passed in: this module does not import the
+    tools above it; Dask sends it by name); ``exp``: the experiment; ``files``: the run folder as it is in
+    ``--out`` (empty for a new run); ``log_text``: its log so far.
     """
-    from ..run.threads import limit_threads
-    from ..tools.reproduce import EXPERIMENTS, run_one
+    from threadpoolctl import threadpool_limits
 
     event = None
     if stop_event:
@@ -88,17 +89,20 @@ def remote_run(name, seed, epochs, limit, files, log_text, stop_event):
         return last[1]
 
     with tempfile.TemporaryDirectory(prefix="vaelayer-run-") as out:
-        run_dir = Path(out) / name / f"seed{seed}"
+        run_dir = Path(out) / exp.name / f"seed{seed}"
         _write_folder(run_dir, files)
         lines = [log_text] if log_text else []
-        with limit_threads(1):  # one BLAS thread per run, as the local child processes
-            completed = run_one(EXPERIMENTS[name], seed, out, epochs, limit, log=lines.append,
-                                should_stop=should_stop)
+        with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread per run, as the local child processes
+            completed = run_one(exp, seed, out, epochs, limit, log=lines.append, should_stop=should_stop)
         return completed, _read_folder(run_dir), "\n".join(lines) + "\n"
 
 
-def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop):
-    """:func:`vaelayer_np.tools.reproduce.run_tasks` on a Dask cluster. Returns (finished, failed, interrupted)."""
+def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experiments, run_one):
+    """:func:`vaelayer_np.tools.reproduce.run_tasks` on a Dask cluster. Returns (finished, failed, interrupted).
+
+    ``experiments``: name -> experiment; ``run_one``: the function that trains one seed of one (both from
+    :mod:`vaelayer_np.tools.reproduce`, which calls this).
+    """
     from dask.distributed import Event, as_completed
 
     client, own = _client(scheduler)
@@ -116,7 +120,8 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop):
             files = _read_folder(run_dir)
             if sum(len(b) for b in files.values()) > 1_000_000:  # a checkpoint: sent as data, not in the task
                 files = client.scatter(files, direct=False)
-            future = client.submit(remote_run, name, seed, epochs, limit, files, log_text, stop_name,
+            future = client.submit(remote_run, run_one, experiments[name], seed, epochs, limit, files, log_text,
+                                   stop_name,
                                    key=f"vaelayer-{name}-seed{seed}-{uuid.uuid4().hex[:8]}", pure=False, retries=0)
             futures[future] = (name, seed)
         pending = as_completed(list(futures))
