@@ -73,6 +73,7 @@ MODULE_MAP = (
     )),
     ("tools", (
         ("tools.reproduce", "every experiment over seeds, resumable; the results tables"),
+        ("tools.cluster", "reproduce's runs handed to a Dask cluster instead of local child processes"),
         ("tools.bench", "speed against floors and PyTorch, in one run"),
         ("tools.threads_bench", "the measurement behind the default number of BLAS threads"),
         ("tools.estimator_bench", "the estimator beside scikit-learn's models on small tables"),

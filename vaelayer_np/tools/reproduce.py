@@ -733,7 +733,7 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
     """Run the experiments over the seeds (resuming what is there) and write ``out/results.md``.
 
     ``scheduler``: None (local child processes, ``jobs`` at a time), or the address of a Dask distributed
-    scheduler (or a ``dask.distributed.Client``) that runs them (:mod:`vaelayer_np.fast._cluster`).
+    scheduler (or a ``dask.distributed.Client``) that runs them (:mod:`vaelayer_np.tools.cluster`).
 
     Returns the exit code: 0 when every run finished, 1 when one failed, 130 when interrupted.
     """
@@ -770,7 +770,7 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
             order = list(EXPERIMENTS)
             tasks.sort(key=lambda t: (order.index(t[0]), t[1]))
             if scheduler is not None:  # the executor hand-off: a Dask cluster instead of local child processes
-                from ..fast._cluster import run_tasks_on_cluster
+                from .cluster import run_tasks_on_cluster
 
                 finished, failed, interrupted = run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop,
                                                                      EXPERIMENTS, run_one)
