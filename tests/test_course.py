@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vaelayer_np.tools.release_course import (BEGIN, END, LESSONS, STUDENT, code_hash, dumps, lesson_paths,
+from vaelayer_np.tools.release_course import (BEGIN, END, STUDENT, code_hash, dumps, lesson_paths,
                                         strip_solution, student_version)
 from vaelayer_np.course.checks import CheckResult, compare_arrays, run_check
 
@@ -51,6 +51,7 @@ def test_lessons_are_stored_with_current_outputs_and_no_errors(path):
             assert out.get("output_type") != "error", f"{path.name}: an error output is stored"
             text = "".join(out.get("text", "")) if isinstance(out.get("text"), (list, str)) else ""
             assert "FAIL" not in text, f"{path.name}: a checker's FAIL is stored in the solution:\n{text}"
+            assert "DeprecationWarning" not in text, f"{path.name}: a DeprecationWarning is stored:\n{text}"
 
 
 @pytest.mark.parametrize("path", lesson_paths(), ids=lambda p: p.stem)

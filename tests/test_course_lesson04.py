@@ -73,8 +73,8 @@ def cosine_gradient_sign_flipped(a, b, target, margin=0.0):
     return value, (-d_a, -d_b)
 
 
-def pairs_labelled(labels, rng):
-    partner = rng.permutation(labels.shape[0])  # the labelled mode: about 1 positive pair in 10
+def pairs_random(labels, rng):
+    partner = rng.permutation(labels.shape[0])  # the random mode: about 1 positive pair in 10
     return partner, np.where(labels == labels[partner], 1.0, -1.0)
 
 
@@ -174,7 +174,7 @@ def step_moves_inputs(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, mar
 
 def step_library(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
     step = iffcl.vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(0), lam=lam,
-                                margin=margin, contrast="pairs")
+                                margin=margin, contrast="partner")
     return step.grads_a, step.grads_b
 
 
@@ -200,7 +200,7 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
     (lesson04.check_cosine_embedding, lambda a, b, t, margin=0.0: ops.cosine_embedding(a, b, t, margin), "library",
      ["ops.cosine_embedding"]),
     (lesson04.check_cosine_embedding, cosine_float32, "float32", ["float32"]),
-    (lesson04.check_make_pairs_balanced, pairs_labelled, "slip", ["about 1/2"]),
+    (lesson04.check_make_pairs_balanced, pairs_random, "slip", ["about 1/2"]),
     (lesson04.check_make_pairs_balanced, pairs_wrong_targets, "slip", ["targets are wrong"]),
     (lesson04.check_make_pairs_balanced, pairs_first_of_group, "slip", ["distinct partners"]),
     (lesson04.check_make_pairs_balanced, pairs_uniform_over_classes_without_guard, "slip", ["FAIL"]),
@@ -255,7 +255,7 @@ def test_checker_passes_a_correct_answer_and_reports_a_stub(check, answer):
 def test_local_step_problem_noise_is_the_reference_noise():
     p = lesson04.local_step_problem(0)
     step = iffcl.vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
-                                np.random.default_rng(p["noise_seed"]), contrast="pairs")
+                                np.random.default_rng(p["noise_seed"]), contrast="partner")
     _, cache_a = p["layer_a"].forward(p["x_a"], eps=p["eps_a"])
     np.testing.assert_array_equal(step.out_a, cache_a["out"])
 

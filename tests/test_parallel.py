@@ -20,8 +20,9 @@ def _pair(backend="numba", **kw):
 
 
 @pytest.mark.parametrize("settings", [{}, {"encoder_hidden": 20}, {"cosine_on": "output", "contrast": "partner"},
-                                      {"pass_on": "sample", "recon": "bce", "output_loss": "bce"}],
-                         ids=["defaults", "hidden", "output-pairs", "sample-bce"])
+                                      {"pass_on": "sample", "recon": "bce", "output_loss": "bce"},
+                                      {"head_weight": 2.0}, {"head_weight": 0.5, "cosine_on": "output"}],
+                         ids=["defaults", "hidden", "output-pairs", "sample-bce", "heads", "heads-output"])
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_parallel_step_is_bit_identical_to_the_serial_step(backend, settings):
     serial, parallel = _pair(backend, **settings)

@@ -206,7 +206,8 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
                      copied(step.grads_head_a), copied(step.grads_head_b))
 
 
-def _head_step(path, head, out, labels, head_weight):
+def local_head_step(path: Any, head: Any, out: np.ndarray, labels: np.ndarray,
+                    head_weight: float) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
     """A local classifier head on a layer's output: its loss, the gradient it sends into that output,
     and its own gradients (both scaled by ``head_weight``, its weight in the layer's local loss)."""
     logits, cache = path.output_forward(head, out)
@@ -232,8 +233,8 @@ def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, cont
         dout_a, dout_b = lam * d_cos_a, lam * d_cos_b
     head_loss, grads_head_a, grads_head_b = 0.0, None, None
     if heads is not None:
-        loss_ha, d_head_a, grads_head_a = _head_step(path, heads[0], out_a, labels_a, head_weight)
-        loss_hb, d_head_b, grads_head_b = _head_step(path, heads[1], out_b, labels_b, head_weight)
+        loss_ha, d_head_a, grads_head_a = local_head_step(path, heads[0], out_a, labels_a, head_weight)
+        loss_hb, d_head_b, grads_head_b = local_head_step(path, heads[1], out_b, labels_b, head_weight)
         head_loss = loss_ha + loss_hb
         dout_a = d_head_a if dout_a is None else dout_a + d_head_a
         dout_b = d_head_b if dout_b is None else dout_b + d_head_b

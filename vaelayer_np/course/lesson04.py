@@ -285,7 +285,7 @@ def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
     * ``partner``: N valid indices; ``target``: float64, +1 exactly where ``labels == labels[partner]``,
       else -1;
     * the fraction of positive pairs lies in [low, high] on a batch of 4000 with 10 equal classes
-      (the figure; ``labelled`` pairing gives about 0.1 there) and on an imbalanced batch
+      (the figure; ``random`` pairing gives about 0.1 there) and on an imbalanced batch
       (70% of one class);
     * the partners are spread (at least a quarter of the batch serves as a partner);
     * a batch of one class gives only positive pairs;
@@ -394,7 +394,7 @@ def check_local_step(local_step_fn, tol=1e-9):
     """Check ``local_step_fn(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin) -> (grads_a, grads_b)``.
 
     The reference is :func:`vaelayer_np.core.iffcl.vae_local_step` on the same layers, inputs, targets and
-    noise (``cosine_on="latent"``, ``contrast="pairs"``), for two settings of lambda and the margin. The
+    noise (``cosine_on="latent"``, ``contrast="partner"``), for two settings of lambda and the margin. The
     figure is the worst relative error over every parameter of both twins; the layers' parameters and the
     inputs must be left unchanged (a step computes gradients; the optimiser applies them). The library's
     local step and cosine functions are off limits (use your ``cosine_embedding_loss``). A wrong answer is
@@ -418,7 +418,7 @@ def check_local_step(local_step_fn, tol=1e-9):
             if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(g, dict) for g in got)):
                 return np.inf, False, "expected the return value (grads_a, grads_b), two dicts"
             want = vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
-                                  np.random.default_rng(p["noise_seed"]), lam=lam, margin=margin, contrast="pairs",
+                                  np.random.default_rng(p["noise_seed"]), lam=lam, margin=margin, contrast="partner",
                                   cosine_on="latent")
             keys = sorted(want.grads_a)
             for twin, g in (("A", got[0]), ("B", got[1])):

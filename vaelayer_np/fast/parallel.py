@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..core.iffcl import make_pairs
+from ..core.iffcl import local_head_step, make_pairs
 from ..core.settings import CHOICES, DEFAULTS, canonical
 from ..core._validate import check_choice
 from .training import FastPath
@@ -122,17 +122,19 @@ class ParallelFastPath(FastPath):
     # ----------------------------------------------------------------- the step
     def train_step(self, net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
                    margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"],
-                   path=None, **more):
+                   path=None, head_weight=DEFAULTS["head_weight"], **more):
         """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit.
 
-        ``path`` is ignored (this path runs the step). Settings this step does not know (``more``, such
-        as a non-zero ``head_weight``) run the serial :func:`~vaelayer_np.core.iffcl.train_step` on this path.
+        ``path`` is ignored (this path runs the step). Each twin's local heads (``head_weight``) run on that
+        twin's thread. Settings this step does not know (``more``) run the serial
+        :func:`~vaelayer_np.core.iffcl.train_step` on this path.
         """
         if any(value for value in more.values()):
             from ..core import iffcl
 
             return iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing=pairing, lam=lam, margin=margin,
-                                    contrast=contrast, cosine_on=cosine_on, path=self, **more)
+                                    contrast=contrast, cosine_on=cosine_on, path=self, head_weight=head_weight,
+                                    **more)
         net_a.check_input(x, y)
         contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
         check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
@@ -151,10 +153,10 @@ class ParallelFastPath(FastPath):
         results = {}
         with self._blas:
             future = self._pool.submit(self._twin_b, meeting, net_b, layers_b, optimizers, x_b, y_b, lam, cosine_on,
-                                       results)
+                                       results, head_weight)
             try:
                 self._twin_a(meeting, net_a, layers_a, optimizers, x, y, target, y_b, lam, margin, contrast,
-                             cosine_on, results)
+                             cosine_on, results, head_weight)
             except _Abort:
                 pass
             except BaseException:
@@ -162,15 +164,33 @@ class ParallelFastPath(FastPath):
                 future.exception()  # let B stop before the error leaves the step
                 raise
             future.result()  # B's own error, if it had one
-        return self._metrics(results, layers_a, layers_b, lam, y)
+        return self._metrics(results, layers_a, layers_b, lam, y, head_weight)
 
     def _forward(self, layer, x):
         """:meth:`FastPath.vae_forward` with the noise already drawn into the layer's buffer."""
         return self.vae_forward_drawn(layer, x)
 
+    def _backward_with_head(self, twin, k, net, layer, cache, out, labels, d_cos, cosine_on, head_weight,
+                            optimizers):
+        """One twin's backward at depth k, as the serial step does it: the cosine term's gradient on z (or on
+        the output) plus, with local heads, the head's gradient on the output; returns the head's loss."""
+        dz = dout = None
+        if cosine_on == "latent":
+            dz = d_cos
+        else:
+            dout = d_cos
+        head_loss = None
+        if net.heads:
+            head_loss, d_head, grads_head = local_head_step(self, net.heads[k], out, labels, head_weight)
+            dout = d_head if dout is None else dout + d_head
+        optimizers[f"{twin}.vae{k}"].step(self.vae_backward(layer, dout, cache, dz=dz))
+        if net.heads:
+            optimizers[f"{twin}.head{k}"].step(grads_head)
+        return head_loss
+
     def _twin_a(self, meeting, net, layers, optimizers, x, y, target, y_b, lam, margin, contrast, cosine_on,
-                results):
-        h, outs, caches, coses = x, [], [], []
+                results, head_weight=0.0):
+        h, outs, caches, coses, heads = x, [], [], [], []
         for k, layer in enumerate(layers):
             out, cache = self._forward(layer, h)
             meeting.wait(meeting.b_ready[k])
@@ -178,38 +198,32 @@ class ParallelFastPath(FastPath):
             cos_loss, (d_a, d_b) = self.cosine_term(mine, meeting.b_value[k], target, y, y_b, contrast, margin)
             meeting.grad_b[k] = lam * d_b
             meeting.grad_ready[k].set()
-            if cosine_on == "latent":
-                grads = self.vae_backward(layer, None, cache, dz=lam * d_a)
-            else:
-                grads = self.vae_backward(layer, lam * d_a, cache)
-            optimizers[f"A.vae{k}"].step(grads)
+            heads.append(self._backward_with_head("A", k, net, layer, cache, out, y, lam * d_a, cosine_on,
+                                                  head_weight, optimizers))
             h = out
             outs.append(out)
             caches.append(cache)
             coses.append(cos_loss)
         logits, loss, grads = self._output_step(net.output, net.readout_features(outs), y)
         optimizers["A.output"].step(grads)
-        results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss)
+        results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
 
-    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results):
+    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight=0.0):
         try:
-            h, outs, caches = x, [], []
+            h, outs, caches, heads = x, [], [], []
             for k, layer in enumerate(layers):
                 out, cache = self._forward(layer, h)
                 meeting.b_value[k] = cache["z"] if cosine_on == "latent" else out
                 meeting.b_ready[k].set()
                 meeting.wait(meeting.grad_ready[k])
-                if cosine_on == "latent":
-                    grads = self.vae_backward(layer, None, cache, dz=meeting.grad_b[k])
-                else:
-                    grads = self.vae_backward(layer, meeting.grad_b[k], cache)
-                optimizers[f"B.vae{k}"].step(grads)
+                heads.append(self._backward_with_head("B", k, net, layer, cache, out, y, meeting.grad_b[k],
+                                                      cosine_on, head_weight, optimizers))
                 h = out
                 outs.append(out)
                 caches.append(cache)
             _, loss, grads = self._output_step(net.output, net.readout_features(outs), y)
             optimizers["B.output"].step(grads)
-            results.update(caches_b=caches, loss_b=loss)
+            results.update(caches_b=caches, loss_b=loss, heads_b=heads)
         except _Abort:
             return
         except BaseException:
@@ -221,17 +235,22 @@ class ParallelFastPath(FastPath):
         loss, d_logits = self.output_loss(layer, logits, labels)
         return logits, loss, self.output_backward(layer, d_logits, cache)
 
-    def _metrics(self, results, layers_a, layers_b, lam, y):
+    def _metrics(self, results, layers_a, layers_b, lam, y, head_weight=0.0):
         """The serial step's metrics, summed in its order."""
         metrics = {}
         for k, (layer_a, layer_b) in enumerate(zip(layers_a, layers_b)):
             terms_a = self.vae_loss_terms(layer_a, results["caches_a"][k])
             terms_b = self.vae_loss_terms(layer_b, results["caches_b"][k])
             cos_loss = results["cos"][k]
+            head_a, head_b = results["heads_a"][k], results["heads_b"][k]
+            head_loss = 0.0 if head_a is None else head_a + head_b
             metrics[f"layer{k}_recon"] = terms_a["recon"] + terms_b["recon"]
             metrics[f"layer{k}_kl"] = terms_a["kl"] + terms_b["kl"]
             metrics[f"layer{k}_cos"] = cos_loss
-            metrics[f"layer{k}_loss"] = terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss
+            metrics[f"layer{k}_loss"] = (terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss
+                                         + head_weight * head_loss)
+            if head_a is not None:
+                metrics[f"layer{k}_head"] = head_loss
         metrics["output_loss"] = 0.5 * (results["loss_a"] + results["loss_b"])
         metrics["batch_acc"] = float(np.mean(results["logits_a"].argmax(1) == y))
         return metrics
