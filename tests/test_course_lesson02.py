@@ -6,9 +6,7 @@ from vaelayer_np.core import losses, ops
 from vaelayer_np.core.activations import sigmoid
 from vaelayer_np.course import lesson02
 
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
+from .course_helpers import assert_passes, assert_reports_stub, planted_tests, stub
 
 
 # ---------------------------------------------------------------- correct answers (the notebook's solutions)
@@ -208,20 +206,8 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
 ]
 
 
-@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
-                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
-def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
-    result = check(bug)
-    text = str(result)
-    assert not result.passed and text.startswith("FAIL"), text
-    for word in words:
-        assert word in text, f"{word!r} not in: {text}"
-
-
-def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
-    for check in {c for c, *_ in PLANTED}:
-        kinds = [k for c, _, k, _ in PLANTED if c is check]
-        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
+(test_checker_diagnoses_a_planted_wrong_answer,
+ test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds) = planted_tests(PLANTED)
 
 
 CORRECT = [
@@ -237,15 +223,12 @@ CHECKERS = sorted({c for c, _ in CORRECT}, key=lambda c: c.__name__)
 
 @pytest.mark.parametrize("check, answer", CORRECT, ids=lambda v: getattr(v, "__name__", ""))
 def test_checker_passes_a_correct_answer(check, answer):
-    result = check(answer)
-    assert result.passed, str(result)
-    assert str(result).startswith("PASS") and result.figure < 1e-7
+    assert_passes(check(answer), below=1e-7)
 
 
 @pytest.mark.parametrize("check", CHECKERS, ids=lambda v: v.__name__)
 def test_checker_reports_a_stub_as_not_implemented(check):
-    result = check(stub)
-    assert not result.passed and str(result).startswith("FAIL") and "not implemented" in str(result)
+    assert_reports_stub(check(stub))
 
 
 def test_encoder_checker_reports_a_missing_gradient():

@@ -6,9 +6,7 @@ import pytest
 from vaelayer_np.core import iffcl, ops
 from vaelayer_np.course import lesson04
 
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
+from .course_helpers import answer_test, planted_tests
 
 
 # ---------------------------------------------------------------- correct answers (the notebook's solutions)
@@ -225,31 +223,13 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
 ]
 
 
-@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
-                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
-def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
-    result = check(bug)
-    text = str(result)
-    assert not result.passed and text.startswith("FAIL"), text
-    for word in words:
-        assert word in text, f"{word!r} not in: {text}"
+(test_checker_diagnoses_a_planted_wrong_answer,
+ test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds) = planted_tests(PLANTED)
 
 
-def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
-    for check in {c for c, *_ in PLANTED}:
-        kinds = [k for c, _, k, _ in PLANTED if c is check]
-        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
-
-
-@pytest.mark.parametrize("check, answer", [(lesson04.check_cosine_embedding, cosine_embedding_loss),
-                                           (lesson04.check_make_pairs_balanced, make_pairs_balanced),
-                                           (lesson04.check_local_step, local_step)],
-                         ids=lambda v: getattr(v, "__name__", ""))
-def test_checker_passes_a_correct_answer_and_reports_a_stub(check, answer):
-    result = check(answer)
-    assert result.passed, str(result)
-    result = check(stub)
-    assert not result.passed and "not implemented" in str(result)
+test_checker_passes_a_correct_answer_and_reports_a_stub = answer_test(
+    [(lesson04.check_cosine_embedding, cosine_embedding_loss),
+     (lesson04.check_make_pairs_balanced, make_pairs_balanced), (lesson04.check_local_step, local_step)])
 
 
 def test_local_step_problem_noise_is_the_reference_noise():

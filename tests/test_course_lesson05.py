@@ -6,9 +6,7 @@ from vaelayer_np.analysis import diagnostics
 from vaelayer_np.core.backprop import loss_and_grads
 from vaelayer_np.course import lesson05
 
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
+from .course_helpers import REQUIRED_KINDS, assert_passes, assert_reports_stub, planted_tests, stub
 
 
 # ---------------------------------------------------------------- correct answers (the notebook's solutions)
@@ -110,41 +108,26 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
 ]
 
 
-@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
-                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
-def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
-    result = check(bug, epochs=1) if check is lesson05.check_backprop_epoch else check(bug)
-    text = str(result)
-    if kind.endswith("(passes)"):  # a variance computed in float32 still gives the right booleans
-        assert result.passed, text
-        return
-    assert not result.passed and text.startswith("FAIL"), text
-    for word in words:
-        assert word in text, f"{word!r} not in: {text}"
-
-
-def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
-    for check in {c for c, *_ in PLANTED}:
-        kinds = [k for c, _, k, _ in PLANTED if c is check]
-        # backprop_epoch trains a float32 network by design and returns one loss: no float32 case.
-        required = {"in place", "library"} | (set() if check is lesson05.check_backprop_epoch else {"float32"})
-        assert len(kinds) >= 4 and required <= {k.split(" (")[0] for k in kinds}, (check.__name__, kinds)
+# A variance computed in float32 still gives the right booleans ("float32 (passes)"). backprop_epoch trains a
+# float32 network by design and returns one loss: no float32 case; one epoch is enough to diagnose it.
+(test_checker_diagnoses_a_planted_wrong_answer,
+ test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds) = planted_tests(
+    PLANTED, call=lambda check, bug: check(bug, epochs=1) if check is lesson05.check_backprop_epoch else check(bug),
+    required=lambda check: REQUIRED_KINDS - {"float32"} if check is lesson05.check_backprop_epoch else REQUIRED_KINDS)
 
 
 def test_fast_checkers_pass_on_correct_answers():
-    assert lesson05.check_kl_per_unit(kl_per_unit).passed
-    assert lesson05.check_active_units(active_units).passed
+    assert_passes(lesson05.check_kl_per_unit(kl_per_unit))
+    assert_passes(lesson05.check_active_units(active_units))
 
 
 @pytest.mark.parametrize("checker", [lesson05.check_kl_per_unit, lesson05.check_active_units])
 def test_fast_checkers_report_a_stub(checker):
-    result = checker(stub)
-    assert not result.passed and "not implemented" in str(result) and str(result).startswith("FAIL")
+    assert_reports_stub(checker(stub))
 
 
 def test_backprop_epoch_checker_stub():
-    result = lesson05.check_backprop_epoch(stub, epochs=1)
-    assert not result.passed and "not implemented" in str(result)
+    assert_reports_stub(lesson05.check_backprop_epoch(stub, epochs=1))
 
 
 @pytest.mark.slow

@@ -7,9 +7,7 @@ from vaelayer_np.core.activations import sigmoid
 from vaelayer_np.course import lesson06
 from vaelayer_np.analysis.diagnostics import encode_layers
 
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
+from .course_helpers import assert_passes, assert_reports_stub, planted_tests, stub
 
 
 # ---------------------------------------------------------------- correct answers (the notebook's solutions)
@@ -116,20 +114,8 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
 ]
 
 
-@pytest.mark.parametrize("check, bug, kind, words", PLANTED,
-                         ids=[f"{c.__name__}-{k}-{i}" for i, (c, _, k, _) in enumerate(PLANTED)])
-def test_checker_diagnoses_a_planted_wrong_answer(check, bug, kind, words):
-    result = check(bug)
-    text = str(result)
-    assert not result.passed and text.startswith("FAIL"), text
-    for word in words:
-        assert word in text, f"{word!r} not in: {text}"
-
-
-def test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds():
-    for check in {c for c, *_ in PLANTED}:
-        kinds = [k for c, _, k, _ in PLANTED if c is check]
-        assert len(kinds) >= 4 and {"in place", "library", "float32"} <= set(kinds), (check.__name__, kinds)
+(test_checker_diagnoses_a_planted_wrong_answer,
+ test_every_checker_has_four_planted_wrong_answers_of_the_required_kinds) = planted_tests(PLANTED)
 
 
 CHECKERS = [(lesson06.check_decode_to_input, decode_to_input),
@@ -139,11 +125,9 @@ CHECKERS = [(lesson06.check_decode_to_input, decode_to_input),
 
 @pytest.mark.parametrize("checker, solution", CHECKERS)
 def test_checkers_pass_on_correct_answers(checker, solution):
-    result = checker(solution)
-    assert result.passed, str(result)
+    assert_passes(checker(solution))
 
 
 @pytest.mark.parametrize("checker", sorted({c for c, _ in CHECKERS}, key=lambda c: c.__name__))
 def test_checkers_report_a_stub(checker):
-    result = checker(stub)
-    assert not result.passed and "not implemented" in str(result) and str(result).startswith("FAIL")
+    assert_reports_stub(checker(stub))
