@@ -103,9 +103,10 @@ LESSONS = {
         "title": "Training, and what goes wrong",
         "goals": ["train IFFCL and backprop, read the per-layer local losses",
                   "write the KL per unit and the active units; diagnose posterior collapse",
-                  "find which change of the recipe fixes the late-training decline"],
+                  "find which change of the recipe fixes the late-training decline",
+                  "explain what a local classifier head (head_weight) adds to a layer and why the step stays local"],
         "prerequisites": ["lessons 01-04"],
-        "minutes": 90,
+        "minutes": 105,
         "rubrics": [
             [(1, "the posterior equals the prior for every input: the unit carries no information, KL -> 0"),
              (1, "the two numbers: the KL per unit (many below 0.05 nats) and the noise std against the spread "
@@ -116,6 +117,14 @@ LESSONS = {
              (1, "the means keep shrinking under the KL: only beta or a stronger cosine term stops it")],
             [(1, "the reconstruction is a mean over D pixels, the KL a sum over K units"),
              (1, "what matters is beta * D: 0.78 for 784 pixels, 0.064 for 64")],
+            [(1, "still local: head k reads only layer k's output, its gradient enters layer k as dout and stops at "
+                 "the layer's input (need_dx=False); nothing crosses a layer boundary"),
+             (1, "layer 0's update comes from its input, parameters, twin, pairing, noise and own head, fixed before "
+                 "layer 1 runs: head 1 is none of these, so it is identical bit for bit"),
+             (1, "what changed: the label reaches the layer's weights directly through the cross-entropy, not only "
+                 "through the sign of a similarity with the twin; each layer is trained to be linearly decodable"),
+             (1, "the layer is no longer label-free inside: a supervised local loss, like the 'pred' loss of "
+                 "local-error-signal training (Nøkland & Eidnes 2019)")],
         ],
     },
     "06_generation": {
@@ -221,8 +230,8 @@ def instructors_markdown(lesson_paths):
         info = LESSONS[stem]
         questions = inline_questions(path)
         out += [f"## {stem[:2]} {info['title']}", "",
-                f"**Learning goals.** " + "; ".join(info["goals"]) + ".", "",
-                f"**Prerequisites.** " + "; ".join(info["prerequisites"]) + ".", "",
+                "**Learning goals.** " + "; ".join(info["goals"]) + ".", "",
+                "**Prerequisites.** " + "; ".join(info["prerequisites"]) + ".", "",
                 f"**Expected time.** about {info['minutes']} minutes (exercises, checkers and questions).", ""]
         for i, ((question, answer), rubric) in enumerate(zip(questions, info["rubrics"]), start=1):
             question = re.sub(r"^(\*\*|### )?(Inline question|Question) \d+\.?(\*\*)?\s*", "", question)
