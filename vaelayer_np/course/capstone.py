@@ -14,8 +14,8 @@ set, and locality is proved on the student's code.
   (drawn from ``rng``: ``eps_a`` first, then ``eps_b``);
 * :func:`check_capstone_training`: trains the model of ``make_model`` with ``train_epoch`` and
   measures the test accuracy;
-* :func:`check_capstone_locality`: ``step_gradients(model, x, y, rng) -> (grads, loss)`` gives layer k's gradients bit for bit
-  unchanged when every parameter above layer k changes, and changed when layer k's own do.
+* :func:`check_capstone_locality`: ``step_gradients(model, x, y, rng) -> (grads, loss)`` gives layer k's gradients
+  bit for bit unchanged when every parameter above layer k changes, and changed when layer k's own do.
 
 In every checker the library's VAE layer, its ops, its losses (but the softmax cross-entropy of the
 given output head) and its IFFCL functions are off limits (:func:`vaelayer_np.course.checks.call_student`).
@@ -221,7 +221,8 @@ def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min
 
 def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
     """Locality on the student's code: ``step_gradients(model, x, y, rng) -> (grads, loss)`` (one training
-    step's gradients, ``grads`` with the keys ``"A.vae0"``, ``"B.vae0"``, ..., ``"A.head"``, ``"B.head"``, nothing updated).
+    step's gradients, ``grads`` with the keys ``"A.vae0"``, ``"B.vae0"``, ..., ``"A.head"``, ``"B.head"``,
+    nothing updated).
 
     From one model and one seed, for each VAE layer k below the top: the gradients of layer k (both twins)
     must be **bit for bit identical** after ``shift`` is added to every parameter of the layers above k and

@@ -372,7 +372,8 @@ def explain_difference(got, want, factors=(), slips=()):
             if value and abs(c / value + 1) < SAME:
                 return f"it is -{name} times the right answer: the sign is flipped and a division by {name} is missing"
             if value and abs(c * value + 1) < SAME:
-                return f"it is minus the right answer divided by {name}: the sign is flipped and a factor {name} is missing"
+                return (f"it is minus the right answer divided by {name}: the sign is flipped and a factor {name} "
+                        "is missing")
         return f"it is the right answer times {c:.4g}: a constant factor is wrong"
     if got.ndim == 2 and got.shape == want.shape and got.shape[0] == got.shape[1] \
             and max_relative_error(got.T, want) < SAME:

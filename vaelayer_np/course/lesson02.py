@@ -334,7 +334,8 @@ def check_encoder_backward(encoder_backward, seed=0):
             if bad:
                 d_h = g_mu @ params["W_mu"].T + g_r @ params["W_lv"].T
                 d_pre = act.backward(d_h, h_pre, hidden)
-                exact = {"W_mu": hidden.T @ g_mu, "W_lv": hidden.T @ g_r, "W_enc": x.T @ d_pre, "x": d_pre @ params["W_enc"].T}
+                exact = {"W_mu": hidden.T @ g_mu, "W_lv": hidden.T @ g_r, "W_enc": x.T @ d_pre,
+                         "x": d_pre @ params["W_enc"].T}
                 mu_only = act.backward(g_mu @ params["W_mu"].T, h_pre, hidden)
                 slips = {"W_mu": [("h_pre.T @ d_mu: the pre-activation where h belongs", h_pre.T @ g_mu),
                                   ("h.T @ d_r: the heads' gradients swapped", hidden.T @ g_r)],

@@ -22,8 +22,8 @@ from .checks import Diagnosis, call_student, check_dtype, explain_difference, ma
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
-    "numerical_gradient": ("vaelayer_np.core.gradcheck.numerical_gradient", "vaelayer_np.core.gradcheck.check_gradients",
-                           "vaelayer_np.core.gradcheck.check_loss"),
+    "numerical_gradient": ("vaelayer_np.core.gradcheck.numerical_gradient",
+                           "vaelayer_np.core.gradcheck.check_gradients", "vaelayer_np.core.gradcheck.check_loss"),
     "relative_error": ("vaelayer_np.core.gradcheck.relative_error",),
     "layer_gradient_errors": ("vaelayer_np.core.gradcheck.check_layer", "vaelayer_np.core.gradcheck.check_gradients",
                               "vaelayer_np.core.gradcheck.numerical_gradient",

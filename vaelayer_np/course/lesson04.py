@@ -138,9 +138,10 @@ def layer_update_after_one_step(method, k, perturb_above, x, y, seed=0, encoder_
 
     Builds a :class:`~vaelayer_np.run.trainer.Trainer` (``method`` "iffcl" or "backprop", NumPy backend,
     float64, plain SGD so that the update is -lr times the gradient; Adam's first step would be
-    lr times the gradient's sign and hide how much it changed), optionally adds ``shift`` to every parameter of the VAE layers above ``k`` and of the
-    output layers (both twins), takes one step on ``(x, y)`` and returns, per parameter of layer ``k``,
-    ``after - before``. Everything else (seed, data, pairing, noise) is identical between calls.
+    lr times the gradient's sign and hide how much it changed), optionally adds ``shift`` to every
+    parameter of the VAE layers above ``k`` and of the output layers (both twins), takes one step on
+    ``(x, y)`` and returns, per parameter of layer ``k``, ``after - before``. Everything else (seed,
+    data, pairing, noise) is identical between calls.
 
     Returns
     -------

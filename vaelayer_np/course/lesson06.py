@@ -1,9 +1,12 @@
 r"""Checkers of lesson 06, generation (``notebooks/06_generation.ipynb``).
 
-* :func:`check_decode_to_input`: ``decode_to_input(net, k, z)`` vs :func:`vaelayer_np.analysis.generation.decode_to_input`
+* :func:`check_decode_to_input`: ``decode_to_input(net, k, z)`` vs
+  :func:`vaelayer_np.analysis.generation.decode_to_input`
 * :func:`check_sample_aggregate`: ``sample_aggregate(mu, log_var, n, seed)`` vs
-  :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior` then :func:`vaelayer_np.analysis.generation.sample_latents`
-* :func:`check_traverse`: ``traverse(net, k, x_point, unit, values)`` vs :func:`vaelayer_np.analysis.generation.traverse`
+  :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior` then
+  :func:`vaelayer_np.analysis.generation.sample_latents`
+* :func:`check_traverse`: ``traverse(net, k, x_point, unit, values)`` vs
+  :func:`vaelayer_np.analysis.generation.traverse`
 
 The networks are small random ones (three VAE layers of different widths), float64, so the
 comparison is to rounding.
@@ -18,8 +21,8 @@ from .checks import compare_arrays
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
-    "decode_to_input": ("vaelayer_np.analysis.generation.decode_to_input", "vaelayer_np.analysis.generation.reconstruct",
-                        "vaelayer_np.analysis.generation.traverse"),
+    "decode_to_input": ("vaelayer_np.analysis.generation.decode_to_input",
+                        "vaelayer_np.analysis.generation.reconstruct", "vaelayer_np.analysis.generation.traverse"),
     "sample_aggregate": ("vaelayer_np.analysis.generation.fit_aggregate_posterior",
                          "vaelayer_np.analysis.generation.sample_latents",
                          "vaelayer_np.analysis.generation.sample_images",
@@ -56,7 +59,10 @@ def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
             if j > 0:
                 h_relu = np.maximum(h_relu, 0)
         bce = net.vae_layers[0].recon == "bce"
-        sig = (lambda a: 1 / (1 + np.exp(-a)))
+
+        def sig(a):
+            return 1 / (1 + np.exp(-a))
+
         return {"images": [("the decoders' outputs without the final sigmoid (layer 0 uses recon='bce')", h),
                            ("a sigmoid although layer 0 uses recon='mse'", sig(h)),
                            ("a ReLU between the decoders: each decoder gets the one above's output as is",

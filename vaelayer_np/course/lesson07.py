@@ -346,7 +346,8 @@ def check_interleaved_timer(timer):
     of :func:`interleaved_medians`, on a fake clock (exact: nothing is really timed).
 
     Checks: ``warmup`` untimed calls of each function come first; then the calls alternate,
-    one ``f`` and one ``g`` per round (in either order); the results are the medians (not the means, not the minima) of the timed calls.
+    one ``f`` and one ``g`` per round (in either order); the results are the medians (not the means,
+    not the minima) of the timed calls.
     """
     def body():
         rng = np.random.default_rng(7)
