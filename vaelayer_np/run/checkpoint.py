@@ -291,20 +291,33 @@ def _read_npz(path, fh):
     return out
 
 
-def _npy_header(path, key, member):
-    """(shape, dtype, header length) of an .npy member, refusing object dtypes before any allocation."""
+def read_npy_header(member):
+    """(shape, dtype, header length) of an .npy stream, from its header only (nothing is allocated).
+
+    Raises ValueError ("uses .npy format version ...") for a format version other than 1.0 and 2.0.
+    Checkpoints and tables both read their arrays' sizes this way before loading anything.
+    """
     version = np.lib.format.read_magic(member)
     if version == (1, 0):
         shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
     elif version == (2, 0):
         shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
     else:
-        raise CheckpointError(f"{path}: entry {key!r} uses .npy format version {version}, which checkpoints "
-                              "never use; the file is not a checkpoint")
+        raise ValueError(f"uses .npy format version {version}")
+    return tuple(int(s) for s in shape), dtype, member.tell()
+
+
+def _npy_header(path, key, member):
+    """(shape, dtype, header length) of an .npy member, refusing object dtypes before any allocation."""
+    try:
+        shape, dtype, header_len = read_npy_header(member)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: entry {key!r} {exc}, which checkpoints never use; the file is not a "
+                              "checkpoint") from None
     if dtype.hasobject:
         raise CheckpointError(f"{path}: entry {key!r} holds Python objects (a pickle); refused, checkpoints hold "
                               "plain arrays only")
-    return tuple(int(s) for s in shape), dtype, member.tell()
+    return shape, dtype, header_len
 
 
 # ----------------------------------------------------------------------------- JSON files

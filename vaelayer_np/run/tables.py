@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import read_npy_header
 from .data import MAX_DATA_BYTES, CorruptFileError, Dataset, DatasetNotFoundError
 
 TABLE_SUFFIXES = (".csv", ".npz")
@@ -323,14 +324,10 @@ def _npz_member(path, zf, info, key, file_size):
         raise CorruptFileError(f"{path}: array {key} claims {info.file_size} bytes, impossible in a {file_size}-byte "
                                "file; the file is corrupt")
     with zf.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise CorruptFileError(f"{path}: array {key} uses .npy format version {version}; save it with np.savez")
-        header_len = member.tell()
+        try:
+            shape, dtype, header_len = read_npy_header(member)
+        except ValueError as exc:
+            raise CorruptFileError(f"{path}: array {key} {exc}; save it with np.savez") from None
         if dtype.hasobject:
             raise CorruptFileError(f"{path}: holds object arrays (pickled Python objects, array {key}), which are not "
                                    "loaded; store numbers and strings as plain arrays")
