@@ -56,6 +56,7 @@ MODULE_MAP = (
         ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
         ("fast.machine", "how many threads a run may use: threads='auto' looks at the idle cores"),
         ("fast.parallel", "IFFCL's twins on two threads, bit-identical to the serial step; the path a trainer uses"),
+        ("fast.pipeline", "the layers pipelined: depth k on batch t while depth k+1 is on batch t-1, bit-identical"),
     )),
     ("run", (
         ("run.config", "TrainConfig: every setting of a run (model, method, data, schedule, threads)"),

@@ -296,24 +296,47 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     partner, target = make_pairs(y, pairing, rng)
     in_a, in_b, y_b = x, x[partner], y[partner]  # each twin's input to the current layer
     metrics, outs_a, outs_b = {}, [], []
-    for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):
-        heads = (net_a.heads[k], net_b.heads[k]) if net_a.heads else None
-        step = _local_step(path, layer_a, layer_b, in_a, in_b, target, rng, lam, margin, contrast, y, y_b,
-                           cosine_on, heads, head_weight)
-        optimizers[f"A.vae{k}"].step(step.grads_a)
-        optimizers[f"B.vae{k}"].step(step.grads_b)
-        if heads is not None:
-            optimizers[f"A.head{k}"].step(step.grads_head_a)
-            optimizers[f"B.head{k}"].step(step.grads_head_b)
-        for term, value in step.terms.items():
-            metrics[f"layer{k}_{term}"] = value
-        in_a, in_b = step.out_a, step.out_b  # data for layer k+1, computed before the update
-        outs_a.append(in_a)
+    for k in range(len(net_a.vae_layers)):
+        in_a, in_b = layer_pair_update(k, net_a, net_b, optimizers, in_a, in_b, target, y, y_b, rng, metrics,
+                                       lam, margin, contrast, cosine_on, path, head_weight)
+        outs_a.append(in_a)  # data for layer k+1, computed before the update
         outs_b.append(in_b)
+    output_pair_update(net_a, net_b, optimizers, outs_a, outs_b, y, y_b, metrics, path)
+    return metrics
+
+
+def layer_pair_update(k: int, net_a: Any, net_b: Any, optimizers: dict[str, Any], in_a: np.ndarray,
+                      in_b: np.ndarray, target: np.ndarray, y: np.ndarray, y_b: np.ndarray, rng: Any,
+                      metrics: dict[str, float], lam: float, margin: float, contrast: str, cosine_on: str,
+                      path: Any, head_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The part of :func:`train_step` at depth k: the twins' local step, their updates, the metrics.
+
+    Reads only depth k's layers, heads and optimisers and the batch's inputs to depth k; writes
+    ``metrics["layer{k}_..."]``. Returns the twins' outputs (computed before the update), the inputs
+    of depth k+1. Nothing here depends on depth k+1, which is why depth k of the next batch may run
+    while depth k+1 runs this batch (:mod:`vaelayer_np.fast.pipeline`).
+    """
+    heads = (net_a.heads[k], net_b.heads[k]) if net_a.heads else None
+    step = _local_step(path, net_a.vae_layers[k], net_b.vae_layers[k], in_a, in_b, target, rng, lam, margin,
+                       contrast, y, y_b, cosine_on, heads, head_weight)
+    optimizers[f"A.vae{k}"].step(step.grads_a)
+    optimizers[f"B.vae{k}"].step(step.grads_b)
+    if heads is not None:
+        optimizers[f"A.head{k}"].step(step.grads_head_a)
+        optimizers[f"B.head{k}"].step(step.grads_head_b)
+    for term, value in step.terms.items():
+        metrics[f"layer{k}_{term}"] = value
+    return step.out_a, step.out_b
+
+
+def output_pair_update(net_a: Any, net_b: Any, optimizers: dict[str, Any], outs_a: list[np.ndarray],
+                       outs_b: list[np.ndarray], y: np.ndarray, y_b: np.ndarray, metrics: dict[str, float],
+                       path: Any) -> None:
+    """The last part of :func:`train_step`: each twin's output layer on its readout of ``outs``, updated;
+    writes ``metrics["output_loss"]`` and ``metrics["batch_acc"]`` (net A on this batch)."""
     logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y, path)
     _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b, path)
     optimizers["A.output"].step(grads_a)
     optimizers["B.output"].step(grads_b)
     metrics["output_loss"] = 0.5 * (loss_a + loss_b)
     metrics["batch_acc"] = float(np.mean(logits_a.argmax(1) == y))  # argmax of the logits = of the probabilities
-    return metrics

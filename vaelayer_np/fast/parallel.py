@@ -6,11 +6,12 @@ input, and the same for B. :class:`ParallelFastPath` runs :func:`vaelayer_np.cor
 with each twin on its own thread (A on the calling thread, B on one worker thread kept for the
 path's lifetime)::
 
-    draw the noise of every layer, in the serial step's order (A0, B0, A1, B1, ...)
+    draw the noise of depth 0 (A0, then B0)
     twin A (calling thread)                       twin B (worker thread)
     forward A_k                                   forward B_k
     wait for B's z_k  <---------------------------  hand over z_k
-    cosine term (both gradients)  ------------------>  wait for dz_B
+    cosine term (both gradients)                  draw the noise of depth k+1 (A, then B)
+                      ------------------------------>  wait for dz_B
     backward A_k, Adam A_k                        backward B_k, Adam B_k
     ... layer k+1 ...                             ... layer k+1 ...
     output layer A                                output layer B
@@ -21,7 +22,9 @@ compiled with ``nogil=True``: both release Python's lock, so the two twins use t
 
 The result is the serial step's, bit for bit: each twin runs the same operations on the same
 operands in the same order (one BLAS thread: the same summation order), the noise is drawn from
-the one generator in the serial order before the threads start, and the metrics are summed in
+the one generator in the serial order (depth 0 before the threads start, each later depth by twin B
+while A computes the cosine term, so never by two threads at once; A waits for it before its
+forward), and the metrics are summed in
 the serial order (``tests/test_parallel.py`` checks the parameters after several steps for
 equality). Nothing spins while a twin waits for the other (``threading.Event``), so on a busy
 core the step degrades to about the serial time rather than to a cliff.
@@ -75,6 +78,7 @@ class _Meeting:
     def __init__(self, n_layers):
         self.b_ready = [threading.Event() for _ in range(n_layers)]
         self.grad_ready = [threading.Event() for _ in range(n_layers)]
+        self.noise_ready = [threading.Event() for _ in range(n_layers)]
         self.b_value = [None] * n_layers
         self.grad_b = [None] * n_layers
         self.failed = False
@@ -86,7 +90,7 @@ class _Meeting:
 
     def fail(self):
         self.failed = True
-        for event in self.b_ready + self.grad_ready:
+        for event in self.b_ready + self.grad_ready + self.noise_ready:
             event.set()
 
 
@@ -142,18 +146,19 @@ class ParallelFastPath(FastPath):
         x_b, y_b = x[partner], y[partner]
         layers_a, layers_b = list(net_a.vae_layers), list(net_b.vae_layers)
         n = x.shape[0]
-        # the noise of every layer, in the serial step's order: A0, B0, A1, B1, ...
+        # the noise of depth 0 now; that of depth k+1 is drawn by twin B while twin A computes the cosine term
+        # of depth k (B would wait there): the serial step's order A0, B0, A1, B1, ... from one thread at a time
         for layer_a, layer_b in zip(layers_a, layers_b):
             for layer in (layer_a, layer_b):
-                ws = self._workspace(layer, self.prepare(layer), n)
-                rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
+                self._workspace(layer, self.prepare(layer), n)
                 self._act(layer.activation)
+        self._draw_noise(layers_a, layers_b, 0, n, rng)
         self._start()
         meeting = _Meeting(len(layers_a))
         results = {}
         with self._blas:
             future = self._pool.submit(self._twin_b, meeting, net_b, layers_b, optimizers, x_b, y_b, lam, cosine_on,
-                                       results, head_weight)
+                                       results, head_weight, layers_a, rng)
             try:
                 self._twin_a(meeting, net_a, layers_a, optimizers, x, y, target, y_b, lam, margin, contrast,
                              cosine_on, results, head_weight)
@@ -165,6 +170,11 @@ class ParallelFastPath(FastPath):
                 raise
             future.result()  # B's own error, if it had one
         return self._metrics(results, layers_a, layers_b, lam, y, head_weight)
+
+    def _draw_noise(self, layers_a, layers_b, k, n, rng):
+        """The noise of both twins' layers at depth k into their buffers, A's first (the serial order)."""
+        for layer in (layers_a[k], layers_b[k]):
+            rng.standard_normal(out=self._workspace(layer, self.prepare(layer), n)["eps"], dtype=layer.dtype)
 
     def _forward(self, layer, x):
         """:meth:`FastPath.vae_forward` with the noise already drawn into the layer's buffer."""
@@ -192,6 +202,8 @@ class ParallelFastPath(FastPath):
                 results, head_weight=0.0):
         h, outs, caches, coses, heads = x, [], [], [], []
         for k, layer in enumerate(layers):
+            if k:
+                meeting.wait(meeting.noise_ready[k])  # drawn by twin B
             out, cache = self._forward(layer, h)
             meeting.wait(meeting.b_ready[k])
             mine = cache["z"] if cosine_on == "latent" else out
@@ -208,13 +220,16 @@ class ParallelFastPath(FastPath):
         optimizers["A.output"].step(grads)
         results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
 
-    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight=0.0):
+    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a, rng):
         try:
             h, outs, caches, heads = x, [], [], []
             for k, layer in enumerate(layers):
                 out, cache = self._forward(layer, h)
                 meeting.b_value[k] = cache["z"] if cosine_on == "latent" else out
                 meeting.b_ready[k].set()
+                if k + 1 < len(layers):  # while A computes the cosine term: the next depth's noise
+                    self._draw_noise(layers_a, layers, k + 1, x.shape[0], rng)
+                    meeting.noise_ready[k + 1].set()
                 meeting.wait(meeting.grad_ready[k])
                 heads.append(self._backward_with_head("B", k, net, layer, cache, out, y, meeting.grad_b[k],
                                                       cosine_on, head_weight, optimizers))
@@ -256,11 +271,13 @@ class ParallelFastPath(FastPath):
         return metrics
 
 
-def training_path(backend, threads=1):
+def training_path(backend, threads=1, parallel="twins"):
     """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``.
 
-    ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more,
-    the fast path runs IFFCL's twins on two threads (:class:`ParallelFastPath`).
+    ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more and
+    ``parallel="twins"``, the fast path runs IFFCL's twins on two threads (:class:`ParallelFastPath`);
+    with ``parallel="layers"`` the trainer pipelines the layers instead
+    (:class:`vaelayer_np.fast.pipeline.LayerPipeline`) over the serial fast path.
     """
     if backend == "numpy":
         from ..core.iffcl import ReadablePath
@@ -268,6 +285,6 @@ def training_path(backend, threads=1):
         return ReadablePath()
     from .machine import resolve_threads
 
-    if (resolve_threads(threads) or 1) >= 2:
+    if parallel == "twins" and (resolve_threads(threads) or 1) >= 2:
         return ParallelFastPath(backend)
     return FastPath(backend)

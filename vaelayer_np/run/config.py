@@ -29,6 +29,7 @@ CHOICES = {
     "lr_schedule": ("constant", "cosine"),
     "backend": BACKENDS,
     "dtype": ("float32", "float64"),
+    "parallel": ("twins", "layers"),
 }
 
 DEFAULT_EPOCHS = {"digits": 50}
@@ -52,7 +53,7 @@ TABLE_SUFFIXES = (".csv", ".npz")
 # the length of the run, where the data files are (the same data), the compute backend
 # (the same mathematics, rounding-level differences) and the number of threads. Every
 # other setting defines the model or the training, and a resume must keep it.
-RESUME_MAY_CHANGE = frozenset({"epochs", "data_dir", "backend", "threads"})
+RESUME_MAY_CHANGE = frozenset({"epochs", "data_dir", "backend", "threads", "parallel"})
 
 
 @dataclass
@@ -135,6 +136,12 @@ class TrainConfig:
     threads: int = field(default=DEFAULT_THREADS, metadata={"help": "threads while training: a number, or auto "
                                                                    "(the cores idle at the start; IFFCL runs its "
                                                                    "twins in parallel with 2: docs/performance.md)"})
+    parallel: str = field(default="twins", metadata={"help": "how IFFCL uses 2 or more threads: twins (twin A "
+                                                             "and twin B on two threads, meeting at each layer's "
+                                                             "cosine term) or layers (the layers pipelined: "
+                                                             "stages of consecutive layers, one thread each, "
+                                                             "stage s training on the batch before stage s-1's); "
+                                                             "both give the serial training bit for bit"})
 
     def resolved_widths(self):
         if self.widths:

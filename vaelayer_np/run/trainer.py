@@ -68,8 +68,9 @@ class Trainer:
         self.epoch_sums = {}
         # The readable layers' forward and backward ("numpy"), or the fast path ("numba"): the same steps.
         # (with threads >= 2, IFFCL's twins in parallel: fast/parallel.py)
+        # (parallel="layers": the layers pipelined over the serial path instead, fast/pipeline.py)
         self.path = path if path is not None else training_path(
-            config.backend, threads=config.threads if config.method == "iffcl" else 1)
+            config.backend, threads=config.threads if config.method == "iffcl" else 1, parallel=config.parallel)
         net_names = ("A", "B") if config.method == "iffcl" else ("A",)
         # Twins differ only by their initialisation seed.
         self.nets = {name: self._build_net(seed=config.seed * 1000 + 17 * i + 1) for i, name in enumerate(net_names)}
@@ -113,8 +114,8 @@ class Trainer:
             return c.beta
         return c.beta * min(1.0, (self.epoch + 1) / c.beta_warmup_epochs)
 
-    def lr_factor(self):
-        r"""Learning-rate multiplier at the current step.
+    def lr_factor(self, batch_index=None):
+        r"""Learning-rate multiplier at the current step (or at batch ``batch_index`` of this epoch).
 
         ``constant``: 1. ``cosine``: :math:`\tfrac12(1 + \cos(\pi t / T))` over the T steps
         of the run, so the last epochs take small steps and settle (see docs/results.md).
@@ -122,7 +123,8 @@ class Trainer:
         if self.config.lr_schedule == "constant" or not self.steps_per_epoch:
             return 1.0
         total = self.config.epochs * self.steps_per_epoch
-        t = min(self.epoch * self.steps_per_epoch + self.batch_index, total)
+        index = self.batch_index if batch_index is None else batch_index
+        t = min(self.epoch * self.steps_per_epoch + index, total)
         return 0.5 * (1.0 + np.cos(np.pi * t / total))
 
     # ------------------------------------------------------------------ one step
@@ -146,6 +148,28 @@ class Trainer:
         return step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
                                 lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on,
                                 path=self.path, head_weight=c.head_weight)
+
+    def layer_pipeline(self):
+        """The pipeline of ``parallel="layers"`` (IFFCL only; None otherwise): the layers split into as many
+        stages as threads, stage s training on the batch stage s-1 trained at the tick before
+        (:class:`vaelayer_np.fast.pipeline.LayerPipeline`; the serial training, bit for bit)."""
+        c = self.config
+        if c.method != "iffcl" or c.parallel != "layers":
+            return None
+        from ..fast.machine import resolve_threads
+        from ..fast.pipeline import LayerPipeline
+
+        return LayerPipeline(self.path, self.net_a, self.net_b, self.optimizers, self.base_lr,
+                             stages=resolve_threads(c.threads) or 1, pairing=c.pairing, lam=c.lam, margin=c.margin,
+                             contrast=c.contrast, cosine_on=c.cosine_on, head_weight=c.head_weight)
+
+    def _push(self, pipeline, x, y, batch_index):
+        """Batch ``batch_index`` of this epoch into the pipeline (its beta and learning-rate factor with it)."""
+        beta = self.current_beta()
+        for net in self.nets.values():
+            for layer in net.vae_layers:
+                layer.beta = beta
+        return pipeline.push(x, y, self.rng, self.lr_factor(batch_index))
 
     def backprop_step(self, x, y):
         """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
@@ -224,30 +248,32 @@ class Trainer:
             self._resumed = False
         self.steps_per_epoch = total
         t0 = time.perf_counter()
-        while self.batch_index < total:
-            if should_stop is not None and should_stop():
-                if self.batch_index and self._first_nonfinite_parameter() is not None:  # never checkpoint NaNs
-                    raise self._divergence(total, what="a parameter became NaN or inf", step=self.batch_index)
-                self.epoch_sums["seconds"] = self.epoch_sums.get("seconds", 0.0) + time.perf_counter() - t0
-                return None
-            idx = self.epoch_order[self.batch_index * bs:(self.batch_index + 1) * bs]
-            try:
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, by name
-                    m = self.step(*self._gather(x, y, idx))
-            except ValueError as exc:
-                # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training
-                if not isinstance(exc, NonFiniteError) and self._first_nonfinite_parameter() is None:
-                    raise
-                raise self._divergence(total, what=f"a value inside the step became non-finite ({exc})",
-                                       batch=x[idx]) from None
-            bad = [k for k, v in m.items() if not np.isfinite(v)]
-            if bad:
-                raise self._divergence(total, what=f"the loss {bad[0]!r} is {m[bad[0]]}", metric=bad[0])
-            for key, v in m.items():
-                self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + v
-            self.batch_index += 1
-            if on_step is not None:
-                on_step(self.batch_index, total, m)
+        pipeline = self.layer_pipeline()  # None: one step after the other
+        in_flight = 0  # batches in the pipeline, not finished yet
+        idx = None
+        try:
+            while self.batch_index + in_flight < total:
+                if should_stop is not None and should_stop():
+                    if pipeline is not None:  # the batches started are finished: the state is one of a step
+                        self._finish(self._guarded(pipeline.drain, total, x, idx), total, on_step)
+                    if self.batch_index and self._first_nonfinite_parameter() is not None:  # never checkpoint NaNs
+                        raise self._divergence(total, what="a parameter became NaN or inf", step=self.batch_index)
+                    self.epoch_sums["seconds"] = self.epoch_sums.get("seconds", 0.0) + time.perf_counter() - t0
+                    return None
+                start = self.batch_index + in_flight
+                idx = self.epoch_order[start * bs:(start + 1) * bs]
+                xb, yb = self._gather(x, y, idx)
+                if pipeline is None:
+                    done = [self._guarded(lambda: self.step(xb, yb), total, x, idx)]
+                else:
+                    done = self._guarded(lambda: self._push(pipeline, xb, yb, start), total, x, idx)
+                    in_flight = pipeline.in_flight
+                self._finish(done, total, on_step)
+            if pipeline is not None:
+                self._finish(self._guarded(pipeline.drain, total, x, idx), total, on_step)
+        finally:
+            if pipeline is not None:
+                pipeline.close()
         if self._first_nonfinite_parameter() is not None:  # once per epoch: what a checkpoint would hold
             raise self._divergence(total, what="a parameter became NaN or inf", step=total)
         seconds = self.epoch_sums.pop("seconds", 0.0) + (time.perf_counter() - t0)
@@ -256,6 +282,30 @@ class Trainer:
         self.epoch += 1
         self.epoch_order, self.batch_index, self.epoch_sums = None, 0, {}
         return means
+
+    def _guarded(self, run, total, x, idx):
+        """``run()``, with a non-finite value met inside a step reported as a divergence (named)."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, by name
+                return run()
+        except ValueError as exc:
+            # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training
+            if not isinstance(exc, NonFiniteError) and self._first_nonfinite_parameter() is None:
+                raise
+            raise self._divergence(total, what=f"a value inside the step became non-finite ({exc})",
+                                   batch=None if idx is None else x[idx]) from None
+
+    def _finish(self, done, total, on_step):
+        """Count the finished steps' metrics (``done``, in batch order) into the epoch's sums."""
+        for m in done:
+            bad = [k for k, v in m.items() if not np.isfinite(v)]
+            if bad:
+                raise self._divergence(total, what=f"the loss {bad[0]!r} is {m[bad[0]]}", metric=bad[0])
+            for key, v in m.items():
+                self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + v
+            self.batch_index += 1
+            if on_step is not None:
+                on_step(self.batch_index, total, m)
 
     def _gather(self, x, y, idx):
         """The batch ``x[idx], y[idx]``, gathered into buffers kept between steps (a fresh 400 kB array

@@ -246,11 +246,17 @@ class ProductRecorder:
         from ..fast.backend import get_ops
 
         self.products = []  # (a, b) with a and b copied in their own memory layout (order="K")
+        self.threads = []  # the thread that ran each product (threading.get_ident())
         self._targets = [ops] + [get_ops(name) for name in ("numpy", "numba")]
         self._saved = []
+        self._lock = __import__("threading").Lock()
 
     def _record(self, a, b):
-        self.products.append((a.copy(order="K"), b.copy(order="K")))
+        import threading
+
+        with self._lock:
+            self.products.append((a.copy(order="K"), b.copy(order="K")))
+            self.threads.append(threading.get_ident())
 
     def __enter__(self):
         from ..core import ops
@@ -287,25 +293,30 @@ class ProductRecorder:
         return replay
 
     def parallel_replay_function(self):
-        """The products replayed as the parallel twins run them: two threads, one BLAS thread each, each
-        thread taking every other product (a twin's products come in pairs of equal shapes with its twin's)."""
+        """The products replayed as the parallel twins ran them when recorded: each thread's products, in
+        their order, on a thread of their own with one BLAS thread (the recording's calling thread here)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from ..fast.parallel import _BlasOneThread
 
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
-        halves = [list(zip(self.products, outs))[i::2] for i in (0, 1)]
-        pool, blas = ThreadPoolExecutor(max_workers=1), _BlasOneThread()
+        groups = {}
+        for thread, product, out in zip(self.threads, self.products, outs):
+            groups.setdefault(thread, []).append((product, out))
+        first = groups.pop(self.threads[0]) if self.threads else []
+        others = list(groups.values())
+        pool, blas = ThreadPoolExecutor(max_workers=max(1, len(others))), _BlasOneThread()
 
-        def run(half):
-            for (a, b), out in half:
+        def run(group):
+            for (a, b), out in group:
                 np.matmul(a, b, out=out)
 
         def replay():
             with blas:
-                future = pool.submit(run, halves[1])
-                run(halves[0])
-                future.result()
+                futures = [pool.submit(run, group) for group in others]
+                run(first)
+                for future in futures:
+                    future.result()
 
         return replay
 
@@ -350,7 +361,8 @@ def step_parts(batch, hidden):
     reparameterisation noise drawn as float32 into a kept buffer), and "torch", "torch_fused" if
     PyTorch is installed; and a dict of facts (product count, FLOPs, parameters, noise values).
     With 2 or more threads the step runs the twins in parallel, and the floor's products and Adam pass
-    run as it does: on two threads with one BLAS thread each (the products alternately, Adam by halves).
+    run as it does: on two threads with one BLAS thread each (each thread's products as recorded from a
+    parallel step, Adam by halves).
     """
     from ..fast import kernels as _kernels
 
@@ -359,8 +371,9 @@ def step_parts(batch, hidden):
     y = rng.integers(0, 10, batch)
     trainer = _fashion_step_trainer("numba", batch, hidden)
     reference = _fashion_step_trainer("numpy", batch, hidden)
-    recording = _fashion_step_trainer("numba", batch, hidden, threads=1)  # the same products, recorded serially
-    recording.step(x, y)  # compile, then record the products of one steady-state step
+    # the products of one steady-state step, recorded as the step runs them (with parallel twins: per thread)
+    recording = _fashion_step_trainer("numba", batch, hidden)
+    recording.step(x, y)
     with ProductRecorder() as recorder:
         recording.step(x, y)
     n_params = sum(opt.params[k].size for opt in trainer.optimizers.values() for k in opt.params)
@@ -458,16 +471,16 @@ def bench_step(repeats, json_lines=False, quick=False):
     """Sections 2/3 and 5 for every configuration; ``json_lines``: print one JSON object per configuration."""
     gemm = gemm_rates(quick=quick)
     rows = [bench_step_config(hidden, batch, repeats) for hidden, batch in CONFIGS]
-    epoch = measure_epoch(steps=10 if quick else 100)
+    epoch, epoch_layers = measure_epochs(steps=10 if quick else 100, rounds=1 if quick else 3)
     for row in rows:
-        add_limits(row, gemm, epoch)
+        add_limits(row, gemm, epoch, epoch_layers)
     for row in rows:
         if json_lines:
             print(json.dumps(row), flush=True)
         else:
             _print_step_row(row)
     if not json_lines:
-        _print_limits(rows, gemm, epoch)
+        _print_limits(rows, gemm, epoch, epoch_layers)
     return rows
 
 
@@ -506,7 +519,8 @@ try:
 except Exception:  # no data files: the same shapes (a step's time does not depend on the values)
     rng = np.random.default_rng(0)
     x, y, source = rng.random((54000, 784), dtype=np.float32), rng.integers(0, 10, 54000), "synthetic"
-config = TrainConfig(dataset="fashion-mnist")  # the defaults, threads="auto" included
+parallel = sys.argv[2] if len(sys.argv) > 2 else "twins"
+config = TrainConfig(dataset="fashion-mnist", parallel=parallel)  # the defaults, threads="auto" included
 trainer = Trainer(config, x.shape[1], 10)
 with limit_threads(config.threads):  # as `vaelayer train` runs it
     trainer.train_epoch(x[:2 * config.batch_size], y[:2 * config.batch_size])  # compile and warm up
@@ -515,19 +529,22 @@ with limit_threads(config.threads):  # as `vaelayer train` runs it
     trainer.train_epoch(x[:n], y[:n])
     seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "steps": steps, "batch": config.batch_size, "source": source,
-                  "threads": resolve_threads(config.threads), "parallel_twins": hasattr(trainer.path, "train_step")}))
+                  "threads": resolve_threads(config.threads), "parallel_twins": hasattr(trainer.path, "train_step"),
+                  "parallel": parallel}))
 """
 
 
-def measure_epoch(steps=100):
+def measure_epoch(steps=100, parallel="twins"):
     """A Fashion-MNIST epoch with the default settings in a fresh process: ``steps`` training steps timed
     (after two of warm-up) and scaled to the epoch's 54,000 examples.
 
-    Returns a dict (``epoch_s``, ``steps``, ``threads`` chosen by "auto", ``parallel_twins``, the data
-    ``source``, the load average before), or None if the child failed.
+    ``parallel``: the setting of that name ("twins", the default, or "layers": the layers pipelined).
+    Returns a dict (``epoch_s``, ``steps``, ``threads`` chosen by "auto", ``parallel_twins``, ``parallel``,
+    the data ``source``, the load average before), or None if the child failed.
     """
     load = os.getloadavg()
-    done = subprocess.run([sys.executable, "-c", _EPOCH_STEPS_CODE, str(steps)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _EPOCH_STEPS_CODE, str(steps), parallel], capture_output=True,
+                          text=True)
     if done.returncode != 0:
         return None
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -536,7 +553,24 @@ def measure_epoch(steps=100):
     return out
 
 
-def add_limits(row, gemm, epoch):
+def measure_epochs(steps=100, rounds=3):
+    """:func:`measure_epoch` for ``parallel="twins"`` (the default) and ``"layers"``, in alternation, ``rounds``
+    times each; returns the two runs of median ``epoch_s`` (the other keys of that run), None where all failed."""
+    runs = {"twins": [], "layers": []}
+    for _ in range(rounds):
+        for mode, found in runs.items():
+            result = measure_epoch(steps, parallel=mode)
+            if result is not None:
+                found.append(result)
+    medians = []
+    for found in runs.values():
+        found.sort(key=lambda r: r["epoch_s"])
+        medians.append(dict(found[(len(found) - 1) // 2], rounds=len(found),
+                            epoch_s_all=[r["epoch_s"] for r in found]) if found else None)
+    return tuple(medians)
+
+
+def add_limits(row, gemm, epoch, epoch_layers=None):
     """Section 5's keys on a configuration's row (see ``vaelayer bench --json``)."""
     every = max(gemm)
     row["gemm_gflops_1"] = gemm[1]
@@ -550,11 +584,14 @@ def add_limits(row, gemm, epoch):
     row["epoch_threads"] = epoch["threads"] if (default and epoch) else None
     row["epoch_parallel_twins"] = epoch["parallel_twins"] if (default and epoch) else None
     row["epoch_over_flop_limit"] = row["epoch_s"] / row["flop_limit_epoch_s"] if row["epoch_s"] else None
+    row["epoch_layers_s"] = epoch_layers["epoch_s"] if (default and epoch_layers) else None
+    row["epoch_layers_over_flop_limit"] = (row["epoch_layers_s"] / row["flop_limit_epoch_s"]
+                                           if row["epoch_layers_s"] else None)
     row["load_average"] = os.getloadavg()[0]
     return row
 
 
-def _print_limits(rows, gemm, epoch):
+def _print_limits(rows, gemm, epoch, epoch_layers=None):
     every = max(gemm)
     print(f"\n5. the machine's limit: large SGEMM (float32) {gemm[1]:.1f} GFLOP/s on 1 thread, "
           f"{gemm[every]:.1f} GFLOP/s on {every}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -571,7 +608,14 @@ def _print_limits(rows, gemm, epoch):
           f"{', twins in parallel' if epoch['parallel_twins'] else ', serial step'}; {epoch['source']} data): "
           f"{epoch['steps']} steps in {epoch['seconds']:.2f} s, scaled to 54,000 examples: {epoch['epoch_s']:.1f} s "
           f"= {row['epoch_over_flop_limit']:.2f}x the FLOP limit {row['flop_limit_epoch_s']:.1f} s "
-          f"(load average before it {epoch['load_before'][0]:.2f})")
+          f"(load average before it {epoch['load_before'][0]:.2f}; median of {epoch.get('rounds', 1)} runs: "
+          f"{', '.join(f'{v:.1f}' for v in epoch.get('epoch_s_all', [epoch['epoch_s']]))} s)")
+    if row.get("epoch_layers_s"):
+        e = epoch_layers
+        print(f"  measured epoch, the layers pipelined instead (parallel=layers, {e['threads']} stage(s)): "
+              f"{row['epoch_layers_s']:.1f} s = {row['epoch_layers_over_flop_limit']:.2f}x the FLOP limit "
+              f"(median of {e['rounds']} runs, alternating with the one above: "
+              f"{', '.join(f'{v:.1f}' for v in e['epoch_s_all'])} s)")
 
 
 # ----------------------------------------------------------------------------- memory held by a step

@@ -1,0 +1,289 @@
+"""Layers pipelined: depth k trains on batch t while depth k+1 trains on batch t-1.
+
+Why this is allowed. In an IFFCL step no gradient crosses a layer boundary: depth k's update on
+batch t needs depth k's parameters (as batch t-1 left them) and its input on batch t, which depth
+k-1 computed *before* its own update. Nothing of depth k+1 enters it. So the work of one step is a
+chain of depths, and the chains of consecutive batches can overlap: while depth 0 trains on batch
+t, depth 1 can train on batch t-1, whose depth-0 output was kept from the tick before::
+
+    tick        stage 0 (depth 0)        stage 1 (depths 1, 2, output layer)
+    t           batch t                  batch t-1
+    t+1         batch t+1                batch t
+
+:class:`LayerPipeline` splits the depths into consecutive stages of about equal cost (the matrix
+products' FLOPs, :func:`split_depths`), runs stage 0 on the calling thread and every other stage on
+a worker thread of its own (one BLAS thread each), and moves each batch one stage further per tick.
+
+What it changes: the order in which independent work is done, and nothing else. Every depth sees
+the same inputs, parameters, noise and learning rate as in the serial step
+(:func:`vaelayer_np.core.iffcl.train_step`), because
+
+* the pairing and the noise of batch t are drawn by stage 0, from the one generator, in the serial
+  step's order (the pairs, then A0, B0, A1, B1, ...), and handed to the later stages with the
+  batch (:class:`DrawnNoise`);
+* the learning rate of the batch's step (the schedule's factor at that batch) travels with it;
+* the two twins' outputs of each depth are copied when the batch moves on (the fast path reuses
+  its buffers at the layer's next step), and the metrics of a batch are returned when its last
+  stage is done, in batch order.
+
+So the training is the serial one **bit for bit** (``tests/test_pipeline.py``): the same parameters,
+optimiser moments, metrics and generator state after any number of batches. The dynamics are not
+those of a pipeline with stale weights (as in pipelined backpropagation): IFFCL's locality makes
+the pipeline exact. What differs is when a batch's metrics are known (one tick per stage later)
+and that an epoch ends with ``stages - 1`` ticks that drain the pipeline (:meth:`LayerPipeline.drain`).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..core._validate import check_choice
+from ..core.iffcl import layer_pair_update, make_pairs, output_pair_update
+from ..core.settings import CHOICES, DEFAULTS, canonical
+
+
+class DrawnNoise(np.random.Generator):
+    """A generator that hands out, in order, noise drawn earlier from the real one.
+
+    Stage 0 draws a batch's noise for every depth in the serial step's order; the stage that trains
+    depth k later gives the layers this object instead of the generator, and each call of
+    ``standard_normal`` (with ``size`` or ``out``, as the readable and the fast layers call it) returns
+    the next array. Any other request (another shape or dtype, one draw too many) is an error: it
+    would mean the step draws differently from the way the noise was drawn.
+    """
+
+    def __init__(self, arrays):
+        super().__init__(np.random.PCG64(0))  # unused: every draw this object serves is in ``arrays``
+        self._arrays = list(arrays)
+        self._next = 0
+
+    def standard_normal(self, size=None, dtype=np.float64, out=None):
+        if self._next >= len(self._arrays):
+            raise RuntimeError("DrawnNoise: the step asked for more noise than was drawn for it")
+        value = self._arrays[self._next]
+        shape = out.shape if out is not None else ((size,) if isinstance(size, int) else tuple(size or ()))
+        if value.shape != shape or value.dtype != np.dtype(dtype):
+            raise RuntimeError(f"DrawnNoise: draw {self._next} was {value.shape} {value.dtype}, "
+                               f"the step asks for {shape} {np.dtype(dtype)}")
+        self._next += 1
+        if out is None:
+            return value
+        np.copyto(out, value)
+        return out
+
+    def all_used(self):
+        return self._next == len(self._arrays)
+
+
+def depth_flops(net, n):
+    """FLOPs of the matrix products of one IFFCL step at each depth (both twins), for a batch of ``n``.
+
+    Per twin and VAE layer (input D, encoder hidden E or none, latent K): the encoder's product and its
+    weight gradient, the heads' product, weight gradient (and input gradient when E is there), the
+    decoder's product, weight gradient and latent gradient. The output layer's products are added to the
+    last depth. An estimate of each depth's cost, used to balance the stages.
+    """
+    costs = []
+    for layer in net.vae_layers:
+        d, k, e = layer.in_dim, layer.latent_dim, layer.encoder_hidden
+        if e:
+            per_twin = 2 * (d * e) * 2 + 2 * (e * 2 * k) * 3 + 2 * (k * d) * 3
+        else:
+            per_twin = 2 * (d * 2 * k) * 2 + 2 * (k * d) * 3
+        costs.append(2 * n * per_twin)
+    out = net.output
+    costs[-1] += 2 * 2 * n * out.in_dim * out.n_classes * 2
+    return costs
+
+
+def split_depths(costs, stages):
+    """Consecutive groups of depths, ``stages`` of them (at most one per depth), whose largest total cost
+    is the smallest possible. Returns a list of ``range`` objects covering ``range(len(costs))``."""
+    n = len(costs)
+    stages = max(1, min(int(stages), n))
+    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(costs, dtype=float))])
+    # best[s][i]: the smallest largest-stage cost of the first i depths in s stages; cut[s][i] its last cut
+    best = np.full((stages + 1, n + 1), np.inf)
+    cut = np.zeros((stages + 1, n + 1), dtype=int)
+    best[0][0] = 0.0
+    for s in range(1, stages + 1):
+        for i in range(s, n + 1):
+            for j in range(s - 1, i):
+                value = max(best[s - 1][j], prefix[i] - prefix[j])
+                if value < best[s][i]:
+                    best[s][i], cut[s][i] = value, j
+    bounds, i = [], n
+    for s in range(stages, 0, -1):
+        bounds.append((cut[s][i], i))
+        i = cut[s][i]
+    return [range(a, b) for a, b in reversed(bounds)]
+
+
+class _Batch:
+    """One batch on its way through the stages: what the serial step would hold at that point."""
+
+    def __init__(self, index, y, y_b, target, lr_factor, noise, in_a, in_b):
+        self.index = index
+        self.y, self.y_b, self.target = y, y_b, target
+        self.lr_factor = lr_factor
+        self.noise = noise  # depth -> [noise of A, noise of B]
+        self.in_a, self.in_b = in_a, in_b  # the twins' inputs to the next depth
+        self.outs_a, self.outs_b = [], []
+        self.metrics = {}
+
+
+class LayerPipeline:
+    """IFFCL training with the depths split into ``stages`` consecutive stages, one thread each.
+
+    Parameters
+    ----------
+    path : the training path of the layers (:class:`vaelayer_np.fast.training.FastPath`, or the readable
+        :class:`vaelayer_np.core.iffcl.ReadablePath`); it must keep each layer's buffers to itself, as
+        both do
+    net_a, net_b : the twin networks
+    optimizers : dict "A.vae0", ..., "A.output", "B.output" -> optimiser, as for ``train_step``
+    base_lr : dict optimiser name -> learning rate before the schedule's factor
+    stages : the number of stages (threads); at most one per depth
+    pairing, lam, margin, contrast, cosine_on, head_weight : the IFFCL settings of ``train_step``
+
+    Use :meth:`push` for every batch, in order, then :meth:`drain`; each returns the metrics of the
+    batches that finished (the dicts ``train_step`` returns), in batch order.
+    """
+
+    def __init__(self, path, net_a, net_b, optimizers, base_lr, stages=2, pairing=DEFAULTS["pairing"],
+                 lam=DEFAULTS["lam"], margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"],
+                 cosine_on=DEFAULTS["cosine_on"], head_weight=DEFAULTS["head_weight"]):
+        self.path, self.net_a, self.net_b = path, net_a, net_b
+        self.optimizers, self.base_lr = optimizers, dict(base_lr)
+        self.settings = dict(lam=lam, margin=margin, contrast=check_choice(
+            "contrast", canonical("contrast", contrast), CHOICES["contrast"]),
+            cosine_on=check_choice("cosine_on", cosine_on, CHOICES["cosine_on"]), head_weight=head_weight)
+        self.pairing = check_choice("pairing", canonical("pairing", pairing), CHOICES["pairing"])
+        self.depths = None  # split at the first batch, when its size is known
+        self.requested_stages = max(1, int(stages))
+        self._slots = None  # stage -> the batch it trains at the next tick
+        self._pool = None
+        self._blas = None
+        self._count = 0
+        self._broken = None
+
+    @property
+    def stages(self):
+        return len(self.depths) if self.depths is not None else min(self.requested_stages,
+                                                                     len(self.net_a.vae_layers))
+
+    @property
+    def in_flight(self):
+        """Batches pushed whose metrics are not returned yet."""
+        return 0 if self._slots is None else sum(b is not None for b in self._slots)
+
+    def close(self):
+        """Stop the worker threads (the pipeline must be drained first to keep its batches)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_pool"] = state["_blas"] = None
+        return state
+
+    # ----------------------------------------------------------------- one tick
+    def push(self, x, y, rng, lr_factor=1.0):
+        """Start batch ``x, y`` (stage 0 trains its first depths now) and move every batch one stage on.
+
+        ``rng`` is the step's generator (pairing and noise: drawn here, in the serial order);
+        ``lr_factor`` the learning-rate schedule's factor at this batch. Returns the metrics of the batch
+        that left the last stage in this tick (a list of 0 or 1 dicts).
+        """
+        self._check_usable()
+        self.net_a.check_input(x, y)
+        if self.depths is None:
+            self.depths = split_depths(depth_flops(self.net_a, x.shape[0]), self.requested_stages)
+            self._slots = [None] * len(self.depths)
+        y = np.array(y)
+        partner, target = make_pairs(y, self.pairing, rng)
+        noise = [[rng.standard_normal((x.shape[0], layer.latent_dim), dtype=layer.dtype) for layer in pair]
+                 for pair in zip(self.net_a.vae_layers, self.net_b.vae_layers)]
+        batch = _Batch(self._count, y, y[partner], target, lr_factor, noise, x, x[partner])
+        self._count += 1
+        return self._tick(batch)
+
+    def drain(self):
+        """Finish every batch in the pipeline; returns their metrics in batch order."""
+        self._check_usable()
+        done = []
+        while self.in_flight:
+            done += self._tick(None)
+        return done
+
+    def _check_usable(self):
+        if self._broken is not None:
+            raise RuntimeError("LayerPipeline: a stage failed earlier "
+                               f"({type(self._broken).__name__}: {self._broken}); the networks' state is not a "
+                               "consistent step any more")
+
+    def _tick(self, new_batch):
+        slots = [new_batch] + self._slots[1:]  # stage s trains slots[s] in this tick
+        work = [(s, batch) for s, batch in enumerate(slots) if batch is not None]
+        errors = {}
+        if len(self.depths) > 1:  # one BLAS thread per stage, in every tick (the same sums in each)
+            self._start()
+            with self._blas:
+                futures = [(s, self._pool.submit(self._run_stage, s, batch)) for s, batch in work[1:]]
+                try:
+                    self._run_stage(*work[0])
+                except BaseException as exc:  # noqa: BLE001 - raised below, once the other stages are done
+                    errors[work[0][0]] = exc
+                for s, future in futures:
+                    exc = future.exception()
+                    if exc is not None:
+                        errors[s] = exc
+        else:
+            try:
+                self._run_stage(*work[0])
+            except BaseException as exc:  # noqa: BLE001
+                errors[0] = exc
+        if errors:
+            self._broken = errors[min(errors)]
+            raise self._broken
+        finished = [slots[-1].metrics] if slots[-1] is not None else []
+        self._slots = [None] + slots[:-1]  # the batch of stage s goes to stage s+1
+        return finished
+
+    def _start(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.depths) - 1),
+                                            thread_name_prefix="vaelayer-stage")
+        if self._blas is None:
+            from .parallel import _BlasOneThread
+
+            self._blas = _BlasOneThread()
+
+    def _set_lr(self, names, factor):
+        for name in names:
+            if name in self.optimizers:
+                self.optimizers[name].lr = self.base_lr[name] * factor
+
+    def _run_stage(self, s, batch):
+        """Train the depths of stage ``s`` (and, in the last stage, the output layers) on ``batch``."""
+        st = self.settings
+        for k in self.depths[s]:
+            self._set_lr((f"A.vae{k}", f"B.vae{k}", f"A.head{k}", f"B.head{k}"), batch.lr_factor)
+            noise = DrawnNoise(batch.noise[k])
+            out_a, out_b = layer_pair_update(k, self.net_a, self.net_b, self.optimizers, batch.in_a, batch.in_b,
+                                             batch.target, batch.y, batch.y_b, noise, batch.metrics, st["lam"],
+                                             st["margin"], st["contrast"], st["cosine_on"], self.path,
+                                             st["head_weight"])
+            if not noise.all_used():
+                raise RuntimeError(f"LayerPipeline: depth {k} drew less noise than the serial step")
+            batch.noise[k] = None
+            # copies: the fast path writes the next batch's outputs into the same buffers
+            batch.in_a, batch.in_b = out_a.copy(), out_b.copy()
+            batch.outs_a.append(batch.in_a)
+            batch.outs_b.append(batch.in_b)
+        if s == len(self.depths) - 1:
+            self._set_lr(("A.output", "B.output"), batch.lr_factor)
+            output_pair_update(self.net_a, self.net_b, self.optimizers, batch.outs_a, batch.outs_b, batch.y,
+                               batch.y_b, batch.metrics, self.path)
