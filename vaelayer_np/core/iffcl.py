@@ -295,7 +295,9 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
     partner, target = make_pairs(y, pairing, rng)
     in_a, in_b, y_b = x, x[partner], y[partner]  # each twin's input to the current layer
-    metrics, outs_a, outs_b = {}, [], []
+    metrics: dict[str, float] = {}
+    outs_a: list[np.ndarray] = []
+    outs_b: list[np.ndarray] = []
     for k in range(len(net_a.vae_layers)):
         in_a, in_b = layer_pair_update(k, net_a, net_b, optimizers, in_a, in_b, target, y, y_b, rng, metrics,
                                        lam, margin, contrast, cosine_on, path, head_weight)
