@@ -15,7 +15,7 @@ from vaelayer_np.run.trainer import Trainer
 def _pair(backend="numba", **kw):
     cfg = dict(dataset="digits", widths=(24, 16, 12), batch_size=32, backend=backend, lr_schedule="constant", **kw)
     serial = Trainer(TrainConfig(**cfg), 40, 5, path=FastPath(backend))
-    parallel = Trainer(TrainConfig(**cfg), 40, 5, path=ParallelFastPath(backend))
+    parallel = Trainer(TrainConfig(**cfg), 40, 5, path=ParallelFastPath(backend, min_flops=0))  # even this small
     return serial, parallel
 
 
@@ -65,3 +65,19 @@ def test_threads_choose_the_path():
     assert TrainConfig(dataset="digits", threads="1").validate().threads == 1
     with pytest.raises(ValueError, match="threads"):
         TrainConfig(dataset="digits", threads="many").validate()
+
+
+def test_a_step_too_small_for_threads_runs_serially_with_the_same_result():
+    from vaelayer_np.fast.machine import PARALLEL_MIN_FLOPS, depth_flops
+
+    cfg = dict(dataset="digits", widths=(24, 16, 12), batch_size=32, encoder_hidden=0, lr_schedule="constant")
+    small = Trainer(TrainConfig(**cfg), 40, 5, path=ParallelFastPath("numba"))
+    assert sum(depth_flops(small.net_a, 32)) < PARALLEL_MIN_FLOPS
+    serial = Trainer(TrainConfig(**cfg), 40, 5, path=FastPath("numba"))
+    x, y = np.random.default_rng(0).random((32, 40)).astype(np.float32), np.arange(32) % 5
+    with limit_threads(1):
+        assert small.step(x, y) == serial.step(x, y)
+    assert small.path._pool is None  # no worker thread was started
+    big = Trainer(TrainConfig(**cfg), 40, 5, path=ParallelFastPath("numba", min_flops=1))
+    big.step(x, y)
+    assert big.path._pool is not None

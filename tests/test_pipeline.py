@@ -4,14 +4,22 @@ import itertools
 import numpy as np
 import pytest
 
-from vaelayer_np.core._validate import NonFiniteError
+from vaelayer_np.core._validate import NonFiniteError, usable_cores
+from vaelayer_np.fast import machine
 from vaelayer_np.fast import pipeline as pipeline_module
-from vaelayer_np.fast.pipeline import DrawnNoise, LayerPipeline, depth_flops, split_depths
+from vaelayer_np.fast.machine import depth_flops
+from vaelayer_np.fast.pipeline import DrawnNoise, LayerPipeline, split_depths
 from vaelayer_np.fast.training import FastPath
 from vaelayer_np.core.iffcl import ReadablePath
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.threads import limit_threads
 from vaelayer_np.run.trainer import DivergenceError, Trainer
+
+
+@pytest.fixture(autouse=True)
+def _stages_even_for_small_steps(monkeypatch):
+    """The trainer gives a step this small one stage (fast.machine.PARALLEL_MIN_FLOPS); here: as many as threads."""
+    monkeypatch.setattr(machine, "PARALLEL_MIN_FLOPS", 0)
 
 
 def _data(n=230, d=30, classes=4, seed=3):
@@ -21,7 +29,7 @@ def _data(n=230, d=30, classes=4, seed=3):
 
 def _trainer(backend="numba", parallel="twins", threads=1, **settings):
     cfg = dict(dataset="arrays", widths=(16, 12, 10), batch_size=32, backend=backend, epochs=2,
-               lr_schedule="cosine", beta_warmup_epochs=2, threads=threads, parallel=parallel)
+               lr_schedule="cosine", beta_warmup_epochs=2, threads=min(threads, usable_cores()), parallel=parallel)
     cfg.update(settings)
     path = FastPath(backend) if backend == "numba" else ReadablePath()
     return Trainer(TrainConfig(**cfg), 30, 4, path=path)
@@ -195,3 +203,12 @@ def test_the_setting_is_checked_and_may_change_on_resume():
     assert _trainer(parallel="twins", threads=2).layer_pipeline() is None
     assert _trainer(parallel="layers", threads=2, method="backprop").layer_pipeline() is None
     assert pipeline_module.LayerPipeline is LayerPipeline
+
+
+def test_the_trainer_gives_a_small_step_one_stage(monkeypatch):
+    monkeypatch.setattr(machine, "PARALLEL_MIN_FLOPS", 80e6)
+    small = _trainer(parallel="layers", threads=2, encoder_hidden=0)
+    assert sum(depth_flops(small.net_a, 32)) < 80e6
+    assert small.layer_pipeline().stages == 1
+    big = _trainer(parallel="layers", threads=2, widths=(256, 256), encoder_hidden=1024)
+    assert big.layer_pipeline().stages == min(2, usable_cores())

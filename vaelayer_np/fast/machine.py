@@ -12,7 +12,10 @@ is kept for the process's lifetime, so a run decides once (its trainer and its B
 What the count means for training (:class:`vaelayer_np.run.trainer.Trainer`):
 
 * IFFCL on the fast path, 2 or more: the twins run in parallel, one thread and one BLAS thread
-  each (:class:`vaelayer_np.fast.parallel.ParallelFastPath`); 1: the serial step;
+  each (:class:`vaelayer_np.fast.parallel.ParallelFastPath`), or the layers pipelined
+  (``parallel="layers"``, :mod:`vaelayer_np.fast.pipeline`); 1: the serial step. A step whose matrix
+  products are fewer than :data:`PARALLEL_MIN_FLOPS` runs serially whatever the count: there the
+  threads' hand-overs cost more than they save;
 * the backprop baseline (one network, nothing to run side by side): that many BLAS threads.
 """
 from __future__ import annotations
@@ -24,6 +27,39 @@ import time
 from ..core._validate import check_threads, usable_cores
 
 AUTO = "auto"
+
+PARALLEL_MIN_FLOPS = 80e6
+"""The FLOPs of an IFFCL step's matrix products (:func:`depth_flops`, summed) below which two threads do not
+pay: measured on 2 cores (docs/performance.md, "Small steps run serially"), 3 VAE layers with linear
+encoders: 11.5 MFLOP per step took 1.86x and 45 MFLOP 1.09-1.24x the serial step's time with the twins in
+parallel, 120 MFLOP 0.91x, 180 MFLOP and more 0.57-0.76x."""
+
+
+def depth_flops(net, n):
+    """FLOPs of the matrix products of one IFFCL step at each depth of ``net`` (both twins), batch ``n``.
+
+    Per twin and VAE layer (input D, encoder hidden E or none, latent K): the encoder's product and its
+    weight gradient, the heads' product, weight gradient (and input gradient when E is there), the
+    decoder's product, weight gradient and latent gradient. The output layer's products are added to the
+    last depth. A list of numbers, one per VAE layer.
+    """
+    costs = []
+    for layer in net.vae_layers:
+        d, k, e = layer.in_dim, layer.latent_dim, layer.encoder_hidden
+        if e:
+            per_twin = 2 * (d * e) * 2 + 2 * (e * 2 * k) * 3 + 2 * (k * d) * 3
+        else:
+            per_twin = 2 * (d * 2 * k) * 2 + 2 * (k * d) * 3
+        costs.append(2 * n * per_twin)
+    out = net.output
+    costs[-1] += 2 * 2 * n * out.in_dim * out.n_classes * 2
+    return costs
+
+
+def worth_parallel(net, n, min_flops=None):
+    """True if an IFFCL step of ``net`` on a batch of ``n`` has at least ``min_flops`` FLOPs of matrix
+    products (default: :data:`PARALLEL_MIN_FLOPS`, read at the call): large enough for two threads to pay."""
+    return sum(depth_flops(net, n)) >= (PARALLEL_MIN_FLOPS if min_flops is None else min_flops)
 
 
 def _cpu_times(cpus):

@@ -101,8 +101,10 @@ class ParallelFastPath(FastPath):
     :func:`vaelayer_np.fast.machine.resolve_threads`); its layer methods are :class:`FastPath`'s.
     """
 
-    def __init__(self, backend="numba"):
+    def __init__(self, backend="numba", min_flops=None):
         super().__init__(backend)
+        # a step with fewer FLOPs than this runs serially (the same result); None: PARALLEL_MIN_FLOPS
+        self.min_flops = min_flops
         self._pool = None
         self._blas = None
 
@@ -130,10 +132,13 @@ class ParallelFastPath(FastPath):
         """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit.
 
         ``path`` is ignored (this path runs the step). Each twin's local heads (``head_weight``) run on that
-        twin's thread. Settings this step does not know (``more``) run the serial
+        twin's thread. Settings this step does not know (``more``), and a step smaller than ``min_flops``
+        (:data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` by default), run the serial
         :func:`~vaelayer_np.core.iffcl.train_step` on this path.
         """
-        if any(value for value in more.values()):
+        from .machine import worth_parallel
+
+        if any(value for value in more.values()) or not worth_parallel(net_a, len(x), self.min_flops):
             from ..core import iffcl
 
             return iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing=pairing, lam=lam, margin=margin,

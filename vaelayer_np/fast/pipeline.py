@@ -41,6 +41,7 @@ import numpy as np
 from ..core._validate import check_choice
 from ..core.iffcl import layer_pair_update, make_pairs, output_pair_update
 from ..core.settings import CHOICES, DEFAULTS, canonical
+from .machine import depth_flops
 
 
 class DrawnNoise(np.random.Generator):
@@ -74,27 +75,6 @@ class DrawnNoise(np.random.Generator):
 
     def all_used(self):
         return self._next == len(self._arrays)
-
-
-def depth_flops(net, n):
-    """FLOPs of the matrix products of one IFFCL step at each depth (both twins), for a batch of ``n``.
-
-    Per twin and VAE layer (input D, encoder hidden E or none, latent K): the encoder's product and its
-    weight gradient, the heads' product, weight gradient (and input gradient when E is there), the
-    decoder's product, weight gradient and latent gradient. The output layer's products are added to the
-    last depth. An estimate of each depth's cost, used to balance the stages.
-    """
-    costs = []
-    for layer in net.vae_layers:
-        d, k, e = layer.in_dim, layer.latent_dim, layer.encoder_hidden
-        if e:
-            per_twin = 2 * (d * e) * 2 + 2 * (e * 2 * k) * 3 + 2 * (k * d) * 3
-        else:
-            per_twin = 2 * (d * 2 * k) * 2 + 2 * (k * d) * 3
-        costs.append(2 * n * per_twin)
-    out = net.output
-    costs[-1] += 2 * 2 * n * out.in_dim * out.n_classes * 2
-    return costs
 
 
 def split_depths(costs, stages):

@@ -151,16 +151,18 @@ class Trainer:
 
     def layer_pipeline(self):
         """The pipeline of ``parallel="layers"`` (IFFCL only; None otherwise): the layers split into as many
-        stages as threads, stage s training on the batch stage s-1 trained at the tick before
-        (:class:`vaelayer_np.fast.pipeline.LayerPipeline`; the serial training, bit for bit)."""
+        stages as threads (one stage for a step too small for threads to pay,
+        :func:`vaelayer_np.fast.machine.worth_parallel`), stage s training on the batch stage s-1 trained at
+        the tick before (:class:`vaelayer_np.fast.pipeline.LayerPipeline`; the serial training, bit for bit)."""
         c = self.config
         if c.method != "iffcl" or c.parallel != "layers":
             return None
-        from ..fast.machine import resolve_threads
+        from ..fast.machine import resolve_threads, worth_parallel
         from ..fast.pipeline import LayerPipeline
 
+        stages = (resolve_threads(c.threads) or 1) if worth_parallel(self.net_a, c.batch_size) else 1
         return LayerPipeline(self.path, self.net_a, self.net_b, self.optimizers, self.base_lr,
-                             stages=resolve_threads(c.threads) or 1, pairing=c.pairing, lam=c.lam, margin=c.margin,
+                             stages=stages, pairing=c.pairing, lam=c.lam, margin=c.margin,
                              contrast=c.contrast, cosine_on=c.cosine_on, head_weight=c.head_weight)
 
     def _push(self, pipeline, x, y, batch_index):

@@ -417,7 +417,17 @@ def step_parts(batch, hidden):
 def bench_step_config(hidden, batch, repeats):
     """One configuration's medians as a dict (times in ms; the JSON line of ``vaelayer bench --json``)."""
     parts, facts = step_parts(batch, hidden)
-    med = interleaved_medians(parts, repeats)
+    if _threads() > 1:
+        # With 2 or more threads, the idle workers of a multi-threaded library (OpenBLAS's after the readable
+        # step, PyTorch's OpenMP pool) spin for a while after each call and take a core from whatever runs
+        # next: each group is timed round-robin among itself, one group after the other (the step and its
+        # floor, then the readable step, then PyTorch's two steps), so that no group runs beside another's
+        # spinning workers.
+        med = {}
+        for group in (("step", "products", "adam", "noise"), ("numpy_step",), ("torch", "torch_fused")):
+            med.update(interleaved_medians({name: parts[name] for name in group if name in parts}, repeats))
+    else:
+        med = interleaved_medians(parts, repeats)
     ms = {name: value[0] * 1e3 for name, value in med.items()}
     parts_floor = ms["products"] + ms["adam"] + ms["noise"]
     row = {
