@@ -212,3 +212,77 @@ def test_the_trainer_gives_a_small_step_one_stage(monkeypatch):
     assert small.layer_pipeline().stages == 1
     big = _trainer(parallel="layers", threads=2, widths=(256, 256), encoder_hidden=1024)
     assert big.layer_pipeline().stages == min(2, usable_cores())
+
+
+@pytest.mark.parametrize("parallel", ["twins", "layers"])
+def test_worker_threads_handle_numpy_errors_as_the_caller(parallel):
+    """NumPy's error state is per thread: an overflow on a worker must be reported like one on the caller,
+    also when warnings are errors (no RuntimeWarning escaping from the worker)."""
+    import warnings
+
+    x, y = _data()
+    config = _trainer(parallel=parallel, threads=2, log_var_bound=0).config
+    trainer = Trainer(config, 30, 4)  # the trainer's own path: with "twins", twin B on a worker thread
+    assert parallel == "layers" or type(trainer.path).__name__ == "ParallelFastPath" or usable_cores() < 2
+    trainer.nets["B"].vae_layers[2].params["W_lv"][...] = 1e3  # the last depth: a worker thread's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DivergenceError):
+            trainer.train_epoch(x, y)
+
+
+def test_a_divergence_names_the_step_of_the_batch_that_failed(monkeypatch):
+    x, y = _data()
+    for parallel in ("twins", "layers"):
+        trainer = _trainer(parallel=parallel, threads=2)
+        layer, calls = trainer.net_a.vae_layers[0], [0]
+        original = type(trainer.path).vae_forward
+
+        def failing(path, lay, xx, rng, layer=layer, calls=calls, original=original):
+            if lay is layer:
+                calls[0] += 1
+                if calls[0] == 4:
+                    raise NonFiniteError("x: planted overflow")  # depth 0 of the 4th batch
+            return original(path, lay, xx, rng)
+
+        monkeypatch.setattr(type(trainer.path), "vae_forward", failing)
+        with pytest.raises(DivergenceError) as caught:
+            trainer.train_epoch(x, y)
+        assert caught.value.step == 4, parallel
+        monkeypatch.undo()
+
+
+def test_beta_travels_with_its_batch():
+    """A beta changed between two pushes reaches each batch's later depths as it was at its push."""
+    from vaelayer_np.core import iffcl
+
+    x, y = _data(n=64)
+
+    def set_beta(trainer, beta):
+        for net in trainer.nets.values():
+            for layer in net.vae_layers:
+                layer.beta = beta
+
+    serial = _trainer(beta_warmup_epochs=0)
+    with limit_threads(1):
+        for beta, rows in ((1.0, slice(0, 32)), (0.1, slice(32, 64))):
+            set_beta(serial, beta)
+            iffcl.train_step(serial.net_a, serial.net_b, serial.optimizers, x[rows], y[rows], serial.rng,
+                             lam=serial.config.lam, margin=serial.config.margin, path=serial.path)
+    piped = _trainer(beta_warmup_epochs=0)
+    pipe = LayerPipeline(piped.path, piped.net_a, piped.net_b, piped.optimizers, piped.base_lr, stages=2,
+                         lam=piped.config.lam, margin=piped.config.margin)
+    set_beta(piped, 7.0)  # the layers' own value is not used when a beta is given
+    pipe.push(x[:32], y[:32], piped.rng, beta=1.0)
+    pipe.push(x[32:], y[32:], piped.rng, beta=0.1)
+    pipe.drain()
+    pipe.close()
+    _assert_same_training(serial, piped)
+
+
+def test_drawn_noise_refuses_any_other_draw():
+    noise = DrawnNoise([np.ones(2)])
+    for draw in (lambda: noise.random(2), lambda: noise.integers(3), lambda: noise.permutation(4)):
+        with pytest.raises(RuntimeError, match="only the noise drawn for it"):
+            draw()
+    assert isinstance(noise, np.random.Generator) and noise.standard_normal(2) is not None

@@ -41,7 +41,9 @@ def depth_flops(net, n):
     Per twin and VAE layer (input D, encoder hidden E or none, latent K): the encoder's product and its
     weight gradient, the heads' product, weight gradient (and input gradient when E is there), the
     decoder's product, weight gradient and latent gradient. The output layer's products are added to the
-    last depth. A list of numbers, one per VAE layer.
+    last depth; local heads (a few classes wide: a small share) are left out. A list of numbers, one per
+    VAE layer: an estimate of each depth's cost, used to balance pipeline stages and to leave small steps
+    serial.
     """
     costs = []
     for layer in net.vae_layers:

@@ -163,7 +163,7 @@ class ParallelFastPath(FastPath):
         results = {}
         with self._blas:
             future = self._pool.submit(self._twin_b, meeting, net_b, layers_b, optimizers, x_b, y_b, lam, cosine_on,
-                                       results, head_weight, layers_a, rng)
+                                       results, head_weight, layers_a, rng, np.geterr())
             try:
                 self._twin_a(meeting, net_a, layers_a, optimizers, x, y, target, y_b, lam, margin, contrast,
                              cosine_on, results, head_weight)
@@ -225,7 +225,14 @@ class ParallelFastPath(FastPath):
         optimizers["A.output"].step(grads)
         results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
 
-    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a, rng):
+    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a, rng,
+                errstate):
+        with np.errstate(**errstate):  # NumPy's error handling is per thread: the caller's, as in the serial step
+            self._twin_b_step(meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a,
+                              rng)
+
+    def _twin_b_step(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a,
+                     rng):
         try:
             h, outs, caches, heads = x, [], [], []
             for k, layer in enumerate(layers):

@@ -11,8 +11,9 @@ t, depth 1 can train on batch t-1, whose depth-0 output was kept from the tick b
     t+1         batch t+1                batch t
 
 :class:`LayerPipeline` splits the depths into consecutive stages of about equal cost (the matrix
-products' FLOPs, :func:`split_depths`), runs stage 0 on the calling thread and every other stage on
-a worker thread of its own (one BLAS thread each), and moves each batch one stage further per tick.
+products' FLOPs, :func:`split_depths`). In each tick the first stage that has a batch runs on the
+calling thread and the others on a pool of worker threads (one task per stage, one BLAS thread each);
+the tick ends when all are done, and every batch moves one stage further.
 
 What it changes: the order in which independent work is done, and nothing else. Every depth sees
 the same inputs, parameters, noise and learning rate as in the serial step
@@ -21,8 +22,9 @@ the same inputs, parameters, noise and learning rate as in the serial step
 * the pairing and the noise of batch t are drawn by stage 0, from the one generator, in the serial
   step's order (the pairs, then A0, B0, A1, B1, ...), and handed to the later stages with the
   batch (:class:`DrawnNoise`);
-* the learning rate of the batch's step (the schedule's factor at that batch) travels with it;
-* the two twins' outputs of each depth are copied when the batch moves on (the fast path reuses
+* the learning rate of the batch's step (the schedule's factor at that batch) and its beta travel
+  with it, and each stage sets them on its own depths' optimisers and layers;
+* the two twins' outputs of each depth are copied as soon as they are computed (the fast path reuses
   its buffers at the layer's next step), and the metrics of a batch are returned when its last
   stage is done, in batch order.
 
@@ -31,6 +33,8 @@ optimiser moments, metrics and generator state after any number of batches. The 
 those of a pipeline with stale weights (as in pipelined backpropagation): IFFCL's locality makes
 the pipeline exact. What differs is when a batch's metrics are known (one tick per stage later)
 and that an epoch ends with ``stages - 1`` ticks that drain the pipeline (:meth:`LayerPipeline.drain`).
+Between two ticks the networks hold *different* numbers of steps per depth (depth 0 is ahead): only
+after :meth:`LayerPipeline.drain` are they the state of a whole number of steps, the state to save.
 """
 from __future__ import annotations
 
@@ -44,15 +48,26 @@ from ..core.settings import CHOICES, DEFAULTS, canonical
 from .machine import depth_flops
 
 
+_OTHER_DRAWS = frozenset(name for name in dir(np.random.Generator)
+                         if not name.startswith("_") and name not in ("standard_normal", "bit_generator"))
+
+
 class DrawnNoise(np.random.Generator):
     """A generator that hands out, in order, noise drawn earlier from the real one.
 
     Stage 0 draws a batch's noise for every depth in the serial step's order; the stage that trains
     depth k later gives the layers this object instead of the generator, and each call of
     ``standard_normal`` (with ``size`` or ``out``, as the readable and the fast layers call it) returns
-    the next array. Any other request (another shape or dtype, one draw too many) is an error: it
-    would mean the step draws differently from the way the noise was drawn.
+    the next array. Any other request is an error: another shape or dtype, one draw too many, or any
+    other method of a generator (``random``, ``integers``, ...): it would mean the step draws
+    differently from the way the noise was drawn.
     """
+
+    def __getattribute__(self, name):
+        if name in _OTHER_DRAWS:
+            raise RuntimeError(f"DrawnNoise: the step asked for {name}(); only the noise drawn for it "
+                               "(standard_normal) can be served")
+        return super().__getattribute__(name)
 
     def __init__(self, arrays):
         super().__init__(np.random.PCG64(0))  # unused: every draw this object serves is in ``arrays``
@@ -103,10 +118,10 @@ def split_depths(costs, stages):
 class _Batch:
     """One batch on its way through the stages: what the serial step would hold at that point."""
 
-    def __init__(self, index, y, y_b, target, lr_factor, noise, in_a, in_b):
+    def __init__(self, index, y, y_b, target, lr_factor, beta, noise, in_a, in_b):
         self.index = index
         self.y, self.y_b, self.target = y, y_b, target
-        self.lr_factor = lr_factor
+        self.lr_factor, self.beta = lr_factor, beta
         self.noise = noise  # depth -> [noise of A, noise of B]
         self.in_a, self.in_b = in_a, in_b  # the twins' inputs to the next depth
         self.outs_a, self.outs_b = [], []
@@ -147,6 +162,7 @@ class LayerPipeline:
         self._blas = None
         self._count = 0
         self._broken = None
+        self.failed_batch = None  # the batch (pushed before it: this many) whose stage failed
 
     @property
     def stages(self):
@@ -170,12 +186,14 @@ class LayerPipeline:
         return state
 
     # ----------------------------------------------------------------- one tick
-    def push(self, x, y, rng, lr_factor=1.0):
+    def push(self, x, y, rng, lr_factor=1.0, beta=None):
         """Start batch ``x, y`` (stage 0 trains its first depths now) and move every batch one stage on.
 
         ``rng`` is the step's generator (pairing and noise: drawn here, in the serial order);
-        ``lr_factor`` the learning-rate schedule's factor at this batch. Returns the metrics of the batch
-        that left the last stage in this tick (a list of 0 or 1 dicts).
+        ``lr_factor`` the learning-rate schedule's factor at this batch; ``beta`` the KL weight of its step
+        (None: the layers' own). Returns the metrics of the batch that left the last stage in this tick
+        (a list of 0 or 1 dicts). If a stage fails, its error is raised (the one of the earliest stage)
+        and :attr:`failed_batch` is that stage's batch (the number of batches pushed before it).
         """
         self._check_usable()
         self.net_a.check_input(x, y)
@@ -186,7 +204,7 @@ class LayerPipeline:
         partner, target = make_pairs(y, self.pairing, rng)
         noise = [[rng.standard_normal((x.shape[0], layer.latent_dim), dtype=layer.dtype) for layer in pair]
                  for pair in zip(self.net_a.vae_layers, self.net_b.vae_layers)]
-        batch = _Batch(self._count, y, y[partner], target, lr_factor, noise, x, x[partner])
+        batch = _Batch(self._count, y, y[partner], target, lr_factor, beta, noise, x, x[partner])
         self._count += 1
         return self._tick(batch)
 
@@ -208,25 +226,31 @@ class LayerPipeline:
         slots = [new_batch] + self._slots[1:]  # stage s trains slots[s] in this tick
         work = [(s, batch) for s, batch in enumerate(slots) if batch is not None]
         errors = {}
-        if len(self.depths) > 1:  # one BLAS thread per stage, in every tick (the same sums in each)
-            self._start()
-            with self._blas:
-                futures = [(s, self._pool.submit(self._run_stage, s, batch)) for s, batch in work[1:]]
+        errstate = np.geterr()  # NumPy's error handling is per thread: the workers get the caller's
+        try:
+            if len(self.depths) > 1:  # one BLAS thread per stage, in every tick (the same sums in each)
+                self._start()
+                with self._blas:
+                    futures = [(s, self._pool.submit(self._run_stage, s, batch, errstate)) for s, batch in work[1:]]
+                    try:
+                        self._run_stage(*work[0], errstate)
+                    except Exception as exc:  # noqa: BLE001 - raised below, once the other stages are done
+                        errors[work[0][0]] = exc
+                    for s, future in futures:
+                        exc = future.exception()
+                        if exc is not None:
+                            errors[s] = exc
+            else:
                 try:
-                    self._run_stage(*work[0])
-                except BaseException as exc:  # noqa: BLE001 - raised below, once the other stages are done
-                    errors[work[0][0]] = exc
-                for s, future in futures:
-                    exc = future.exception()
-                    if exc is not None:
-                        errors[s] = exc
-        else:
-            try:
-                self._run_stage(*work[0])
-            except BaseException as exc:  # noqa: BLE001
-                errors[0] = exc
+                    self._run_stage(*work[0], errstate)
+                except Exception as exc:  # noqa: BLE001
+                    errors[0] = exc
+        except BaseException as exc:  # interrupted while the stages ran: the state is not a tick's
+            self._broken = exc
+            raise
         if errors:
-            self._broken = errors[min(errors)]
+            first = min(errors)
+            self._broken, self.failed_batch = errors[first], slots[first].index
             raise self._broken
         finished = [slots[-1].metrics] if slots[-1] is not None else []
         self._slots = [None] + slots[:-1]  # the batch of stage s goes to stage s+1
@@ -246,11 +270,17 @@ class LayerPipeline:
             if name in self.optimizers:
                 self.optimizers[name].lr = self.base_lr[name] * factor
 
-    def _run_stage(self, s, batch):
+    def _run_stage(self, s, batch, errstate):
         """Train the depths of stage ``s`` (and, in the last stage, the output layers) on ``batch``."""
+        with np.errstate(**errstate):
+            self._train_stage(s, batch)
+
+    def _train_stage(self, s, batch):
         st = self.settings
         for k in self.depths[s]:
             self._set_lr((f"A.vae{k}", f"B.vae{k}", f"A.head{k}", f"B.head{k}"), batch.lr_factor)
+            if batch.beta is not None:
+                self.net_a.vae_layers[k].beta = self.net_b.vae_layers[k].beta = batch.beta
             noise = DrawnNoise(batch.noise[k])
             out_a, out_b = layer_pair_update(k, self.net_a, self.net_b, self.optimizers, batch.in_a, batch.in_b,
                                              batch.target, batch.y, batch.y_b, noise, batch.metrics, st["lam"],
@@ -259,7 +289,7 @@ class LayerPipeline:
             if not noise.all_used():
                 raise RuntimeError(f"LayerPipeline: depth {k} drew less noise than the serial step")
             batch.noise[k] = None
-            # copies: the fast path writes the next batch's outputs into the same buffers
+            # copies, at once: the fast path writes the next batch's outputs into the same buffers
             batch.in_a, batch.in_b = out_a.copy(), out_b.copy()
             batch.outs_a.append(batch.in_a)
             batch.outs_b.append(batch.in_b)

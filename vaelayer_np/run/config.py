@@ -41,8 +41,10 @@ DEFAULT_THREADS = "auto"
 
 ``"auto"``: the cores idle when the run starts (:func:`vaelayer_np.fast.machine.auto_threads`; 1 when
 the other cores are busy). With 2 or more, IFFCL runs its twins in parallel, one BLAS thread each
-(:mod:`vaelayer_np.fast.parallel`), and the backprop baseline gets that many BLAS threads
-(docs/performance.md, "Threads").
+(:mod:`vaelayer_np.fast.parallel`), or with ``parallel="layers"`` its layers pipelined
+(:mod:`vaelayer_np.fast.pipeline`, in ``Trainer.train_epoch``); a step under
+:data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` runs serially. The backprop baseline gets that many
+BLAS threads (docs/performance.md, "Threads").
 """
 ARRAYS = "arrays"
 """The ``dataset`` of a configuration trained on arrays in memory (the scikit-learn estimator): its widths are given."""

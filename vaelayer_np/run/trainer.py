@@ -167,11 +167,7 @@ class Trainer:
 
     def _push(self, pipeline, x, y, batch_index):
         """Batch ``batch_index`` of this epoch into the pipeline (its beta and learning-rate factor with it)."""
-        beta = self.current_beta()
-        for net in self.nets.values():
-            for layer in net.vae_layers:
-                layer.beta = beta
-        return pipeline.push(x, y, self.rng, self.lr_factor(batch_index))
+        return pipeline.push(x, y, self.rng, self.lr_factor(batch_index), beta=self.current_beta())
 
     def backprop_step(self, x, y):
         """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
@@ -216,7 +212,9 @@ class Trainer:
         x : (N, n_features) float array, finite
         y : (N,) int array of labels in [0, n_classes)
         on_step : callable, optional
-            ``on_step(batch_index, n_batches, metrics)`` is called after each step.
+            ``on_step(batch_index, n_batches, metrics)`` is called after each step (with
+            ``parallel="layers"``: when that batch's last stage is done; the trainer then already holds
+            later batches' first stages, so save the trainer from a stop request, not from here).
         should_stop : callable, optional
             Polled between steps (Ctrl-C handling): the state is then consistent and
             can be checkpointed mid-epoch.
@@ -252,12 +250,12 @@ class Trainer:
         t0 = time.perf_counter()
         pipeline = self.layer_pipeline()  # None: one step after the other
         in_flight = 0  # batches in the pipeline, not finished yet
-        idx = None
+        first = self.batch_index  # the batch the pipeline's first push is
         try:
             while self.batch_index + in_flight < total:
                 if should_stop is not None and should_stop():
                     if pipeline is not None:  # the batches started are finished: the state is one of a step
-                        self._finish(self._guarded(pipeline.drain, total, x, idx), total, on_step)
+                        self._finish(self._guarded(pipeline.drain, total, x, None, pipeline, first), total, on_step)
                     if self.batch_index and self._first_nonfinite_parameter() is not None:  # never checkpoint NaNs
                         raise self._divergence(total, what="a parameter became NaN or inf", step=self.batch_index)
                     self.epoch_sums["seconds"] = self.epoch_sums.get("seconds", 0.0) + time.perf_counter() - t0
@@ -266,13 +264,14 @@ class Trainer:
                 idx = self.epoch_order[start * bs:(start + 1) * bs]
                 xb, yb = self._gather(x, y, idx)
                 if pipeline is None:
-                    done = [self._guarded(lambda: self.step(xb, yb), total, x, idx)]
+                    done = [self._guarded(lambda: self.step(xb, yb), total, x, start)]
                 else:
-                    done = self._guarded(lambda: self._push(pipeline, xb, yb, start), total, x, idx)
+                    done = self._guarded(lambda: self._push(pipeline, xb, yb, start), total, x, start, pipeline,
+                                         first)
                     in_flight = pipeline.in_flight
                 self._finish(done, total, on_step)
             if pipeline is not None:
-                self._finish(self._guarded(pipeline.drain, total, x, idx), total, on_step)
+                self._finish(self._guarded(pipeline.drain, total, x, None, pipeline, first), total, on_step)
         finally:
             if pipeline is not None:
                 pipeline.close()
@@ -285,8 +284,9 @@ class Trainer:
         self.epoch_order, self.batch_index, self.epoch_sums = None, 0, {}
         return means
 
-    def _guarded(self, run, total, x, idx):
-        """``run()``, with a non-finite value met inside a step reported as a divergence (named)."""
+    def _guarded(self, run, total, x, batch, pipeline=None, first=0):
+        """``run()`` (the step of batch ``batch`` of this epoch, or a pipeline's push or drain), with a
+        non-finite value met inside a step reported as a divergence (named, with the failing batch's step)."""
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, by name
                 return run()
@@ -294,8 +294,12 @@ class Trainer:
             # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training
             if not isinstance(exc, NonFiniteError) and self._first_nonfinite_parameter() is None:
                 raise
+            if pipeline is not None and pipeline.failed_batch is not None:
+                batch = first + pipeline.failed_batch  # the batch of the stage that failed
+            bs = self.config.batch_size
+            rows = None if batch is None else x[self.epoch_order[batch * bs:(batch + 1) * bs]]
             raise self._divergence(total, what=f"a value inside the step became non-finite ({exc})",
-                                   batch=None if idx is None else x[idx]) from None
+                                   step=None if batch is None else batch + 1, batch=rows) from None
 
     def _finish(self, done, total, on_step):
         """Count the finished steps' metrics (``done``, in batch order) into the epoch's sums."""
