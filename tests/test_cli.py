@@ -71,7 +71,7 @@ def test_resume_may_change_backend_threads_and_data_dir_and_says_when_complete(t
     assert "already complete (3 of 3 epochs)" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "--seed", "4"]) == 2
     err = capsys.readouterr().err
-    assert "only --backend, --data-dir, --epochs, --threads may be given (got --seed)" in err
+    assert "only --backend, --data-dir, --epochs, --parallel, --threads may be given (got --seed)" in err
 
 
 @pytest.mark.slow

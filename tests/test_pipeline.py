@@ -286,3 +286,24 @@ def test_drawn_noise_refuses_any_other_draw():
         with pytest.raises(RuntimeError, match="only the noise drawn for it"):
             draw()
     assert isinstance(noise, np.random.Generator) and noise.standard_normal(2) is not None
+
+
+def test_the_command_line_trains_pipelined_and_resumes_in_the_other_mode(tmp_path):
+    """`vaelayer train --parallel layers`, then a resume with the twins in parallel: the same run as one
+    trained serially (the setting may change on resume: every mode gives the same training)."""
+    from vaelayer_np.run.cli import main
+    from vaelayer_np.run.checkpoint import load_npz
+
+    quick = ["--widths", "16,16", "--limit", "300", "--encoder-hidden", "0", "--no-progress", "--no-plots",
+             "--lr-schedule", "constant"]  # (a cosine schedule would change with the number of epochs)
+    threads = str(min(2, usable_cores()))
+    piped, serial = tmp_path / "piped", tmp_path / "serial"
+    assert main(["train", "--run-dir", str(piped), "--epochs", "1", "--parallel", "layers", "--threads", threads,
+                 *quick]) == 0
+    assert main(["train", "--resume", str(piped), "--epochs", "2", "--parallel", "twins"]) == 0
+    with limit_threads(1):
+        assert main(["train", "--run-dir", str(serial), "--epochs", "2", "--threads", "1", *quick]) == 0
+    a, b = (load_npz(run / "checkpoint.npz") for run in (piped, serial))
+    for key in a:
+        if key.startswith(("A.", "B.", "opt.")):
+            assert np.array_equal(a[key], b[key]), key

@@ -419,7 +419,7 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     epochs : with ``resume``, a new total number of epochs (to extend a run; never
         fewer than the epochs already done)
     changes : dict, with ``resume``: new values of the other settings a resume may change
-        (``data_dir``, ``backend``, ``threads``; :data:`vaelayer_np.run.config.RESUME_MAY_CHANGE`)
+        (``data_dir``, ``backend``, ``threads``, ``parallel``; :data:`vaelayer_np.run.config.RESUME_MAY_CHANGE`)
     progress : show a tqdm progress bar with live loss and accuracy
     plots : write the PNG plots at the end
     should_stop : callable polled between steps (tests use it to simulate Ctrl-C)
