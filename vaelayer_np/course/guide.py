@@ -164,6 +164,13 @@ LESSONS = {
             [(1, "determinism: a parallel sum's rounding depends on the number of threads"),
              (1, "small work per call: starting threads costs about what it saves; the cores serve BLAS or other "
                  "jobs")],
+            [(1, "under backprop depth k's update on batch t needs the gradient coming down from the layers above on "
+                 "that batch, computed with their current weights: the dependency runs up and down"),
+             (1, "a pipeline must then wait for the backward pass (no overlap; exact only with micro-batches summed "
+                 "into one update, as GPipe) or use gradients of older batches and weights changed since (stale "
+                 "weights, delayed gradients): not the serial numbers"),
+             (1, "in IFFCL the dependency runs only upward and depth k-1's output on batch t is fixed before its "
+                 "update: nothing depth k uses is stale")],
         ],
     },
     "08_capstone": {
