@@ -103,6 +103,28 @@ def _mlp_sizes(dataset):
     return tuple(sizes)
 
 
+# The ablation's rows: (name, heads weight, lambda, beta, what). Every combination of heads {0, 3}, lambda {0, 10}
+# and beta {0, 1e-3}; with backprop with and without the heads (fashion-backprop, fashion-backprop-heads).
+ABLATION = (
+    ("fashion-iffcl", 0.0, 10.0, 1e-3, "IFFCL, defaults"),
+    ("fashion-iffcl-nocos", 0.0, 0.0, 1e-3, "IFFCL without the cosine term (lambda 0): VAE layers alone"),
+    ("fashion-iffcl-nokl", 0.0, 10.0, 0.0, "IFFCL without the KL term (beta 0)"),
+    ("fashion-iffcl-nocos-nokl", 0.0, 0.0, 0.0, "IFFCL, lambda 0 and beta 0: reconstruction alone"),
+    ("fashion-iffcl-heads", 3.0, 10.0, 1e-3, "IFFCL + local classifier heads (weight 3)"),
+    ("fashion-iffcl-heads-nocos", 3.0, 0.0, 1e-3, "IFFCL + local heads, no cosine term (lambda 0)"),
+    ("fashion-iffcl-heads-nokl", 3.0, 10.0, 0.0, "IFFCL + local heads, no KL term (beta 0)"),
+    ("fashion-iffcl-heads-nocos-nokl", 3.0, 0.0, 0.0, "IFFCL + local heads, lambda 0 and beta 0"),
+)
+ABLATION_BACKPROP = ("fashion-backprop", "fashion-backprop-heads")
+
+
+def _ablation(f):
+    """The ablation's rows not defined elsewhere in the catalogue, each its own reference point (no grid)."""
+    defined = {"fashion-iffcl", "fashion-iffcl-heads", "fashion-iffcl-heads-nocos"}
+    return [Experiment(name, dict(f, head_weight=heads, lam=lam, beta=beta), what, name)
+            for name, heads, lam, beta, what in ABLATION if name not in defined]
+
+
 def _experiments():
     f = dict(dataset="fashion-mnist", epochs=FASHION_EPOCHS)
     # in the order they are started: the main comparisons first, then the decline study and the context rows,
@@ -127,6 +149,10 @@ def _experiments():
                    "backprop + the same heads' losses (weight 3)", "fashion-backprop-heads"),
         Experiment("fashion-iffcl-heads-nocos", dict(f, head_weight=3.0, lam=0.0),
                    "IFFCL + local heads, no cosine term (lambda 0)", "fashion-iffcl-heads"),
+        # the ablation: heads {0, 3} x lambda {0, 10} x beta {0, 1e-3}, all at lr 1e-3 (the default; no grid,
+        # the same rule for every row); the rows of it defined above are fashion-iffcl (no heads, lambda 10,
+        # beta 1e-3), fashion-iffcl-heads and fashion-iffcl-heads-nocos
+        *_ablation(f),
         Experiment("fashion-iffcl-heads-30ep", dict(f, head_weight=3.0, epochs=30),
                    "IFFCL + local heads (weight 3), 30 epochs", "fashion-iffcl-heads-30ep"),
         Experiment("fashion-backprop-heads-30ep", dict(f, method="backprop", head_weight=3.0, epochs=30),
@@ -161,6 +187,7 @@ EXPERIMENTS = _experiments()
 def run_settings(exp, seed, epochs=None, limit=None):
     """The settings of one seed of an experiment, with the command's overrides (``--epochs``, ``--limit``)."""
     s = dict(exp.settings, seed=int(seed))
+    s.setdefault("threads", 1)  # one core per run: --jobs says how many run at a time
     if epochs is not None:
         s["epochs"] = int(epochs)
     if limit is not None:
@@ -171,6 +198,7 @@ def run_settings(exp, seed, epochs=None, limit=None):
 def _comparable(d):
     d = dict(d)
     d.pop("backend", None)  # the machine's choice, not the experiment's
+    d.pop("threads", None)  # likewise (the training is the same bit for bit)
     return d
 
 
