@@ -115,7 +115,8 @@ ABLATION = (
     ("fashion-iffcl-heads-nokl", 3.0, 10.0, 0.0, "IFFCL + local heads, no KL term (beta 0)"),
     ("fashion-iffcl-heads-nocos-nokl", 3.0, 0.0, 0.0, "IFFCL + local heads, lambda 0 and beta 0"),
 )
-ABLATION_BACKPROP = ("fashion-backprop", "fashion-backprop-heads")
+# the baselines beside it: backprop without and with the same heads
+ABLATION_BASELINES = ("fashion-backprop", "fashion-backprop-heads")
 
 
 def _ablation(f):
@@ -242,12 +243,71 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
                 (run_dir / METRICS_FILE).unlink(missing_ok=True)
         elif done_epochs >= config.epochs:
             log(f"{exp.name} seed {seed}: finished before, reused")
-            return True
+            return _with_layer_figures(run_dir, True, log)
         # a checkpoint: continue from it; none yet (stopped before its first save): start over in the folder
         _, _, completed = train_run(resume=run_dir, progress=False, plots=False, log=log, should_stop=should_stop)
-        return completed
+        return _with_layer_figures(run_dir, completed, log)
     _, _, completed = train_run(config, run_dir=run_dir, progress=False, plots=False, log=log,
                                 should_stop=should_stop)
+    return _with_layer_figures(run_dir, completed, log)
+
+
+LAYERS_FILE = "layers.json"
+PROBE_TRAIN = 10000  # training examples the per-layer linear probes are fitted on (the first of the training split)
+
+
+def layer_figures(run_dir, log=print):
+    """Per layer of a finished run (net A, the mean path): what its output holds and how well it is a VAE.
+
+    For each layer k: ``probe_test`` the test accuracy of a linear probe (a logistic regression,
+    :func:`vaelayer_np.analysis.diagnostics.probe_accuracy`) fitted on the layer's outputs for the first
+    :data:`PROBE_TRAIN` training examples; ``head_test`` the test accuracy of the layer's own local
+    head (None without heads); for a VAE layer ``recon`` its reconstruction error of its input and
+    ``kl`` its KL term (nats per example) on the test set, with z = mu (None for a plain layer).
+    Written to ``run_dir/layers.json``; returns the dict.
+    """
+    import numpy as np
+
+    from ..analysis.diagnostics import probe_accuracy
+    from ..run.checkpoint import write_json_atomic
+    from ..run.runs import load_trainer
+
+    trainer, data = load_trainer(run_dir, log=log)
+    net = trainer.net_a
+    blocks = getattr(net, "vae_layers", None) or getattr(net, "blocks", [])
+    feats = {}
+    for split, x in (("train", data.x_train[:PROBE_TRAIN]), ("test", data.x_test)):
+        h, per_layer = np.asarray(x, dtype=trainer.dtype), []
+        for layer in blocks:
+            out, cache = layer.forward(h, sample=False) if hasattr(layer, "loss_terms") else layer.forward(h)
+            terms = layer.loss_terms(cache) if hasattr(layer, "loss_terms") else None
+            per_layer.append((out, terms))
+            h = out
+        feats[split] = per_layer
+    layers = []
+    for k in range(len(blocks)):
+        out_tr, out_te = feats["train"][k][0], feats["test"][k][0]
+        terms = feats["test"][k][1]
+        head_test = None
+        if net.heads:
+            logits, _ = net.heads[k].forward(out_te)
+            head_test = float(np.mean(logits.argmax(1) == data.y_test))
+        layers.append({"layer": k, "probe_test": probe_accuracy(out_tr.astype(np.float64), data.y_train[:PROBE_TRAIN],
+                                                                out_te.astype(np.float64), data.y_test),
+                       "head_test": head_test,
+                       "recon": None if terms is None else float(terms["recon"]),
+                       "kl": None if terms is None else float(terms["kl"])})
+    result = {"probe_train_examples": int(min(PROBE_TRAIN, len(data.y_train))), "layers": layers}
+    write_json_atomic(Path(run_dir) / LAYERS_FILE, result)
+    return result
+
+
+def _with_layer_figures(run_dir, completed, log):
+    """A finished run without its per-layer figures gets them (``layers.json``); returns ``completed``."""
+    if completed and not (Path(run_dir) / LAYERS_FILE).exists():
+        figures = layer_figures(run_dir, log=log)
+        log("per layer (probe test, head test, recon, kl): " + "; ".join(
+            f"{r['probe_test']:.4f}, {r['head_test']}, {r['recon']}, {r['kl']}" for r in figures["layers"]))
     return completed
 
 
@@ -628,6 +688,7 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
                      f"{_pct(agg['test_at_best_val'])} | {_pct(agg['best_val'])} | {_secs(agg['seconds'])} | "
                      f"{missing} |")
     lines.append("")
+    lines += ablation_table(out, names, seeds, epochs_override, chosen)
     # the gap between the two methods, seed by seed (same seed: same split): the points chosen on validation,
     # and the two reference points when they differ from the chosen ones
     lines += ["## IFFCL minus backprop", ""]
@@ -669,6 +730,61 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
                       "seeds](figures/decline-study.png)",
                       ""]
     return "\n".join(lines) + "\n", aggs
+
+
+def _layer_stats(out, name, seeds):
+    """Per layer, over the seeds whose run has ``layers.json``: {key: [(mean, std) per layer]}, and those seeds."""
+    found = {}
+    for seed in seeds:
+        path = Path(out) / name / f"seed{seed}" / LAYERS_FILE
+        if path.is_file():
+            found[seed] = json.loads(path.read_text())["layers"]
+    stats = {}
+    for key in ("probe_test", "head_test", "recon", "kl"):
+        per_layer = []
+        for k in range(min((len(v) for v in found.values()), default=0)):
+            values = [v[k][key] for v in found.values() if v[k][key] is not None]
+            per_layer.append(mean_std(values) if values else (math.nan, math.nan))
+        stats[key] = per_layer
+    return stats, sorted(found)
+
+
+def _per_layer(pairs, scale, digits):
+    if not pairs or all(math.isnan(m) for m, _ in pairs):
+        return "-"
+    return " / ".join("-" if math.isnan(m) else f"{scale * m:.{digits}f}" + ("" if math.isnan(sd) else
+                                                                              f" ± {scale * sd:.{digits}f}")
+                      for m, sd in pairs)
+
+
+def ablation_table(out, names, seeds, epochs_override, chosen):
+    """The ablation's table (the rows of :data:`ABLATION` and their baselines that are among ``names``)."""
+    rows = [(n, f"{h:g}", f"{lam:g}", f"{b:g}") for n, h, lam, b, _ in ABLATION]
+    rows += [(n, f"{EXPERIMENTS[n].settings.get('head_weight', 0.0):g}", "-", "-") for n in ABLATION_BASELINES
+             if n in EXPERIMENTS]
+    rows = [r for r in rows if r[0] in names]
+    if not rows:
+        return []
+    lines = ["## Ablation: what each part contributes (Fashion-MNIST, 10 epochs, lr 1e-3 for every row)", "",
+             "Every row at the default learning rates (1e-3 for the layers, 1e-2 for the classifiers) and the "
+             "cosine schedule: no row gets a grid. Per layer (net A, evaluation path z = mu, layers 1 / 2 / 3): "
+             f"*probe* the test accuracy of a logistic regression fitted on the layer's outputs for the first "
+             f"{PROBE_TRAIN} training images; *recon* the layer's reconstruction error of its input (mean squared "
+             "error; layer 1 reconstructs pixels, deeper layers the outputs of the layer below) and *KL* its KL "
+             "term (nats per image), both on the test set. A row with fewer seeds than asked is still running "
+             "or not yet measured.", "",
+             "| experiment | heads weight | lambda | beta | seeds | last test % | probe test % per layer | "
+             "recon per layer | KL per layer | train seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, heads, lam, beta in rows:
+        exp = EXPERIMENTS[name]
+        wanted = seeds_for(exp, seeds, chosen)
+        agg = aggregate(out, name, wanted, _expected_epochs(exp, epochs_override))
+        stats, with_layers = _layer_stats(out, name, sorted(agg["per_seed"]))
+        lines.append(f"| {name} | {heads} | {lam} | {beta} | {agg['n']}/{len(wanted)} | {_pct(agg['last_test'])} | "
+                     f"{_per_layer(stats['probe_test'], 100, 1)} | {_per_layer(stats['recon'], 1, 3)} | "
+                     f"{_per_layer(stats['kl'], 1, 0)} | {_secs(agg['seconds'])} |")
+    lines.append("")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------- the command
