@@ -35,6 +35,52 @@ encoders: 11.5 MFLOP per step took 1.86x and 45 MFLOP 1.09-1.24x the serial step
 parallel, 120 MFLOP 0.91x, 180 MFLOP and more 0.57-0.76x."""
 
 
+class BlasThreads:
+    """The BLAS libraries (OpenBLAS, and any other threadpoolctl sees) at ``n`` threads inside ``with``; the
+    counts they had are restored on leaving.
+
+    Why it matters for results, not only for speed: OpenBLAS splits a matrix product between its threads,
+    and how it splits (and so which of its kernels adds which partial sums) depends on the thread count
+    and on the CPU kernel it picked (``OPENBLAS_CORETYPE``: Haswell, SkylakeX, Sandybridge, ...). The same
+    product with one and with two BLAS threads may differ in the last bits under one kernel and agree under
+    another. Two computations are therefore equal bit for bit only when they make the same products with
+    the same number of BLAS threads; every training path sets that number itself, with this class.
+
+    The libraries are looked up once (threadpoolctl's ``threadpool_limits`` scans the loaded libraries at
+    each call); setting and reading the counts is then a few microseconds, cheap enough for every step.
+    ``n=None`` leaves the counts as they are.
+    """
+
+    def __init__(self, n=1):
+        self.n = None if n is None else check_threads(n)
+        self._libs = None
+        self._saved = []
+
+    def __enter__(self):
+        if self.n is None:
+            return self
+        if self._libs is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        saved = [lib.get_num_threads() for lib in self._libs]
+        self._saved.append(saved)
+        for lib, count in zip(self._libs, saved):
+            if count != self.n:
+                lib.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n is None:
+            return
+        for lib, count in zip(self._libs, self._saved.pop()):
+            if count != self.n:
+                lib.set_num_threads(count)
+
+    def __getstate__(self):  # the library handles are not picklable: looked up again after loading
+        return {"n": self.n, "_libs": None, "_saved": []}
+
+
 def depth_flops(net, n):
     """FLOPs of the matrix products of one IFFCL step at each depth of ``net`` (both twins), batch ``n``.
 

@@ -39,33 +39,8 @@ import numpy as np
 from ..core.iffcl import local_head_step, make_pairs
 from ..core.settings import CHOICES, DEFAULTS, canonical
 from ..core._validate import check_choice
+from .machine import BlasThreads
 from .training import FastPath
-
-
-class _BlasOneThread:
-    """OpenBLAS (and any other BLAS threadpoolctl sees) at one thread inside ``with``, the counts restored after.
-
-    The controller is made once (threadpoolctl's ``threadpool_limits`` scans the loaded libraries at
-    each call); setting and reading the counts is then a few microseconds.
-    """
-
-    def __init__(self):
-        from threadpoolctl import ThreadpoolController
-
-        self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
-        self._saved = None
-
-    def __enter__(self):
-        self._saved = [lib.get_num_threads() for lib in self._libs]
-        for lib, n in zip(self._libs, self._saved):
-            if n != 1:
-                lib.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        for lib, n in zip(self._libs, self._saved):
-            if n != 1:
-                lib.set_num_threads(n)
 
 
 class _Abort(Exception):
@@ -123,7 +98,7 @@ class ParallelFastPath(FastPath):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelayer-twin-B")
         if self._blas is None:
-            self._blas = _BlasOneThread()
+            self._blas = BlasThreads(1)
 
     # ----------------------------------------------------------------- the step
     def train_step(self, net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],

@@ -45,7 +45,7 @@ import numpy as np
 from ..core._validate import check_choice
 from ..core.iffcl import layer_pair_update, make_pairs, output_pair_update
 from ..core.settings import CHOICES, DEFAULTS, canonical
-from .machine import depth_flops
+from .machine import BlasThreads, depth_flops
 
 
 _OTHER_DRAWS = frozenset(name for name in dir(np.random.Generator)
@@ -261,9 +261,7 @@ class LayerPipeline:
             self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.depths) - 1),
                                             thread_name_prefix="vaelayer-stage")
         if self._blas is None:
-            from .parallel import _BlasOneThread
-
-            self._blas = _BlasOneThread()
+            self._blas = BlasThreads(1)
 
     def _set_lr(self, names, factor):
         for name in names:

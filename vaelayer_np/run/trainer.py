@@ -20,8 +20,11 @@ import numpy as np
 
 from ..core import backprop
 from ..core import iffcl
+from ..core import localnet
+from ..core.layers import dropout_mask
 from ..core._validate import NonFiniteError, check_float_array, check_labels
-from .config import RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
+from .config import IMAGE_SHAPES, RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
+from .data import augment_images
 from .resume import _config_json, check_resume_config, check_trainer_state  # noqa: F401  (public here too)
 from ..core.network import Network
 from ..core.optim import OPTIMIZERS
@@ -39,6 +42,22 @@ class DivergenceError(ValueError):
     def __init__(self, message, epoch=None, step=None, layer=None, what=None):
         super().__init__(message)
         self.epoch, self.step, self.layer, self.what = epoch, step, layer, what
+
+
+class InputDropoutPath:
+    """A training path whose VAE layers see their inputs with dropout: each input masked by
+    :func:`vaelayer_np.core.layers.dropout_mask` (drawn from the step's generator just before the layer's
+    noise), the rest of the step unchanged. The layer reconstructs the masked input it saw; its output,
+    passed on and read by its head, is computed from it. Evaluation uses no mask."""
+
+    def __init__(self, inner, p):
+        self.inner, self.p = inner, float(p)
+
+    def vae_forward(self, layer, x, rng):
+        return self.inner.vae_forward(layer, x * dropout_mask(x.shape, self.p, rng, x.dtype), rng)
+
+    def __getattr__(self, name):  # every other method of the step: the wrapped path's
+        return getattr(self.inner, name)
 
 
 class Trainer:
@@ -71,6 +90,17 @@ class Trainer:
         # (parallel="layers": the layers pipelined over the serial path instead, fast/pipeline.py)
         self.path = path if path is not None else training_path(
             config.backend, threads=config.threads if config.method == "iffcl" else 1, parallel=config.parallel)
+        if config.method == "local-heads":  # plain layers: the readable path (core/localnet.py)
+            self.path = iffcl.ReadablePath()
+        elif config.dropout:  # every VAE layer's input masked (the readable path, config.validate checks it)
+            self.path = InputDropoutPath(self.path, config.dropout)
+        self.image_shape = None
+        if config.augment_shift or config.augment_flip:
+            self.image_shape = IMAGE_SHAPES[config.dataset]
+            if int(np.prod(self.image_shape)) != self.n_features:
+                raise ValueError(f"augment_shift, augment_flip: {config.dataset} images {self.image_shape} have "
+                                 f"{int(np.prod(self.image_shape))} pixels, but the data have {self.n_features} "
+                                 "features")
         net_names = ("A", "B") if config.method == "iffcl" else ("A",)
         # Twins differ only by their initialisation seed.
         self.nets = {name: self._build_net(seed=config.seed * 1000 + 17 * i + 1) for i, name in enumerate(net_names)}
@@ -85,9 +115,14 @@ class Trainer:
         self.steps_per_epoch = None  # known once the training set is seen
         self._batch_buffers = None  # (x, y) of the current batch, reused (see _gather)
         self._resumed = False  # True after load_state_dict, until the first train_epoch checks the counters
+        self._blas = None  # the BLAS thread count of config.threads, set around every step (see blas_threads)
 
     def _build_net(self, seed):
         c = self.config
+        if c.method == "local-heads":
+            return localnet.LocalNetwork(self.n_features, c.resolved_widths(), self.n_classes, readout=c.readout,
+                                         seed=seed, activation=c.activation, hidden=c.encoder_hidden,
+                                         dtype=self.dtype)
         return Network(self.n_features, c.resolved_widths(), self.n_classes, readout=c.readout, seed=seed,
                        activation=c.activation, beta=c.beta, recon=c.recon, log_var_bound=c.log_var_bound or None,
                        log_var_bias_init=c.log_var_bias_init, pass_on=c.pass_on, output_loss=c.output_loss,
@@ -127,9 +162,33 @@ class Trainer:
         t = min(self.epoch * self.steps_per_epoch + index, total)
         return 0.5 * (1.0 + np.cos(np.pi * t / total))
 
+    def blas_threads(self):
+        """The BLAS threads of the trainer's products, a context manager the trainer enters around every step
+        (:class:`vaelayer_np.fast.machine.BlasThreads`): a trainer computes with the BLAS threads it chooses,
+        whoever calls it.
+
+        IFFCL: **one** BLAS thread for every product, whatever ``config.threads`` and ``config.parallel`` say
+        (the threads run the twins or the pipeline's stages side by side, each with one BLAS thread, or the
+        serial step when a step is too small for threads to pay). The count matters for the last bits of the
+        results: OpenBLAS splits a product between its threads, and how it adds the parts depends on the
+        count and on its CPU kernel (``OPENBLAS_CORETYPE``: the same product with one and two threads agrees
+        under one kernel and differs under another). With one BLAS thread everywhere, an IFFCL run gives the
+        same bits with any ``threads`` and either ``parallel`` (tests/test_parallel.py, tests/test_pipeline.py).
+        The backprop baseline (one network, nothing to run side by side) uses ``config.threads`` BLAS
+        threads: its results may differ in the last bits between thread counts."""
+        if self._blas is None:
+            from ..fast.machine import BlasThreads, resolve_threads
+
+            self._blas = BlasThreads(1 if self.config.method == "iffcl" else resolve_threads(self.config.threads))
+        return self._blas
+
     # ------------------------------------------------------------------ one step
     def step(self, x, y):
         """One mini-batch update. Returns a dict of floats (losses, batch accuracy)."""
+        with self.blas_threads():
+            return self._step(x, y)
+
+    def _step(self, x, y):
         factor = self.lr_factor()
         for name, opt in self.optimizers.items():
             opt.lr = self.base_lr[name] * factor
@@ -139,6 +198,8 @@ class Trainer:
                 layer.beta = beta
         if self.config.method == "iffcl":
             return self.iffcl_step(x, y)
+        if self.config.method == "local-heads":
+            return localnet.train_step(self.net_a, self.optimizers, x, y, self.rng, dropout=self.config.dropout)
         return self.backprop_step(x, y)
 
     def iffcl_step(self, x, y):
@@ -173,7 +234,7 @@ class Trainer:
         """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
         return backprop.train_step(self.net_a, self.optimizers, x, y, self.rng,
                                    neg_elbo_weight=self.config.backprop_neg_elbo_weight,
-                                   head_weight=self.config.head_weight)
+                                   head_weight=self.config.head_weight, dropout=self.config.dropout)
 
     # ------------------------------------------------------------------ epochs
     def n_batches(self, n):
@@ -263,6 +324,9 @@ class Trainer:
                 start = self.batch_index + in_flight
                 idx = self.epoch_order[start * bs:(start + 1) * bs]
                 xb, yb = self._gather(x, y, idx)
+                if self.image_shape is not None:  # drawn from the run's generator, before the step's draws
+                    xb = augment_images(xb, self.image_shape, self.config.augment_shift, self.config.augment_flip,
+                                        self.rng)
                 if pipeline is None:
                     done = [self._guarded(lambda: self.step(xb, yb), total, x, start)]
                 else:
@@ -288,7 +352,7 @@ class Trainer:
         """``run()`` (the step of batch ``batch`` of this epoch, or a pipeline's push or drain), with a
         non-finite value met inside a step reported as a divergence (named, with the failing batch's step)."""
         try:
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below, by name
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.blas_threads():  # reported below
                 return run()
         except ValueError as exc:
             # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training

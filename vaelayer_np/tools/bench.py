@@ -297,7 +297,7 @@ class ProductRecorder:
         their order, on a thread of their own with one BLAS thread (the recording's calling thread here)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from ..fast.parallel import _BlasOneThread
+        from ..fast.machine import BlasThreads
 
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
         groups = {}
@@ -305,7 +305,7 @@ class ProductRecorder:
             groups.setdefault(thread, []).append((product, out))
         first = groups.pop(self.threads[0]) if self.threads else []
         others = list(groups.values())
-        pool, blas = ThreadPoolExecutor(max_workers=max(1, len(others))), _BlasOneThread()
+        pool, blas = ThreadPoolExecutor(max_workers=max(1, len(others))), BlasThreads(1)
 
         def run(group):
             for (a, b), out in group:
