@@ -44,6 +44,8 @@ MODULE_MAP = (
         ("core.optim", "SGD with momentum and Adam over parameter dicts"),
         ("core.iffcl", "IFFCL: twins, pairing, one local loss per layer, no gradient between layers"),
         ("core.backprop", "the baseline: the same network trained end to end"),
+        ("core.localnet", "the local-heads baseline: plain dense layers, each trained by its own classifier head "
+                          "alone"),
         ("core.gradcheck", "float64 central differences with random upstream gradients; an honest verdict"),
     )),
     ("analysis", (
@@ -55,7 +57,8 @@ MODULE_MAP = (
         ("fast.backend", "the backend table: which implementation each hot operation uses"),
         ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
         ("fast.machine", "how many threads a run may use: threads='auto' looks at the idle cores"),
-        ("fast.parallel", "IFFCL's twins on two threads, bit-identical to the serial step; the path a trainer uses"),
+        ("fast.parallel", "IFFCL's twins on two threads, one BLAS thread each: bit-identical to the serial step; "
+                          "the path a trainer uses"),
         ("fast.pipeline", "the layers pipelined: depth k on batch t while depth k+1 is on batch t-1, bit-identical"),
     )),
     ("run", (

@@ -35,7 +35,8 @@ class BackpropResult:
 
 def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = None,
                    eps: Sequence[np.ndarray] | None = None, neg_elbo_weight: float = 0.0,
-                   need_dx: bool = False, head_weight: float = 0.0) -> BackpropResult:
+                   need_dx: bool = False, head_weight: float = 0.0,
+                   masks: Sequence[np.ndarray] | None = None) -> BackpropResult:
     r"""End-to-end loss and gradients of :class:`~vaelayer_np.core.network.Network` ``net``.
 
     Parameters
@@ -46,13 +47,15 @@ def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = N
     neg_elbo_weight : float >= 0, weight of the layers' negative ELBOs in the loss
     need_dx : bool, also return the gradient with respect to x (the gradient check uses it)
     head_weight : float >= 0, weight of the local classifier heads' losses (networks with heads)
+    masks : list of dropout masks, one per VAE layer's input (None: no dropout); the gradient reaching
+        a layer's unmasked input is the masked one's times the mask
 
     Returns
     -------
     BackpropResult
     """
     net.check_input(x, labels)
-    logits, caches, out_cache, outs = net.forward(x, rng=rng, eps=eps)
+    logits, caches, out_cache, outs = net.forward(x, rng=rng, eps=eps, masks=masks)
     loss, d_logits = net.output.loss(logits, labels)
     if neg_elbo_weight:
         loss += neg_elbo_weight * sum(layer.loss_terms(c)["neg_elbo"] for layer, c in zip(net.vae_layers, caches))
@@ -75,18 +78,28 @@ def loss_and_grads(net: Any, x: np.ndarray, labels: np.ndarray, rng: RngLike = N
         dout = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         d_from_above, grads[f"vae{i}"] = net.vae_layers[i].backward(dout, caches[i], neg_elbo_weight=neg_elbo_weight,
                                                                     need_dx=(i > 0 or need_dx))
+        if masks is not None and d_from_above is not None:  # through the input's dropout mask
+            d_from_above = d_from_above * masks[i]
     return BackpropResult(float(loss), grads, d_from_above, logits, caches)
 
 
 def train_step(net: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: RngLike,
-               neg_elbo_weight: float = 0.0, head_weight: float = 0.0) -> dict[str, float]:
+               neg_elbo_weight: float = 0.0, head_weight: float = 0.0, dropout: float = 0.0) -> dict[str, float]:
     """One backpropagation step on a mini-batch: forward, end-to-end backward, every layer updated.
 
     ``optimizers`` maps "A.vae0", ..., "A.output" (and "A.head0", ... with heads) to the layers' optimisers.
     Returns the step's metrics (floats): ``output_loss`` (the whole loss L), each layer's
     ``recon``, ``kl`` and ``loss`` (its negative ELBO) from this same pass, and ``batch_acc``.
+    With ``dropout`` p > 0 every VAE layer's input is masked (:func:`vaelayer_np.core.layers.dropout_mask`;
+    the masks are drawn from ``rng`` layer by layer before the noise).
     """
-    result = loss_and_grads(net, x, y, rng=rng, neg_elbo_weight=neg_elbo_weight, head_weight=head_weight)
+    masks = None
+    if dropout:
+        from .layers import dropout_mask
+
+        masks = [dropout_mask((x.shape[0], layer.in_dim), dropout, rng, x.dtype) for layer in net.vae_layers]
+    result = loss_and_grads(net, x, y, rng=rng, neg_elbo_weight=neg_elbo_weight, head_weight=head_weight,
+                            masks=masks)
     for layer_name, g in result.grads.items():
         optimizers[f"A.{layer_name}"].step(g)
     metrics = {"output_loss": result.loss}

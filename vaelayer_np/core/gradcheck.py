@@ -325,6 +325,43 @@ def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) ->
     results += check_loss("bce_one_hot", losses.bce_one_hot, {"logits": x_((n, c))}, (labels,), rng=rng)
     results += _check_networks(rng, h, tol)
     results += _check_local_steps(rng, h, tol)
+    results += _check_dropout_and_local_blocks(rng, h, tol)
+    return results
+
+
+def _check_dropout_and_local_blocks(rng, h, tol):
+    """Dropout with its mask fixed (alone, and in the backprop baseline), and the local-heads method's blocks."""
+    from .layers import Dropout, OutputLayer, dropout_mask
+    from .localnet import LocalBlock, block_local_step
+    from .network import Network
+
+    n, d, k, c = 5, 6, 4, 3
+    mask = dropout_mask((n, d), 0.3, rng)
+    mask[0, :2] = (0.0, 1 / 0.7)  # one dropped and one kept entry at least
+    results = check_layer(Dropout(), rng.standard_normal((n, d)), rng, "Dropout[mask fixed]", mask=mask)
+    net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3, log_var_bias_init=0.0,
+                  encoder_hidden=3, readout="all", pass_on="sample", activation="tanh", local_heads=True)
+    for _, layer in net.named_layers():
+        generic_point(layer, rng)
+    x, labels = rng.standard_normal((n, d)), rng.integers(0, c, n)
+    eps = [rng.standard_normal((n, w)) for w in (5, 4)]
+    masks = [dropout_mask((n, w), 0.3, rng) for w in (d, 5)]
+    results += check_network(net, x, labels, eps, 0.7, "Network[backprop,heads,dropout masks fixed]", h, tol,
+                             head_weight=0.8, masks=masks)
+    for hidden, act in ((0, "tanh"), (3, "relu"), (3, "tanh")):
+        block = generic_point(LocalBlock(d, k, hidden=hidden, activation=act, rng=rng), rng)
+        results += check_layer(block, rng.standard_normal((n, d)), rng, f"LocalBlock[hidden={hidden},{act}]")
+        head = generic_point(OutputLayer(k, c, rng=rng), rng)
+        x, labels = rng.standard_normal((n, d)), rng.integers(0, c, n)
+        mask = dropout_mask((n, d), 0.3, rng)
+        step = block_local_step(block, head, x, labels, mask)
+        tensors = {f"block.{name}": v for name, v in block.params.items()}
+        tensors |= {f"head.{name}": v for name, v in head.params.items()}
+        analytic = {f"block.{name}": g for name, g in step.grads.items()}
+        analytic |= {f"head.{name}": g for name, g in step.grads_head.items()}
+        results += check_gradients(f"local-heads block step[hidden={hidden},{act},dropout mask fixed]",
+                                   lambda: block_local_step(block, head, x, labels, mask).loss, tensors, analytic,
+                                   h, tol)
     return results
 
 
@@ -411,19 +448,21 @@ def _check_local_steps(rng, h, tol):
 
 def check_network(net: Any, x: np.ndarray, labels: np.ndarray, eps: Sequence[np.ndarray], neg_elbo_weight: float = 0.0,
                   name: str = "Network", h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL,
-                  head_weight: float = 0.0) -> list[GradResult]:
+                  head_weight: float = 0.0, masks: Sequence[np.ndarray] | None = None) -> list[GradResult]:
     """Check the backpropagation baseline's gradients: every parameter of every layer, and the input.
 
     The scalar is the network's end-to-end loss (:func:`vaelayer_np.core.backprop.loss_and_grads`)
-    with the noise ``eps`` held fixed (with the local heads' losses if the network has heads).
+    with the noise ``eps`` held fixed (with the local heads' losses if the network has heads, and the
+    dropout ``masks`` held fixed if given).
     """
     from .backprop import loss_and_grads
 
     def f():
-        return loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight, head_weight=head_weight).loss
+        return loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight, head_weight=head_weight,
+                              masks=masks).loss
 
     result = loss_and_grads(net, x, labels, eps=eps, neg_elbo_weight=neg_elbo_weight, need_dx=True,
-                            head_weight=head_weight)
+                            head_weight=head_weight, masks=masks)
     grads, dx = result.grads, result.dx
     tensors = {f"{ln}.{k}": v for ln, layer in net.named_layers() for k, v in layer.params.items()}
     tensors["x"] = x

@@ -159,6 +159,43 @@ class Activation(Layer):
         return self.fn.backward(dout, x, out), {}
 
 
+def dropout_mask(shape: tuple, p: float, rng: RngLike, dtype: DTypeLike = np.float64) -> np.ndarray:
+    r"""An inverted-dropout mask: each entry 0 with probability ``p``, else :math:`1 / (1 - p)`.
+
+    One uniform draw per entry from ``rng`` (``u < p`` drops), so the same generator state gives the
+    same mask. Multiplying a layer's input by it in training keeps the input's expectation; evaluation
+    uses no mask. See :class:`Dropout`.
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {p!r}")
+    keep = _as_rng(rng).random(shape) >= p
+    return (keep / (1.0 - p)).astype(_check_dtype(dtype))
+
+
+class Dropout(Layer):
+    r"""Inverted dropout with its mask given: ``out = x * mask`` (the mask from :func:`dropout_mask`).
+
+    With the mask held fixed it is a linear map, and its gradient is ``dx = dout * mask``.
+    """
+
+    def __init__(self, dtype: DTypeLike = np.float64) -> None:
+        self._dtype = _check_dtype(dtype)
+        self.params = {}
+
+    def forward(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Any]:
+        check_float_array("x", x, dtype=self._dtype)
+        check_float_array("mask", mask, shape=x.shape)
+        return x * mask, mask
+
+    def backward(self, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple[np.ndarray | None,
+                 dict[str, np.ndarray]]:
+        mask = cache
+        if not isinstance(mask, np.ndarray):
+            raise ValueError("cache: expected the mask returned by this layer's forward")
+        self._check_grad("dout", dout, mask.shape)
+        return (dout * mask if need_dx else None), {}
+
+
 class VAELayer(Layer):
     r"""A variational autoencoder used as one layer of a network.
 

@@ -91,7 +91,7 @@ class Network:
             check_labels("labels", labels, x.shape[0], self.n_classes)
 
     def forward(self, x: np.ndarray, rng: RngLike = None, eps: Sequence[np.ndarray] | None = None,
-                sample: bool = True) -> tuple[np.ndarray, list, Any, list]:
+                sample: bool = True, masks: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, list, Any, list]:
         """Run every layer.
 
         Parameters
@@ -101,6 +101,8 @@ class Network:
             layers, so each layer draws its own noise
         eps : list of (N, K_i) arrays, optional: the noise of each layer (overrides rng)
         sample : bool, False for the evaluation path (means, no noise)
+        masks : list of (N, D_i) dropout masks, optional: layer i reads its input times ``masks[i]``
+            (:func:`vaelayer_np.core.layers.dropout_mask`; training only)
 
         Returns
         -------
@@ -112,6 +114,8 @@ class Network:
         rng = _as_rng(rng) if (sample and eps is None) else None
         caches, outs, layer_input = [], [], x
         for i, layer in enumerate(self.vae_layers):
+            if masks is not None:
+                layer_input = layer_input * masks[i]
             out, cache = layer.forward(layer_input, eps=None if eps is None else eps[i], rng=rng, sample=sample)
             caches.append(cache)
             outs.append(out)

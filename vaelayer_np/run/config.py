@@ -22,7 +22,7 @@ from ..core.settings import DEFAULTS, RENAMED, canonical
 # and the run's.
 CHOICES = {
     "dataset": DATASETS,
-    "method": ("iffcl", "backprop"),
+    "method": ("iffcl", "backprop", "local-heads"),
     **MODEL_CHOICES,
     "predict": ("twins", "twin_a"),
     "optimizer": ("adam", "sgd"),
@@ -36,6 +36,8 @@ DEFAULT_EPOCHS = {"digits": 50}
 DEFAULT_BATCH = {"digits": 32}
 DEFAULT_WIDTHS = {"digits": (64, 64, 64), "fashion-mnist": (256, 256, 256), "mnist": (256, 256, 256),
                   "cifar10": (256, 256, 256)}
+# The pixel grid of each image dataset (what augmentation shifts and flips); a table has none.
+IMAGE_SHAPES = {"digits": (8, 8), "fashion-mnist": (28, 28), "mnist": (28, 28), "cifar10": (3, 32, 32)}
 DEFAULT_THREADS = "auto"
 """Threads while training and predicting, unless told otherwise (``threads``, ``--threads N``).
 
@@ -43,7 +45,8 @@ DEFAULT_THREADS = "auto"
 the other cores are busy). With 2 or more, IFFCL runs its twins in parallel, one BLAS thread each
 (:mod:`vaelayer_np.fast.parallel`), or with ``parallel="layers"`` its layers pipelined
 (:mod:`vaelayer_np.fast.pipeline`, in ``Trainer.train_epoch``); a step under
-:data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` runs serially. The backprop baseline gets that many
+:data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` runs serially; every IFFCL product runs on one BLAS thread
+(``Trainer.blas_threads``), so an IFFCL run gives the same bits with any count. The backprop baseline gets that many
 BLAS threads (docs/performance.md, "Threads").
 """
 ARRAYS = "arrays"
@@ -75,7 +78,10 @@ class TrainConfig:
                                                          "a seeded stratified --test-fraction of --data)"})
     test_fraction: float = field(default=0.2, metadata={"help": "with --data and no --test-data: the part of the "
                                                                 "rows held out for testing"})
-    method: str = field(default="iffcl", metadata={"help": "iffcl (local losses) or backprop (baseline)"})
+    method: str = field(default="iffcl", metadata={"help": "iffcl (local losses), backprop (baseline), or "
+                                                         "local-heads (plain dense layers of the same sizes, each "
+                                                         "trained by its own classifier head alone: no VAE, no "
+                                                         "twin, no gradient between layers)"})
     widths: tuple = field(default=None, metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
                                                           "(default: 64,64,64 on digits, fitted to a --data table, "
                                                           "256,256,256 otherwise)"})
@@ -120,6 +126,14 @@ class TrainConfig:
     backprop_neg_elbo_weight: float = field(default=DEFAULTS["backprop_neg_elbo_weight"],
                                             metadata={"help": "backprop baseline: weight of the layers' negative "
                                                               "ELBOs added to the classification loss"})
+    dropout: float = field(default=0.0, metadata={"help": "in training, zero each input of every layer with this "
+                                                         "probability (inverted dropout; 0: off); needs "
+                                                         "--backend numpy with iffcl and backprop"})
+    augment_shift: int = field(default=0, metadata={"help": "image datasets: shift each training image by up to "
+                                                           "this many pixels in each direction, drawn anew for "
+                                                           "every batch (0: off)"})
+    augment_flip: float = field(default=0.0, metadata={"help": "image datasets: flip each training image "
+                                                              "horizontally with this probability (0: off)"})
     optimizer: str = field(default="adam", metadata={"help": "adam or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE layers"})
     output_lr: float = field(default=0.01, metadata={"help": "learning rate of the output layer"})
@@ -143,7 +157,8 @@ class TrainConfig:
                                                              "cosine term) or layers (the layers pipelined: "
                                                              "stages of consecutive layers, one thread each, "
                                                              "stage s training on the batch before stage s-1's); "
-                                                             "both give the serial training bit for bit"})
+                                                             "both give the serial training bit for bit: every IFFCL "
+                                                             "product runs on one BLAS thread"})
 
     def resolved_widths(self):
         if self.widths:
@@ -197,6 +212,7 @@ class TrainConfig:
         for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound", "head_weight"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_positive("lr", self.lr)
+        self._validate_regularisers()
         if self.output_lr is not None:
             check_positive("output_lr", self.output_lr)
         for name in ("log_var_bias_init", "val_fraction"):
@@ -223,6 +239,30 @@ class TrainConfig:
                     or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in self.widths):
                 raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
         return self
+
+    def _validate_regularisers(self):
+        """dropout, augmentation, and the local-heads method's own loss."""
+        for name in ("dropout", "augment_flip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0 \
+                    or (name == "augment_flip" and value > 0.5):
+                bound = "[0, 0.5]" if name == "augment_flip" else "[0, 1)"
+                raise ValueError(f"{name}: expected a probability in {bound}, got {value!r}")
+        shift = self.augment_shift
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise ValueError(f"augment_shift: expected an integer >= 0 (pixels), got {shift!r}")
+        if (shift or self.augment_flip) and (self.data or self.dataset not in IMAGE_SHAPES):
+            raise ValueError(f"augment_shift, augment_flip: apply to image datasets ({', '.join(IMAGE_SHAPES)}), "
+                             f"not to {self.dataset!r}")
+        if shift and shift >= min(IMAGE_SHAPES[self.dataset][-2:]):
+            raise ValueError(f"augment_shift: {shift} pixels would shift a {self.dataset} image out of its "
+                             f"{IMAGE_SHAPES[self.dataset][-2:]} grid")
+        if self.method == "local-heads" and self.head_weight:
+            raise ValueError("head_weight: the local-heads method's local loss is each layer's head alone; leave "
+                             "head_weight at 0")
+        if self.dropout and self.method != "local-heads" and self.backend != "numpy":
+            raise ValueError(f"dropout: with method {self.method} it runs on the readable path only; add "
+                             "--backend numpy")
 
     def _validate_table(self):
         for name in ("data", "target", "test_data"):

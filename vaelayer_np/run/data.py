@@ -540,3 +540,36 @@ def changed_files(recorded, files):
         if role not in recorded:
             changes.append(f"{path}: is read now but was not when the run was trained")
     return changes
+
+
+# ----------------------------------------------------------------------------- augmentation
+def augment_images(x, image_shape, shift, flip, rng):
+    """Randomly shifted and flipped copies of a batch of flattened images (training-time augmentation).
+
+    Each image (a row of ``x``, the pixels of ``image_shape`` = (H, W) or (C, H, W) in C order) is
+    flipped left to right with probability ``flip``, then moved by (dy, dx) pixels, each drawn
+    uniformly from -shift..shift; the pixels that enter are 0 (the background of these datasets),
+    those that leave are dropped. The draws come from ``rng`` in a fixed order (the shifts of every
+    image, then its flips), so the same generator state gives the same batch; with ``shift`` 0 and
+    ``flip`` 0 nothing is drawn and ``x`` is returned as it is.
+
+    Returns a new (N, D) array of x's dtype (``x`` is left as it was).
+    """
+    if not shift and not flip:
+        return x
+    n = x.shape[0]
+    h, w = image_shape[-2:]
+    c = int(np.prod(image_shape[:-2], dtype=np.int64))
+    if x.ndim != 2 or x.shape[1] != c * h * w:
+        raise ValueError(f"x: expected rows of {c * h * w} pixels (images {tuple(image_shape)}), got shape {x.shape}")
+    moves = rng.integers(-shift, shift + 1, size=(n, 2)) if shift else np.zeros((n, 2), np.int64)
+    flips = rng.random(n) < flip if flip else np.zeros(n, bool)
+    images = x.reshape(n, c, h, w)
+    out = np.zeros_like(images)
+    for i in range(n):
+        img = images[i, :, :, ::-1] if flips[i] else images[i]
+        dy, dx = int(moves[i, 0]), int(moves[i, 1])
+        # the part of the image that stays inside the grid, and where it lands
+        out[i, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            img[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out.reshape(n, c * h * w)
