@@ -1,10 +1,25 @@
-"""``vaelayer reproduce --scheduler``: the runs handed to a Dask distributed cluster (here a local one on 127.0.0.1)."""
+"""``vaelayer reproduce --scheduler``: the runs handed to a Dask distributed cluster (here on 127.0.0.1 only).
+
+A run that does not come back finished is never reported as done: a scheduler killed mid-run makes the
+command exit non-zero, naming the lost run and the command that resumes it (in the log and on the results
+page). A scheduler without workers is named; Ctrl-C then returns at once. The address is checked, and the
+scheduler reached, before anything is written.
+"""
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 distributed = pytest.importorskip("distributed")  # the optional extra "cluster", installed by .ci/run
 
+from vaelayer_np.tools.cluster import check_scheduler_address  # noqa: E402
 from vaelayer_np.tools.reproduce import run_reproduce  # noqa: E402
 
 
@@ -23,6 +38,7 @@ def test_reproduce_runs_on_a_dask_cluster(tmp_path, cluster):
     assert code == 0, "\n".join(lines)
     text = "\n".join(lines)
     assert "on the cluster at tcp://127.0.0.1" in text and "done  digits-iffcl seed 0" in text
+    assert "LOST" not in text and "NOT FINISHED" not in (out / "results.md").read_text()
     rows = [json.loads(line) for line in (out / "digits-iffcl" / "seed0" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["epoch"] == 1 and 0.0 <= rows[-1]["val_acc"] <= 1.0
     assert (out / "digits-iffcl" / "seed0.log").read_text().strip()
@@ -34,7 +50,142 @@ def test_reproduce_runs_on_a_dask_cluster(tmp_path, cluster):
     assert "finished before, reused" in (out / "digits-iffcl" / "seed0.log").read_text()
 
 
-def test_an_unreachable_scheduler_is_named(tmp_path):
+def test_an_unreachable_scheduler_is_named_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="--scheduler: cannot reach"):
         run_reproduce(tmp_path / "out", only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=1, limit=100,
                       scheduler="tcp://127.0.0.1:1", log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "127.0.0.1", "tcp://", "http://127.0.0.1:8786",
+                                     "tcp://127.0.0.1:0", "tcp://127.0.0.1:70000", "tcp://a b:1", ""])
+def test_a_malformed_scheduler_address_names_the_option_before_anything_is_written(tmp_path, address):
+    with pytest.raises(ValueError, match="^--scheduler: "):
+        run_reproduce(tmp_path / "out", only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=1,
+                      scheduler=address, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_any_text_is_an_address_or_refused_naming_the_option(text):
+    try:
+        address = check_scheduler_address(text)
+    except ValueError as exc:
+        assert str(exc).startswith("--scheduler: ")
+    else:  # what passes has a tcp or tls scheme, a host and a port in range
+        scheme, rest = address.split("://", 1)
+        host, port = rest.rstrip("/").rsplit(":", 1)
+        assert scheme.lower() in ("tcp", "tls") and host and 1 <= int(port) <= 65535
+
+
+@given(st.sampled_from(["tcp://", "tls://", ""]), st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True),
+       st.integers(1, 65535))
+def test_every_well_formed_address_passes(scheme, host, port):
+    address = check_scheduler_address(f"{scheme}{host}:{port}")
+    assert address == f"{scheme or 'tcp://'}{host}:{port}"
+
+
+def test_out_of_range_seeds_are_refused_before_anything_is_written(tmp_path):
+    for seeds, flag in (((0, 2 ** 32), "--seeds"), ((-1,), "--seeds")):
+        with pytest.raises(ValueError, match=f"^{flag}: "):
+            run_reproduce(tmp_path / "out", only="digits-iffcl", seeds=seeds, epochs=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="^--digits-seeds: .*0..4294967295"):
+        run_reproduce(tmp_path / "out", only="digits-iffcl", digits_seeds=[2 ** 40], epochs=1, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_without_workers_is_named_and_ctrl_c_returns_at_once(tmp_path):
+    lines = []
+
+    def log(text):
+        lines.append(text)
+        if "has no workers" in text:  # the user reads it and presses Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as empty:
+        t0 = time.monotonic()
+        code = run_reproduce(tmp_path / "out", only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=1,
+                             limit=100, scheduler=empty.scheduler_address, log=log)
+        elapsed = time.monotonic() - t0
+    text = "\n".join(lines)
+    assert code == 130, text
+    assert f"the Dask scheduler at {empty.scheduler_address} has no workers" in text
+    assert "cancelling 1 run(s) no worker has started" in text
+    assert "LOST" not in text  # cancelled on request: interrupted, not lost
+    assert elapsed < 120, f"{elapsed:.0f} s: Ctrl-C waited for a worker that never came"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_exit(tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                        "--no-dashboard"])
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler is listening
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler did not start"
+                time.sleep(0.3)
+        worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
+                         "--no-dashboard", "--host", "127.0.0.1"])
+        killed = []
+
+        def kill_when_running():  # the run has started on the worker: the scheduler dies (kill -9)
+            with distributed.Client(address, timeout="30s") as watcher:
+                deadline = time.monotonic() + 120
+                while not any(watcher.processing().values()):
+                    assert time.monotonic() < deadline, "the run never started on the worker"
+                    time.sleep(0.2)
+            time.sleep(1.0)
+            scheduler.kill()
+            killed.append(time.monotonic())
+
+        import threading
+
+        killer = threading.Thread(target=kill_when_running, daemon=True)
+        killer.start()
+        lines = []
+        out = tmp_path / "out"
+        # 200 epochs: far longer than the test waits before killing the scheduler
+        code = run_reproduce(out, only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=200, limit=300,
+                             scheduler=address, log=lines.append, command="vaelayer reproduce --the-same-command")
+        killer.join(timeout=5)
+        text = "\n".join(lines)
+        assert killed, "the scheduler was not killed while the run was running:\n" + text
+        assert code == 1, text
+        assert "LOST  digits-iffcl seed 0: the connection to the scheduler" in text
+        assert "done  digits-iffcl seed 0" not in text
+        assert "NOT FINISHED: 1 run(s) lost: digits-iffcl seed 0" in text
+        assert "run the same command again (vaelayer reproduce --the-same-command)" in text
+        page = (out / "results.md").read_text()
+        assert "NOT FINISHED: 1 run(s) lost by this invocation" in page and "digits-iffcl seed 0" in page
+        assert "run `vaelayer reproduce --the-same-command` again" in page
+        row = next(line for line in page.splitlines() if line.startswith("| digits-iffcl"))
+        assert "0: LOST, the connection to the scheduler" in row
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                _stop(proc)

@@ -17,32 +17,99 @@ folder: each run trains in a temporary folder on its worker, which receives the 
 ``--out`` first (so an interrupted run resumes from its checkpoint) and sends the whole folder back
 when the run ends; the report is then written here from ``--out`` as after local runs.
 
-Stopping: Ctrl-C (or SIGTERM) sets a Dask ``Event`` that every running run polls about once a second
-between training steps: each saves its checkpoint, sends its folder back, and stops; a second
-Ctrl-C cancels what is left.
+The address is checked, and the scheduler reached, before anything is written. A scheduler without
+workers is named after a few seconds (the runs wait for a worker to join).
+
+A run that does not come back finished is never counted as done. When the scheduler dies or restarts
+mid-run (the client loses its connection, and Dask cancels every run it was following), or a run
+stops on its worker without being asked, the run is *lost*: the command names it, exits with code 1,
+and the results page lists it with the command that resumes it (its folder in ``--out`` holds what
+it held when it was handed out, its checkpoint included; what it trained on the cluster since is lost).
+
+Stopping: Ctrl-C (or SIGTERM) cancels at once the runs no worker has started, and sets a Dask ``Event``
+that every running run polls about once a second between training steps: each saves its checkpoint,
+sends its folder back, and stops; a second Ctrl-C cancels what is left.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+NO_WORKER_SECONDS = 3.0
+"""A scheduler that has had no worker for this long after the runs were handed to it is named."""
+CONNECT_TIMEOUT = "10s"
+"""How long to try to reach the scheduler (at the start, and again after losing it)."""
 
-def _client(scheduler):
-    """A ``dask.distributed.Client`` for ``scheduler`` (an address, or a Client or cluster object)."""
+_ADDRESS = re.compile(r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)"
+                      r":(?P<port>\d{1,5})/?")
+_SCHEMES = ("tcp", "tls")
+
+
+def check_scheduler_address(scheduler):
+    """The address of ``--scheduler`` checked (``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT``).
+
+    A ``dask.distributed.Client`` (or a cluster object with a ``scheduler_address``) passes as it is.
+    Raises ValueError naming ``--scheduler`` for anything else; nothing is contacted.
+    """
+    if not isinstance(scheduler, str):
+        if hasattr(scheduler, "scheduler_address") or type(scheduler).__name__ == "Client":
+            return scheduler
+        raise ValueError(f"--scheduler: expected the address of a Dask scheduler like tcp://HOST:8786, got "
+                         f"{type(scheduler).__name__} {scheduler!r}")
+    text = scheduler.strip()
+    match = _ADDRESS.fullmatch(text)
+    if match is None:
+        why = "no port" if text and ":" not in text.split("://")[-1] else "not HOST:PORT"
+        raise ValueError(f"--scheduler: {scheduler!r} is not the address of a Dask scheduler ({why}); expected "
+                         "tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786 (what `dask scheduler` prints)")
+    scheme, port = match["scheme"], int(match["port"])
+    if scheme is not None and scheme.lower() not in _SCHEMES:
+        raise ValueError(f"--scheduler: {scheduler!r}: unsupported protocol {scheme}://; expected tcp://HOST:PORT "
+                         "(or tls://HOST:PORT)")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--scheduler: {scheduler!r}: port {port} is not in 1..65535")
+    return text if scheme is not None else "tcp://" + text
+
+
+class Session:
+    """A client of the scheduler, opened by :func:`connect` (closed by :meth:`close`, only if opened here)."""
+
+    def __init__(self, client, own):
+        self.client, self.own = client, own
+        self.address = client.scheduler.address
+
+    def close(self):
+        if self.own:
+            try:
+                self.client.close(timeout=5)
+            except Exception:  # noqa: BLE001 - a scheduler already gone: nothing left to close cleanly
+                pass
+            self.own = False
+
+
+def connect(scheduler):
+    """A :class:`Session` with the scheduler at ``scheduler`` (checked by :func:`check_scheduler_address`).
+
+    Raises ValueError naming ``--scheduler`` when Dask is missing or the scheduler cannot be reached.
+    """
+    if isinstance(scheduler, Session):
+        return scheduler
+    scheduler = check_scheduler_address(scheduler)
     try:
         from dask.distributed import Client
     except ImportError:
         raise ValueError("--scheduler: Dask is not installed; install the optional extra with "
                          "pip install -e \".[cluster]\" (dask[distributed]) here and on the workers") from None
     if isinstance(scheduler, Client):
-        return scheduler, False
+        return Session(scheduler, False)
     try:
-        return Client(scheduler, timeout="20s"), True
-    except (OSError, TimeoutError) as exc:
+        return Session(Client(scheduler, timeout=CONNECT_TIMEOUT), True)
+    except (OSError, TimeoutError, ValueError) as exc:
         raise ValueError(f"--scheduler: cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
                          "`dask scheduler` and give its tcp://HOST:PORT address") from None
 
@@ -70,7 +137,8 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
 
     ``run_one``: :func:`vaelayer_np.tools.reproduce.run_one` (passed in: this module does not import the
     tools above it; Dask sends it by name); ``exp``: the experiment; ``files``: the run folder as it is in
-    ``--out`` (empty for a new run); ``log_text``: its log so far.
+    ``--out`` (empty for a new run); ``log_text``: its log so far. A run that can no longer ask the
+    scheduler whether to stop (the scheduler is gone) checkpoints and stops: nobody would receive its result.
     """
     from threadpoolctl import threadpool_limits
 
@@ -85,7 +153,10 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
         now = time.monotonic()
         if event is not None and now - last[0] > 1.0:  # one round trip to the scheduler a second at most
             last[0] = now
-            last[1] = event.is_set()
+            try:
+                last[1] = bool(event.is_set())
+            except Exception:  # noqa: BLE001 - the scheduler unreachable: the run's result has no receiver
+                last[1] = True
         return last[1]
 
     with tempfile.TemporaryDirectory(prefix="vaelayer-run-") as out:
@@ -97,26 +168,55 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
         return completed, _read_folder(run_dir), "\n".join(lines) + "\n"
 
 
+def _cancel_reason(future):
+    """Dask's reason for cancelling ``future`` (e.g. "scheduler-connection-lost"), or None."""
+    state = getattr(future, "_state", None)
+    exc = getattr(state, "exception", None)
+    return getattr(exc, "reason", None)
+
+
+def _processing_keys(client):
+    """Keys of the tasks a worker has started (empty when the scheduler cannot say)."""
+    try:
+        return {k for keys in client.processing().values() for k in keys}
+    except Exception:  # noqa: BLE001 - the scheduler gone: nothing is known to be running
+        return set()
+
+
+def _worker_count(client):
+    try:
+        return len(client.nthreads())
+    except Exception:  # noqa: BLE001 - the scheduler gone: the lost runs are named by the main loop
+        return None
+
+
 def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experiments, run_one):
-    """:func:`vaelayer_np.tools.reproduce.run_tasks` on a Dask cluster. Returns (finished, failed, interrupted).
+    """:func:`vaelayer_np.tools.reproduce.run_tasks` on a Dask cluster.
 
-    ``experiments``: name -> experiment; ``run_one``: the function that trains one seed of one (both from
+    ``scheduler``: an address, a Client or a :class:`Session` (from :func:`connect`); ``experiments``:
+    name -> experiment; ``run_one``: the function that trains one seed of one (both from
     :mod:`vaelayer_np.tools.reproduce`, which calls this).
-    """
-    from dask.distributed import Event, as_completed
 
-    client, own = _client(scheduler)
+    Returns (finished, failed, interrupted, lost): lists of (name, seed), the flag, and
+    {(name, seed): why} of the runs that did not come back finished without being asked to stop.
+    """
+    from dask.distributed import Event
+
+    session = connect(scheduler)
+    opened_here = session is not scheduler and session.own
+    client, address = session.client, session.address
     out = Path(out)
     stop_name = f"vaelayer-stop-{uuid.uuid4().hex}"
     stop_event = Event(stop_name, client=client)
-    finished, failed = [], []
+    finished, failed, lost = [], [], {}
+    ours = set()  # keys of the futures cancelled here (Ctrl-C), as opposed to by Dask
     try:
         futures = {}
         for name, seed in tasks:
             run_dir = out / name / f"seed{seed}"
             log_path = out / name / f"seed{seed}.log"
             log_text = log_path.read_text() if log_path.exists() else ""
-            log(f"start {name} seed {seed} (on the cluster at {client.scheduler.address})")
+            log(f"start {name} seed {seed} (on the cluster at {address})")
             files = _read_folder(run_dir)
             if sum(len(b) for b in files.values()) > 1_000_000:  # a checkpoint: sent as data, not in the task
                 files = client.scatter(files, direct=False)
@@ -124,21 +224,43 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
                                    stop_name,
                                    key=f"vaelayer-{name}-seed{seed}-{uuid.uuid4().hex[:8]}", pure=False, retries=0)
             futures[future] = (name, seed)
-        pending = as_completed(list(futures))
+        waiting = dict(futures)
         asked = cancelled = False
-        while not pending.is_empty():
+        start, named_idle = time.monotonic(), False
+        while waiting:
             if stop.requested and not asked:
                 asked = True
-                log("interrupted: asking the runs on the cluster to checkpoint and stop")
-                stop_event.set()
+                started = _processing_keys(client)
+                queued = [f for f in waiting if f.key not in started and not f.done()]
+                log(f"interrupted: cancelling {len(queued)} run(s) no worker has started; asking the "
+                    f"{len(waiting) - len(queued)} running on the cluster to checkpoint and stop")
+                ours.update(f.key for f in queued)
+                if queued:
+                    client.cancel(queued)
+                try:
+                    stop_event.set()
+                except Exception:  # noqa: BLE001 - the scheduler gone: its runs are named lost below
+                    pass
             if stop.count >= 2 and not cancelled:
                 cancelled = True
                 log("second stop signal: cancelling the runs not finished; each resumes from its last checkpoint")
-                client.cancel([f for f in futures if not f.done()])
-            for future in pending.next_batch(block=False) if pending.has_ready() else ():
-                key = futures[future]
-                name, seed = key
+                rest = [f for f in waiting if not f.done()]
+                ours.update(f.key for f in rest)
+                client.cancel(rest)
+            if not named_idle and not asked and time.monotonic() - start > NO_WORKER_SECONDS:
+                named_idle = True
+                if _worker_count(client) == 0:
+                    log(f"the Dask scheduler at {address} has no workers: the {len(waiting)} run(s) wait until one "
+                        f"joins (start one with `dask worker {address} --nthreads 1`); Ctrl-C stops this command")
+            for future in [f for f in waiting if f.done()]:
+                name, seed = key = waiting.pop(future)
                 if future.status == "cancelled":
+                    if future.key not in ours:
+                        why = _cancel_reason(future) or "cancelled by Dask"
+                        if why == "scheduler-connection-lost":
+                            why = f"the connection to the scheduler at {address} was lost (it died or restarted)"
+                        lost[key] = why
+                        log(f"LOST  {name} seed {seed}: {why}")
                     continue
                 try:
                     completed, files, log_text = future.result()
@@ -154,8 +276,11 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
                 if completed:
                     finished.append(key)
                     log(f"done  {name} seed {seed}")
+                elif not stop.requested:  # stopped on its worker without being asked: not done
+                    lost[key] = "the run stopped on its worker before finishing (it lost the scheduler)"
+                    log(f"LOST  {name} seed {seed}: {lost[key]}")
             time.sleep(0.2)
     finally:
-        if own:
-            client.close()
-    return finished, failed, stop.requested
+        if opened_here:
+            session.close()
+    return finished, failed, stop.requested, lost
