@@ -15,7 +15,8 @@ What the count means for training (:class:`vaelayer_np.run.trainer.Trainer`):
   each (:class:`vaelayer_np.fast.parallel.ParallelFastPath`), or the layers pipelined
   (``parallel="layers"``, :mod:`vaelayer_np.fast.pipeline`); 1: the serial step. A step whose matrix
   products are fewer than :data:`PARALLEL_MIN_FLOPS` runs serially whatever the count: there the
-  threads' hand-overs cost more than they save;
+  threads' hand-overs cost more than they save. In every case each IFFCL product runs on one BLAS
+  thread (:class:`BlasThreads`, set by the trainer), so the count never changes an IFFCL run's bits;
 * the backprop baseline (one network, nothing to run side by side): that many BLAS threads.
 """
 from __future__ import annotations

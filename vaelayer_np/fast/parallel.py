@@ -20,8 +20,10 @@ The matrix products run in OpenBLAS with one thread per caller (the path sets Op
 thread for the step and restores the previous count after it), and the Numba kernels are
 compiled with ``nogil=True``: both release Python's lock, so the two twins use two cores.
 
-The result is the serial step's, bit for bit: each twin runs the same operations on the same
-operands in the same order (one BLAS thread: the same summation order), the noise is drawn from
+The result is the serial step's, bit for bit, when the serial step too runs its products on one BLAS
+thread, as :class:`vaelayer_np.run.trainer.Trainer` always runs IFFCL (``Trainer.blas_threads``; with two BLAS
+threads OpenBLAS may add a product's parts in another order, depending on its CPU kernel): each twin runs the
+same operations on the same operands in the same order, the noise is drawn from
 the one generator in the serial order (depth 0 before the threads start, each later depth by twin B
 while A computes the cosine term, so never by two threads at once; A waits for it before its
 forward), and the metrics are summed in
@@ -104,7 +106,8 @@ class ParallelFastPath(FastPath):
     def train_step(self, net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
                    margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"],
                    path=None, head_weight=DEFAULTS["head_weight"], **more):
-        """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit.
+        """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit
+        (as the serial step with one BLAS thread).
 
         ``path`` is ignored (this path runs the step). Each twin's local heads (``head_weight``) run on that
         twin's thread. Settings this step does not know (``more``), and a step smaller than ``min_flops``

@@ -28,7 +28,8 @@ the same inputs, parameters, noise and learning rate as in the serial step
   its buffers at the layer's next step), and the metrics of a batch are returned when its last
   stage is done, in batch order.
 
-So the training is the serial one **bit for bit** (``tests/test_pipeline.py``): the same parameters,
+So the training is the serial one **bit for bit** (``tests/test_pipeline.py``), as the serial step runs with one
+BLAS thread per product (each stage has one; the trainer runs every IFFCL product so): the same parameters,
 optimiser moments, metrics and generator state after any number of batches. The dynamics are not
 those of a pipeline with stale weights (as in pipelined backpropagation): IFFCL's locality makes
 the pipeline exact. What differs is when a batch's metrics are known (one tick per stage later)

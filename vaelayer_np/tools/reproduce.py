@@ -199,7 +199,7 @@ def run_settings(exp, seed, epochs=None, limit=None):
 def _comparable(d):
     d = dict(d)
     d.pop("backend", None)  # the machine's choice, not the experiment's
-    d.pop("threads", None)  # likewise (the training is the same bit for bit)
+    d.pop("threads", None)  # likewise (IFFCL is the same bit for bit; backprop may differ in the last bits)
     return d
 
 
