@@ -127,8 +127,8 @@ class TrainConfig:
                                             metadata={"help": "backprop baseline: weight of the layers' negative "
                                                               "ELBOs added to the classification loss"})
     dropout: float = field(default=0.0, metadata={"help": "in training, zero each input of every layer with this "
-                                                         "probability (inverted dropout; 0: off); needs "
-                                                         "--backend numpy with iffcl and backprop"})
+                                                         "probability (inverted dropout; 0: off); IFFCL then "
+                                                         "runs its step serially"})
     augment_shift: int = field(default=0, metadata={"help": "image datasets: shift each training image by up to "
                                                            "this many pixels in each direction, drawn anew for "
                                                            "every batch (0: off)"})
@@ -260,9 +260,6 @@ class TrainConfig:
         if self.method == "local-heads" and self.head_weight:
             raise ValueError("head_weight: the local-heads method's local loss is each layer's head alone; leave "
                              "head_weight at 0")
-        if self.dropout and self.method != "local-heads" and self.backend != "numpy":
-            raise ValueError(f"dropout: with method {self.method} it runs on the readable path only; add "
-                             "--backend numpy")
 
     def _validate_table(self):
         for name in ("data", "target", "test_data"):

@@ -92,8 +92,8 @@ class Trainer:
             config.backend, threads=config.threads if config.method == "iffcl" else 1, parallel=config.parallel)
         if config.method == "local-heads":  # plain layers: the readable path (core/localnet.py)
             self.path = iffcl.ReadablePath()
-        elif config.dropout:  # every VAE layer's input masked (the readable path, config.validate checks it)
-            self.path = InputDropoutPath(self.path, config.dropout)
+        elif config.dropout:  # every VAE layer's input masked; the serial step, which draws the masks in order
+            self.path = InputDropoutPath(training_path(config.backend, threads=1), config.dropout)
         self.image_shape = None
         if config.augment_shift or config.augment_flip:
             self.image_shape = IMAGE_SHAPES[config.dataset]
@@ -216,7 +216,7 @@ class Trainer:
         :func:`vaelayer_np.fast.machine.worth_parallel`), stage s training on the batch stage s-1 trained at
         the tick before (:class:`vaelayer_np.fast.pipeline.LayerPipeline`; the serial training, bit for bit)."""
         c = self.config
-        if c.method != "iffcl" or c.parallel != "layers":
+        if c.method != "iffcl" or c.parallel != "layers" or c.dropout:  # with dropout: the serial step
             return None
         from ..fast.machine import resolve_threads, worth_parallel
         from ..fast.pipeline import LayerPipeline
