@@ -1,0 +1,67 @@
+"""The ablation and moonshot experiments of ``vaelayer reproduce``: the catalogue, the per-layer figures, the table."""
+import itertools
+import json
+
+import pytest
+
+from vaelayer_np.tools import reproduce
+from vaelayer_np.run.config import TrainConfig
+
+
+def test_the_ablation_holds_every_combination_at_one_rule():
+    combos = set()
+    for name, heads, lam, beta, _ in reproduce.ABLATION:
+        exp = reproduce.EXPERIMENTS[name]
+        cfg = TrainConfig(**exp.settings)
+        combos.add((cfg.head_weight, cfg.lam, cfg.beta))
+        # the same budget and learning rates for every row: no row has a grid of its own
+        assert (cfg.dataset, cfg.epochs, cfg.lr, cfg.output_lr, cfg.lr_schedule) == ("fashion-mnist", 10, 1e-3, 0.01,
+                                                                                     "cosine")
+        assert (cfg.head_weight, cfg.lam, cfg.beta) == (heads, lam, beta)
+        assert exp.grid_seeds == "all"
+    assert combos == set(itertools.product((0.0, 3.0), (0.0, 10.0), (0.0, 1e-3)))
+    for name in reproduce.ABLATION_BASELINES:
+        assert TrainConfig(**reproduce.EXPERIMENTS[name].settings).epochs == 10
+
+
+def test_the_moonshot_gives_every_method_the_same_recipe_and_grid():
+    groups = {}
+    for exp in reproduce.EXPERIMENTS.values():
+        if exp.name.startswith("fashion-moon-"):
+            cfg = TrainConfig(**exp.settings).validate()
+            groups.setdefault(exp.group, []).append((cfg.dropout, cfg.epochs, cfg.augment_shift, cfg.augment_flip))
+            assert exp.grid_seeds == "first" and exp.name != exp.group  # points on seed 0, the chosen on all
+    assert len(groups) == 3
+    grids = {tuple(sorted(points)) for points in groups.values()}
+    assert len(grids) == 1
+
+
+def test_per_layer_figures_and_the_ablation_table(tmp_path, monkeypatch):
+    """A tiny run of one ablation row (on digits, 1 epoch): layers.json per layer, and the table shows those figures."""
+    exp = reproduce.EXPERIMENTS["fashion-iffcl-heads-nokl"]
+    small = reproduce.Experiment(exp.name, dict(dataset="digits", epochs=1, head_weight=3.0, lam=10.0, beta=0.0,
+                                                 widths=(16, 12)), exp.purpose, exp.group)
+    monkeypatch.setitem(reproduce.EXPERIMENTS, exp.name, small)
+    assert reproduce.run_one(small, 0, tmp_path, limit=300, log=lambda *a: None)
+    figures = json.loads((tmp_path / exp.name / "seed0" / reproduce.LAYERS_FILE).read_text())
+    assert [r["layer"] for r in figures["layers"]] == [0, 1]
+    for r in figures["layers"]:
+        assert 0.0 <= r["probe_test"] <= 1.0 and 0.0 <= r["head_test"] <= 1.0 and r["recon"] > 0 and r["kl"] >= 0
+    lines = reproduce.ablation_table(tmp_path, [exp.name], [0], 1, {})
+    row = next(line for line in lines if line.startswith(f"| {exp.name} |"))
+    probes = " / ".join(f"{100 * r['probe_test']:.1f}" for r in figures["layers"])
+    assert "| 1/1 |" in row and probes in row
+    # a seed without a finished run is counted missing, never guessed
+    lines = reproduce.ablation_table(tmp_path, [exp.name], [0, 1], 1, {})
+    assert "| 1/2 |" in next(line for line in lines if line.startswith(f"| {exp.name} |"))
+
+
+def test_a_local_heads_run_has_no_reconstruction_to_report(tmp_path, monkeypatch):
+    small = reproduce.Experiment("fashion-local-heads", dict(dataset="digits", epochs=1, method="local-heads",
+                                                             widths=(16, 12)), "local-heads", "fashion-local-heads")
+    monkeypatch.setitem(reproduce.EXPERIMENTS, small.name, small)
+    assert reproduce.run_one(small, 0, tmp_path, limit=300, log=lambda *a: None)
+    figures = json.loads((tmp_path / small.name / "seed0" / reproduce.LAYERS_FILE).read_text())
+    assert all(r["recon"] is None and r["kl"] is None and r["probe_test"] > 0.2 for r in figures["layers"])
+    with pytest.raises(ValueError, match="head_weight"):
+        TrainConfig(dataset="digits", method="local-heads", head_weight=3.0).validate()
