@@ -1,6 +1,6 @@
 """MkDocs hook for the documentation site (listed under ``hooks:`` in mkdocs.yml).
 
-It does five things, so that mkdocs.yml never needs editing when code or lessons change:
+It does these things, so that mkdocs.yml never needs editing when code or lessons change:
 
 * **Lessons.** Every ``notebooks/*.ipynb`` is added to the site as ``lessons/<name>.ipynb``
   (mkdocs-jupyter renders it) and the nav section titled "Lessons" is filled with them,
@@ -23,12 +23,32 @@ It does five things, so that mkdocs.yml never needs editing when code or lessons
   a code cell holding a ``### BEGIN SOLUTION`` block and the answer of an inline question each
   become a ``<details>`` element, shown on request. The table of contents keeps only headings
   that exist on the page, with the page's own anchors (nbconvert and the plugin's table of
-  contents spell some ids differently). A click on a figure shows it at full size.
+  contents spell some ids differently). A click on a figure shows it at full size; each figure's alt
+  text is made from its cell (the section it is in, the titles and axis labels its code sets).
+* **Two editions.** ``mkdocs.yml`` builds the teacher edition (everything above); ``mkdocs-student.yml``
+  (``extra: edition: student``) builds the student edition: each lesson page shows the student notebook
+  (the outputs of the cells that are not exercises kept), without solution code, inline answers, solution
+  notebooks, the instructor's guide or the answer-keys module, and with the gradient formulas of the maths
+  page (the lessons' exercises) withheld; a test source or docstring that states an answer key is withheld too.
+  Nothing withheld reaches a page or the search index.
+* **Getting started.** ``student-notebooks.zip`` (every student notebook) is built with the site, and
+  ``<!-- repository -->`` on a page becomes the repository's address (``repo_url`` in ``mkdocs.yml``,
+  or the environment variable ``VAELAYER_REPO_URL``), or says that none was configured.
+  ``<!-- course-plans -->`` becomes the 2-week and 3-week plans with the points of each exercise and question.
+* **Signatures.** The API page's long signatures are laid out by this hook (one parameter per line), not by
+  whichever code formatter (Black, Ruff) happens to be installed, so the page is the same on every machine.
 """
 from __future__ import annotations
 
+import ast
+import atexit
 import html
+import io
+import json
 import re
+import shutil
+import tempfile
+import zipfile
 from importlib import util as importlib_util
 from pathlib import Path
 
@@ -43,6 +63,31 @@ MATHJAX_DEST = "assets/mathjax"
 API_PAGE = "api.md"
 API_MARKER = "<!-- api-modules -->"
 TESTS_PAGE = "tests.md"
+MATHS_PAGE = "maths.md"
+INSTRUCTORS_PAGE = "instructors.md"
+ANSWER_KEYS_MODULE = "course.answer_keys"
+EDITIONS = ("teacher", "student")
+ARCHIVE = "student-notebooks.zip"
+ARCHIVE_FOLDER = "vaelayer_np-student-notebooks"
+REPOSITORY_MARKER = "<!-- repository -->"
+PLANS_MARKER = "<!-- course-plans -->"
+REPO_URL_VARIABLE = "VAELAYER_REPO_URL"
+# Text shown in one edition only: <!-- teacher only --> ... <!-- end teacher only --> (or student).
+_EDITION_BLOCK = re.compile(r"<!-- (teacher|student) only -->\n?(.*?)<!-- end \1 only -->\n?", re.S)
+# On the maths page a display equation right after <!-- gradient --> is a gradient the lessons ask to derive.
+_GRADIENT_DISPLAY = re.compile(r"<!-- gradient -->[ \t]*\n\$\$\n.*?\n\$\$[ \t]*\n?", re.S)
+GRADIENT_WITHHELD = ("*The gradient is left out of the student edition: deriving it is one of the lessons' "
+                     "exercises.*\n")
+WITHHELD = "withheld in the student edition: it states the answer to one of the lessons' exercises"
+# Each exercise is graded by its checker: PASS earns its points. A question earns its rubric's points.
+EXERCISE_POINTS = 2
+# The course plans: (week, lessons); lessons of OPTIONAL are extras for those who finish early.
+OPTIONAL = ("06", "07")
+PLANS = {
+    "Two weeks": [("Week 1", ["01", "02", "03"]), ("Week 2", ["04", "05", "08", "06", "07"])],
+    "Three weeks": [("Week 1", ["01", "02"]), ("Week 2", ["03", "04", "05"]), ("Week 3", ["08", "06", "07"])],
+}
+
 
 def _root(config) -> Path:
     return Path(config.config_file_path).resolve().parent
@@ -50,6 +95,18 @@ def _root(config) -> Path:
 
 def _notebooks(config) -> list[Path]:
     return sorted((_root(config) / "notebooks").glob("*.ipynb"))
+
+
+def _student_notebook(config, name):
+    return _root(config) / "notebooks" / "student" / name
+
+
+def edition(config) -> str:
+    """``teacher`` (the default) or ``student``: ``extra: edition:`` of the configuration."""
+    value = (config.extra or {}).get("edition", "teacher")
+    if value not in EDITIONS:
+        raise PluginError(f"extra.edition of {config.config_file_path} is {value!r}: it must be one of {EDITIONS}")
+    return value
 
 
 def _mathjax_static() -> Path:
@@ -63,6 +120,165 @@ def _mathjax_static() -> Path:
     return static
 
 
+# ----------------------------------------------------------------------------- signatures
+def _parameter(arg, default):
+    text = arg.arg + (f": {ast.unparse(arg.annotation)}" if arg.annotation is not None else "")
+    if default is not None:
+        text += (" = " if arg.annotation is not None else "=") + ast.unparse(default)
+    return text
+
+
+def _parameters(args: ast.arguments) -> list[str]:
+    out = []
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    for i, (arg, default) in enumerate(zip(positional, defaults)):
+        out.append(_parameter(arg, default))
+        if args.posonlyargs and i == len(args.posonlyargs) - 1:
+            out.append("/")
+    if args.vararg is not None:
+        out.append("*" + _parameter(args.vararg, None))
+    elif args.kwonlyargs:
+        out.append("*")
+    out += [_parameter(arg, default) for arg, default in zip(args.kwonlyargs, args.kw_defaults)]
+    if args.kwarg is not None:
+        out.append("**" + _parameter(args.kwarg, None))
+    return out
+
+
+def format_code(code: str, line_length: int) -> str:
+    """The API page's layout of a long signature, the same on every machine.
+
+    mkdocstrings hands ``def NAME(PARAMETERS): pass`` to a code formatter when a signature is longer than
+    its line length, and uses Black or Ruff, whichever is installed (or none): the page then depends on
+    optional tools (quotes, line breaks). This function replaces them: the one-line form if it fits, else one
+    parameter per line; defaults are written as Python writes them (``ast.unparse``). Code that is not a
+    single function definition is returned as given.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return code
+    node = tree.body[0]
+    params = _parameters(node.args)
+    returns = f" -> {ast.unparse(node.returns)}" if node.returns is not None else ""
+    one_line = f"def {node.name}({', '.join(params)}){returns}: pass"
+    if len(one_line) <= line_length or not params:
+        return one_line + "\n"
+    return f"def {node.name}(\n" + "".join(f"    {p},\n" for p in params) + f"){returns}: pass\n"
+
+
+def use_site_formatter():
+    """Make mkdocstrings lay out signatures with :func:`format_code` whatever formatters are installed."""
+    try:
+        from mkdocstrings_handlers.python._internal import rendering
+    except ImportError as exc:
+        raise PluginError(f"mkdocstrings-python's rendering module moved ({exc}): update docs/hooks/docs_site.py "
+                          "(use_site_formatter) for this version") from exc
+    if not hasattr(rendering, "_get_formatter"):
+        raise PluginError("mkdocstrings-python no longer chooses its formatter with _get_formatter: update "
+                          "docs/hooks/docs_site.py (use_site_formatter) for this version")
+    rendering._get_formatter = lambda: format_code
+
+
+# ----------------------------------------------------------------------------- what the student edition withholds
+def normalise(text) -> str:
+    """Text without any whitespace: comparisons ignore layout."""
+    return "".join(str(text).split())
+
+
+_SOLUTION = re.compile(r"### BEGIN SOLUTION[^\n]*\n(.*?)### END SOLUTION", re.S)
+MIN_ANSWER_CHARS = 16  # shorter lines ("return out", "pass") are no answer on their own
+
+
+def _cells_text(path: Path) -> str:
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+
+
+def answers(root: Path) -> set[str]:
+    """What the student edition must not show, without whitespace: every line of a solution block (code and
+    inline answers) of the solution notebooks that the student notebooks do not hold themselves, and every
+    answer key of ``vaelayer_np.course.answer_keys.KEYS``."""
+    from vaelayer_np.course.answer_keys import KEYS
+
+    student = normalise("".join(_cells_text(p) for p in sorted((root / "notebooks" / "student").glob("*.ipynb"))))
+    found = set()
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        for block in _SOLUTION.findall(_cells_text(path)):
+            for line in block.splitlines():
+                text = normalise(line)
+                if len(text) >= MIN_ANSWER_CHARS and text not in student:
+                    found.add(text)
+    found |= {normalise(key) for keys in KEYS.values() for exprs in keys.values() for key in exprs}
+    return found
+
+
+def holds_answer(text, withheld) -> bool:
+    text = normalise(text)
+    return any(answer in text for answer in withheld)
+
+
+def student_view(solution: Path, student: Path) -> dict:
+    """The student notebook, with the stored outputs of each cell it shares (same type, same source) with the
+    solution notebook: the lesson's tables and figures, and nothing of the exercises' cells."""
+    sol_cells = json.loads(solution.read_text())["cells"]
+    nb = json.loads(student.read_text())
+    cells, start = [], 0
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        for j in range(start, len(sol_cells)):
+            other = sol_cells[j]
+            if other["cell_type"] == cell["cell_type"] and "".join(other["source"]) == source:
+                if "BEGIN SOLUTION" not in source:
+                    cell = other
+                start = j + 1
+                break
+        cells.append(cell)
+    nb["cells"] = cells
+    return nb
+
+
+_STUDENT_DIRS: list[str] = []
+
+
+def _lesson_sources(config) -> dict[str, Path]:
+    """{notebook name: the file its lesson page is rendered from} for this edition."""
+    notebooks = _notebooks(config)
+    if edition(config) == "teacher":
+        return {nb.name: nb for nb in notebooks}
+    missing = [nb.name for nb in notebooks if not _student_notebook(config, nb.name).is_file()]
+    if missing:
+        raise PluginError(f"the student edition needs notebooks/student/{missing[0]} (and {len(missing) - 1} more):"
+                          " python scripts/make_student_notebooks.py")
+    if not _STUDENT_DIRS:
+        folder = tempfile.mkdtemp(prefix="vaelayer-student-lessons-")
+        atexit.register(shutil.rmtree, folder, True)
+        _STUDENT_DIRS.append(folder)
+    folder = Path(_STUDENT_DIRS[0])
+    sources = {}
+    for nb in notebooks:
+        target = folder / nb.name
+        target.write_text(json.dumps(student_view(nb, _student_notebook(config, nb.name)), indent=1))
+        sources[nb.name] = target
+    return sources
+
+
+def student_archive(config) -> bytes:
+    """``student-notebooks.zip``: every student notebook, in one folder (fixed dates: the same bytes each build)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for nb in _notebooks(config):
+            student = _student_notebook(config, nb.name)
+            if student.is_file():
+                info = zipfile.ZipInfo(f"{ARCHIVE_FOLDER}/{nb.name}", date_time=(2020, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, student.read_bytes())
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- generated Markdown
 def api_order() -> list[str]:
     """The API page's modules: the package's module map (``vaelayer_np.MODULE_MAP``), in its reading order."""
     import vaelayer_np
@@ -70,21 +286,22 @@ def api_order() -> list[str]:
     return [f"{PACKAGE}.{module}" for _, group in vaelayer_np.MODULE_MAP for module, _ in group]
 
 
-def api_markdown() -> str:
-    """One section per sub-package, one mkdocstrings block per module, in the module map's order."""
+def api_markdown(site_edition: str = "teacher") -> str:
+    """One section per sub-package, one mkdocstrings block per module, in the module map's order (the student
+    edition without the answer-keys module)."""
     import vaelayer_np
 
     parts = []
     for package, group in vaelayer_np.MODULE_MAP:
         parts.append(f"## {PACKAGE}.{package} {{ #{PACKAGE}.{package} }}")
-        parts += [f"::: {PACKAGE}.{module}" for module, _ in group]
+        parts += [f"::: {PACKAGE}.{module}" for module, _ in group
+                  if not (site_edition == "student" and module == ANSWER_KEYS_MODULE)]
     return "\n\n".join(parts)
 
 
-def tests_page_markdown(root: Path) -> str:
-    """The Tests page: every ``test_*`` function of ``tests/test_*.py`` with its docstring and source."""
-    import ast
-
+def tests_page_markdown(root: Path, withheld: set[str] | None = None) -> str:
+    """The Tests page: every ``test_*`` function of ``tests/test_*.py`` with its docstring and source (a source
+    holding one of ``withheld`` is left out, with a note)."""
     lines = ["# Tests", "",
              "Every test function of the suite, file by file, with its docstring and source (generated from "
              "`tests/` at each build). Run them with `python -m pytest -q --nbmake tests notebooks`; the "
@@ -95,7 +312,7 @@ def tests_page_markdown(root: Path) -> str:
         text_lines = source.splitlines()
         lines += [f"## tests/{path.name} {{ #tests.{path.stem} }}", ""]
         doc = ast.get_docstring(module)
-        if doc:
+        if doc and not (withheld and holds_answer(doc, withheld)):
             lines += [html.escape(doc.strip().splitlines()[0]), ""]
         for node in module.body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.name.startswith("test_"):
@@ -105,26 +322,142 @@ def tests_page_markdown(root: Path) -> str:
             fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", body)), default=0))
             lines += [f"### {node.name} {{ #tests.{path.stem}.{node.name} }}", ""]
             doc = ast.get_docstring(node)
+            if withheld and (holds_answer(body, withheld)):
+                lines += [f"`tests/{path.name}`, line {first}: the source is {WITHHELD}.", ""]
+                continue
             if doc:
                 lines += [f"<p>{html.escape(' '.join(doc.split()))}</p>", ""]
             lines += [f"`tests/{path.name}`, line {first}:", "", f"{fence}python", body, fence, ""]
     return "\n".join(lines)
 
 
+def repository_markdown(url: str | None) -> str:
+    """Where the code is: the configured ``repo_url``, or a note that none was configured."""
+    if url:
+        return (f"**The repository:** <{url}>. Get the code from there (`git clone {url}`, or an archive "
+                "of it), then install it as below.")
+    return ("**The repository:** this copy of the site was built without the repository's address: ask whoever "
+            "gave you the site where the code is. (Teachers: write it as `repo_url` in `mkdocs.yml`, or set the "
+            f"environment variable `{REPO_URL_VARIABLE}`, and build the site again.)")
+
+
+_LESSON_REF = re.compile(r"\blessons?\s+((?:\d\d(?:\s*-\s*\d\d)?(?:,\s*|\s+and\s+)?)+)")
+
+
+def prerequisite_lessons(text: str) -> set[str]:
+    """The lesson numbers a prerequisite names: "lessons 01-04" -> 01..04, "lessons 01, 02 and 04", "lesson 05"."""
+    found = set()
+    for m in _LESSON_REF.finditer(text):
+        for part in re.split(r",\s*|\s+and\s+", m.group(1).strip()):
+            if "-" in part:
+                a, b = (int(v) for v in part.split("-"))
+                found |= {f"{i:02d}" for i in range(a, b + 1)}
+            elif part.strip():
+                found.add(part.strip())
+    return found
+
+
+def lesson_points(stem: str) -> tuple[list[tuple[str, int]], list[int]]:
+    """([(checker, points)] of a lesson's exercises, [points] of its inline questions)."""
+    from vaelayer_np.course import guide
+    from vaelayer_np.course.answer_keys import KEYS
+
+    exercises = [(checker, EXERCISE_POINTS) for checker in KEYS.get(stem, {})]
+    questions = [sum(p for p, _ in rubric) for rubric in guide.LESSONS[stem]["rubrics"]]
+    return exercises, questions
+
+
+def plans_markdown(lesson_paths, plans=None) -> str:
+    """The course plans: per plan, per week its core and optional lessons with their time and points; then
+    the points of every exercise and question. Fails if a plan leaves out a lesson, lists one twice or puts
+    one before a lesson it needs."""
+    from vaelayer_np.course import guide
+
+    plans = PLANS if plans is None else plans
+    stems = {Path(p).stem[:2]: Path(p).stem for p in lesson_paths}
+    info = {n: guide.LESSONS[stem] for n, stem in stems.items()}
+    points = {n: lesson_points(stem) for n, stem in stems.items()}
+    total = {n: sum(p for _, p in ex) + sum(q) for n, (ex, q) in points.items()}
+    out = []
+    for plan, weeks in plans.items():
+        order = [n for _, lessons in weeks for n in lessons]
+        if sorted(order) != sorted(stems):
+            raise PluginError(f"course plan {plan!r} lists lessons {sorted(order)}, the course has {sorted(stems)}")
+        for i, n in enumerate(order):
+            late = prerequisite_lessons("; ".join(info[n]["prerequisites"])) - set(order[:i])
+            if late:
+                raise PluginError(f"course plan {plan!r} puts lesson {n} before lesson(s) {sorted(late)} it needs")
+        core_minutes = sum(info[n]["minutes"] for n in order if n not in OPTIONAL)
+        core_points = sum(total[n] for n in order if n not in OPTIONAL)
+        out += [f"### {plan}", "", "| week | core lessons | optional lessons | time (core + optional) | "
+                "points (core + optional) |", "|---|---|---|---|---|"]
+        for week, lessons in weeks:
+            core = [n for n in lessons if n not in OPTIONAL]
+            extra = [n for n in lessons if n in OPTIONAL]
+
+            def names(ns):
+                return ", ".join(f"[{n} {info[n]['title']}](lessons/{stems[n]}.ipynb)" for n in ns) or "-"
+
+            minutes = (sum(info[n]["minutes"] for n in core), sum(info[n]["minutes"] for n in extra))
+            pts = (sum(total[n] for n in core), sum(total[n] for n in extra))
+            out.append(f"| {week} | {names(core)} | {names(extra)} | {minutes[0]} + {minutes[1]} min | "
+                       f"{pts[0]} + {pts[1]} |")
+        out += ["", f"Core: {core_minutes / 60:.1f} hours of work, {core_points} points.", ""]
+    out += ["### Points", "",
+            f"Each exercise is worth {EXERCISE_POINTS} points, earned when its checker says PASS; each inline "
+            "question is worth the points of its rubric (the instructor's guide), marked by a person.", "",
+            "| lesson | exercises (checker: points) | inline questions (points) | total |", "|---|---|---|---|"]
+    for n in sorted(stems):
+        exercises, questions = points[n]
+        ex = ", ".join(f"`{c}`: {p}" for c, p in exercises) or "-"
+        qs = ", ".join(f"Q{i}: {p}" for i, p in enumerate(questions, start=1)) or "-"
+        out.append(f"| {n}{' (optional)' if n in OPTIONAL else ''} | {ex} | {qs} | {total[n]} |")
+    return "\n".join(out)
+
+
+def tests_page_withheld(config):
+    return answers(_root(config)) if edition(config) == "student" else None
+
+
+# ----------------------------------------------------------------------------- events
+def _drop_from_nav(items, page):
+    kept = []
+    for item in items:
+        if isinstance(item, dict):
+            (title, value), = item.items()
+            if value == page:
+                continue
+            if isinstance(value, list):
+                item = {title: _drop_from_nav(value, page)}
+        elif item == page:
+            continue
+        kept.append(item)
+    return kept
+
+
 def on_config(config):
     _mathjax_static()  # fail early, with the install command, if the assets are missing
+    use_site_formatter()
     lessons = [f"{LESSONS_DIR}/{nb.name}" for nb in _notebooks(config)]
     for item in config.nav or []:
         if isinstance(item, dict) and LESSONS_TITLE in item:
             item[LESSONS_TITLE] = lessons
+    if edition(config) == "student" and config.nav:
+        config.nav = _drop_from_nav(config.nav, INSTRUCTORS_PAGE)
     return config
 
 
 @event_priority(100)  # before mkdocs-jupyter's on_files, so that it sees the lessons as notebooks
 def _add_files(files, config):
-    for nb in _notebooks(config):
-        files.append(File.generated(config, f"{LESSONS_DIR}/{nb.name}", abs_src_path=str(nb)))
-    files.append(File.generated(config, TESTS_PAGE, content=tests_page_markdown(_root(config))))
+    for name, source in _lesson_sources(config).items():
+        files.append(File.generated(config, f"{LESSONS_DIR}/{name}", abs_src_path=str(source)))
+    files.append(File.generated(config, TESTS_PAGE,
+                                content=tests_page_markdown(_root(config), tests_page_withheld(config))))
+    files.append(File.generated(config, ARCHIVE, content=student_archive(config)))
+    if edition(config) == "student":
+        instructors = files.get_file_from_path(INSTRUCTORS_PAGE)
+        if instructors is not None:
+            files.remove(instructors)
     static = _mathjax_static()
     for path in sorted(static.rglob("*")):
         if path.is_file():
@@ -136,10 +469,10 @@ def _add_files(files, config):
 @event_priority(-100)  # after mkdocs-jupyter has wrapped the lessons in its NotebookFile
 def _lessons_source_paths(files, config):
     # The wrapper recomputes abs_src_path from src_dir, which a generated file does not have.
-    for nb in _notebooks(config):
-        f = files.get_file_from_path(f"{LESSONS_DIR}/{nb.name}")
+    for name, source in _lesson_sources(config).items():
+        f = files.get_file_from_path(f"{LESSONS_DIR}/{name}")
         if f is not None and f.abs_src_path is None:
-            f.abs_src_path = str(nb)
+            f.abs_src_path = str(source)
     return files
 
 
@@ -150,20 +483,28 @@ GUIDE_PAGES = {"instructors.md": "<!-- instructors-guide -->", "syllabus.md": "<
 
 
 def on_page_markdown(markdown, page, config, files):
+    site_edition = edition(config)
+    markdown = _EDITION_BLOCK.sub(lambda m: m.group(2) if m.group(1) == site_edition else "", markdown)
+    if REPOSITORY_MARKER in markdown:
+        markdown = markdown.replace(REPOSITORY_MARKER, repository_markdown(config.repo_url))
+    lessons = [p for p in _notebooks(config) if p.name[:2].isdigit()]
+    if PLANS_MARKER in markdown:
+        markdown = markdown.replace(PLANS_MARKER, plans_markdown(lessons))
+    if site_edition == "student" and page.file.src_uri == MATHS_PAGE:
+        markdown = _GRADIENT_DISPLAY.sub(GRADIENT_WITHHELD, markdown)
     if page.file.src_uri in GUIDE_PAGES:
         from vaelayer_np.course import guide
 
         marker = GUIDE_PAGES[page.file.src_uri]
         if marker not in markdown:
             raise PluginError(f"{page.file.src_uri} lost its marker {marker!r}")
-        lessons = [p for p in _notebooks(config) if p.name[:2].isdigit()]
         build = guide.instructors_markdown if page.file.src_uri == "instructors.md" else guide.syllabus_markdown
         return markdown.replace(marker, build(lessons))
     if page.file.src_uri != API_PAGE:
         return markdown
     if API_MARKER not in markdown:
         raise PluginError(f"{API_PAGE} lost its marker {API_MARKER!r}")
-    return markdown.replace(API_MARKER, api_markdown())
+    return markdown.replace(API_MARKER, api_markdown(site_edition))
 
 
 _EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
@@ -184,16 +525,61 @@ def _text(fragment):
     return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).replace("¶", "").split())
 
 
-def _fold_solutions(content):
-    """Fold every solution: markdown answers and code cells with a solution block, each in <details>."""
+# What a figure's code says about it: its titles, axis labels and legend labels.
+_FIGURE_WORDS = re.compile(r"\b(?:set_title|suptitle|title|set_xlabel|set_ylabel|xlabel|ylabel|label)\s*[(=]\s*"
+                           r"[rf]?(\"|')(.+?)(?<!\\)\1")
+_STRING = re.compile(r"[rf]?(\"|')((?:(?!\1).){12,}?)(?<!\\)\1")
+
+
+def figure_description(code: str) -> list[str]:
+    """The words of a figure's cell that say what it shows: titles and labels (else the cell's longer string
+    literals), f-string fields shown as "...", escapes as spaces."""
+    words = [m.group(2) for m in _FIGURE_WORDS.finditer(code)]
+    if not words:
+        words = [m.group(2) for m in _STRING.finditer(code) if " " in m.group(2)]
+    cleaned = []
+    for word in words:
+        word = " ".join(re.sub(r"\{[^{}]*\}", "...", word).replace("\\n", " ").replace("\\t", " ").split())
+        if word and word not in cleaned:
+            cleaned.append(word)
+    return cleaned
+
+
+def figure_alt(lesson: str, number: int, section: str, code: str) -> str:
+    """Alt text of a lesson figure: which figure, the section it illustrates, and what its code labels."""
+    alt = f"Figure {number} of lesson {lesson}" + (f', section "{section}"' if section else "")
+    words = figure_description(code)
+    if words:
+        alt += ": " + "; ".join(words)
+    return alt if len(alt) <= 400 else alt[:397] + "..."
+
+
+def _rework_lesson(content, lesson):
+    """Fold every solution (markdown answers and code cells with a solution block, each in <details>), and give
+    every figure its alt text and the zoom on click."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(content, "html.parser")
+    section, figures = "", 0
     for cell in soup.select("div.jp-Cell"):
         if cell.find_parent("div", class_="jp-Cell") is not None:  # the template nests a cell in a cell
             continue
         classes = cell.get("class", [])
         text = cell.get_text()
+        if "jp-MarkdownCell" in classes:
+            for heading in cell.find_all(["h1", "h2"]):
+                title = " ".join(heading.get_text().replace("¶", "").split())
+                if title and not _MARKER_TITLE.match(title):
+                    section = title
+        if "jp-CodeCell" in classes:
+            editor = cell.select_one(".jp-InputArea-editor") or cell
+            for img in cell.select("div.jp-OutputArea img"):
+                figures += 1
+                img["alt"] = figure_alt(lesson, figures, section, editor.get_text())
+                # Figures are embedded (data: URLs, which a browser will not open as a page): a click zooms the
+                # figure to its full size in place (docs/javascripts/lesson-figures.js), scrolling sideways.
+                img["class"] = img.get("class", []) + ["lesson-figure"]
+                img["title"] = "click to see the figure at full size (click again to fit it)"
         if "jp-CodeCell" in classes and "BEGIN SOLUTION" in text:
             details = soup.new_tag("details", attrs={"class": "lesson-solution"})
             summary = soup.new_tag("summary")
@@ -217,11 +603,6 @@ def _fold_solutions(content):
                 if node is not None:
                     node.decompose()
                 begin.replace_with(details)
-    for img in soup.select("div.jp-OutputArea img, div.jp-RenderedImage img"):
-        # Figures are embedded (data: URLs, which a browser will not open as a page): a click zooms the
-        # figure to its full size in place (docs/javascripts/lesson-figures.js), scrolling sideways if wider.
-        img["class"] = img.get("class", []) + ["lesson-figure"]
-        img["title"] = "click to see the figure at full size (click again to fit it)"
     return str(soup)
 
 
@@ -256,25 +637,48 @@ def _fix_toc(page, content):
         page.toc.items = walk(list(page.toc.items))
 
 
-def _student_notebook(config, name):
-    return _root(config) / "notebooks" / "student" / name
+def _withhold_in_api(content, withheld):
+    """Student edition: each docstring paragraph, formula, table or example of the API page that states an
+    answer key is replaced by a note."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(content, "html.parser")
+    for block in soup.select("div.doc-contents > p, div.doc-contents > div.arithmatex, div.doc-contents > table, "
+                             "div.doc-contents > ul, div.doc-contents > ol, div.doc-contents > div.highlight, "
+                             "div.doc-contents > pre, div.doc-contents details"):
+        if block.find(class_="doc") is None and holds_answer(block.get_text(), withheld):
+            note = soup.new_tag("p")
+            em = soup.new_tag("em")
+            em.string = f"(This part of the docstring is {WITHHELD}.)"
+            note.append(em)
+            block.replace_with(note)
+    return str(soup)
 
 
 def on_page_content(content, page, config, files):
+    site_edition = edition(config)
+    if page.file.src_uri == API_PAGE and site_edition == "student":
+        return _withhold_in_api(content, answers(_root(config)))
     if not page.file.src_uri.endswith(".ipynb"):
         return content
     content = _MERMAID_LOADER.sub("", _EMPTY_SCRIPT.sub("", content))
-    content = _fold_solutions(content)
+    name = Path(page.file.src_uri).name
+    content = _rework_lesson(content, name[:2])
     _fix_toc(page, content)
-    name = html.escape(Path(page.file.src_uri).name)
+    name = html.escape(name)
     student = _student_notebook(config, Path(page.file.src_uri).name)
     parts = ['<div class="lesson-download admonition note"><p class="admonition-title">Download this lesson</p><p>']
     if student.is_file():
         parts.append(f'<a href="student/{name}" download><strong>the student notebook</strong> '
-                     f'<code>{name}</code></a>: the exercises to do, with their checkers (open it in Jupyter); ')
-    parts.append(f'<a href="{name}" download>the solution notebook</a>, with every answer and its outputs '
-                 f'(or open <code>notebooks/student/{name}</code> and <code>notebooks/{name}</code> in a clone of '
-                 f'the repository). Solutions are folded below: try each exercise first.</p></div>\n')
+                     f'<code>{name}</code></a>: the exercises to do, with their checkers (open it in Jupyter; '
+                     f'<a href="../{ARCHIVE}" download>every lesson\'s student notebook in one archive</a>)')
+    if site_edition == "teacher":
+        parts.append(f'; <a href="{name}" download>the solution notebook</a>, with every answer and its outputs '
+                     f'(or open <code>notebooks/student/{name}</code> and <code>notebooks/{name}</code> in a clone of '
+                     f'the repository). Solutions are folded below: try each exercise first.</p></div>\n')
+    else:
+        parts.append('. Below, the lesson as the student notebook has it, with the stored outputs of its cells '
+                     'that are not exercises: the exercises are yours to write.</p></div>\n')
     return "".join(parts) + content
 
 
@@ -286,3 +690,8 @@ def on_post_build(config):
         student = _student_notebook(config, nb.name)
         if student.is_file():
             (target / nb.name).write_bytes(student.read_bytes())
+
+
+def on_shutdown():
+    while _STUDENT_DIRS:
+        shutil.rmtree(_STUDENT_DIRS.pop(), ignore_errors=True)

@@ -23,8 +23,13 @@ window.MathJax = {
     preferredFont: null,
     webFont: "STIX-Web",
     imageFont: null,
-    // No automatic line breaks: a wide display formula scrolls in its own box (docs/stylesheets/extra.css)
-    linebreaks: { automatic: false }
+    // No automatic line breaks: a wide display formula scrolls in its own box (docs/stylesheets/extra.css),
+    // which then shows a cue (class "maths-wide", set below): shadows at the cut edges and a scroll bar.
+    linebreaks: { automatic: false },
+    // MathJax declares a placeholder font "MathJax_Blank" at the address about:blank, which a browser refuses
+    // to load from a page served over http (two console errors per page with maths). A local() source is
+    // looked up among the installed fonts instead: never found, never fetched, no error.
+    styles: { "@font-face": { "font-family": "MathJax_Blank", src: "local('MathJax_Blank')" } }
   },
   messageStyle: "none",
   showProcessingMessages: false,
@@ -41,8 +46,22 @@ window.MathJax = {
     });
     MathJax.Hub.Register.StartupHook("End", function () {
       MathJax.Hub.Queue(function () {
+        markWideMaths();
         state.done = true;
       });
     });
+    MathJax.Hub.Register.MessageHook("End Process", function () { markWideMaths(); });
   }
 };
+
+// A display formula wider than its box scrolls sideways inside it; the class "maths-wide" makes that visible
+// (docs/stylesheets/extra.css). Marked after typesetting and again whenever the window's width changes.
+function markWideMaths() {
+  var displays = document.querySelectorAll(".md-content .MathJax_Display");
+  for (var i = 0; i < displays.length; i++) {
+    var box = displays[i].closest("div.arithmatex") || displays[i];
+    box.classList.toggle("maths-wide", box.scrollWidth > box.clientWidth + 1);
+  }
+}
+window.markWideMaths = markWideMaths;
+window.addEventListener("resize", markWideMaths);
