@@ -261,6 +261,9 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
                 X, y = validate_data(self, X, y, dtype=np.float64)
             check_classification_targets(y)
+            if y.dtype.kind in "Mm" and np.isnat(y).any():
+                raise ValueError(f"y: the label of row {int(np.flatnonzero(np.isnat(y))[0])} is NaT; every row "
+                                 "needs a label")
             self.classes_, y_index = np.unique(y, return_inverse=True)
         else:  # integers beyond 64 bits: encoded exactly here (never through float)
             self.classes_ = np.array(sorted(set(big.tolist())), dtype=object)
@@ -272,9 +275,10 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"y: only one class ({self.classes_[0]!r}) is present; a classifier needs at least "
                              "two classes")
-        rs = check_random_state(self.random_state)
-        seed = int(rs.randint(0, 2 ** 31 - 1)) if not isinstance(self.random_state, (int, np.integer)) \
-            else int(self.random_state) % (2 ** 31 - 1)
+        if isinstance(self.random_state, (int, np.integer)):
+            seed = int(self.random_state)  # the seed itself (0..2**32-1): two seeds, two models
+        else:  # None or a RandomState: a seed drawn from it
+            seed = int(check_random_state(self.random_state).randint(0, 2 ** 31 - 1))
         names = [f"{j}" for j in range(X.shape[1])]
         if self.standardize:
             # statistics safe at any magnitude (1e300, 1e-300): scaled by a power of two before squaring
@@ -482,15 +486,13 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         params = {k: (list(v) if isinstance(v, tuple) else v.item() if isinstance(v, np.generic) else v)
                   for k, v in params.items()}
         classes = np.asarray(self.classes_)
-        kind = "numeric" if classes.dtype.kind in "biuf" else "string"
-        if classes.dtype == object and all(_is_int(v) for v in classes):
-            kind = "integer"  # integers beyond 64 bits, stored as their decimal text
+        kind, stored = _encode_classes(classes)
         arrays = {
             "format": np.array(FILE_FORMAT), "format_version": np.array(FILE_VERSION),
             "params_json": np.array(json.dumps(params)),
             "config_json": np.array(json.dumps(self.trainer_.config.to_dict())),
             "n_features_in": np.array(self.n_features_in_), "n_classes": np.array(len(classes)),
-            "classes": classes if kind == "numeric" else classes.astype(str), "classes_kind": np.array(kind),
+            "classes": stored, "classes_kind": np.array(kind),
             "mean": self.mean_, "scale": self.scale_, "n_iter": np.array(self.n_iter_),
             "loss_curve": np.array(self.loss_curve_, dtype=np.float64),
             "validation_scores": np.array(self.validation_scores_, dtype=np.float64),
@@ -499,6 +501,12 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             arrays[f"latent_mean.{k}"], arrays[f"latent_std.{k}"] = m, s
         for key, value in self.trainer_.state_dict().items():
             arrays["trainer/" + key] = value
+        # what load would refuse is refused here, before anything is written: the same checks on the same entries
+        try:
+            back = type(self)._from_arrays(path, arrays).classes_
+        except ValueError as exc:
+            raise ValueError(f"cannot save: the file would not load ({exc}); nothing was written") from None
+        _check_same_classes(path, classes, back)
         save_npz_atomic(path, arrays)
         return Path(path)
 
@@ -509,7 +517,11 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Every entry is checked before it is used (type, shape, dtype, finite values, ranges, and that
         the entries agree with each other); anything else raises ValueError naming the file and the entry.
         """
-        arrays = load_npz(path)
+        return cls._from_arrays(path, load_npz(path))
+
+    @classmethod
+    def _from_arrays(cls, path, arrays):
+        """The model of the entries ``arrays`` of the file ``path`` (what :meth:`load` reads, checked)."""
         fmt = arrays.get("format")
         if fmt is None or fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FILE_FORMAT:
             raise ValueError(f"{path}: not a saved VAELayerClassifier (no 'format' entry {FILE_FORMAT!r}); "
@@ -543,7 +555,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         widths = trainer_config.resolved_widths()
         n_features = entry.integer("n_features_in", minimum=1)
         n_classes = entry.integer("n_classes", minimum=2)
-        kind = entry.text("classes_kind", ("numeric", "string", "integer"))
+        kind = entry.text("classes_kind", CLASS_KINDS)
         model.classes_ = entry.classes("classes", n_classes, kind)
         model.n_features_in_ = n_features
         model.mean_ = entry.floats("mean", (n_features,))
@@ -638,22 +650,87 @@ class _Entries:
 
     def classes(self, key, n_classes, kind):
         value = self._get(key)
-        kinds = {"numeric": "biuf", "string": "U", "integer": "U"}[kind]
+        if kind == "object":
+            value = self._object_classes(key, n_classes, value)
+        kinds = {"numeric": "biuf", "string": "U", "integer": "U", "datetime": "Mm", "object": "O"}[kind]
         if value.shape != (n_classes,) or value.dtype.kind not in kinds:
-            raise self._fail(key, f"{n_classes} {'numbers' if kind == 'numeric' else 'strings'} (shape "
-                                  f"({n_classes},), as 'n_classes' says)", value)
+            what = {"numeric": "numbers", "datetime": "datetimes or timedeltas"}.get(kind, "strings")
+            raise self._fail(key, f"{n_classes} {what} (shape ({n_classes},), as 'n_classes' says)", value)
         if kind == "numeric" and value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ValueError(f"{self.path}: entry {key!r} holds NaN or inf; expected class labels")
+        if kind == "datetime" and np.isnat(value).any():
+            raise ValueError(f"{self.path}: entry {key!r} holds NaT; expected class labels")
         if kind == "integer":
             try:
                 value = np.array([int(t) for t in value.tolist()], dtype=object)
             except ValueError:
                 raise ValueError(f"{self.path}: entry {key!r} must hold integers written as text") from None
-        listed = value.tolist()
+        listed = value.tolist() if value.dtype.kind not in "Mm" else value
         if any(not a < b for a, b in zip(listed, listed[1:])):
             raise ValueError(f"{self.path}: entry {key!r} must hold distinct labels in sorted order (as fit "
                              "stores them)")
         return value
+
+    def _object_classes(self, key, n_classes, value):
+        """Labels held as Python objects, stored as JSON [[type, text], ...] (see :func:`_encode_classes`)."""
+        if value.shape != () or value.dtype.kind != "U":
+            raise self._fail(key, "one JSON string of [type, text] pairs", value)
+        try:
+            pairs = json.loads(str(value))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.path}: entry {key!r} is not valid JSON ({exc.msg})") from None
+        if not isinstance(pairs, list) or len(pairs) != n_classes or not all(
+                isinstance(p, list) and len(p) == 2 and p[0] in _OBJECT_LABELS and isinstance(p[1], str)
+                for p in pairs):
+            raise ValueError(f"{self.path}: entry {key!r} must list {n_classes} labels as [type, text] pairs with "
+                             f"a type among {', '.join(_OBJECT_LABELS)} (as 'n_classes' says)")
+        out = np.empty(n_classes, dtype=object)
+        for i, (tag, text) in enumerate(pairs):
+            try:
+                out[i] = _OBJECT_LABELS[tag](text)
+            except ValueError:
+                raise ValueError(f"{self.path}: entry {key!r}: label {i} ({text[:40]!r}) is not a {tag}") from None
+        return out
+
+
+CLASS_KINDS = ("numeric", "string", "integer", "datetime", "object")
+"""How a saved model stores its labels: numbers, bool, strings, datetime64 and timedelta64 as their own
+arrays; labels held as Python objects (strings with trailing NUL characters, integers beyond 64 bits)
+as JSON text of [type, text] pairs ("integer": the decimal text of files written before "object")."""
+_OBJECT_LABELS = {"str": str, "numpy.str_": np.str_, "int": int}
+
+
+def _encode_classes(classes):
+    """(kind, array) storing ``classes`` exactly (:data:`CLASS_KINDS`); ValueError for labels that cannot be."""
+    k = classes.dtype.kind
+    if k in "biuf":
+        return "numeric", classes
+    if k == "U":
+        return "string", classes
+    if k in "Mm":
+        return "datetime", classes
+    if k == "O":
+        pairs = []
+        for v in classes.tolist():
+            tag = ("numpy.str_" if isinstance(v, np.str_) else "str" if isinstance(v, str)
+                   else "int" if type(v) is int else None)
+            if tag is None:
+                raise ValueError(f"classes_: the label {v!r} ({type(v).__name__}) cannot be saved; labels held as "
+                                 "Python objects are saved when they are strings or integers")
+            pairs.append([tag, str(v)])
+        return "object", np.array(json.dumps(pairs))
+    raise ValueError(f"classes_: labels of dtype {classes.dtype} cannot be saved; expected numbers, bool, strings, "
+                     "datetime64 or timedelta64")
+
+
+def _check_same_classes(path, classes, back):
+    """Refuse to save labels that would not come back unchanged (dtype, each label's type and value)."""
+    if back.dtype != classes.dtype:
+        raise ValueError(f"{path}: cannot save: the labels (dtype {classes.dtype}) would load as {back.dtype}; "
+                         "nothing was written")
+    for a, b in zip(classes.tolist(), back.tolist()):
+        if type(a) is not type(b) or not a == b:
+            raise ValueError(f"{path}: cannot save: the label {a!r} would load as {b!r}; nothing was written")
 
 
 def _rebuild_trainer(config_dict, n_features, n_classes, arrays):
