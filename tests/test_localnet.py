@@ -139,3 +139,15 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="cache"):
         block = LocalBlock(4, 3, hidden=2)
         block.backward(np.ones((2, 3)), {"x": np.ones((2, 4))})
+
+
+def test_the_command_trains_plots_and_resumes_a_local_heads_run(tmp_path):
+    from vaelayer_np.run.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--method", "local-heads", "--epochs", "1", "--threads", "1", "--widths", "16,12",
+                 "--limit", "300", "--dropout", "0.1", "--augment-shift", "1", "--run-dir", str(run)]) == 0
+    assert (run / "local_losses.png").is_file() and (run / "accuracy.png").is_file()
+    assert not (run / "reconstructions.png").exists()  # no VAE layers: nothing to reconstruct
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert main(["evaluate", str(run)]) == 0

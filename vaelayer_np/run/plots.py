@@ -259,6 +259,8 @@ def plot_all(rows, net, x, image_shape, out_dir, title="", labels=None, class_na
     out_dir = Path(out_dir)
     written = [plot_local_losses(rows, out_dir / "local_losses.png", f"local losses per layer: {title}"),
                plot_accuracy(rows, out_dir / "accuracy.png", f"accuracy: {title}")]
+    if not net.vae_layers:  # a network without VAE layers (method local-heads): nothing to reconstruct or sample
+        return written
     if image_shape is None:
         written.append(plot_feature_errors(net, x, out_dir / "feature_errors.png", feature_names,
                                            f"reconstruction error per feature (test rows): {title}"))
