@@ -28,7 +28,7 @@ def kl_gradients(mu, log_var):
 def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
     d_mu = d_z + kl_weight * kl_grads[0]
     d_log_var = kl_weight * kl_grads[1] + (0.0 if eps is None else 0.5 * d_z * eps * std)
-    return d_mu, d_log_var * (1.0 - (log_var / bound) ** 2)
+    return d_mu, d_log_var if bound is None else d_log_var * (1.0 - (log_var / bound) ** 2)
 
 
 def decoder_backward(d_x_hat, z, w_dec):
@@ -41,6 +41,77 @@ def encoder_backward(d_mu, d_r, x, h_pre, h, params, act_backward):
     d_h_pre = act_backward(d_h, h_pre, h)
     grads.update({"W_enc": x.T @ d_h_pre, "b_enc": d_h_pre.sum(axis=0), "x": d_h_pre @ params["W_enc"].T})
     return grads
+
+
+def make_layer_backward(target=True, bce_target=True, dz_weight=False, dz_added=True, dout_at="out", dout_act=True,
+                        kl_weight="w*beta", weight_recon=True, container=tuple, dtype=None):
+    """The whole backward of exercise 7 from the functions above; the defaults are the right answer, each
+    argument plants one slip (``dout_at``: "out" where out comes from, "mu" always, "z" always)."""
+    def vae_layer_backward(layer, cache, dout=None, dz=None, neg_elbo_weight=1.0):
+        p, w, x = layer.params, neg_elbo_weight, cache["x"]
+        w_recon = w if weight_recon else 1.0
+        if layer.recon == "mse":
+            d_x_hat = w_recon * mse_backward(cache["x_hat"], x)
+            d_target = -d_x_hat
+        else:
+            d_x_hat = w_recon * bce_with_logits_backward(cache["x_hat"], x)
+            d_target = -w_recon * cache["x_hat"] / x.size if bce_target else -d_x_hat
+        d_z, d_w_dec, d_b_dec = decoder_backward(d_x_hat, cache["z"], p["W_dec"])
+        if dz is not None and dz_added:
+            d_z = d_z + (w * dz if dz_weight else dz)
+        at_z = {"out": layer.pass_on == "sample" and cache["eps"] is not None, "z": True, "mu": False}[dout_at]
+        if dout is not None:
+            d_out = layer.act.backward(dout, cache["z"] if at_z else cache["mu"], cache["out"]) if dout_act else dout
+        if dout is not None and at_z:
+            d_z = d_z + d_out
+        kl_w = {"w*beta": w * layer.beta, "w": w, "beta": layer.beta}[kl_weight]
+        d_mu, d_r = latent_backward(d_z, cache["eps"], cache["std"], kl_gradients(cache["mu"], cache["log_var"]),
+                                    kl_w, cache["log_var"], layer.log_var_bound)
+        if dout is not None and not at_z:
+            d_mu = d_mu + d_out
+        grads = encoder_backward(d_mu, d_r, x, cache["h_pre"], cache["h"], p, layer.act.backward)
+        grads.update(W_dec=d_w_dec, b_dec=d_b_dec)
+        dx = grads.pop("x") + (d_target if target else 0.0)
+        if dtype is not None:
+            dx, grads = dx.astype(dtype), {k: v.astype(dtype) for k, v in grads.items()}
+        return container((dx, grads))
+
+    return vae_layer_backward
+
+
+vae_layer_backward = make_layer_backward()
+
+
+def layer_backward_library(layer, cache, dout=None, dz=None, neg_elbo_weight=1.0):
+    return layer.backward(dout, cache, dz=dz, neg_elbo_weight=neg_elbo_weight)
+
+
+def layer_backward_cache_in_place(layer, cache, dout=None, dz=None, neg_elbo_weight=1.0):
+    cache["x_hat"] -= cache["x"]  # the residual written into the caller's cache
+    cache["x_hat"] += cache["x"]
+    cache["x_hat"] *= 1.5
+    return vae_layer_backward(layer, cache, dout, dz, neg_elbo_weight)
+
+
+def layer_backward_steps_params(layer, cache, dout=None, dz=None, neg_elbo_weight=1.0):
+    dx, grads = vae_layer_backward(layer, cache, dout, dz, neg_elbo_weight)
+    for name, g in grads.items():
+        layer.params[name] -= 0.1 * g  # an update: not the backward's job
+    return dx, grads
+
+
+def latent_backward_bound_as_number(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+    d_mu = d_z + kl_weight * kl_grads[0]
+    d_log_var = kl_weight * kl_grads[1] + (0.0 if eps is None else 0.5 * d_z * eps * std)
+    return d_mu, d_log_var * (1.0 - (log_var / bound) ** 2)  # bound=None: TypeError
+
+
+def latent_backward_bound_none_as_one(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+    return latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, 1.0 if bound is None else bound)
+
+
+def bce_textbook_sigmoid(logits, target):
+    return (1.0 / (1.0 + np.exp(-logits)) - target) / logits.size  # exp overflows at -1000: 1/inf = 0
 
 
 # ---------------------------------------------------------------- planted wrong answers, each with its diagnosis
@@ -203,6 +274,33 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
     (lesson02.check_encoder_backward, encoder_backward_in_place, "in place", ["in place"]),
     (lesson02.check_encoder_backward, encoder_backward_library, "library", ["VAELayer.backward"]),
     (lesson02.check_encoder_backward, encoder_backward_float32, "float32", ["float32"]),
+    (lesson02.check_latent_backward, latent_backward_bound_as_number, "edge case",
+     ["bound=None", "TypeError", "d_r = d_log_var"]),
+    (lesson02.check_latent_backward, latent_backward_bound_none_as_one, "edge case", ["bound=None", "`d_r`"]),
+    (lesson02.check_bce_backward, bce_textbook_sigmoid, "textbook sigmoid (passes)", []),
+    (lesson02.check_vae_layer_backward, make_layer_backward(target=False), "slip",
+     ["MSE, relu", "`dx`", "second use of x forgotten"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(bce_target=False), "slip",
+     ["BCE, tanh", "`dx`", "MSE's rule", "-s / (N D)"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(dz_added=False), "slip", ["`dz`", "never added"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(dz_weight=True), "slip",
+     ["BCE, tanh", "`dz` was multiplied by neg_elbo_weight"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(dout_at="mu"), "slip",
+     ["pass_on='sample'", "`dout` entered at mu", "enters at z"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(dout_at="z"), "slip",
+     ["pass_on='mean'", "`dout` entered at z", "enters at mu"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(dout_act=False), "slip",
+     ["without the activation's derivative"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(kl_weight="w"), "slip", ["without beta"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(kl_weight="beta"), "slip",
+     ["neg_elbo_weight forgotten on the KL"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(kl_weight="beta", weight_recon=False), "slip",
+     ["neg_elbo_weight forgotten: it weights the whole negative ELBO"]),
+    (lesson02.check_vae_layer_backward, layer_backward_library, "library", ["VAELayer.backward"]),
+    (lesson02.check_vae_layer_backward, layer_backward_cache_in_place, "in place", ["in place", "`cache"]),
+    (lesson02.check_vae_layer_backward, layer_backward_steps_params, "in place", ["layer.params", "optimiser"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(dtype=np.float32), "float32", ["float32"]),
+    (lesson02.check_vae_layer_backward, make_layer_backward(container=list), "container (passes)", []),
 ]
 
 
@@ -217,6 +315,7 @@ CORRECT = [
     (lesson02.check_latent_backward, latent_backward),
     (lesson02.check_decoder_backward, decoder_backward),
     (lesson02.check_encoder_backward, encoder_backward),
+    (lesson02.check_vae_layer_backward, vae_layer_backward),
 ]
 CHECKERS = sorted({c for c, _ in CORRECT}, key=lambda c: c.__name__)
 
@@ -239,3 +338,24 @@ def test_encoder_checker_reports_a_missing_gradient():
 
     result = lesson02.check_encoder_backward(no_x)
     assert not result.passed and "no gradient for x" in str(result)
+
+
+def test_layer_backward_reference_is_the_library_and_each_slip_differs_from_it():
+    """The candidates the diagnoses are matched against: the right one is VAELayer.backward to the last bit
+    (the same operations in the same order), every planted slip differs in at least one setting."""
+    for slip in [""] + list(lesson02._LAYER_SLIPS):
+        differs = False
+        for i, case in enumerate(lesson02.LAYER_BACKWARD_CASES):
+            _, layer, cache, dout, dz, w = lesson02.layer_backward_problem(case, seed=i)
+            want_dx, want = layer.backward(dout, cache, dz=dz, neg_elbo_weight=w)
+            dx, got = lesson02.reference_layer_backward(layer, cache, dout, dz, w, slip)
+            same = np.array_equal(dx, want_dx) and all(np.array_equal(got[k], want[k]) for k in want)
+            differs = differs or not same
+            assert same or slip, case[0]
+        assert differs or not slip, slip
+
+
+def test_textbook_sigmoid_passes_with_a_note_on_the_overflow():
+    result = lesson02.check_bce_backward(bce_textbook_sigmoid)
+    assert result.passed and "exp overflowed" in str(result), str(result)
+    assert "overflow" not in str(lesson02.check_bce_backward(bce_with_logits_backward))

@@ -27,6 +27,7 @@ import numpy as np
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
 from .checks import Diagnosis, call_student, compare_values, run_check, tripwires
+from .answer_keys import recorded
 
 MIN_ACCURACY = 0.95
 EPOCHS = 20
@@ -79,6 +80,7 @@ def _mine(MyVAELayer, layer, seed):
     return mine
 
 
+@recorded
 def check_my_vae_layer(MyVAELayer, seed=0):
     """Check ``MyVAELayer`` (forward and backward) against the library's VAE layer on the same parameters.
 
@@ -137,6 +139,7 @@ def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
             layer_b.backward(None, cache_b, dz=lam * dz_b, need_dx=False)[1], out_a, out_b)
 
 
+@recorded
 def check_my_local_step(my_local_step, MyVAELayer, seed=0):
     """Check ``my_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin) -> (grads_a, grads_b, out_a,
     out_b)`` on two of the student's layers, against the library's layers with the same parameters, inputs and
@@ -189,6 +192,7 @@ def _digits():
     return data.x_train.astype(np.float64), data.y_train, data.x_test.astype(np.float64), data.y_test
 
 
+@recorded
 def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min_accuracy=MIN_ACCURACY, seed=0):
     """Train ``make_model(rng)`` with ``train_epoch(model, x, y, rng, batch_size) -> mean loss`` for ``epochs``
     epochs on the digits' training set and measure ``predict(model, x) -> labels`` on the test set: the
@@ -219,6 +223,7 @@ def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min
                      bound=f"test accuracy >= {min_accuracy:g}")
 
 
+@recorded
 def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
     """Locality on the student's code: ``step_gradients(model, x, y, rng) -> (grads, loss)`` (one training
     step's gradients, ``grads`` with the keys ``"A.vae0"``, ``"B.vae0"``, ..., ``"A.head"``, ``"B.head"``,

@@ -23,6 +23,7 @@ from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
 from .checks import compare_arrays
+from .answer_keys import recorded, register_reveal
 
 TOLERANCE = 1e-10  # float64 comparisons with the library: only rounding may differ
 
@@ -48,6 +49,7 @@ FORBIDDEN = {
 }
 
 
+@recorded
 def check_bounded_log_var(bounded_log_var, n_trials=3, seed=0):
     r"""Check ``bounded_log_var(r, c) -> log_var`` (both (N, K)): :math:`\log\sigma^2 = c\tanh(r/c)`.
 
@@ -70,6 +72,7 @@ def check_bounded_log_var(bounded_log_var, n_trials=3, seed=0):
                           forbidden=FORBIDDEN["bounded_log_var"], factors=lambda a: (("c", a[1]),), slips=slips)
 
 
+@recorded
 def check_reparameterize(reparameterize, n_trials=3, seed=0):
     r"""Check ``reparameterize(mu, log_var, eps) -> z`` (all (N, K)): :math:`z = \mu + e^{\log\sigma^2/2}\epsilon`.
 
@@ -142,6 +145,7 @@ def _forward_slips(args):
     }
 
 
+@recorded
 def check_vae_forward(vae_forward, n_trials=4, seed=0):
     """Check ``vae_forward(x, params, eps, act, log_var_bound) -> (x_hat, mu, log_var, z)``.
 
@@ -178,6 +182,7 @@ def library_neg_elbo(x, x_hat, mu, log_var, beta):
     return recon, kl, recon + beta * kl
 
 
+@recorded
 def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
     r"""Check ``neg_elbo(x, x_hat, mu, log_var, beta) -> (recon, kl, neg_elbo)`` (three floats).
 
@@ -219,3 +224,18 @@ def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
                           n_trials=n_trials, seed=seed, names=("recon", "kl", "neg_elbo"),
                           arg_names=("x", "x_hat", "mu", "log_var", "beta"), forbidden=FORBIDDEN["neg_elbo"],
                           factors=factors, slips=slips)
+
+
+# ----------------------------------------------------------------------------- shown once the exercises are done
+_SUMMARY = "\n".join([
+    '* $h = \\mathrm{act}(xW_{enc} + b_{enc})$, $\\mu = hW_\\mu + b_\\mu$, '
+    '$\\log\\sigma^2 = c\\tanh((hW_{lv} + b_{lv})/c)$,',
+    '  $z = \\mu + \\sigma\\odot\\epsilon$, $\\hat x = zW_{dec} + b_{dec}$, '
+    'out $= \\mathrm{act}(\\mu)$ or $\\mathrm{act}(z)$.',
+    '* Local loss: $\\text{negELBO} = \\text{recon}(\\hat x, x) + \\beta\\,KL$, minimised by each layer on its own.',
+    '* The library: `VAELayer.forward` / `VAELayer.loss_terms` (`vaelayer_np/core/layers.py`),',
+    '  `bound_log_var`, `reparameterize`, `kl_diag_gaussian` (`vaelayer_np/core/ops.py`), `mse`, `bce_with_logits`',
+    '  (`vaelayer_np/core/losses.py`).',
+])
+register_reveal("summary of lesson 01", ("check_bounded_log_var", "check_reparameterize", "check_vae_forward",
+                                         "check_neg_elbo"), lambda: _SUMMARY, markdown=True)

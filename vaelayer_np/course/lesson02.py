@@ -13,10 +13,22 @@ array-valued function), tolerance 1e-7.
   -> (d_mu, d_r)`` (the library's :func:`vaelayer_np.core.ops.latent_backward`)
 * :func:`check_decoder_backward`: ``decoder_backward(d_x_hat, z, W_dec) -> (d_z, d_W_dec, d_b_dec)``
 * :func:`check_encoder_backward`: ``encoder_backward(d_mu, d_r, x, h_pre, h, params, act_backward) -> grads``
+* :func:`check_vae_layer_backward`: ``vae_layer_backward(layer, cache, dout, dz, neg_elbo_weight) -> (dx, grads)``,
+  the whole backward pass of a :class:`~vaelayer_np.core.layers.VAELayer` from its forward's cache, in every
+  setting (MSE or BCE, ReLU or tanh, ``pass_on`` "mean" or "sample", training or evaluation, bounded or not)
+
+What a student reads only after an exercise passed is registered here for
+:func:`vaelayer_np.course.answer_keys.reveal`: the two classic slips of the latent step and what
+the checker says of them (``reveal("latent_backward slips")``), the library's ``VAELayer.backward``
+read line by line (``reveal("VAELayer.backward")``) and the lesson's table of final formulas
+(``reveal("summary of lesson 02")``).
 
 Shapes: N examples, D inputs, H encoder hidden units, K latent units.
 """
 from __future__ import annotations
+
+import inspect
+import textwrap
 
 import numpy as np
 
@@ -24,8 +36,10 @@ from ..core import losses
 from ..core import ops
 from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import check_gradients
+from ..core.layers import VAELayer
 from .checks import (Diagnosis, call_student, check_dtype, check_gradient, compare_values, explain_difference,
                      max_relative_error, run_check, where_in_student_code)
+from .answer_keys import recorded, register_reveal
 
 TOLERANCE = 1e-7  # float64 central differences (vaelayer_np.core.gradcheck.DEFAULT_TOL)
 
@@ -54,6 +68,7 @@ def _sigmoid(s):
     return np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+@recorded
 def check_mse_backward(mse_backward, seed=0):
     r"""Check ``mse_backward(x_hat, x) -> d_x_hat`` (N, D): the gradient of :math:`\frac{1}{ND}\sum(\hat x - x)^2`.
 
@@ -93,13 +108,15 @@ def _explained(result, got, exact, factors=(), slips=None):
     return result
 
 
+@recorded
 def check_bce_backward(bce_with_logits_backward, seed=0):
     r"""Check ``bce_with_logits_backward(logits, target) -> d_logits`` (N, D).
 
     Two parts: a gradient check of c * :func:`vaelayer_np.core.losses.bce_with_logits` at logits in
-    [-8, 8]; then logits of +-1000, where the answer must be finite and equal to
-    :math:`(\sigma(s) - t)/(ND)` (a form that evaluates ``exp`` of a large positive number gives
-    inf/inf = NaN there). The library's ``sigmoid`` and ``bce_with_logits`` are off limits.
+    [-8, 8]; then logits of +-1000, where the answer must be finite and equal to the library's
+    (a form ``e^s / (1 + e^s)`` gives inf/inf = NaN there). The form ``1 / (1 + exp(-s))`` is
+    finite and right there (exp overflows to inf, 1/inf = 0): it passes, with a note that exp
+    overflowed on the way. The library's ``sigmoid`` and ``bce_with_logits`` are off limits.
     """
     def body():
         rng = np.random.default_rng(seed)
@@ -127,7 +144,8 @@ def check_bce_backward(bce_with_logits_backward, seed=0):
                                                  + (f"; {why}" if why else ""))
         extreme = np.array([[-1000.0, 1000.0, -700.0], [800.0, -30.0, 0.0]])
         extreme_target = np.array([[0.0, 1.0, 0.3], [0.2, 1.0, 0.5]])
-        with np.errstate(all="ignore"):
+        overflowed = []
+        with np.errstate(all="call", call=lambda kind, flag: overflowed.append(kind)):
             got = np.asarray(call_student(bce_with_logits_backward, (extreme.copy(), extreme_target.copy()),
                                           ("logits", "target")), dtype=np.float64)
         if not np.all(np.isfinite(got)):
@@ -136,12 +154,17 @@ def check_bce_backward(bce_with_logits_backward, seed=0):
         want = losses.bce_with_logits(extreme, extreme_target)[1][0]
         err = float(np.abs(got - want).max() / np.abs(want).max())
         if err > TOLERANCE:
-            return err, False, "wrong at logits of +-1000 (finite, but not (sigmoid(s) - t) / (N D))"
+            return err, False, "wrong at logits of +-1000 (finite, but not the gradient of the mean BCE)"
+        if "overflow" in overflowed:
+            return result.max_rel_error, True, ("right, also at logits of +-1000; but exp overflowed to inf on the "
+                                                "way (harmless in 1 / (1 + inf) = 0, NumPy warns): the form built "
+                                                "on e = exp(-|s|) never overflows")
         return result.max_rel_error, True, ""
 
     return run_check("bce_with_logits_backward", body, bound=f"below {TOLERANCE:g}, float64 central differences")
 
 
+@recorded
 def check_kl_gradients(kl_gradients, seed=0):
     r"""Check ``kl_gradients(mu, log_var) -> (d_mu, d_log_var)`` (both (N, K)).
 
@@ -174,6 +197,7 @@ def check_kl_gradients(kl_gradients, seed=0):
     return _explained(result, got, exact, (("N", n), ("K", k)), slips)
 
 
+@recorded
 def check_latent_backward(latent_backward, seed=0):
     r"""Check ``latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound) -> (d_mu, d_r)``.
 
@@ -187,8 +211,10 @@ def check_latent_backward(latent_backward, seed=0):
     with respect to mu and log_var, from :func:`vaelayer_np.core.ops.kl_diag_gaussian`), ``kl_weight = w``,
     the bounded ``log_var`` and ``bound = c``, as :func:`vaelayer_np.core.ops.latent_backward` does.
     Then the **mean path**: with ``eps=None`` (z = mu) the answer must equal the library's, where the
-    log-variance gets nothing from z. Recognised slips: the 1/2 of the std's derivative, the chain rule
-    through the tanh bound forgotten or without its c, the KL term left out.
+    log-variance gets nothing from z. Then **no bound**: with ``bound=None`` (a valid setting of the
+    layer, ``log_var_bound=None``) the log-variance is the raw head's output and ``d_r = d_log_var``.
+    Recognised slips: the 1/2 of the std's derivative, the chain rule through the tanh bound forgotten
+    or without its c, the KL term left out, ``None`` used as a number.
     """
     rng = np.random.default_rng(seed)
     n, k = 5, 3
@@ -245,11 +271,31 @@ def check_latent_backward(latent_backward, seed=0):
             raise Diagnosis(f"the mean path (eps=None, z = mu) failed with {type(exc).__name__}: {exc}"
                             f"{where_in_student_code(exc)}; when eps is None there is no noise term: the "
                             f"log-variance gets only the KL's gradient") from None
-        return result.figure, True, "and the mean path (eps=None)"
+        unbounded_lv = r.copy()  # bound=None: no tanh, the log-variance is the head's output r itself
+        unbounded_std = np.exp(0.5 * unbounded_lv)
+        unbounded_kl = ops.kl_diag_gaussian(mu, unbounded_lv)[1]
+        want = ops.latent_backward(d_z, eps, unbounded_std, unbounded_kl, kl_weight, unbounded_lv, None)
+        try:
+            with np.errstate(all="ignore"):
+                out = call_student(latent_backward, (d_z.copy(), eps.copy(), unbounded_std.copy(),
+                                                     tuple(g.copy() for g in unbounded_kl), kl_weight,
+                                                     unbounded_lv.copy(), None), names, FORBIDDEN["latent_backward"])
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise Diagnosis("expected the pair (d_mu, d_r)")
+            compare_values(tuple(out), want, ("d_mu", "d_r"), TOLERANCE)
+        except Diagnosis as exc:
+            raise Diagnosis(f"with bound=None (no bound: log_var is the head's output r, d_r = d_log_var) it is "
+                            f"wrong: {exc.message}") from None
+        except (TypeError, ValueError, ZeroDivisionError) as exc:
+            raise Diagnosis(f"with bound=None (a valid setting: no bound, log_var = r) your function raised "
+                            f"{type(exc).__name__}: {exc}{where_in_student_code(exc)}; without a bound there is "
+                            f"no tanh to differentiate, so d_r = d_log_var") from None
+        return result.figure, True, "and the mean path (eps=None), and without a bound (bound=None)"
 
     return run_check("latent_backward", body, bound=f"below {TOLERANCE:g}, float64 central differences")
 
 
+@recorded
 def check_decoder_backward(decoder_backward, seed=0):
     r"""Check ``decoder_backward(d_x_hat, z, W_dec) -> (d_z, d_W_dec, d_b_dec)``.
 
@@ -280,6 +326,7 @@ def check_decoder_backward(decoder_backward, seed=0):
 ENCODER_GRADS = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "x")
 
 
+@recorded
 def check_encoder_backward(encoder_backward, seed=0):
     r"""Check ``encoder_backward(d_mu, d_r, x, h_pre, h, params, act_backward) -> grads``.
 
@@ -359,3 +406,227 @@ def check_encoder_backward(encoder_backward, seed=0):
 
     return run_check("encoder_backward", body, bound=f"below {TOLERANCE:g}, float64 central differences")
 
+
+
+# ----------------------------------------------------------------------------- exercise 7: the whole backward pass
+LAYER_BACKWARD_TOLERANCE = 1e-9  # the same sums in another order: only rounding differs from the library
+_ALL_FORBIDDEN = tuple(sorted({name for names in FORBIDDEN.values() for name in names}))
+FORBIDDEN["vae_layer_backward"] = _ALL_FORBIDDEN
+_GRAD_ORDER = ("W_dec", "b_dec", "b_mu", "W_mu", "b_lv", "W_lv", "b_enc", "W_enc", "dx")  # computed in this order
+
+# (label, layer settings, training?, dout given?, dz given?, neg_elbo_weight)
+LAYER_BACKWARD_CASES = (
+    ("MSE, relu, pass_on='mean', training", dict(recon="mse", activation="relu", pass_on="mean", log_var_bound=6.0),
+     True, True, True, 1.0),
+    ("BCE, tanh, pass_on='sample', training", dict(recon="bce", activation="tanh", pass_on="sample",
+                                                   log_var_bound=3.0), True, True, True, 0.7),
+    ("MSE, tanh, pass_on='sample', training, no bound (log_var_bound=None), dout None",
+     dict(recon="mse", activation="tanh", pass_on="sample", log_var_bound=None), True, False, True, 1.3),
+    ("MSE, relu, pass_on='sample', evaluation (sample=False), dz None",
+     dict(recon="mse", activation="relu", pass_on="sample", log_var_bound=6.0), False, True, False, 1.0),
+)
+
+_LAYER_SLIPS = {
+    "no target": "the second use of x forgotten: x is both the encoder's input and the reconstruction's target, "
+                 "so `dx` also gets neg_elbo_weight times the reconstruction loss's gradient with respect to x",
+    "bce target": "the target's gradient taken as -d_x_hat, which is the MSE's rule: the BCE per element is "
+                  "log(1 + e^s) - s t, whose gradient with respect to the target t is -s / (N D)",
+    "dz missing": "`dz` (the gradient on the latent z) was never added to the gradient reaching z",
+    "dz weighted": "`dz` was multiplied by neg_elbo_weight: the weight is the negative ELBO's only, dz enters as it is",
+    "dout at mu": "`dout` entered at mu, but with pass_on='sample' in training out = act(z): it enters at z, "
+                  "before the latent step (and so also reaches the log-variance through the noise)",
+    "dout at z": "`dout` entered at z, but out = act(mu) here (pass_on='mean', or evaluation where z = mu): it "
+                 "enters at mu, after the latent step",
+    "dout at mu, act of z": "`dout` entered at mu, but with pass_on='sample' in training out = act(z): it enters "
+                            "at z, before the latent step (and so also reaches the log-variance through the noise)",
+    "dout at z, act of mu": "`dout` entered at z, but out = act(mu) here (pass_on='mean', or evaluation where "
+                            "z = mu): it enters at mu, after the latent step",
+    "dout no act": "`dout` was added without the activation's derivative: out = act(...), so dout goes through "
+                   "act.backward first",
+    "beta missing": "the KL weighted by neg_elbo_weight without beta: the KL enters the loss as "
+                    "neg_elbo_weight * beta * KL",
+    "w missing in kl": "neg_elbo_weight forgotten on the KL: the KL enters the loss as neg_elbo_weight * beta * KL",
+    "w missing": "neg_elbo_weight forgotten: it weights the whole negative ELBO (the reconstruction, its target "
+                 "and the KL)",
+}
+
+
+def reference_layer_backward(layer, cache, dout, dz, neg_elbo_weight=1.0, slip=""):
+    """The layer's backward pass assembled from the library's pieces, or with one named slip planted
+    (``slip``, a key of the slips this checker recognises): the candidates a diagnosis is matched against.
+    With ``slip=""`` it equals ``layer.backward(dout, cache, dz=dz, neg_elbo_weight=neg_elbo_weight)``."""
+    p, w, beta = layer.params, neg_elbo_weight, layer.beta
+    x, z, mu, eps = cache["x"], cache["z"], cache["mu"], cache["eps"]
+    _, (d_xhat, d_target) = (losses.mse if layer.recon == "mse" else losses.bce_with_logits)(cache["x_hat"], x)
+    if slip == "bce target":
+        d_target = -d_xhat
+    w_recon = 1.0 if slip == "w missing" else w
+    d_xhat = d_xhat * w_recon
+    grads = {"W_dec": z.T @ d_xhat, "b_dec": d_xhat.sum(axis=0)}
+    d_z = d_xhat @ p["W_dec"].T
+    if dz is not None and slip != "dz missing":
+        d_z = d_z + (w * dz if slip == "dz weighted" else dz)
+    d_mu_extra = None
+    if dout is not None:
+        passed_mean = layer.pass_on == "mean" or eps is None
+        at_mean = passed_mean != slip.startswith(("dout at mu", "dout at z"))
+        source = at_mean if slip in ("dout at mu", "dout at z") else passed_mean  # the variable act() is taken of
+        d_passed = dout if slip == "dout no act" else layer.act.backward(dout, mu if source else z, cache["out"])
+        if at_mean:
+            d_mu_extra = d_passed
+        else:
+            d_z = d_z + d_passed
+    kl_weight = {"beta missing": w, "w missing": beta, "w missing in kl": beta}.get(slip, w * beta)
+    d_mu, d_r = ops.latent_backward(d_z, eps, cache["std"], cache["kl_grads"], kl_weight, cache["log_var"],
+                                    layer.log_var_bound)
+    if d_mu_extra is not None:
+        d_mu = d_mu + d_mu_extra
+    h = cache["h"]
+    grads.update(W_mu=h.T @ d_mu, b_mu=d_mu.sum(axis=0), W_lv=h.T @ d_r, b_lv=d_r.sum(axis=0))
+    d_h_pre = layer.act.backward(d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T, cache["h_pre"], h)
+    grads.update(W_enc=x.T @ d_h_pre, b_enc=d_h_pre.sum(axis=0))
+    dx = d_h_pre @ p["W_enc"].T + (0.0 if slip == "no target" else w_recon * d_target)
+    return dx, {name: grads[name] for name in VAELayer.PARAM_NAMES}
+
+
+def layer_backward_problem(case, seed=0, n=4, d=6, hidden=5, k=3):
+    """One setting of :data:`LAYER_BACKWARD_CASES` on a small float64 layer: (label, layer, cache, dout, dz, w)."""
+    label, settings, training, with_dout, with_dz, weight = case
+    rng = np.random.default_rng(seed)
+    layer = VAELayer(d, k, encoder_hidden=hidden, beta=float(rng.uniform(0.3, 0.9)), log_var_bias_init=-1.0,
+                     rng=int(rng.integers(2 ** 31)), **settings)
+    for name, value in layer.params.items():  # biases off zero, so no ReLU sits at its kink
+        if name.startswith("b_"):
+            value += rng.normal(0.0, 0.3, value.shape)
+    x = rng.uniform(0.0, 1.0, (n, d))
+    _, cache = layer.forward(x, rng=rng, sample=training)
+    dout = rng.standard_normal((n, k)) if with_dout else None
+    dz = rng.standard_normal((n, k)) if with_dz else None
+    return label, layer, cache, dout, dz, weight
+
+
+@recorded
+def check_vae_layer_backward(vae_layer_backward, seed=0):
+    r"""Check ``vae_layer_backward(layer, cache, dout, dz, neg_elbo_weight) -> (dx, grads)``: the whole
+    backward pass of a :class:`~vaelayer_np.core.layers.VAELayer` (with an encoder hidden layer), the
+    gradients of :math:`L = w\,\text{negELBO} + \langle\text{dout}, \text{out}\rangle + \langle dz, z\rangle`
+    from the cache of the layer's forward.
+
+    Compared with ``layer.backward`` in four settings (:data:`LAYER_BACKWARD_CASES`: MSE and BCE, relu and
+    tanh, pass_on "mean" and "sample", training and evaluation, bounded and unbounded log-variance, dout
+    or dz absent, w not 1), each gradient by name. A wrong answer is matched against the answers of the
+    usual slips (:func:`reference_layer_backward`), which are named: the target's gradient of x
+    forgotten (or the MSE's rule used for BCE), dz not added or weighted, dout entered at the wrong
+    place or without the activation's derivative, beta or w missing. The library's backward and
+    gradient pieces are off limits; the layer's parameters and the cache must not change.
+    """
+    def body():
+        worst = 0.0
+        for i, case in enumerate(LAYER_BACKWARD_CASES):
+            label, layer, cache, dout, dz, w = layer_backward_problem(case, seed=seed + i)
+            want_dx, want_grads = layer.backward(dout, cache, dz=dz, neg_elbo_weight=w)
+            before = {name: value.copy() for name, value in layer.params.items()}
+            try:
+                out = call_student(vae_layer_backward, (layer, dict(cache), dout, dz, w),
+                                   ("layer", "cache", "dout", "dz", "neg_elbo_weight"), FORBIDDEN["vae_layer_backward"])
+            except Diagnosis as exc:
+                raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
+            moved = [name for name in before if not np.array_equal(before[name], layer.params[name])]
+            if moved:
+                raise Diagnosis(f"{label}: your function changed layer.params[{moved[0]!r}] in place: a backward "
+                                f"pass only computes gradients, the optimiser updates the parameters")
+            if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)):
+                raise Diagnosis(f"{label}: expected the pair (dx, grads) with grads a dict keyed like layer.params")
+            dx, grads = out
+            missing = [name for name in VAELayer.PARAM_NAMES if grads.get(name) is None]
+            if missing:
+                raise Diagnosis(f"{label}: grads has no {', '.join(missing)}")
+            names = ("dx",) + VAELayer.PARAM_NAMES
+            want = (want_dx,) + tuple(want_grads[name] for name in VAELayer.PARAM_NAMES)
+            got = (dx,) + tuple(grads[name] for name in VAELayer.PARAM_NAMES)
+            slips = {name: [] for name in names}
+            for slip, description in _LAYER_SLIPS.items():
+                if slip == "bce target" and layer.recon != "bce":
+                    continue
+                if slip.startswith("dout at z" if layer.pass_on == "sample" and cache["eps"] is not None
+                                   else "dout at mu"):
+                    continue
+                cand_dx, cand_grads = reference_layer_backward(layer, cache, dout, dz, w, slip)
+                for name, candidate in zip(names, (cand_dx,) + tuple(cand_grads[n] for n in VAELayer.PARAM_NAMES)):
+                    slips[name].append((description, candidate))
+            try:
+                worst = max(worst, compare_values(got, want, names, LAYER_BACKWARD_TOLERANCE, slips=slips,
+                                                  order=_GRAD_ORDER))
+            except Diagnosis as exc:
+                raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
+        return worst, True, f"in all {len(LAYER_BACKWARD_CASES)} settings"
+
+    return run_check("vae_layer_backward", body, bound=f"below {LAYER_BACKWARD_TOLERANCE:g} against VAELayer.backward")
+
+
+# ----------------------------------------------------------------------------- shown once an exercise is done
+def _slip_without_half(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+    d_log_var = d_z * eps * std + kl_weight * kl_grads[1]                         # d sigma / d v taken as sigma
+    return d_z + kl_weight * kl_grads[0], d_log_var * (1.0 - (log_var / bound) ** 2)
+
+
+def _slip_without_bound(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+    d_log_var = 0.5 * d_z * eps * std + kl_weight * kl_grads[1]
+    return d_z + kl_weight * kl_grads[0], d_log_var                                # chain rule through tanh forgotten
+
+
+def _latent_slips_text():
+    lines = ["Two classic slips, and what the checker says about each (it recognises them):", ""]
+    for slip in (_slip_without_half, _slip_without_bound):
+        lines.append(inspect.getsource(slip).replace("_slip_", ""))
+        result = check_latent_backward(slip)
+        lines.append(f"-> passed {result.passed}, error {result.figure:.2g}; {result.message.split('; ')[-1]}\n")
+    return "\n".join(lines)
+
+
+_BACKWARD_READING = """
+Line by line:
+
+1. `self._recon(...)`: the reconstruction gradient (exercise 1 or 2), times w = `neg_elbo_weight`. It also
+   returns `d_target`, the gradient with respect to x as the *target* of the reconstruction: x is used twice,
+   as the encoder's input and as the target, so its gradient is the sum of both uses (the last line,
+   `dx = d_x_enc + weight * d_target`).
+2. The decoder (exercise 5): `W_dec`, `b_dec`, and `d_z`.
+3. `dz` (IFFCL's contrastive term on the latent) is added to `d_z`.
+4. `dout`, the gradient reaching `out` from the layer above, goes through the activation's derivative: with
+   `pass_on="mean"` (and in evaluation) `out = act(mu)`, so it is added to the gradient of mu after the latent
+   step; with `pass_on="sample"` `out = act(z)`, so it is added to `d_z` before it.
+5. `ops.latent_backward` (exercise 4) with `kl_weight = weight * beta` and the KL gradients the forward stored
+   (exercise 3).
+6. The heads and the hidden layer (exercise 6). With `need_dx=False` (IFFCL: nothing is sent downwards) the
+   input gradient is not computed at all.
+"""
+
+
+def _backward_source_text():
+    source = inspect.getsource(VAELayer.backward)
+    body = source[source.rindex("\n", 0, source.index("self._check_cache")) + 1:]
+    return ("The library's VAELayer.backward (vaelayer_np/core/layers.py), from its first line of code:\n\n"
+            + textwrap.dedent(body) + _BACKWARD_READING)
+
+
+_SUMMARY = "\n".join([
+    "| gradient | formula | library |", "|---|---|---|",
+    r"| MSE | $\bar{\hat x} = 2(\hat x - x)/(ND)$ | `losses.mse` |",
+    r"| BCE with logits | $\bar s = (\sigma(s) - t)/(ND)$, stable sigmoid | `losses.bce_with_logits` |",
+    r"| KL | $\bar\mu = \mu/N$, $\bar v = (\sigma^2 - 1)/(2N)$ | `ops.kl_diag_gaussian` |",
+    r"| sample, $\epsilon$ fixed | $\bar\mu = \bar z$, $\bar v = \tfrac12\bar z\odot\epsilon\odot\sigma$ | "
+    r"`ops.reparameterize_backward` |",
+    r"| bound | $\bar r = \bar v\odot(1 - (v/c)^2)$; no bound: $\bar r = \bar v$ | `ops.bound_log_var_backward` |",
+    r"| affine $y = aW + b$ | $\bar W = a^\top\bar y$, $\bar b = \mathbf 1^\top\bar y$, $\bar a = \bar yW^\top$ | "
+    r"`Dense.backward` |",
+    r"| activation | $\bar u = \bar h\odot\mathrm{act}'(u)$ | `activations.*_backward` |",
+    r"| a variable used twice | the gradients of both uses add | ($\bar h$, $\bar v$, $\bar x$) |",
+    r"| the whole layer | $\bar x$ = encoder path + $w$ times the target's gradient; `dout` at $\mu$ or $z$ | "
+    r"`VAELayer.backward` |"])
+
+_ALL_CHECKERS = ("check_mse_backward", "check_bce_backward", "check_kl_gradients", "check_latent_backward",
+                 "check_decoder_backward", "check_encoder_backward", "check_vae_layer_backward")
+register_reveal("latent_backward slips", ("check_latent_backward",), _latent_slips_text)
+register_reveal("VAELayer.backward", ("check_vae_layer_backward",), _backward_source_text)
+register_reveal("summary of lesson 02", _ALL_CHECKERS, lambda: _SUMMARY, markdown=True)

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.gradcheck import DEFAULT_STEP, DEFAULT_TOL, numerical_gradient, relative_error
 from ..core.layers import Activation, Dense
 from .checks import Diagnosis, call_student, check_dtype, explain_difference, max_relative_error, run_check
+from .answer_keys import recorded
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -105,6 +106,7 @@ def _forward_difference(f, x, h):
     return grad
 
 
+@recorded
 def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
     """Check ``numerical_gradient_fn(f, x, h) -> grad`` (central differences, ``x`` restored).
 
@@ -172,6 +174,7 @@ def _error_cases(rng):
     return cases
 
 
+@recorded
 def check_relative_error(relative_error_fn, tol=1e-12):
     r"""Check ``relative_error_fn(numeric, analytic) -> float`` against
     :func:`vaelayer_np.core.gradcheck.relative_error`:
@@ -219,6 +222,7 @@ def _buggy_layers(rng):
             ("Dense whose bias gradient is N", dense, rng.standard_normal((4, 5)), "b")]
 
 
+@recorded
 def check_layer_gradient_errors(layer_gradient_errors_fn, tol=DEFAULT_TOL):
     """Check ``layer_gradient_errors_fn(layer, x, rng) -> {tensor name: max relative error}``.
 

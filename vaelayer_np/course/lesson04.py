@@ -20,6 +20,7 @@ from ..core.iffcl import vae_local_step
 from ..core.layers import Dense, VAELayer
 from ..core.optim import Adam
 from .checks import Diagnosis, call_student, check_dtype, compare_values, max_relative_error, run_check
+from .answer_keys import recorded, register_reveal
 
 
 # ----------------------------------------------------------------------------- forward-forward (Hinton 2022)
@@ -214,6 +215,7 @@ def _cosine_slips(a, b, target, margin):
     return value, grad
 
 
+@recorded
 def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
     r"""Check ``cosine_embedding_fn(a, b, target, margin) -> (value, (d_a, d_b))``.
 
@@ -280,6 +282,7 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
 
 
 # ----------------------------------------------------------------------------- exercise 2: balanced pairs
+@recorded
 def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
     """Check ``make_pairs_fn(labels, rng) -> (partner, target)`` for the ``balanced`` mode.
 
@@ -391,6 +394,7 @@ def _reference_local_step(p, lam, margin, swap_eps=False, target_sign=1.0, on_ou
             p["layer_b"].backward(None, cache_b, dz=lam * d_b, need_dx=False)[1])
 
 
+@recorded
 def check_local_step(local_step_fn, tol=1e-9):
     """Check ``local_step_fn(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin) -> (grads_a, grads_b)``.
 
@@ -455,3 +459,36 @@ def check_local_step(local_step_fn, tol=1e-9):
         return worst, worst < tol, ""
 
     return run_check("local step of a twin pair", body, bound=f"below {tol:g}")
+
+
+# ----------------------------------------------------------------------------- shown once the exercise is done
+_IFFCL_STEP = "\n".join([
+    '`vaelayer_np.core.iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing, lam, margin, contrast, '
+    'cosine_on)`:',
+    '',
+    '```python',
+    'partner, target = make_pairs(y, pairing, rng)          # B sees x[partner]',
+    'h_a, h_b = x, x[partner]',
+    'for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):',
+    '    step = vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, lam=lam, margin=margin, ...)',
+    '    optimizers[f"A.vae{k}"].step(step.grads_a)          # each layer: its own optimiser',
+    '    optimizers[f"B.vae{k}"].step(step.grads_b)',
+    '    h_a, h_b = step.out_a, step.out_b                   # constants for layer k + 1',
+    '# output layers: softmax cross-entropy on their own input, each twin its own update',
+    '```',
+    '',
+    'and inside `vae_local_step`, with `cosine_on="latent"` and the one-partner form `contrast="partner"` of',
+    'the exercise (the default is `contrast="all_pairs"`: every A row against every B row):',
+    '',
+    '```python',
+    'out_a, cache_a = layer_a.forward(x_a, rng=rng)         # noise eps_a drawn first,',
+    'out_b, cache_b = layer_b.forward(x_b, rng=rng)         # then eps_b',
+    'cos_loss, (dz_a, dz_b) = ops.cosine_embedding(cache_a["z"], cache_b["z"], target, margin)',
+    '_, grads_a = layer_a.backward(None, cache_a, dz=lam * dz_a, need_dx=False)',
+    '_, grads_b = layer_b.backward(None, cache_b, dz=lam * dz_b, need_dx=False)',
+    '```',
+    '',
+    '`backward(None, ...)`: no upstream gradient arrives from above; `need_dx=False`: no input gradient is sent',
+    "below; `dz`: the cosine term's gradient enters at the latent $z$, beside the layer's own negative ELBO.",
+])
+register_reveal("IFFCL step", ("check_local_step",), lambda: _IFFCL_STEP, markdown=True)

@@ -18,6 +18,7 @@ import numpy as np
 from ..analysis import generation
 from ..core.network import Network
 from .checks import compare_arrays
+from .answer_keys import recorded
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -38,6 +39,7 @@ def _net(rng, recon="mse"):
                    dtype=np.float64)
 
 
+@recorded
 def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
     r"""Check ``decode_to_input(net, k, z) -> (M, D)``: decoders k, k-1, ..., 0 applied in turn, and a
     sigmoid at the end when the first layer uses ``recon="bce"``. Every depth k is tried, with both
@@ -80,6 +82,7 @@ def reference_sample_aggregate(mu, log_var, n, seed):
     return generation.sample_latents(n, mean, std, np.random.default_rng(seed))
 
 
+@recorded
 def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
     r"""Check ``sample_aggregate(mu, log_var, n, seed) -> (n, K)``: :math:`z = m + s\odot\epsilon` with
     :math:`m_k = \bar\mu_k`, :math:`s_k^2 = \mathrm{Var}_n[\mu_{nk}] + \overline{\sigma^2_{k}}` and
@@ -108,6 +111,7 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
                           slips=slips)
 
 
+@recorded
 def check_traverse(traverse, n_trials=3, seed=0):
     """Check ``traverse(net, k, x_point, unit, values) -> (V, D)``: layer k's means of one input, one
     unit replaced by each value in turn, decoded with :func:`vaelayer_np.analysis.generation.decode_to_input`."""
