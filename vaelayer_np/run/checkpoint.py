@@ -265,6 +265,10 @@ def _read_npz(path, fh):
     fh.seek(0)
     out = {}
     with zipfile.ZipFile(fh) as zf:
+        twice = duplicate_member(zf)
+        if twice is not None:
+            raise CheckpointError(f"{path}: the archive holds two members named {twice!r}; np.load would show one "
+                                  "and a reader could take the other, so the file is refused as corrupt")
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else None
             if key is None or not key or info.is_dir():
@@ -289,6 +293,19 @@ def _read_npz(path, fh):
             with zf.open(info) as member:  # sizes are consistent: now numpy may allocate and read
                 out[key] = np.lib.format.read_array(member, allow_pickle=False)
     return out
+
+
+def duplicate_member(zf):
+    """The first name two members of the zip archive ``zf`` share (``X`` and ``X.npy`` count as one: both are
+    array ``X`` to ``np.load``), or None. Readers refuse such an archive: ``np.load`` would show one member and
+    another reader could take the other."""
+    seen = set()
+    for info in zf.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if name in seen:
+            return info.filename
+        seen.add(name)
+    return None
 
 
 def read_npy_header(member):

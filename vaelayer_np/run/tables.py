@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import read_npy_header
+from .checkpoint import duplicate_member, read_npy_header
 from .data import MAX_DATA_BYTES, CorruptFileError, Dataset, DatasetNotFoundError
 
 TABLE_SUFFIXES = (".csv", ".npz")
@@ -360,6 +360,11 @@ def _read_npz_table(path):
             fh.seek(0)
             file_size = os.fstat(fh.fileno()).st_size
             with zipfile.ZipFile(fh) as zf:
+                twice = duplicate_member(zf)
+                if twice is not None:
+                    raise CorruptFileError(f"{path}: the archive holds two members named {twice!r}; np.load would "
+                                           "show one and training could read the other, so the file is refused. "
+                                           "Save it again with np.savez(path, X=X, y=y)")
                 infos = {}
                 for info in zf.infolist():
                     name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
