@@ -116,6 +116,7 @@ ABLATION = (
     ("fashion-iffcl-heads-nocos-nokl", 3.0, 0.0, 0.0, "IFFCL + local heads, lambda 0 and beta 0"),
 )
 # the baselines beside it: backprop without and with the same heads
+ABLATION_PICTURED = ("fashion-iffcl", "fashion-iffcl-heads", "fashion-iffcl-heads-nocos-nokl", "fashion-backprop-heads")
 ABLATION_BASELINES = ("fashion-backprop", "fashion-backprop-heads", "fashion-local-heads")
 
 
@@ -296,7 +297,8 @@ def layer_figures(run_dir, log=print):
     :data:`PROBE_TRAIN` training examples; ``head_test`` the test accuracy of the layer's own local
     head (None without heads); for a VAE layer ``recon`` its reconstruction error of its input and
     ``kl`` its KL term (nats per example) on the test set, with z = mu (None for a plain layer).
-    Written to ``run_dir/layers.json``; returns the dict.
+    Written to ``run_dir/layers.json``; returns the dict. For VAE layers on images, also
+    ``reconstructions.png`` and ``samples.png`` (:mod:`vaelayer_np.run.plots`) in ``run_dir``.
     """
     import numpy as np
 
@@ -330,6 +332,12 @@ def layer_figures(run_dir, log=print):
                        "recon": None if terms is None else float(terms["recon"]),
                        "kl": None if terms is None else float(terms["kl"])})
     result = {"probe_train_examples": int(min(PROBE_TRAIN, len(data.y_train))), "layers": layers}
+    if net.vae_layers and data.image_shape is not None:  # is it still a VAE? what it reconstructs and samples
+        from ..run.plots import plot_reconstructions, plot_samples
+
+        x = np.asarray(data.x_test[:512], dtype=trainer.dtype)
+        plot_reconstructions(net, x, data.image_shape, Path(run_dir) / "reconstructions.png")
+        plot_samples(net, x, data.image_shape, Path(run_dir) / "samples.png")
     write_json_atomic(Path(run_dir) / LAYERS_FILE, result)
     return result
 
@@ -838,6 +846,16 @@ def ablation_table(out, names, seeds, epochs_override, chosen):
                      f"{_per_layer(stats['probe_test'], 100, 1)} | {_per_layer(stats['recon'], 1, 3)} | "
                      f"{_per_layer(stats['kl'], 1, 0)} | {_secs(agg['seconds'])} |")
     lines.append("")
+    # does a layer trained with heads remain a VAE? the first seed's reconstructions, with and without heads
+    import shutil
+
+    for name in ABLATION_PICTURED:
+        first = _seed_list(EXPERIMENTS[name], seeds)[0] if name in names else None
+        source = Path(out) / name / f"seed{first}" / "reconstructions.png"
+        if first is not None and source.is_file():
+            shutil.copyfile(source, Path(out) / f"recon-{name}.png")
+            lines += [f"![{name}, seed {first}: test images and each layer's reconstruction carried down to pixels]"
+                      f"(figures/recon-{name}.png)", ""]
     return lines
 
 
