@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._validate import check_choice, check_float_array, check_labels, check_positive
+from ._validate import check_choice, check_dtype, check_float_array, check_labels, check_positive
 from .iffcl import READABLE, local_head_step, output_local_step
 from .layers import Dense, Layer, OutputLayer, RngLike, _as_rng, _check_dims, _check_dtype, dropout_mask
 from .activations import get_activation
@@ -130,7 +130,7 @@ class LocalNetwork:
             raise ValueError("widths: expected at least one block width")
         self.readout = check_choice("readout", readout, CHOICES["readout"])
         self.in_dim, self.widths, self.n_classes = int(in_dim), widths, int(n_classes)
-        self.dtype = np.dtype(dtype)
+        self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         dims = (self.in_dim,) + widths
         self.blocks = [LocalBlock(dims[i], dims[i + 1], hidden=hidden, activation=activation, rng=rng, dtype=dtype)
@@ -171,7 +171,8 @@ class LocalNetwork:
     def load_state_dict(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
         from .network import Network
 
-        Network.load_state_dict(self, state, prefix)  # the same checks, entry by entry  # type: ignore[arg-type]
+        # the same checks as a Network's, entry by entry (they read only named_layers)
+        Network.load_state_dict(self, state, prefix)  # type: ignore[arg-type]
 
 
 @dataclass
