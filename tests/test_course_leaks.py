@@ -186,3 +186,26 @@ def test_the_student_version_of_a_reveal_cell_keeps_the_call_and_drops_the_outpu
     assert student["cells"][i]["outputs"] == [] and "".join(student["cells"][i]["source"]) == \
         'reveal("VAELayer.backward")'
     assert find_leaks(student) == []
+
+
+# ----------------------------------------------------------------------------- a student's run shows no answer
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", [s for s in LESSONS if not s.startswith(("05_", "07_"))])
+def test_a_student_notebook_run_with_its_stubs_shows_no_answer(stem, monkeypatch):
+    """The student notebook run top to bottom as a student first would, every exercise still a stub: the
+    cells that use an exercise fail, every checker says FAIL, every reveal says which checker to pass first;
+    nothing in any output (a traceback included) gives an answer away."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("VAELAYER_LESSON_QUICK", "1")
+    nb = nbformat.read(STUDENT / f"{stem}.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(STUDENT)}}).execute()
+    ran = json.loads(nbformat.writes(nb))
+    outputs = ["".join(o.get("text", "")) for c in ran["cells"] for o in c.get("outputs", [])]
+    assert any(text.startswith("FAIL") for text in outputs), "the checkers did not run"
+    reveals = [i for i, c in enumerate(ran["cells"]) if "".join(c["source"]).startswith("reveal(")]
+    for i in reveals:
+        assert "".join(ran["cells"][i]["outputs"][0]["text"]).startswith("Hidden until"), ran["cells"][i]
+    leaks = find_leaks(ran)
+    assert not leaks, f"{stem}:\n" + "\n".join(leaks)
