@@ -10,7 +10,8 @@ A run folder holds::
                       and when Ctrl-C, SIGTERM or SIGHUP stops a run
     data.json         the fingerprint (size, sha256) of every data file the run read:
                       a resume, ``evaluate`` and ``plot`` refuse data changed since (unless
-                      told ``allow_changed_data``)
+                      told ``allow_changed_data``); the checkpoint holds a copy (entry
+                      ``run.data_json``), so a data.json deleted or edited is noticed too
     run.lock          held (``flock``) by the process training in the folder
     *.png             the plots (see :mod:`.plots`)
 
@@ -44,6 +45,8 @@ from .trainer import DivergenceError, Trainer, check_resume_config
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = "config.json", "metrics.jsonl", "checkpoint.npz", "run.lock"
 DATA_FILE = "data.json"
+DATA_ENTRY = "run.data_json"
+"""The checkpoint's copy of data.json (its JSON text): the fingerprint survives a lost or edited data.json."""
 
 
 def new_run_dir(root="runs", config=None):
@@ -247,11 +250,12 @@ def load_trainer(run_dir, dataset=None, allow_changed_data=False, log=print):
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     state = load_npz(run_dir / CHECKPOINT_FILE)
+    recorded = _recorded_data(run_dir, state, allow_changed_data, log)
     if "trainer.config" in state:  # compare the settings before the (slower) dataset load
         _check_saved_config(config, state)
     if dataset is None:
         dataset = load_run_dataset(config)
-        check_data_unchanged(run_dir, dataset, allow_changed_data, log)
+        check_data_unchanged(run_dir, dataset, allow_changed_data, log, recorded=recorded)
     trainer = make_trainer(config, dataset)
     trainer.load_state_dict(state)
     return trainer, dataset
@@ -337,12 +341,75 @@ def read_data_fingerprint(run_dir):
     return files
 
 
-def check_data_unchanged(run_dir, dataset, allow_changed_data=False, log=print):
+def _parse_data_entry(run_dir, state):
+    """The ``files`` of the checkpoint's copy of data.json (entry :data:`DATA_ENTRY`, removed from ``state``),
+    or None when the checkpoint has none (written by a version before the copy)."""
+    import numpy as np
+
+    entry = state.pop(DATA_ENTRY, None)
+    if entry is None:
+        return None
+    where = f"{Path(run_dir) / CHECKPOINT_FILE}: entry {DATA_ENTRY!r}"
+    if not isinstance(entry, np.ndarray) or entry.shape != () or entry.dtype.kind != "U":
+        raise CheckpointError(f"{where} must be one JSON string; the file is corrupt")
+    try:
+        files = json.loads(str(entry)).get("files")
+    except (json.JSONDecodeError, AttributeError):
+        files = None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise CheckpointError(f"{where} is not a data fingerprint; the file is corrupt")
+    return files
+
+
+def _recorded_data(run_dir, state, allow_changed_data=False, log=print):
+    """The fingerprint of the data a run was trained on: data.json, held against the checkpoint's copy.
+
+    ``state``: the checkpoint's arrays (its copy is removed from them), or None when there is no checkpoint.
+    A data.json edited since (it differs from the copy) is refused, naming it; a deleted one is replaced by
+    the copy (with a warning); a run that has neither cannot be checked and is refused. With
+    ``allow_changed_data`` each of these is only logged. Returns the fingerprint (None: nothing to check).
+    """
+    path = Path(run_dir) / DATA_FILE
+    copy = _parse_data_entry(run_dir, state) if state is not None else None
+    try:
+        on_disk = read_data_fingerprint(run_dir)
+    except CheckpointError:
+        if copy is None:
+            raise
+        on_disk = "unreadable"
+    if copy is not None and on_disk != copy:
+        what = "is missing" if on_disk is None else "is unreadable" if on_disk == "unreadable" else \
+            "differs from the copy the checkpoint holds (it was changed after the run was trained)"
+        if on_disk is not None and not allow_changed_data:
+            raise CheckpointError(f"{path}: {what}; restore it (the checkpoint's copy is the run's record), or "
+                                  "give --allow-changed-data to go on without the check")
+        log(f"warning: {path} {what}; the data are checked against the checkpoint's copy")
+        return copy
+    if copy is None and on_disk is None and state is not None:
+        if not allow_changed_data:
+            raise CheckpointError(f"{path}: missing, and the checkpoint holds no copy: the data cannot be checked "
+                                  "against those the run was trained on; give --allow-changed-data to use them "
+                                  "unchecked")
+        log(f"warning: {path} is missing: the data are used unchecked (--allow-changed-data)")
+    return on_disk if on_disk != "unreadable" else copy
+
+
+def read_data_fingerprint_or_none(run_dir):
+    """:func:`read_data_fingerprint`, None also for an unreadable data.json."""
+    try:
+        return read_data_fingerprint(run_dir)
+    except CheckpointError:
+        return None
+
+
+def check_data_unchanged(run_dir, dataset, allow_changed_data=False, log=print, recorded="data.json"):
     """Refuse data files that differ from those the run was trained on (size or sha256), naming them.
 
-    With ``allow_changed_data`` the change is only logged. A run without data.json is not checked.
+    ``recorded``: the fingerprint to compare with (:func:`_recorded_data`), or by default the run's data.json.
+    With ``allow_changed_data`` the change is only logged. Nothing recorded (None): nothing to compare.
     """
-    recorded = read_data_fingerprint(run_dir)
+    if isinstance(recorded, str) and recorded == "data.json":
+        recorded = read_data_fingerprint(run_dir)
     if recorded is None:
         return []
     changes = changed_files(recorded, getattr(dataset, "files", ()))
@@ -447,10 +514,13 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
             if changes:
                 config.validate()
             state = _read_checkpoint(run_dir)
+            recorded = _recorded_data(run_dir, state, allow_changed_data, log)
             if state is not None and "trainer.config" in state:
                 _check_saved_config(config, state)  # before the (slower) dataset load
             dataset = load_run_dataset(config)
-            check_data_unchanged(run_dir, dataset, allow_changed_data, log)
+            check_data_unchanged(run_dir, dataset, allow_changed_data, log, recorded=recorded)
+            if recorded is not None and read_data_fingerprint_or_none(run_dir) is None:
+                write_json_atomic(run_dir / DATA_FILE, {"files": recorded})  # data.json restored from the copy
             clean_stale_temp_files(run_dir)
             trainer = make_trainer(config, dataset)
             if state is not None:
@@ -470,7 +540,8 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
             else:
                 log(f"resuming {run_dir} at epoch {trainer.epoch + 1}" +
                     (f", batch {trainer.batch_index + 1}" if trainer.batch_index else ""))
-            return _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop)
+            return _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop,
+                          provenance=recorded)
     if config is None:
         config = TrainConfig()
     if not isinstance(config, TrainConfig):
@@ -496,7 +567,8 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
         try:
             write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
             write_json_atomic(run_dir / DATA_FILE, {"files": fingerprint})
-            return _train(config, run_dir, dataset, trainer, [], progress, plots, log, should_stop)
+            return _train(config, run_dir, dataset, trainer, [], progress, plots, log, should_stop,
+                          provenance=fingerprint)
         except (ValueError, OSError, MemoryError) as exc:
             # an error before the first checkpoint (a divergence keeps its folder and says so): nothing to keep
             if not isinstance(exc, DivergenceError) and not os.path.lexists(run_dir / CHECKPOINT_FILE):
@@ -504,8 +576,19 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
             raise
 
 
-def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop):
-    """The epochs of a run (its folder locked and checked); see :func:`train_run`."""
+def _save_checkpoint(run_dir, trainer, provenance):
+    """The trainer's state, with the copy of data.json (:data:`DATA_ENTRY`) when the run has one."""
+    import numpy as np
+
+    arrays = trainer.state_dict()
+    if provenance is not None:
+        arrays = {**arrays, DATA_ENTRY: np.array(json.dumps({"files": provenance}, sort_keys=True))}
+    save_npz_atomic(run_dir / CHECKPOINT_FILE, arrays)
+
+
+def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop, provenance=None):
+    """The epochs of a run (its folder locked and checked); see :func:`train_run`. ``provenance``: the data
+    fingerprint the checkpoints carry (see :func:`_recorded_data`)."""
     log(dataset.summary())
     log(f"method {config.method}, VAE layers {config.resolved_widths()}, run folder {run_dir}")
     metrics_path = run_dir / METRICS_FILE
@@ -527,7 +610,7 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
             if epoch_means == "done":
                 break
             if epoch_means is None:  # interrupted between two steps: save and leave
-                save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
+                _save_checkpoint(run_dir, trainer, provenance)
                 by = f" by {flag.signal_name}" if flag.signal_name else ""
                 log(f"interrupted{by}: checkpoint saved in {run_dir}; continue with "
                     f"`vaelayer train --resume {run_dir}`")
@@ -537,7 +620,7 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
             # the row first, then the checkpoint: a crash in between leaves a row that the resume drops and redoes
             append_jsonl_durable(metrics_path, row)
             rows.append(row)
-            save_npz_atomic(run_dir / CHECKPOINT_FILE, trainer.state_dict())
+            _save_checkpoint(run_dir, trainer, provenance)
             log(f"epoch {row['epoch']}/{config.epochs}: output loss {row['output_loss']:.4f}, "
                 f"train {_format_acc(row['train_acc'])}, val {_format_acc(row['val_acc'])}, "
                 f"test {_format_acc(row['test_acc'])} ({row['seconds']:.1f} s)")
