@@ -21,14 +21,37 @@ A FAIL says *why* where it can. The pieces, used by every lesson's checkers:
 * :func:`run_check` turns a :class:`Diagnosis` raised anywhere in a checker into a FAIL with
   its message, and any other exception into a FAIL that points at the line of the
   **student's** code it came from (the innermost frame outside the package), not at the
-  checker's.
+  checker's; an exception raised by the checker itself while it uses what the student's
+  function returned is named as the checker's, with what the function returned.
+
+Numbers that are not numbers **fail closed**: a NaN compares False with every bound, so an
+answer holding a NaN or an inf is a FAIL that names it ("your answer contains NaN at [2, 3]"),
+whatever the comparison of the checker (:func:`nonfinite_report`, :func:`max_relative_error`,
+and a last look at everything the student's function returned, :func:`fail_closed`).
+
+Every lesson's checker runs **isolated** (:func:`isolated`, :func:`run_isolated`): on Linux and
+macOS the whole check runs in a forked copy of the Python process, with a time limit and a memory
+limit (:data:`LIMITS`, :func:`limits`), and only its verdict comes back, through a pipe. Whatever
+the student's code does there (``sys.exit(0)``, any exception or ``BaseException``, an exception
+whose message cannot be printed, an endless loop or sleep, a huge allocation, replacing a NumPy
+function or a checker's helper) ends in a FAIL that says what happened, and the notebook's own
+Python process is untouched. The library's functions and NumPy's are put back to what they were
+when the checkers were imported before the check runs (the checker uses its own references, not
+what a notebook may have replaced), and a replacement made while the check runs is a FAIL.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
 import inspect
+import io
+import json
+import math
+import os
+import select
+import signal
 import sys
+import time
 import traceback
 import types
 from dataclasses import dataclass
@@ -80,6 +103,128 @@ class LibraryCallError(Diagnosis):
     """Raised by a tripwire: the student's code called a library function the exercise replaces."""
 
 
+# The checks' own state (a dict, so that the watch on module attributes never mistakes it for a replacement).
+_STATE = {
+    "in_child": False,       # True in the forked process of an isolated check (no second fork there)
+    "depth": 0,              # how many run_check calls are running (the outermost one reports NaN seen)
+    "nonfinite": [],         # what the student's functions returned that is NaN or inf, as sentences
+    "tampered": [],          # what the student's code replaced while the check ran, as dotted names
+    "last_return": None,     # a short description of what the student's function last returned
+}
+
+
+# ----------------------------------------------------------------------------- numbers that are not numbers
+def _nonfinite_in(value, where, found, depth=0):
+    """Append (location, kinds, count, size) for every non-finite float in ``value`` (arrays, floats, tuples,
+    lists and dicts of them, to a small depth)."""
+    if depth > 4 or len(found) > 20:
+        return
+    if isinstance(value, (bool, int, np.integer)):
+        return
+    if isinstance(value, (float, np.floating, complex, np.complexfloating)):
+        if not np.isfinite(value):
+            found.append((where, "NaN" if value != value else "inf", 1, 1))
+        return
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fc" or value.size == 0:
+            return
+        mask = ~np.isfinite(value)
+        if not mask.any():
+            return
+        first = tuple(int(i) for i in np.argwhere(mask)[0]) if value.ndim else ()
+        kinds = []
+        if np.isnan(value).any():
+            kinds.append("NaN")
+        if np.isinf(value).any():
+            kinds.append("inf")
+        loc = where + ("[" + ", ".join(map(str, first)) + "]" if value.ndim else "")
+        found.append((loc, " and ".join(kinds), int(mask.sum()), value.size))
+        return
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value[:64]):
+            _nonfinite_in(v, f"{where}[{i}]", found, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in list(value.items())[:64]:
+            _nonfinite_in(v, f"{where}[{k!r}]", found, depth + 1)
+
+
+def nonfinite_report(value, name="your answer"):
+    """``""`` when every number in ``value`` is finite; else a sentence that names the first NaN or inf and
+    how many there are, e.g. ``"your answer contains NaN at [2, 3] (1 of 20 elements)"``.
+
+    ``value`` may be an array, a float, or tuples, lists and dicts of them (a returned tuple is read
+    element by element: ``"your answer contains inf at [1][0, 2] ..."``).
+    """
+    found = []
+    _nonfinite_in(value, "", found)
+    if not found:
+        return ""
+    loc, kinds, count, size = found[0]
+    text = f"{name} contains {kinds} at {loc or 'its value'}"
+    if size > 1:
+        text += f" ({count} of {size} elements)"
+    if len(found) > 1:
+        text += f", and in {len(found) - 1} other returned value(s)"
+    return text + ": a NaN or inf is never a right answer here (a NaN compares False with every bound)"
+
+
+def _note_nonfinite(value, name="your answer"):
+    """Remember that the student's code produced a NaN or inf (a check ending with it is a FAIL)."""
+    report = nonfinite_report(value, name)
+    if report and report not in _STATE["nonfinite"]:
+        _STATE["nonfinite"].append(report)
+
+
+def fail_closed(result):
+    """The last word on a verdict: a PASS measured on a figure that is NaN or inf, or on an answer the
+    student's code returned with a NaN or inf in it, is a FAIL naming it; a FAIL whose message does not
+    say so gets the NaN named too."""
+    seen = _STATE["nonfinite"]
+    if result.passed and not np.isfinite(result.figure) and not np.isnan(result.figure):
+        result.passed = False
+        result.message = "; ".join(m for m in (result.message, "the measured figure is inf") if m)
+    if result.passed and seen:
+        result.passed = False
+        result.message = seen[0]
+    elif not result.passed and seen and "NaN" not in result.message and "inf" not in result.message:
+        result.message = "; ".join(m for m in (result.message, seen[0]) if m)
+    return result
+
+
+def describe_exception(exc):
+    """``"TypeError: message"`` for any exception, even one whose ``__str__`` (or its class's name) raises."""
+    try:
+        kind = type(exc).__name__
+    except BaseException:  # noqa: BLE001 - a hostile class
+        kind = "an exception"
+    try:
+        text = str(exc)
+        if not isinstance(text, str):
+            raise TypeError("__str__ did not return a string")
+    except BaseException as inner:  # noqa: BLE001
+        try:
+            why = type(inner).__name__
+        except BaseException:  # noqa: BLE001
+            why = "an error"
+        return f"{kind} (its message could not be printed: its __str__ raised {why})"
+    text = text if len(text) <= 500 else text[:500] + "..."
+    return f"{kind}: {text}" if text else kind
+
+
+def describe_value(value):
+    """A short description of a returned value for a message: its type, and shape or length."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, (str, bytes)):
+        shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+        return f"a {'string' if isinstance(value, str) else 'bytes object'} ({shown})"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"a dict with the keys {', '.join(map(repr, list(value)[:8]))}"
+    return f"a {type(value).__name__}"
+
+
 # ----------------------------------------------------------------------------- where an error came from
 def _inside(path, folder):
     try:
@@ -115,15 +260,55 @@ def where_in_student_code(exc):
     return f" (your line {frame.lineno}{name}: {line})" if line else f" (your line {frame.lineno}{name})"
 
 
+def _exit_message(exc):
+    """What the student's code did when it raised SystemExit, KeyboardInterrupt or GeneratorExit."""
+    if isinstance(exc, SystemExit):
+        return (f"your code called sys.exit({exc.code!r}) (or raised SystemExit): it would end the whole program; "
+                f"a function must return its answer")
+    if isinstance(exc, KeyboardInterrupt):
+        return "your code raised KeyboardInterrupt: it stops the program as Ctrl-C does; return the answer instead"
+    return f"your code raised {describe_exception(exc)}: a function must return its answer"
+
+
+def _checker_error(exc):
+    """The message for an exception raised inside the checker, not in the student's code: most often the
+    checker could not use what the student's function returned (the wrong type or structure)."""
+    returned = _STATE["last_return"]
+    if returned is not None:
+        return (f"the checker could not use what your function returned ({returned}): "
+                f"{describe_exception(exc)}; return what the exercise asks for")
+    return f"the checker failed before your function returned ({describe_exception(exc)})"
+
+
 def run_check(name, body, bound=""):
     """Run ``body() -> (figure, passed, message)`` and turn every failure into a FAIL result.
 
     A ``NotImplementedError`` from the student's code reads "not implemented yet"; a
     :class:`Diagnosis` reads with its own message; any other exception reads with its type,
-    message and the line of the student's code it came from.
+    message and the line of the student's code it came from, or, when it was raised by the
+    checker itself (no frame of the student's code in the traceback), as the checker's failure to
+    use what the student's function returned. ``SystemExit``, ``GeneratorExit`` and every other
+    ``BaseException`` are FAILs too (``KeyboardInterrupt`` only inside an isolated check: in the
+    notebook's own process it is the user's Ctrl-C and stops the cell). A PASS measured on a NaN or
+    inf figure, or on an answer holding NaN or inf, is a FAIL (:func:`fail_closed`).
     """
+    outermost = _STATE["depth"] == 0
+    if outermost and not _STATE["in_child"]:
+        _STATE["nonfinite"].clear()
+        _STATE["last_return"] = None
+    _STATE["depth"] += 1
+    try:
+        result = _run_body(name, body, bound)
+    finally:
+        _STATE["depth"] -= 1
+    return fail_closed(result) if outermost else result
+
+
+def _run_body(name, body, bound):
+    catch = BaseException if _STATE["in_child"] else (Exception, SystemExit, GeneratorExit)
     try:
         figure, passed, message = body()
+        figure = float(figure)
     except NotImplementedError as exc:
         frame = student_frame(exc.__traceback__)
         which = f"`{frame.name}`" if frame is not None and frame.name not in ("<module>", "<lambda>") \
@@ -131,11 +316,31 @@ def run_check(name, body, bound=""):
         return CheckResult(name, False, bound=bound, message=f"not implemented yet ({which} still raises "
                                                              f"NotImplementedError)")
     except Diagnosis as exc:
-        return CheckResult(name, False, float(exc.figure), bound, exc.message)
-    except Exception as exc:  # noqa: BLE001 - a checker reports, it does not crash the lesson
+        try:
+            figure = float(exc.figure)
+        except (TypeError, ValueError):
+            figure = float("inf")
+        return CheckResult(name, False, figure, bound, str(exc.message))
+    except (SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
+        if not isinstance(exc, catch):
+            raise
+        return CheckResult(name, False, bound=bound, message=_exit_message(exc) + where_in_student_code(exc))
+    except catch as exc:  # noqa: BLE001 - a checker reports, it does not crash the lesson
+        if isinstance(exc, MemoryError):
+            return CheckResult(name, False, bound=bound, message=(
+                f"ran out of memory ({_memory_text()}): your code allocates far more than the exercise needs"
+                f"{where_in_student_code(exc)}"))
+        if student_frame(exc.__traceback__) is None and not isinstance(exc, RecursionError):
+            return CheckResult(name, False, bound=bound, message=_checker_error(exc))
         return CheckResult(name, False, bound=bound,
-                           message=f"your code raised {type(exc).__name__}: {exc}{where_in_student_code(exc)}")
-    return CheckResult(name, bool(passed), float(figure), bound, message)
+                           message=f"your code raised {describe_exception(exc)}{where_in_student_code(exc)}")
+    try:
+        passed = bool(passed)
+    except (TypeError, ValueError):
+        return CheckResult(name, False, figure, bound, "the checker measured no single verdict")
+    if passed and not np.isfinite(figure):
+        return CheckResult(name, False, figure, bound, f"the measured figure is {figure}: a NaN or inf never passes")
+    return CheckResult(name, passed, figure, bound, str(message))
 
 
 # ----------------------------------------------------------------------------- the library is off limits
@@ -296,8 +501,23 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_pla
         raise LibraryCallError(f"your function uses the library's {', '.join(used)}, which is what {exercise} "
                                f"asks you to write: write it from the formulas (NumPy only)")
     before = [_snapshot(a) for a in args]
-    with tripwires(forbidden):
-        result = fn(*args)
+    _STATE["last_return"] = None
+    try:
+        with tripwires(forbidden):
+            result = fn(*args)
+    finally:
+        _watch_after_student()
+    _STATE["last_return"] = describe_value(result)
+    if isinstance(result, (str, bytes)):
+        raise Diagnosis(f"your function returned {describe_value(result)}, not numbers: return the NumPy array "
+                        f"(or the tuple of values) the exercise asks for, not a text about it")
+    if isinstance(result, list) and len(result) > 1 and \
+            any(isinstance(v, (np.ndarray, dict, tuple, list)) for v in result):
+        result = tuple(result)  # a list of the values is the same answer as their tuple
+    _note_nonfinite(result)
+    for name, value in zip(names, args):
+        if name in in_place:
+            _note_nonfinite(value, f"`{name}` (written by your function)")
     for name, snap, value in zip(names, before, args):
         if snap is None or name in in_place:
             continue
@@ -318,14 +538,26 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_pla
 # ----------------------------------------------------------------------------- comparing and explaining
 def max_relative_error(got, expected, floor=1e-8):
     """max |got - expected| / max(max |got|, max |expected|, floor): the gradient check's own measure
-    (:func:`vaelayer_np.core.gradcheck.relative_error`), with a message naming the shapes on a mismatch."""
+    (:func:`vaelayer_np.core.gradcheck.relative_error`), with a message naming the shapes on a mismatch.
+
+    Fails closed: a NaN or inf in ``got`` where ``expected`` does not hold the same raises
+    :class:`Diagnosis` naming it, and a measure that is not a finite number is inf (never below a bound).
+    """
     from ..core.gradcheck import relative_error
 
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if got.shape != expected.shape:
         raise Diagnosis(f"expected an array of shape {expected.shape}, got shape {got.shape}")
-    return relative_error(got, expected, floor)
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))
+    bad = ~np.isfinite(got) & ~same
+    if bad.any():
+        raise Diagnosis(nonfinite_report(np.where(bad, got, 0.0)), float("inf"))
+    both = ~np.isfinite(expected) & same
+    if both.any():  # the same NaN or inf on both sides: equal there, measured on the rest
+        got, expected = np.where(both, 0.0, got), np.where(both, 0.0, expected)
+    err = relative_error(got, expected, floor)
+    return err if math.isfinite(err) else float("inf")
 
 
 def _fit_factor(got, want):
@@ -352,8 +584,7 @@ def explain_difference(got, want, factors=(), slips=()):
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if not np.all(np.isfinite(got)):
-        bad = int(np.sum(~np.isfinite(got)))
-        return f"it holds {bad} NaN or inf value(s) where the answer is finite"
+        return nonfinite_report(got, "it") or "it holds NaN or inf values where the answer is finite"
     for description, candidate in slips:
         candidate = np.asarray(candidate, dtype=np.float64)
         if candidate.shape == got.shape and max_relative_error(got, candidate) < SAME:
@@ -436,8 +667,10 @@ def compare_values(got, want, names, tol, dtype=np.float64, factors=(), slips=No
             raise Diagnosis(f"`{name}` has shape {g_arr.shape}, expected {w_arr.shape}{hint}")
         if dtype is not None and (w_arr.ndim > 0 or g_arr.dtype.kind == "f"):
             check_dtype(name, g_arr, dtype)
-        errors[name] = max_relative_error(g_arr, w_arr) if np.all(np.isfinite(g_arr.astype(np.float64))) \
-            else np.inf
+        if g_arr.dtype.kind in "fc" and not np.all(np.isfinite(g_arr)) and \
+                np.all(np.isfinite(np.asarray(w_arr, dtype=np.float64))):
+            raise Diagnosis(nonfinite_report(g_arr, f"`{name}`"), float("inf"))
+        errors[name] = max_relative_error(g_arr, w_arr)
     worst = max(errors.values())
     if worst < tol:
         return worst
@@ -511,9 +744,13 @@ def check_gradient(name, f, student_grad, tensors, tol=1e-7, exact=None, factors
                                 f"(a gradient has the shape of what it differentiates)"
                                 + (": it is transposed" if g.ndim == 2 and g.shape == tensors[k].shape[::-1] else ""))
             check_dtype(f"d_{k}", g)
+            if g.dtype.kind in "fc" and not np.all(np.isfinite(g)):
+                raise Diagnosis(nonfinite_report(g, f"your gradient for `{k}`"), float("inf"))
         results = check_gradients(name, f, tensors, grads, tol=tol)
-        worst = max(r.max_rel_error for r in results)
-        bad = [r for r in results if not r.passed]
+        worst = max(float(r.max_rel_error) for r in results)
+        if not math.isfinite(worst):
+            worst = float("inf")
+        bad = [r for r in results if not (r.passed and math.isfinite(float(r.max_rel_error)))]
         if not bad:
             return worst, True, ""
         message = "wrong: " + ", ".join(f"{r.tensor} ({r.status}, error {r.max_rel_error:.2g})" for r in bad)
@@ -532,3 +769,305 @@ def show(*results):
     for r in results:
         print(r)
     return all(bool(r) for r in results)
+
+
+# ----------------------------------------------------------------------------- the checker's own references
+# The values of NumPy's, Python's and this package's functions, classes and numbers as the checkers saw them
+# first: (owner, attribute) -> value. A check puts them back before it runs, and a value the student's code
+# replaced while it ran is a FAIL (:func:`_watch_after_student`).
+_PRISTINE: dict = {}
+_WATCHED_MODULES = ("builtins", "math", "numpy", "numpy.linalg", "numpy.random", "numpy.fft")
+
+
+def _worth_watching(value):
+    if isinstance(value, (bool, int, float, str, np.number)):
+        return True
+    return callable(value) or isinstance(value, (staticmethod, classmethod, property, types.ModuleType))
+
+
+def _remember(owner, label):
+    for attr, value in list(vars(owner).items()):
+        if attr.startswith("__") or not _worth_watching(value):
+            continue
+        _PRISTINE.setdefault((id(owner), attr), (owner, attr, value, f"{label}.{attr}"))
+        if isinstance(value, type) and getattr(value, "__module__", "").startswith("vaelayer_np") \
+                and (id(value), "") not in _PRISTINE:
+            _PRISTINE[(id(value), "")] = (value, "", None, "")
+            _remember(value, f"{label}.{attr}")
+
+
+def remember_references():
+    """Record the functions, classes and numbers of NumPy, ``math``, the builtins and every loaded module of
+    this package, where not yet recorded. Called when the checkers are imported, when a checker is defined
+    and before every check: the first value seen is the one a check restores."""
+    for name in _WATCHED_MODULES + tuple(m for m in list(sys.modules) if m.startswith("vaelayer_np")):
+        module = sys.modules.get(name)
+        if isinstance(module, types.ModuleType) and (id(module), "") not in _PRISTINE:
+            _remember(module, name)
+            if not name.startswith("vaelayer_np") or name == __name__:
+                _PRISTINE[(id(module), "")] = (module, "", None, "")  # NumPy's do not change: read once
+
+
+def _replaced():
+    """[(owner, attribute, original, dotted name)] of every recorded value that is not in place now."""
+    missing = object()
+    out = []
+    for owner, attr, value, dotted in list(_PRISTINE.values()):
+        if attr and vars(owner).get(attr, missing) is not value:
+            out.append((owner, attr, value, dotted))
+    return out
+
+
+def restore_references():
+    """Put back every recorded value that was replaced; return their dotted names."""
+    names = []
+    for owner, attr, value, dotted in _replaced():
+        try:
+            setattr(owner, attr, value)
+        except (AttributeError, TypeError):
+            continue
+        names.append(dotted)
+    return names
+
+
+def _watch_after_student():
+    """After the student's code ran: anything it replaced is put back and remembered (the check FAILs)."""
+    for dotted in restore_references():
+        if dotted not in _STATE["tampered"]:
+            _STATE["tampered"].append(dotted)
+
+
+# ----------------------------------------------------------------------------- isolation: time and memory
+LIMITS = {"seconds": float(os.environ.get("VAELAYER_CHECK_SECONDS", 300)),
+          "memory_gb": float(os.environ.get("VAELAYER_CHECK_MEMORY_GB", 4))}
+"""The limits of one isolated check: wall-clock seconds and the memory (GB) it may allocate beyond what the
+process held when it started. Change them with :func:`limits` or the environment variables
+``VAELAYER_CHECK_SECONDS`` and ``VAELAYER_CHECK_MEMORY_GB``."""
+
+
+@contextlib.contextmanager
+def limits(seconds=None, memory_gb=None):
+    """Run the checks of the block with other limits, e.g. ``with limits(seconds=10): check_x(f)``."""
+    for value, what in ((seconds, "seconds"), (memory_gb, "memory_gb")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise ValueError(f"limits: {what} must be a positive number, got {value!r}")
+    old = dict(LIMITS)
+    LIMITS.update({k: float(v) for k, v in (("seconds", seconds), ("memory_gb", memory_gb)) if v is not None})
+    try:
+        yield LIMITS
+    finally:
+        LIMITS.clear()
+        LIMITS.update(old)
+
+
+def _memory_text():
+    return f"the limit is {LIMITS['memory_gb']:g} GB per check"
+
+
+def _virtual_size():
+    """Bytes of address space this process holds now (Linux), or None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _set_memory_limit(gigabytes):
+    try:
+        import resource
+    except ImportError:
+        return
+    held = _virtual_size()
+    if held is None:
+        return
+    limit = held + int(gigabytes * 2 ** 30)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):
+        pass
+
+
+def can_isolate():
+    """True where a check can run in a forked process (Linux, macOS), unless ``VAELAYER_CHECK_ISOLATION=0``."""
+    return hasattr(os, "fork") and os.environ.get("VAELAYER_CHECK_ISOLATION", "1") != "0"
+
+
+def _verdict_of(thunk, name):
+    """Run the check ``thunk`` in this process; every way it can end becomes a CheckResult."""
+    _STATE["nonfinite"].clear()
+    _STATE["tampered"].clear()
+    _STATE["last_return"] = None
+    before = restore_references()  # a checker uses the values it was written against
+    try:
+        result = thunk()
+    except MemoryError as exc:
+        result = CheckResult(name, False, message=f"ran out of memory ({_memory_text()}): your code allocates "
+                                                  f"far more than the exercise needs{where_in_student_code(exc)}")
+    except Diagnosis as exc:
+        result = CheckResult(name, False, message=str(exc.message))
+    except BaseException as exc:  # noqa: BLE001 - the check reports, whatever was raised
+        if isinstance(exc, (SystemExit, KeyboardInterrupt, GeneratorExit)):
+            message = _exit_message(exc)
+        else:
+            message = f"your code raised {describe_exception(exc)}"
+        result = CheckResult(name, False, message=message + where_in_student_code(exc))
+    _watch_after_student()
+    if not isinstance(result, CheckResult):
+        result = CheckResult(name, False, message=f"the checker returned {describe_value(result)}, not a verdict")
+    if _STATE["tampered"]:
+        shown = ", ".join(_STATE["tampered"][:5]) + (" ..." if len(_STATE["tampered"]) > 5 else "")
+        result = CheckResult(result.name, False, result.figure, result.bound,
+                             f"your code replaced {shown} while the check ran: a function must compute its answer, "
+                             f"not change the library, NumPy or the checker (put back now)")
+    result = fail_closed(result)
+    if before:
+        note = (f"note: {', '.join(before[:3])}{' ...' if len(before) > 3 else ''} had been replaced in this "
+                f"notebook; the check used the originals")
+        result.message = "; ".join(m for m in (result.message, note) if m)
+    return result
+
+
+def _result_from_payload(payload, name, bound):
+    data = json.loads(payload.decode("utf-8"))
+    figure = data.get("figure")
+    return CheckResult(str(data["name"]), data["passed"] is True,
+                       float("nan") if figure is None else float(figure), str(data.get("bound", bound)),
+                       str(data.get("message", ""))), str(data.get("output", ""))
+
+
+def _child_main(thunk, name, write_fd, memory_gb):
+    """The forked process: limits, the check, its verdict as JSON on the pipe, then exit without cleanup."""
+    status = 0
+    try:
+        _STATE["in_child"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _set_memory_limit(memory_gb)
+        captured = io.StringIO()
+        sys.stdout = sys.stderr = captured
+        result = _verdict_of(thunk, name)
+        figure = result.figure if math.isfinite(result.figure) else None
+        payload = json.dumps({"name": str(result.name), "passed": bool(result.passed), "figure": figure,
+                              "bound": str(result.bound), "message": str(result.message),
+                              "output": captured.getvalue()[-20000:]}).encode("utf-8")
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(write_fd, view):]
+    except BaseException:  # noqa: BLE001 - nothing may escape the child
+        status = 70
+    finally:
+        os._exit(status)
+
+
+def _ended_without_verdict(status, seconds):
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL:
+            return ("the check was killed (signal SIGKILL) before it finished: most often the machine ran out of "
+                    f"memory ({_memory_text()})")
+        if sig == getattr(signal, "SIGXCPU", None):
+            return f"took longer than {seconds:g} s of processor time (the time limit of a check)"
+        try:
+            sig_name = signal.Signals(sig).name
+        except ValueError:
+            sig_name = str(sig)
+        return f"the process running your code crashed (signal {sig_name}) before the check finished"
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return (f"your code ended the process (exit status {code}, e.g. os._exit) before the check finished: "
+            f"a function must return its answer")
+
+
+def run_isolated(thunk, name, bound="", seconds=None, memory_gb=None):
+    """Run the check ``thunk() -> CheckResult`` isolated and return its verdict.
+
+    Where the platform can fork (:func:`can_isolate`), the check runs in a forked copy of this process with
+    a wall-clock time limit (``seconds``, default ``LIMITS["seconds"]``) and a memory limit (``memory_gb``
+    beyond what the process holds, default ``LIMITS["memory_gb"]``); the verdict comes back as JSON and
+    what the code printed is printed here. An endless loop or sleep is stopped at the limit ("took longer
+    than N s"), an exit or a crash is named, and nothing the student's code changed reaches this process.
+    Ctrl-C stops the check and is raised here. Elsewhere, or inside an isolated check, the check runs in
+    this process with the same verdicts but no limits (the recorded references are put back after it).
+    """
+    seconds = LIMITS["seconds"] if seconds is None else float(seconds)
+    memory_gb = LIMITS["memory_gb"] if memory_gb is None else float(memory_gb)
+    remember_references()
+    if _STATE["in_child"] or not can_isolate():
+        saved = dict(_STATE, nonfinite=list(_STATE["nonfinite"]), tampered=list(_STATE["tampered"]))
+        try:
+            return _verdict_of(thunk, name)
+        finally:
+            if _STATE["in_child"]:
+                _STATE.update(saved)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_fd)
+        _child_main(thunk, name, write_fd, memory_gb)
+    os.close(write_fd)
+    chunks, deadline, timed_out = [], time.monotonic() + seconds, False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([read_fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except BaseException:  # Ctrl-C (or anything else) here: stop the check and let it through
+        _kill(pid)
+        os.close(read_fd)
+        raise
+    os.close(read_fd)
+    if timed_out:
+        _kill(pid)
+        return CheckResult(name, False, bound=bound, message=(
+            f"took longer than {seconds:g} s (the time limit of a check) and was stopped: an endless loop, a "
+            f"sleep, or far more work than the exercise needs"))
+    _, status = os.waitpid(pid, 0)
+    payload = b"".join(chunks)
+    if payload:
+        try:
+            result, output = _result_from_payload(payload, name, bound)
+        except (ValueError, KeyError, TypeError):
+            result, output = CheckResult(name, False, bound=bound,
+                                         message="the check sent back no readable verdict"), ""
+        if output:
+            print(output, end="" if output.endswith("\n") else "\n")
+        return result
+    return CheckResult(name, False, bound=bound, message=_ended_without_verdict(status, seconds))
+
+
+def _kill(pid):
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def isolated(check):
+    """Decorate a checker so that it runs isolated (:func:`run_isolated`), with the limits of :data:`LIMITS`."""
+    import functools
+
+    remember_references()
+    name = check.__name__[len("check_"):] if check.__name__.startswith("check_") else check.__name__
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        return run_isolated(lambda: check(*args, **kwargs), name)
+
+    wrapper.isolated = True
+    return wrapper
+
+
+remember_references()

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core import activations
 from ..core import ops
-from .checks import Diagnosis, call_student, explain_difference, max_relative_error, run_check
+from .checks import Diagnosis, call_student, explain_difference, isolated, max_relative_error, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -147,7 +147,7 @@ def speed_note(kernel_call, reference_call, repeats=11):
 # ----------------------------------------------------------------------------- kernel checks
 def _compare(got, want, dtype, what):
     """Worst relative error of ``got`` against ``want`` (tuples of arrays or floats), dtypes checked."""
-    got_t = got if isinstance(got, tuple) else (got,)
+    got_t = tuple(got) if isinstance(got, (tuple, list)) and isinstance(want, tuple) else (got,)
     want_t = want if isinstance(want, tuple) else (want,)
     if len(got_t) != len(want_t):
         raise Diagnosis(f"{what}: expected {len(want_t)} return values, got {len(got_t)}")
@@ -216,6 +216,7 @@ def _relu_inputs(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype), x
 
 
+@isolated
 def check_relu_backward_kernel(kernel, time_it=True, quick=True):
     """``kernel(dout, x) -> dx`` against :func:`vaelayer_np.core.activations.relu_backward`.
 
@@ -241,6 +242,7 @@ def _kl_inputs(rng, shape, dtype):
     return mu, log_var, np.exp(log_var)
 
 
+@isolated
 def check_kl_kernel(kernel, time_it=True, quick=True):
     """``kernel(mu, log_var, var) -> (value, d_mu, d_log_var)`` against :func:`vaelayer_np.core.ops.kl_diag_gaussian`.
 
@@ -253,7 +255,7 @@ def check_kl_kernel(kernel, time_it=True, quick=True):
 
     def student(mu, log_var, var):
         out = kernel(mu, log_var, var)
-        if not isinstance(out, tuple) or len(out) != 3:
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
             raise Diagnosis("expected the tuple (value, d_mu, d_log_var)")
         return float(out[0]), out[1], out[2]
 
@@ -299,6 +301,7 @@ def _adam_run(update, w, *grads):
     return w, m, v
 
 
+@isolated
 def check_adam_kernel(kernel, time_it=True, quick=True):
     """``kernel(w, g, m, v, beta1, beta2, step_size, eps_hat)`` (in place, flat arrays) against
     :func:`vaelayer_np.core.ops.adam_update`, over three steps; w, m and v are compared."""
@@ -341,6 +344,7 @@ class _FakeMachine:
         self._call("g", self._g)
 
 
+@isolated
 def check_interleaved_timer(timer):
     """``timer(f, g, repeats, warmup, clock) -> (median_f, median_g)`` against the specification
     of :func:`interleaved_medians`, on a fake clock (exact: nothing is really timed).
@@ -364,7 +368,7 @@ def check_interleaved_timer(timer):
 
             run.__wrapped__ = timer
             got = call_student(run, (machine.f, machine.g), ("f", "g"), FORBIDDEN["timer"])
-            if not isinstance(got, tuple) or len(got) != 2:
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
                 return np.inf, False, "expected the tuple (median_f, median_g)"
             calls_f, calls_g = machine.log.count("f"), machine.log.count("g")
             if (calls_f, calls_g) != (warmup + repeats, warmup + repeats):
