@@ -24,6 +24,7 @@ seeds = st.integers(0, 2**31 - 1)
 
 
 def close(a, b, dtype):
+    assert np.isfinite(a).all() and np.isfinite(b).all(), "a NaN or inf on either side is never 'close'"
     np.testing.assert_allclose(a, b, **TOL[dtype])
 
 

@@ -25,8 +25,10 @@ def _minimal_net(library_net):
 def _assert_same(net, library_net, rtol=1e-12):
     for layer, p in zip(library_net.vae_layers, net["vae"]):
         for key, value in layer.params.items():
+            assert np.isfinite(value).all(), key  # equal NaNs would pass assert_allclose
             np.testing.assert_allclose(p[key], value, rtol=rtol, atol=1e-12, err_msg=key)
     for key, value in library_net.output.params.items():
+        assert np.isfinite(value).all(), f"output.{key}"
         np.testing.assert_allclose(net["out"][key], value, rtol=rtol, atol=1e-12, err_msg=f"output.{key}")
 
 

@@ -42,7 +42,7 @@ def check_float_array(name, x, shape=None, dtype=None, finite=True):
         raise ValueError(f"{name}: expected a numpy ndarray, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
-    if dtype is not None and x.dtype != np.dtype(dtype):
+    if dtype is not None and x.dtype != check_dtype(dtype):
         raise ValueError(f"{name}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {x.dtype}")
     if shape is not None:
         ok = x.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape))
@@ -86,34 +86,112 @@ def check_targets_pm1(name, t, n):
     return t
 
 
+# ----------------------------------------------------------------------------- scalars: one place for the pitfalls
+# NumPy and Python make a few values look valid when they are not. Every check of a single value goes
+# through the helpers below, which handle them once:
+#   * ``np.dtype(None)`` is float64, and NumPy compares a dtype equal to None: a dtype that failed to parse
+#     must never be compared with the allowed ones (check_dtype refuses None and anything np.dtype refuses);
+#   * NaN compares unequal to everything, so ``x > bound`` is False for NaN: a bound is tested as
+#     ``not (x <= bound)`` or after refusing non-finite values (fails_bound);
+#   * ``bool`` is a subclass of ``int`` and ``np.bool_`` converts to a float: both are refused as numbers;
+#   * a string converts with ``float("3")``, and a 0-d array passes ``float()``: a string is refused, a numpy
+#     scalar or a 0-d numeric array is taken as the Python number it holds (returned: store the result).
+
+def is_bool(value):
+    """True for Python's and NumPy's booleans (which ``isinstance(value, int)`` and ``float()`` accept)."""
+    return isinstance(value, (bool, np.bool_))
+
+
+def _scalar(name, value, what):
+    """``value`` as a Python int or float, if it is a real number (a numpy scalar or 0-d array included);
+    otherwise a ValueError naming ``name``."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if is_bool(value) or isinstance(value, (str, bytes)) or not isinstance(value, (int, float, np.integer,
+                                                                                     np.floating)):
+        raise ValueError(f"{name}: expected {what}, got {value!r} ({type(value).__name__})")
+    return int(value) if isinstance(value, (int, np.integer)) else float(value)
+
+
+def check_int(name, value, minimum=None, maximum=None):
+    """An integer (a numpy integer or 0-d integer array accepted; bool, float, str refused) in
+    [minimum, maximum]; returned as a Python int."""
+    if minimum == 1 and maximum is None:
+        what = "a positive integer"
+    elif minimum is not None and maximum is not None:
+        what = f"an integer >= {minimum} and <= {maximum}"
+    elif minimum is not None:
+        what = f"an integer >= {minimum}"
+    else:
+        what = "an integer" + (f" <= {maximum}" if maximum is not None else "")
+    v = _scalar(name, value, what)
+    if not isinstance(v, int) or (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return v
+
+
+def check_number(name, value, minimum=None, maximum=None, above=None):
+    """A finite real number (not a bool, a string, NaN or inf) with ``minimum <= value <= maximum`` and
+    ``value > above`` where given; returned as a Python float."""
+    v = float(_scalar(name, value, "a number"))
+    if minimum is not None and maximum is not None:
+        need = f"a number in [{minimum:g}, {maximum:g}]"
+    else:
+        parts = [f">= {minimum:g}" if minimum is not None else "", f"<= {maximum:g}" if maximum is not None else "",
+                 f"> {above:g}" if above is not None else ""]
+        need = " ".join(["a finite number", " and ".join(p for p in parts if p)]).strip()
+    if not np.isfinite(v) or (minimum is not None and not v >= minimum) \
+            or (maximum is not None and not v <= maximum) or (above is not None and not v > above):
+        raise ValueError(f"{name}: expected {need}, got {value!r}")
+    return v
+
+
+def check_dtype(dtype, name="dtype", allowed=FLOAT_DTYPES):
+    """``dtype`` as a numpy dtype, one of ``allowed`` (float32 or float64 by default).
+
+    ``None``, a string NumPy does not know (``"abc"``), a bool and anything ``np.dtype`` refuses raise a
+    ValueError naming ``name``: a dtype that failed to parse is never compared with the allowed ones
+    (NumPy compares a dtype equal to None, and ``np.dtype(None)`` is float64)."""
+    names = " or ".join(str(d) for d in allowed)
+    if dtype is None or is_bool(dtype):
+        raise ValueError(f"{name}: expected {names}, got {dtype!r}")
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {names}, got {dtype!r} (not a dtype NumPy knows)") from None
+    if not any(dt == a for a in allowed):
+        raise ValueError(f"{name}: expected {names}, got {dtype!r} ({dt})")
+    return dt
+
+
+def fails_bound(figure, bound):
+    """True when ``figure`` is not a finite number at most ``bound``: NaN and inf fail (``figure > bound``
+    alone is False for NaN). The one comparison of a measured figure with its bound."""
+    try:
+        f = float(figure)
+    except (TypeError, ValueError):
+        return True
+    return not (np.isfinite(f) and f <= bound)
+
+
 def check_choice(name, value, choices):
-    if value not in choices:
+    """``value`` if it is one of ``choices`` (compared only with values of the same type: an array or another
+    unhashable object is refused by name, not compared element-wise)."""
+    if not any(is_bool(value) == is_bool(c) and isinstance(value, type(c)) and value == c for c in choices):
         raise ValueError(f"{name}: unknown option {value!r}; expected one of {', '.join(map(repr, choices))}")
     return value
 
 
 def check_positive(name, value, allow_zero=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        need = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name}: expected {need}, got {value!r}")
-    return v
+    """A finite number > 0 (>= 0 with ``allow_zero``): :func:`check_number`'s rules; returned as a float."""
+    if allow_zero:
+        return check_number(name, value, minimum=0.0)
+    return check_number(name, value, above=0.0)
 
 
 def check_finite(name, value):
-    """A finite real number (not a bool, not NaN or inf)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return v
+    """A finite real number (not a bool, a string, NaN or inf): :func:`check_number`; returned as a float."""
+    return check_number(name, value)
 
 
 def check_threads(n, name="threads", cap=False):
@@ -124,7 +202,9 @@ def check_threads(n, name="threads", cap=False):
     """
     if n is None:
         return None
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, np.ndarray) and n.ndim == 0:
+        n = n[()]
+    if is_bool(n) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{name}: expected a positive integer (BLAS threads) or None, got {n!r}")
     cores = usable_cores()
     if n > cores:

@@ -70,7 +70,11 @@ def verdict(error: float, resolution: float, tol: float = DEFAULT_TOL) -> str:
     * otherwise (tol <= error <= resolution): the disagreement is within what float64
       differences can resolve. Pass if that resolution is fine (<= RESOLUTION_LIMIT),
       else ``unresolved``: the check cannot judge this tensor and says so.
+    * an error or a resolution that is NaN or infinite: FAIL (a comparison with NaN is False both
+      ways, so without this a NaN gradient would fall through to "pass").
     """
+    if not (np.isfinite(error) and np.isfinite(resolution)):
+        return "FAIL"
     if error < tol:
         return "pass"
     if error > max(tol, resolution):

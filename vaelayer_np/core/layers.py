@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from . import losses, ops
-from ._validate import NonFiniteError, check_choice, check_finite, check_float_array, check_positive
+from ._validate import NonFiniteError, check_choice, check_dtype, check_finite, check_float_array, check_positive
 from .activations import get_activation, sigmoid
 from .ops import bound_log_var, softmax
 from .settings import CHOICES, DEFAULTS
@@ -55,13 +55,7 @@ def _check_dims(**dims):
 
 
 def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
-    return dt
+    return check_dtype(dtype)
 
 
 def _no_backend(backend: str | None) -> None:

@@ -20,6 +20,7 @@ from numpy.typing import DTypeLike
 from . import ops
 from ._validate import (
     check_choice,
+    check_dtype,
     check_float_array,
     check_labels,
     check_same_shape,
@@ -236,6 +237,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, backend: str |
 
 
 def one_hot(labels: np.ndarray, n_classes: int, dtype: DTypeLike = np.float64) -> np.ndarray:
+    dtype = check_dtype(dtype)
     out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._validate import check_choice, check_float_array, check_labels
+from ._validate import check_choice, check_dtype, check_float_array, check_labels
 from .layers import OutputLayer, VAELayer, _as_rng, _no_backend
 from .settings import CHOICES, DEFAULTS
 
@@ -63,7 +63,7 @@ class Network:
         _no_backend(backend)
         self.readout = check_choice("readout", readout, CHOICES["readout"])
         self.in_dim, self.widths, self.n_classes = int(in_dim), widths, int(n_classes)
-        self.dtype = np.dtype(dtype)
+        self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         dims = (self.in_dim,) + widths
         self.vae_layers = [

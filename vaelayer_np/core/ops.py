@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._validate import check_dtype
+
 COSINE_EPS = 1e-8  # added to squared norms: a zero vector gives cos = 0, never NaN
 
 
@@ -200,6 +202,7 @@ def cosine_embedding(a: np.ndarray, b: np.ndarray, target: np.ndarray, margin: f
 
 def cosine_pair_weights(positive: np.ndarray, balanced: bool, dtype: DTypeLike) -> np.ndarray:
     """Weight of each pair in the all-pairs loss (see :func:`cosine_embedding_matrix`)."""
+    dtype = check_dtype(dtype)
     if not balanced:
         return np.full(positive.shape, 1.0 / positive.size, dtype=dtype)
     n_pos = int(positive.sum())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..core._validate import check_choice, check_finite, check_positive, check_threads
+from ..core._validate import check_choice, check_dtype, check_int, check_number, check_threads
 from ..core.activations import ACTIVATIONS
 from ..fast.backend import BACKENDS, default_backend
 from .data import DATASETS
@@ -200,6 +200,8 @@ class TrainConfig:
             self.backend = default_backend()
 
     def validate(self):
+        if not (isinstance(self.dtype, str) and self.dtype in CHOICES["dtype"]):  # np.float32, "f4", ...: by name
+            self.dtype = check_dtype(self.dtype).name
         for name, choices in CHOICES.items():
             if name == "dataset" and (self.data or self.dataset == ARRAYS):
                 continue
@@ -207,37 +209,37 @@ class TrainConfig:
         self._validate_table()
         if isinstance(self.threads, str) and self.threads.isdigit():  # --threads 2 arrives as a string
             self.threads = int(self.threads)
-        if self.threads != "auto" and (self.threads is None or check_threads(self.threads) is None):
-            raise ValueError(f"threads: expected a positive integer or 'auto', got {self.threads!r}")
+        if not (isinstance(self.threads, str) and self.threads == "auto"):
+            if self.threads is None:
+                raise ValueError(f"threads: expected a positive integer or 'auto', got {self.threads!r}")
+            self.threads = check_threads(self.threads)
+        # every number through core._validate (bool, str, NaN, inf refused; numpy scalars taken as numbers),
+        # and stored back as a Python number (a run's settings are written as JSON)
         for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound", "head_weight"):
-            check_positive(name, getattr(self, name), allow_zero=True)
-        check_positive("lr", self.lr)
+            setattr(self, name, check_number(name, getattr(self, name), minimum=0.0))
+        self.lr = check_number("lr", self.lr, above=0.0)
         self._validate_regularisers()
         if self.output_lr is not None:
-            check_positive("output_lr", self.output_lr)
-        for name in ("log_var_bias_init", "val_fraction"):
-            check_finite(name, getattr(self, name))
+            self.output_lr = check_number("output_lr", self.output_lr, above=0.0)
+        self.log_var_bias_init = check_number("log_var_bias_init", self.log_var_bias_init)
+        self.val_fraction = check_number("val_fraction", self.val_fraction, minimum=0.0, maximum=0.5)
+        self.margin = check_number("margin", self.margin, minimum=-1.0, maximum=1.0)
         from .tables import SEED_LIMIT  # NumPy's and scikit-learn's generators take seeds in 0..2**32-1
 
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < SEED_LIMIT:
-            raise ValueError(f"seed: expected an integer >= 0 and <= {SEED_LIMIT - 1} (2**32-1), got {self.seed!r}")
-        if not 0.0 <= self.val_fraction <= 0.5:
-            raise ValueError(f"val_fraction: expected a number in [0, 0.5], got {self.val_fraction!r}")
-        if not -1.0 <= self.margin <= 1.0:
-            raise ValueError(f"margin: expected a number in [-1, 1], got {self.margin!r}")
-        if not isinstance(self.encoder_hidden, int) or isinstance(self.encoder_hidden, bool) or self.encoder_hidden < 0:
-            raise ValueError(f"encoder_hidden: expected an integer >= 0, got {self.encoder_hidden!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
-                                       or self.limit < 1):
-            raise ValueError(f"limit: expected a positive integer, got {self.limit!r}")
+        self.seed = check_int("seed", self.seed, minimum=0, maximum=SEED_LIMIT - 1)
+        self.encoder_hidden = check_int("encoder_hidden", self.encoder_hidden, minimum=0)
+        self.beta_warmup_epochs = check_int("beta_warmup_epochs", self.beta_warmup_epochs, minimum=0)
+        if self.limit is not None:
+            self.limit = check_int("limit", self.limit, minimum=1)
         for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+            setattr(self, name, check_int(name, getattr(self, name), minimum=1))
         if self.widths is not None:
-            if isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, (tuple, list)) or not self.widths \
-                    or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in self.widths):
+            if isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, (tuple, list)) or not self.widths:
                 raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
+            try:
+                self.widths = type(self.widths)(check_int("widths", w, minimum=1) for w in self.widths)
+            except ValueError:
+                raise ValueError(f"widths: expected positive integers, got {self.widths!r}") from None
         return self
 
     def _validate_regularisers(self):
