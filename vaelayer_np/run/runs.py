@@ -312,6 +312,27 @@ def make_trainer(config, dataset):
     return Trainer(config, dataset.n_features, dataset.n_classes)
 
 
+def check_recon_inputs(config, dataset):
+    """A BCE reconstruction (``recon="bce"``) needs the first layer's inputs, its targets, in [0, 1]: a value
+    outside is named here, with the setting at fault, before any folder exists (a table's columns are
+    standardised, so they always hold negative values)."""
+    import numpy as np
+
+    if config.recon != "bce":
+        return
+    x = dataset.x_train
+    outside = ~((x >= 0.0) & (x <= 1.0))
+    if x.size and outside.any():
+        r, c = (int(v) for v in np.argwhere(outside)[0])
+        names = getattr(dataset, "feature_names", ()) or ()
+        column = f'column "{names[c]}"' if c < len(names) else f"feature {c}"
+        table = " (a table's columns are standardised to mean 0, so they hold negative values)" if getattr(
+            config, "data", "") else ""
+        raise ValueError(f"recon: 'bce' reconstructs inputs in [0, 1] (they are its targets), but {dataset.name} "
+                         f"holds {x[r, c]:.6g} in its training rows ({column}, row {r + 1}){table}; use recon 'mse' "
+                         "(the default) for such data")
+
+
 def check_dataset_values(dataset):
     """Every split finite (a value that would stop the first step is named here, before any folder exists)."""
     import numpy as np
@@ -554,6 +575,7 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
     # everything that can be checked is checked before the folder exists
     dataset = load_run_dataset(config)
     check_dataset_values(dataset)
+    check_recon_inputs(config, dataset)
     fingerprint = fingerprint_files(getattr(dataset, "files", ()))
     trainer = make_trainer(config, dataset)
     created = not os.path.lexists(run_dir)
@@ -586,6 +608,17 @@ def _save_checkpoint(run_dir, trainer, provenance):
     save_npz_atomic(run_dir / CHECKPOINT_FILE, arrays)
 
 
+def _name_head_weight(message, config):
+    """A divergence's message with the local heads' weight among the suspects when the run has heads."""
+    weight = getattr(config, "head_weight", 0.0) or 0.0
+    if not weight or "--head-weight" in message:
+        return message
+    suspect = f"--head-weight (now {weight:g}, the weight of the local heads' loss in each layer's loss)"
+    if message.endswith("or a smaller --lam or --beta."):
+        return message[:-len("or a smaller --lam or --beta.")] + f"or a smaller {suspect}, --lam or --beta."
+    return message.rstrip(".") + f". A smaller {suspect} may help too."
+
+
 def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop, provenance=None):
     """The epochs of a run (its folder locked and checked); see :func:`train_run`. ``provenance``: the data
     fingerprint the checkpoints carry (see :func:`_recorded_data`)."""
@@ -605,8 +638,8 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
                 saved = (f" {CHECKPOINT_FILE} and {METRICS_FILE} keep the last good state (nothing of this epoch "
                          "was saved)." if (run_dir / CHECKPOINT_FILE).exists()
                          else " No epoch had finished: there is no checkpoint.")
-                raise DivergenceError(f"{run_dir}: {exc}{saved}", epoch=exc.epoch, step=exc.step, layer=exc.layer,
-                                      what=exc.what) from None
+                raise DivergenceError(f"{run_dir}: {_name_head_weight(str(exc), config)}{saved}", epoch=exc.epoch,
+                                      step=exc.step, layer=exc.layer, what=exc.what) from None
             if epoch_means == "done":
                 break
             if epoch_means is None:  # interrupted between two steps: save and leave

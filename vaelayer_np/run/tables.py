@@ -134,6 +134,38 @@ def _first_bytes(path, n):
         raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xef\xbb\xbf", "utf-8-sig"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-16-le": "UTF-16", "utf-16-be": "UTF-16",
+                   "utf-32": "UTF-32", "utf-32-le": "UTF-32", "utf-32-be": "UTF-32"}
+
+
+def text_encoding(head):
+    """The encoding of a text file from its first bytes: its byte-order mark (UTF-8, UTF-16, UTF-32), else the
+    pattern of its NUL bytes (UTF-16 or UTF-32 without a mark, little- or big-endian), else UTF-8.
+
+    None when the bytes hold NULs in no such pattern (binary data). What Excel and PowerShell write as
+    "Unicode" text is UTF-16 with a mark."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    if b"\x00" not in head:
+        return "utf-8-sig"
+    for width, name in ((4, "utf-32"), (2, "utf-16")):
+        n = len(head) - len(head) % width
+        if n < width:
+            continue
+        units = [head[i:i + width] for i in range(0, n, width)]
+        for order in ("le", "be"):
+            # ASCII text (the digits, delimiters and line ends of a table) has one non-NUL byte per unit, at the
+            # low end; a table's first bytes are such text
+            low = 0 if order == "le" else width - 1
+            ascii_units = sum(1 for u in units if u[low] != 0 and not any(u[j] for j in range(width) if j != low))
+            if ascii_units >= 0.9 * len(units) and units[0][low] != 0:
+                return f"{name}-{order}"
+    return None
+
+
 def _sniff_delimiter(sample):
     """The delimiter (",", ";" or tab) that splits the first rows of ``sample`` into the same number (> 1) of
     cells, the most cells winning; quoted cells are respected (a comma inside quotes separates nothing)."""
@@ -204,16 +236,17 @@ def _read_csv(path, target):
     may be \\n, \\r\\n or \\r alone.
     """
     head = _first_bytes(path, _SNIFF_BYTES)
-    if b"\x00" in head:
-        raise CorruptFileError(f"{path}: not a text table (the file holds binary data); expected a CSV file with a "
-                               "header row")
-    sample = head.decode("utf-8-sig", errors="replace")
+    encoding = text_encoding(head)
+    if encoding is None:
+        raise CorruptFileError(f"{path}: not a text table (the file holds NUL bytes in no pattern of UTF-8, UTF-16 "
+                               "or UTF-32 text: binary data); expected a CSV file with a header row")
+    sample = head.decode(encoding, errors="replace")
     if len(head) == _SNIFF_BYTES:  # only whole lines
         cut = max(sample.rfind("\n"), sample.rfind("\r"))
         sample = sample[:cut] if cut > 0 else sample
     delimiter = _sniff_delimiter(sample)
     try:
-        fh = open(path, "r", encoding="utf-8-sig", newline="")
+        fh = open(path, "r", encoding=encoding, newline="")
     except OSError as exc:
         raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     with fh:
@@ -223,7 +256,8 @@ def _read_csv(path, target):
         except csv.Error as exc:
             raise _csv_error(path, reader.line_num, exc) from None
         except UnicodeDecodeError:
-            raise CorruptFileError(f"{path}: not a UTF-8 text table (an undecodable byte near line "
+            name = _ENCODING_NAMES.get(encoding, encoding)
+            raise CorruptFileError(f"{path}: not a {name} text table (read as {name}: an undecodable byte near line "
                                    f"{reader.line_num + 1}); save the file as UTF-8 CSV") from None
         except OSError as exc:
             raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
