@@ -44,7 +44,22 @@ RAW_TEX = re.compile(r"\$\$|\\frac|\\begin\{|\\sum|\\mathrm|\\\(|\\\[|\$[^\s$][^
 
 # The widths the site is read at: a laptop, and a phone (where the maths must scroll, not overflow).
 WIDTHS = [(1280, 900), (390, 844)]
-NARROW_PAGES = ["maths.html", "index.html", "lessons/02_deriving_gradients.html", "api.html"]
+NARROW_PAGES = ["maths.html", "index.html", "lessons/02_deriving_gradients.html", "api.html",
+                "lessons/05_training_and_what_goes_wrong.html"]
+# The page whose first figure the browser test zooms (its figures are wider than the page).
+ZOOM_PAGE = "lessons/05_training_and_what_goes_wrong.html"
+
+
+def zoom_figure(page):
+    """Click the page's first lesson figure twice: (width shown, width zoomed, natural width, width after)."""
+    img = page.locator("img.lesson-figure").first
+    img.scroll_into_view_if_needed()
+    width = "el => el.getBoundingClientRect().width"
+    before, natural = img.evaluate(width), img.evaluate("el => el.naturalWidth")
+    img.click()
+    zoomed = img.evaluate(width)
+    img.click(position={"x": 5, "y": 5})
+    return before, zoomed, natural, img.evaluate(width)
 
 
 def public_modules():
@@ -145,14 +160,19 @@ PAGE_REPORT = """() => {
     bareArithmatex: bare,
     errors: window.siteMath.errors,
     text: main.textContent,
-    images: images.map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0})),
+    images: images.map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0,
+                                alt: img.getAttribute('alt') || ''})),
     title: document.title,
     pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
     displays: document.querySelectorAll('.md-content .MathJax_Display').length,
+    // A formula wider than its box must scroll in it and show that it does: the class "maths-wide", whose
+    // style draws shadows at the cut edges (a background gradient) and a dashed right border.
     cutMaths: Array.from(document.querySelectorAll('.md-content .MathJax_Display')).filter(el => {
       const box = el.closest('div.arithmatex') || el;
       const style = getComputedStyle(box);
-      return box.scrollWidth > box.clientWidth + 1 && !['auto', 'scroll'].includes(style.overflowX);
+      const cue = box.classList.contains('maths-wide') && style.backgroundImage.includes('gradient')
+                  && style.borderRightStyle === 'dashed';
+      return box.scrollWidth > box.clientWidth + 1 && !(['auto', 'scroll'].includes(style.overflowX) && cue);
     }).map(el => el.textContent.slice(0, 60)),
     scrolling: Array.from(document.querySelectorAll('.md-content .MathJax_Display')).filter(el => {
       const box = el.closest('div.arithmatex') || el;
@@ -175,11 +195,11 @@ def test_site_in_browser(request, tmp_path):
         pytest.skip("Playwright's Python package is not installed (pip install -e '.[test]')")
     build = request.getfixturevalue("build")
     build.check()
-    pages = ["index.html", "install.html", "maths.html", "method.html", "results.html", "performance.html",
-             "api.html", "instructors.html"]
+    pages = ["index.html", "install.html", "maths.html", "iffcl.html", "method.html", "results.html",
+             "performance.html", "tabular.html", "syllabus.html", "api.html", "instructors.html"]
     pages += [f"lessons/{name}.html" for name in lessons()]
 
-    reports, outside, failed, js_errors = {}, [], [], []
+    reports, outside, failed, js_errors, console_errors, zooms = {}, [], [], [], [], {}
     with serve(build.site) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -195,6 +215,7 @@ def test_site_in_browser(request, tmp_path):
 
                 page.route("**/*", local_only)
                 page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+                page.on("console", lambda msg: msg.type == "error" and console_errors.append(f"{page.url}: {msg.text}"))
                 page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
                 for rel in pages if width == WIDTHS[0][0] else NARROW_PAGES:
                     page.goto(base + rel, wait_until="load")
@@ -203,6 +224,8 @@ def test_site_in_browser(request, tmp_path):
                     reports[(width, rel)] = page.evaluate(PAGE_REPORT)
                     if rel in ("api.html", "maths.html", f"lessons/{lessons()[0]}.html"):
                         page.screenshot(path=str(tmp_path / f"{width}_{rel.replace('/', '_')}.png"))
+                    if rel == ZOOM_PAGE:
+                        zooms[width] = zoom_figure(page)
                 page.close()
         finally:
             browser.close()
@@ -210,6 +233,7 @@ def test_site_in_browser(request, tmp_path):
     assert not outside, f"requests that left 127.0.0.1: {outside}"
     assert not failed, f"missing files: {failed}"
     assert not js_errors, f"JavaScript errors: {js_errors}"
+    assert not console_errors, f"console errors: {console_errors}"
     for (width, rel), rep in reports.items():
         where = f"page /{rel} at {width} px ({rep['title']})"
         assert not rep["errors"], f"{where}: TeX errors {rep['errors']}"
@@ -218,6 +242,11 @@ def test_site_in_browser(request, tmp_path):
         raw = RAW_TEX.search(rep["text"])
         assert raw is None, f"{where}: raw TeX visible: ...{rep['text'][max(raw.start() - 60, 0):raw.end() + 60]}..."
         assert all(img["ok"] for img in rep["images"]), f"{where}: images not loaded {rep['images']}"
+        no_alt = [img["src"][:60] for img in rep["images"] if not img["alt"].strip() or "No description" in img["alt"]]
+        assert not no_alt, f"{where}: figures without alt text {no_alt}"
+        if rel.startswith("lessons/"):
+            generic = [img["alt"] for img in rep["images"] if not re.match(r"Figure \d+ of lesson \d\d", img["alt"])]
+            assert not generic, f"{where}: lesson figures whose alt text was not generated: {generic}"
         # Nothing is wider than the screen: a wide display equation scrolls inside its own box.
         assert rep["pageOverflow"] <= 1, f"{where}: the page is {rep['pageOverflow']} px wider than the screen"
         assert not rep["cutMaths"], f"{where}: display maths wider than its box and not scrollable {rep['cutMaths']}"
@@ -233,6 +262,13 @@ def test_site_in_browser(request, tmp_path):
     narrow = WIDTHS[1][0]
     assert reports[(narrow, "maths.html")]["displays"] >= 16
     assert reports[(narrow, "maths.html")]["scrolling"] >= 1, "no display equation needed its scroll box at 390 px?"
+    # The figure zoom: a click shows the figure at its full size (wider than it was shown), a second click fits it
+    # to the page again; at both widths.
+    for width, (before, zoomed, natural, after) in zooms.items():
+        assert natural > before + 10, f"{ZOOM_PAGE} at {width} px: the figure ({natural} px) is shown whole already"
+        assert abs(zoomed - natural) <= 1, f"{ZOOM_PAGE} at {width} px: zoomed to {zoomed} px, full size {natural} px"
+        assert abs(after - before) <= 1, f"{ZOOM_PAGE} at {width} px: a second click left it at {after} px"
+    assert set(zooms) == {w for w, _ in WIDTHS}, zooms
 
 
 # ----------------------------------------------------------------------------- every link of the built site
@@ -392,5 +428,291 @@ def test_api_page_shows_each_callable_with_its_true_defaults(build):
     assert n > 100, n
     assert not missing, f"{len(missing)} callables without a signature on the API page: {missing[:30]}"
     assert not wrong, "\n".join(wrong)
+    # The signature as laid out by the site's own formatter (docs/hooks/docs_site.py: format_code), whatever
+    # formatter is installed: defaults as Python writes them.
     vae = re.sub(r"\(\s+", "(", shown["vaelayer_np.core.layers.VAELayer"])
-    assert vae.startswith('VAELayer(in_dim, latent_dim, activation="relu", beta=0.001'), vae
+    assert vae.startswith("VAELayer(in_dim, latent_dim, activation='relu', beta=0.001"), vae
+
+
+# ----------------------------------------------------------------------------- signatures on every machine
+def _hook():
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    import docs_site
+
+    return docs_site
+
+
+def test_signatures_are_laid_out_by_the_site_not_by_an_installed_formatter():
+    """mkdocstrings would format long signatures with Black or Ruff when one is installed (quotes, breaks): the
+    hook makes it use its own layout, so the API page is the same with or without them."""
+    docs_site = _hook()
+    from mkdocstrings_handlers.python._internal import rendering
+
+    docs_site.use_site_formatter()
+    assert rendering._get_formatter() is docs_site.format_code
+    code = ('def xxxxxxxx(a, b: int, /, c="relu", *args, d: float = 1e-3, e=np.float64, **kw) -> None: pass')
+    short = docs_site.format_code(code, 200)
+    assert short == "def xxxxxxxx(a, b: int, /, c='relu', *args, d: float = 0.001, e=np.float64, **kw) -> None: pass\n"
+    long = docs_site.format_code(code, 40)
+    assert long.splitlines()[0] == "def xxxxxxxx(" and long.endswith(") -> None: pass\n")
+    assert [line.strip() for line in long.splitlines()[1:-1]] == [
+        "a,", "b: int,", "/,", "c='relu',", "*args,", "d: float = 0.001,", "e=np.float64,", "**kw,"]
+    for text in (short, long):  # the same function: nothing lost or changed
+        assert ast.dump(ast.parse(text)) == ast.dump(ast.parse(code))
+    assert docs_site.format_code("x = {'a': 1}", 5) == "x = {'a': 1}"  # not a signature: as given
+    keyword_only = docs_site.format_code("def f(*, a=1, b=2): pass", 10)
+    assert ast.dump(ast.parse(keyword_only)) == ast.dump(ast.parse("def f(*, a=1, b=2): pass"))
+
+
+# ----------------------------------------------------------------------------- install page, plans
+def _extras():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    return {name: [re.split(r"[<>=\[ ]", line.strip())[0].lower() for line in value.strip().splitlines()]
+            for name, value in cfg["options.extras_require"].items()}
+
+
+def test_install_page_names_the_true_extras():
+    """Each `pip install -e ".[EXTRA]"` line of the install page names an extra of setup.cfg, and its comment
+    names every package that extra installs (and the page's `[test]` line does not claim the documentation
+    tools)."""
+    extras = _extras()
+    text = (ROOT / "docs" / "install.md").read_text()
+    lines = re.findall(r'^pip install -e "\.\[(\w+)\]"\s+#(.*(?:\n\s+#.*)*)', text, re.M)
+    assert {name for name, _ in lines} >= {"test", "docs", "dev", "cluster", "bench"}, lines
+    for name, comment in lines:
+        assert name in extras, f"install.md names an extra [{name}] that setup.cfg does not have"
+        words = comment.lower()
+        for package in extras[name]:
+            tokens = {package, package.removeprefix("mkdocs-"), package.split("-")[0]}
+            assert any(t in words for t in tokens), f"install.md's [{name}] line does not name {package}"
+        if name == "test":
+            assert "documentation" not in words and "mkdocs" not in words
+
+
+def test_course_plans_cover_every_lesson_in_order_with_the_points():
+    """The 2-week and 3-week plans list every lesson once, after the lessons it needs, and the points table adds
+    the checks' points (1 per exercise checker a cell calls) and each question's rubric points."""
+    docs_site = _hook()
+    from mkdocs.exceptions import PluginError
+
+    from vaelayer_np.course import guide
+    from vaelayer_np.course.answer_keys import KEYS
+
+    paths = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name[:2].isdigit()]
+    text = docs_site.plans_markdown(paths)
+    assert "### Two weeks" in text and "### Three weeks" in text
+    checkers = {name for keys in KEYS.values() for name in keys}
+    for stem, info in guide.LESSONS.items():
+        cells = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+        calls = [set(re.findall(r"\b(check_\w+)\(", "".join(c["source"]))) & checkers for c in cells
+                 if c["cell_type"] == "code" and "BEGIN SOLUTION" not in "".join(c["source"])]
+        assert set(KEYS[stem]) <= set().union(*calls), stem  # every exercise of the lesson is checked
+        total = sum(len(c) for c in calls) + sum(p for rubric in info["rubrics"] for p, _ in rubric)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {stem[:2]}"))
+        assert row.endswith(f"| {total} |"), (row, total)
+        for i, rubric in enumerate(info["rubrics"], start=1):
+            assert f"Q{i}: {sum(p for p, _ in rubric)}" in row
+    for plan in docs_site.PLANS.values():
+        order = [n for _, week in plan for n in week]
+        assert sorted(order) == sorted(p.name[:2] for p in paths)
+    assert docs_site.prerequisite_lessons("lessons 01, 02, 04 (their exercises), 05 (a training epoch)") == {
+        "01", "02", "04", "05"}
+    assert docs_site.prerequisite_lessons("lessons 01-04") == {"01", "02", "03", "04"}
+    with pytest.raises(PluginError, match="before lesson"):  # the capstone before lesson 05: refused
+        docs_site.plans_markdown(paths, {"bad": [("Week 1", ["01", "02", "03", "04", "08"]),
+                                                 ("Week 2", ["05", "06", "07"])]})
+    with pytest.raises(PluginError, match="lists lessons"):
+        docs_site.plans_markdown(paths, {"short": [("Week 1", ["01", "02"])]})
+
+
+# ----------------------------------------------------------------------------- the student edition
+STUDENT_REPO_URL = "https://git.example.org/course/vaelayer_np"
+_SOLUTION = re.compile(r"### BEGIN SOLUTION[^\n]*\n(.*?)### END SOLUTION", re.S)
+_CHECK_CALL = re.compile(r"\b(check_\w+)\(")
+
+
+def _squeeze(text):
+    return "".join(str(text).split())
+
+
+def withheld_items():
+    """What the student edition must not show, as (text without whitespace, lesson number, checker): every line of
+    every solution block of the solution notebooks that the student notebooks do not hold (code: with the checker
+    of the exercise, the next checker called after it; an inline answer: no checker, never shown), and every key
+    of vaelayer_np.course.answer_keys.KEYS (with its checker)."""
+    from vaelayer_np.course.answer_keys import KEYS
+
+    def cells(path):
+        return json.loads(path.read_text())["cells"]
+
+    student = _squeeze("".join("".join(c["source"]) for p in (ROOT / "notebooks" / "student").glob("*.ipynb")
+                               for c in cells(p)))
+    items = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = cells(path)
+        for i, cell in enumerate(nb):
+            source = "".join(cell["source"])
+            checker = None
+            if cell["cell_type"] == "code":
+                later = (_CHECK_CALL.search("".join(c["source"])) for c in nb[i + 1:] if c["cell_type"] == "code")
+                checker = next((m.group(1) for m in later if m), None)
+            for block in _SOLUTION.findall(source):
+                for line in block.splitlines():
+                    text = _squeeze(line)
+                    if len(text) >= 16 and text not in student:
+                        items.add((text, path.name[:2], checker))
+    for stem, keys in KEYS.items():
+        for checker, exprs in keys.items():
+            items |= {(_squeeze(e), stem[:2], checker) for e in exprs}
+    return items
+
+
+def leaks(page, text, items):
+    """The items that ``text``, shown at ``page`` (a path of the site), must not show. An item of lesson L may be
+    shown by the page of a later lesson, and by lesson L's own page after the call of its checker (where the
+    lesson shows the library's version, as its student notebook does); nowhere else."""
+    text = _squeeze(text)
+    found = []
+    lesson = re.match(r"lessons/(?:student/)?(\d\d)_", page)
+    for item, number, checker in items:
+        at = text.find(item)
+        if at < 0:
+            continue
+        if lesson and checker:
+            if lesson.group(1) > number:
+                continue
+            call = text.find(f"{checker}(")
+            if lesson.group(1) == number and 0 <= call < at:
+                continue
+        found.append(f"{page}: {item[:80]} (lesson {number}, {checker or 'inline answer'})")
+    return found
+
+
+def _notebook_text(raw):
+    nb = json.loads(raw)
+    parts = []
+    for cell in nb["cells"]:
+        parts.append("".join(cell["source"]))
+        for out in cell.get("outputs", []):
+            parts.append("".join(out.get("text", "")))
+            for kind, value in out.get("data", {}).items():
+                if kind.startswith("text/"):
+                    parts.append("".join(value))
+    return "\n".join(parts)
+
+
+def test_leak_rule_catches_an_answer_on_the_wrong_page():
+    items = {("d_mu=np.empty_like(mu)", "07", "check_kl_kernel"), ("theansweris42", "05", None)}
+    shown = "x = 1\nd_mu = np.empty_like(mu)"
+    assert leaks("maths.html", shown, items)                                          # not a lesson page
+    assert leaks("lessons/07_speed.html", shown, items)                               # before its checker
+    assert not leaks("lessons/07_speed.html", "check_kl_kernel(f)\n" + shown, items)  # after it
+    assert not leaks("lessons/08_capstone.html", shown, items)                        # a later lesson
+    assert leaks("lessons/06_generation.html", shown, items)                          # an earlier one
+    assert leaks("lessons/08_capstone.html", "the answer is 42", items)               # an inline answer: never
+
+
+@pytest.fixture(scope="module")
+def student_site(tmp_path_factory):
+    """`mkdocs build --strict -f mkdocs-student.yml`, with a repository address set."""
+    import subprocess
+
+    site = tmp_path_factory.mktemp("student") / "site"
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", OPENBLAS_NUM_THREADS="1", VAELAYER_REPO_URL=STUDENT_REPO_URL)
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", "mkdocs-student.yml",
+                           "-d", str(site)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"student build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return site
+
+
+@pytest.mark.slow  # two builds (the teacher one shared), then a few seconds
+def test_editions_repository_address_and_archive(build, student_site):
+    """The teacher edition keeps the solutions, the instructor's guide and the answer-keys module; the student
+    edition has none of them. Both show the configured repository address on the home and install pages (or
+    say none is configured) and carry every student notebook in student-notebooks.zip."""
+    import zipfile
+
+    build.check()
+    teacher = build.site
+    assert (teacher / "instructors.html").is_file() and not (student_site / "instructors.html").exists()
+    assert 'id="vaelayer_np.course.answer_keys"' in (teacher / "api.html").read_text()
+    assert 'id="vaelayer_np.course.answer_keys' not in (student_site / "api.html").read_text()
+    assert 'href="instructors.html"' not in (student_site / "index.html").read_text()
+    names = lessons()
+    for name in names:
+        solution = json.loads((teacher / "lessons" / f"{name}.ipynb").read_text())
+        assert "BEGIN SOLUTION" in json.dumps(solution), name
+        page = (student_site / "lessons" / f"{name}.html").read_text()
+        assert "lesson-solution" not in page and "BEGIN SOLUTION" not in page, name
+        assert f'href="student/{name}.ipynb"' in page and f'href="{name}.ipynb"' not in page, name
+    from mkdocs.config import load_config
+
+    configured = load_config(str(ROOT / "mkdocs.yml"))["repo_url"]
+    for site, url in ((teacher, configured), (student_site, STUDENT_REPO_URL)):
+        for page in ("index.html", "install.html"):
+            text = (site / page).read_text()
+            if url:
+                assert f'href="{url}"' in text and f"git clone {url}" in html_module.unescape(text), (site, page)
+            else:
+                assert "built without the repository's address" in text, (site, page)
+            assert 'href="student-notebooks.zip"' in text, (site, page)
+        with zipfile.ZipFile(site / "student-notebooks.zip") as archive:
+            stored = {Path(n).name: archive.read(n) for n in archive.namelist()}
+        assert stored == {f"{n}.ipynb": (ROOT / "notebooks" / "student" / f"{n}.ipynb").read_bytes() for n in names}
+    assert "Two weeks" in (student_site / "syllabus.html").read_text()
+
+
+@pytest.mark.slow  # the student build, then about a minute in the browser
+def test_student_edition_shows_no_solution_and_no_key(student_site):
+    """Every page of the student edition, as the browser has it (hidden elements included), and its search index
+    hold no line of a solution block and no answer key, except where the student notebook itself shows the
+    library's version (after the exercise's checker, or in a later lesson); nor do its notebooks and archive."""
+    import zipfile
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright's Python package is not installed (pip install -e '.[docs]')")
+    items = withheld_items()
+    assert len(items) > 100, len(items)
+    pages = sorted(p.relative_to(student_site).as_posix() for p in student_site.rglob("*.html")
+                   if not p.relative_to(student_site).as_posix().startswith("assets/"))
+    assert len(pages) >= 20 and "api.html" in pages and "tests.html" in pages
+    found, texts = [], {}
+    with serve(student_site) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                       else route.abort())
+            for rel in pages:
+                page.goto(base + rel, wait_until="load")
+                texts[rel] = page.evaluate("document.documentElement.textContent")
+            index = page.evaluate("fetch('search/search_index.json').then(r => r.json())")
+        finally:
+            browser.close()
+    for rel, text in texts.items():
+        found += leaks(rel, text, items)
+        assert "lesson-solution" not in text and "lesson-answer" not in text, rel
+    by_page = {}
+    for doc in index["docs"]:
+        by_page.setdefault(doc["location"].split("#")[0], []).append(doc["title"] + "\n" + doc["text"])
+    assert any(p.startswith("lessons/") for p in by_page) and "api.html" in by_page, sorted(by_page)
+    for rel, docs in by_page.items():
+        found += leaks(f"search index, {rel}", "\n".join(docs), items) if not rel.startswith("lessons/") else \
+            leaks(rel, "\n".join(docs), items)
+    for nb in sorted(student_site.rglob("*.ipynb")):
+        rel = nb.relative_to(student_site).as_posix()
+        found += leaks(rel, _notebook_text(nb.read_text()), items)
+    with zipfile.ZipFile(student_site / "student-notebooks.zip") as archive:
+        for name in archive.namelist():
+            found += leaks(f"lessons/student/{Path(name).name}", _notebook_text(archive.read(name)), items)
+    assert not found, f"{len(found)} answers shown by the student edition:\n" + "\n".join(found[:40])
+    # The check can fail: the teacher edition's lesson pages show their solutions.
+    assert leaks("lessons/02_deriving_gradients.html",
+                 _notebook_text((ROOT / "notebooks" / "02_deriving_gradients.ipynb").read_text()), items)

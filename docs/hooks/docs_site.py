@@ -79,8 +79,8 @@ _GRADIENT_DISPLAY = re.compile(r"<!-- gradient -->[ \t]*\n\$\$\n.*?\n\$\$[ \t]*\
 GRADIENT_WITHHELD = ("*The gradient is left out of the student edition: deriving it is one of the lessons' "
                      "exercises.*\n")
 WITHHELD = "withheld in the student edition: it states the answer to one of the lessons' exercises"
-# Each exercise is graded by its checker: PASS earns its points. A question earns its rubric's points.
-EXERCISE_POINTS = 2
+# A check cell earns this many points per exercise checker it calls, on PASS. A question earns its rubric's points.
+EXERCISE_POINTS = 1
 # The course plans: (week, lessons); lessons of OPTIONAL are extras for those who finish early.
 OPTIONAL = ("06", "07")
 PLANS = {
@@ -341,29 +341,38 @@ def repository_markdown(url: str | None) -> str:
             f"environment variable `{REPO_URL_VARIABLE}`, and build the site again.)")
 
 
-_LESSON_REF = re.compile(r"\blessons?\s+((?:\d\d(?:\s*-\s*\d\d)?(?:,\s*|\s+and\s+)?)+)")
-
-
 def prerequisite_lessons(text: str) -> set[str]:
-    """The lesson numbers a prerequisite names: "lessons 01-04" -> 01..04, "lessons 01, 02 and 04", "lesson 05"."""
+    """The lesson numbers a prerequisite names: "lessons 01-04" -> 01..04, "lessons 01, 02, 04 (their exercises),
+    05 (a training epoch)", "lesson 05". Prerequisites are separated by ";"; one that names no lesson gives none."""
     found = set()
-    for m in _LESSON_REF.finditer(text):
-        for part in re.split(r",\s*|\s+and\s+", m.group(1).strip()):
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-"))
-                found |= {f"{i:02d}" for i in range(a, b + 1)}
-            elif part.strip():
-                found.add(part.strip())
+    for part in text.split(";"):
+        if not re.search(r"\blessons?\b", part):
+            continue
+        for a, b in re.findall(r"\b(\d\d)\s*-\s*(\d\d)\b", part):
+            found |= {f"{i:02d}" for i in range(int(a), int(b) + 1)}
+        found |= set(re.findall(r"\b\d\d\b", re.sub(r"\b\d\d\s*-\s*\d\d\b", "", part)))
     return found
 
 
-def lesson_points(stem: str) -> tuple[list[tuple[str, int]], list[int]]:
-    """([(checker, points)] of a lesson's exercises, [points] of its inline questions)."""
+_CHECK_CALL = re.compile(r"\b(check_\w+)\(")
+
+
+def lesson_points(path: Path) -> tuple[list[tuple[str, int]], list[int]]:
+    """([(checker, points)] of a lesson's graded checks, [points] of its inline questions). A code cell that calls
+    exercise checkers (the ``check_*`` names of the answer-keys table) earns one point per checker it calls, each
+    counted once per cell; a question earns its rubric's points."""
     from vaelayer_np.course import guide
     from vaelayer_np.course.answer_keys import KEYS
 
-    exercises = [(checker, EXERCISE_POINTS) for checker in KEYS.get(stem, {})]
-    questions = [sum(p for p, _ in rubric) for rubric in guide.LESSONS[stem]["rubrics"]]
+    checkers = {name for keys in KEYS.values() for name in keys}
+    exercises = []
+    for cell in json.loads(Path(path).read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or "BEGIN SOLUTION" in source:
+            continue
+        calls = [m.group(1) for m in _CHECK_CALL.finditer(source) if m.group(1) in checkers]
+        exercises += [(name, EXERCISE_POINTS) for name in dict.fromkeys(calls)]
+    questions = [sum(p for p, _ in rubric) for rubric in guide.LESSONS[Path(path).stem]["rubrics"]]
     return exercises, questions
 
 
@@ -376,7 +385,7 @@ def plans_markdown(lesson_paths, plans=None) -> str:
     plans = PLANS if plans is None else plans
     stems = {Path(p).stem[:2]: Path(p).stem for p in lesson_paths}
     info = {n: guide.LESSONS[stem] for n, stem in stems.items()}
-    points = {n: lesson_points(stem) for n, stem in stems.items()}
+    points = {Path(p).stem[:2]: lesson_points(Path(p)) for p in lesson_paths}
     total = {n: sum(p for _, p in ex) + sum(q) for n, (ex, q) in points.items()}
     out = []
     for plan, weeks in plans.items():
@@ -404,9 +413,10 @@ def plans_markdown(lesson_paths, plans=None) -> str:
                        f"{pts[0]} + {pts[1]} |")
         out += ["", f"Core: {core_minutes / 60:.1f} hours of work, {core_points} points.", ""]
     out += ["### Points", "",
-            f"Each exercise is worth {EXERCISE_POINTS} points, earned when its checker says PASS; each inline "
-            "question is worth the points of its rubric (the instructor's guide), marked by a person.", "",
-            "| lesson | exercises (checker: points) | inline questions (points) | total |", "|---|---|---|---|"]
+            f"Each check cell is worth {EXERCISE_POINTS} point per exercise checker it calls, earned when the checker "
+            "says PASS (the capstone also checks again functions of earlier lessons); each inline question is worth "
+            "the points of its rubric, marked by a person.", "",
+            "| lesson | checks (checker: points) | inline questions (points) | total |", "|---|---|---|---|"]
     for n in sorted(stems):
         exercises, questions = points[n]
         ex = ", ".join(f"`{c}`: {p}" for c, p in exercises) or "-"
