@@ -1030,6 +1030,13 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
         raise ValueError(f"--out: {out} is a file, not a folder; give a folder for the runs and the tables")
     if write_docs is not None and os.path.lexists(write_docs) and not Path(write_docs).is_dir():
         raise ValueError(f"--write-docs: {write_docs} is a file, not a folder")
+    for name in names:  # each run's settings, as its child or worker will check them
+        exp = EXPERIMENTS[name]
+        if exp.kind == "train":
+            try:
+                TrainConfig(**run_settings(exp, 0, epochs, limit)).validate()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"experiment {name}: its settings are not valid ({exc}); nothing was run") from None
     session = None
     if scheduler is not None and not report_only:
         from .cluster import connect
