@@ -88,9 +88,15 @@ def test_each_layer_moves_only_by_its_own_local_loss(digits, head_weight):
     rng.bit_generator.state = copy.deepcopy(trainer.rng.bit_generator.state)
     trainer.step(x, y)
     c = trainer.config
+    path = training_path(c.backend)  # the trainer's kind of path, new: nothing shared with the trainer's
+    with trainer.blas_threads():  # bit for bit needs the same BLAS threads as the trainer's step (one)
+        _replay(trainer, before, path, rng, x, y, head_weight)
+
+
+def _replay(trainer, before, path, rng, x, y, head_weight):
+    c = trainer.config
     partner, target = make_pairs(y, c.pairing, rng)
     h_a, h_b = x, x[partner]
-    path = training_path(c.backend)  # the trainer's kind of path, new: nothing shared with the trainer's
     for k, (la, lb) in enumerate(zip(before["A"].vae_layers, before["B"].vae_layers)):
         # _local_step: vae_local_step without the copies, so the fast path's Adam takes its one-pass update
         heads = (before["A"].heads[k], before["B"].heads[k]) if head_weight else None
