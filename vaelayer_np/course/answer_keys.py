@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 
 KEYS = {
@@ -160,13 +161,28 @@ _PASSED: set = set()
 _REVEALS: dict = {}
 
 
+AUTOGRADE_ENV = "VAELAYER_COURSE_AUTOGRADE"
+
+
 def recorded(check):
-    """Decorate a checker so that its PASS is remembered in this Python process (for :func:`reveal`)."""
+    """Decorate a checker so that its PASS is remembered in this Python process (for :func:`reveal`), and
+    so that, when graded (the environment variable ``VAELAYER_COURSE_AUTOGRADE`` is ``1``, as for
+    ``nbgrader autograde``), its FAIL raises ``AssertionError`` with the verdict and its diagnosis: the
+    check cell is then an autograded test cell that fails.
+
+    The checker runs isolated (:func:`vaelayer_np.course.checks.isolated`: a separate process with a
+    time and a memory limit, where available)."""
+    from .checks import isolated
+
+    run = isolated(check)
+
     @functools.wraps(check)
     def wrapper(*args, **kwargs):
-        result = check(*args, **kwargs)
+        result = run(*args, **kwargs)
         if bool(result):
             _PASSED.add(check.__name__)
+        elif os.environ.get(AUTOGRADE_ENV) == "1":
+            raise AssertionError(str(result))
         return result
 
     return wrapper

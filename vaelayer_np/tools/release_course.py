@@ -13,11 +13,21 @@ of the BEGIN line); in a markdown cell (an inline question's answer) they become
 generated from the solutions with their outputs cleared. Both are committed; a test
 regenerates the student notebooks and fails when they differ from the committed ones.
 
+The solution notebooks also carry nbgrader's cell metadata (:func:`nbgrader_metadata`), so that
+``nbgrader generate_assignment`` makes the same student notebooks from them, configured with our stubs
+(:data:`NBGRADER_CONFIG`): an exercise's cell is a *solution* cell; a cell that runs an exercise's
+checker is an *autograded test* cell worth one point per checker (a checker raises ``AssertionError``
+with its diagnosis on FAIL when the environment variable ``VAELAYER_COURSE_AUTOGRADE`` is ``1``, as it
+should be set for ``nbgrader autograde``); an inline question's answer is a *manually graded* answer
+worth its rubric's points (:mod:`vaelayer_np.course.guide`); every other cell is *locked* (read-only).
+
 Commands (``scripts/make_student_notebooks.py`` calls the same functions)::
 
     python -m vaelayer_np.tools.release_course             # regenerate notebooks/student/
     python -m vaelayer_np.tools.release_course --execute   # first run every solution notebook in full
                                                      # and store its outputs, then regenerate
+    python -m vaelayer_np.tools.release_course --nbgrader-metadata NAME...   # (re)write the nbgrader
+                                                     # metadata of the named solution notebooks
 """
 from __future__ import annotations
 
@@ -65,6 +75,70 @@ def strip_solution(text, cell_type):
     if cell_type == "code":
         return _BLOCK.sub(lambda m: f"{m.group(1)}raise NotImplementedError(){m.group(2)}", text)
     return _BLOCK.sub(lambda m: f"{m.group(1)}{STUDENT_ANSWER}{m.group(2)}", text)
+
+
+# ----------------------------------------------------------------------------- nbgrader
+NBGRADER_CONFIG = {"ClearSolutions": {"code_stub": {"python": "raise NotImplementedError()"},
+                                      "text_stub": STUDENT_ANSWER}}
+_DEFINED = re.compile(r"^\s*(?:def|class)\s+(\w+)", re.M)
+_CHECKER_CALL = re.compile(r"(?<![\w.])(check_\w+)\s*\(")
+
+
+def _exercise_checkers():
+    from ..course.answer_keys import KEYS
+
+    return {checker for by_checker in KEYS.values() for checker in by_checker}
+
+
+def _question_points(stem):
+    """Points of each inline question of a lesson, in order (from its rubric in the instructor's guide)."""
+    from ..course.guide import LESSONS as GUIDE
+
+    return [sum(points for points, _ in rubric) for rubric in GUIDE.get(stem, {}).get("rubrics", [])]
+
+
+def nbgrader_metadata(nb, stem):
+    """Set nbgrader's metadata (schema 3) on every cell of a solution notebook (a dict, changed in place).
+
+    * a code cell with a solution block: a solution cell, ``grade_id`` the name it defines;
+    * a code cell that calls an exercise's checker (a ``check_*`` name of ``answer_keys.KEYS``): an
+      autograded test cell, locked, one point per checker it calls (each counted once), ``grade_id`` "test_" + the first;
+    * a markdown cell with a solution block: a manually graded answer, worth its questions' rubric points;
+    * every other cell: locked.
+    Returns the notebook."""
+    checkers = _exercise_checkers()
+    points = _question_points(stem)
+    question = 0
+    used = set()
+
+    def unique(name):
+        base, k = name, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    for i, cell in enumerate(nb["cells"]):
+        text = _source(cell)
+        meta = {"schema_version": 3, "solution": False, "grade": False, "locked": True}
+        calls = [] if cell["cell_type"] != "code" else \
+            [m.group(1) for m in _CHECKER_CALL.finditer(text) if m.group(1) in checkers]
+        if BEGIN in text and cell["cell_type"] == "code":
+            defined = _DEFINED.search(text)
+            meta.update(solution=True, locked=False, grade_id=unique(defined.group(1) if defined else f"solution_{i}"))
+        elif BEGIN in text:
+            n = text.count(BEGIN)
+            worth = sum(points[question:question + n]) if question + n <= len(points) else n
+            question += n
+            meta.update(solution=True, grade=True, locked=False, task=False, points=worth,
+                        grade_id=unique(f"question_{question}"))
+        elif calls:
+            meta.update(grade=True, points=len(set(calls)), grade_id=unique(f"test_{calls[0]}"))
+        else:
+            meta["grade_id"] = unique(f"cell_{cell.get('id', i)}")
+        cell.setdefault("metadata", {})["nbgrader"] = meta
+    return nb
 
 
 def student_version(nb):
@@ -135,7 +209,16 @@ def main(argv=None):
     parser.add_argument("--execute", action="store_true", help="run every solution notebook first and store "
                                                                "its outputs")
     parser.add_argument("--only", default=None, help="with --execute: comma-separated notebook names to run")
+    parser.add_argument("--nbgrader-metadata", nargs="+", default=None, metavar="NAME",
+                        help="write nbgrader's cell metadata into the named solution notebooks, then regenerate")
     args = parser.parse_args(argv)
+    if args.nbgrader_metadata:
+        for name in args.nbgrader_metadata:
+            path = LESSONS / (name if name.endswith(".ipynb") else f"{name}.ipynb")
+            if not path.exists():
+                parser.error(f"--nbgrader-metadata: no lesson {path.name} in {LESSONS}")
+            path.write_text(dumps(nbgrader_metadata(json.loads(path.read_text()), path.stem)))
+            print(f"nbgrader metadata written into {path.relative_to(ROOT)}")
     if args.execute:
         names = None if args.only is None else {n.strip() for n in args.only.split(",")}
         for path in lesson_paths():
