@@ -134,21 +134,27 @@ def _stop(proc):
     proc.wait(timeout=30)
 
 
-def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_exit(tmp_path):
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
+def _start_scheduler(port):
     scheduler = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
                         "--no-dashboard"])
+    deadline = time.monotonic() + 60
+    while True:  # the scheduler is listening
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return scheduler
+        except OSError:
+            assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler did not start"
+            time.sleep(0.3)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["killed", "killed-and-restarted"])
+def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_exit(tmp_path, restart):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    schedulers = [_start_scheduler(port)]
+    scheduler = schedulers[0]
     worker = None
     try:
-        deadline = time.monotonic() + 60
-        while True:  # the scheduler is listening
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler did not start"
-                time.sleep(0.3)
         worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
                          "--no-dashboard", "--host", "127.0.0.1"])
         killed = []
@@ -162,6 +168,9 @@ def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_
             time.sleep(1.0)
             scheduler.kill()
             killed.append(time.monotonic())
+            if restart:  # a new scheduler on the same address: the client reconnects, the runs are still lost
+                scheduler.wait(timeout=30)
+                schedulers.append(_start_scheduler(port))
 
         import threading
 
@@ -172,7 +181,7 @@ def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_
         # 200 epochs: far longer than the test waits before killing the scheduler
         code = run_reproduce(out, only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=200, limit=300,
                              scheduler=address, log=lines.append, command="vaelayer reproduce --the-same-command")
-        killer.join(timeout=5)
+        killer.join(timeout=90)
         text = "\n".join(lines)
         assert killed, "the scheduler was not killed while the run was running:\n" + text
         assert code == 1, text
@@ -186,6 +195,6 @@ def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_
         row = next(line for line in page.splitlines() if line.startswith("| digits-iffcl"))
         assert "0: LOST, the connection to the scheduler" in row
     finally:
-        for proc in (worker, scheduler):
+        for proc in (worker, *schedulers):
             if proc is not None:
                 _stop(proc)
