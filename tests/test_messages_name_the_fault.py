@@ -47,6 +47,14 @@ def test_a_bce_reconstruction_on_a_table_names_the_setting_not_the_target(tmp_pa
     assert main(["train", "--data", str(path), "--target", "label", "--run-dir", str(run), *ARGS]) == 0  # mse
 
 
+def test_a_bce_reconstruction_with_input_dropout_names_both_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--limit", "100", "--recon", "bce", "--dropout", "0.5", "--run-dir", str(run), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaelayer train: error: --recon: 'bce' reconstructs inputs in [0, 1]")
+    assert "dropout 0.5" in err and "--target" not in err and not run.exists()
+
+
 def test_bce_on_images_in_zero_one_still_trains(tmp_path):
     config = TrainConfig(dataset="digits", limit=100, widths=(4,), encoder_hidden=0, epochs=1, backend="numpy",
                          recon="bce")

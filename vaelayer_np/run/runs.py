@@ -320,6 +320,11 @@ def check_recon_inputs(config, dataset):
 
     if config.recon != "bce":
         return
+    dropout = getattr(config, "dropout", 0.0) or 0.0
+    if dropout > 0:  # inverted dropout scales the inputs it keeps by 1 / (1 - p), beyond 1
+        raise ValueError(f"recon: 'bce' reconstructs inputs in [0, 1] (they are its targets), but dropout {dropout:g} "
+                         f"scales the inputs it keeps by {1 / (1 - dropout):.4g}; use recon 'mse' (the default) with "
+                         "dropout, or dropout 0")
     x = dataset.x_train
     outside = ~((x >= 0.0) & (x <= 1.0))
     if x.size and outside.any():
