@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from vaelayer_np.run.cli import main
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import CorruptFileError
-from vaelayer_np.run.runs import _name_head_weight, train_run
+from vaelayer_np.run.runs import _name_suspects, train_run
 from vaelayer_np.run.tables import load_table, text_encoding
 from vaelayer_np.run.trainer import DivergenceError
 
@@ -71,14 +71,14 @@ def test_a_divergence_with_a_huge_head_weight_names_it(tmp_path):
         train_run(config, run_dir=tmp_path / "run", progress=False, plots=False, log=lambda *a: None)
 
 
-@given(st.floats(1e-3, 1e300), st.sampled_from([
-    "training diverged: x. Start a new run with a lower --lr (now 0.001) or --output-lr (now 0.01), or a smaller "
-    "--lam or --beta.", "training diverged at step 3: anything else"]))
-def test_every_divergence_of_a_run_with_heads_names_the_weight(weight, message):
-    config = TrainConfig(head_weight=weight)
-    text = _name_head_weight(message, config)
-    assert f"--head-weight (now {weight:g}" in text and text.startswith(message.rstrip(".")[:20])
-    assert _name_head_weight(message, TrainConfig(head_weight=0.0)) == message  # no heads: not a suspect
+@given(st.sampled_from(["head_weight", "backprop_neg_elbo_weight", "weight_decay"]), st.floats(1e-3, 1e300),
+       st.sampled_from(["training diverged: x. Start a new run with a lower --lr (now 0.001) or --output-lr (now "
+                        "0.01), or a smaller --lam or --beta.", "training diverged at step 3: anything else"]))
+def test_every_divergence_names_the_loss_weights_the_run_set(name, weight, message):
+    text = _name_suspects(message, TrainConfig(**{name: weight}))
+    assert f"--{name.replace('_', '-')} (now {weight:g}," in text and text.startswith(message.rstrip("."))
+    assert _name_suspects(message, TrainConfig()) == message  # at the defaults: nothing to add
+    assert "--log-var-bound above 0" in _name_suspects(message, TrainConfig(log_var_bound=0.0))
 
 
 # ------------------------------------------------------------------------------- UTF-16 and UTF-32 tables

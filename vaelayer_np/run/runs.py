@@ -613,15 +613,26 @@ def _save_checkpoint(run_dir, trainer, provenance):
     save_npz_atomic(run_dir / CHECKPOINT_FILE, arrays)
 
 
-def _name_head_weight(message, config):
-    """A divergence's message with the local heads' weight among the suspects when the run has heads."""
-    weight = getattr(config, "head_weight", 0.0) or 0.0
-    if not weight or "--head-weight" in message:
+_DIVERGENCE_SUSPECTS = (("head_weight", "the weight of the local heads' loss in each layer's loss"),
+                        ("backprop_neg_elbo_weight", "the weight of the layers' negative ELBOs in backprop's loss"),
+                        ("weight_decay", "the L2 weight decay"))
+
+
+def _name_suspects(message, config):
+    """A divergence's message with the run's own loss weights among the suspects (the trainer names --lr,
+    --output-lr, --lam and --beta): each of :data:`_DIVERGENCE_SUSPECTS` the run set above 0, and an
+    unbounded log-variance (--log-var-bound 0)."""
+    extra = []
+    for name, what in _DIVERGENCE_SUSPECTS:
+        value = getattr(config, name, 0.0) or 0.0
+        option = "--" + name.replace("_", "-")
+        if value > 0 and option not in message:
+            extra.append(f"a smaller {option} (now {value:g}, {what})")
+    if getattr(config, "log_var_bound", 1.0) == 0 and "--log-var-bound" not in message:
+        extra.append("a --log-var-bound above 0 (now 0: the log-variance is unbounded)")
+    if not extra:
         return message
-    suspect = f"--head-weight (now {weight:g}, the weight of the local heads' loss in each layer's loss)"
-    if message.endswith("or a smaller --lam or --beta."):
-        return message[:-len("or a smaller --lam or --beta.")] + f"or a smaller {suspect}, --lam or --beta."
-    return message.rstrip(".") + f". A smaller {suspect} may help too."
+    return message.rstrip(".") + ". Suspects among this run's own settings: " + "; ".join(extra) + "."
 
 
 def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop, provenance=None):
@@ -643,7 +654,7 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
                 saved = (f" {CHECKPOINT_FILE} and {METRICS_FILE} keep the last good state (nothing of this epoch "
                          "was saved)." if (run_dir / CHECKPOINT_FILE).exists()
                          else " No epoch had finished: there is no checkpoint.")
-                raise DivergenceError(f"{run_dir}: {_name_head_weight(str(exc), config)}{saved}", epoch=exc.epoch,
+                raise DivergenceError(f"{run_dir}: {_name_suspects(str(exc), config)}{saved}", epoch=exc.epoch,
                                       step=exc.step, layer=exc.layer, what=exc.what) from None
             if epoch_means == "done":
                 break
