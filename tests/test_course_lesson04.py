@@ -188,7 +188,69 @@ def step_targets_flipped(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, 
     return local_step(layer_a, layer_b, x_a, x_b, -target, eps_a, eps_b, lam, margin)
 
 
+def make_cosine_matrix(weighting="balanced", one_kind_rule=True, hinge_mask=True, projection=True, axes=(1, 0),
+                       transpose_g=True, dtype=None, loop=False):
+    """Exercise 1b's answer; the defaults are right, each argument plants one slip."""
+    def cosine_matrix_loss(a, b, targets, margin, eps=1e-8):
+        inv_a = 1.0 / np.sqrt(np.sum(a * a, axis=1) + eps)
+        inv_b = 1.0 / np.sqrt(np.sum(b * b, axis=1) + eps)
+        if loop:  # one pair at a time: slow but right
+            cos = np.array([[a[i] @ b[j] * inv_a[i] * inv_b[j] for j in range(len(b))] for i in range(len(a))])
+        else:
+            cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
+        positive = targets > 0
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        w_pos, w_neg = 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1)
+        if one_kind_rule and not (n_pos and n_neg):
+            w_pos, w_neg = 2 * w_pos, 2 * w_neg
+        if weighting == "mean":
+            w_pos = w_neg = 1.0 / cos.size
+        elif weighting == "swapped":
+            w_pos, w_neg = w_neg, w_pos
+        weights = np.where(positive, w_pos, w_neg)
+        value = float(np.sum(weights * np.where(positive, 1.0 - cos, np.maximum(cos - margin, 0.0))))
+        active = (cos > margin).astype(float) if hinge_mask else np.ones_like(cos)
+        g = weights * np.where(positive, -1.0, active)
+        g_scaled = g * inv_a[:, None] * inv_b[None, :]
+        gt, gt_scaled = (g.T, g_scaled.T) if transpose_g else (g, g_scaled)
+        d_a = g_scaled @ b - projection * ((g * cos).sum(axis=axes[0]) * inv_a ** 2)[:, None] * a
+        d_b = gt_scaled @ a - projection * ((gt * (cos.T if transpose_g else cos)).sum(axis=1 if axes[1] == 0 else 0)
+                                            * inv_b ** 2)[:, None] * b
+        if dtype is not None:
+            d_a, d_b = d_a.astype(dtype), d_b.astype(dtype)
+        return value, (d_a, d_b)
+
+    return cosine_matrix_loss
+
+
+cosine_matrix_loss = make_cosine_matrix()
+
+
+def cosine_matrix_normalises_in_place(a, b, targets, margin, eps=1e-8):
+    value, grads = cosine_matrix_loss(a.copy(), b, targets, margin, eps)
+    a /= np.sqrt(np.sum(a * a, axis=1, keepdims=True) + eps)  # the caller's latents normalised
+    return value, grads
+
+
+def cosine_matrix_library(a, b, targets, margin, eps=1e-8):
+    return ops.cosine_embedding_matrix(a, b, targets, margin, eps=eps, balanced=True)
+
+
 PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson04.check_cosine_matrix, make_cosine_matrix(weighting="mean"), "slip", ["`value`", "plain mean"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(weighting="swapped"), "slip", ["two weights swapped"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(one_kind_rule=False), "slip",
+     ["one class only", "one kind of pair only"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(hinge_mask=False), "slip", ["`d_a`", "hinge's 0 forgotten"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(projection=False), "slip", ["`d_a`", "is missing"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(axes=(0, 1)), "slip", ["wrong axis"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(transpose_g=False), "slip",
+     ["right: `value`, `d_a`", "`d_b`", "instead of its transpose"]),
+    (lesson04.check_cosine_matrix, cosine_matrix_normalises_in_place, "in place", ["in place", "`a`"]),
+    (lesson04.check_cosine_matrix, cosine_matrix_library, "library", ["cosine_embedding_matrix"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(dtype=np.float32), "float32", ["float32"]),
+    (lesson04.check_cosine_matrix, make_cosine_matrix(loop=True), "a loop (passes)", []),
+    (lesson04.check_cosine_matrix, lambda *args: list(cosine_matrix_loss(*args)), "a list (passes)", []),
     (lesson04.check_cosine_embedding, cosine_without_projection, "slip", ["`d_a`", "is missing"]),
     (lesson04.check_cosine_embedding, cosine_hinge_on_wrong_side, "slip", ["roles swapped"]),
     (lesson04.check_cosine_embedding, cosine_sum_not_mean, "slip", ["N times"]),
@@ -229,7 +291,24 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
 
 test_checker_passes_a_correct_answer_and_reports_a_stub = answer_test(
     [(lesson04.check_cosine_embedding, cosine_embedding_loss),
-     (lesson04.check_make_pairs_balanced, make_pairs_balanced), (lesson04.check_local_step, local_step)])
+     (lesson04.check_make_pairs_balanced, make_pairs_balanced), (lesson04.check_local_step, local_step),
+     (lesson04.check_cosine_matrix, cosine_matrix_loss)])
+
+
+def test_cosine_matrix_reference_is_the_library_and_each_slip_differs():
+    rng = np.random.default_rng(0)
+    for a, b, targets, margin in lesson04._matrix_cases(rng):
+        want = ops.cosine_embedding_matrix(a, b, targets, margin, balanced=True)
+        got = lesson04.reference_cosine_matrix(a, b, targets, margin)
+        assert got[0] == want[0] and all(np.array_equal(g, w) for g, w in zip(got[1], want[1]))
+    for slip in lesson04._MATRIX_SLIPS:
+        cases = list(lesson04._matrix_cases(np.random.default_rng(0)))
+        assert any(not np.allclose(lesson04.reference_cosine_matrix(*case, slip=slip)[1][1],
+                                   ops.cosine_embedding_matrix(*case, balanced=True)[1][1])
+                   or not np.isclose(lesson04.reference_cosine_matrix(*case, slip=slip)[0],
+                                     ops.cosine_embedding_matrix(*case, balanced=True)[0])
+                   or not np.allclose(lesson04.reference_cosine_matrix(*case, slip=slip)[1][0],
+                                      ops.cosine_embedding_matrix(*case, balanced=True)[1][0]) for case in cases), slip
 
 
 def test_local_step_problem_noise_is_the_reference_noise():

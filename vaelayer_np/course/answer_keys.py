@@ -58,6 +58,8 @@ KEYS = {
     "04_forward_forward_and_iffcl": {
         "check_cosine_embedding": [r"\frac{b}{s} - \cos\,\frac{a}{\|a\|^2}", "(cos / sq_a)[:, None] * a",
                                    "b / norm[:, None]"],
+        "check_cosine_matrix": ["g_scaled.T @ a", "(g * cos).sum(axis=0) * inv_b ** 2",
+                                "(g * cos).sum(axis=1) * inv_a ** 2"],
         "check_make_pairs_balanced": ["np.flatnonzero(labels == labels[i])", "pool[rng.integers(pool.size)]"],
         "check_local_step": ["dz=lam * dz_a", "dz=lam * dz_b", "layer_a.backward(None, cache_a",
                              'cosine_embedding(cache_a["z"], cache_b["z"], target, margin)'],

@@ -83,10 +83,12 @@ LESSONS = {
     "04_forward_forward_and_iffcl": {
         "title": "Forward-forward and IFFCL",
         "goals": ["write the cosine embedding loss and its gradients, a balanced pairing and one local step",
+                  "derive the gradient of the balanced all-pairs cosine loss as matrix products",
                   "explain twins, pairing modes and why the cosine acts on the signed latent",
-                  "show locality bit for bit"],
+                  "show locality bit for bit",
+                  "design, run and analyse a small ablation of one part of the method"],
         "prerequisites": ["lessons 01-02", "the idea of contrastive learning"],
-        "minutes": 100,
+        "minutes": 150,
         "rubrics": [
             [(1, "a negative pair costs max(0, cos - m): pushed only while above m, free below"),
              (1, "m = 0.5 is reached quickly by most pairs, then the positives dominate"),
@@ -97,6 +99,17 @@ LESSONS = {
                  "information in each layer")],
             [(1, "reaches layer k in both: its input (layer k-1's output, a constant) or the pairing"),
              (1, "only under backprop: the upstream gradient dout, the product of the Jacobians above")],
+            # the experiment: graded on the reasoning, not on which factor was chosen or on the numbers obtained
+            [(1, "a hypothesis stated before the run: one factor (lambda, margin, pairing or contrast, heads), the "
+                 "expected direction of its effect and why"),
+             (1, "a controlled design: at least three settings including the default, at least two seeds each, "
+                 "every other setting and the epochs fixed"),
+             (1, "a plot or table of every setting with its mean and its seed-to-seed spread, numbers quoted"),
+             (2, "the conclusion weighs the effect against the spread between seeds (an effect inside the spread "
+                 "is reported as no evidence, not as a finding) and says whether the hypothesis held"),
+             (1, "the result is tied to what the part does in the method (e.g. lambda = 0: no label reaches the "
+                 "VAE layers, each is a plain VAE; with local heads the results page finds lambda 0, 3 or 30 "
+                 "within 0.4 points), and a next step is named")],
         ],
     },
     "05_training_and_what_goes_wrong": {

@@ -492,3 +492,118 @@ _IFFCL_STEP = "\n".join([
     "below; `dz`: the cosine term's gradient enters at the latent $z$, beside the layer's own negative ELBO.",
 ])
 register_reveal("IFFCL step", ("check_local_step",), lambda: _IFFCL_STEP, markdown=True)
+
+
+# ----------------------------------------------------------------------------- exercise 2b: all pairs, balanced
+FORBIDDEN["cosine_matrix"] = _COSINE + ("vaelayer_np.core.ops.cosine_pair_weights",)
+
+_MATRIX_SLIPS = {
+    "plain mean": "a plain mean over all N*M pairs: with balanced weights the positive pairs share one half of "
+                  "the loss (each 1 / (2 n_pos)) and the negative pairs the other (each 1 / (2 n_neg))",
+    "weights swapped": "the two weights swapped: a positive pair weighs 1 / (2 n_pos), a negative one "
+                       "1 / (2 n_neg)",
+    "one kind": "a batch with one kind of pair only (all positive or all negative) keeps weight 1 / (2 n) per "
+                "pair: that kind then carries the whole loss, 1 / n each",
+    "hinge unmasked": "every negative pair pushed, also those with cos below the margin (the hinge's 0 forgotten: "
+                      "its gradient is 0 there)",
+    "no projection": "(g / (|a| |b|^T)) b alone: the term that removes the part along a_i, "
+                     "- (sum_j g_ij cos_ij) a_i / |a_i|^2, is missing",
+    "wrong axis": "the projection term summed over the wrong axis: for d_a sum g * cos over j (axis 1), for d_b "
+                  "over i (axis 0)",
+    "g not transposed": "d_b computed from g instead of its transpose: b_j meets the column j of g",
+}
+
+
+def reference_cosine_matrix(a, b, targets, margin, eps=1e-8, slip=""):
+    """The balanced all-pairs cosine embedding loss and its gradients (``slip=""``: the library's
+    :func:`vaelayer_np.core.ops.cosine_embedding_matrix` with ``balanced=True``), or with one slip of
+    :data:`_MATRIX_SLIPS` planted: the candidates a diagnosis is matched against."""
+    inv_a = 1 / np.sqrt(np.einsum("nk,nk->n", a, a) + eps)
+    inv_b = 1 / np.sqrt(np.einsum("nk,nk->n", b, b) + eps)
+    cos = (a * inv_a[:, None]) @ (b * inv_b[:, None]).T
+    positive = targets > 0
+    n_pos, n_neg = int(positive.sum()), positive.size - int(positive.sum())
+    w_pos, w_neg = 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1)
+    if (n_pos == 0 or n_neg == 0) and slip != "one kind":
+        w_pos, w_neg = 2 * w_pos, 2 * w_neg
+    if slip == "weights swapped":
+        w_pos, w_neg = w_neg, w_pos
+    weights = np.full(cos.shape, 1.0 / cos.size) if slip == "plain mean" else np.where(positive, w_pos, w_neg)
+    value = float(np.sum(weights * np.where(positive, 1 - cos, np.maximum(cos - margin, 0))))
+    active = np.ones_like(cos) if slip == "hinge unmasked" else (cos > margin).astype(float)
+    g = np.where(positive, -1.0, active) * weights
+    g_scaled = g * inv_a[:, None] * inv_b[None, :]
+    keep = 0.0 if slip == "no projection" else 1.0
+    wrong_axis = slip == "wrong axis"
+    d_a = g_scaled @ b - keep * ((g * cos).sum(axis=0 if wrong_axis else 1) * inv_a * inv_a)[:, None] * a
+    if slip == "g not transposed":
+        d_b = g_scaled @ a - ((g * cos).sum(axis=1) * inv_b * inv_b)[:, None] * b
+    else:
+        d_b = g_scaled.T @ a - keep * ((g * cos).sum(axis=1 if wrong_axis else 0) * inv_b * inv_b)[:, None] * b
+    return value, (d_a, d_b)
+
+
+def _matrix_cases(rng):
+    """(a, b, targets, margin): labels of A against those of B (N = M, as twins see one batch), a margin of
+    0 and of 0.3 (with a negative pair above it), and a batch of one class (positive pairs only)."""
+    for n, k, margin, classes in ((7, 5, 0.0, 3), (8, 4, 0.3, 4), (6, 3, -0.2, 1)):
+        a, b = rng.standard_normal((n, k)), rng.standard_normal((n, k))
+        y_a, y_b = rng.integers(0, classes, n), rng.integers(0, classes, n)
+        if classes > 1:
+            y_a[:2], y_b[:2] = (0, 1), (0, 0)  # at least one pair of each kind
+            b[1] = a[1] + 0.2 * b[1]           # a negative pair with a high cosine
+        yield a, b, np.where(y_a[:, None] == y_b[None, :], 1.0, -1.0), margin
+
+
+@recorded
+def check_cosine_matrix(cosine_matrix_fn, tol=1e-7):
+    r"""Check ``cosine_matrix_fn(a, b, targets, margin) -> (value, (d_a, d_b))``: the all-pairs cosine embedding
+    loss with class-balanced weights, and its gradients with respect to a (N, K) and b (M, K).
+
+    :math:`L = \sum_{ij} w_{ij}\,\ell(\cos_{ij}, t_{ij})` with :math:`w = 1/(2n_+)` on the positive pairs and
+    :math:`1/(2n_-)` on the negative ones (one kind only: :math:`1/n` each), :math:`\ell = 1 - \cos` or
+    :math:`\max(0, \cos - m)`, norms with :math:`10^{-8}` added to their squares. Compared with
+    :func:`vaelayer_np.core.ops.cosine_embedding_matrix` on three batches (margins 0, 0.3 and -0.2, one of a
+    single class), then the student's own gradients against float64 central differences of the student's
+    own value. Slips named (:data:`_MATRIX_SLIPS`): a plain mean, the weights swapped, the one-kind rule, the
+    hinge's 0 forgotten, the projection term missing or summed over the wrong axis, g not transposed for b.
+    """
+    names = ("a", "b", "targets", "margin")
+
+    def run(a, b, targets, margin):
+        got = call_student(cosine_matrix_fn, (a.copy(), b.copy(), targets.copy(), margin), names,
+                           FORBIDDEN["cosine_matrix"])
+        if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], (tuple, list))
+                and len(got[1]) == 2):
+            raise Diagnosis("expected the return value (value, (d_a, d_b))")
+        return got[0], tuple(got[1])
+
+    def body():
+        rng = np.random.default_rng(5)
+        worst = 0.0
+        for a, b, targets, margin in _matrix_cases(rng):
+            value, (d_a, d_b) = run(a, b, targets, margin)
+            want = ops.cosine_embedding_matrix(a, b, targets, margin, balanced=True)
+            slips = {"value": [], "d_a": [], "d_b": []}
+            for slip, description in _MATRIX_SLIPS.items():
+                cand = reference_cosine_matrix(a, b, targets, margin, slip=slip)
+                for name, c in zip(("value", "d_a", "d_b"), (cand[0], cand[1][0], cand[1][1])):
+                    slips[name].append((description, c))
+            kinds = "one class only" if np.all(targets > 0) else f"margin {margin}"
+            try:
+                worst = max(worst, compare_values((value, d_a, d_b), (want[0], want[1][0], want[1][1]),
+                                                  ("value", "d_a", "d_b"), tol, slips=slips,
+                                                  factors=(("N", a.shape[0]), ("N*N", a.shape[0] ** 2))))
+            except Diagnosis as exc:
+                raise Diagnosis(f"{exc.message} ({kinds})", exc.figure) from None
+            rows = check_loss("cosine matrix", lambda a_, b_, t_, margin=0.0: run(a_, b_, t_, margin),
+                              {"a": a.copy(), "b": b.copy()}, (targets,), rng=int(rng.integers(1 << 30)),
+                              margin=margin)
+            for r in rows:
+                worst = max(worst, r.max_rel_error)
+                if not r.passed:
+                    raise Diagnosis(f"your d_{r.tensor} fails its own gradient check (error {r.max_rel_error:.2g}, "
+                                    f"{kinds}): it is not the gradient of your value", r.max_rel_error)
+        return worst, worst < tol, "three batches, one of a single class"
+
+    return run_check("cosine_matrix", body, bound=f"below {tol:g}")
