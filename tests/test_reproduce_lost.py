@@ -4,6 +4,10 @@ import signal
 import threading
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vaelayer_np.tools import reproduce
 from vaelayer_np.tools.reproduce import run_reproduce
 
 
@@ -52,3 +56,48 @@ def test_a_child_stopped_by_a_signal_this_command_did_not_send_is_lost(tmp_path)
     assert "NOT FINISHED: 1 run(s) lost by this invocation" in page
     row = next(line for line in page.splitlines() if line.startswith("| digits-iffcl"))
     assert "0: LOST, stopped before finishing" in row and "unfinished" in row
+
+
+class _Exited:
+    """A child process that has already exited with ``code``."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+    def terminate(self):
+        pass
+
+
+class _Stop:
+    def __init__(self, requested):
+        self.requested, self.count = requested, int(requested)
+
+
+
+@settings(max_examples=30, deadline=None)  # each example waits one 0.2 s poll
+@given(st.lists(st.integers(-64, 255), min_size=1, max_size=4), st.booleans())
+def test_no_exit_of_a_child_is_taken_for_a_finished_run_but_success(codes, stop_requested):
+    """Whatever code each child exits with, a run counts as finished only with exit code 0; without a stop
+    request every other code is a failure or a lost run (named), never silently dropped."""
+    tasks = [("digits-iffcl", seed) for seed in range(len(codes))]
+    by_seed = dict(enumerate(codes))
+    lines = []
+    real = reproduce._launch
+    reproduce._launch = lambda name, seed, *a: _Exited(by_seed[seed])
+    try:
+        finished, failed, interrupted, lost = reproduce.run_tasks(tasks, "/nonexistent", 4, None, None,
+                                                                  lines.append, _Stop(stop_requested), "/nonexistent")
+    finally:
+        reproduce._launch = real
+    assert interrupted == stop_requested
+    for key, code in zip(tasks, codes):
+        if stop_requested:
+            continue  # nothing is started after a stop request
+        assert (key in finished) == (code == 0)
+        if code != 0:
+            assert (key in failed) != (key in lost), (code, lines)
+            word = "LOST " if key in lost else "FAILED"
+            assert any(line.startswith(f"{word} digits-iffcl seed {key[1]}") for line in lines), lines
