@@ -22,6 +22,12 @@ def test_the_ablation_holds_every_combination_at_one_rule():
     assert combos == set(itertools.product((0.0, 3.0), (0.0, 10.0), (0.0, 1e-3)))
     for name in reproduce.ABLATION_BASELINES:
         assert TrainConfig(**reproduce.EXPERIMENTS[name].settings).epochs == 10
+    digits = set()
+    for name, heads, lam, beta, _ in reproduce.DIGITS_ABLATION:
+        cfg = TrainConfig(**reproduce.EXPERIMENTS[name].settings)
+        assert (cfg.dataset, cfg.epochs, cfg.lr, cfg.beta) == ("digits", 50, 1e-3, 1e-3)
+        digits.add((cfg.head_weight, cfg.lam))
+    assert digits == set(itertools.product((0.0, 3.0), (0.0, 10.0)))
 
 
 def test_the_moonshot_gives_every_method_the_same_recipe_and_grid():
