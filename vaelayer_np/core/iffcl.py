@@ -216,40 +216,64 @@ def local_head_step(path: Any, head: Any, out: np.ndarray, labels: np.ndarray,
     return loss, d_out, grads
 
 
-def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b, cosine_on,
-                heads=None, head_weight=0.0):
-    """:func:`vae_local_step` on checked inputs."""
-    out_a, cache_a = path.vae_forward(layer_a, x_a, rng)
-    out_b, cache_b = path.vae_forward(layer_b, x_b, rng)
-    # Gradients reaching each layer's output `out` (dout) and its latent `z` (dz) from the terms of L_k
-    # that sit above the layer: the cosine term and the local heads. Nothing arrives from layer k+1.
-    dout_a = dout_b = dz_a = dz_b = None
-    if cosine_on == "latent":
-        cos_loss, (dz_a, dz_b) = path.cosine_term(cache_a["z"], cache_b["z"], target, labels_a, labels_b,
-                                                  contrast, margin)
-        dz_a, dz_b = lam * dz_a, lam * dz_b
-    else:
-        cos_loss, (d_cos_a, d_cos_b) = path.cosine_term(out_a, out_b, target, labels_a, labels_b, contrast, margin)
-        dout_a, dout_b = lam * d_cos_a, lam * d_cos_b
-    head_loss, grads_head_a, grads_head_b = 0.0, None, None
-    if heads is not None:
-        loss_ha, d_head_a, grads_head_a = local_head_step(path, heads[0], out_a, labels_a, head_weight)
-        loss_hb, d_head_b, grads_head_b = local_head_step(path, heads[1], out_b, labels_b, head_weight)
-        head_loss = loss_ha + loss_hb
-        dout_a = d_head_a if dout_a is None else dout_a + d_head_a
-        dout_b = d_head_b if dout_b is None else dout_b + d_head_b
-    # no dx: nothing is sent below.
-    grads_a = path.vae_backward(layer_a, dout_a, cache_a, dz=dz_a)
-    grads_b = path.vae_backward(layer_b, dout_b, cache_b, dz=dz_b)
+def twin_backward(path: Any, layer: Any, cache: Any, out: np.ndarray, d_cos: np.ndarray, cosine_on: str,
+                  head: Any = None, labels: np.ndarray | None = None,
+                  head_weight: float = 0.0) -> tuple[dict[str, np.ndarray], float | None, dict | None]:
+    """One twin's gradients at depth k, from the terms of its local loss that sit above the layer.
+
+    ``d_cos`` is the cosine term's gradient (already times lambda) on the layer's latent z
+    (``cosine_on="latent"``) or on its output; a local ``head`` adds its own gradient on the output.
+    Nothing arrives from layer k+1 and no dx is computed: nothing is sent below. The serial step
+    (:func:`_local_step`) and the twins on two threads (:mod:`vaelayer_np.fast.parallel`) both call this.
+
+    Returns (the layer's gradients, the head's loss or None, the head's gradients or None).
+    """
+    dz, dout = (d_cos, None) if cosine_on == "latent" else (None, d_cos)
+    head_loss, grads_head = None, None
+    if head is not None:
+        head_loss, d_head, grads_head = local_head_step(path, head, out, labels, head_weight)
+        dout = d_head if dout is None else dout + d_head
+    return path.vae_backward(layer, dout, cache, dz=dz), head_loss, grads_head
+
+
+def layer_terms(path: Any, layer_a: Any, layer_b: Any, cache_a: Any, cache_b: Any, cos_loss: float,
+                head_losses: tuple[float | None, float | None], lam: float, head_weight: float) -> dict[str, float]:
+    r"""The loss terms of depth k's pair, as the metrics report them: ``recon``, ``kl`` and ``loss`` summed
+    over the twins, ``cos``, and ``head`` (the two heads' losses) when there are heads.
+
+    .. math:: L_k = \mathrm{negELBO}_A + \mathrm{negELBO}_B + \lambda\,\mathrm{cos}
+              + w_h\,(\mathrm{CE}_A + \mathrm{CE}_B)
+    """
     terms_a, terms_b = path.vae_loss_terms(layer_a, cache_a), path.vae_loss_terms(layer_b, cache_b)
+    head_a, head_b = head_losses
+    head_loss = 0.0 if head_a is None else head_a + head_b
     terms = {
         "recon": terms_a["recon"] + terms_b["recon"],
         "kl": terms_a["kl"] + terms_b["kl"],
         "cos": cos_loss,
         "loss": terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss + head_weight * head_loss,
     }
-    if heads is not None:
+    if head_a is not None:
         terms["head"] = head_loss
+    return terms
+
+
+def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b, cosine_on,
+                heads=None, head_weight=0.0):
+    """:func:`vae_local_step` on checked inputs."""
+    out_a, cache_a = path.vae_forward(layer_a, x_a, rng)
+    out_b, cache_b = path.vae_forward(layer_b, x_b, rng)
+    # the cosine term of L_k on the twins' latents z (or their outputs), then each twin's backward from it
+    # (and from its local head): gradients reach the layer from the terms of L_k that sit above it, never
+    # from layer k+1
+    on_a, on_b = (cache_a["z"], cache_b["z"]) if cosine_on == "latent" else (out_a, out_b)
+    cos_loss, (d_cos_a, d_cos_b) = path.cosine_term(on_a, on_b, target, labels_a, labels_b, contrast, margin)
+    head_a, head_b = heads if heads is not None else (None, None)
+    grads_a, loss_ha, grads_head_a = twin_backward(path, layer_a, cache_a, out_a, lam * d_cos_a, cosine_on, head_a,
+                                                   labels_a, head_weight)
+    grads_b, loss_hb, grads_head_b = twin_backward(path, layer_b, cache_b, out_b, lam * d_cos_b, cosine_on, head_b,
+                                                   labels_b, head_weight)
+    terms = layer_terms(path, layer_a, layer_b, cache_a, cache_b, cos_loss, (loss_ha, loss_hb), lam, head_weight)
     return LocalStep(out_a, out_b, grads_a, grads_b, terms, grads_head_a, grads_head_b)
 
 

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..core.iffcl import local_head_step, make_pairs
+from ..core.iffcl import layer_terms, make_pairs, output_local_step, twin_backward
 from ..core.settings import CHOICES, DEFAULTS, canonical
 from ..core._validate import check_choice
 from .machine import BlasThreads
@@ -165,19 +165,14 @@ class ParallelFastPath(FastPath):
 
     def _backward_with_head(self, twin, k, net, layer, cache, out, labels, d_cos, cosine_on, head_weight,
                             optimizers):
-        """One twin's backward at depth k, as the serial step does it: the cosine term's gradient on z (or on
-        the output) plus, with local heads, the head's gradient on the output; returns the head's loss."""
-        dz = dout = None
-        if cosine_on == "latent":
-            dz = d_cos
-        else:
-            dout = d_cos
-        head_loss = None
-        if net.heads:
-            head_loss, d_head, grads_head = local_head_step(self, net.heads[k], out, labels, head_weight)
-            dout = d_head if dout is None else dout + d_head
-        optimizers[f"{twin}.vae{k}"].step(self.vae_backward(layer, dout, cache, dz=dz))
-        if net.heads:
+        """One twin's backward at depth k and its updates: the serial step's
+        :func:`~vaelayer_np.core.iffcl.twin_backward`, then the layer's (and its head's) Adam step; returns
+        the head's loss (None without heads)."""
+        head = net.heads[k] if net.heads else None
+        grads, head_loss, grads_head = twin_backward(self, layer, cache, out, d_cos, cosine_on, head, labels,
+                                                     head_weight)
+        optimizers[f"{twin}.vae{k}"].step(grads)
+        if head is not None:
             optimizers[f"{twin}.head{k}"].step(grads_head)
         return head_loss
 
@@ -199,7 +194,7 @@ class ParallelFastPath(FastPath):
             outs.append(out)
             caches.append(cache)
             coses.append(cos_loss)
-        logits, loss, grads = self._output_step(net.output, net.readout_features(outs), y)
+        logits, loss, grads = output_local_step(net.output, net.readout_features(outs), y, self)
         optimizers["A.output"].step(grads)
         results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
 
@@ -226,7 +221,7 @@ class ParallelFastPath(FastPath):
                 h = out
                 outs.append(out)
                 caches.append(cache)
-            _, loss, grads = self._output_step(net.output, net.readout_features(outs), y)
+            _, loss, grads = output_local_step(net.output, net.readout_features(outs), y, self)
             optimizers["B.output"].step(grads)
             results.update(caches_b=caches, loss_b=loss, heads_b=heads)
         except _Abort:
@@ -235,27 +230,14 @@ class ParallelFastPath(FastPath):
             meeting.fail()
             raise
 
-    def _output_step(self, layer, features, labels):
-        logits, cache = self.output_forward(layer, features)
-        loss, d_logits = self.output_loss(layer, logits, labels)
-        return logits, loss, self.output_backward(layer, d_logits, cache)
-
     def _metrics(self, results, layers_a, layers_b, lam, y, head_weight=0.0):
-        """The serial step's metrics, summed in its order."""
+        """The serial step's metrics (:func:`~vaelayer_np.core.iffcl.layer_terms`), in its order."""
         metrics = {}
         for k, (layer_a, layer_b) in enumerate(zip(layers_a, layers_b)):
-            terms_a = self.vae_loss_terms(layer_a, results["caches_a"][k])
-            terms_b = self.vae_loss_terms(layer_b, results["caches_b"][k])
-            cos_loss = results["cos"][k]
-            head_a, head_b = results["heads_a"][k], results["heads_b"][k]
-            head_loss = 0.0 if head_a is None else head_a + head_b
-            metrics[f"layer{k}_recon"] = terms_a["recon"] + terms_b["recon"]
-            metrics[f"layer{k}_kl"] = terms_a["kl"] + terms_b["kl"]
-            metrics[f"layer{k}_cos"] = cos_loss
-            metrics[f"layer{k}_loss"] = (terms_a["neg_elbo"] + terms_b["neg_elbo"] + lam * cos_loss
-                                         + head_weight * head_loss)
-            if head_a is not None:
-                metrics[f"layer{k}_head"] = head_loss
+            terms = layer_terms(self, layer_a, layer_b, results["caches_a"][k], results["caches_b"][k],
+                                results["cos"][k], (results["heads_a"][k], results["heads_b"][k]), lam, head_weight)
+            for term, value in terms.items():
+                metrics[f"layer{k}_{term}"] = value
         metrics["output_loss"] = 0.5 * (results["loss_a"] + results["loss_b"])
         metrics["batch_acc"] = float(np.mean(results["logits_a"].argmax(1) == y))
         return metrics
