@@ -112,7 +112,7 @@ def test_a_scheduler_without_workers_is_named_and_ctrl_c_returns_at_once(tmp_pat
     text = "\n".join(lines)
     assert code == 130, text
     assert f"the Dask scheduler at {empty.scheduler_address} has no workers" in text
-    assert "cancelling 1 run(s) no worker has started" in text
+    assert "cancelling 1 run(s) not handed to a worker yet" in text
     assert "LOST" not in text  # cancelled on request: interrupted, not lost
     assert elapsed < 120, f"{elapsed:.0f} s: Ctrl-C waited for a worker that never came"
 
@@ -198,3 +198,29 @@ def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_
         for proc in (worker, *schedulers):
             if proc is not None:
                 _stop(proc)
+
+
+def test_ctrl_c_cancels_the_queued_runs_and_brings_the_running_one_back_checkpointed(tmp_path, cluster):
+    import threading
+
+    out = tmp_path / "out"
+    lines = []
+
+    def interrupt_once_running():
+        with distributed.Client(cluster.scheduler_address, timeout="30s") as watcher:
+            deadline = time.monotonic() + 120
+            while not any(watcher.processing().values()):
+                assert time.monotonic() < deadline, "the run never started"
+                time.sleep(0.1)
+        time.sleep(1.5)  # the run is training
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    code = run_reproduce(out, only="digits-iffcl", seeds=(0,), digits_seeds=[0, 1], epochs=300, limit=300,
+                         scheduler=cluster.scheduler_address, log=lines.append)
+    text = "\n".join(lines)
+    assert code == 130, text
+    assert "interrupted: cancelling " in text and "asking the " in text
+    assert "LOST" not in text and "done  digits-iffcl" not in text
+    assert (out / "digits-iffcl" / "seed0" / "checkpoint.npz").exists()  # the running one came back checkpointed
+    assert not (out / "digits-iffcl" / "seed1").exists()  # the queued one never started: nothing written

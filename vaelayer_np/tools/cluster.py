@@ -26,9 +26,10 @@ stops on its worker without being asked, the run is *lost*: the command names it
 and the results page lists it with the command that resumes it (its folder in ``--out`` holds what
 it held when it was handed out, its checkpoint included; what it trained on the cluster since is lost).
 
-Stopping: Ctrl-C (or SIGTERM) cancels at once the runs no worker has started, and sets a Dask ``Event``
-that every running run polls about once a second between training steps: each saves its checkpoint,
-sends its folder back, and stops; a second Ctrl-C cancels what is left.
+Stopping: Ctrl-C (or SIGTERM) cancels the runs the scheduler has not handed to a worker, and sets a Dask
+``Event`` that every run polls when it starts (one its worker had queued ends at once, nothing trained)
+and about once a second between training steps: each saves its checkpoint, sends its folder back, and
+stops; a second Ctrl-C cancels what is left.
 """
 from __future__ import annotations
 
@@ -139,6 +140,7 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
     tools above it; Dask sends it by name); ``exp``: the experiment; ``files``: the run folder as it is in
     ``--out`` (empty for a new run); ``log_text``: its log so far. A run that can no longer ask the
     scheduler whether to stop (the scheduler is gone) checkpoints and stops: nobody would receive its result.
+    ``completed`` is None for a run that was asked to stop before it started (nothing was trained).
     """
     from threadpoolctl import threadpool_limits
 
@@ -147,7 +149,7 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
         from dask.distributed import Event
 
         event = Event(stop_event)
-    last = [0.0, False]
+    last = [-2.0, False]
 
     def should_stop():
         now = time.monotonic()
@@ -159,6 +161,8 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
                 last[1] = True
         return last[1]
 
+    if should_stop():  # stopped before it started (queued on its worker when Ctrl-C came): nothing to do
+        return None, {}, log_text
     with tempfile.TemporaryDirectory(prefix="vaelayer-run-") as out:
         run_dir = Path(out) / exp.name / f"seed{seed}"
         _write_folder(run_dir, files)
@@ -230,10 +234,11 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
         while waiting:
             if stop.requested and not asked:
                 asked = True
-                started = _processing_keys(client)
-                queued = [f for f in waiting if f.key not in started and not f.done()]
-                log(f"interrupted: cancelling {len(queued)} run(s) no worker has started; asking the "
-                    f"{len(waiting) - len(queued)} running on the cluster to checkpoint and stop")
+                assigned = _processing_keys(client)
+                queued = [f for f in waiting if f.key not in assigned and not f.done()]
+                log(f"interrupted: cancelling {len(queued)} run(s) not handed to a worker yet; asking the "
+                    f"{len(waiting) - len(queued)} others to checkpoint and stop (those their worker has not "
+                    "started end at once)")
                 ours.update(f.key for f in queued)
                 if queued:
                     client.cancel(queued)
@@ -267,6 +272,11 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
                 except Exception as exc:  # the run's own error (it is named in the log here)
                     failed.append(key)
                     log(f"FAILED {name} seed {seed} on the cluster: {type(exc).__name__}: {exc}")
+                    continue
+                if completed is None:  # asked to stop before it started: its folder here is as it was
+                    if not stop.requested:
+                        lost[key] = "the run could not ask the scheduler whether to start (it lost the scheduler)"
+                        log(f"LOST  {name} seed {seed}: {lost[key]}")
                     continue
                 run_dir = out / name / f"seed{seed}"
                 if run_dir.exists():
