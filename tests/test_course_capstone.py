@@ -176,6 +176,109 @@ def test_the_training_checker_refuses_the_library_and_an_in_place_shuffle(soluti
         return train_epoch(model, x, y, rng, batch_size)
 
     for bug, words in ((library_trainer, ["iffcl.train_step"]), (shuffles_x, ["in place", "`x`"]),
-                       (lambda *a: None, ["finite float"])):
+                       (lambda *a: None, ["the epoch's mean loss", "got None"])):
         text = str(capstone.check_capstone_training(bug, make_model, predict, epochs=1))
         assert text.startswith("FAIL") and all(w in text for w in words), text
+
+
+def test_the_training_checker_checks_the_process(solution):
+    """No shuffle, the global generator, a loss that is not the epoch's: each named after one or two epochs."""
+    train_epoch, make_model, predict = solution["train_epoch"], solution["make_model"], solution["predict"]
+    step_gradients = solution["step_gradients"]
+
+    def no_shuffle(model, x, y, rng, batch_size):
+        losses = []
+        for start in range(0, len(x), batch_size):
+            grads, loss = step_gradients(model, x[start:start + batch_size], y[start:start + batch_size], rng)
+            for name, g in grads.items():
+                model["opt"][name].step(g)
+            losses.append(loss)
+        return float(np.mean(losses))
+
+    def global_generator(model, x, y, rng, batch_size):
+        np.random.permutation(len(x))  # the order drawn from np.random, not from rng
+        return train_epoch(model, x, y, rng, batch_size)
+
+    def constant_loss(model, x, y, rng, batch_size):
+        train_epoch(model, x, y, rng, batch_size)
+        return 1.0
+
+    for bug, epochs, words in ((no_shuffle, 1, ["epoch 1 did not draw a new order", "rng.permutation"]),
+                               (global_generator, 1, ["global generator", "`rng`"]),
+                               (constant_loss, 2, ["same loss", "every epoch"])):
+        text = str(capstone.check_capstone_training(bug, make_model, predict, epochs=epochs))
+        assert text.startswith("FAIL") and all(w in text for w in words), (bug.__name__, text)
+
+
+def test_the_layer_checker_names_the_slip(solution):
+    base = solution["MyVAELayer"]
+
+    def backward_mse_everywhere(self, cache, dz):
+        recon, self.recon = self.recon, "mse"  # the MSE's gradient whatever the layer's loss
+        try:
+            return base.backward(self, cache, dz)
+        finally:
+            self.recon = recon
+
+    def forward_sample_passed_on(self, x, eps):
+        out, cache = base.forward(self, x, eps)
+        return np.maximum(cache["z"], 0.0), cache
+
+    def backward_dz_at_mu(self, cache, dz):
+        grads = base.backward(self, cache, 0.0 * dz)
+        h = cache["h"]  # dz added to the gradient of mu: only the mean head and what lies below it move
+        extra = {"W_mu": h.T @ dz, "b_mu": dz.sum(axis=0)}
+        d_h_pre = solution["relu_backward"](dz @ self.params["W_mu"].T, cache["h_pre"], h)
+        extra.update(W_enc=cache["x"].T @ d_h_pre, b_enc=d_h_pre.sum(axis=0))
+        return {k: v + extra.get(k, 0.0) for k, v in grads.items()}
+
+    def backward_beta_missing(self, cache, dz):
+        beta, self.beta = self.beta, 1.0
+        try:
+            return base.backward(self, cache, dz)
+        finally:
+            self.beta = beta
+
+    class WithoutRecon(base):
+        def __init__(self, in_dim, latent_dim, hidden, rng, beta=1e-3, bound=6.0, log_var_bias=-4.0):
+            super().__init__(in_dim, latent_dim, hidden, rng, beta, bound, log_var_bias)
+
+    for layer_class, words in (
+            (_layer_variant(solution, backward=backward_mse_everywhere), ["(bce)", "wrong reconstruction loss"]),
+            (_layer_variant(solution, forward=forward_sample_passed_on), ["forward", "`out`", "sample passed on"]),
+            (_layer_variant(solution, backward=backward_dz_at_mu), ["`dz` added to the gradient of mu"]),
+            (_layer_variant(solution, backward=backward_beta_missing), ["without beta"]),
+            (WithoutRecon, ["recon='bce'", "constructor"])):
+        text = str(capstone.check_my_vae_layer(layer_class))
+        assert text.startswith("FAIL") and all(w in text for w in words), (layer_class.__name__, text)
+
+
+def test_the_local_step_checker_tries_all_pairs_and_names_its_slips(solution):
+    step, layer = solution["my_local_step"], solution["MyVAELayer"]
+    cosine_matrix_loss = solution["cosine_matrix_loss"]
+
+    def partner_only(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
+        if np.ndim(target) == 2:  # the all-pairs targets read as one partner per row: the diagonal
+            target = np.diag(target).copy()
+        return step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin)
+
+    def plain_mean(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
+        if np.ndim(target) == 2:
+            solution["cosine_matrix_loss"] = lambda a, b, t, m: unbalanced(a, b, t, m)
+        try:
+            return step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin)
+        finally:
+            solution["cosine_matrix_loss"] = cosine_matrix_loss
+
+    def unbalanced(a, b, t, m):
+        from vaelayer_np.course.lesson04 import reference_cosine_matrix
+        return reference_cosine_matrix(a, b, t, m, slip="plain mean")
+
+    def without_lambda(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
+        return step(layer_a, layer_b, x_a, x_b, target, rng, 1.0, margin)
+
+    for bug, words in ((partner_only, ["all pairs, target (N, N)", "wrong"]),
+                       (plain_mean, ["all pairs", "plain mean over all pairs"]),
+                       (without_lambda, ["lambda forgotten"])):
+        text = str(capstone.check_my_local_step(bug, layer))
+        assert text.startswith("FAIL") and all(w in text for w in words), (bug.__name__, text)

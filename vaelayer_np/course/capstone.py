@@ -8,12 +8,15 @@ set, and locality is proved on the student's code.
 
 * :func:`check_my_vae_layer`: ``MyVAELayer.forward(x, eps) -> (out, cache)`` and
   ``MyVAELayer.backward(cache, dz) -> grads`` against :class:`vaelayer_np.core.layers.VAELayer`
-  (MSE, ReLU, ``pass_on="mean"``) with the same parameters and noise;
+  (MSE or BCE, ReLU, ``pass_on="mean"``) with the same parameters and noise; a wrong tensor is
+  matched against the usual slips, which are named;
 * :func:`check_my_local_step`: ``my_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin)
   -> (grads_a, grads_b, out_a, out_b)`` against the library's layers on the same noise
-  (drawn from ``rng``: ``eps_a`` first, then ``eps_b``);
+  (drawn from ``rng``: ``eps_a`` first, then ``eps_b``), with one partner per row (``target`` (N,)) and
+  with all pairs (``target`` (N, N), the balanced all-pairs loss);
 * :func:`check_capstone_training`: trains the model of ``make_model`` with ``train_epoch`` and
-  measures the test accuracy;
+  measures the test accuracy; checks the process too: the returned loss, a new order of the examples
+  every epoch drawn from the given ``rng``, and nothing drawn from NumPy's global generator;
 * :func:`check_capstone_locality`: ``step_gradients(model, x, y, rng) -> (grads, loss)`` gives layer k's gradients
   bit for bit unchanged when every parameter above layer k changes, and changed when layer k's own do.
 
@@ -27,6 +30,7 @@ import numpy as np
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
 from .checks import Diagnosis, call_student, compare_values, run_check, tripwires
+from .lesson02 import _GRAD_ORDER, _LAYER_SLIPS, reference_layer_backward
 from .answer_keys import recorded
 
 MIN_ACCURACY = 0.95
@@ -56,11 +60,11 @@ FORBIDDEN = {"my_vae_layer": FORBIDDEN_ALL, "my_local_step": FORBIDDEN_ALL, "tra
 PARAMS = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
 
 
-def _twin_layers(seed, d=7, k=4, hidden=5, beta=0.5, bound=3.0):
-    """A library VAE layer (float64, relu, MSE, pass_on="mean") at a generic point, and its inputs."""
+def _twin_layers(seed, d=7, k=4, hidden=5, beta=0.5, bound=3.0, recon="mse"):
+    """A library VAE layer (float64, relu, MSE or BCE, pass_on="mean") at a generic point, and its inputs."""
     rng = np.random.default_rng(seed)
     layer = generic_point(VAELayer(d, k, beta=beta, encoder_hidden=hidden, log_var_bias_init=-1.0,
-                                   log_var_bound=bound, rng=rng, dtype=np.float64), rng)
+                                   log_var_bound=bound, rng=rng, dtype=np.float64, recon=recon), rng)
     layer.params["W_lv"] *= 3.0  # some raw log-variances beyond the bound's linear part
     return layer, rng
 
@@ -69,7 +73,15 @@ def _mine(MyVAELayer, layer, seed):
     """The student's layer with the library layer's shape, settings and parameters."""
     d, k = layer.params["W_dec"].shape[1], layer.params["W_dec"].shape[0]
     hidden = layer.params["W_enc"].shape[1]
-    mine = MyVAELayer(d, k, hidden, np.random.default_rng(seed), beta=layer.beta, bound=layer.log_var_bound)
+    settings = {} if layer.recon == "mse" else {"recon": layer.recon}
+    try:
+        mine = MyVAELayer(d, k, hidden, np.random.default_rng(seed), beta=layer.beta, bound=layer.log_var_bound,
+                          **settings)
+    except TypeError as exc:
+        if not settings:
+            raise
+        raise Diagnosis(f"MyVAELayer(..., recon={layer.recon!r}) failed ({exc}): the constructor takes the "
+                        f"reconstruction loss as `recon` (\"mse\" or \"bce\")") from None
     if not isinstance(getattr(mine, "params", None), dict):
         raise Diagnosis("MyVAELayer(...) must have a dict `params` of its parameters")
     missing = [p for p in PARAMS if p not in mine.params]
@@ -84,16 +96,21 @@ def _mine(MyVAELayer, layer, seed):
 def check_my_vae_layer(MyVAELayer, seed=0):
     """Check ``MyVAELayer`` (forward and backward) against the library's VAE layer on the same parameters.
 
-    ``MyVAELayer(in_dim, latent_dim, hidden, rng, beta, bound)``; ``forward(x, eps) -> (out, cache)`` with
-    ``out = relu(mu)`` and ``cache`` holding at least ``"z"``; ``backward(cache, dz) -> grads`` (a dict with
-    the eight parameters), the gradients of the layer's negative ELBO plus ``<dz, z>``.
+    ``MyVAELayer(in_dim, latent_dim, hidden, rng, beta, bound, recon="mse")``; ``forward(x, eps) -> (out,
+    cache)`` with ``out = relu(mu)`` and ``cache`` holding at least ``"z"``; ``backward(cache, dz) -> grads``
+    (a dict with the eight parameters), the gradients of the layer's negative ELBO plus ``<dz, z>``. Two MSE
+    layers and a BCE layer (``recon="bce"``, inputs in [0, 1]). A wrong value is matched against the usual
+    slips, which are named: in the forward the sample passed on, the noise missing, the variance or the
+    log-variance where the standard deviation belongs; in the backward those of lesson 02's whole backward
+    (:func:`vaelayer_np.course.lesson02.reference_layer_backward`: dz missing or entered at mu, beta
+    missing, the other reconstruction loss's gradient, ...).
     """
     def body():
         worst = 0.0
-        for trial in range(2):
-            layer, rng = _twin_layers(seed + trial)
+        for trial, recon in enumerate(("mse", "mse", "bce")):
+            layer, rng = _twin_layers(seed + trial, recon=recon)
             mine = _mine(MyVAELayer, layer, seed)
-            x = rng.standard_normal((6, 7))
+            x = rng.standard_normal((6, 7)) if recon == "mse" else rng.uniform(0.0, 1.0, (6, 7))
             eps = rng.standard_normal((6, 4))
             dz = rng.standard_normal((6, 4))
             got = call_student(mine.forward, (x.copy(), eps.copy()), ("x", "eps"), FORBIDDEN["my_vae_layer"])
@@ -103,12 +120,21 @@ def check_my_vae_layer(MyVAELayer, seed=0):
             want_out, want_cache = layer.forward(x, eps=eps)
             if "z" not in cache:
                 raise Diagnosis("the forward's cache has no \"z\" (the cosine term needs the latent sample)")
+            mu, log_var = want_cache["mu"], want_cache["log_var"]
+            forward_slips = {
+                "out": [("relu(z): the sample passed on, but this layer passes the mean, out = relu(mu)",
+                         np.maximum(want_cache["z"], 0.0)),
+                        ("mu without the activation: out = relu(mu)", mu)],
+                "z": [("mu: the noise is missing, z = mu + exp(log_var / 2) * eps", mu),
+                      ("mu + exp(log_var) * eps: the variance where the standard deviation belongs",
+                       mu + np.exp(log_var) * eps),
+                      ("mu + log_var * eps: the log-variance where the standard deviation belongs",
+                       mu + log_var * eps)]}
             try:
                 worst = max(worst, compare_values((out, cache["z"]), (want_out, want_cache["z"]), ("out", "z"),
-                                                  TOLERANCE))
+                                                  TOLERANCE, slips=forward_slips))
             except Diagnosis as exc:
-                raise Diagnosis(f"MyVAELayer.forward: {exc.message} (out = relu(mu), the mean path passed on)",
-                                exc.figure) from None
+                raise Diagnosis(f"MyVAELayer.forward ({recon}): {exc.message}", exc.figure) from None
             grads = call_student(mine.backward, (cache, dz.copy()), ("cache", "dz"), FORBIDDEN["my_vae_layer"])
             if not isinstance(grads, dict):
                 raise Diagnosis(f"backward must return a dict of gradients, got {type(grads).__name__}")
@@ -116,17 +142,26 @@ def check_my_vae_layer(MyVAELayer, seed=0):
             if missing:
                 raise Diagnosis(f"MyVAELayer.backward: no gradient for {', '.join(missing)}")
             _, want = layer.backward(None, want_cache, dz=dz, need_dx=False)
+            slips = {p: [] for p in PARAMS}
+            for slip in _LAYER_SLIPS:
+                try:
+                    _, candidate = reference_layer_backward(layer, want_cache, None, dz, 1.0, slip)
+                except ValueError:  # not computable on these inputs (BCE's targets must lie in [0, 1])
+                    continue
+                for p in PARAMS:
+                    slips[p].append((_LAYER_SLIPS[slip], candidate[p]))
             try:
                 worst = max(worst, compare_values(tuple(grads[p] for p in PARAMS), tuple(want[p] for p in PARAMS),
-                                                  PARAMS, TOLERANCE))
+                                                  PARAMS, TOLERANCE, slips=slips, order=_GRAD_ORDER[:-1]))
             except Diagnosis as exc:
-                raise Diagnosis(f"MyVAELayer.backward: {exc.message}", exc.figure) from None
+                raise Diagnosis(f"MyVAELayer.backward ({recon}): {exc.message}", exc.figure) from None
         return worst, worst < TOLERANCE, "forward and backward"
 
     return run_check("MyVAELayer (forward, backward)", body, bound=f"below {TOLERANCE:g}")
 
 
-def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
+def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, balanced=True):
+    """The library's local step: one partner per row (``target`` (N,)) or all pairs (``target`` (N, N))."""
     from ..core import ops
 
     n = x_a.shape[0]
@@ -134,7 +169,10 @@ def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
     eps_b = rng.standard_normal((n, layer_b.latent_dim))
     out_a, cache_a = layer_a.forward(x_a, eps=eps_a)
     out_b, cache_b = layer_b.forward(x_b, eps=eps_b)
-    _, (dz_a, dz_b) = ops.cosine_embedding(cache_a["z"], cache_b["z"], target, margin)
+    if np.ndim(target) == 2:
+        _, (dz_a, dz_b) = ops.cosine_embedding_matrix(cache_a["z"], cache_b["z"], target, margin, balanced=balanced)
+    else:
+        _, (dz_a, dz_b) = ops.cosine_embedding(cache_a["z"], cache_b["z"], target, margin)
     return (layer_a.backward(None, cache_a, dz=lam * dz_a, need_dx=False)[1],
             layer_b.backward(None, cache_b, dz=lam * dz_b, need_dx=False)[1], out_a, out_b)
 
@@ -143,16 +181,23 @@ def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin):
 def check_my_local_step(my_local_step, MyVAELayer, seed=0):
     """Check ``my_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin) -> (grads_a, grads_b, out_a,
     out_b)`` on two of the student's layers, against the library's layers with the same parameters, inputs and
-    noise (``eps_a = rng.standard_normal((N, K))`` first, then ``eps_b``)."""
+    noise (``eps_a = rng.standard_normal((N, K))`` first, then ``eps_b``): twice with one partner per row
+    (``target`` (N,), the cosine embedding loss) and once with all pairs (``target`` (N, N), the balanced
+    all-pairs loss). Named slips: lambda forgotten, a plain mean over all pairs, the twins swapped."""
     def body():
         worst = 0.0
-        for trial, (lam, margin) in enumerate(((2.0, 0.2), (0.5, -0.3))):
+        for trial, (lam, margin, contrast) in enumerate(((2.0, 0.2, "partner"), (0.5, -0.3, "partner"),
+                                                         (3.0, 0.1, "all_pairs"))):
             lib_a, rng = _twin_layers(seed + 10 + trial)
             lib_b, _ = _twin_layers(seed + 20 + trial)
             mine_a, mine_b = _mine(MyVAELayer, lib_a, seed), _mine(MyVAELayer, lib_b, seed)
             x_a, x_b = rng.standard_normal((6, 7)), rng.standard_normal((6, 7))
             target = np.where(rng.random(6) < 0.5, 1.0, -1.0)
             target[:2] = (1.0, -1.0)
+            if contrast == "all_pairs":  # labels of A's rows against those of B's: +1 where they agree
+                y_a, y_b = rng.integers(0, 3, 6), rng.integers(0, 3, 6)
+                y_a[:2], y_b[:2] = (0, 1), (0, 0)
+                target = np.where(y_a[:, None] == y_b[None, :], 1.0, -1.0)
             noise_seed = int(rng.integers(1 << 30))
             before = {t: {p: m.params[p].copy() for p in PARAMS} for t, m in (("A", mine_a), ("B", mine_b))}
             got = call_student(my_local_step, (mine_a, mine_b, x_a, x_b, target, np.random.default_rng(noise_seed),
@@ -170,19 +215,61 @@ def check_my_local_step(my_local_step, MyVAELayer, seed=0):
             names = tuple(f"{t}.{p}" for t in "AB" for p in PARAMS) + ("out_a", "out_b")
             got_flat = tuple(got[i][p] for i in (0, 1) for p in PARAMS) + (got[2], got[3])
             want_flat = tuple(want[i][p] for i in (0, 1) for p in PARAMS) + (want[2], want[3])
+            candidates = [("lambda forgotten: the cosine term's gradient enters as lam * dz",
+                           _reference_local_step(lib_a, lib_b, x_a, x_b, target, np.random.default_rng(noise_seed),
+                                                 1.0, margin))]
+            if contrast == "all_pairs":
+                candidates.append(("a plain mean over all pairs: the all-pairs term is balanced, the positive "
+                                   "and the negative pairs each carry half of it",
+                                   _reference_local_step(lib_a, lib_b, x_a, x_b, target,
+                                                         np.random.default_rng(noise_seed), lam, margin,
+                                                         balanced=False)))
+            slips = {name: [] for name in names}
+            for description, cand in candidates:
+                flat = tuple(cand[i][p] for i in (0, 1) for p in PARAMS) + (cand[2], cand[3])
+                for name, value in zip(names, flat):
+                    slips[name].append((description, value))
             try:
-                worst = max(worst, compare_values(got_flat, want_flat, names, TOLERANCE))
+                worst = max(worst, compare_values(got_flat, want_flat, names, TOLERANCE, slips=slips))
             except Diagnosis as exc:
                 swapped = tuple(want[i][p] for i in (1, 0) for p in PARAMS)
                 hint = ""
                 if all(np.shape(g) == np.shape(w) and np.allclose(g, w, rtol=1e-9, atol=1e-12)
                        for g, w in zip(got_flat[:16], swapped)):
                     hint = "; it looks like the twins' gradients swapped"
-                raise Diagnosis(f"{exc.message}{hint} (lambda {lam}, margin {margin}; is eps_a drawn before eps_b, "
-                                f"both from rng?)", exc.figure) from None
+                what = "all pairs, target (N, N)" if contrast == "all_pairs" else "one partner per row, target (N,)"
+                raise Diagnosis(f"{what}: {exc.message}{hint} (lambda {lam}, margin {margin}; is eps_a drawn before "
+                                f"eps_b, both from rng?)", exc.figure) from None
         return worst, worst < TOLERANCE, ""
 
     return run_check("my_local_step", body, bound=f"below {TOLERANCE:g}")
+
+
+class _WatchedGenerator(np.random.Generator):
+    """The generator handed to ``train_epoch``: the same stream as ``np.random.default_rng(seed)``, and it
+    notes the sizes of the orderings drawn from it (``permutation``, ``shuffle``, ``permuted``, ``choice``
+    without replacement), so a checker can tell whether an epoch visited the examples in a new order."""
+
+    def __init__(self, seed):
+        super().__init__(np.random.PCG64(seed))
+        self.orderings = []
+
+    def permutation(self, x, *args, **kwargs):
+        self.orderings.append(int(x) if np.ndim(x) == 0 else len(x))
+        return super().permutation(x, *args, **kwargs)
+
+    def shuffle(self, x, *args, **kwargs):
+        self.orderings.append(len(x))
+        return super().shuffle(x, *args, **kwargs)
+
+    def permuted(self, x, *args, **kwargs):
+        self.orderings.append(np.shape(x)[0] if np.ndim(x) else 0)
+        return super().permuted(x, *args, **kwargs)
+
+    def choice(self, a, size=None, replace=True, *args, **kwargs):
+        if not replace and size is not None:
+            self.orderings.append(int(np.prod(size)))
+        return super().choice(a, size, replace, *args, **kwargs)
 
 
 def _digits():
@@ -197,18 +284,38 @@ def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min
     """Train ``make_model(rng)`` with ``train_epoch(model, x, y, rng, batch_size) -> mean loss`` for ``epochs``
     epochs on the digits' training set and measure ``predict(model, x) -> labels`` on the test set: the
     accuracy must reach ``min_accuracy``. Only the student's code trains: the library's layers, ops and IFFCL
-    functions are off limits (the given output head's softmax cross-entropy and Adam are allowed)."""
+    functions are off limits (the given output head's softmax cross-entropy and Adam are allowed). The
+    process is checked too: every epoch draws a new order of the examples from the given ``rng`` (a
+    generator that notes its orderings, :class:`_WatchedGenerator`), nothing is drawn from NumPy's global
+    generator, and the returned loss is a finite float that is not the same every epoch."""
     def body():
         x, y, x_test, y_test = _digits()
-        rng = np.random.default_rng(seed)
+        rng = _WatchedGenerator(seed)
         model = call_student(make_model, (rng,), ("rng",), FORBIDDEN["training"])
         losses = []
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            drawn, global_state = len(rng.orderings), np.random.get_state()[1].copy()
             loss = call_student(train_epoch, (model, x, y, rng, BATCH_SIZE),
                                 ("model", "x", "y", "rng", "batch_size"), FORBIDDEN["training"])
-            if loss is None or not np.isfinite(float(loss)):
-                raise Diagnosis(f"train_epoch must return the epoch's mean loss, a finite float; got {loss!r}")
-            losses.append(float(loss))
+            if not np.array_equal(np.random.get_state()[1], global_state):
+                raise Diagnosis("train_epoch drew from NumPy's global generator (np.random.permutation, "
+                                "np.random.shuffle, ...): draw everything from the given `rng`, so that a run is "
+                                "reproduced by its seed")
+            try:
+                loss = float(loss)
+            except (TypeError, ValueError):
+                raise Diagnosis(f"train_epoch must return the epoch's mean loss, a float; got {loss!r}") from None
+            if not np.isfinite(loss):
+                raise Diagnosis(f"train_epoch returned a loss of {loss}: the training diverged, or the loss "
+                                f"returned is not the mean of the mini-batches' losses")
+            if len(x) not in rng.orderings[drawn:]:
+                raise Diagnosis(f"epoch {epoch + 1} did not draw a new order of the {len(x)} examples from `rng`: "
+                                f"without a shuffle every epoch sees the same mini-batches in the same order "
+                                f"(use rng.permutation(len(x)))")
+            losses.append(loss)
+        if len(set(losses)) == 1:
+            raise Diagnosis(f"train_epoch returned the same loss, {losses[0]!r}, every epoch: return the mean of "
+                            f"this epoch's mini-batch losses")
         with tripwires(FORBIDDEN["training"]):
             labels = np.asarray(predict(model, x_test))
         if labels.shape != y_test.shape:
@@ -282,7 +389,8 @@ def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
                 raise Diagnosis("the gradients of the layers above did not change when their parameters moved: "
                                 "does step_gradients use the model's parameters?")
             worst = max(worst, change)
-            lines.append(f"layer {k}: change {change:.1g} (own parameters moved: {own_change:.1g})")
+            lines.append(f"layer {k}: its gradients changed by {change:.1g} when everything above moved, and by "
+                         f"up to {own_change:.1g} when its own parameters moved (the control)")
         return worst, worst == 0.0, "; ".join(lines)
 
     return run_check("capstone: locality on your code", body, bound="0: bit for bit identical")

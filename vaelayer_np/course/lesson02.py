@@ -431,6 +431,8 @@ _LAYER_SLIPS = {
                  "so `dx` also gets neg_elbo_weight times the reconstruction loss's gradient with respect to x",
     "bce target": "the target's gradient taken as -d_x_hat, which is the MSE's rule: the BCE per element is "
                   "log(1 + e^s) - s t, whose gradient with respect to the target t is -s / (N D)",
+    "dz at mu": "`dz` added to the gradient of mu after the latent step: it is a gradient on z, so it enters "
+                "before the latent step (and also reaches the log-variance through the noise)",
     "dz missing": "`dz` (the gradient on the latent z) was never added to the gradient reaching z",
     "dz weighted": "`dz` was multiplied by neg_elbo_weight: the weight is the negative ELBO's only, dz enters as it is",
     "dout at mu": "`dout` entered at mu, but with pass_on='sample' in training out = act(z): it enters at z, "
@@ -441,6 +443,8 @@ _LAYER_SLIPS = {
                             "at z, before the latent step (and so also reaches the log-variance through the noise)",
     "dout at z, act of mu": "`dout` entered at z, but out = act(mu) here (pass_on='mean', or evaluation where "
                             "z = mu): it enters at mu, after the latent step",
+    "recon swapped": "the gradient of the wrong reconstruction loss: the MSE's in a BCE layer or the BCE's in an "
+                     "MSE layer (layer.recon says which)",
     "dout no act": "`dout` was added without the activation's derivative: out = act(...), so dout goes through "
                    "act.backward first",
     "beta missing": "the KL weighted by neg_elbo_weight without beta: the KL enters the loss as "
@@ -457,14 +461,15 @@ def reference_layer_backward(layer, cache, dout, dz, neg_elbo_weight=1.0, slip="
     With ``slip=""`` it equals ``layer.backward(dout, cache, dz=dz, neg_elbo_weight=neg_elbo_weight)``."""
     p, w, beta = layer.params, neg_elbo_weight, layer.beta
     x, z, mu, eps = cache["x"], cache["z"], cache["mu"], cache["eps"]
-    _, (d_xhat, d_target) = (losses.mse if layer.recon == "mse" else losses.bce_with_logits)(cache["x_hat"], x)
+    recon = layer.recon if slip != "recon swapped" else {"mse": "bce", "bce": "mse"}[layer.recon]
+    _, (d_xhat, d_target) = (losses.mse if recon == "mse" else losses.bce_with_logits)(cache["x_hat"], x)
     if slip == "bce target":
         d_target = -d_xhat
     w_recon = 1.0 if slip == "w missing" else w
     d_xhat = d_xhat * w_recon
     grads = {"W_dec": z.T @ d_xhat, "b_dec": d_xhat.sum(axis=0)}
     d_z = d_xhat @ p["W_dec"].T
-    if dz is not None and slip != "dz missing":
+    if dz is not None and slip not in ("dz missing", "dz at mu"):
         d_z = d_z + (w * dz if slip == "dz weighted" else dz)
     d_mu_extra = None
     if dout is not None:
@@ -481,6 +486,8 @@ def reference_layer_backward(layer, cache, dout, dz, neg_elbo_weight=1.0, slip="
                                     layer.log_var_bound)
     if d_mu_extra is not None:
         d_mu = d_mu + d_mu_extra
+    if dz is not None and slip == "dz at mu":
+        d_mu = d_mu + dz
     h = cache["h"]
     grads.update(W_mu=h.T @ d_mu, b_mu=d_mu.sum(axis=0), W_lv=h.T @ d_r, b_lv=d_r.sum(axis=0))
     d_h_pre = layer.act.backward(d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T, cache["h_pre"], h)
@@ -551,7 +558,10 @@ def check_vae_layer_backward(vae_layer_backward, seed=0):
                 if slip.startswith("dout at z" if layer.pass_on == "sample" and cache["eps"] is not None
                                    else "dout at mu"):
                     continue
-                cand_dx, cand_grads = reference_layer_backward(layer, cache, dout, dz, w, slip)
+                try:
+                    cand_dx, cand_grads = reference_layer_backward(layer, cache, dout, dz, w, slip)
+                except ValueError:  # a slip that cannot be computed on these inputs (BCE targets outside [0, 1])
+                    continue
                 for name, candidate in zip(names, (cand_dx,) + tuple(cand_grads[n] for n in VAELayer.PARAM_NAMES)):
                     slips[name].append((description, candidate))
             try:
