@@ -189,3 +189,21 @@ def test_nat_labels_are_named_by_fit():
     y = np.array(["2020-01-01", "NaT"], dtype="M8[D]")[BASE]
     with pytest.raises(ValueError, match="y: the label of row 1 is NaT"):
         _fit(y)
+
+
+@pytest.mark.parametrize("params", [dict(widths=np.array([4])), dict(widths=[np.int64(4)]),
+                                    dict(encoder_hidden=np.int64(2)), dict(random_state=np.uint32(7))])
+def test_parameters_given_as_numpy_values_are_saved(tmp_path, params):
+    clf = _fit(BASE, **{**params, "widths": params.get("widths", (2,))})
+    again = VAELayerClassifier.load(clf.save(tmp_path / "m.npz"))
+    for key, value in params.items():
+        assert np.asarray(again.get_params()[key]).tolist() == np.asarray(value).tolist()
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_parameter_changed_after_fit_that_load_would_refuse_is_refused_by_save(tmp_path):
+    clf = _fit(BASE)
+    clf.lr = float("nan")
+    with pytest.raises(ValueError, match=r"cannot save: the file would not load .*lr: expected a finite number"):
+        clf.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()

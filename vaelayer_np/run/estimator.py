@@ -483,8 +483,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         params = self.get_params()
         if not isinstance(params["random_state"], (int, np.integer, type(None))):
             params["random_state"] = None  # a RandomState object is not stored; the seed used is in the config
-        params = {k: (list(v) if isinstance(v, tuple) else v.item() if isinstance(v, np.generic) else v)
-                  for k, v in params.items()}
+        params = {k: _plain(v) for k, v in params.items()}
         classes = np.asarray(self.classes_)
         kind, stored = _encode_classes(classes)
         arrays = {
@@ -698,6 +697,15 @@ CLASS_KINDS = ("numeric", "string", "integer", "datetime", "object")
 arrays; labels held as Python objects (strings with trailing NUL characters, integers beyond 64 bits)
 as JSON text of [type, text] pairs ("integer": the decimal text of files written before "object")."""
 _OBJECT_LABELS = {"str": str, "numpy.str_": np.str_, "int": int}
+
+
+def _plain(value):
+    """A parameter as JSON holds it: NumPy scalars as Python numbers, arrays and tuples as lists."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _encode_classes(classes):
