@@ -512,7 +512,7 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_pla
         raise Diagnosis(f"your function returned {describe_value(result)}, not numbers: return the NumPy array "
                         f"(or the tuple of values) the exercise asks for, not a text about it")
     if isinstance(result, list) and len(result) > 1 and \
-            any(isinstance(v, (np.ndarray, dict, tuple, list)) for v in result):
+            any(isinstance(v, (np.ndarray, dict, tuple)) for v in result):
         result = tuple(result)  # a list of the values is the same answer as their tuple
     _note_nonfinite(result)
     for name, value in zip(names, args):
@@ -862,7 +862,7 @@ def limits(seconds=None, memory_gb=None):
 
 
 def _memory_text():
-    return f"the limit is {LIMITS['memory_gb']:g} GB per check"
+    return f"the limit is {_STATE.get('memory_gb', LIMITS['memory_gb']):g} GB per check"
 
 
 def _virtual_size():
@@ -944,7 +944,11 @@ def _child_main(thunk, name, write_fd, memory_gb):
     """The forked process: limits, the check, its verdict as JSON on the pipe, then exit without cleanup."""
     status = 0
     try:
-        _STATE["in_child"] = True
+        _STATE["in_child"], _STATE["memory_gb"] = True, memory_gb
+        with contextlib.suppress(Exception):
+            import faulthandler
+
+            faulthandler.disable()  # a crash of the student's code is reported, not dumped as the notebook's
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _set_memory_limit(memory_gb)
         captured = io.StringIO()

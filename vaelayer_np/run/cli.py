@@ -201,6 +201,16 @@ def build_parser():
 
     add_reproduce_arguments(add_command("reproduce", help="run the benchmark configurations over several seeds "
                                                       "and write the results tables"))
+
+    from ..course.grade import add_arguments as add_grade_arguments
+
+    p = add_command("course", help="the course's tools for a teacher (grade a class's notebooks)")
+    course = p.add_subparsers(dest="course_command", required=True, metavar="{grade}")
+    add_grade_arguments(course.add_parser(
+        "grade", parents=[common], help="grade student notebooks with the library's checkers",
+        description="Grade student notebooks: run the library's checkers on each notebook's code in a fresh "
+                    "process, with a time and a memory limit per exercise; write grades.csv, one feedback file "
+                    "per student and the inline questions to grade by hand."))
     return parser
 
 
@@ -395,6 +405,10 @@ def _dispatch(args, parser):
         from ..tools.reproduce import run_from_args
 
         return run_from_args(args)
+    if args.command == "course":
+        from ..course.grade import run_from_args as grade_from_args
+
+        return grade_from_args(args)
     parser.error(f"unknown command {args.command}")
     return _EXIT_USAGE
 
