@@ -43,10 +43,36 @@ def test_iffcl_steps_give_the_library_parameters():
     rng = np.random.default_rng()
     rng.bit_generator.state = trainer.rng.bit_generator.state  # the same pairing and noise
     for x, y in _batches():
-        trainer.step(x, y)
-        minimal.iffcl_step(net_a, net_b, x, y, rng, lr=trainer.config.lr, out_lr=trainer.config.output_lr)
+        metrics = trainer.step(x, y)
+        losses = minimal.iffcl_step(net_a, net_b, x, y, rng, lr=trainer.config.lr, out_lr=trainer.config.output_lr)
+        assert losses == pytest.approx([metrics[f"layer{k}_loss"] for k in range(len(WIDTHS))], rel=1e-12, abs=0)
     _assert_same(net_a, trainer.net_a)
     _assert_same(net_b, trainer.net_b)
+
+
+def test_the_one_file_backward_has_the_library_contract():
+    """minimal.vae_backward(p, cache, dout, dz, neg_elbo_weight, need_dx) -> (dx, grads), as VAELayer.backward."""
+    import inspect
+
+    from vaelayer_np.core.layers import VAELayer
+
+    layer = VAELayer(D, 5, encoder_hidden=HIDDEN, rng=0, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, D))
+    out, cache = layer.forward(x, rng=np.random.default_rng(2))
+    p = {k: v.copy() for k, v in layer.params.items()}
+    _, c = minimal.vae_forward(p, x, cache["eps"])
+    dout, dz = rng.standard_normal(out.shape), rng.standard_normal(out.shape)
+    dx_lib, g_lib = layer.backward(dout, cache, dz=dz, neg_elbo_weight=0.3, need_dx=True)
+    dx_min, g_min = minimal.vae_backward(p, c, dout=dout, dz=dz, neg_elbo_weight=0.3, need_dx=True)
+    np.testing.assert_allclose(dx_min, dx_lib, rtol=1e-12, atol=1e-14)
+    assert sorted(g_min) == sorted(g_lib)
+    for key in g_lib:
+        np.testing.assert_allclose(g_min[key], g_lib[key], rtol=1e-12, atol=1e-14, err_msg=key)
+    lib_names = list(inspect.signature(VAELayer.backward).parameters)[1:]
+    min_names = list(inspect.signature(minimal.vae_backward).parameters)[2:]
+    assert lib_names[:2] == ["dout", "cache"] and min_names[0] == "dout"
+    assert [n for n in min_names if n != "dout"] == [n for n in lib_names if n not in ("dout", "cache")][:3]
 
 
 def test_backprop_steps_give_the_library_parameters():

@@ -46,9 +46,12 @@ def vae_loss(c: dict) -> float:
 
 
 # ------------------------------------------------------------------ a VAE layer, backward
-def vae_backward(p: dict[str, np.ndarray], c: dict, dz: np.ndarray | None = None, dout: np.ndarray | None = None,
-                 w: float = 1.0, need_dx: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Gradients of  w * neg_elbo + <dz, z> + <dout, out>:  (grads, dx)."""
+def vae_backward(p: dict[str, np.ndarray], c: dict, dout: np.ndarray | None = None, dz: np.ndarray | None = None,
+                 neg_elbo_weight: float = 1.0,
+                 need_dx: bool = False) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """Gradients of  neg_elbo_weight * neg_elbo + <dz, z> + <dout, out>:  (dx, grads), the order and the
+    argument names of the library's ``VAELayer.backward(dout, cache, dz=, neg_elbo_weight=, need_dx=)``."""
+    w = neg_elbo_weight
     n, x = c["mu"].shape[0], c["x"]
     d_xhat = (c["x_hat"] - x) * (2.0 / x.size) * w               # d recon / d x_hat
     g = {"W_dec": c["z"].T @ d_xhat, "b_dec": d_xhat.sum(0)}
@@ -63,7 +66,7 @@ def vae_backward(p: dict[str, np.ndarray], c: dict, dz: np.ndarray | None = None
     d_h_pre = (d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T) * (c["h_pre"] > 0)
     g["W_enc"], g["b_enc"] = x.T @ d_h_pre, d_h_pre.sum(0)
     dx = d_h_pre @ p["W_enc"].T - d_xhat if need_dx else None     # x is also the recon target
-    return g, dx
+    return dx, g
 
 
 # ------------------------------------------------------------------ the twins' cosine term
@@ -99,7 +102,14 @@ def softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 
 def adam(p: dict[str, np.ndarray], g: dict[str, np.ndarray], state: dict, lr: float, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8) -> None:
-    """Adam with bias correction, in place: w -= lr * m_hat / (sqrt(v_hat) + eps)."""
+    """Adam with bias correction, in place: w -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - b1^t)
+    and v_hat = v / (1 - b2^t).
+
+    Written in the folded form of Adam's paper (section 2): the two corrections are moved into the step
+    size and epsilon, w -= step * m / (sqrt(v) + eps_hat) with step = lr * sqrt(1 - b2^t) / (1 - b1^t) and
+    eps_hat = eps * sqrt(1 - b2^t). Multiply the textbook update's numerator and denominator by
+    sqrt(1 - b2^t) to see that the two are the same number; the folded one saves two array divisions per
+    parameter. The library's Adam (``core.optim.Adam``) uses the same form."""
     state["t"] = t = state.get("t", 0) + 1
     step, eps_hat = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t), eps * np.sqrt(1 - b2 ** t)
     for k in p:
@@ -122,7 +132,7 @@ def init_net(rng: np.random.Generator, d: int, widths: Sequence[int], c: int, h:
 
 
 def predict(net: dict, x: np.ndarray) -> np.ndarray:
-    """Evaluation: the means (no noise); the output layer reads every VAE layer's output."""
+    """One twin's logits at evaluation: the means (no noise); the output layer reads every VAE layer's output."""
     outs = []
     for p in net["vae"]:
         x = np.maximum(np.maximum(x @ p["W_enc"] + p["b_enc"], 0) @ p["W_mu"] + p["b_mu"], 0)
@@ -130,20 +140,33 @@ def predict(net: dict, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outs, 1) @ net["out"]["W"] + net["out"]["b"]
 
 
+def predict_both(nets: Sequence[dict], x: np.ndarray) -> np.ndarray:
+    """The prediction of IFFCL's twins (the library's default, ``predict="both"``): the mean of their softmax
+    probabilities."""
+    probs = []
+    for net in nets:
+        logits = predict(net, x)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        probs.append(e / e.sum(1, keepdims=True))
+    return np.mean(probs, axis=0)
+
+
 # ------------------------------------------------------------------ the two training steps
 def iffcl_step(net_a: dict, net_b: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, lr: float = 1e-3,
-               out_lr: float = 0.01) -> None:
+               out_lr: float = 0.01) -> list[float]:
     """IFFCL: twin B sees a random partner of each example; each layer pair minimises
-    negELBO_A + negELBO_B + LAM * cosine_term(z_A, z_B), from its own input. No dx, ever."""
+    L_k = negELBO_A + negELBO_B + LAM * cosine_term(z_A, z_B), from its own input. No dx, ever.
+    Returns each L_k (before the update), as the library's ``layer{k}_loss`` metrics."""
     partner = rng.permutation(len(y))
     h_a, h_b, y_b = x, x[partner], y[partner]
-    outs_a, outs_b = [], []
+    outs_a, outs_b, losses = [], [], []
     for k, (p_a, p_b) in enumerate(zip(net_a["vae"], net_b["vae"])):
         out_a, c_a = vae_forward(p_a, h_a, rng.standard_normal((len(y), p_a["b_mu"].size)))
         out_b, c_b = vae_forward(p_b, h_b, rng.standard_normal((len(y), p_b["b_mu"].size)))
-        _, d_a, d_b = cosine_term(c_a["z"], c_b["z"], y, y_b)
-        adam(p_a, vae_backward(p_a, c_a, dz=LAM * d_a)[0], net_a["opt"][k], lr)
-        adam(p_b, vae_backward(p_b, c_b, dz=LAM * d_b)[0], net_b["opt"][k], lr)
+        cos, d_a, d_b = cosine_term(c_a["z"], c_b["z"], y, y_b)
+        losses.append(vae_loss(c_a) + vae_loss(c_b) + LAM * cos)
+        adam(p_a, vae_backward(p_a, c_a, dz=LAM * d_a)[1], net_a["opt"][k], lr)
+        adam(p_b, vae_backward(p_b, c_b, dz=LAM * d_b)[1], net_b["opt"][k], lr)
         h_a, h_b = out_a, out_b                       # data for the next layer: constants there
         outs_a.append(h_a)
         outs_b.append(h_b)
@@ -151,6 +174,7 @@ def iffcl_step(net_a: dict, net_b: dict, x: np.ndarray, y: np.ndarray, rng: np.r
         feats = np.concatenate(outs, 1)
         _, d_logits = softmax_xent(feats @ net["out"]["W"] + net["out"]["b"], labels)
         adam(net["out"], {"W": feats.T @ d_logits, "b": d_logits.sum(0)}, net["opt"][-1], out_lr)
+    return losses
 
 
 def backprop_step(net: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, lr: float = 1e-3,
@@ -169,7 +193,7 @@ def backprop_step(net: dict, x: np.ndarray, y: np.ndarray, rng: np.random.Genera
     d_h, grads = None, []
     for i in reversed(range(len(caches))):
         dout = d_outs[i] if d_h is None else d_h + d_outs[i]
-        g, d_h = vae_backward(net["vae"][i], caches[i], dout=dout, w=elbo_weight, need_dx=i > 0)
+        d_h, g = vae_backward(net["vae"][i], caches[i], dout=dout, neg_elbo_weight=elbo_weight, need_dx=i > 0)
         grads.append((i, g))
     for i, g in grads:                                  # update after the whole backward pass
         adam(net["vae"][i], g, net["opt"][i], lr)
@@ -192,7 +216,7 @@ def train(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, 
                 iffcl_step(nets[0], nets[1], x[idx], y[idx], rng)
             else:
                 backprop_step(nets[0], x[idx], y[idx], rng)
-        accs.append(float(np.mean(predict(nets[0], x_test).argmax(1) == y_test)))
+        accs.append(float(np.mean(predict_both(nets, x_test).argmax(1) == y_test)))  # both twins, or the one net
         log(f"epoch {epoch + 1}: test accuracy {accs[-1]:.4f}")
     return accs
 
