@@ -195,3 +195,20 @@ def test_submissions_are_found_by_name_and_bad_paths_named(tmp_path):
     with pytest.raises(ValueError, match="no notebook"):
         G.collect([tmp_path])
     assert main(["course", "grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_instructors_page_states_the_grader_s_limits_and_outputs():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "instructors.md").read_text()
+    section = page.split("## Grading a class", 1)[1].split("<!-- instructors-guide -->", 1)[0]
+    assert "vaelayer course grade class/* --out grades" in section
+    assert f"`--seconds`, {G.DEFAULT_SECONDS:g} by default" in section
+    assert f"`--memory-gb`, {G.DEFAULT_MEMORY_GB:g} GB" in section
+    assert f"({G.DEFAULT_SECONDS:g} s, {G.DEFAULT_MEMORY_GB:g} GB;" in section
+    from vaelayer_np.course import checks
+
+    assert checks.LIMITS == {"seconds": G.DEFAULT_SECONDS, "memory_gb": G.DEFAULT_MEMORY_GB}
+    assert G.POINTS_PER_EXERCISE == 1 and "**one point**" in section
+    for name in ("grades.csv", "feedback/STUDENT.md", "questions.md"):
+        assert f"`{name}`" in section

@@ -330,3 +330,28 @@ def test_limits_are_validated():
         with pytest.raises(ValueError, match="limits: seconds must be a positive number"):
             with checks.limits(seconds=bad):
                 pass
+
+
+_values = st.recursive(st.one_of(st.none(), st.floats(), st.integers(), st.text(max_size=4),
+                                 st.builds(lambda n: np.full(n, 0.5), st.integers(0, 3))),
+                       lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                                               st.dictionaries(st.text(max_size=2), inner, max_size=2)),
+                       max_leaves=6)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_values)
+def test_whatever_a_function_returns_the_checker_gives_a_verdict_with_a_reason(value):
+    result = lesson01.check_neg_elbo(lambda x, x_hat, mu, log_var, beta: value)
+    assert isinstance(result, checks.CheckResult)
+    assert not result.passed and str(result).startswith("FAIL  neg_elbo") and result.message, str(result)
+
+
+def test_a_tuple_and_a_list_are_the_same_answer():
+    def right(x, x_hat, mu, log_var, beta):
+        recon = np.mean((x_hat - x) ** 2)
+        kl = -0.5 * np.sum(1 + log_var - mu ** 2 - np.exp(log_var)) / x.shape[0]
+        return recon, kl, recon + beta * kl
+
+    assert lesson01.check_neg_elbo(right).passed
+    assert lesson01.check_neg_elbo(lambda *a: list(right(*a))).passed
