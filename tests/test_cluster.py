@@ -148,7 +148,7 @@ def _start_scheduler(port):
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["killed", "killed-and-restarted"])
-def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_exit(tmp_path, restart):
+def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_exit(tmp_path, caplog, restart):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     schedulers = [_start_scheduler(port)]
@@ -189,6 +189,8 @@ def test_a_scheduler_killed_mid_run_is_reported_with_the_lost_run_and_a_nonzero_
         assert "done  digits-iffcl seed 0" not in text
         assert "NOT FINISHED: 1 run(s) lost: digits-iffcl seed 0" in text
         assert "run the same command again (vaelayer reproduce --the-same-command)" in text
+        tracebacks = [r for r in caplog.records if r.name.startswith("distributed") and r.exc_info]
+        assert not tracebacks, tracebacks  # the lost runs named, not buried under Dask's tracebacks
         page = (out / "results.md").read_text()
         assert "NOT FINISHED: 1 run(s) lost by this invocation" in page and "digits-iffcl seed 0" in page
         assert "run `vaelayer reproduce --the-same-command` again" in page

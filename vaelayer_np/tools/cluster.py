@@ -86,10 +86,21 @@ class Session:
 
     def close(self):
         if self.own:
+            import logging
+
+            loggers = [logging.getLogger(n) for n in ("distributed", "distributed.client", "distributed.utils")]
+            levels = [log.level for log in loggers]
+            # closing a client that is trying to reach a scheduler that died makes Dask log the cancelled
+            # attempt with a traceback: the lost runs are already named, the traceback would only hide them
+            for log in loggers:
+                log.setLevel(logging.CRITICAL)
             try:
                 self.client.close(timeout=5)
             except Exception:  # noqa: BLE001 - a scheduler already gone: nothing left to close cleanly
                 pass
+            finally:
+                for log, level in zip(loggers, levels):
+                    log.setLevel(level)
             self.own = False
 
 
