@@ -140,7 +140,84 @@ def layer_errors_float32(layer, x, rng):
     return {k: np.float32(v) for k, v in layer_errors(layer, x, rng).items()}
 
 
+def make_locate_bug(errors_fn=None, threshold=1e-6, end_to_end=False, name_of=None):
+    """Exercise 4's answer (the defaults) or a planted slip: the whole network checked at once, another
+    threshold or layer check, a wrong choice of tensor."""
+    errors_fn = errors_fn or layer_errors
+
+    def locate_bug(net, x, rng):
+        if end_to_end:  # the network's own check; the lowest failing layer is blamed
+            out, caches = net.forward(x)
+            g = rng.standard_normal(out.shape)
+            _, grads = net.backward(g, caches)
+            for k, layer in enumerate(net.layers):
+                for name, p in layer.params.items():
+                    num = numerical_gradient(lambda: float(np.sum(g * net.forward(x)[0])), p)
+                    if relative_error(num, grads[k][name]) > threshold:
+                        return k, name
+            return None
+        h = x
+        for k, layer in enumerate(net.layers):
+            errors = errors_fn(layer, h.copy(), rng)
+            worst = max(errors, key=errors.get)
+            if errors[worst] > threshold:
+                return k, (name_of(errors) if name_of else worst)
+            h, _ = layer.forward(h)
+        return None
+
+    return locate_bug
+
+
+def layer_errors_not_restoring(layer, x, rng):
+    errors = layer_errors(layer, x, rng)
+    first = next(iter(layer.params.values()))
+    first.flat[0] += 1e-5  # one perturbed element left behind
+    return errors
+
+
+def layer_errors_in_float32(layer, x, rng):
+    out, cache = layer.forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx, grads = layer.backward(dout, cache)
+    errors = {}
+    for name, p in list(layer.params.items()) + [("x", x)]:
+        kept = p.copy()
+        num = np.zeros_like(p)
+        for i in range(p.size):  # float32 differences: about 1e-3 of noise
+            p.flat[i] = kept.flat[i] + 1e-3
+            f_plus = np.float32(np.sum(dout * layer.forward(x)[0]))
+            p.flat[i] = kept.flat[i] - 1e-3
+            f_minus = np.float32(np.sum(dout * layer.forward(x)[0]))
+            p.flat[i] = kept.flat[i]
+            num.flat[i] = (f_plus - f_minus) / np.float32(2e-3)
+        errors[name] = relative_error(num, grads[name] if name != "x" else dx)
+    return errors
+
+
+def locate_bug_library(net, x, rng):
+    h = x
+    for k, layer in enumerate(net.layers):
+        bad = [r.tensor for r in gradcheck.check_layer(layer, h.copy(), rng=1) if not r.passed]
+        if bad:
+            return k, bad[0]
+        h, _ = layer.forward(h)
+    return None
+
+
 PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson03.check_locate_bug, make_locate_bug(end_to_end=True), "slip",
+     ["network 1", "layer 0, whose backward is right", "on its own"]),
+    (lesson03.check_locate_bug, lambda net, x, rng: None, "slip", ["network 1 has a bug", "found none"]),
+    (lesson03.check_locate_bug, make_locate_bug(name_of=lambda errors: min(errors, key=errors.get)), "slip",
+     ["is the one with the bug", "gradient is right"]),
+    (lesson03.check_locate_bug, make_locate_bug(threshold=1e-16), "slip", ["layer 0, whose backward is right"]),
+    (lesson03.check_locate_bug, make_locate_bug(errors_fn=layer_errors_not_restoring), "in place",
+     ["not restored"]),
+    (lesson03.check_locate_bug, locate_bug_library, "library", ["gradcheck.check_layer"]),
+    (lesson03.check_locate_bug, make_locate_bug(errors_fn=layer_errors_in_float32), "float32",
+     ["layer 0, whose backward is right"]),
+    (lesson03.check_locate_bug, lambda net, x, rng: [1, "x"] if len(x) else None, "a list (passes on network 1)",
+     []),
     (lesson03.check_numerical_gradient, forward_difference, "slip", ["forward difference"]),
     (lesson03.check_numerical_gradient, central_not_restored, "in place", ["not restored"]),
     (lesson03.check_numerical_gradient, central_on_a_copy, "slip", ["measured"]),
@@ -185,3 +262,34 @@ def test_planted_bugs_are_bugs_and_only_in_copies():
         x[np.abs(x) < 1e-3] = 0.5
         rows = gradcheck.check_layer(layer, x, rng=2)
         assert any(r.status == "FAIL" for r in rows)
+
+
+def test_locate_bug_checker_passes_the_answer_and_reports_a_stub():
+    from .course_helpers import assert_reports_stub, stub
+
+    result = lesson03.check_locate_bug(make_locate_bug())
+    assert result.passed and "found the bug in 4 networks" in str(result), str(result)
+    assert_reports_stub(lesson03.check_locate_bug(stub))
+
+
+def test_a_false_alarm_on_the_clean_network_is_named():
+    def always_layer_one(net, x, rng):
+        return 1, "x"
+
+    text = str(lesson03.check_locate_bug(always_layer_one))
+    assert text.startswith("FAIL") and "network 2" in text, text  # right on network 1, wrong on network 2
+    answers = iter([(1, "x"), (0, "W_enc"), (2, "W"), (1, "W_lv"), (0, "W_enc")])
+    text = str(lesson03.check_locate_bug(lambda net, x, rng: next(answers)))
+    assert "network 5 has no bug" in text and "false alarm" in text, text
+
+
+def test_every_mystery_network_has_its_bug_where_the_cases_say():
+    """Each planted bug is a bug of that layer alone: the layer's own check fails there and nowhere else."""
+    for case, planted in enumerate(lesson03.MYSTERY_CASES):
+        net, x = lesson03.mystery_network(case, seed=case)
+        h, failing = x, set()
+        for k, layer in enumerate(net.layers):
+            if any(not r.passed for r in gradcheck.check_layer(layer, h.copy(), rng=1)):
+                failing.add(k)
+            h, _ = layer.forward(h)
+        assert failing == (set() if planted is None else {planted[0]}), (case, failing)

@@ -52,6 +52,7 @@ KEYS = {
     "03_gradient_checking": {
         "check_numerical_gradient": ["x[i] = old  #", "grad[i] = (f_plus - f_minus) / (2 * h)"],
         "check_relative_error": ["np.abs(numeric - analytic).max() / scale"],
+        "check_locate_bug": ["errors = layer_gradient_errors(layer, h.copy(), rng)"],
         "check_layer_gradient_errors": ["errors[\"x\"] = relative_error(numerical_gradient(loss, x), dx)",
                                         "dout = rng.standard_normal(out.shape)"],
     },

@@ -61,9 +61,10 @@ LESSONS = {
         "title": "Gradient checking",
         "goals": ["write central differences, the relative error and a layer check with a random upstream gradient",
                   "explain rounding against truncation, float64's resolution and kinks",
-                  "read the pass / FAIL / unresolved verdicts, and catch the KL log-variance bug"],
+                  "read the pass / FAIL / unresolved verdicts, and catch the KL log-variance bug",
+                  "find the bug planted in a network with these tools, layer by layer"],
         "prerequisites": ["lesson 02", "Taylor series; floating-point numbers"],
-        "minutes": 90,
+        "minutes": 120,
         "rubrics": [
             [(1, "f(x+h) and f(x-h) are each rounded to about eps*|f|; their difference keeps that absolute error"),
              (1, "divided by 2h the rounding error grows like 1/h"),
@@ -78,6 +79,11 @@ LESSONS = {
             [(1, "float32 differences are only good to about 1e-3"),
              (1, "a tolerance loose enough for right float32 gradients also passes wrong ones"),
              (1, "the gradient is the same function in both precisions: check it once, in float64")],
+            [(1, "layer 1, its input gradient dx: checked on its own only that tensor fails, its parameters pass"),
+             (1, "a plausible bug of dx alone (rows out of step with the examples, a wrong factor or product on the "
+                 "input path)"),
+             (1, "in backprop layer 0's upstream gradient is layer 1's dx: one wrong dx makes every gradient below "
+                 "it wrong, so an end-to-end failure locates nothing; check layer by layer")],
         ],
     },
     "04_forward_forward_and_iffcl": {

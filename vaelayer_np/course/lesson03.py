@@ -264,3 +264,166 @@ def check_layer_gradient_errors(layer_gradient_errors_fn, tol=DEFAULT_TOL):
         return worst, True, "and both planted bugs caught"
 
     return run_check("layer_gradient_errors", body, bound=f"below {tol:g} on correct layers")
+
+
+# ----------------------------------------------------------------------------- exercise 4: a network with a bug
+class NoisyVAE:
+    """A VAE layer with its noise drawn once and held fixed, and without its own loss: ``forward(x) -> (out,
+    cache)`` and ``backward(dout, cache) -> (dx, grads)`` differentiate ``<dout, out>`` alone, like any other
+    layer, so a layer check with a random ``dout`` applies to it as it is."""
+
+    def __init__(self, in_dim, latent_dim, hidden, rng, pass_on="sample"):
+        from ..core.layers import VAELayer
+
+        self.vae = VAELayer(in_dim, latent_dim, encoder_hidden=hidden, activation="tanh", pass_on=pass_on,
+                            log_var_bias_init=-1.0, rng=rng, dtype=np.float64)
+        self.params = self.vae.params
+        self.dtype = self.vae.dtype
+        self.eps = None
+
+    def forward(self, x):
+        if self.eps is None or self.eps.shape[0] != x.shape[0]:
+            self.eps = np.random.default_rng(x.shape[0]).standard_normal((x.shape[0], self.vae.latent_dim))
+        return self.vae.forward(x, eps=self.eps)
+
+    def backward(self, dout, cache, need_dx=True):
+        return self.vae.backward(dout, cache, neg_elbo_weight=0.0, need_dx=need_dx)
+
+
+class MysteryNetwork:
+    """Two VAE layers (tanh, the sample passed on) and a Dense layer on top, trained by backpropagation:
+    ``forward(x) -> (out, caches)``, ``backward(dout, caches) -> (dx, [grads of each layer])``, ``layers``."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def forward(self, x):
+        caches = []
+        for layer in self.layers:
+            x, cache = layer.forward(x)
+            caches.append(cache)
+        return x, caches
+
+    def backward(self, dout, caches):
+        grads = [None] * len(self.layers)
+        for k in range(len(self.layers) - 1, -1, -1):
+            dout, grads[k] = self.layers[k].backward(dout, caches[k])
+        return dout, grads
+
+
+def _planted(layer, bug):
+    """``layer`` with one bug planted in its backward (a subclass made here: the library is never changed)."""
+    base = type(layer)
+
+    def backward(self, dout, cache, need_dx=True):
+        if bug == "h_pre for h":          # the heads' weight gradients from the pre-activation
+            cache = dict(cache, h=cache["h_pre"])
+            return base.backward(self, dout, cache, need_dx)
+        if bug == "noise dropped":        # the sample's path to the log-variance forgotten
+            cache = dict(cache, eps=np.zeros_like(cache["eps"]))
+            dx, grads = base.backward(self, dout, cache, need_dx)
+            return dx, grads
+        dx, grads = base.backward(self, dout, cache, need_dx)
+        if bug == "rows reversed":        # the input gradient's rows out of step with the examples
+            return dx[::-1].copy(), grads
+        if bug == "mean not sum":         # the weight gradient averaged over the batch where it is summed
+            return dx, dict(grads, W=grads["W"] / dout.shape[0])
+        raise ValueError(bug)
+
+    planted = type(f"{base.__name__}", (base,), {"backward": backward})
+    layer.__class__ = planted
+    return layer
+
+
+# (layer where the bug is, the bug): the cases of the checker; None: a network without a bug
+MYSTERY_CASES = ((1, "rows reversed"), (0, "h_pre for h"), (2, "mean not sum"), (1, "noise dropped"), None)
+
+
+def mystery_network(case=0, seed=0):
+    """A :class:`MysteryNetwork` (10 inputs -> 6 -> 5 -> 3) with the bug of ``MYSTERY_CASES[case]`` planted,
+    and a batch ``x`` (8, 10) for it. Case 0 is the lesson's."""
+    rng = np.random.default_rng(100 + seed)
+    layers = [NoisyVAE(10, 6, 8, rng), NoisyVAE(6, 5, 7, rng), Dense(5, 3, rng=rng)]
+    for layer in layers:  # biases off zero: no tanh near saturation questions, no kinks
+        for name, value in layer.params.items():
+            if name.startswith("b"):
+                value += rng.normal(0.0, 0.2, value.shape)
+    planted = MYSTERY_CASES[case]
+    if planted is not None:
+        _planted(layers[planted[0]], planted[1])
+    return MysteryNetwork(layers), rng.standard_normal((8, 10))
+
+
+def _wrong_tensors(net, x, k):
+    """The tensors of layer k whose gradient differs from the right one (the layer's class without the bug),
+    on layer k's own input and a random upstream gradient: what an answer may name."""
+    h = x
+    for layer in net.layers[:k]:
+        h, _ = layer.forward(h)
+    layer = net.layers[k]
+    out, cache = layer.forward(h)
+    dout = np.random.default_rng(1).standard_normal(out.shape)
+    dx, grads = layer.backward(dout, cache)
+    right = type(layer).__mro__[1]
+    dx_ok, grads_ok = right.backward(layer, dout, cache)
+    wrong = {name for name in grads if not np.allclose(grads[name], grads_ok[name], rtol=1e-9, atol=1e-12)}
+    return wrong | ({"x"} if not np.allclose(dx, dx_ok, rtol=1e-9, atol=1e-12) else set())
+
+
+@recorded
+def check_locate_bug(locate_bug_fn, threshold=1e-6):
+    """Check ``locate_bug_fn(net, x, rng) -> (k, name)`` or ``None``: the layer of a :class:`MysteryNetwork`
+    whose backward is wrong, and one of its tensors (a key of its ``params``, or ``"x"`` for the input
+    gradient) whose gradient is wrong; ``None`` when every layer is right.
+
+    Run on every case of :data:`MYSTERY_CASES`: four networks with a bug in a different place (the input
+    gradient of a middle layer, a first layer's head weights, the top layer's weights, a middle layer's
+    log-variance path) and one without. Diagnoses: a layer below the culprit named (its gradients are
+    wrong only because the layer above sends it a wrong gradient), a layer that passes a check of its own
+    named, the right layer with a tensor that is right, a false alarm on the clean network, a bug missed,
+    parameters left changed.
+    """
+    def body():
+        found = 0
+        for case, planted in enumerate(MYSTERY_CASES):
+            net, x = mystery_network(case, seed=case)
+            before = [{k: v.copy() for k, v in layer.params.items()} for layer in net.layers]
+            answer = call_student(locate_bug_fn, (net, x, np.random.default_rng(case)), ("net", "x", "rng"),
+                                  FORBIDDEN["layer_gradient_errors"])
+            for k, layer in enumerate(net.layers):
+                moved = [n for n, v in layer.params.items() if not np.array_equal(v, before[k][n])]
+                if moved:
+                    raise Diagnosis(f"network {case + 1}: layer {k}'s {moved[0]} was not restored: a finite "
+                                    f"difference must put every perturbed element back")
+            if planted is None:
+                if answer is not None:
+                    raise Diagnosis(f"network {case + 1} has no bug, but your function names {answer!r}: a false "
+                                    f"alarm (a correct layer's error is about 1e-9 in float64; is your threshold "
+                                    f"below that, or do you compare with something else than each layer's own "
+                                    f"check?)")
+                continue
+            culprit = planted[0]
+            if answer is None:
+                raise Diagnosis(f"network {case + 1} has a bug, and your function found none: does it check every "
+                                f"layer, with a random upstream gradient, every parameter and the input?")
+            if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+                raise Diagnosis(f"expected (layer index, tensor name) or None, got {answer!r}")
+            k, name = answer
+            wrong = _wrong_tensors(net, x, culprit)
+            if k == culprit and name in wrong:
+                found += 1
+                continue
+            if not isinstance(k, (int, np.integer)) or not 0 <= k < len(net.layers):
+                raise Diagnosis(f"network {case + 1}: {k!r} is not a layer index (0 to {len(net.layers) - 1})")
+            if k < culprit:
+                raise Diagnosis(f"network {case + 1}: you named layer {k}, whose backward is right: its gradients "
+                                f"are wrong in the network only because a layer above sends it a wrong upstream "
+                                f"gradient. Check each layer on its own (its own input, a random dout), not the "
+                                f"network end to end")
+            if k != culprit:
+                raise Diagnosis(f"network {case + 1}: layer {k} passes a check of its own; the bug is elsewhere")
+            raise Diagnosis(f"network {case + 1}: layer {k} is the one with the bug, but its {name!r} gradient is "
+                            f"right: name a tensor whose own check fails")
+        return float(found), True, f"found the bug in {found} networks, no false alarm on the clean one"
+
+    return run_check("locate_bug", body, bound="every bug found, no false alarm")
