@@ -666,7 +666,9 @@ def test_editions_repository_address_and_archive(build, student_site):
             assert 'href="student-notebooks.zip"' in text, (site, page)
         with zipfile.ZipFile(site / "student-notebooks.zip") as archive:
             stored = {Path(n).name: archive.read(n) for n in archive.namelist()}
-        assert stored == {f"{n}.ipynb": (ROOT / "notebooks" / "student" / f"{n}.ipynb").read_bytes() for n in names}
+        # Every student notebook, as the same build copied it beside the lesson pages.
+        assert stored == {f"{n}.ipynb": (site / "lessons" / "student" / f"{n}.ipynb").read_bytes() for n in names}
+        assert all("NotImplementedError" in text.decode() for text in stored.values())
     assert "Two weeks" in (student_site / "syllabus.html").read_text()
 
 
