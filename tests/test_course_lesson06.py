@@ -91,7 +91,41 @@ def traverse_in_place(net, k, x_point, unit, values):
     return traverse(net, k, x_point / 2.0, unit, values)
 
 
+def sample_aggregate_global_generator(mu, log_var, n, seed):
+    std = np.sqrt(mu.var(axis=0) + np.exp(log_var).mean(axis=0))
+    return mu.mean(axis=0) + std * np.random.standard_normal((n, mu.shape[1]))  # the global generator
+
+
+def sample_aggregate_unseeded(mu, log_var, n, seed):
+    std = np.sqrt(mu.var(axis=0) + np.exp(log_var).mean(axis=0))
+    return mu.mean(axis=0) + std * np.random.default_rng().standard_normal((n, mu.shape[1]))  # the seed unused
+
+
+def sample_aggregate_exp_of_mean(mu, log_var, n, seed):
+    std = np.sqrt(mu.var(axis=0) + np.exp(log_var.mean(axis=0)))
+    return mu.mean(axis=0) + std * np.random.default_rng(seed).standard_normal((n, mu.shape[1]))
+
+
+def sample_aggregate_ddof1(mu, log_var, n, seed):
+    std = np.sqrt(mu.var(axis=0, ddof=1) + np.exp(log_var).mean(axis=0))
+    return mu.mean(axis=0) + std * np.random.default_rng(seed).standard_normal((n, mu.shape[1]))
+
+
+def traverse_off_by_one(net, k, x_point, unit, values):
+    return traverse(net, k, x_point, unit + 1 if unit + 1 < net.widths[k] else unit, values)
+
+
+def traverse_first_layer(net, k, x_point, unit, values):
+    return traverse(net, 0, x_point, unit, values) if unit < net.widths[0] else traverse(net, k, x_point, 0, values)
+
+
 PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson06.check_sample_aggregate, sample_aggregate_global_generator, "process", ["global generator"]),
+    (lesson06.check_sample_aggregate, sample_aggregate_unseeded, "process", ["same seed gave different samples"]),
+    (lesson06.check_sample_aggregate, sample_aggregate_exp_of_mean, "slip", ["exp of the mean log-variance"]),
+    (lesson06.check_sample_aggregate, sample_aggregate_ddof1, "slip", ["ddof=1"]),
+    (lesson06.check_traverse, traverse_off_by_one, "slip", ["index off by one"]),
+    (lesson06.check_traverse, traverse_first_layer, "slip", ["layer 0's means traversed whatever k"]),
     (lesson06.check_decode_to_input, decode_to_input_skips_first_decoder, "slip", ["`images` has shape"]),
     (lesson06.check_decode_to_input, decode_to_input_forgets_sigmoid, "slip", ["without the final sigmoid"]),
     (lesson06.check_decode_to_input, decode_to_input_applies_activation_between, "slip", ["ReLU between"]),

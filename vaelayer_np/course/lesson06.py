@@ -17,7 +17,7 @@ import numpy as np
 
 from ..analysis import generation
 from ..core.network import Network
-from .checks import compare_arrays
+from .checks import Diagnosis, compare_arrays
 from .answer_keys import recorded
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
@@ -82,12 +82,38 @@ def reference_sample_aggregate(mu, log_var, n, seed):
     return generation.sample_latents(n, mean, std, np.random.default_rng(seed))
 
 
+def _from_seed_only(fn):
+    """``fn`` watched: a call that draws from NumPy's global generator, or that gives another answer when
+    called again with the same arguments, is a FAIL that says so (the samples must come from ``seed`` alone)."""
+    def watched(*args):
+        state = np.random.get_state()[1].copy()
+        kept = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        first = fn(*args)
+        if any(isinstance(a, np.ndarray) and not np.array_equal(a, b) for a, b in zip(args, kept)):
+            return first  # an input changed in place: that is reported first (call_student)
+        if not np.array_equal(np.random.get_state()[1], state):
+            raise Diagnosis("your function drew from NumPy's global generator (np.random.standard_normal, ...): "
+                            "draw the noise from np.random.default_rng(seed), so that a seed gives the same "
+                            "samples everywhere")
+        again = fn(*kept)
+        if np.shape(again) == np.shape(first) and not np.array_equal(np.asarray(again), np.asarray(first)):
+            raise Diagnosis("two calls with the same seed gave different samples: the noise must come from "
+                            "np.random.default_rng(seed) alone")
+        return first
+
+    watched.__wrapped__ = fn  # the library-name check reads the student's own code
+    return watched
+
+
 @recorded
 def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
     r"""Check ``sample_aggregate(mu, log_var, n, seed) -> (n, K)``: :math:`z = m + s\odot\epsilon` with
     :math:`m_k = \bar\mu_k`, :math:`s_k^2 = \mathrm{Var}_n[\mu_{nk}] + \overline{\sigma^2_{k}}` and
     ``eps = np.random.default_rng(seed).standard_normal((n, K))``. Log-variances range over [-2, 1], so
-    leaving out the noise variance, or using the log-variance as a variance, is seen.
+    leaving out the noise variance, or using the log-variance as a variance, is seen. The process too: a
+    draw from NumPy's global generator, or samples that change from call to call with one seed, are named.
+    Other named slips: the variance as the std, the prior's samples, exp of the mean log-variance, ddof=1,
+    the noise drawn transposed.
     """
     def make_inputs(rng):
         k = int(rng.integers(3, 7))
@@ -103,9 +129,18 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
                              m + np.sqrt(np.abs(mu.var(axis=0) + lv.mean(axis=0))) * eps),
                             ("the variance used as the std (no square root)",
                              m + (mu.var(axis=0) + np.exp(lv).mean(axis=0)) * eps),
-                            ("samples of the prior N(0, I), not of the aggregate posterior", eps)]}
+                            ("samples of the prior N(0, I), not of the aggregate posterior", eps),
+                            ("exp of the mean log-variance: the mean noise variance is mean(exp(log_var)), not "
+                             "exp(mean(log_var))", m + np.sqrt(mu.var(axis=0) + np.exp(lv.mean(axis=0))) * eps),
+                            ("the variance of the means with ddof=1: the aggregate posterior's is the plain "
+                             "variance over the N encoded examples (ddof=0)",
+                             m + np.sqrt(mu.var(axis=0, ddof=1) + np.exp(lv).mean(axis=0)) * eps),
+                            ("the noise drawn in the shape (K, n) and transposed: draw it as (n, K) in one call",
+                             m + np.sqrt(mu.var(axis=0) + np.exp(lv).mean(axis=0))
+                             * np.random.default_rng(s).standard_normal((mu.shape[1], n)).T)]}
 
-    return compare_arrays("sample_aggregate", sample_aggregate, reference_sample_aggregate, make_inputs,
+    return compare_arrays("sample_aggregate", _from_seed_only(sample_aggregate), reference_sample_aggregate,
+                          make_inputs,
                           tol=TOLERANCE, n_trials=n_trials, seed=seed, names=("samples",),
                           arg_names=("mu", "log_var", "n", "seed"), forbidden=FORBIDDEN["sample_aggregate"],
                           slips=slips)
@@ -114,7 +149,9 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
 @recorded
 def check_traverse(traverse, n_trials=3, seed=0):
     """Check ``traverse(net, k, x_point, unit, values) -> (V, D)``: layer k's means of one input, one
-    unit replaced by each value in turn, decoded with :func:`vaelayer_np.analysis.generation.decode_to_input`."""
+    unit replaced by each value in turn, decoded with :func:`vaelayer_np.analysis.generation.decode_to_input`.
+    Named slips: the values added instead of replacing, the unit next to the one asked for, layer 0's means
+    traversed whatever k, a ReLU between the decoders."""
     def make_inputs(rng):
         net = _net(rng)
         k = int(rng.integers(0, 3))
@@ -126,8 +163,29 @@ def check_traverse(traverse, n_trials=3, seed=0):
         mu = encode_layers(net, x_point.reshape(1, -1))[k][0]
         z = np.repeat(mu, len(values), axis=0)
         z[:, unit] += values
-        return {"images": [("the values added to the unit's mean instead of replacing it",
-                            generation.decode_to_input(net, k, z))]}
+        candidates = [("the values added to the unit's mean instead of replacing it",
+                       generation.decode_to_input(net, k, z))]
+        if unit + 1 < mu.shape[1]:
+            shifted = np.repeat(mu, len(values), axis=0)
+            shifted[:, unit + 1] = values
+            candidates.append(("the unit next to the one asked for (an index off by one)",
+                               generation.decode_to_input(net, k, shifted)))
+        if k > 0:
+            mu0 = encode_layers(net, x_point.reshape(1, -1))[0][0]
+            first = np.repeat(mu0, len(values), axis=0)
+            if unit < first.shape[1]:
+                first[:, unit] = values
+                candidates.append(("layer 0's means traversed whatever k: encode up to layer k and traverse its "
+                                   "means", generation.decode_to_input(net, 0, first)))
+        raw = np.repeat(mu, len(values), axis=0)
+        raw[:, unit] = values
+        h = raw
+        for j in range(k, -1, -1):
+            h = net.vae_layers[j].decode(h)
+            if j > 0:
+                h = np.maximum(h, 0.0)
+        candidates.append(("a ReLU between the decoders: each decoder gets the one above's output as is", h))
+        return {"images": candidates}
 
     return compare_arrays("traverse", traverse, generation.traverse, make_inputs, tol=TOLERANCE,
                           n_trials=n_trials, seed=seed, names=("images",),
