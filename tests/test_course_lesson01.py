@@ -110,7 +110,63 @@ def neg_elbo_float32(x, x_hat, mu, log_var, beta):
     return tuple(np.float32(v) for v in neg_elbo(x, x_hat, mu, log_var, beta))
 
 
+def make_layer_forward(passed=None, activation=True, bce="stable", kl_mean_over_k=False, with_beta=True, dtype=None,
+                       bound_none=True):
+    """Exercise 5's answer (the defaults); each argument plants one slip."""
+    def layer_forward(layer, x, eps):
+        p, act, c = layer.params, layer.act.forward, layer.log_var_bound
+        h = act(x @ p["W_enc"] + p["b_enc"])
+        mu = h @ p["W_mu"] + p["b_mu"]
+        r = h @ p["W_lv"] + p["b_lv"]
+        log_var = r if (bound_none and c is None) else c * np.tanh(r / c)
+        z = mu if eps is None else mu + np.exp(0.5 * log_var) * eps
+        s = z @ p["W_dec"] + p["b_dec"]
+        sampled = layer.pass_on == "sample" and eps is not None
+        source = {"mu": mu, "z": z, None: z if sampled else mu}[passed]
+        out = act(source) if activation else source
+        if layer.recon == "bce" and bce == "stable":
+            recon = float(np.mean(np.maximum(s, 0.0) - s * x + np.log1p(np.exp(-np.abs(s)))))
+        elif layer.recon == "bce" and bce == "naive":
+            prob = 1.0 / (1.0 + np.exp(-s))
+            recon = float(np.mean(-x * np.log(prob) - (1 - x) * np.log(1 - prob)))
+        else:
+            recon = float(np.mean((s - x) ** 2))
+        terms = 1.0 + log_var - mu ** 2 - np.exp(log_var)
+        kl = float(-0.5 * (np.mean(terms) if kl_mean_over_k else np.sum(terms) / x.shape[0]))
+        if dtype is not None:
+            out = out.astype(dtype)
+        return out, recon, kl, recon + (layer.beta if with_beta else 1.0) * kl
+
+    return layer_forward
+
+
+def layer_forward_in_place(layer, x, eps):
+    result = make_layer_forward()(layer, x, eps)
+    x *= 1.0 - 1e-3  # the caller's input scaled
+    return result
+
+
+def layer_forward_library(layer, x, eps):
+    out, cache = layer.forward(x, eps=eps, sample=eps is not None)
+    terms = layer.loss_terms(cache)
+    return out, terms["recon"], terms["kl"], terms["neg_elbo"]
+
+
 PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson01.check_layer_forward, make_layer_forward(passed="mu"), "slip",
+     ["pass_on='sample'", "`out`", "out = act(z)"]),
+    (lesson01.check_layer_forward, make_layer_forward(passed="z"), "slip", ["pass_on='mean'", "out = act(mu)"]),
+    (lesson01.check_layer_forward, make_layer_forward(activation=False), "slip", ["without the activation"]),
+    (lesson01.check_layer_forward, make_layer_forward(bce="mse"), "slip", ["BCE", "the MSE in a BCE layer"]),
+    (lesson01.check_layer_forward, make_layer_forward(bce="naive"), "slip", ["+-1000", "log1p"]),
+    (lesson01.check_layer_forward, make_layer_forward(kl_mean_over_k=True), "slip", ["`kl`", "averaged over the K"]),
+    (lesson01.check_layer_forward, make_layer_forward(with_beta=False), "slip", ["beta is forgotten"]),
+    (lesson01.check_layer_forward, make_layer_forward(bound_none=False), "edge case",
+     ["log_var_bound=None", "TypeError", "log_var = r"]),
+    (lesson01.check_layer_forward, layer_forward_in_place, "in place", ["in place", "`x`"]),
+    (lesson01.check_layer_forward, layer_forward_library, "library", ["VAELayer.forward"]),
+    (lesson01.check_layer_forward, make_layer_forward(dtype=np.float32), "float32", ["float32"]),
+    (lesson01.check_layer_forward, lambda *a: list(make_layer_forward()(*a)), "a list (passes)", []),
     (lesson01.check_bounded_log_var, lambda r, c: np.tanh(r / c), "slip", ["without the factor c"]),
     (lesson01.check_bounded_log_var, lambda r, c: np.clip(r, -c, c), "slip", ["hard clip"]),
     (lesson01.check_bounded_log_var, bounded_in_place, "in place", ["in place", "`r`"]),
@@ -158,3 +214,20 @@ def test_library_forward_refuses_an_unknown_activation():
     params = {"W_enc": np.zeros((3, 2)), "W_mu": np.zeros((2, 1))}
     with pytest.raises(ValueError, match="act"):
         lesson01.library_forward(np.zeros((1, 3)), params, np.zeros((1, 1)), np.sin, 6.0)
+
+
+def test_layer_forward_checker_passes_the_answer_and_reports_a_stub():
+    from .course_helpers import assert_passes, assert_reports_stub, stub
+
+    assert_passes(lesson01.check_layer_forward(make_layer_forward()), below=1e-10)
+    assert_reports_stub(lesson01.check_layer_forward(stub))
+
+
+def test_layer_forward_reference_is_the_library():
+    for i, case in enumerate(lesson01.LAYER_FORWARD_CASES):
+        _, layer, x, eps = lesson01.layer_forward_problem(case, seed=i)
+        out, cache = layer.forward(x, eps=eps, sample=eps is not None)
+        terms = layer.loss_terms(cache)
+        ref = lesson01.reference_layer_forward(layer, x, eps)
+        assert np.allclose(ref[0], out, rtol=1e-12, atol=0)
+        assert ref[1:] == pytest.approx((terms["recon"], terms["kl"], terms["neg_elbo"]), rel=1e-12)

@@ -30,6 +30,8 @@ KEYS = {
         "check_reparameterize": ["np.exp(0.5 * log_var) * eps", "np.exp(log_var / 2) * eps"],
         "check_vae_forward": ['h @ params["W_mu"]', 'z @ params["W_dec"]', 'x @ params["W_enc"]',
                               r"\log\sigma^2 = c\tanh((hW_{lv} + b_{lv})/c)"],
+        "check_layer_forward": ["np.maximum(s, 0.0) - s * x + np.log1p(np.exp(-np.abs(s)))",
+                                'act(z if (layer.pass_on == "sample" and eps is not None) else mu)'],
         "check_neg_elbo": ["np.mean((x_hat - x) ** 2)", "1 + log_var - mu ** 2 - np.exp(log_var)"],
     },
     "02_deriving_gradients": {

@@ -22,7 +22,7 @@ from ..core import ops
 from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
-from .checks import compare_arrays
+from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check, where_in_student_code
 from .answer_keys import recorded, register_reveal
 
 TOLERANCE = 1e-10  # float64 comparisons with the library: only rounding may differ
@@ -226,6 +226,128 @@ def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
                           factors=factors, slips=slips)
 
 
+# ----------------------------------------------------------------------------- exercise 5: the layer, every setting
+FORBIDDEN["layer_forward"] = tuple(sorted({n for names in FORBIDDEN.values() for n in names} | {
+    "vaelayer_np.core.losses.bce_with_logits", "vaelayer_np.core.activations.sigmoid",
+    "vaelayer_np.core.layers.VAELayer.decode"}))
+
+# (label, layer settings, training?, extreme logits?)
+LAYER_FORWARD_CASES = (
+    ("MSE, relu, pass_on='mean', training", dict(recon="mse", activation="relu", pass_on="mean",
+                                                 log_var_bound=6.0), True, False),
+    ("BCE, tanh, pass_on='sample', training, logits up to +-1000",
+     dict(recon="bce", activation="tanh", pass_on="sample", log_var_bound=3.0), True, True),
+    ("MSE, tanh, pass_on='sample', training, no bound (log_var_bound=None)",
+     dict(recon="mse", activation="tanh", pass_on="sample", log_var_bound=None), True, False),
+    ("BCE, relu, pass_on='sample', evaluation (eps None)",
+     dict(recon="bce", activation="relu", pass_on="sample", log_var_bound=6.0), False, False),
+)
+
+_LAYER_FORWARD_SLIPS = {
+    "out of mu": "out = act(mu), but with pass_on='sample' in training the sample is passed on: out = act(z)",
+    "out of z": "out = act(z), but with pass_on='mean' the mean is passed on: out = act(mu)",
+    "out without act": "out without the activation: out = act(mu) or act(z)",
+    "mse for bce": "the MSE in a BCE layer: with recon='bce' the decoder's outputs are logits and the loss is the "
+                   "binary cross-entropy on them",
+    "bce of probabilities": "the BCE of sigmoid(x_hat) taken as logits: x_hat already is the logit",
+    "kl mean over K": "the KL averaged over the K units: it is summed over the units and averaged over the examples",
+    "beta missing": "neg_elbo = recon + kl: beta is forgotten",
+}
+
+
+def reference_layer_forward(layer, x, eps, slip=""):
+    """(out, recon, kl, neg_elbo) of ``layer`` (a VAELayer) on ``x`` with the noise ``eps`` (None: evaluation),
+    from the equations; with ``slip`` one of the slips this checker recognises planted."""
+    p, act = layer.params, layer.act.forward
+    h = act(x @ p["W_enc"] + p["b_enc"])
+    mu = h @ p["W_mu"] + p["b_mu"]
+    r = h @ p["W_lv"] + p["b_lv"]
+    log_var = r if not layer.log_var_bound else layer.log_var_bound * np.tanh(r / layer.log_var_bound)
+    z = mu if eps is None else mu + np.exp(0.5 * log_var) * eps
+    s = z @ p["W_dec"] + p["b_dec"]
+    sampled = layer.pass_on == "sample" and eps is not None
+    if slip == "out of mu":
+        sampled = False
+    if slip == "out of z":
+        sampled = True
+    out = (z if sampled else mu) if slip == "out without act" else act(z if sampled else mu)
+    if layer.recon == "mse" or slip == "mse for bce":
+        recon = float(np.mean((s - x) ** 2))
+    else:
+        logits = 1 / (1 + np.exp(-np.clip(s, -700, 700))) if slip == "bce of probabilities" else s
+        recon = float(np.mean(np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))))
+    terms = 1 + log_var - mu ** 2 - np.exp(log_var)
+    kl = float(-0.5 * (np.mean(terms) if slip == "kl mean over K" else np.sum(terms) / x.shape[0]))
+    return out, recon, kl, recon + (1.0 if slip == "beta missing" else layer.beta) * kl
+
+
+def layer_forward_problem(case, seed=0, n=5, d=7, hidden=6, k=3):
+    """One setting of :data:`LAYER_FORWARD_CASES` on a small float64 layer: (label, layer, x, eps)."""
+    label, settings, training, extreme = case
+    rng = np.random.default_rng(seed)
+    layer = generic_point(VAELayer(d, k, encoder_hidden=hidden, beta=float(rng.uniform(0.3, 2.0)),
+                                   log_var_bias_init=-1.0, rng=int(rng.integers(1 << 30)), dtype=np.float64,
+                                   **settings), rng, scale=0.5)
+    layer.params["W_lv"] *= 10.0  # log-variances out where the bound matters
+    if extreme:
+        layer.params["b_dec"][:2] = (1000.0, -1000.0)  # two pixels' logits near +-1000: exp overflows there
+    x = rng.uniform(0.0, 1.0, (n, d))
+    return label, layer, x, (rng.standard_normal((n, k)) if training else None)
+
+
+@recorded
+def check_layer_forward(layer_forward, seed=0):
+    r"""Check ``layer_forward(layer, x, eps) -> (out, recon, kl, neg_elbo)``: the whole forward pass and the
+    local loss of a :class:`~vaelayer_np.core.layers.VAELayer` from its parameters and settings, in every
+    setting (:data:`LAYER_FORWARD_CASES`: MSE and a BCE that stays finite at logits of +-1000, relu and tanh,
+    pass_on "mean" and "sample", training and evaluation (``eps=None``), with and without a bound), against
+    ``layer.forward`` and ``layer.loss_terms``. Named slips (:data:`_LAYER_FORWARD_SLIPS`): the wrong variable
+    passed on, the activation forgotten, the MSE in a BCE layer, the sigmoid applied to the logits, the KL
+    averaged over the units, beta forgotten; a BCE that overflows and ``None`` used as a bound are named too.
+    """
+    names = ("out", "recon", "kl", "neg_elbo")
+
+    def body():
+        worst = 0.0
+        for i, case in enumerate(LAYER_FORWARD_CASES):
+            label, layer, x, eps = layer_forward_problem(case, seed=seed + i)
+            want_out, cache = layer.forward(x, eps=eps, sample=eps is not None)
+            terms = layer.loss_terms(cache)
+            want = (want_out, terms["recon"], terms["kl"], terms["neg_elbo"])
+            try:
+                with np.errstate(all="ignore"):
+                    got = call_student(layer_forward, (layer, x, eps), ("layer", "x", "eps"),
+                                       FORBIDDEN["layer_forward"])
+            except Diagnosis as exc:
+                raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
+            except TypeError as exc:
+                if layer.log_var_bound is None:
+                    raise Diagnosis(f"{label}: your function raised TypeError ({exc}){where_in_student_code(exc)}: "
+                                    f"a layer without a bound has log_var_bound None, and then log_var = r") from None
+                raise
+            if not (isinstance(got, (tuple, list)) and len(got) == 4):
+                raise Diagnosis(f"{label}: expected (out, recon, kl, neg_elbo)")
+            if layer.recon == "bce" and not np.isfinite(float(got[1])):
+                raise Diagnosis(f"{label}: the BCE is {float(got[1])}: log(sigmoid(s)) or exp(s) overflows at a "
+                                f"logit of +-1000. Write the BCE per element as max(s, 0) - s t + log(1 + e^-|s|), "
+                                f"which never exponentiates a positive number (np.log1p)")
+            slips = {name: [] for name in names}
+            for slip, description in _LAYER_FORWARD_SLIPS.items():
+                with np.errstate(all="ignore"):
+                    candidate = reference_layer_forward(layer, x, eps, slip)
+                for name, value in zip(names, candidate):
+                    slips[name].append((description, value))
+            try:
+                worst = max(worst, compare_values(tuple(got), want, names, TOLERANCE, slips=slips,
+                                                  factors=(("D", x.shape[1]), ("K", layer.latent_dim)),
+                                                  order=("out", "kl", "recon", "neg_elbo")))
+            except Diagnosis as exc:
+                raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
+        return worst, True, f"in all {len(LAYER_FORWARD_CASES)} settings"
+
+    return run_check("layer_forward", body, bound=f"below {TOLERANCE:g} against VAELayer.forward and loss_terms")
+
+
 # ----------------------------------------------------------------------------- shown once the exercises are done
 _SUMMARY = "\n".join([
     '* $h = \\mathrm{act}(xW_{enc} + b_{enc})$, $\\mu = hW_\\mu + b_\\mu$, '
@@ -238,4 +360,4 @@ _SUMMARY = "\n".join([
     '  (`vaelayer_np/core/losses.py`).',
 ])
 register_reveal("summary of lesson 01", ("check_bounded_log_var", "check_reparameterize", "check_vae_forward",
-                                         "check_neg_elbo"), lambda: _SUMMARY, markdown=True)
+                                         "check_neg_elbo", "check_layer_forward"), lambda: _SUMMARY, markdown=True)
