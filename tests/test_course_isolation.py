@@ -81,6 +81,15 @@ def _poison_value(value, mode):
     return value, False
 
 
+def _as_lists(value):
+    """Every tuple of ``value`` a list (the same answer in the other container)."""
+    if isinstance(value, tuple):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
 def _poisoned(fn, mode, planted):
     """``fn`` whose results (and the output arrays it writes in place) carry a planted NaN or inf."""
     if isinstance(fn, type):
@@ -93,8 +102,12 @@ def _poisoned(fn, mode, planted):
         result = fn(*args, **kwargs)
         for a, b in zip(args, before):
             if b is not None and a.dtype.kind == "f" and a.size and not np.array_equal(a, b, equal_nan=True):
-                a[...] = _poison_value(a, mode)[0]  # an output written in place
-                planted.append(True)
+                if mode != "lists":
+                    a[...] = _poison_value(a, mode)[0]  # an output written in place
+                    planted.append(True)
+        if mode == "lists":
+            planted.append(isinstance(result, tuple))
+            return _as_lists(result)
         result, changed = _poison_value(result, mode)
         planted.append(changed)
         return result
@@ -103,9 +116,7 @@ def _poisoned(fn, mode, planted):
     return wrapper
 
 
-@pytest.mark.parametrize("mode", ["all", "one", "inf"])
-@pytest.mark.parametrize("key", sorted(EXERCISES), ids=lambda k: f"{k[0].rsplit('.', 1)[1]}.{k[1]}")
-def test_every_checker_fails_a_planted_nan_or_inf_and_names_it(key, mode):
+def _run_planted(key, mode):
     path, ex = EXERCISES[key]
     namespace = _solution(path, ex)
     planted = []
@@ -114,13 +125,25 @@ def test_every_checker_fails_a_planted_nan_or_inf_and_names_it(key, mode):
     checker = getattr(importlib.import_module(ex.module), ex.checker)
     kwargs = dict(ex.keywords, **({"time_it": False} if "time_it" in checker.__wrapped__.__code__.co_varnames
                                    else {}))
-    result = checker(*args, **kwargs)
+    return checker(*args, **kwargs), planted
+
+
+@pytest.mark.parametrize("mode", ["all", "one", "inf"])
+@pytest.mark.parametrize("key", sorted(EXERCISES), ids=lambda k: f"{k[0].rsplit('.', 1)[1]}.{k[1]}")
+def test_every_checker_fails_a_planted_nan_or_inf_and_names_it(key, mode):
+    result, planted = _run_planted(key, mode)
     text = str(result)
     if key in NO_FLOAT_ANSWER:
         assert not any(planted) and result.passed, text
         return
     assert not result.passed and text.startswith("FAIL"), text
     assert ("NaN" in text) if mode != "inf" else ("inf" in text), text
+
+
+@pytest.mark.parametrize("key", sorted(EXERCISES), ids=lambda k: f"{k[0].rsplit('.', 1)[1]}.{k[1]}")
+def test_every_checker_takes_lists_where_the_answer_has_tuples(key):
+    result, planted = _run_planted(key, "lists")
+    assert result.passed, str(result)
 
 
 def test_nonfinite_report_names_where():

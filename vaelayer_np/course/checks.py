@@ -482,6 +482,14 @@ def _changed(before, after):
     return 0, 0
 
 
+def _holds_array(value):
+    """True for an array, a dict or tuple, or a list holding one: a list of such values is a tuple of answers
+    (a list of plain numbers, even nested, may be one array)."""
+    if isinstance(value, (np.ndarray, dict, tuple)):
+        return True
+    return isinstance(value, list) and any(isinstance(v, (np.ndarray, dict, tuple)) for v in value)
+
+
 def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_place=()):
     """``fn(*args)`` with the library's versions of ``forbidden`` off limits and the inputs watched.
 
@@ -511,8 +519,7 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_pla
     if isinstance(result, (str, bytes)):
         raise Diagnosis(f"your function returned {describe_value(result)}, not numbers: return the NumPy array "
                         f"(or the tuple of values) the exercise asks for, not a text about it")
-    if isinstance(result, list) and len(result) > 1 and \
-            any(isinstance(v, (np.ndarray, dict, tuple)) for v in result):
+    if isinstance(result, list) and len(result) > 1 and any(_holds_array(v) for v in result):
         result = tuple(result)  # a list of the values is the same answer as their tuple
     _note_nonfinite(result)
     for name, value in zip(names, args):
@@ -785,9 +792,12 @@ def _worth_watching(value):
     return callable(value) or isinstance(value, (staticmethod, classmethod, property, types.ModuleType))
 
 
+_NOT_WATCHED = {("builtins", "input")}  # a Jupyter kernel swaps input() for its own around every cell
+
+
 def _remember(owner, label):
     for attr, value in list(vars(owner).items()):
-        if attr.startswith("__") or not _worth_watching(value):
+        if attr.startswith("__") or not _worth_watching(value) or (label, attr) in _NOT_WATCHED:
             continue
         _PRISTINE.setdefault((id(owner), attr), (owner, attr, value, f"{label}.{attr}"))
         if isinstance(value, type) and getattr(value, "__module__", "").startswith("vaelayer_np") \
