@@ -106,8 +106,10 @@ def test_a_scheduler_without_workers_is_named_and_ctrl_c_returns_at_once(tmp_pat
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
                                   dashboard_address=None) as empty:
         t0 = time.monotonic()
+        timer = _ctrl_c_after(120)
         code = run_reproduce(tmp_path / "out", only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=1,
                              limit=100, scheduler=empty.scheduler_address, log=log)
+        timer.cancel()
         elapsed = time.monotonic() - t0
     text = "\n".join(lines)
     assert code == 130, text
@@ -115,6 +117,16 @@ def test_a_scheduler_without_workers_is_named_and_ctrl_c_returns_at_once(tmp_pat
     assert "cancelling 1 run(s) not handed to a worker yet" in text
     assert "LOST" not in text  # cancelled on request: interrupted, not lost
     assert elapsed < 120, f"{elapsed:.0f} s: Ctrl-C waited for a worker that never came"
+
+
+def _ctrl_c_after(seconds):
+    """A Ctrl-C of last resort: a test whose message never comes fails instead of waiting for ever."""
+    import threading
+
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _free_port():
@@ -226,3 +238,42 @@ def test_ctrl_c_cancels_the_queued_runs_and_brings_the_running_one_back_checkpoi
     assert "LOST" not in text and "done  digits-iffcl" not in text
     assert (out / "digits-iffcl" / "seed0" / "checkpoint.npz").exists()  # the running one came back checkpointed
     assert not (out / "digits-iffcl" / "seed1").exists()  # the queued one never started: nothing written
+
+
+def test_the_last_worker_dying_mid_run_is_named_and_ctrl_c_returns(tmp_path):
+    import threading
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = _start_scheduler(port)
+    worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                     "--host", "127.0.0.1"])
+    try:
+        def kill_the_worker_when_running():
+            with distributed.Client(address, timeout="30s") as watcher:
+                deadline = time.monotonic() + 120
+                while not any(watcher.processing().values()):
+                    assert time.monotonic() < deadline, "the run never started on the worker"
+                    time.sleep(0.2)
+            time.sleep(1.0)
+            worker.kill()
+
+        threading.Thread(target=kill_the_worker_when_running, daemon=True).start()
+        lines = []
+
+        def log(text):
+            lines.append(text)
+            if "has no workers" in text:  # the user reads it and presses Ctrl-C
+                os.kill(os.getpid(), signal.SIGINT)
+
+        timer = _ctrl_c_after(120)
+        code = run_reproduce(tmp_path / "out", only="digits-iffcl", seeds=(0,), digits_seeds=[0], epochs=200,
+                             limit=300, scheduler=address, log=log)
+        timer.cancel()
+        text = "\n".join(lines)
+        assert code == 130, text
+        assert f"the Dask scheduler at {address} has no workers: the 1 run(s) wait" in text
+        assert "done  digits-iffcl" not in text and "LOST" not in text
+    finally:
+        for proc in (worker, scheduler):
+            _stop(proc)

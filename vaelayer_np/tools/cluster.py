@@ -18,7 +18,8 @@ folder: each run trains in a temporary folder on its worker, which receives the 
 when the run ends; the report is then written here from ``--out`` as after local runs.
 
 The address is checked, and the scheduler reached, before anything is written. A scheduler without
-workers is named after a few seconds (the runs wait for a worker to join).
+workers (none at the start, or the last one gone mid-run) is named within a few seconds (the runs wait
+for a worker to join).
 
 A run that does not come back finished is never counted as done. When the scheduler dies or restarts
 mid-run (the client loses its connection, and Dask cancels every run it was following), or a run
@@ -241,7 +242,7 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
             futures[future] = (name, seed)
         waiting = dict(futures)
         asked = cancelled = False
-        start, named_idle = time.monotonic(), False
+        counted, named_idle = time.monotonic(), False  # the workers are counted every NO_WORKER_SECONDS
         while waiting:
             if stop.requested and not asked:
                 asked = True
@@ -263,11 +264,16 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
                 rest = [f for f in waiting if not f.done()]
                 ours.update(f.key for f in rest)
                 client.cancel(rest)
-            if not named_idle and not asked and time.monotonic() - start > NO_WORKER_SECONDS:
-                named_idle = True
-                if _worker_count(client) == 0:
+            if not asked and time.monotonic() - counted > NO_WORKER_SECONDS:  # none at the start, or all gone
+                counted = time.monotonic()
+                workers = _worker_count(client)
+                if workers == 0 and not named_idle:
+                    named_idle = True
                     log(f"the Dask scheduler at {address} has no workers: the {len(waiting)} run(s) wait until one "
                         f"joins (start one with `dask worker {address} --nthreads 1`); Ctrl-C stops this command")
+                elif workers and named_idle:
+                    named_idle = False
+                    log(f"{workers} worker(s) joined the scheduler at {address}: the runs go on")
             for future in [f for f in waiting if f.done()]:
                 name, seed = key = waiting.pop(future)
                 if future.status == "cancelled":
