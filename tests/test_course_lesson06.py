@@ -119,7 +119,52 @@ def traverse_first_layer(net, k, x_point, unit, values):
     return traverse(net, 0, x_point, unit, values) if unit < net.widths[0] else traverse(net, k, x_point, 0, values)
 
 
+def decode_gradient(net, k, z, target):
+    image = decode_to_input(net, k, z)
+    d = 2.0 * (image - target) / image.size
+    if net.vae_layers[0].recon == "bce":
+        d = d * image * (1.0 - image)
+    for j in range(0, k + 1):
+        d = d @ net.vae_layers[j].params["W_dec"].T
+    return float(np.mean((image - target) ** 2)), d
+
+
+def decode_gradient_mean_over_images(net, k, z, target):
+    loss, d_z = decode_gradient(net, k, z, target)
+    return loss, d_z * target.shape[1]
+
+
+def decode_gradient_without_sigmoid(net, k, z, target):
+    image = decode_to_input(net, k, z)
+    d = 2.0 * (image - target) / image.size
+    for j in range(0, k + 1):
+        d = d @ net.vae_layers[j].params["W_dec"].T
+    return float(np.mean((image - target) ** 2)), d
+
+
+def decode_gradient_in_place(net, k, z, target):
+    result = decode_gradient(net, k, z.copy(), target)
+    target -= 0.0 * target + 1e-3  # the caller's target moved
+    return result
+
+
+def decode_gradient_library(net, k, z, target):
+    from vaelayer_np.core import losses
+    image = decode_to_input(net, k, z)
+    loss, (d_image, _) = losses.mse(image, target)
+    return loss, d_image
+
+
 PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (lesson06.check_decode_gradient, decode_gradient_mean_over_images, "slip", ["`d_z`", "mean over the M images"]),
+    (lesson06.check_decode_gradient, decode_gradient_without_sigmoid, "slip", ["recon='bce'", "derivative forgotten"]),
+    (lesson06.check_decode_gradient, lambda *a: (decode_gradient(*a)[0], -decode_gradient(*a)[1]), "slip",
+     ["sign flipped"]),
+    (lesson06.check_decode_gradient, decode_gradient_in_place, "in place", ["in place", "`target`"]),
+    (lesson06.check_decode_gradient, decode_gradient_library, "library", ["losses.mse"]),
+    (lesson06.check_decode_gradient, lambda *a: (decode_gradient(*a)[0], decode_gradient(*a)[1].astype(np.float32)),
+     "float32", ["float32"]),
+    (lesson06.check_decode_gradient, lambda *a: list(decode_gradient(*a)), "a list (passes)", []),
     (lesson06.check_sample_aggregate, sample_aggregate_global_generator, "process", ["global generator"]),
     (lesson06.check_sample_aggregate, sample_aggregate_unseeded, "process", ["same seed gave different samples"]),
     (lesson06.check_sample_aggregate, sample_aggregate_exp_of_mean, "slip", ["exp of the mean log-variance"]),
@@ -165,3 +210,8 @@ def test_checkers_pass_on_correct_answers(checker, solution):
 @pytest.mark.parametrize("checker", sorted({c for c, _ in CHECKERS}, key=lambda c: c.__name__))
 def test_checkers_report_a_stub(checker):
     assert_reports_stub(checker(stub))
+
+
+def test_decode_gradient_checker_passes_the_answer_and_reports_a_stub():
+    assert_passes(lesson06.check_decode_gradient(decode_gradient), below=1e-9)
+    assert_reports_stub(lesson06.check_decode_gradient(stub))

@@ -75,6 +75,7 @@ KEYS = {
     "06_generation": {
         "check_decode_to_input": ["range(k, -1, -1)", "net.vae_layers[j].decode(h)"],
         "check_sample_aggregate": ["np.sqrt(mu.var(axis=0) + np.exp(log_var).mean(axis=0))"],
+        "check_decode_gradient": ['d = d @ net.vae_layers[j].params["W_dec"].T', "d = d * image * (1.0 - image)"],
         "check_traverse": ["z[:, unit] = values"],
     },
     "07_speed_and_kernels": {

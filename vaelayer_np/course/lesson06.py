@@ -17,7 +17,7 @@ import numpy as np
 
 from ..analysis import generation
 from ..core.network import Network
-from .checks import Diagnosis, compare_arrays
+from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check
 from .answer_keys import recorded
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
@@ -191,3 +191,83 @@ def check_traverse(traverse, n_trials=3, seed=0):
                           n_trials=n_trials, seed=seed, names=("images",),
                           arg_names=("net", "k", "x_point", "unit", "values"), forbidden=FORBIDDEN["traverse"],
                           slips=slips)
+
+
+# ----------------------------------------------------------------------------- exercise 4: inverting the decoders
+FORBIDDEN["decode_gradient"] = FORBIDDEN["decode_to_input"] + (
+    "vaelayer_np.core.layers.VAELayer.backward", "vaelayer_np.core.layers.Dense.backward",
+    "vaelayer_np.core.losses.mse", "vaelayer_np.core.losses.bce_with_logits")
+
+
+def reference_decode_gradient(net, k, z, target, slip=""):
+    """``(loss, d_z)``: the mean squared error between ``decode_to_input(net, k, z)`` and ``target`` (M, D), over
+    all M*D elements, and its gradient with respect to z, through every decoder from k down to 0 (and the final
+    sigmoid when layer 0 uses BCE); with ``slip`` one of the slips the checker recognises planted."""
+    h = z
+    for j in range(k, -1, -1):
+        h = net.vae_layers[j].decode(h)
+    bce = net.vae_layers[0].recon == "bce"
+    image = 1.0 / (1.0 + np.exp(-h)) if bce else h
+    loss = float(np.mean((image - target) ** 2))
+    d = 2.0 * (image - target) / (image.size if slip != "mean over M" else image.shape[0])
+    if bce and slip != "no sigmoid derivative":
+        d = d * (image if slip == "sigmoid as its derivative" else image * (1.0 - image))
+    for j in range(0, k + 1):  # back up through the decoders: layer 0's first
+        d = d @ net.vae_layers[j].params["W_dec"].T
+    return loss, d
+
+
+_DECODE_SLIPS = {
+    "mean over M": "a mean over the M images only: the loss is the mean over all M*D pixels",
+    "no sigmoid derivative": "the sigmoid's derivative forgotten: layer 0 reconstructs with BCE, so the images "
+                             "are sigmoid(h) and the gradient meets sigma (1 - sigma) on its way to h",
+    "sigmoid as its derivative": "sigma where its derivative sigma (1 - sigma) belongs",
+}
+
+
+def _decode_cases(rng):
+    for recon, k in (("mse", 2), ("bce", 1), ("bce", 0), ("mse", 0)):
+        net = _net(rng, recon=recon)
+        yield net, k, rng.standard_normal((4, net.widths[k])), rng.uniform(0.0, 1.0, (4, 12))
+
+
+@recorded
+def check_decode_gradient(decode_gradient, seed=0, tol=1e-9):
+    r"""Check ``decode_gradient(net, k, z, target) -> (loss, d_z)``: the mean squared error of the decoded
+    images against ``target`` over all M*D pixels, and its gradient with respect to the latents z (M, K_k) of
+    layer k, through the decoders k, ..., 0 and the final sigmoid when layer 0 uses BCE. Against
+    :func:`reference_decode_gradient` on four networks (MSE and BCE, k = 0, 1, 2), the figure; then the
+    student's own d_z against float64 central differences of the student's own loss (the library's verdict).
+    Named slips: a mean over the images only, the sigmoid's derivative forgotten or taken as the sigmoid, the
+    sign, a factor.
+    """
+    from ..core.gradcheck import check_gradients
+
+    def body():
+        rng = np.random.default_rng(seed)
+        worst = 0.0
+        for net, k, z, target in _decode_cases(rng):
+            label = f"layer {k}, layer 0 with recon={net.vae_layers[0].recon!r}"
+            got = call_student(decode_gradient, (net, k, z.copy(), target.copy()), ("net", "k", "z", "target"),
+                               FORBIDDEN["decode_gradient"])
+            if not (isinstance(got, (tuple, list)) and len(got) == 2):
+                raise Diagnosis(f"{label}: expected (loss, d_z)")
+            want = reference_decode_gradient(net, k, z, target)
+            slips = {"loss": [], "d_z": []}
+            for slip, description in _DECODE_SLIPS.items():
+                candidate = reference_decode_gradient(net, k, z, target, slip)
+                slips["d_z"].append((description, candidate[1]))
+            try:
+                worst = max(worst, compare_values(tuple(got), want, ("loss", "d_z"), tol, slips=slips,
+                                                  factors=(("D", target.shape[1]), ("M", target.shape[0]))))
+            except Diagnosis as exc:
+                raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
+            point = z.copy()
+            (row,) = check_gradients("decode_gradient", lambda: float(call_student(
+                decode_gradient, (net, k, point, target), ("net", "k", "z", "target"),
+                FORBIDDEN["decode_gradient"])[0]), {"z": point}, {"z": np.asarray(got[1])})
+            if not row.passed:
+                raise Diagnosis(f"{label}: your d_z is not the gradient of your loss (error {row.max_rel_error:.2g})")
+        return worst, True, "four networks, MSE and BCE, layers 0 to 2; your d_z passes its own gradient check"
+
+    return run_check("decode_gradient", body, bound=f"below {tol:g}")
