@@ -1021,34 +1021,26 @@ def run_isolated(thunk, name, bound="", seconds=None, memory_gb=None):
             stream.flush()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child
+    if pid == 0:  # the child, in a process group of its own: it ends with every process it started
         os.close(read_fd)
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
         _child_main(thunk, name, write_fd, memory_gb)
     os.close(write_fd)
-    chunks, deadline, timed_out = [], time.monotonic() + seconds, False
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([read_fd], [], [], min(left, 1.0))
-            if ready:
-                chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+        chunks, timed_out = _collect(read_fd, pid, time.monotonic() + seconds)
     except BaseException:  # Ctrl-C (or anything else) here: stop the check and let it through
         _kill(pid)
-        os.close(read_fd)
         raise
-    os.close(read_fd)
+    finally:
+        os.close(read_fd)
+    status = _kill(pid)  # what the student's code left running (a process it started) ends with the check
     if timed_out:
-        _kill(pid)
         return CheckResult(name, False, bound=bound, message=(
             f"took longer than {seconds:g} s (the time limit of a check) and was stopped: an endless loop, a "
             f"sleep, or far more work than the exercise needs"))
-    _, status = os.waitpid(pid, 0)
     payload = b"".join(chunks)
     if payload:
         try:
@@ -1062,11 +1054,50 @@ def run_isolated(thunk, name, bound="", seconds=None, memory_gb=None):
     return CheckResult(name, False, bound=bound, message=_ended_without_verdict(status, seconds))
 
 
+def _exited(pid, block):
+    """True once the child has exited; it is not reaped (its process group stays reserved until it is)."""
+    flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+    try:
+        return os.waitid(os.P_PID, pid, flags) is not None
+    except ChildProcessError:
+        return True
+
+
+def _collect(read_fd, pid, deadline):
+    """Read the child's verdict until it has exited and the pipe is drained, or the deadline passes:
+    (chunks, timed out)."""
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return chunks, True
+        ready, _, _ = select.select([read_fd], [], [], min(left, 0.2))
+        if ready:
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:  # every writer gone: the child is ending
+                _exited(pid, block=True)
+                return chunks, False
+            chunks.append(chunk)
+        elif _exited(pid, block=False):  # exited, but a process it started may hold the pipe open
+            while select.select([read_fd], [], [], 0)[0]:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return chunks, False
+
+
 def _kill(pid):
-    with contextlib.suppress(ProcessLookupError):
+    """End the check's process group (and the process, if still running), reap it, return its exit status.
+    The process is reaped last, so its process group cannot have been reused in between."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return 0
 
 
 def isolated(check):

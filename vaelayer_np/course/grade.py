@@ -44,6 +44,7 @@ from ..tools.release_course import BEGIN, lesson_paths
 DEFAULT_SECONDS = 300.0   # per exercise: the slowest checker (a short training run) takes well under a minute
 DEFAULT_MEMORY_GB = 4.0   # per exercise, beyond what the grading process holds
 POINTS_PER_EXERCISE = 1   # the course gives each checked exercise one point
+MAX_NOTEBOOK_BYTES = 200 * 2 ** 20  # a notebook larger than this is not read (its figures make a lesson ~1 MB)
 COURSE_PACKAGE = "vaelayer_np.course"
 
 
@@ -332,6 +333,10 @@ def worker(notebook, lesson_path, seconds, memory_gb, stream=None):
     stream = stream or sys.stdout
     exercises = lesson_exercises(lesson_path)
     try:
+        size = Path(notebook).stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            raise ValueError(f"it is {size / 2 ** 20:.0f} MB, more than a lesson's notebook can be "
+                             f"({MAX_NOTEBOOK_BYTES / 2 ** 20:.0f} MB)")
         nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
         if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
             raise ValueError("it is JSON, but not a notebook (no list of cells)")
@@ -440,11 +445,14 @@ def grade_notebook(notebook, lesson_path, seconds=DEFAULT_SECONDS, memory_gb=DEF
     return notes, results
 
 
-def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB, log=print):
+def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB, jobs=1, log=print):
     """Grade every student's notebooks; write ``grades.csv``, ``feedback/`` and ``questions.md`` in ``out``.
 
-    Returns the rows of ``grades.csv`` as dicts.
+    ``jobs`` notebooks are graded at a time (each in its own process). Returns the rows of ``grades.csv``
+    as dicts.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs: expected a positive whole number, got {jobs!r}")
     lessons = _lessons()
     students = collect(submissions, lessons)
     out = Path(out)
@@ -469,16 +477,24 @@ def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB
         raise ValueError("SUBMISSIONS: no notebook named after a lesson (e.g. 02_deriving_gradients.ipynb)")
     exercises = {stem: lesson_exercises(lessons[stem]) for stem in graded}
     questions = {stem: lesson_questions(lessons[stem]) for stem in graded}
-    results, answers = {}, {}
+    results, answers, tasks = {s: {} for s in work}, {}, []
     for student in sorted(work):
-        results[student] = {}
         for stem in graded:
             nb = work[student].get(stem)
             if nb is None:
                 notes[student].append(f"no notebook for lesson {stem}")
-                continue
-            log(f"grading {student}: {nb.name}")
-            nb_notes, nb_results = grade_notebook(nb, lessons[stem], seconds, memory_gb)
+            else:
+                tasks.append((student, stem, nb))
+
+    def one(task):
+        student, stem, nb = task
+        log(f"grading {student}: {nb.name}")
+        return grade_notebook(nb, lessons[stem], seconds, memory_gb)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads that wait for the notebooks' processes
+        for (student, stem, nb), (nb_notes, nb_results) in zip(tasks, pool.map(one, tasks)):
             notes[student] += [f"{nb.name}: {n}" for n in nb_notes]
             results[student].update(nb_results)
             answers[(student, stem)] = _answers(nb, lessons[stem])
@@ -494,6 +510,10 @@ def _answers(notebook, lesson_path):
     from ..tools.release_course import student_version
 
     try:
+        size = Path(notebook).stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            raise ValueError(f"it is {size / 2 ** 20:.0f} MB, more than a lesson's notebook can be "
+                             f"({MAX_NOTEBOOK_BYTES / 2 ** 20:.0f} MB)")
         nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
         cells = ["".join(c["source"]) if isinstance(c["source"], list) else str(c["source"])
                  for c in nb["cells"] if c.get("cell_type") == "markdown"]
@@ -601,6 +621,18 @@ def add_arguments(parser):
                         help=f"time limit of one exercise's check, in seconds (default {DEFAULT_SECONDS:g})")
     parser.add_argument("--memory-gb", type=_positive, default=DEFAULT_MEMORY_GB,
                         help=f"memory limit of one exercise's check, in GB (default {DEFAULT_MEMORY_GB:g})")
+    parser.add_argument("--jobs", type=_positive_int, default=1,
+                        help="notebooks graded at a time, each in its own process (default 1)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _positive(text):
@@ -614,7 +646,7 @@ def _positive(text):
 
 
 def run_from_args(args):
-    rows = grade(args.submissions, args.out, seconds=args.seconds, memory_gb=args.memory_gb)
+    rows = grade(args.submissions, args.out, seconds=args.seconds, memory_gb=args.memory_gb, jobs=args.jobs)
     print(f"{len(rows)} student(s) graded: {args.out / 'grades.csv'}, {args.out / 'feedback'}, "
           f"{args.out / 'questions.md'}")
     return 0
