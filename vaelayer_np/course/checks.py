@@ -921,6 +921,8 @@ def _verdict_of(thunk, name):
     except Diagnosis as exc:
         result = CheckResult(name, False, message=str(exc.message))
     except BaseException as exc:  # noqa: BLE001 - the check reports, whatever was raised
+        if isinstance(exc, KeyboardInterrupt) and not _STATE["in_child"]:
+            raise  # in the notebook's own process it is the user's Ctrl-C: it stops the cell
         if isinstance(exc, (SystemExit, KeyboardInterrupt, GeneratorExit)):
             message = _exit_message(exc)
         else:
