@@ -263,8 +263,16 @@ def student_code(nb):
             continue
         for node in tree.body:
             if isinstance(node, _KEPT) or (isinstance(node, (ast.Assign, ast.AnnAssign)) and _constant(node)):
-                kept.append((number, ast.get_source_segment(code, node) or ast.unparse(node)))
+                kept.append((number, _segment(code, node)))
     return kept, notes
+
+
+def _segment(code, node):
+    """A top-level statement's source with its decorators, preceded by blank lines so that its line numbers
+    are the cell's."""
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    lines = code.splitlines()[start - 1:node.end_lineno]
+    return "\n" * (start - 1) + "\n".join(lines) + "\n"
 
 
 def _constant(node):
@@ -284,10 +292,17 @@ def load_student(kept, label, namespace=None):
     that failed)."""
     if namespace is None:
         namespace = {"__name__": "__student__", "__builtins__": __builtins__}
+    import linecache
+
     notes = []
     for number, source in kept:
+        filename = f"<{label}, cell {number}>"
+        lines = source.splitlines(True)
+        known = linecache.cache.get(filename, (0, None, [], filename))[2]
+        merged = [b if b.strip() else a for a, b in zip(known + [""] * len(lines), lines)] + known[len(lines):]
+        linecache.cache[filename] = (sum(map(len, merged)), None, merged, filename)  # the lines a message shows
         try:
-            exec(compile(source, f"<{label}, cell {number}>", "exec"), namespace)  # noqa: S102 - grading runs it
+            exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - grading runs it
         except Exception as exc:  # noqa: BLE001 - a failing import or definition is graded, not fatal
             from .checks import describe_exception
 
