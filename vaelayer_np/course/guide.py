@@ -19,10 +19,11 @@ LESSONS = {
         "title": "The VAE layer's forward pass",
         "goals": ["write the encoder, the bounded log-variance, the reparameterised sample and the decoder",
                   "write the negative ELBO (MSE mean over N*D, KL summed over K and averaged over N)",
-                  "explain why the noise must start small and why the log-variance is bounded smoothly"],
+                  "explain why the noise must start small and why the log-variance is bounded smoothly",
+                  "write the whole layer and its loss in every setting, with a BCE that never overflows"],
         "prerequisites": ["NumPy arrays, broadcasting and matrix products",
                           "the Gaussian distribution; the idea of an autoencoder"],
-        "minutes": 75,
+        "minutes": 100,
         "rubrics": [
             [(1, "the next layer receives mostly noise (about 95% of z's variance, as measured)"),
              (1, "its local loss then learns to encode noise; nothing from above can tell this layer to shrink "
@@ -40,9 +41,10 @@ LESSONS = {
         "goals": ["derive and write every gradient of the VAE layer: MSE, stable BCE, KL, the sample, the bound, "
                   "decoder and encoder",
                   "apply the multivariate chain rule (a variable used twice sums its gradients)",
-                  "assemble the pieces into the layer's backward pass and train with it"],
+                  "derive the layer's whole backward pass in every setting (pass_on, BCE, evaluation, no bound) "
+                  "without scaffolding, prove it with one's own gradient check, and train with it"],
         "prerequisites": ["lesson 01", "partial derivatives and the chain rule; the derivative of tanh and exp"],
-        "minutes": 120,
+        "minutes": 180,
         "rubrics": [
             [(1, "the derivative (e^v - 1)/2 is zero only at v = 0, i.e. sigma^2 = 1, the prior's variance"),
              (1, "alone the KL pulls every sigma^2 to 1 and mu to 0"),
@@ -149,9 +151,10 @@ LESSONS = {
     "06_generation": {
         "title": "Generation",
         "goals": ["decode down the stack, sample from the aggregate posterior, traverse a latent unit",
-                  "explain why prior samples are poor at small beta"],
-        "prerequisites": ["lessons 01 and 05"],
-        "minutes": 60,
+                  "explain why prior samples are poor at small beta",
+                  "derive the gradient through the decoders and invert them by descent"],
+        "prerequisites": ["lessons 01, 02 and 05"],
+        "minutes": 90,
         "rubrics": [
             [(1, "the errors of the decoders on the way down add up (and the deeper layers keep class, not detail)"),
              (1, "each decoder receives a reconstruction of act(z) where it was trained on z: ReLU loses the "
@@ -196,9 +199,10 @@ LESSONS = {
         "title": "Capstone: IFFCL from your own code",
         "goals": ["assemble one's own functions into a VAE layer, a local step, a training step and epoch",
                   "train a three-layer stack on digits to 95% or more with one's own code",
-                  "prove locality on one's own code"],
+                  "prove locality on one's own code",
+                  "extend one's layer to BCE and one's local step to the balanced all-pairs term"],
         "prerequisites": ["lessons 01, 02, 04 (their exercises), 05 (a training epoch)"],
-        "minutes": 90,
+        "minutes": 120,
         "rubrics": [
             [(1, "layer 0's gradients come from its input, parameters, twin, targets and noise, fixed before "
                  "anything above runs"),
