@@ -282,3 +282,16 @@ def test_the_local_step_checker_tries_all_pairs_and_names_its_slips(solution):
                        (without_lambda, ["lambda forgotten"])):
         text = str(capstone.check_my_local_step(bug, layer))
         assert text.startswith("FAIL") and all(w in text for w in words), (bug.__name__, text)
+
+
+def test_the_checkers_accept_a_list_where_a_tuple_is_expected(solution):
+    layer, step = solution["MyVAELayer"], solution["my_local_step"]
+
+    class ListForward(layer):
+        def forward(self, x, eps):
+            return list(layer.forward(self, x, eps))
+
+    assert capstone.check_my_vae_layer(ListForward).passed
+    assert capstone.check_my_local_step(lambda *a: list(step(*a)), layer).passed
+    result = capstone.check_capstone_locality(lambda *a: list(solution["step_gradients"](*a)), solution["make_model"])
+    assert result.passed, str(result)

@@ -51,7 +51,8 @@ FORBIDDEN_ALL = (
     "vaelayer_np.core.losses.mse", "vaelayer_np.core.losses.kl_diag_gaussian",
     "vaelayer_np.core.losses.cosine_embedding", "vaelayer_np.core.losses.cosine_embedding_matrix",
     "vaelayer_np.core.iffcl.make_pairs", "vaelayer_np.core.iffcl.vae_local_step",
-    "vaelayer_np.core.iffcl._vae_local_step", "vaelayer_np.core.iffcl.train_step",
+    "vaelayer_np.core.iffcl._local_step", "vaelayer_np.core.iffcl.train_step", "vaelayer_np.core.iffcl.twins_step",
+    "vaelayer_np.core.iffcl.layer_pair_update", "vaelayer_np.core.iffcl.twin_backward",
     "vaelayer_np.core.iffcl.cosine_term",
     "vaelayer_np.run.trainer.Trainer.train_epoch", "vaelayer_np.run.trainer.Trainer.step",
 )
@@ -114,7 +115,7 @@ def check_my_vae_layer(MyVAELayer, seed=0):
             eps = rng.standard_normal((6, 4))
             dz = rng.standard_normal((6, 4))
             got = call_student(mine.forward, (x.copy(), eps.copy()), ("x", "eps"), FORBIDDEN["my_vae_layer"])
-            if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], dict)):
+            if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], dict)):
                 raise Diagnosis("forward must return (out, cache), cache a dict")
             out, cache = got
             want_out, want_cache = layer.forward(x, eps=eps)
@@ -208,7 +209,7 @@ def check_my_local_step(my_local_step, MyVAELayer, seed=0):
                 if any(not np.array_equal(m.params[p], before[t][p]) for p in PARAMS):
                     raise Diagnosis(f"the parameters of twin {t} changed: a step returns gradients, the optimiser "
                                     f"applies them")
-            if not (isinstance(got, tuple) and len(got) == 4):
+            if not (isinstance(got, (tuple, list)) and len(got) == 4):
                 raise Diagnosis("expected the return value (grads_a, grads_b, out_a, out_b)")
             want = _reference_local_step(lib_a, lib_b, x_a, x_b, target, np.random.default_rng(noise_seed), lam,
                                          margin)
@@ -344,7 +345,7 @@ def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
     def grads_of(model, x, y):
         got = call_student(step_gradients, (model, x, y, np.random.default_rng(seed + 1)), ("model", "x", "y", "rng"),
                            FORBIDDEN["locality"])
-        if isinstance(got, tuple) and len(got) == 2:  # (grads, loss)
+        if isinstance(got, (tuple, list)) and len(got) == 2:  # (grads, loss)
             got = got[0]
         if not isinstance(got, dict):
             raise Diagnosis(f"step_gradients must return (grads, loss), grads a dict name -> gradients; got "

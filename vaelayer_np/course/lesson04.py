@@ -176,8 +176,9 @@ _COSINE = ("vaelayer_np.core.ops.cosine_embedding", "vaelayer_np.core.losses.cos
 FORBIDDEN = {
     "cosine_embedding": _COSINE,
     "make_pairs_balanced": ("vaelayer_np.core.iffcl.make_pairs",),
-    "local_step": ("vaelayer_np.core.iffcl.vae_local_step", "vaelayer_np.core.iffcl._vae_local_step",
-                   "vaelayer_np.core.iffcl.cosine_term", "vaelayer_np.core.iffcl.train_step") + _COSINE,
+    "local_step": ("vaelayer_np.core.iffcl.vae_local_step", "vaelayer_np.core.iffcl._local_step",
+                   "vaelayer_np.core.iffcl.twin_backward", "vaelayer_np.core.iffcl.cosine_term",
+                   "vaelayer_np.core.iffcl.train_step", "vaelayer_np.core.iffcl.twins_step") + _COSINE,
 }
 
 
@@ -232,7 +233,8 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
     def run(a, b, target, margin):
         got = call_student(cosine_embedding_fn, (a.copy(), b.copy(), target.copy(), margin), names,
                            FORBIDDEN["cosine_embedding"])
-        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], (tuple, list)) and len(got[1]) == 2):
+        if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], (tuple, list))
+                and len(got[1]) == 2):
             raise Diagnosis("expected the return value (value, (d_a, d_b))")
         return got[0], tuple(got[1])
 
@@ -300,7 +302,7 @@ def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
     def one(labels, seed):
         out = call_student(make_pairs_fn, (labels, np.random.default_rng(seed)), ("labels", "rng"),
                            FORBIDDEN["make_pairs_balanced"])
-        if not (isinstance(out, tuple) and len(out) == 2):
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise Diagnosis("expected the return value (partner, target)")
         partner, target = np.asarray(out[0]), np.asarray(out[1])
         n = labels.shape[0]
@@ -420,7 +422,7 @@ def check_local_step(local_step_fn, tol=1e-9):
                 if changed:
                     return np.inf, False, (f"the parameters of {name} changed ({', '.join(changed)}): return "
                                            f"gradients, do not update (the optimiser applies them)")
-            if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(g, dict) for g in got)):
+            if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(g, dict) for g in got)):
                 return np.inf, False, "expected the return value (grads_a, grads_b), two dicts"
             want = vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
                                   np.random.default_rng(p["noise_seed"]), lam=lam, margin=margin, contrast="partner",
