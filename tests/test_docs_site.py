@@ -1,14 +1,17 @@
 """The documentation site: a strict MkDocs build, then its pages in a real browser.
 
-The build needs the documentation packages (in the ``test`` and ``docs`` extras). The browser test
-also needs Debian's Chromium (``apt-get install -y chromium``) and Playwright's Python package,
-which drives it; without either it is skipped (Playwright's own browser download is never used).
-It serves the built site from 127.0.0.1, refuses every request that leaves that address, and checks
-that the maths is typeset by the bundled MathJax, that the figures load and that the API page
-documents every module, at a laptop's width and at a phone's (390 px: no page wider than the screen,
-display maths scrolls in its own box). Two more checks read the built HTML without a browser: every
-link and anchor of every page resolves, and the API page shows every public callable with its true
-defaults.
+The build needs the documentation packages (the ``docs`` extra). The browser tests also need Debian's Chromium
+(``apt-get install -y chromium``) and Playwright's Python package, which drives it; without either they are
+skipped (Playwright's own browser download is never used). They serve the built site from 127.0.0.1, refuse
+every request that leaves that address, and check, at a laptop's width and at a phone's (390 px), that the maths
+is typeset by the bundled MathJax with no error in the console, that no page is wider than the screen, that a
+display formula wider than its box scrolls in it and shows a visible cue, that every figure loads and has alt
+text, that a click zooms a lesson figure to its full size and a second click fits it again, and that the API page
+documents every module. The student edition (``mkdocs-student.yml``) is built too and read page by page in the
+browser, with its search index, its notebooks and its archive: no solution line and no answer key. Checks
+without a browser: every link and anchor resolves, the API page shows every public callable with its true
+defaults (laid out by the site's own formatter, whether or not Black or Ruff is installed), the install page
+names the true extras, the course plans and points, the editions, the repository address and the archive.
 """
 from __future__ import annotations
 

@@ -103,6 +103,27 @@ def test_linked_functions_and_tests_exist(page):
     assert not problems, "\n".join(problems)
 
 
+def test_gradient_displays_are_marked_for_the_student_edition():
+    """The student edition leaves out the displays marked ``<!-- gradient -->`` (the gradients the lessons ask to
+    derive): each marker stands right before a display that holds a derivative, each section keeps a display
+    without one (its forward equation), and the gradients of the layer's loss terms are among the marked ones."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    import docs_site
+
+    text = MATHS.read_text()
+    marked = docs_site._GRADIENT_DISPLAY.findall(text)
+    assert len(marked) == text.count("<!-- gradient -->") >= 8
+    assert all(r"\partial" in display for display in marked)
+    student = docs_site._GRADIENT_DISPLAY.sub(docs_site.GRADIENT_WITHHELD, text)
+    for heading, body in equation_sections(student).items():
+        assert "$$" in body, f"section '{heading}' keeps no equation in the student edition"
+    for heading in ("Mean squared", "Binary cross-entropy", "KL divergence", "Decoder", "Cosine embedding"):
+        body = next(b for h, b in equation_sections(student).items() if h.startswith(heading))
+        assert docs_site.GRADIENT_WITHHELD.strip() in body and r"\partial" not in body, heading
+
+
 def test_the_link_check_catches_a_missing_function_and_a_missing_test():
     bad = ("[x](api.md#vaelayer_np.core.ops.kl_diag_gaussian_renamed) [y](tests.md#tests.test_kernels.test_gone) "
            "[z](api.md#vaelayer_np.no_such_module.f) [ok](api.md#vaelayer_np.core.ops.kl_diag_gaussian)")
