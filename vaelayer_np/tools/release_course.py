@@ -27,7 +27,7 @@ Commands (``scripts/make_student_notebooks.py`` calls the same functions)::
     python -m vaelayer_np.tools.release_course --execute   # first run every solution notebook in full
                                                      # and store its outputs, then regenerate
     python -m vaelayer_np.tools.release_course --nbgrader-metadata NAME...   # (re)write the nbgrader
-                                                     # metadata of the named solution notebooks
+                                                     # metadata of the named lessons (and their student copies)
 """
 from __future__ import annotations
 
@@ -102,7 +102,8 @@ def nbgrader_metadata(nb, stem):
 
     * a code cell with a solution block: a solution cell, ``grade_id`` the name it defines;
     * a code cell that calls an exercise's checker (a ``check_*`` name of ``answer_keys.KEYS``): an
-      autograded test cell, locked, one point per checker it calls (each counted once), ``grade_id`` "test_" + the first;
+      autograded test cell, locked, one point per checker it calls (each counted once), ``grade_id``
+      "test_" + the first;
     * a markdown cell with a solution block: a manually graded answer, worth its questions' rubric points;
     * every other cell: locked.
     Returns the notebook."""
@@ -210,15 +211,20 @@ def main(argv=None):
                                                                "its outputs")
     parser.add_argument("--only", default=None, help="with --execute: comma-separated notebook names to run")
     parser.add_argument("--nbgrader-metadata", nargs="+", default=None, metavar="NAME",
-                        help="write nbgrader's cell metadata into the named solution notebooks, then regenerate")
+                        help="write nbgrader's cell metadata into the named solution notebooks and regenerate "
+                             "their student notebooks (nothing else)")
     args = parser.parse_args(argv)
     if args.nbgrader_metadata:
         for name in args.nbgrader_metadata:
             path = LESSONS / (name if name.endswith(".ipynb") else f"{name}.ipynb")
             if not path.exists():
                 parser.error(f"--nbgrader-metadata: no lesson {path.name} in {LESSONS}")
-            path.write_text(dumps(nbgrader_metadata(json.loads(path.read_text()), path.stem)))
-            print(f"nbgrader metadata written into {path.relative_to(ROOT)}")
+            nb = nbgrader_metadata(json.loads(path.read_text()), path.stem)
+            path.write_text(dumps(nb))
+            (STUDENT / path.name).write_text(dumps(student_version(nb)))
+            print(f"nbgrader metadata written into {path.relative_to(ROOT)}; "
+                  f"wrote {(STUDENT / path.name).relative_to(ROOT)}")
+        return 0
     if args.execute:
         names = None if args.only is None else {n.strip() for n in args.only.split(",")}
         for path in lesson_paths():
