@@ -191,7 +191,7 @@ def test_the_student_version_of_a_reveal_cell_keeps_the_call_and_drops_the_outpu
 
 # ----------------------------------------------------------------------------- a student's run shows no answer
 @pytest.mark.slow
-# lessons 05 and 07 train and time for minutes even with their stubs: left out to keep this test short
+# lessons 05 and 07 run long trainings and timings whatever the stubs: left out to keep this test short
 @pytest.mark.parametrize("stem", [s for s in LESSONS if not s.startswith(("05_", "07_"))])
 def test_a_student_notebook_run_with_its_stubs_shows_no_answer(stem, monkeypatch):
     """The student notebook run top to bottom as a student first would, every exercise still a stub: the
