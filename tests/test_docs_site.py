@@ -728,3 +728,18 @@ def test_student_edition_shows_no_solution_and_no_key(student_site):
     # The check can fail: the teacher edition's lesson pages show their solutions.
     assert leaks("lessons/02_deriving_gradients.html",
                  _notebook_text((ROOT / "notebooks" / "02_deriving_gradients.ipynb").read_text()), items)
+
+
+def test_figure_alt_text_is_made_from_its_cell():
+    """A lesson figure's alt text names the figure, its section and what its code labels (titles, axes, legend;
+    Matplotlib's TeX in words, an f-string's fields as "..."), or the cell's longer strings when nothing is labelled."""
+    docs_site = _hook()
+    code = ('fig, ax = plt.subplots()\nax.plot(h, err, label="rounding $\\\\epsilon|f|/h$")\n'
+            'ax.set_title(f"error after {steps} steps")\nax.set_xlabel("step h")\n')
+    alt = docs_site.figure_alt("03", 2, "The result first", code)
+    assert alt == ('Figure 2 of lesson 03, section "The result first": rounding epsilon |f|/h; '
+                   'error after ... steps; step h'), alt
+    unlabelled = docs_site.figure_alt("05", 1, "", 'plot_decline(rows, "one change at a time (digits)")\n')
+    assert unlabelled == "Figure 1 of lesson 05: one change at a time (digits)", unlabelled
+    many = "\n".join(f'ax.set_title("{"x" * 50} {i}")' for i in range(20))
+    assert len(docs_site.figure_alt("01", 1, "s", many)) <= 400

@@ -549,6 +549,9 @@ def figure_description(code: str) -> list[str]:
         words = [m.group(2) for m in _STRING.finditer(code) if " " in m.group(2)]
     cleaned = []
     for word in words:
+        if "$" in word:  # Matplotlib's TeX in words: $\epsilon|f|$ -> epsilon |f|
+            word = re.sub(r"\$([^$]*)\$", lambda m: re.sub(r"\\([A-Za-z]+)\s*", r"\1 ", m.group(1))
+                          .replace("{", "").replace("}", "").replace("\\", ""), word)
         word = " ".join(re.sub(r"\{[^{}]*\}", "...", word).replace("\\n", " ").replace("\\t", " ").split())
         if word and word not in cleaned:
             cleaned.append(word)
