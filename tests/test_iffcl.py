@@ -7,7 +7,7 @@ import pytest
 from vaelayer_np.run.checkpoint import load_npz
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import load_dataset
-from vaelayer_np.core.iffcl import _local_step, make_pairs
+from vaelayer_np.core.iffcl import Pairs, _local_step, make_pairs
 from vaelayer_np.fast.parallel import training_path
 from vaelayer_np.run.runs import train_run
 from vaelayer_np.run.trainer import Trainer
@@ -100,8 +100,8 @@ def _replay(trainer, before, path, rng, x, y, head_weight):
     for k, (la, lb) in enumerate(zip(before["A"].vae_layers, before["B"].vae_layers)):
         # _local_step: vae_local_step without the copies, so the fast path's Adam takes its one-pass update
         heads = (before["A"].heads[k], before["B"].heads[k]) if head_weight else None
-        step = _local_step(path, la, lb, h_a, h_b, target, rng, c.lam, c.margin, c.contrast, y, y[partner],
-                           c.cosine_on, heads, head_weight)
+        step = _local_step(path, (la, lb), (h_a, h_b), Pairs(target, y, y[partner]), rng, trainer.iffcl_settings,
+                           heads)
         for layer, grads, name in ((la, step.grads_a, "A"), (lb, step.grads_b, "B")):
             path.make_adam(layer, lr=c.lr).step(grads)
             for key, v in layer.params.items():

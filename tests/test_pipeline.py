@@ -11,6 +11,7 @@ from vaelayer_np.fast.machine import depth_flops
 from vaelayer_np.fast.pipeline import DrawnNoise, LayerPipeline, split_depths
 from vaelayer_np.fast.training import FastPath
 from vaelayer_np.core.iffcl import ReadablePath
+from vaelayer_np.core.settings import IFFCLSettings
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.threads import limit_threads
 from vaelayer_np.run.trainer import DivergenceError, Trainer
@@ -85,8 +86,8 @@ def test_any_number_of_stages_gives_the_serial_steps(stages):
         serial = _trainer(**cfg)
         expected = [serial.step(x[i:i + 32], y[i:i + 32]) for i in range(0, len(x), 32)]
     piped = _trainer(**cfg)
-    pipe = LayerPipeline(piped.path, piped.net_a, piped.net_b, piped.optimizers, piped.base_lr, stages=stages,
-                         lam=piped.config.lam, margin=piped.config.margin, head_weight=1.0)
+    pipe = LayerPipeline(piped.twins(), piped.base_lr, IFFCLSettings(lam=piped.config.lam, margin=piped.config.margin,
+                                                                      head_weight=1.0), stages=stages)
     got = []
     for i in range(0, len(x), 32):
         done = pipe.push(x[i:i + 32], y[i:i + 32], piped.rng)
@@ -270,8 +271,8 @@ def test_beta_travels_with_its_batch():
             iffcl.train_step(serial.net_a, serial.net_b, serial.optimizers, x[rows], y[rows], serial.rng,
                              lam=serial.config.lam, margin=serial.config.margin, path=serial.path)
     piped = _trainer(beta_warmup_epochs=0)
-    pipe = LayerPipeline(piped.path, piped.net_a, piped.net_b, piped.optimizers, piped.base_lr, stages=2,
-                         lam=piped.config.lam, margin=piped.config.margin)
+    pipe = LayerPipeline(piped.twins(), piped.base_lr, IFFCLSettings(lam=piped.config.lam, margin=piped.config.margin),
+                         stages=2)
     set_beta(piped, 7.0)  # the layers' own value is not used when a beta is given
     pipe.push(x[:32], y[:32], piped.rng, beta=1.0)
     pipe.push(x[32:], y[32:], piped.rng, beta=0.1)

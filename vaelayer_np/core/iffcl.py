@@ -20,7 +20,7 @@ from the layers above. The end-to-end baseline is in :mod:`.backprop`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from . import ops
 from ._validate import check_choice, check_float_array, check_targets_pm1
 from .layers import _as_rng
 from .optim import Adam
-from .settings import CHOICES, DEFAULTS, canonical
+from .settings import CHOICES, DEFAULTS, IFFCLSettings, canonical
 
 PAIRING_MODES = CHOICES["pairing"]
 
@@ -70,6 +70,15 @@ def make_pairs(labels: np.ndarray, mode: str, rng: Any) -> tuple[np.ndarray, np.
         partner = np.where(want_same, same, other)
     target = np.where(labels == labels[partner], 1.0, -1.0)
     return partner, target
+
+
+class Pairs(NamedTuple):
+    """A batch's pairing, as the cosine term and the heads read it: the +1/-1 ``target`` of each pair (one
+    partner per example) and the labels of twin A's and twin B's rows (all pairs, and the heads)."""
+
+    target: np.ndarray | None
+    y_a: np.ndarray | None
+    y_b: np.ndarray | None
 
 
 @dataclass
@@ -185,18 +194,17 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
     -------
     LocalStep : outputs to pass on, the two layers' gradients, and the loss terms.
     """
-    contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
-    check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
-    if contrast == "partner":
+    settings = IFFCLSettings(lam=lam, margin=margin, contrast=contrast, cosine_on=cosine_on, head_weight=head_weight)
+    if settings.contrast == "partner":
         check_targets_pm1("target", target, x_a.shape[0])
-    if contrast == "all_pairs" and (labels_a is None or labels_b is None):
+    if settings.contrast == "all_pairs" and (labels_a is None or labels_b is None):
         raise ValueError("labels_a, labels_b: contrast='all_pairs' needs the labels of both twins' batches")
     if heads is not None and (labels_a is None or labels_b is None):
         raise ValueError("labels_a, labels_b: local heads need the labels of both twins' batches")
     for name, layer, x in (("x_a", layer_a, x_a), ("x_b", layer_b, x_b)):
         check_float_array(name, x, shape=(None, layer.in_dim), dtype=layer.dtype)
-    step = _local_step(path or READABLE, layer_a, layer_b, x_a, x_b, target, _as_rng(rng), lam, margin, contrast,
-                       labels_a, labels_b, cosine_on, heads, head_weight)
+    step = _local_step(path or READABLE, (layer_a, layer_b), (x_a, x_b), Pairs(target, labels_a, labels_b),
+                       _as_rng(rng), settings, heads)
 
     def copied(grads):
         return None if grads is None else {k: g.copy() for k, g in grads.items()}
@@ -258,22 +266,25 @@ def layer_terms(path: Any, layer_a: Any, layer_b: Any, cache_a: Any, cache_b: An
     return terms
 
 
-def _local_step(path, layer_a, layer_b, x_a, x_b, target, rng, lam, margin, contrast, labels_a, labels_b, cosine_on,
-                heads=None, head_weight=0.0):
-    """:func:`vae_local_step` on checked inputs."""
+def _local_step(path: Any, layers: tuple[Any, Any], inputs: tuple[np.ndarray, np.ndarray], pairs: Pairs, rng: Any,
+                settings: IFFCLSettings, heads: tuple[Any, Any] | None = None) -> LocalStep:
+    """:func:`vae_local_step` on checked inputs: the twins ``layers`` at depth k on their ``inputs``."""
+    (layer_a, layer_b), (x_a, x_b) = layers, inputs
     out_a, cache_a = path.vae_forward(layer_a, x_a, rng)
     out_b, cache_b = path.vae_forward(layer_b, x_b, rng)
     # the cosine term of L_k on the twins' latents z (or their outputs), then each twin's backward from it
     # (and from its local head): gradients reach the layer from the terms of L_k that sit above it, never
     # from layer k+1
-    on_a, on_b = (cache_a["z"], cache_b["z"]) if cosine_on == "latent" else (out_a, out_b)
-    cos_loss, (d_cos_a, d_cos_b) = path.cosine_term(on_a, on_b, target, labels_a, labels_b, contrast, margin)
+    on_a, on_b = (cache_a["z"], cache_b["z"]) if settings.cosine_on == "latent" else (out_a, out_b)
+    cos_loss, (d_cos_a, d_cos_b) = path.cosine_term(on_a, on_b, pairs.target, pairs.y_a, pairs.y_b,
+                                                    settings.contrast, settings.margin)
+    lam, cosine_on, weight = settings.lam, settings.cosine_on, settings.head_weight
     head_a, head_b = heads if heads is not None else (None, None)
     grads_a, loss_ha, grads_head_a = twin_backward(path, layer_a, cache_a, out_a, lam * d_cos_a, cosine_on, head_a,
-                                                   labels_a, head_weight)
+                                                   pairs.y_a, weight)
     grads_b, loss_hb, grads_head_b = twin_backward(path, layer_b, cache_b, out_b, lam * d_cos_b, cosine_on, head_b,
-                                                   labels_b, head_weight)
-    terms = layer_terms(path, layer_a, layer_b, cache_a, cache_b, cos_loss, (loss_ha, loss_hb), lam, head_weight)
+                                                   pairs.y_b, weight)
+    terms = layer_terms(path, layer_a, layer_b, cache_a, cache_b, cos_loss, (loss_ha, loss_hb), lam, weight)
     return LocalStep(out_a, out_b, grads_a, grads_b, terms, grads_head_a, grads_head_b)
 
 
@@ -313,56 +324,75 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     :class:`LocalStep`), ``output_loss`` (mean of the twins' classification losses; each twin's
     output layer minimises its own) and ``batch_acc`` (net A on this batch).
     """
-    path = path or READABLE
-    net_a.check_input(x, y)  # the batch is checked once here
-    contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
-    check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
+    settings = IFFCLSettings(pairing=pairing, lam=lam, margin=margin, contrast=contrast, cosine_on=cosine_on,
+                             head_weight=head_weight)
+    return twins_step(Twins(net_a, net_b, optimizers, path or READABLE), x, y, rng, settings)
+
+
+@dataclass
+class Twins:
+    """IFFCL's two networks, their optimisers ("A.vae0", ..., "B.output") and the path that runs their layers:
+    what a step changes, in one object."""
+
+    net_a: Any
+    net_b: Any
+    optimizers: dict[str, Any]
+    path: Any = READABLE
+
+
+def pair_batch(x: np.ndarray, y: np.ndarray, pairing: str, rng: Any) -> tuple[tuple[np.ndarray, np.ndarray], Pairs]:
+    """The batch as the twins see it: their inputs ``(x, x[partner])`` and the :class:`Pairs` (targets and
+    both twins' labels), the partners drawn by :func:`make_pairs`."""
     partner, target = make_pairs(y, pairing, rng)
-    in_a, in_b, y_b = x, x[partner], y[partner]  # each twin's input to the current layer
+    return (x, x[partner]), Pairs(target, y, y[partner])
+
+
+def twins_step(twins: Twins, x: np.ndarray, y: np.ndarray, rng: Any, settings: IFFCLSettings) -> dict[str, float]:
+    """:func:`train_step` with its settings as one :class:`~vaelayer_np.core.settings.IFFCLSettings` (the
+    trainer's call): the serial step, depth after depth, then the output layers."""
+    twins.net_a.check_input(x, y)  # the batch is checked once here
+    inputs, pairs = pair_batch(x, y, settings.pairing, rng)  # each twin's input to the current layer
     metrics: dict[str, float] = {}
     outs_a: list[np.ndarray] = []
     outs_b: list[np.ndarray] = []
-    for k in range(len(net_a.vae_layers)):
-        in_a, in_b = layer_pair_update(k, net_a, net_b, optimizers, in_a, in_b, target, y, y_b, rng, metrics,
-                                       lam, margin, contrast, cosine_on, path, head_weight)
-        outs_a.append(in_a)  # data for layer k+1, computed before the update
-        outs_b.append(in_b)
-    output_pair_update(net_a, net_b, optimizers, outs_a, outs_b, y, y_b, metrics, path)
+    for k in range(len(twins.net_a.vae_layers)):
+        out_a, out_b, terms = layer_pair_update(twins, k, inputs, pairs, rng, settings)
+        metrics.update({f"layer{k}_{term}": value for term, value in terms.items()})
+        inputs = (out_a, out_b)  # data for layer k+1, computed before the update
+        outs_a.append(out_a)
+        outs_b.append(out_b)
+    metrics.update(output_pair_update(twins, outs_a, outs_b, pairs))
     return metrics
 
 
-def layer_pair_update(k: int, net_a: Any, net_b: Any, optimizers: dict[str, Any], in_a: np.ndarray,
-                      in_b: np.ndarray, target: np.ndarray, y: np.ndarray, y_b: np.ndarray, rng: Any,
-                      metrics: dict[str, float], lam: float, margin: float, contrast: str, cosine_on: str,
-                      path: Any, head_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """The part of :func:`train_step` at depth k: the twins' local step, their updates, the metrics.
+def layer_pair_update(twins: Twins, k: int, inputs: tuple[np.ndarray, np.ndarray], pairs: Pairs, rng: Any,
+                      settings: IFFCLSettings) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The part of :func:`train_step` at depth k: the twins' local step and their updates.
 
-    Reads only depth k's layers, heads and optimisers and the batch's inputs to depth k; writes
-    ``metrics["layer{k}_..."]``. Returns the twins' outputs (computed before the update), the inputs
-    of depth k+1. Nothing here depends on depth k+1, which is why depth k of the next batch may run
-    while depth k+1 runs this batch (:mod:`vaelayer_np.fast.pipeline`).
+    Reads only depth k's layers, heads and optimisers and the batch's inputs to depth k. Returns the twins'
+    outputs (computed before the update), the inputs of depth k+1, and the loss terms of depth k (the
+    metrics ``layer{k}_...``). Nothing here depends on depth k+1, which is why depth k of the next batch may
+    run while depth k+1 runs this batch (:mod:`vaelayer_np.fast.pipeline`).
     """
+    net_a, net_b, optimizers = twins.net_a, twins.net_b, twins.optimizers
     heads = (net_a.heads[k], net_b.heads[k]) if net_a.heads else None
-    step = _local_step(path, net_a.vae_layers[k], net_b.vae_layers[k], in_a, in_b, target, rng, lam, margin,
-                       contrast, y, y_b, cosine_on, heads, head_weight)
+    step = _local_step(twins.path, (net_a.vae_layers[k], net_b.vae_layers[k]), inputs, pairs, rng, settings, heads)
     optimizers[f"A.vae{k}"].step(step.grads_a)
     optimizers[f"B.vae{k}"].step(step.grads_b)
     if heads is not None:
         optimizers[f"A.head{k}"].step(step.grads_head_a)
         optimizers[f"B.head{k}"].step(step.grads_head_b)
-    for term, value in step.terms.items():
-        metrics[f"layer{k}_{term}"] = value
-    return step.out_a, step.out_b
+    return step.out_a, step.out_b, step.terms
 
 
-def output_pair_update(net_a: Any, net_b: Any, optimizers: dict[str, Any], outs_a: list[np.ndarray],
-                       outs_b: list[np.ndarray], y: np.ndarray, y_b: np.ndarray, metrics: dict[str, float],
-                       path: Any) -> None:
-    """The last part of :func:`train_step`: each twin's output layer on its readout of ``outs``, updated;
-    writes ``metrics["output_loss"]`` and ``metrics["batch_acc"]`` (net A on this batch)."""
-    logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y, path)
-    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b, path)
-    optimizers["A.output"].step(grads_a)
-    optimizers["B.output"].step(grads_b)
-    metrics["output_loss"] = 0.5 * (loss_a + loss_b)
-    metrics["batch_acc"] = float(np.mean(logits_a.argmax(1) == y))  # argmax of the logits = of the probabilities
+def output_pair_update(twins: Twins, outs_a: list[np.ndarray], outs_b: list[np.ndarray],
+                       pairs: Pairs) -> dict[str, float]:
+    """The last part of :func:`train_step`: each twin's output layer on its readout of its outputs, updated.
+    Returns ``{"output_loss": the twins' mean loss, "batch_acc": net A's accuracy on this batch}``."""
+    net_a, net_b, path = twins.net_a, twins.net_b, twins.path
+    logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), pairs.y_a, path)
+    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), pairs.y_b, path)
+    twins.optimizers["A.output"].step(grads_a)
+    twins.optimizers["B.output"].step(grads_b)
+    # argmax of the logits = of the probabilities
+    return {"output_loss": 0.5 * (loss_a + loss_b), "batch_acc": float(np.mean(logits_a.argmax(1) == pairs.y_a))}

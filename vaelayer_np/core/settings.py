@@ -8,6 +8,7 @@ line) read their defaults here, so a layer or a step built with defaults is the 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from .activations import ACTIVATIONS
@@ -63,3 +64,35 @@ def canonical(name: str, value: Any) -> Any:
     warnings.warn(f"{name}: {value!r} is now spelled {new!r}; the old spelling will be removed in a later release",
                   DeprecationWarning, stacklevel=3)
     return new
+
+
+@dataclass(frozen=True)
+class IFFCLSettings:
+    """IFFCL's knobs as one checked, frozen object: built once (from a run's configuration, or from the
+    keyword arguments of :func:`vaelayer_np.core.iffcl.train_step`), then handed unchanged to every piece
+    of the step down to the arithmetic: the serial step, the twins on two threads and the pipeline read
+    their settings here and nowhere else.
+
+    Attributes (defaults: :data:`DEFAULTS`): ``pairing`` (who twin B sees), ``lam`` (the cosine term's
+    weight, >= 0), ``margin`` (the cosine margin of target -1, in [-1, 1]), ``contrast`` (one partner per
+    example, or all pairs), ``cosine_on`` (the latent z or the layer's output), ``head_weight`` (the local
+    heads' weight, >= 0). Old spellings of a choice are accepted with a DeprecationWarning; numbers are
+    stored as Python floats.
+    """
+
+    pairing: str = DEFAULTS["pairing"]
+    lam: float = DEFAULTS["lam"]
+    margin: float = DEFAULTS["margin"]
+    contrast: str = DEFAULTS["contrast"]
+    cosine_on: str = DEFAULTS["cosine_on"]
+    head_weight: float = DEFAULTS["head_weight"]
+
+    def __post_init__(self) -> None:
+        from ._validate import check_choice, check_number
+
+        for name in ("pairing", "contrast", "cosine_on"):
+            value = canonical(name, getattr(self, name))
+            object.__setattr__(self, name, check_choice(name, value, CHOICES[name]))
+        object.__setattr__(self, "lam", check_number("lam", self.lam, minimum=0.0))
+        object.__setattr__(self, "margin", check_number("margin", self.margin, minimum=-1.0, maximum=1.0))
+        object.__setattr__(self, "head_weight", check_number("head_weight", self.head_weight, minimum=0.0))

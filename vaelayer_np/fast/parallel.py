@@ -38,9 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..core.iffcl import layer_terms, make_pairs, output_local_step, twin_backward
-from ..core.settings import CHOICES, DEFAULTS, canonical
-from ..core._validate import check_choice
+from ..core.iffcl import Twins, layer_terms, output_local_step, pair_batch, twin_backward
+from ..core.iffcl import twins_step as iffcl_twins_step
+from ..core.settings import DEFAULTS, IFFCLSettings
 from .machine import BlasThreads
 from .training import FastPath
 
@@ -58,6 +58,7 @@ class _Meeting:
         self.noise_ready = [threading.Event() for _ in range(n_layers)]
         self.b_value = [None] * n_layers
         self.grad_b = [None] * n_layers
+        self.results = {}  # what each twin hands back: caches, losses, logits
         self.failed = False
 
     def wait(self, event):
@@ -105,29 +106,30 @@ class ParallelFastPath(FastPath):
     # ----------------------------------------------------------------- the step
     def train_step(self, net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
                    margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"],
-                   path=None, head_weight=DEFAULTS["head_weight"], **more):
+                   path=None, head_weight=DEFAULTS["head_weight"]):
         """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit
-        (as the serial step with one BLAS thread).
+        (as the serial step with one BLAS thread). ``path`` is ignored (this path runs the step); the settings
+        become one :class:`~vaelayer_np.core.settings.IFFCLSettings` for :meth:`twins_step`."""
+        settings = IFFCLSettings(pairing=pairing, lam=lam, margin=margin, contrast=contrast, cosine_on=cosine_on,
+                                 head_weight=head_weight)
+        return self.twins_step(Twins(net_a, net_b, optimizers, self), x, y, rng, settings)
 
-        ``path`` is ignored (this path runs the step). Each twin's local heads (``head_weight``) run on that
-        twin's thread. Settings this step does not know (``more``), and a step smaller than ``min_flops``
-        (:data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` by default), run the serial
-        :func:`~vaelayer_np.core.iffcl.train_step` on this path.
+    def twins_step(self, twins, x, y, rng, settings):
+        """:func:`vaelayer_np.core.iffcl.twins_step` with twin A on the calling thread and twin B on a worker.
+
+        Each twin's local heads run on that twin's thread. A step smaller than ``min_flops``
+        (:data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` by default) runs the serial
+        :func:`~vaelayer_np.core.iffcl.twins_step` on this path. ``twins.path`` is not used: this path runs
+        the layers.
         """
         from .machine import worth_parallel
 
-        if any(value for value in more.values()) or not worth_parallel(net_a, len(x), self.min_flops):
-            from ..core import iffcl
-
-            return iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing=pairing, lam=lam, margin=margin,
-                                    contrast=contrast, cosine_on=cosine_on, path=self, head_weight=head_weight,
-                                    **more)
-        net_a.check_input(x, y)
-        contrast = check_choice("contrast", canonical("contrast", contrast), CHOICES["contrast"])
-        check_choice("cosine_on", cosine_on, CHOICES["cosine_on"])
-        partner, target = make_pairs(y, pairing, rng)
-        x_b, y_b = x[partner], y[partner]
-        layers_a, layers_b = list(net_a.vae_layers), list(net_b.vae_layers)
+        twins = Twins(twins.net_a, twins.net_b, twins.optimizers, self)
+        if not worth_parallel(twins.net_a, len(x), self.min_flops):
+            return iffcl_twins_step(twins, x, y, rng, settings)
+        twins.net_a.check_input(x, y)
+        (x_a, x_b), pairs = pair_batch(x, y, settings.pairing, rng)
+        layers_a, layers_b = list(twins.net_a.vae_layers), list(twins.net_b.vae_layers)
         n = x.shape[0]
         # the noise of depth 0 now; that of depth k+1 is drawn by twin B while twin A computes the cosine term
         # of depth k (B would wait there): the serial step's order A0, B0, A1, B1, ... from one thread at a time
@@ -138,13 +140,10 @@ class ParallelFastPath(FastPath):
         self._draw_noise(layers_a, layers_b, 0, n, rng)
         self._start()
         meeting = _Meeting(len(layers_a))
-        results = {}
         with self._blas:
-            future = self._pool.submit(self._twin_b, meeting, net_b, layers_b, optimizers, x_b, y_b, lam, cosine_on,
-                                       results, head_weight, layers_a, rng, np.geterr())
+            future = self._pool.submit(self._twin_b, meeting, twins, x_b, pairs, settings, rng, np.geterr())
             try:
-                self._twin_a(meeting, net_a, layers_a, optimizers, x, y, target, y_b, lam, margin, contrast,
-                             cosine_on, results, head_weight)
+                self._twin_a(meeting, twins, x_a, pairs, settings)
             except _Abort:
                 pass
             except BaseException:
@@ -152,7 +151,7 @@ class ParallelFastPath(FastPath):
                 future.exception()  # let B stop before the error leaves the step
                 raise
             future.result()  # B's own error, if it had one
-        return self._metrics(results, layers_a, layers_b, lam, y, head_weight)
+        return self._metrics(meeting.results, twins, settings, pairs)
 
     def _draw_noise(self, layers_a, layers_b, k, n, rng):
         """The noise of both twins' layers at depth k into their buffers, A's first (the serial order)."""
@@ -163,83 +162,82 @@ class ParallelFastPath(FastPath):
         """:meth:`FastPath.vae_forward` with the noise already drawn into the layer's buffer."""
         return self.vae_forward_drawn(layer, x)
 
-    def _backward_with_head(self, twin, k, net, layer, cache, out, labels, d_cos, cosine_on, head_weight,
-                            optimizers):
+    def _backward_with_head(self, twins, twin, k, forward, d_cos, settings):
         """One twin's backward at depth k and its updates: the serial step's
-        :func:`~vaelayer_np.core.iffcl.twin_backward`, then the layer's (and its head's) Adam step; returns
-        the head's loss (None without heads)."""
+        :func:`~vaelayer_np.core.iffcl.twin_backward` on ``forward = (cache, out, labels)``, then the layer's
+        (and its head's) Adam step; returns the head's loss (None without heads)."""
+        net = twins.net_a if twin == "A" else twins.net_b
+        cache, out, labels = forward
         head = net.heads[k] if net.heads else None
-        grads, head_loss, grads_head = twin_backward(self, layer, cache, out, d_cos, cosine_on, head, labels,
-                                                     head_weight)
-        optimizers[f"{twin}.vae{k}"].step(grads)
+        grads, head_loss, grads_head = twin_backward(self, net.vae_layers[k], cache, out, d_cos, settings.cosine_on,
+                                                     head, labels, settings.head_weight)
+        twins.optimizers[f"{twin}.vae{k}"].step(grads)
         if head is not None:
-            optimizers[f"{twin}.head{k}"].step(grads_head)
+            twins.optimizers[f"{twin}.head{k}"].step(grads_head)
         return head_loss
 
-    def _twin_a(self, meeting, net, layers, optimizers, x, y, target, y_b, lam, margin, contrast, cosine_on,
-                results, head_weight=0.0):
+    def _twin_a(self, meeting, twins, x, pairs, settings):
+        net, y = twins.net_a, pairs.y_a
         h, outs, caches, coses, heads = x, [], [], [], []
-        for k, layer in enumerate(layers):
+        for k, layer in enumerate(net.vae_layers):
             if k:
                 meeting.wait(meeting.noise_ready[k])  # drawn by twin B
             out, cache = self._forward(layer, h)
             meeting.wait(meeting.b_ready[k])
-            mine = cache["z"] if cosine_on == "latent" else out
-            cos_loss, (d_a, d_b) = self.cosine_term(mine, meeting.b_value[k], target, y, y_b, contrast, margin)
-            meeting.grad_b[k] = lam * d_b
+            mine = cache["z"] if settings.cosine_on == "latent" else out
+            cos_loss, (d_a, d_b) = self.cosine_term(mine, meeting.b_value[k], pairs.target, y, pairs.y_b,
+                                                    settings.contrast, settings.margin)
+            meeting.grad_b[k] = settings.lam * d_b
             meeting.grad_ready[k].set()
-            heads.append(self._backward_with_head("A", k, net, layer, cache, out, y, lam * d_a, cosine_on,
-                                                  head_weight, optimizers))
+            heads.append(self._backward_with_head(twins, "A", k, (cache, out, y), settings.lam * d_a, settings))
             h = out
             outs.append(out)
             caches.append(cache)
             coses.append(cos_loss)
         logits, loss, grads = output_local_step(net.output, net.readout_features(outs), y, self)
-        optimizers["A.output"].step(grads)
-        results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
+        twins.optimizers["A.output"].step(grads)
+        meeting.results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
 
-    def _twin_b(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a, rng,
-                errstate):
+    def _twin_b(self, meeting, twins, x, pairs, settings, rng, errstate):
         with np.errstate(**errstate):  # NumPy's error handling is per thread: the caller's, as in the serial step
-            self._twin_b_step(meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a,
-                              rng)
+            try:
+                self._twin_b_step(meeting, twins, x, pairs, settings, rng)
+            except _Abort:
+                return
+            except BaseException:
+                meeting.fail()
+                raise
 
-    def _twin_b_step(self, meeting, net, layers, optimizers, x, y, lam, cosine_on, results, head_weight, layers_a,
-                     rng):
-        try:
-            h, outs, caches, heads = x, [], [], []
-            for k, layer in enumerate(layers):
-                out, cache = self._forward(layer, h)
-                meeting.b_value[k] = cache["z"] if cosine_on == "latent" else out
-                meeting.b_ready[k].set()
-                if k + 1 < len(layers):  # while A computes the cosine term: the next depth's noise
-                    self._draw_noise(layers_a, layers, k + 1, x.shape[0], rng)
-                    meeting.noise_ready[k + 1].set()
-                meeting.wait(meeting.grad_ready[k])
-                heads.append(self._backward_with_head("B", k, net, layer, cache, out, y, meeting.grad_b[k],
-                                                      cosine_on, head_weight, optimizers))
-                h = out
-                outs.append(out)
-                caches.append(cache)
-            _, loss, grads = output_local_step(net.output, net.readout_features(outs), y, self)
-            optimizers["B.output"].step(grads)
-            results.update(caches_b=caches, loss_b=loss, heads_b=heads)
-        except _Abort:
-            return
-        except BaseException:
-            meeting.fail()
-            raise
+    def _twin_b_step(self, meeting, twins, x, pairs, settings, rng):
+        net, y = twins.net_b, pairs.y_b
+        layers, layers_a = list(net.vae_layers), list(twins.net_a.vae_layers)
+        h, outs, caches, heads = x, [], [], []
+        for k, layer in enumerate(layers):
+            out, cache = self._forward(layer, h)
+            meeting.b_value[k] = cache["z"] if settings.cosine_on == "latent" else out
+            meeting.b_ready[k].set()
+            if k + 1 < len(layers):  # while A computes the cosine term: the next depth's noise
+                self._draw_noise(layers_a, layers, k + 1, x.shape[0], rng)
+                meeting.noise_ready[k + 1].set()
+            meeting.wait(meeting.grad_ready[k])
+            heads.append(self._backward_with_head(twins, "B", k, (cache, out, y), meeting.grad_b[k], settings))
+            h = out
+            outs.append(out)
+            caches.append(cache)
+        _, loss, grads = output_local_step(net.output, net.readout_features(outs), y, self)
+        twins.optimizers["B.output"].step(grads)
+        meeting.results.update(caches_b=caches, loss_b=loss, heads_b=heads)
 
-    def _metrics(self, results, layers_a, layers_b, lam, y, head_weight=0.0):
+    def _metrics(self, results, twins, settings, pairs):
         """The serial step's metrics (:func:`~vaelayer_np.core.iffcl.layer_terms`), in its order."""
         metrics = {}
-        for k, (layer_a, layer_b) in enumerate(zip(layers_a, layers_b)):
+        for k, (layer_a, layer_b) in enumerate(zip(twins.net_a.vae_layers, twins.net_b.vae_layers)):
             terms = layer_terms(self, layer_a, layer_b, results["caches_a"][k], results["caches_b"][k],
-                                results["cos"][k], (results["heads_a"][k], results["heads_b"][k]), lam, head_weight)
-            for term, value in terms.items():
-                metrics[f"layer{k}_{term}"] = value
+                                results["cos"][k], (results["heads_a"][k], results["heads_b"][k]), settings.lam,
+                                settings.head_weight)
+            metrics.update({f"layer{k}_{term}": value for term, value in terms.items()})
         metrics["output_loss"] = 0.5 * (results["loss_a"] + results["loss_b"])
-        metrics["batch_acc"] = float(np.mean(results["logits_a"].argmax(1) == y))
+        metrics["batch_acc"] = float(np.mean(results["logits_a"].argmax(1) == pairs.y_a))
         return metrics
 
 

@@ -43,9 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..core._validate import check_choice
-from ..core.iffcl import layer_pair_update, make_pairs, output_pair_update
-from ..core.settings import CHOICES, DEFAULTS, canonical
+from ..core.iffcl import layer_pair_update, output_pair_update, pair_batch
+from ..core.settings import IFFCLSettings
 from .machine import BlasThreads, depth_flops
 
 
@@ -119,12 +118,12 @@ def split_depths(costs, stages):
 class _Batch:
     """One batch on its way through the stages: what the serial step would hold at that point."""
 
-    def __init__(self, index, y, y_b, target, lr_factor, beta, noise, in_a, in_b):
+    def __init__(self, index, pairs, lr_factor, beta, noise, inputs):
         self.index = index
-        self.y, self.y_b, self.target = y, y_b, target
+        self.pairs = pairs  # targets and both twins' labels (core.iffcl.Pairs)
         self.lr_factor, self.beta = lr_factor, beta
         self.noise = noise  # depth -> [noise of A, noise of B]
-        self.in_a, self.in_b = in_a, in_b  # the twins' inputs to the next depth
+        self.inputs = inputs  # the twins' inputs to the next depth
         self.outs_a, self.outs_b = [], []
         self.metrics = {}
 
@@ -134,28 +133,24 @@ class LayerPipeline:
 
     Parameters
     ----------
-    path : the training path of the layers (:class:`vaelayer_np.fast.training.FastPath`, or the readable
-        :class:`vaelayer_np.core.iffcl.ReadablePath`); it must keep each layer's buffers to itself, as
-        both do
-    net_a, net_b : the twin networks
-    optimizers : dict "A.vae0", ..., "A.output", "B.output" -> optimiser, as for ``train_step``
+    twins : :class:`vaelayer_np.core.iffcl.Twins`: the twin networks, their optimisers ("A.vae0", ...,
+        "A.output", "B.output", as for ``train_step``) and the training path of the layers
+        (:class:`vaelayer_np.fast.training.FastPath`, or the readable
+        :class:`vaelayer_np.core.iffcl.ReadablePath`); the path must keep each layer's buffers to itself,
+        as both do
     base_lr : dict optimiser name -> learning rate before the schedule's factor
+    settings : :class:`vaelayer_np.core.settings.IFFCLSettings` (None: the defaults)
     stages : the number of stages (threads); at most one per depth
-    pairing, lam, margin, contrast, cosine_on, head_weight : the IFFCL settings of ``train_step``
 
     Use :meth:`push` for every batch, in order, then :meth:`drain`; each returns the metrics of the
     batches that finished (the dicts ``train_step`` returns), in batch order.
     """
 
-    def __init__(self, path, net_a, net_b, optimizers, base_lr, stages=2, pairing=DEFAULTS["pairing"],
-                 lam=DEFAULTS["lam"], margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"],
-                 cosine_on=DEFAULTS["cosine_on"], head_weight=DEFAULTS["head_weight"]):
-        self.path, self.net_a, self.net_b = path, net_a, net_b
-        self.optimizers, self.base_lr = optimizers, dict(base_lr)
-        self.settings = dict(lam=lam, margin=margin, contrast=check_choice(
-            "contrast", canonical("contrast", contrast), CHOICES["contrast"]),
-            cosine_on=check_choice("cosine_on", cosine_on, CHOICES["cosine_on"]), head_weight=head_weight)
-        self.pairing = check_choice("pairing", canonical("pairing", pairing), CHOICES["pairing"])
+    def __init__(self, twins, base_lr, settings=None, stages=2):
+        self.twins, self.base_lr = twins, dict(base_lr)
+        self.settings = IFFCLSettings() if settings is None else settings
+        if not isinstance(self.settings, IFFCLSettings):
+            raise ValueError(f"settings: expected an IFFCLSettings, got {type(settings).__name__}")
         self.depths = None  # split at the first batch, when its size is known
         self.requested_stages = max(1, int(stages))
         self._slots = None  # stage -> the batch it trains at the next tick
@@ -168,7 +163,7 @@ class LayerPipeline:
     @property
     def stages(self):
         return len(self.depths) if self.depths is not None else min(self.requested_stages,
-                                                                     len(self.net_a.vae_layers))
+                                                                     len(self.twins.net_a.vae_layers))
 
     @property
     def in_flight(self):
@@ -197,15 +192,15 @@ class LayerPipeline:
         and :attr:`failed_batch` is that stage's batch (the number of batches pushed before it).
         """
         self._check_usable()
-        self.net_a.check_input(x, y)
+        net_a, net_b = self.twins.net_a, self.twins.net_b
+        net_a.check_input(x, y)
         if self.depths is None:
-            self.depths = split_depths(depth_flops(self.net_a, x.shape[0]), self.requested_stages)
+            self.depths = split_depths(depth_flops(net_a, x.shape[0]), self.requested_stages)
             self._slots = [None] * len(self.depths)
-        y = np.array(y)
-        partner, target = make_pairs(y, self.pairing, rng)
+        inputs, pairs = pair_batch(x, np.array(y), self.settings.pairing, rng)
         noise = [[rng.standard_normal((x.shape[0], layer.latent_dim), dtype=layer.dtype) for layer in pair]
-                 for pair in zip(self.net_a.vae_layers, self.net_b.vae_layers)]
-        batch = _Batch(self._count, y, y[partner], target, lr_factor, beta, noise, x, x[partner])
+                 for pair in zip(net_a.vae_layers, net_b.vae_layers)]
+        batch = _Batch(self._count, pairs, lr_factor, beta, noise, inputs)
         self._count += 1
         return self._tick(batch)
 
@@ -265,9 +260,10 @@ class LayerPipeline:
             self._blas = BlasThreads(1)
 
     def _set_lr(self, names, factor):
+        optimizers = self.twins.optimizers
         for name in names:
-            if name in self.optimizers:
-                self.optimizers[name].lr = self.base_lr[name] * factor
+            if name in optimizers:
+                optimizers[name].lr = self.base_lr[name] * factor
 
     def _run_stage(self, s, batch, errstate):
         """Train the depths of stage ``s`` (and, in the last stage, the output layers) on ``batch``."""
@@ -275,24 +271,21 @@ class LayerPipeline:
             self._train_stage(s, batch)
 
     def _train_stage(self, s, batch):
-        st = self.settings
+        twins = self.twins
         for k in self.depths[s]:
             self._set_lr((f"A.vae{k}", f"B.vae{k}", f"A.head{k}", f"B.head{k}"), batch.lr_factor)
             if batch.beta is not None:
-                self.net_a.vae_layers[k].beta = self.net_b.vae_layers[k].beta = batch.beta
+                twins.net_a.vae_layers[k].beta = twins.net_b.vae_layers[k].beta = batch.beta
             noise = DrawnNoise(batch.noise[k])
-            out_a, out_b = layer_pair_update(k, self.net_a, self.net_b, self.optimizers, batch.in_a, batch.in_b,
-                                             batch.target, batch.y, batch.y_b, noise, batch.metrics, st["lam"],
-                                             st["margin"], st["contrast"], st["cosine_on"], self.path,
-                                             st["head_weight"])
+            out_a, out_b, terms = layer_pair_update(twins, k, batch.inputs, batch.pairs, noise, self.settings)
             if not noise.all_used():
                 raise RuntimeError(f"LayerPipeline: depth {k} drew less noise than the serial step")
             batch.noise[k] = None
+            batch.metrics.update({f"layer{k}_{term}": value for term, value in terms.items()})
             # copies, at once: the fast path writes the next batch's outputs into the same buffers
-            batch.in_a, batch.in_b = out_a.copy(), out_b.copy()
-            batch.outs_a.append(batch.in_a)
-            batch.outs_b.append(batch.in_b)
+            batch.inputs = (out_a.copy(), out_b.copy())
+            batch.outs_a.append(batch.inputs[0])
+            batch.outs_b.append(batch.inputs[1])
         if s == len(self.depths) - 1:
             self._set_lr(("A.output", "B.output"), batch.lr_factor)
-            output_pair_update(self.net_a, self.net_b, self.optimizers, batch.outs_a, batch.outs_b, batch.y,
-                               batch.y_b, batch.metrics, self.path)
+            batch.metrics.update(output_pair_update(twins, batch.outs_a, batch.outs_b, batch.pairs))

@@ -28,7 +28,8 @@ from .data import augment_images
 from .resume import _config_json, check_resume_config, check_trainer_state  # noqa: F401  (public here too)
 from ..core.network import Network
 from ..core.optim import OPTIMIZERS
-from ..fast.parallel import training_path
+from ..core.settings import IFFCLSettings
+from ..fast.parallel import ParallelFastPath, training_path
 
 
 class DivergenceError(ValueError):
@@ -116,6 +117,7 @@ class Trainer:
         self._batch_buffers = None  # (x, y) of the current batch, reused (see _gather)
         self._resumed = False  # True after load_state_dict, until the first train_epoch checks the counters
         self._blas = None  # the BLAS thread count of config.threads, set around every step (see blas_threads)
+        self._iffcl_settings = None  # made at the first IFFCL step (see iffcl_settings)
 
     def _build_net(self, seed):
         c = self.config
@@ -203,12 +205,27 @@ class Trainer:
         return self.backprop_step(x, y)
 
     def iffcl_step(self, x, y):
-        """IFFCL (:func:`vaelayer_np.core.iffcl.train_step`): every layer pair learns from its own local loss."""
-        c = self.config
-        step = getattr(self.path, "train_step", iffcl.train_step)  # a path may run the step itself (parallel twins)
-        return step(self.net_a, self.net_b, self.optimizers, x, y, self.rng, pairing=c.pairing,
-                                lam=c.lam, margin=c.margin, contrast=c.contrast, cosine_on=c.cosine_on,
-                                path=self.path, head_weight=c.head_weight)
+        """IFFCL: every layer pair learns from its own local loss. Run serially
+        (:func:`vaelayer_np.core.iffcl.twins_step`) or, on a :class:`vaelayer_np.fast.parallel.ParallelFastPath`,
+        with the twins on two threads (its ``twins_step``: the same result, bit for bit); the settings travel
+        as one :class:`~vaelayer_np.core.settings.IFFCLSettings` (:attr:`iffcl_settings`)."""
+        twins = self.twins()
+        if isinstance(self.path, ParallelFastPath):
+            return self.path.twins_step(twins, x, y, self.rng, self.iffcl_settings)
+        return iffcl.twins_step(twins, x, y, self.rng, self.iffcl_settings)
+
+    @property
+    def iffcl_settings(self):
+        """The run's IFFCL settings as one checked, frozen object, made once from the configuration."""
+        if self._iffcl_settings is None:
+            c = self.config
+            self._iffcl_settings = IFFCLSettings(pairing=c.pairing, lam=c.lam, margin=c.margin, contrast=c.contrast,
+                                                 cosine_on=c.cosine_on, head_weight=c.head_weight)
+        return self._iffcl_settings
+
+    def twins(self):
+        """The twins, their optimisers and the training path (:class:`vaelayer_np.core.iffcl.Twins`)."""
+        return iffcl.Twins(self.net_a, self.net_b, self.optimizers, self.path)
 
     def layer_pipeline(self):
         """The pipeline of ``parallel="layers"`` (IFFCL only; None otherwise): the layers split into as many
@@ -222,9 +239,7 @@ class Trainer:
         from ..fast.pipeline import LayerPipeline
 
         stages = (resolve_threads(c.threads) or 1) if worth_parallel(self.net_a, c.batch_size) else 1
-        return LayerPipeline(self.path, self.net_a, self.net_b, self.optimizers, self.base_lr,
-                             stages=stages, pairing=c.pairing, lam=c.lam, margin=c.margin,
-                             contrast=c.contrast, cosine_on=c.cosine_on, head_weight=c.head_weight)
+        return LayerPipeline(self.twins(), self.base_lr, self.iffcl_settings, stages=stages)
 
     def _push(self, pipeline, x, y, batch_index):
         """Batch ``batch_index`` of this epoch into the pipeline (its beta and learning-rate factor with it)."""
