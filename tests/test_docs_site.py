@@ -664,6 +664,8 @@ def test_editions_repository_address_and_archive(build, student_site):
             text = (site / page).read_text()
             if url:
                 assert f'href="{url}"' in text and f"git clone {url}" in html_module.unescape(text), (site, page)
+                # The header links the repository without asking its host's API for facts (no outside request).
+                assert 'class="md-source"' in text and 'data-md-component="source"' not in text, (site, page)
             else:
                 assert "built without the repository's address" in text, (site, page)
             assert 'href="student-notebooks.zip"' in text, (site, page)
