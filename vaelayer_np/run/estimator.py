@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..analysis.diagnostics import encode_layers
 from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core._validate import usable_cores
+from ..core.settings import DEFAULTS
 from .checkpoint import load_npz, save_npz_atomic
 from .config import ARRAYS, CHOICES, TrainConfig
 from .tables import (MAX_STANDARD_SCORE, SEED_LIMIT, ConstantColumnWarning, check_standardized, column_statistics,
@@ -141,9 +142,11 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     trainer_ : Trainer, the trained networks
     """
 
+    # the model's and IFFCL's defaults are core.settings.DEFAULTS (one source), read here, not written again
     def __init__(self, method="iffcl", widths=None, encoder_hidden=None, epochs=100, batch_size=32, lr=1e-3,
-                 output_lr=0.01, beta=1e-3, lam=10.0, margin=0.5, activation="relu", pairing="random",
-                 contrast="all_pairs", readout="all", pass_on="mean", standardize=True, validation_fraction=0.1,
+                 output_lr=0.01, beta=DEFAULTS["beta"], lam=DEFAULTS["lam"], margin=DEFAULTS["margin"],
+                 activation=DEFAULTS["activation"], pairing=DEFAULTS["pairing"], contrast=DEFAULTS["contrast"],
+                 readout=DEFAULTS["readout"], pass_on=DEFAULTS["pass_on"], standardize=True, validation_fraction=0.1,
                  early_stopping=False, n_iter_no_change=10, random_state=None, n_threads=None, backend=None,
                  dtype="float32", verbose=0):
         self.method = method
