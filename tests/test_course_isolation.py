@@ -57,8 +57,10 @@ def _solution(path, ex):
     return namespace
 
 
-# The answers that hold no float, where no NaN can be planted: a boolean mask of the active units.
-NO_FLOAT_ANSWER = {("vaelayer_np.course.lesson05", "check_active_units")}
+# The answers that hold no float, where no NaN can be planted (a boolean mask of the active units, the
+# place of a bug), and how many checkers at least have one.
+NO_FLOAT_ANSWER = {("vaelayer_np.course.lesson05", "check_active_units"), ("vaelayer_np.course.lesson03",
+                                                                          "check_locate_bug")}
 
 
 def _poison_value(value, mode):

@@ -96,7 +96,9 @@ def _from_seed_only(fn):
                             "draw the noise from np.random.default_rng(seed), so that a seed gives the same "
                             "samples everywhere")
         again = fn(*kept)
-        if np.shape(again) == np.shape(first) and not np.array_equal(np.asarray(again), np.asarray(first)):
+        again_a, first_a = np.asarray(again), np.asarray(first)
+        if np.shape(again) == np.shape(first) and not np.array_equal(again_a, first_a, equal_nan=(
+                again_a.dtype.kind in "fc" and first_a.dtype.kind in "fc")):  # a NaN is reported as a NaN
             raise Diagnosis("two calls with the same seed gave different samples: the noise must come from "
                             "np.random.default_rng(seed) alone")
         return first
