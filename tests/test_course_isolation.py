@@ -110,6 +110,8 @@ def _poisoned(fn, mode, planted):
         if mode == "lists":
             planted.append(isinstance(result, tuple))
             return _as_lists(result)
+        if mode == "sleep":
+            time.sleep(3600)
         result, changed = _poison_value(result, mode)
         planted.append(changed)
         return result
@@ -146,6 +148,15 @@ def test_every_checker_fails_a_planted_nan_or_inf_and_names_it(key, mode):
 def test_every_checker_takes_lists_where_the_answer_has_tuples(key):
     result, planted = _run_planted(key, "lists")
     assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("key", sorted(EXERCISES), ids=lambda k: f"{k[0].rsplit('.', 1)[1]}.{k[1]}")
+def test_every_checker_stops_the_student_code_at_its_time_limit_and_says_so(key):
+    start = time.monotonic()
+    with checks.limits(seconds=1.5):
+        result, _ = _run_planted(key, "sleep")
+    assert not result.passed and "took longer than 1.5 s (the time limit of a check)" in str(result), str(result)
+    assert time.monotonic() - start < 1.5 + 30
 
 
 def test_nonfinite_report_names_where():
