@@ -20,10 +20,6 @@ Nothing runs at import time.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
-import warnings
 
 __version__ = "0.3.0"
 
@@ -91,44 +87,11 @@ MODULE_MAP = (
     )),
 )
 
-# Where the modules of the 0.2 flat layout went. ``import vaelayer_np.layers`` still works (with a
-# DeprecationWarning) and gives the very module object of its new place.
-MOVED = {
-    "_validate": "core._validate", "activations": "core.activations", "ops": "core.ops", "losses": "core.losses",
-    "layers": "core.layers", "optim": "core.optim", "network": "core.network", "iffcl": "core.iffcl",
-    "backprop": "core.backprop", "gradcheck": "core.gradcheck", "_kernels": "fast.kernels",
-    "backend": "fast.backend", "config": "run.config", "data": "run.data", "tables": "run.tables",
-    "checkpoint": "run.checkpoint", "runs": "run.runs", "trainer": "run.trainer", "cli": "run.cli",
-    "plots": "run.plots", "estimator": "run.estimator", "threads": "run.threads",
-    "diagnostics": "analysis.diagnostics", "generation": "analysis.generation", "reproduce": "tools.reproduce",
-    "bench": "tools.bench", "course.release": "tools.release_course",
-}
+# The names of the 0.2 flat layout (``vaelayer_np.layers`` ...) still import, with a warning: the
+# compatibility shims are in one place, vaelayer_np/_compat.py, with the version that removes them.
+from ._compat import MOVED, install_moved_modules  # noqa: E402
 
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Import hook: ``vaelayer_np.<old name>`` resolves to the module at its new place."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        prefix = __name__ + "."
-        if fullname.startswith(prefix) and fullname[len(prefix):] in MOVED:
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        new = f"{__name__}.{MOVED[spec.name[len(__name__) + 1:]]}"
-        warnings.warn(f"{spec.name} moved to {new}; the old name will be removed in a later release",
-                      DeprecationWarning, stacklevel=2)
-        module = importlib.import_module(new)
-        self._own_spec = module.__spec__
-        return module
-
-    def exec_module(self, module):
-        # the import system has just set the module's __spec__ to the old name's: give it back its own
-        module.__spec__ = self._own_spec
-
-
-if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModules())
+install_moved_modules()
 
 # Public names, imported on first use (nothing heavy at import time).
 _PUBLIC = {

@@ -40,7 +40,7 @@ def make_pairs(labels: np.ndarray, mode: str, rng: Any) -> tuple[np.ndarray, np.
     ----------
     labels : (N,) int array
     mode : str, "random", "balanced" or "mirror"
-        ``labelled``: a random permutation; target +1 where the labels agree, -1 elsewhere.
+        ``random``: a random permutation; target +1 where the labels agree, -1 elsewhere.
         ``balanced``: each partner is drawn from the same class with probability 1/2,
         else from another class, so about half the pairs are positive.
         ``mirror``: the partner is the example itself, target +1.

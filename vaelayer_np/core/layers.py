@@ -210,7 +210,7 @@ class VAELayer(Layer):
 
         neg_elbo = recon(x_hat, x) + beta * KL(N(mu, std^2) || N(0, I))
 
-    Every default comes from :data:`vaelayer_np.run.config.DEFAULTS`, so a layer built
+    Every default comes from :data:`vaelayer_np.core.settings.DEFAULTS`, so a layer built
     with defaults is the layer ``vaelayer train`` trains.
 
     Parameters

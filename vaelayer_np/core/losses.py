@@ -178,7 +178,7 @@ def cosine_embedding_matrix(a: np.ndarray, b: np.ndarray, targets: np.ndarray, m
                             tuple[np.ndarray, np.ndarray]]:
     r"""Cosine embedding loss over every pair (a_i, b_j), weighted over the N*M pairs.
 
-    The "batch" contrast: with ``targets[i, j] = +1`` where examples i and j share
+    The "all_pairs" contrast: with ``targets[i, j] = +1`` where examples i and j share
     a label and -1 elsewhere, every example is pulled towards all of its class
     and pushed from all others, not just from one partner. Arithmetic:
     :func:`vaelayer_np.core.ops.cosine_embedding_matrix`.

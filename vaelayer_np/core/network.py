@@ -22,7 +22,7 @@ RngLike = int | np.random.Generator | None
 class Network:
     """VAE layers ``in_dim -> widths[0] -> ... -> widths[-1]`` and an output layer.
 
-    Every default comes from :data:`vaelayer_np.run.config.DEFAULTS`: a network built
+    Every default comes from :data:`vaelayer_np.core.settings.DEFAULTS`: a network built
     with defaults is the model ``vaelayer train`` trains.
 
     Parameters

@@ -2,7 +2,7 @@ r"""The hot operations, written once as plain NumPy: the reference backend.
 
 Every operation that the ``numba`` backend replaces with a compiled kernel has its
 one readable definition here (activations live in :mod:`.activations`). The
-kernels in :mod:`._kernels` each name the function they mirror and are tested
+kernels in :mod:`vaelayer_np.fast.kernels` each name the function they mirror and are tested
 against it on the same inputs (``tests/test_kernels.py``).
 
 Nothing here validates its inputs: the public functions of :mod:`.losses` and

@@ -9,15 +9,15 @@ name                     ``numpy`` (reference)                ``numba``
 =======================  ===================================  ===========================================
 matmul                   :func:`.ops.matmul` (BLAS)           the same function
 matmul_into              :func:`.ops.matmul_into` (BLAS)      the same function
-mse_value_and_grad       :func:`.ops.mse_value_and_grad`      kernel ``_kernels.mse_value_and_grad``
+mse_value_and_grad       :func:`.ops.mse_value_and_grad`      kernel ``kernels.mse_value_and_grad``
 reparameterize           :func:`.ops.reparameterize`          the same function (NumPy's SIMD ``exp``)
-kl_diag_gaussian         :func:`.ops.kl_diag_gaussian`        kernel ``_kernels.kl_diag_gaussian``
-latent_backward          :func:`.ops.latent_backward`         kernel ``_kernels.latent_backward``
-adam_update              :func:`.ops.adam_update`             kernel ``_kernels.adam_update``
-cosine_embedding         :func:`.ops.cosine_embedding`        kernel ``_kernels.cosine_embedding``
-cosine_embedding_matrix  :func:`.ops.cosine_embedding_matrix` kernel ``_kernels.cosine_embedding_matrix``
-softmax_cross_entropy    :func:`.ops.softmax_cross_entropy`   kernel ``_kernels.softmax_cross_entropy``
-activation(name)         :func:`.activations.get_activation`  kernels ``_kernels.make_activation``
+kl_diag_gaussian         :func:`.ops.kl_diag_gaussian`        kernel ``kernels.kl_diag_gaussian``
+latent_backward          :func:`.ops.latent_backward`         kernel ``kernels.latent_backward``
+adam_update              :func:`.ops.adam_update`             kernel ``kernels.adam_update``
+cosine_embedding         :func:`.ops.cosine_embedding`        kernel ``kernels.cosine_embedding``
+cosine_embedding_matrix  :func:`.ops.cosine_embedding_matrix` kernel ``kernels.cosine_embedding_matrix``
+softmax_cross_entropy    :func:`.ops.softmax_cross_entropy`   kernel ``kernels.softmax_cross_entropy``
+activation(name)         :func:`.activations.get_activation`  kernels ``kernels.make_activation``
 =======================  ===================================  ===========================================
 
 Layers, losses and optimisers look their operations up here by name. None of
@@ -65,7 +65,7 @@ def get_ops(name="numpy"):
                 activation=get_activation,
             )
         else:
-            from . import kernels as _kernels
+            from . import kernels as fast_kernels
 
-            _cache[name] = _kernels.make_ops()
+            _cache[name] = fast_kernels.make_ops()
     return _cache[name]

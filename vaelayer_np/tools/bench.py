@@ -88,7 +88,7 @@ def _row(name, t_numba, t_ref, ref_name="numpy"):
 
 
 def bench_kernels(repeats):
-    from ..fast import kernels as _kernels
+    from ..fast import kernels as fast_kernels
     from ..core import ops
     from ..core.activations import ACTIVATIONS
 
@@ -108,26 +108,26 @@ def bench_kernels(repeats):
     w, g, m = (rng.standard_normal((d, k)).astype(f32) for _ in range(3))
     v = rng.random((d, k)).astype(f32)
     x, x_hat = rng.random((n, d)).astype(f32), rng.standard_normal((n, d)).astype(f32)
-    relu_nb = _kernels.make_activation("relu")
+    relu_nb = fast_kernels.make_activation("relu")
     relu = ACTIVATIONS["relu"]
     out = relu.forward(mu)
     cases = [
-        ("KL value and gradients", lambda: _kernels.kl_diag_gaussian(mu, log_var, var),
+        ("KL value and gradients", lambda: fast_kernels.kl_diag_gaussian(mu, log_var, var),
          lambda: ops.kl_diag_gaussian(mu, log_var, var)),
         ("latent backward (sample + KL + bound)",
-         lambda: _kernels.latent_backward(dz, eps, std, kl_grads, 1e-3, log_var, 6.0),
+         lambda: fast_kernels.latent_backward(dz, eps, std, kl_grads, 1e-3, log_var, 6.0),
          lambda: ops.latent_backward(dz, eps, std, kl_grads, 1e-3, log_var, 6.0)),
-        ("cosine embedding (fwd+bwd)", lambda: _kernels.cosine_embedding(mu, r, t),
+        ("cosine embedding (fwd+bwd)", lambda: fast_kernels.cosine_embedding(mu, r, t),
          lambda: ops.cosine_embedding(mu, r, t)),
-        ("cosine, all pairs 128x128 (fwd+bwd)", lambda: _kernels.cosine_embedding_matrix(mu, r, tm),
+        ("cosine, all pairs 128x128 (fwd+bwd)", lambda: fast_kernels.cosine_embedding_matrix(mu, r, tm),
          lambda: ops.cosine_embedding_matrix(mu, r, tm)),
-        ("softmax cross-entropy (fwd+bwd)", lambda: _kernels.softmax_cross_entropy(logits, labels),
+        ("softmax cross-entropy (fwd+bwd)", lambda: fast_kernels.softmax_cross_entropy(logits, labels),
          lambda: ops.softmax_cross_entropy(logits, labels)),
         ("relu forward", lambda: relu_nb.forward(mu), lambda: relu.forward(mu)),
         ("relu backward", lambda: relu_nb.backward(dz, mu, out), lambda: relu.backward(dz, mu, out)),
-        ("adam update 784x256", lambda: _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8),
+        ("adam update 784x256", lambda: fast_kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8),
          lambda: ops.adam_update(w, g, m, v, 0.9, 0.999, 1e-3, 1e-8)),
-        ("reconstruction MSE 128x784 (value+grad)", lambda: _kernels.mse_value_and_grad(x_hat, x),
+        ("reconstruction MSE 128x784 (value+grad)", lambda: fast_kernels.mse_value_and_grad(x_hat, x),
          lambda: ops.mse_value_and_grad(x_hat, x)),
     ]
     print("1. kernels (float32, batch 128, latent 256): median times")
@@ -364,7 +364,7 @@ def step_parts(batch, hidden):
     run as it does: on two threads with one BLAS thread each (each thread's products as recorded from a
     parallel step, Adam by halves).
     """
-    from ..fast import kernels as _kernels
+    from ..fast import kernels as fast_kernels
 
     rng = np.random.default_rng(0)
     x = rng.random((batch, 784)).astype(np.float32)
@@ -389,12 +389,13 @@ def step_parts(batch, hidden):
         pool, half = ThreadPoolExecutor(max_workers=1), n_params // 2
 
         def adam():
-            future = pool.submit(_kernels.adam_update, w[half:], g[half:], m[half:], v[half:], 0.9, 0.999, 1e-7, 1e-8)
-            _kernels.adam_update(w[:half], g[:half], m[:half], v[:half], 0.9, 0.999, 1e-7, 1e-8)
+            future = pool.submit(fast_kernels.adam_update, w[half:], g[half:], m[half:], v[half:], 0.9, 0.999,
+                                 1e-7, 1e-8)
+            fast_kernels.adam_update(w[:half], g[:half], m[:half], v[:half], 0.9, 0.999, 1e-7, 1e-8)
             future.result()
     else:
         def adam():
-            _kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-7, 1e-8)
+            fast_kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-7, 1e-8)
     parts = {
         "step": lambda: trainer.step(x, y),
         "numpy_step": lambda: reference.step(x, y),

@@ -1,0 +1,59 @@
+"""Compatibility shims, all of them, in one place: each with the release that removes it.
+
+Nothing else in the package keeps an old name. When :data:`REMOVED_IN` is released, this module goes, and
+with it the old module names below; the old spellings of a few setting values (``pairing="labelled"``, ...)
+are in :data:`vaelayer_np.core.settings.RENAMED` and go in the same release.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+REMOVED_IN = "0.4.0"
+"""The release that removes the shims of this module."""
+
+PACKAGE = __name__.rpartition(".")[0]
+
+# Where the modules of the 0.2 flat layout went. ``import vaelayer_np.layers`` still works (with a
+# DeprecationWarning) and gives the very module object of its new place.
+MOVED = {
+    "_validate": "core._validate", "activations": "core.activations", "ops": "core.ops", "losses": "core.losses",
+    "layers": "core.layers", "optim": "core.optim", "network": "core.network", "iffcl": "core.iffcl",
+    "backprop": "core.backprop", "gradcheck": "core.gradcheck", "_kernels": "fast.kernels",
+    "backend": "fast.backend", "config": "run.config", "data": "run.data", "tables": "run.tables",
+    "checkpoint": "run.checkpoint", "runs": "run.runs", "trainer": "run.trainer", "cli": "run.cli",
+    "plots": "run.plots", "estimator": "run.estimator", "threads": "run.threads",
+    "diagnostics": "analysis.diagnostics", "generation": "analysis.generation", "reproduce": "tools.reproduce",
+    "bench": "tools.bench", "course.release": "tools.release_course",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import hook: ``vaelayer_np.<old name>`` resolves to the module at its new place."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix = PACKAGE + "."
+        if fullname.startswith(prefix) and fullname[len(prefix):] in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        new = f"{PACKAGE}.{MOVED[spec.name[len(PACKAGE) + 1:]]}"
+        warnings.warn(f"{spec.name} moved to {new}; the old name will be removed in release {REMOVED_IN}",
+                      DeprecationWarning, stacklevel=2)
+        module = importlib.import_module(new)
+        self._own_spec = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # the import system has just set the module's __spec__ to the old name's: give it back its own
+        module.__spec__ = self._own_spec
+
+
+def install_moved_modules():
+    """Put the import hook of :data:`MOVED` on ``sys.meta_path`` (once)."""
+    if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+        sys.meta_path.append(_MovedModules())
