@@ -265,16 +265,29 @@ def _lesson_sources(config) -> dict[str, Path]:
     return sources
 
 
-def student_archive(config) -> bytes:
-    """``student-notebooks.zip``: every student notebook, in one folder (fixed dates: the same bytes each build)."""
+# The student notebooks as read once per build: the archive and the copies beside the lesson pages are the same
+# bytes even if a notebook is regenerated while the site builds.
+_STUDENT_BYTES: dict[str, bytes] = {}
+
+
+def _read_student_notebooks(config) -> dict[str, bytes]:
+    _STUDENT_BYTES.clear()
+    for nb in _notebooks(config):
+        student = _student_notebook(config, nb.name)
+        if student.is_file():
+            _STUDENT_BYTES[nb.name] = student.read_bytes()
+    return _STUDENT_BYTES
+
+
+def student_archive(notebooks: dict[str, bytes]) -> bytes:
+    """``student-notebooks.zip``: the student notebooks ({name: bytes}) in one folder (fixed dates: the same
+    bytes for the same notebooks)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for nb in _notebooks(config):
-            student = _student_notebook(config, nb.name)
-            if student.is_file():
-                info = zipfile.ZipInfo(f"{ARCHIVE_FOLDER}/{nb.name}", date_time=(2020, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, student.read_bytes())
+        for name, data in sorted(notebooks.items()):
+            info = zipfile.ZipInfo(f"{ARCHIVE_FOLDER}/{name}", date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
     return buffer.getvalue()
 
 
@@ -463,7 +476,7 @@ def _add_files(files, config):
         files.append(File.generated(config, f"{LESSONS_DIR}/{name}", abs_src_path=str(source)))
     files.append(File.generated(config, TESTS_PAGE,
                                 content=tests_page_markdown(_root(config), tests_page_withheld(config))))
-    files.append(File.generated(config, ARCHIVE, content=student_archive(config)))
+    files.append(File.generated(config, ARCHIVE, content=student_archive(_read_student_notebooks(config))))
     if edition(config) == "student":
         instructors = files.get_file_from_path(INSTRUCTORS_PAGE)
         if instructors is not None:
@@ -699,10 +712,8 @@ def on_post_build(config):
     """Copy the student notebooks beside the lesson pages: ``lessons/student/NN_*.ipynb``."""
     target = Path(config.site_dir) / LESSONS_DIR / "student"
     target.mkdir(parents=True, exist_ok=True)
-    for nb in _notebooks(config):
-        student = _student_notebook(config, nb.name)
-        if student.is_file():
-            (target / nb.name).write_bytes(student.read_bytes())
+    for name, data in _STUDENT_BYTES.items():  # as read for the archive
+        (target / name).write_bytes(data)
 
 
 def on_shutdown():
