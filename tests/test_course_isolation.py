@@ -437,3 +437,13 @@ def test_without_a_fork_the_check_runs_here_with_the_same_verdicts(monkeypatch):
         result = check(raising)
         assert not result.passed and str(result).startswith("FAIL  bounded_log_var"), str(result)
     assert check(_right_bound).passed
+
+
+def test_catch_all_hints_fire_only_when_they_fit():
+    assert checks.explain_difference(np.array(3.7), np.array(2.0)) == ""  # one number is a multiple of any other
+    assert "2 times the right answer" in checks.explain_difference(np.array(4.0), np.array(2.0))
+    assert "constant factor is wrong" in checks.explain_difference(np.full(3, 3.7), np.ones(3))
+    with pytest.raises(checks.Diagnosis, match=r"`x` is a string \('abc'\), not numbers"):
+        checks.compare_values("abc", np.ones(3), ("x",), 1e-7)
+    with pytest.raises(checks.Diagnosis, match="`x` is a dict with the keys 'a', not numbers"):
+        checks.compare_values(({"a": 1}, np.ones(2)), (np.ones(3), np.ones(2)), ("x", "y"), 1e-7)

@@ -612,7 +612,9 @@ def explain_difference(got, want, factors=(), slips=()):
             if value and abs(c * value + 1) < SAME:
                 return (f"it is minus the right answer divided by {name}: the sign is flipped and a factor {name} "
                         "is missing")
-        return f"it is the right answer times {c:.4g}: a constant factor is wrong"
+        if got.size > 1:  # one number is always some multiple of another: that says nothing
+            return f"it is the right answer times {c:.4g}: a constant factor is wrong"
+        return ""
     if got.ndim == 2 and got.shape == want.shape and got.shape[0] == got.shape[1] \
             and max_relative_error(got.T, want) < SAME:
         return "it is the transpose of the right answer (a product in the wrong order or a missing .T)"
@@ -662,6 +664,9 @@ def compare_values(got, want, names, tol, dtype=np.float64, factors=(), slips=No
     for name, g, w in zip(names, got_t, want_t):
         if g is None:
             raise Diagnosis(f"`{name}` is None: return it (a missing `return`?)")
+        if isinstance(g, (str, bytes, dict)) or (isinstance(g, (list, tuple)) and not isinstance(w, (list, tuple))
+                                                 and any(isinstance(v, (str, bytes, dict)) for v in g)):
+            raise Diagnosis(f"`{name}` is {describe_value(g)}, not numbers: return a NumPy array or a float")
         g_arr, w_arr = np.asarray(g), np.asarray(w)
         if g_arr.shape != w_arr.shape:
             hint = ""
