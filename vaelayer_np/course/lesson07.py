@@ -26,7 +26,8 @@ import numpy as np
 
 from ..core import activations
 from ..core import ops
-from .checks import Diagnosis, call_student, explain_difference, isolated, max_relative_error, run_check
+from .answer_keys import recorded, register_reveal
+from .checks import Diagnosis, call_student, explain_difference, max_relative_error, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -216,7 +217,7 @@ def _relu_inputs(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype), x
 
 
-@isolated
+@recorded
 def check_relu_backward_kernel(kernel, time_it=True, quick=True):
     """``kernel(dout, x) -> dx`` against :func:`vaelayer_np.core.activations.relu_backward`.
 
@@ -242,7 +243,7 @@ def _kl_inputs(rng, shape, dtype):
     return mu, log_var, np.exp(log_var)
 
 
-@isolated
+@recorded
 def check_kl_kernel(kernel, time_it=True, quick=True):
     """``kernel(mu, log_var, var) -> (value, d_mu, d_log_var)`` against :func:`vaelayer_np.core.ops.kl_diag_gaussian`.
 
@@ -301,7 +302,7 @@ def _adam_run(update, w, *grads):
     return w, m, v
 
 
-@isolated
+@recorded
 def check_adam_kernel(kernel, time_it=True, quick=True):
     """``kernel(w, g, m, v, beta1, beta2, step_size, eps_hat)`` (in place, flat arrays) against
     :func:`vaelayer_np.core.ops.adam_update`, over three steps; w, m and v are compared."""
@@ -344,7 +345,7 @@ class _FakeMachine:
         self._call("g", self._g)
 
 
-@isolated
+@recorded
 def check_interleaved_timer(timer):
     """``timer(f, g, repeats, warmup, clock) -> (median_f, median_g)`` against the specification
     of :func:`interleaved_medians`, on a fake clock (exact: nothing is really timed).
@@ -389,3 +390,29 @@ def check_interleaved_timer(timer):
         return worst, True, "warm-up untimed, calls interleaved, medians exact"
 
     return run_check("interleaved median-of-repeats timer", body, bound="below 1e-09, on a fake clock")
+
+
+# ----------------------------------------------------------------------------- what is shown after an exercise
+def _source(fn):
+    """The Python source of ``fn`` (of its Python function, for a compiled Numba kernel)."""
+    import inspect
+
+    return inspect.getsource(getattr(fn, "py_func", fn))
+
+
+def _kernel_beside_reference():
+    from ..fast import kernels
+
+    return "\n".join(["# the NumPy reference, vaelayer_np/core/ops.py", _source(ops.softmax_cross_entropy),
+                      "# its kernel, vaelayer_np/fast/kernels.py: the compiled loop and the wrapper the backend "
+                      "table lists", _source(kernels._softmax_xent), _source(kernels.softmax_cross_entropy)])
+
+
+def _library_kl_kernel():
+    from ..fast import kernels
+
+    return "# vaelayer_np/fast/kernels.py\n" + _source(kernels._kl_diag_gaussian)
+
+
+register_reveal("a kernel beside its reference", ("check_interleaved_timer",), _kernel_beside_reference)
+register_reveal("the library's KL kernel", ("check_kl_kernel",), _library_kl_kernel)
