@@ -523,34 +523,9 @@ def gemm_rates(size=None, repeats=5, quick=False):
     return rates
 
 
-_EPOCH_STEPS_CODE = """
-import json, sys, time
-import numpy as np
-from vaelayer_np.fast.machine import resolve_threads
-from vaelayer_np.run.config import TrainConfig
-from vaelayer_np.run.threads import limit_threads
-from vaelayer_np.run.trainer import Trainer
-steps = int(sys.argv[1])
-try:
-    from vaelayer_np.run.data import load_dataset
-    ds = load_dataset("fashion-mnist")
-    x, y, source = ds.x_train, ds.y_train, "fashion-mnist"
-except Exception:  # no data files: the same shapes (a step's time does not depend on the values)
-    rng = np.random.default_rng(0)
-    x, y, source = rng.random((54000, 784), dtype=np.float32), rng.integers(0, 10, 54000), "synthetic"
-parallel = sys.argv[2] if len(sys.argv) > 2 else "twins"
-config = TrainConfig(dataset="fashion-mnist", parallel=parallel)  # the defaults, threads="auto" included
-trainer = Trainer(config, x.shape[1], 10)
-with limit_threads(config.threads):  # as `vaelayer train` runs it
-    trainer.train_epoch(x[:2 * config.batch_size], y[:2 * config.batch_size])  # compile and warm up
-    n = steps * config.batch_size
-    t0 = time.perf_counter()
-    trainer.train_epoch(x[:n], y[:n])
-    seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "steps": steps, "batch": config.batch_size, "source": source,
-                  "threads": resolve_threads(config.threads), "parallel_twins": hasattr(trainer.path, "train_step"),
-                  "parallel": parallel}))
-"""
+
+
+_CHILD = "vaelayer_np.tools._bench_child"  # the measurements that need a fresh process
 
 
 def measure_epoch(steps=100, parallel="twins"):
@@ -562,8 +537,8 @@ def measure_epoch(steps=100, parallel="twins"):
     the data ``source``, the load average before), or None if the child failed.
     """
     load = os.getloadavg()
-    done = subprocess.run([sys.executable, "-c", _EPOCH_STEPS_CODE, str(steps), parallel], capture_output=True,
-                          text=True)
+    done = subprocess.run([sys.executable, "-m", _CHILD, "epoch-steps", str(steps), parallel],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         return None
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -699,37 +674,6 @@ def bench_compile():
           f"numpy backend (no compile) {base:.2f} s; compile share with warm cache {max(warm - base, 0):.2f} s")
 
 
-_EPOCH_CODE = """
-import resource, statistics, sys, time
-from vaelayer_np.run.config import TrainConfig
-from vaelayer_np.run.data import load_dataset
-from vaelayer_np.run.threads import limit_threads
-from vaelayer_np.run.trainer import Trainer
-ds = load_dataset("fashion-mnist")
-config = TrainConfig(dataset="fashion-mnist", backend=sys.argv[1])
-trainer = Trainer(config, ds.n_features, ds.n_classes)
-faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-with limit_threads(config.threads):  # as `vaelayer train` runs it
-    trainer.step(ds.x_train[:128], ds.y_train[:128])  # compile (cached) outside the timed epoch
-    f0 = faults()
-    t0 = time.perf_counter()
-    trainer.train_epoch(ds.x_train, ds.y_train)
-    seconds = time.perf_counter() - t0
-    first = faults() - f0
-    per_step, last = [], [faults()]
-    def on_step(i, n, m):
-        now = faults()
-        per_step.append(now - last[0])
-        last[0] = now
-    for _ in range(2):  # two more epochs of 50 steps; the faults of each step after the first epoch
-        trainer.train_epoch(ds.x_train[:128 * 50], ds.y_train[:128 * 50], on_step=on_step)
-# VmHWM is this process's own peak; ru_maxrss would also count the parent's peak before exec
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-with open("/proc/self/status") as status:
-    peak = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), peak)
-print(seconds, trainer.steps_per_epoch, first, statistics.median(per_step), sum(per_step) / len(per_step), peak,
-      config.threads)
-"""
 
 
 _FASHION = TrainConfig(dataset="fashion-mnist")
@@ -749,7 +693,7 @@ def bench_epoch(backends=("numba", "numpy"), floor_ms=None):
         print(f"  floor: {steps} steps x parts floor {floor_ms:.1f} ms (section 3, {_threads()} thread(s)) = "
               f"{steps * floor_ms / 1e3:.1f} s per epoch")
     for backend in backends:
-        done = subprocess.run([sys.executable, "-c", _EPOCH_CODE, backend], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", _CHILD, "epoch", backend], capture_output=True, text=True)
         if done.returncode != 0:
             print(f"  {backend}: skipped ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'})")
             continue
