@@ -940,7 +940,9 @@ def _verdict_of(thunk, name):
         shown = ", ".join(_STATE["tampered"][:5]) + (" ..." if len(_STATE["tampered"]) > 5 else "")
         result = CheckResult(result.name, False, result.figure, result.bound,
                              f"your code replaced {shown} while the check ran: a function must compute its answer, "
-                             f"not change the library, NumPy or the checker (put back now)")
+                             f"not change the library, NumPy or the checker (put back now)"
+                             + (f"; the check said: {result.message}" if result.message and not result.passed
+                                else ""))
     result = fail_closed(result)
     if before:
         note = (f"note: {', '.join(before[:3])}{' ...' if len(before) > 3 else ''} had been replaced in this "
