@@ -62,6 +62,7 @@ MODULE_MAP = (
         ("run.data", "the datasets: digits, Fashion-MNIST, MNIST, CIFAR-10 from files; checked readers"),
         ("run.tables", "your own tables (CSV, npz): checked, standardised, split"),
         ("run.checkpoint", "atomic, pickle-free checkpoints"),
+        ("run.model_file", "the saved estimator's file: what save writes and load checks, entry by entry"),
         ("run.trainer", "the training loop around either method: optimisers, schedule, state"),
         ("run.resume", "what a checkpoint must hold to resume a trainer, every entry checked"),
         ("run.threads", "the BLAS thread limit while training"),
