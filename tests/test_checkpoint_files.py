@@ -14,8 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaelayer_np.run import checkpoint as ck
-from vaelayer_np.run.checkpoint import (CheckpointError, append_jsonl_durable, clean_stale_temp_files, load_npz,
-                                        read_jsonl, save_npz_atomic, write_json_atomic)
+from vaelayer_np.run.checkpoint import (
+    CheckpointError,
+    append_jsonl_durable,
+    clean_stale_temp_files,
+    load_npz,
+    read_jsonl,
+    save_npz_atomic,
+    write_json_atomic,
+)
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 STATE = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "step": np.array(7)}

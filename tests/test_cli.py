@@ -1,8 +1,8 @@
 """The command line: every command writes what it promises; bad input gives clear errors."""
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest

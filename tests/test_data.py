@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from vaelayer_np.run.data import (CorruptFileError, DatasetNotFoundError, load_dataset, read_cifar_batch, read_idx)
+from vaelayer_np.run.data import CorruptFileError, DatasetNotFoundError, load_dataset, read_cifar_batch, read_idx
 
 
 def idx_bytes(array):

@@ -12,8 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaelayer_np.run import data as data_module
-from vaelayer_np.run.data import (CIFAR_RECORD, CorruptFileError, DatasetNotFoundError, load_dataset, read_cifar_batch,
-                              read_idx)
+from vaelayer_np.run.data import (
+    CIFAR_RECORD,
+    CorruptFileError,
+    DatasetNotFoundError,
+    load_dataset,
+    read_cifar_batch,
+    read_idx,
+)
 
 DATA_ERRORS = (CorruptFileError, DatasetNotFoundError)
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -218,7 +218,8 @@ def test_site_in_browser(request, tmp_path):
 
                 page.route("**/*", local_only)
                 page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-                page.on("console", lambda msg: msg.type == "error" and console_errors.append(f"{page.url}: {msg.text}"))
+                page.on("console", lambda msg: msg.type == "error" and console_errors.append(
+                    f"{page.url}: {msg.text}"))  # noqa: B023 - this page's handler, for this page
                 page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
                 for rel in pages if width == WIDTHS[0][0] else NARROW_PAGES:
                     page.goto(base + rel, wait_until="load")

@@ -6,9 +6,21 @@ from hypothesis import strategies as st
 
 from vaelayer_np.core import losses
 from vaelayer_np.core.activations import ACTIVATIONS
-from vaelayer_np.core.gradcheck import (DEFAULT_STEP, DEFAULT_TOL, RESOLUTION_LIMIT, check_gradients, check_layer,
-                                        check_loss, check_network, format_table, generic_point, numerical_gradient,
-                                        relative_error, run_all, verdict)
+from vaelayer_np.core.gradcheck import (
+    DEFAULT_STEP,
+    DEFAULT_TOL,
+    RESOLUTION_LIMIT,
+    check_gradients,
+    check_layer,
+    check_loss,
+    check_network,
+    format_table,
+    generic_point,
+    numerical_gradient,
+    relative_error,
+    run_all,
+    verdict,
+)
 from vaelayer_np.core.layers import Activation, Dense, OutputLayer, VAELayer
 
 dims = st.integers(1, 6)

@@ -93,8 +93,8 @@ def test_defaults_have_one_source():
     """A Network built with defaults is the model `vaelayer train` trains."""
     import numpy as np
 
-    from vaelayer_np.run.config import DEFAULTS, TrainConfig
     from vaelayer_np.core.network import Network
+    from vaelayer_np.run.config import DEFAULTS, TrainConfig
     from vaelayer_np.run.trainer import Trainer
 
     c = TrainConfig(widths=(8, 8), dtype="float64", backend="numpy")

@@ -4,11 +4,11 @@ import copy
 import numpy as np
 import pytest
 
+from vaelayer_np.core.iffcl import Pairs, _local_step, make_pairs
+from vaelayer_np.fast.parallel import training_path
 from vaelayer_np.run.checkpoint import load_npz
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import load_dataset
-from vaelayer_np.core.iffcl import Pairs, _local_step, make_pairs
-from vaelayer_np.fast.parallel import training_path
 from vaelayer_np.run.runs import train_run
 from vaelayer_np.run.trainer import Trainer
 
@@ -199,7 +199,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_does_not():
         factors = []
         for _ in range(2):
             trainer.train_epoch(ds.x_train, ds.y_train,
-                                on_step=lambda i, n, m: factors.append(trainer.optimizers["A.vae0"].lr))
+                                on_step=lambda i, n, m: factors.append(trainer.optimizers["A.vae0"].lr))  # noqa: B023
         assert factors[0] == pytest.approx(trainer.config.lr)
         assert factors[-1] / trainer.config.lr == pytest.approx(expect_end, abs=0.2)
         assert all(a >= b - 1e-15 for a, b in zip(factors, factors[1:]))

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vaelayer_np.fast import kernels as _kernels
 from vaelayer_np.core import losses, ops
 from vaelayer_np.core.activations import ACTIVATIONS
+from vaelayer_np.fast import kernels as _kernels
+from vaelayer_np.fast.backend import get_ops
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import load_dataset
 from vaelayer_np.run.trainer import Trainer
-from vaelayer_np.fast.backend import get_ops
 
 NUMBA = get_ops("numba")
 

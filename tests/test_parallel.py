@@ -4,8 +4,7 @@ import pytest
 
 from vaelayer_np.core._validate import NonFiniteError
 from vaelayer_np.fast.machine import auto_threads, resolve_threads
-from vaelayer_np.fast.parallel import ParallelFastPath
-from vaelayer_np.fast.parallel import training_path
+from vaelayer_np.fast.parallel import ParallelFastPath, training_path
 from vaelayer_np.fast.training import FastPath
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.threads import limit_threads

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from vaelayer_np.tools import reproduce
 from vaelayer_np.run.cli import main
+from vaelayer_np.tools import reproduce
 
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 

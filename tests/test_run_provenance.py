@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomic
 from vaelayer_np.run.cli import main
-from vaelayer_np.run.runs import DATA_ENTRY, load_trainer, train_run
 from vaelayer_np.run.config import TrainConfig
+from vaelayer_np.run.runs import DATA_ENTRY, load_trainer, train_run
 
 ARGS = ["--epochs", "1", "--widths", "4", "--encoder-hidden", "0", "--backend", "numpy", "--no-progress",
         "--no-plots"]

@@ -181,8 +181,8 @@ def layer_diagnostics(net, x, sample=False, rng=None, collapse_kl=COLLAPSE_KL, a
 
 def format_diagnostics(report):
     """A small text table of :func:`layer_diagnostics` (one line per layer)."""
-    lines = ["layer | KL (nats) | active / units | collapsed (KL < {:.2g}) | noise std | spread of means | "
-             "RMS mean | spread / noise".format(COLLAPSE_KL)]
+    lines = [f"layer | KL (nats) | active / units | collapsed (KL < {COLLAPSE_KL:.2g}) | noise std | spread of means | "
+             "RMS mean | spread / noise"]
     for k, r in enumerate(report):
         lines.append(f"{k + 1:5d} | {r['kl']:9.1f} | {r['n_active']:6d} / {r['n_units']:<5d} | "
                      f"{r['n_collapsed']:21d} | {r['noise_std']:9.3f} | {r['mean_spread']:15.3f} | "

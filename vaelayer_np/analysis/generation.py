@@ -25,8 +25,8 @@ import numpy as np
 
 from ..core._validate import check_choice, check_float_array, check_positive
 from ..core.activations import sigmoid
-from .diagnostics import encode_layers
 from ..core.layers import _as_rng
+from .diagnostics import encode_layers
 
 SAMPLE_SOURCES = ("prior", "aggregate")
 

@@ -364,7 +364,8 @@ def _check_dropout_and_local_blocks(rng, h, tol):
         analytic = {f"block.{name}": g for name, g in step.grads.items()}
         analytic |= {f"head.{name}": g for name, g in step.grads_head.items()}
         results += check_gradients(f"local-heads block step[hidden={hidden},{act},dropout mask fixed]",
-                                   lambda: block_local_step(block, head, x, labels, mask).loss, tensors, analytic,
+                                   lambda: block_local_step(block, head, x, labels, mask).loss,  # noqa: B023
+                                   tensors, analytic,
                                    h, tol)
     return results
 

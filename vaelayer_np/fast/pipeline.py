@@ -47,7 +47,6 @@ from ..core.iffcl import layer_pair_update, output_pair_update, pair_batch
 from ..core.settings import IFFCLSettings
 from .machine import BlasThreads, depth_flops
 
-
 _OTHER_DRAWS = frozenset(name for name in dir(np.random.Generator)
                          if not name.startswith("_") and name not in ("standard_normal", "bit_generator"))
 

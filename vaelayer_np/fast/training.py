@@ -36,7 +36,6 @@ from ..core.ops import bound_log_var
 from ..core.optim import Adam
 from .backend import get_ops
 
-
 FUSED = (("W_mu", "W_lv", "W_ml"), ("b_mu", "b_lv", "b_ml"))
 """Pairs of parameters laid out side by side as one block, and the block's name: the mean and the
 log-variance heads, so that ``h @ [W_mu | W_lv]`` is one matrix product (see :class:`FastPath`)."""

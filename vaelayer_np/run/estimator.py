@@ -32,11 +32,18 @@ from ..analysis.diagnostics import encode_layers
 from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core.settings import DEFAULTS
 from . import model_file
+from .config import ARRAYS, CHOICES, DEFAULT_THREADS, TrainConfig
 from .model_file import rebuild_trainer
-from .config import ARRAYS, CHOICES, TrainConfig
-from .tables import (MAX_STANDARD_SCORE, SEED_LIMIT, ConstantColumnWarning, check_standardized, column_statistics,
-                     constant_column_message, fit_sizes, standardize)
-from .config import DEFAULT_THREADS
+from .tables import (
+    MAX_STANDARD_SCORE,
+    SEED_LIMIT,
+    ConstantColumnWarning,
+    check_standardized,
+    column_statistics,
+    constant_column_message,
+    fit_sizes,
+    standardize,
+)
 from .threads import check_threads, limit_threads
 
 SKLEARN_CHECKS_NOT_APPLICABLE = {}
@@ -248,9 +255,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
-        from .trainer import Trainer
-
         from .runs import check_model_memory
+        from .trainer import Trainer
 
         self._check_fit_params()
         big = _big_integer_labels(y)

@@ -33,10 +33,19 @@ import stat
 import time
 from pathlib import Path
 
-from .checkpoint import (CheckpointError, _save_error, _write_atomic, append_jsonl_durable, clean_stale_temp_files,
-                         load_npz, read_jsonl, save_npz_atomic, write_json_atomic)
-from .config import RESUME_MAY_CHANGE, TrainConfig
 from ..core._validate import check_memory, usable_cores
+from .checkpoint import (
+    CheckpointError,
+    _save_error,
+    _write_atomic,
+    append_jsonl_durable,
+    clean_stale_temp_files,
+    load_npz,
+    read_jsonl,
+    save_npz_atomic,
+    write_json_atomic,
+)
+from .config import RESUME_MAY_CHANGE, TrainConfig
 from .data import changed_files, fingerprint_files, load_dataset
 from .signals import StopSignals
 from .tables import load_table_for_config

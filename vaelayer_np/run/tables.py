@@ -246,7 +246,7 @@ def _read_csv(path, target):
         sample = sample[:cut] if cut > 0 else sample
     delimiter = _sniff_delimiter(sample)
     try:
-        fh = open(path, "r", encoding=encoding, newline="")
+        fh = open(path, encoding=encoding, newline="")
     except OSError as exc:
         raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     with fh:

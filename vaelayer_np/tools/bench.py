@@ -48,7 +48,6 @@ from ..run.config import DEFAULT_THREADS, TrainConfig
 from ..run.threads import limit_threads
 from ..run.trainer import Trainer
 
-
 _THREADS = None  # set by run_bench(threads=...)
 
 
@@ -88,9 +87,9 @@ def _row(name, t_numba, t_ref, ref_name="numpy"):
 
 
 def bench_kernels(repeats):
-    from ..fast import kernels as fast_kernels
     from ..core import ops
     from ..core.activations import ACTIVATIONS
+    from ..fast import kernels as fast_kernels
 
     rng = np.random.default_rng(0)
     f32 = np.float32
