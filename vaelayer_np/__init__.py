@@ -85,6 +85,8 @@ MODULE_MAP = (
         ("course.answer_keys", "what gives each exercise's answer away (the answer-leak test reads it)"),
         ("course.capstone", "the capstone's checkers: a student's own VAE layers, IFFCL step and training loop"),
         ("course.guide", "the instructor's guide and syllabus as data: goals, times, rubrics per question"),
+        ("course.grade", "grading a class: each submitted notebook's own code checked by the library's checkers "
+                         "in a fresh process; grades.csv and feedback per student"),
     )),
 )
 
