@@ -36,6 +36,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -425,9 +426,16 @@ def collect(submissions, lessons=None):
     return students
 
 
+# CPython 3.11 keeps one recursion counter for turning AST objects into compiled ones per interpreter, not per
+# thread: two threads in ``ast.literal_eval`` or ``compile`` at once can end with "SystemError: AST constructor
+# recursion depth mismatch". The threads of :func:`grade` read the lesson notebooks one at a time.
+_AST_LOCK = threading.Lock()
+
+
 def grade_notebook(notebook, lesson_path, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB):
     """Grade one notebook in a fresh Python process: (notes, {column: (passed, message)})."""
-    exercises = lesson_exercises(lesson_path)
+    with _AST_LOCK:
+        exercises = lesson_exercises(lesson_path)
     budget = len(exercises) * (seconds + 10) + 120
     command = [sys.executable, "-m", "vaelayer_np.course.grade", "--worker", str(notebook), str(lesson_path),
                "--seconds", repr(float(seconds)), "--memory-gb", repr(float(memory_gb))]
@@ -512,7 +520,8 @@ def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB
         for (student, stem, nb), (nb_notes, nb_results) in zip(tasks, pool.map(one, tasks)):
             notes[student] += [f"{nb.name}: {n}" for n in nb_notes]
             results[student].update(nb_results)
-            answers[(student, stem)] = _answers(nb, lessons[stem])
+            with _AST_LOCK:
+                answers[(student, stem)] = _answers(nb, lessons[stem])
     out.mkdir(parents=True, exist_ok=True)
     rows = _write_csv(out / "grades.csv", sorted(work), graded, exercises, questions, results, notes)
     _write_feedback(out / "feedback", sorted(work), graded, exercises, questions, results, notes)
