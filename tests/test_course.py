@@ -3,9 +3,17 @@ import json
 
 import pytest
 
-from vaelayer_np.tools.release_course import (BEGIN, END, STUDENT, code_hash, dumps, lesson_paths,
-                                        strip_solution, student_version)
 from vaelayer_np.course.checks import CheckResult, compare_arrays, run_check
+from vaelayer_np.tools.release_course import (
+    BEGIN,
+    END,
+    STUDENT,
+    code_hash,
+    dumps,
+    lesson_paths,
+    strip_solution,
+    student_version,
+)
 
 MAX_BYTES = 1_500_000  # a lesson with its stored figures stays small enough to read on the web
 

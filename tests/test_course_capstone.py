@@ -196,7 +196,7 @@ def test_the_training_checker_checks_the_process(solution):
         return float(np.mean(losses))
 
     def global_generator(model, x, y, rng, batch_size):
-        np.random.permutation(len(x))  # the order drawn from np.random, not from rng
+        np.random.permutation(len(x))  # the order drawn from np.random, not from rng  # noqa: NPY002
         return train_epoch(model, x, y, rng, batch_size)
 
     def constant_loss(model, x, y, rng, batch_size):

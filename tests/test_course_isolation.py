@@ -20,8 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np.course import checks, grade
-from vaelayer_np.course import lesson01, lesson02
+from vaelayer_np.course import checks, grade, lesson01, lesson02
 from vaelayer_np.tools.release_course import lesson_paths
 
 pytestmark = pytest.mark.skipif(not checks.can_isolate(), reason="isolation needs os.fork")

@@ -146,7 +146,7 @@ def cosine_without_eps(a, b, target, margin=0.0):
 
 
 def pairs_global_random(labels, rng):
-    return make_pairs_balanced(labels, np.random.default_rng(np.random.randint(1 << 30)))
+    return make_pairs_balanced(labels, np.random.default_rng(np.random.randint(1 << 30)))  # noqa: NPY002
 
 
 def pairs_own_generator(labels, rng):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from vaelayer_np.analysis import generation
+from vaelayer_np.analysis.diagnostics import encode_layers
 from vaelayer_np.core.activations import sigmoid
 from vaelayer_np.course import lesson06
-from vaelayer_np.analysis.diagnostics import encode_layers
 
 from .course_helpers import assert_passes, assert_reports_stub, planted_tests, stub
 
@@ -93,7 +93,7 @@ def traverse_in_place(net, k, x_point, unit, values):
 
 def sample_aggregate_global_generator(mu, log_var, n, seed):
     std = np.sqrt(mu.var(axis=0) + np.exp(log_var).mean(axis=0))
-    return mu.mean(axis=0) + std * np.random.standard_normal((n, mu.shape[1]))  # the global generator
+    return mu.mean(axis=0) + std * np.random.standard_normal((n, mu.shape[1]))  # the global generator  # noqa: NPY002
 
 
 def sample_aggregate_unseeded(mu, log_var, n, seed):

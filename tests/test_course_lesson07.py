@@ -12,8 +12,13 @@ import pytest
 from numba import njit
 
 from vaelayer_np.course import lesson07
-from vaelayer_np.course.lesson07 import (check_adam_kernel, check_interleaved_timer, check_kl_kernel,
-                                         check_relu_backward_kernel, interleaved_medians)
+from vaelayer_np.course.lesson07 import (
+    check_adam_kernel,
+    check_interleaved_timer,
+    check_kl_kernel,
+    check_relu_backward_kernel,
+    interleaved_medians,
+)
 
 from .course_helpers import planted_tests, stub
 

@@ -17,8 +17,14 @@ import pytest
 from vaelayer_np.course import lesson02
 from vaelayer_np.course.answer_keys import AUTOGRADE_ENV
 from vaelayer_np.course.guide import LESSONS as GUIDE
-from vaelayer_np.tools.release_course import (BEGIN, NBGRADER_CONFIG, STUDENT, lesson_paths, nbgrader_metadata,
-                                              student_version)
+from vaelayer_np.tools.release_course import (
+    BEGIN,
+    NBGRADER_CONFIG,
+    STUDENT,
+    lesson_paths,
+    nbgrader_metadata,
+    student_version,
+)
 
 from .course_helpers import stub
 from .test_course_lesson02 import mse_backward

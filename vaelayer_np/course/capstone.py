@@ -29,9 +29,9 @@ import numpy as np
 
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
+from .answer_keys import recorded
 from .checks import Diagnosis, call_student, compare_values, run_check, tripwires
 from .lesson02 import _GRAD_ORDER, _LAYER_SLIPS, reference_layer_backward
-from .answer_keys import recorded
 
 MIN_ACCURACY = 0.95
 EPOCHS = 20
@@ -295,10 +295,10 @@ def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min
         model = call_student(make_model, (rng,), ("rng",), FORBIDDEN["training"])
         losses = []
         for epoch in range(epochs):
-            drawn, global_state = len(rng.orderings), np.random.get_state()[1].copy()
+            drawn, global_state = len(rng.orderings), np.random.get_state()[1].copy()  # noqa: NPY002
             loss = call_student(train_epoch, (model, x, y, rng, BATCH_SIZE),
                                 ("model", "x", "y", "rng", "batch_size"), FORBIDDEN["training"])
-            if not np.array_equal(np.random.get_state()[1], global_state):
+            if not np.array_equal(np.random.get_state()[1], global_state):  # noqa: NPY002
                 raise Diagnosis("train_epoch drew from NumPy's global generator (np.random.permutation, "
                                 "np.random.shuffle, ...): draw everything from the given `rng`, so that a run is "
                                 "reproduced by its seed")

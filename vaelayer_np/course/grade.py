@@ -192,7 +192,7 @@ def _setup(cells, trees, solved, defined):
     chosen, grew = set(), True
     while grew:
         grew = False
-        for i, (node, source) in enumerate(statements):
+        for i, (node, _source) in enumerate(statements):
             if i in chosen or isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             calls = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}

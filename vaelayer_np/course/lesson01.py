@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import losses
-from ..core import ops
+from ..core import losses, ops
 from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
-from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check, where_in_student_code
 from .answer_keys import recorded, register_reveal
+from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check, where_in_student_code
 
 TOLERANCE = 1e-10  # float64 comparisons with the library: only rounding may differ
 

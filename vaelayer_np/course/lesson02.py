@@ -32,14 +32,22 @@ import textwrap
 
 import numpy as np
 
-from ..core import losses
-from ..core import ops
+from ..core import losses, ops
 from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import check_gradients
 from ..core.layers import VAELayer
-from .checks import (Diagnosis, call_student, check_dtype, check_gradient, compare_values, explain_difference,
-                     max_relative_error, run_check, where_in_student_code)
 from .answer_keys import recorded, register_reveal
+from .checks import (
+    Diagnosis,
+    call_student,
+    check_dtype,
+    check_gradient,
+    compare_values,
+    explain_difference,
+    max_relative_error,
+    run_check,
+    where_in_student_code,
+)
 
 TOLERANCE = 1e-7  # float64 central differences (vaelayer_np.core.gradcheck.DEFAULT_TOL)
 
@@ -350,7 +358,7 @@ def check_encoder_backward(encoder_backward, seed=0):
                       "W_lv": rng.standard_normal((h_dim, k)), "b_lv": rng.standard_normal(k)}
             g_mu, g_r = rng.standard_normal((n, k)), rng.standard_normal((n, k))
 
-            def scalar():
+            def scalar(act=act, x=x, params=params, g_mu=g_mu, g_r=g_r):  # this round's values
                 hidden = act.forward(x @ params["W_enc"] + params["b_enc"])
                 return float(np.sum(g_mu * (hidden @ params["W_mu"] + params["b_mu"]))
                              + np.sum(g_r * (hidden @ params["W_lv"] + params["b_lv"])))

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..core.gradcheck import DEFAULT_STEP, DEFAULT_TOL, numerical_gradient, relative_error
 from ..core.layers import Activation, Dense
-from .checks import Diagnosis, call_student, check_dtype, explain_difference, max_relative_error, run_check
 from .answer_keys import recorded
+from .checks import Diagnosis, call_student, check_dtype, explain_difference, max_relative_error, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {

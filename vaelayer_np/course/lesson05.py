@@ -16,9 +16,9 @@ import numpy as np
 
 from ..analysis import diagnostics
 from ..core.backprop import loss_and_grads
-from ..run.data import load_dataset
 from ..core.network import Network
 from ..core.optim import Adam
+from ..run.data import load_dataset
 from ..tools.reproduce import PAPER_LIKE
 from .checks import Diagnosis, call_student, compare_arrays, isolated, run_check
 

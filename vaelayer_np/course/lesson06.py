@@ -17,8 +17,8 @@ import numpy as np
 
 from ..analysis import generation
 from ..core.network import Network
-from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check
 from .answer_keys import recorded
+from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -86,12 +86,12 @@ def _from_seed_only(fn):
     """``fn`` watched: a call that draws from NumPy's global generator, or that gives another answer when
     called again with the same arguments, is a FAIL that says so (the samples must come from ``seed`` alone)."""
     def watched(*args):
-        state = np.random.get_state()[1].copy()
+        state = np.random.get_state()[1].copy()  # noqa: NPY002 - the global generator, on purpose
         kept = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
         first = fn(*args)
         if any(isinstance(a, np.ndarray) and not np.array_equal(a, b) for a, b in zip(args, kept)):
             return first  # an input changed in place: that is reported first (call_student)
-        if not np.array_equal(np.random.get_state()[1], state):
+        if not np.array_equal(np.random.get_state()[1], state):  # noqa: NPY002 - the global generator, on purpose
             raise Diagnosis("your function drew from NumPy's global generator (np.random.standard_normal, ...): "
                             "draw the noise from np.random.default_rng(seed), so that a seed gives the same "
                             "samples everywhere")
@@ -265,8 +265,8 @@ def check_decode_gradient(decode_gradient, seed=0, tol=1e-9):
             except Diagnosis as exc:
                 raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
             point = z.copy()
-            (row,) = check_gradients("decode_gradient", lambda: float(call_student(
-                decode_gradient, (net, k, point, target), ("net", "k", "z", "target"),
+            (row,) = check_gradients("decode_gradient", lambda net=net, k=k, point=point, target=target: float(
+                call_student(decode_gradient, (net, k, point, target), ("net", "k", "z", "target"),
                 FORBIDDEN["decode_gradient"])[0]), {"z": point}, {"z": np.asarray(got[1])})
             if not row.passed:
                 raise Diagnosis(f"{label}: your d_z is not the gradient of your loss (error {row.max_rel_error:.2g})")

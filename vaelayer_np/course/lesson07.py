@@ -24,8 +24,7 @@ import time
 
 import numpy as np
 
-from ..core import activations
-from ..core import ops
+from ..core import activations, ops
 from .answer_keys import recorded, register_reveal
 from .checks import Diagnosis, call_student, explain_difference, max_relative_error, run_check
 
@@ -365,7 +364,7 @@ def check_interleaved_timer(timer):
             timed_f[2] = 0.01  # and a minimum would show this one
             machine = _FakeMachine([1000.0] * warmup + timed_f, [1000.0] * warmup + timed_g)
             def run(f, g, repeats=repeats, warmup=warmup):
-                return timer(f, g, repeats=repeats, warmup=warmup, clock=machine.clock)
+                return timer(f, g, repeats=repeats, warmup=warmup, clock=machine.clock)  # noqa: B023 - this round's
 
             run.__wrapped__ = timer
             got = call_student(run, (machine.f, machine.g), ("f", "g"), FORBIDDEN["timer"])
