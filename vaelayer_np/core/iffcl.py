@@ -239,6 +239,8 @@ def twin_backward(path: Any, layer: Any, cache: Any, out: np.ndarray, d_cos: np.
     dz, dout = (d_cos, None) if cosine_on == "latent" else (None, d_cos)
     head_loss, grads_head = None, None
     if head is not None:
+        if labels is None:
+            raise ValueError("labels: a local head needs the labels of its twin's rows")
         head_loss, d_head, grads_head = local_head_step(path, head, out, labels, head_weight)
         dout = d_head if dout is None else dout + d_head
     return path.vae_backward(layer, dout, cache, dz=dz), head_loss, grads_head
@@ -254,7 +256,7 @@ def layer_terms(path: Any, layer_a: Any, layer_b: Any, cache_a: Any, cache_b: An
     """
     terms_a, terms_b = path.vae_loss_terms(layer_a, cache_a), path.vae_loss_terms(layer_b, cache_b)
     head_a, head_b = head_losses
-    head_loss = 0.0 if head_a is None else head_a + head_b
+    head_loss = 0.0 if head_a is None or head_b is None else head_a + head_b
     terms = {
         "recon": terms_a["recon"] + terms_b["recon"],
         "kl": terms_a["kl"] + terms_b["kl"],
@@ -390,9 +392,12 @@ def output_pair_update(twins: Twins, outs_a: list[np.ndarray], outs_b: list[np.n
     """The last part of :func:`train_step`: each twin's output layer on its readout of its outputs, updated.
     Returns ``{"output_loss": the twins' mean loss, "batch_acc": net A's accuracy on this batch}``."""
     net_a, net_b, path = twins.net_a, twins.net_b, twins.path
-    logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), pairs.y_a, path)
-    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), pairs.y_b, path)
+    y_a, y_b = pairs.y_a, pairs.y_b
+    if y_a is None or y_b is None:
+        raise ValueError("pairs: the output layers need the labels of both twins' rows")
+    logits_a, loss_a, grads_a = output_local_step(net_a.output, net_a.readout_features(outs_a), y_a, path)
+    _, loss_b, grads_b = output_local_step(net_b.output, net_b.readout_features(outs_b), y_b, path)
     twins.optimizers["A.output"].step(grads_a)
     twins.optimizers["B.output"].step(grads_b)
     # argmax of the logits = of the probabilities
-    return {"output_loss": 0.5 * (loss_a + loss_b), "batch_acc": float(np.mean(logits_a.argmax(1) == pairs.y_a))}
+    return {"output_loss": 0.5 * (loss_a + loss_b), "batch_acc": float(np.mean(logits_a.argmax(1) == y_a))}
