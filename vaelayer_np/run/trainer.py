@@ -61,6 +61,34 @@ class InputDropoutPath:
         return getattr(self.inner, name)
 
 
+class StepSchedule:
+    """One step after the other: the schedule of a trainer's epoch unless its IFFCL layers are pipelined.
+
+    The interface of :class:`vaelayer_np.fast.pipeline.LayerPipeline`: :meth:`push` runs the batch's step
+    at once and returns its metrics (a list of one dict), :meth:`drain` has nothing left to finish, nothing
+    is ever in flight. The step is the trainer's method (IFFCL, serially or with the twins on two threads;
+    the local-heads baseline; backprop).
+    """
+
+    in_flight = 0
+    failed_batch = None
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def push(self, x, y, rng=None, lr_factor=None, beta=None):
+        """:meth:`Trainer.step` on batch ``x, y``, at once. Nothing is in flight, so the batch is the trainer's
+        current one: its learning-rate factor, beta and generator are the trainer's own (the arguments of the
+        pipeline's ``push``, which carries them with its batches, are not needed here)."""
+        return [self.trainer.step(x, y)]
+
+    def drain(self):
+        return []
+
+    def close(self):
+        """Nothing to stop (no thread of its own)."""
+
+
 class Trainer:
     """Train one configuration on arrays (x: (N, D) float, y: (N,) int).
 
@@ -191,10 +219,9 @@ class Trainer:
             return self._step(x, y)
 
     def _step(self, x, y):
-        factor = self.lr_factor()
+        factor, beta = self.lr_factor(), self.current_beta()
         for name, opt in self.optimizers.items():
             opt.lr = self.base_lr[name] * factor
-        beta = self.current_beta()
         for net in self.nets.values():
             for layer in net.vae_layers:
                 layer.beta = beta
@@ -241,9 +268,16 @@ class Trainer:
         stages = (resolve_threads(c.threads) or 1) if worth_parallel(self.net_a, c.batch_size) else 1
         return LayerPipeline(self.twins(), self.base_lr, self.iffcl_settings, stages=stages)
 
-    def _push(self, pipeline, x, y, batch_index):
-        """Batch ``batch_index`` of this epoch into the pipeline (its beta and learning-rate factor with it)."""
-        return pipeline.push(x, y, self.rng, self.lr_factor(batch_index), beta=self.current_beta())
+    def schedule(self):
+        """How the epoch's steps run, named: the layers pipelined (:meth:`layer_pipeline`, IFFCL with
+        ``parallel="layers"``) or one step after the other (:class:`StepSchedule`). Both take a batch with
+        ``push`` (metrics of the batches that finished) and finish with ``drain``."""
+        pipeline = self.layer_pipeline()
+        return StepSchedule(self) if pipeline is None else pipeline
+
+    def _push(self, schedule, x, y, batch_index):
+        """Batch ``batch_index`` of this epoch into the schedule (its beta and learning-rate factor with it)."""
+        return schedule.push(x, y, self.rng, self.lr_factor(batch_index), beta=self.current_beta())
 
     def backprop_step(self, x, y):
         """The baseline (:func:`vaelayer_np.core.backprop.train_step`): one network, the loss backpropagated."""
@@ -324,14 +358,14 @@ class Trainer:
             self._resumed = False
         self.steps_per_epoch = total
         t0 = time.perf_counter()
-        pipeline = self.layer_pipeline()  # None: one step after the other
-        in_flight = 0  # batches in the pipeline, not finished yet
-        first = self.batch_index  # the batch the pipeline's first push is
+        schedule = self.schedule()
+        in_flight = 0  # batches pushed, not finished yet (only the pipeline holds any)
+        first = self.batch_index  # the batch the schedule's first push is
         try:
             while self.batch_index + in_flight < total:
                 if should_stop is not None and should_stop():
-                    if pipeline is not None:  # the batches started are finished: the state is one of a step
-                        self._finish(self._guarded(pipeline.drain, total, x, None, pipeline, first), total, on_step)
+                    # the batches started are finished: the state is one of a step
+                    self._finish(self._guarded(schedule.drain, total, x, None, schedule, first), total, on_step)
                     if self.batch_index and self._first_nonfinite_parameter() is not None:  # never checkpoint NaNs
                         raise self._divergence(total, what="a parameter became NaN or inf", step=self.batch_index)
                     self.epoch_sums["seconds"] = self.epoch_sums.get("seconds", 0.0) + time.perf_counter() - t0
@@ -342,18 +376,12 @@ class Trainer:
                 if self.image_shape is not None:  # drawn from the run's generator, before the step's draws
                     xb = augment_images(xb, self.image_shape, self.config.augment_shift, self.config.augment_flip,
                                         self.rng)
-                if pipeline is None:
-                    done = [self._guarded(lambda: self.step(xb, yb), total, x, start)]
-                else:
-                    done = self._guarded(lambda: self._push(pipeline, xb, yb, start), total, x, start, pipeline,
-                                         first)
-                    in_flight = pipeline.in_flight
+                done = self._guarded(lambda: self._push(schedule, xb, yb, start), total, x, start, schedule, first)
+                in_flight = schedule.in_flight
                 self._finish(done, total, on_step)
-            if pipeline is not None:
-                self._finish(self._guarded(pipeline.drain, total, x, None, pipeline, first), total, on_step)
+            self._finish(self._guarded(schedule.drain, total, x, None, schedule, first), total, on_step)
         finally:
-            if pipeline is not None:
-                pipeline.close()
+            schedule.close()
         if self._first_nonfinite_parameter() is not None:  # once per epoch: what a checkpoint would hold
             raise self._divergence(total, what="a parameter became NaN or inf", step=total)
         seconds = self.epoch_sums.pop("seconds", 0.0) + (time.perf_counter() - t0)
@@ -363,8 +391,8 @@ class Trainer:
         self.epoch_order, self.batch_index, self.epoch_sums = None, 0, {}
         return means
 
-    def _guarded(self, run, total, x, batch, pipeline=None, first=0):
-        """``run()`` (the step of batch ``batch`` of this epoch, or a pipeline's push or drain), with a
+    def _guarded(self, run, total, x, batch, schedule, first=0):
+        """``run()`` (a schedule's push of batch ``batch`` of this epoch, or its drain), with a
         non-finite value met inside a step reported as a divergence (named, with the failing batch's step)."""
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.blas_threads():  # reported below
@@ -373,8 +401,8 @@ class Trainer:
             # x and y were checked above: a NaN, inf or overflow met inside a step comes from the training
             if not isinstance(exc, NonFiniteError) and self._first_nonfinite_parameter() is None:
                 raise
-            if pipeline is not None and pipeline.failed_batch is not None:
-                batch = first + pipeline.failed_batch  # the batch of the stage that failed
+            if schedule.failed_batch is not None:
+                batch = first + schedule.failed_batch  # the batch of the stage that failed (pipeline)
             bs = self.config.batch_size
             rows = None if batch is None else x[self.epoch_order[batch * bs:(batch + 1) * bs]]
             raise self._divergence(total, what=f"a value inside the step became non-finite ({exc})",
