@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import ThreadpoolController
 
 from vaelayer_np.core import ops
-from vaelayer_np.core._validate import usable_cores
+from vaelayer_np.fast.machine import usable_cores
 from vaelayer_np.fast import machine
 from vaelayer_np.fast.machine import BlasThreads
 from vaelayer_np.run.config import TrainConfig

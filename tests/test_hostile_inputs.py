@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vaelayer_np import VAELayerClassifier
-from vaelayer_np.core import _validate
+from vaelayer_np.fast import machine
 from vaelayer_np.run import runs, signals, tables
 from vaelayer_np.run.checkpoint import load_npz, save_npz_atomic
 from vaelayer_np.run.cli import main
@@ -134,7 +134,7 @@ def test_errors_found_before_training_leave_no_run_folder(tmp_path, capsys, monk
     x, y = separable()
     path = write_csv(tmp_path / "t.csv", ["a", "b", "label"], [[*x[i, :2], y[i]] for i in range(len(y))])
     run = tmp_path / "run"
-    monkeypatch.setattr(_validate, "available_memory", lambda: 10 ** 6)
+    monkeypatch.setattr(machine, "available_memory", lambda: 10 ** 6)
     assert main(["train", "--data", str(path), "--run-dir", str(run), *TABLE_ARGS[:-2], "--widths", "500"]) == 2
     one_line_error(capsys, "--widths: the model of widths 500", "more than the 1 MB available")
     assert not run.exists()
@@ -459,7 +459,7 @@ def test_a_missing_model_entry_is_named(tmp_path, saved_model):
 
 # ----------------------------------------------------------------------------- 9. options bounded and named
 def test_thread_counts_are_bounded_by_the_cores(capsys):
-    cores = _validate.usable_cores()
+    cores = machine.usable_cores()
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--threads", "10000"])
     assert exc.value.code == 2
@@ -479,7 +479,7 @@ def test_a_config_from_a_larger_machine_is_read_with_this_machines_cores(tmp_pat
     config = json.loads((run / "config.json").read_text())
     config["threads"] = 4096
     (run / "config.json").write_text(json.dumps(config))
-    assert runs.read_config(run).threads == _validate.usable_cores()
+    assert runs.read_config(run).threads == machine.usable_cores()
 
 
 def test_seeds_are_bounded_and_named(tmp_path, capsys):

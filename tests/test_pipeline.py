@@ -4,7 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from vaelayer_np.core._validate import NonFiniteError, usable_cores
+from vaelayer_np.core._validate import NonFiniteError
+from vaelayer_np.fast.machine import usable_cores
 from vaelayer_np.core.iffcl import ReadablePath
 from vaelayer_np.core.settings import IFFCLSettings
 from vaelayer_np.fast import machine

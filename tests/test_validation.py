@@ -93,7 +93,7 @@ def test_optimizer_inputs():
 
 
 def test_thread_counts_seeds_and_memory_are_bounded_by_name(monkeypatch):
-    from vaelayer_np.core import _validate
+    from vaelayer_np.fast import machine as _validate  # the machine's facts and their checks
 
     cores = _validate.usable_cores()
     assert cores >= 1 and _validate.check_threads(cores) == cores

@@ -18,6 +18,7 @@ import vaelayer_np
 from vaelayer_np.core import _validate as V
 from vaelayer_np.core.gradcheck import check_layer, verdict
 from vaelayer_np.core.layers import Activation, Dense, OutputLayer, VAELayer
+from vaelayer_np.fast import machine
 from vaelayer_np.run.config import TrainConfig
 
 UNPARSEABLE_DTYPES = ["abc", None, True, False, 1, 0, "f2", "int64", "U3", object, [("a", "f4")], "", b"abc"]
@@ -182,7 +183,7 @@ def test_check_choice_never_compares_element_wise_or_across_types():
 @pytest.mark.parametrize("bad", [True, np.True_, 0, -1, 1.0, "2", np.array([2]), math.nan])
 def test_check_threads_refuses_what_is_not_a_thread_count(bad):
     with pytest.raises(ValueError, match="threads"):
-        V.check_threads(bad)
+        machine.check_threads(bad)
 
 
 FIELDS = {  # TrainConfig's number fields: (name, a valid value)

@@ -1,4 +1,6 @@
-"""How many threads a run may use: ``threads="auto"`` looks at the machine, a number is taken as given.
+"""The machine, in one place: the cores this process may use, the memory it may take, the BLAS threads of
+its products (:class:`BlasThreads`), and how many threads a run may use: ``threads="auto"`` looks at the
+machine, a number is taken as given (:func:`check_threads`, :func:`resolve_threads`).
 
 ``auto`` counts the cores this process may run on (``os.sched_getaffinity``) that are idle now,
 from two readings of ``/proc/stat`` 0.2 s apart: a core counts as idle when at least half of its
@@ -25,9 +27,96 @@ import functools
 import os
 import time
 
-from ..core._validate import check_threads, usable_cores
+import numpy as np
+
+from ..core._validate import is_bool
 
 AUTO = "auto"
+
+# ----------------------------------------------------------------------------- the machine: cores and memory
+def check_threads(n, name="threads", cap=False):
+    """``n`` as a positive int, or None (no limit); anything else raises ValueError naming ``name``.
+
+    A count above the cores this process may use (:func:`usable_cores`) is refused, or with
+    ``cap=True`` lowered to that number (a stored setting from a larger machine).
+    """
+    if n is None:
+        return None
+    if isinstance(n, np.ndarray) and n.ndim == 0:
+        n = n[()]
+    if is_bool(n) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name}: expected a positive integer (BLAS threads) or None, got {n!r}")
+    cores = usable_cores()
+    if n > cores:
+        if cap:
+            return cores
+        raise ValueError(f"{name}: {n} threads is more than the {cores} core{'' if cores == 1 else 's'} this process "
+                         f"may use; expected an integer in 1..{cores}")
+    return int(n)
+
+
+def usable_cores():
+    """The number of cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory():
+    """Bytes of memory a new allocation may use, or None where unknown.
+
+    The smaller of the system's available memory (``MemAvailable`` in /proc/meminfo) and, under
+    ``ulimit -v``, the address space left below that limit.
+    """
+    import resource
+
+    limits = []
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (OSError, ValueError):
+        soft = resource.RLIM_INFINITY
+    if soft != resource.RLIM_INFINITY:
+        used = 0
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+        limits.append(max(0, soft - used))
+    return min(limits) if limits else None
+
+
+def format_bytes(n):
+    """``"1.5 GB"``, ``"800 MB"``, ``"12 kB"`` (powers of 1000)."""
+    n = float(n)
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_memory(name, nbytes, what):
+    """Refuse, naming ``name``, an allocation of about ``nbytes`` bytes that the memory available cannot hold."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ValueError(f"{name}: {what} needs about {format_bytes(nbytes)} of memory, more than the "
+                         f"{format_bytes(available)} available; choose smaller sizes")
+    return nbytes
+
 
 PARALLEL_MIN_FLOPS = 80e6
 """The FLOPs of an IFFCL step's matrix products (:func:`depth_flops`, summed) below which two threads do not

@@ -72,7 +72,7 @@ def _seed(text):
 
 def _thread_count(text):
     """An argparse type: a number of threads, 1..the cores this process may use."""
-    from ..core._validate import usable_cores
+    from ..fast.machine import usable_cores
 
     cores = usable_cores()
     try:
@@ -291,7 +291,7 @@ def _main(args, parser):
     except MemoryError as exc:
         if args.debug:
             raise
-        from ..core._validate import available_memory, format_bytes
+        from ..fast.machine import available_memory, format_bytes
 
         available = available_memory()
         shown = f" ({format_bytes(available)} available now)" if available is not None else ""

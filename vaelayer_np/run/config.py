@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..core._validate import check_choice, check_dtype, check_int, check_number, check_threads
+from ..core._validate import check_choice, check_dtype, check_int, check_number
+from ..fast.machine import check_threads
 from ..core.activations import ACTIVATIONS
 from ..fast.backend import BACKENDS, default_backend
 from .data import DATASETS

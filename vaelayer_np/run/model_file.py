@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core._validate import usable_cores
+from ..fast.machine import usable_cores
 from .checkpoint import load_npz, save_npz_atomic
 from .config import TrainConfig
 

@@ -33,7 +33,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..core._validate import check_memory, usable_cores
+from ..fast.machine import check_memory, usable_cores
 from .checkpoint import (
     CheckpointError,
     _save_error,

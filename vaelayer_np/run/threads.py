@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..core._validate import check_threads  # noqa: F401  (public here too)
+from ..fast.machine import check_threads  # noqa: F401  (public here too)
 
 
 @contextlib.contextmanager

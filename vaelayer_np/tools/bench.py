@@ -503,7 +503,7 @@ def gemm_rates(size=None, repeats=5, quick=False):
     threads moved between 106 and 192 GFLOP/s from one minute to the next; a median would move the limit
     with whatever else ran, the best is what the machine can do).
     """
-    from ..core._validate import usable_cores
+    from ..fast.machine import usable_cores
 
     size = size or (1024 if quick else 2048)
     rng = np.random.default_rng(0)
