@@ -268,6 +268,7 @@ REMOVED = {
     r"contrast=[\"']pairs[\"']": "contrast='partner'",
     r"pairing=[\"']labelled[\"']|``labelled``": "pairing='random'",
     r"\b_BlasOneThread\b": "fast.machine.BlasThreads",
+    r"_validate\.(usable_cores|available_memory|check_threads|check_memory|format_bytes)": "fast.machine",
 }
 
 
