@@ -8,7 +8,7 @@ import pytest
 
 from vaelayer_np.course import grade as G
 from vaelayer_np.course import guide
-from vaelayer_np.run.cli import main
+from vaelayer_np.cli import main
 from vaelayer_np.tools.release_course import STUDENT, lesson_paths
 
 LESSONS = {p.stem: p for p in lesson_paths()}

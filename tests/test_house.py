@@ -23,7 +23,7 @@ def test_readme_python_blocks_run_as_pasted(capsys):
 
 def test_readme_commands_use_real_options():
     """Every `vaelayer ...` line of the README parses with the real command-line parser."""
-    from vaelayer_np.run.cli import build_parser
+    from vaelayer_np.cli import build_parser
 
     parser = build_parser()
     lines = []

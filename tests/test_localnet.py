@@ -142,7 +142,7 @@ def test_bad_settings_are_named():
 
 
 def test_the_command_trains_plots_and_resumes_a_local_heads_run(tmp_path):
-    from vaelayer_np.run.cli import main
+    from vaelayer_np.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--method", "local-heads", "--epochs", "1", "--threads", "1", "--widths", "16,12",

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np.run.cli import main
+from vaelayer_np.cli import main
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import CorruptFileError
 from vaelayer_np.run.runs import _name_suspects, train_run

@@ -294,7 +294,7 @@ def test_the_command_line_trains_pipelined_and_resumes_in_the_other_mode(tmp_pat
     """`vaelayer train --parallel layers`, then a resume with the twins in parallel: the same run as one
     trained serially (the setting may change on resume: every mode gives the same training)."""
     from vaelayer_np.run.checkpoint import load_npz
-    from vaelayer_np.run.cli import main
+    from vaelayer_np.cli import main
 
     quick = ["--widths", "16,16", "--limit", "300", "--encoder-hidden", "0", "--no-progress", "--no-plots",
              "--lr-schedule", "constant"]  # (a cosine schedule would change with the number of epochs)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from vaelayer_np.run.cli import main
+from vaelayer_np.cli import main
 from vaelayer_np.tools import reproduce
 
 THREADS = {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vaelayer_np.run.cli import main
+from vaelayer_np.cli import main
 from vaelayer_np.run.tables import SEED_LIMIT
 from vaelayer_np.tools import reproduce
 from vaelayer_np.tools.reproduce import parse_seeds, run_reproduce

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_wine
 
-from vaelayer_np.run import cli, runs
+from vaelayer_np import cli, runs
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import CorruptFileError, DatasetNotFoundError
 from vaelayer_np.run.tables import fit_sizes, load_table

@@ -72,7 +72,7 @@ MODULE_MAP = (
         ("run.runs", "run folders: train, resume, evaluate, plot"),
         ("run.plots", "the figures of a run and of several runs"),
         ("run.estimator", "VAELayerClassifier: the scikit-learn estimator"),
-        ("run.cli", "the vaelayer command"),
+        ("cli", "the vaelayer command, at the package's top: every sub-command of every sub-package"),
     )),
     ("tools", (
         ("tools.reproduce", "every experiment over seeds, resumable; the results tables"),

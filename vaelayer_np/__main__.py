@@ -1,6 +1,6 @@
 """``python -m vaelayer_np`` runs the ``vaelayer`` command."""
 import sys
 
-from .run.cli import main
+from .cli import main
 
 sys.exit(main())

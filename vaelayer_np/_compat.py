@@ -24,7 +24,7 @@ MOVED = {
     "layers": "core.layers", "optim": "core.optim", "network": "core.network", "iffcl": "core.iffcl",
     "backprop": "core.backprop", "gradcheck": "core.gradcheck", "_kernels": "fast.kernels",
     "backend": "fast.backend", "config": "run.config", "data": "run.data", "tables": "run.tables",
-    "checkpoint": "run.checkpoint", "runs": "run.runs", "trainer": "run.trainer", "cli": "run.cli",
+    "checkpoint": "run.checkpoint", "runs": "run.runs", "trainer": "run.trainer", "run.cli": "cli",
     "plots": "run.plots", "estimator": "run.estimator", "threads": "run.threads",
     "diagnostics": "analysis.diagnostics", "generation": "analysis.generation", "reproduce": "tools.reproduce",
     "bench": "tools.bench", "course.release": "tools.release_course",

@@ -31,7 +31,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import RESUME_MAY_CHANGE, TrainConfig
+from .run.config import RESUME_MAY_CHANGE, TrainConfig
 
 # the options a resumed run accepts: the settings it may change (one source: config.RESUME_MAY_CHANGE)
 _RESUME_OPTIONS = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUME_MAY_CHANGE))
@@ -59,7 +59,7 @@ _nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 def _seed(text):
     """An argparse type: a seed, an integer in 0..2**32-1."""
-    from .tables import SEED_LIMIT
+    from .run.tables import SEED_LIMIT
 
     try:
         value = int(text)
@@ -72,7 +72,7 @@ def _seed(text):
 
 def _thread_count(text):
     """An argparse type: a number of threads, 1..the cores this process may use."""
-    from ..fast.machine import usable_cores
+    from .fast.machine import usable_cores
 
     cores = usable_cores()
     try:
@@ -197,12 +197,12 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print one JSON object per step configuration (medians) "
                                                        "and nothing else")
 
-    from ..tools.reproduce import add_arguments as add_reproduce_arguments
+    from .tools.reproduce import add_arguments as add_reproduce_arguments
 
     add_reproduce_arguments(add_command("reproduce", help="run the benchmark configurations over several seeds "
                                                       "and write the results tables"))
 
-    from ..course.grade import add_arguments as add_grade_arguments
+    from .course.grade import add_arguments as add_grade_arguments
 
     p = add_command("course", help="the course's tools for a teacher (grade a class's notebooks)")
     course = p.add_subparsers(dest="course_command", required=True, metavar="{grade}")
@@ -284,14 +284,14 @@ def _warn(command, message):
 
 
 def _main(args, parser):
-    from .trainer import DivergenceError
+    from .run.trainer import DivergenceError
 
     try:
         return _dispatch(args, parser)
     except MemoryError as exc:
         if args.debug:
             raise
-        from ..fast.machine import available_memory, format_bytes
+        from .fast.machine import available_memory, format_bytes
 
         available = available_memory()
         shown = f" ({format_bytes(available)} available now)" if available is not None else ""
@@ -328,7 +328,7 @@ def _one_line(text):
 
 def _dispatch(args, parser):
     if args.command == "train":
-        from .runs import train_run
+        from .run.runs import train_run
 
         if args.resume is not None:
             given = [f.name for f in dataclasses.fields(TrainConfig)
@@ -359,7 +359,7 @@ def _dispatch(args, parser):
                 raise ValueError(_name_the_option(exc)) from None
         return 0 if done else 130
     if args.command == "evaluate":
-        from .runs import evaluate, load_trainer
+        from .run.runs import evaluate, load_trainer
 
         trainer, dataset = load_trainer(args.run, allow_changed_data=args.allow_changed_data,
                                         log=lambda text: _warn(args.command, text.removeprefix("warning: ")))
@@ -373,8 +373,8 @@ def _dispatch(args, parser):
                   f"validation {shown['val_acc']}, test {shown['test_acc']}")
         return 0
     if args.command == "plot":
-        from .plots import plot_compare
-        from .runs import plot_run, read_config, read_metrics
+        from .run.plots import plot_compare
+        from .run.runs import plot_run, read_config, read_metrics
 
         for run in args.runs:
             for path in plot_run(run, allow_changed_data=args.allow_changed_data):
@@ -391,22 +391,22 @@ def _dispatch(args, parser):
             print(plot_compare(runs, out / "compare.png"))
         return 0
     if args.command == "gradcheck":
-        from ..core.gradcheck import format_table, run_all
+        from .core.gradcheck import format_table, run_all
 
         results = run_all(seed=args.seed)
         print(format_table(results))
         return 0 if all(r.passed for r in results) else 1
     if args.command == "bench":
-        from ..tools.bench import run_bench
+        from .tools.bench import run_bench
 
         run_bench(repeats=args.repeats, quick=args.quick, json_lines=args.json, threads=args.threads)
         return 0
     if args.command == "reproduce":
-        from ..tools.reproduce import run_from_args
+        from .tools.reproduce import run_from_args
 
         return run_from_args(args)
     if args.command == "course":
-        from ..course.grade import run_from_args as grade_from_args
+        from .course.grade import run_from_args as grade_from_args
 
         return grade_from_args(args)
     parser.error(f"unknown command {args.command}")
