@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomic
 from vaelayer_np.cli import main
+from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomic
 
 from .test_data import write_idx_set
 

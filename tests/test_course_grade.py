@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from vaelayer_np.cli import main
 from vaelayer_np.course import grade as G
 from vaelayer_np.course import guide
-from vaelayer_np.cli import main
 from vaelayer_np.tools.release_course import STUDENT, lesson_paths
 
 LESSONS = {p.stem: p for p in lesson_paths()}

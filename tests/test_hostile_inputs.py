@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from vaelayer_np import VAELayerClassifier
+from vaelayer_np.cli import main
 from vaelayer_np.fast import machine
 from vaelayer_np.run import runs, signals, tables
 from vaelayer_np.run.checkpoint import load_npz, save_npz_atomic
-from vaelayer_np.cli import main
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import CorruptFileError
 from vaelayer_np.run.runs import train_run

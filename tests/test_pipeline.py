@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 
 from vaelayer_np.core._validate import NonFiniteError
-from vaelayer_np.fast.machine import usable_cores
 from vaelayer_np.core.iffcl import ReadablePath
 from vaelayer_np.core.settings import IFFCLSettings
 from vaelayer_np.fast import machine
 from vaelayer_np.fast import pipeline as pipeline_module
-from vaelayer_np.fast.machine import depth_flops
+from vaelayer_np.fast.machine import depth_flops, usable_cores
 from vaelayer_np.fast.pipeline import DrawnNoise, LayerPipeline, split_depths
 from vaelayer_np.fast.training import FastPath
 from vaelayer_np.run.config import TrainConfig
@@ -293,8 +292,8 @@ def test_drawn_noise_refuses_any_other_draw():
 def test_the_command_line_trains_pipelined_and_resumes_in_the_other_mode(tmp_path):
     """`vaelayer train --parallel layers`, then a resume with the twins in parallel: the same run as one
     trained serially (the setting may change on resume: every mode gives the same training)."""
-    from vaelayer_np.run.checkpoint import load_npz
     from vaelayer_np.cli import main
+    from vaelayer_np.run.checkpoint import load_npz
 
     quick = ["--widths", "16,16", "--limit", "300", "--encoder-hidden", "0", "--no-progress", "--no-plots",
              "--lr-schedule", "constant"]  # (a cosine schedule would change with the number of epochs)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomic
 from vaelayer_np.cli import main
+from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomic
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.runs import DATA_ENTRY, load_trainer, train_run
 

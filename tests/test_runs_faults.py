@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelayer_np.run.checkpoint import CheckpointError, load_npz, read_jsonl, save_npz_atomic
 from vaelayer_np.cli import main
+from vaelayer_np.run.checkpoint import CheckpointError, load_npz, read_jsonl, save_npz_atomic
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.runs import load_run_dataset, load_trainer, read_metrics, train_run
 from vaelayer_np.run.trainer import DivergenceError, Trainer

@@ -33,9 +33,9 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._validate import check_choice, check_dtype, check_float_array, check_labels, check_positive
+from .activations import get_activation
 from .iffcl import READABLE, local_head_step, output_local_step
 from .layers import Dense, Layer, OutputLayer, RngLike, _as_rng, _check_dims, _check_dtype, dropout_mask
-from .activations import get_activation
 from .settings import CHOICES, DEFAULTS
 
 

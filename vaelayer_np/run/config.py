@@ -11,13 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..core._validate import check_choice, check_dtype, check_int, check_number
-from ..fast.machine import check_threads
 from ..core.activations import ACTIVATIONS
-from ..fast.backend import BACKENDS, default_backend
-from .data import DATASETS
-
 from ..core.settings import CHOICES as MODEL_CHOICES
 from ..core.settings import DEFAULTS, RENAMED, canonical
+from ..fast.backend import BACKENDS, default_backend
+from ..fast.machine import check_threads
+from .data import DATASETS
 
 # The allowed values of every setting that is a choice: the model's and the methods' (core.settings)
 # and the run's.

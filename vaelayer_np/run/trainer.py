@@ -13,23 +13,22 @@ layer and the loss.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 
 import numpy as np
 
-from ..core import backprop
-from ..core import iffcl
-from ..core import localnet
-from ..core.layers import dropout_mask
+from ..core import backprop, iffcl, localnet
 from ..core._validate import NonFiniteError, check_float_array, check_labels
-from .config import IMAGE_SHAPES, RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
-from .data import augment_images
-from .resume import _config_json, check_resume_config, check_trainer_state  # noqa: F401  (public here too)
+from ..core.layers import dropout_mask
 from ..core.network import Network
 from ..core.optim import OPTIMIZERS
 from ..core.settings import IFFCLSettings
 from ..fast.parallel import ParallelFastPath, training_path
+from .config import IMAGE_SHAPES, RESUME_MAY_CHANGE, TrainConfig  # noqa: F401  (RESUME_MAY_CHANGE: public here too)
+from .data import augment_images
+from .resume import _config_json, check_resume_config, check_trainer_state  # noqa: F401  (public here too)
 
 
 class DivergenceError(ValueError):
@@ -376,7 +375,8 @@ class Trainer:
                 if self.image_shape is not None:  # drawn from the run's generator, before the step's draws
                     xb = augment_images(xb, self.image_shape, self.config.augment_shift, self.config.augment_flip,
                                         self.rng)
-                done = self._guarded(lambda: self._push(schedule, xb, yb, start), total, x, start, schedule, first)
+                push = functools.partial(self._push, schedule, xb, yb, start)
+                done = self._guarded(push, total, x, start, schedule, first)
                 in_flight = schedule.in_flight
                 self._finish(done, total, on_step)
             self._finish(self._guarded(schedule.drain, total, x, None, schedule, first), total, on_step)
