@@ -96,15 +96,16 @@ def test_each_block_moves_only_by_its_own_head(digits, dropout):
     rng.bit_generator.state = copy.deepcopy(trainer.rng.bit_generator.state)
     trainer.step(x, y)
     c, h = trainer.config, x.astype(np.float32)
-    for k, (block, head) in enumerate(zip(before.blocks, before.heads)):
-        mask = dropout_mask(h.shape, dropout, rng, h.dtype) if dropout else None
-        step = block_local_step(block, head, h, y, mask)
-        Adam(block.params, lr=c.lr).step(step.grads)
-        Adam(head.params, lr=c.output_lr).step(step.grads_head)
-        for mine, theirs in ((block, trainer.net_a.blocks[k]), (head, trainer.net_a.heads[k])):
-            for key, v in mine.params.items():
-                np.testing.assert_array_equal(v, theirs.params[key])
-        h = step.out
+    with trainer.blas_threads():  # bit for bit needs the trainer's BLAS thread count (OpenBLAS splits by it)
+        for k, (block, head) in enumerate(zip(before.blocks, before.heads)):
+            mask = dropout_mask(h.shape, dropout, rng, h.dtype) if dropout else None
+            step = block_local_step(block, head, h, y, mask)
+            Adam(block.params, lr=c.lr).step(step.grads)
+            Adam(head.params, lr=c.output_lr).step(step.grads_head)
+            for mine, theirs in ((block, trainer.net_a.blocks[k]), (head, trainer.net_a.heads[k])):
+                for key, v in mine.params.items():
+                    np.testing.assert_array_equal(v, theirs.params[key])
+            h = step.out
 
 
 def test_local_heads_learns_digits(digits):
