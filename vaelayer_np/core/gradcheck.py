@@ -333,22 +333,30 @@ def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) ->
     return results
 
 
-def _check_dropout_and_local_blocks(rng, h, tol):
-    """Dropout with its mask fixed (alone, and in the backprop baseline), and the local-heads method's blocks."""
-    from .layers import Dropout, OutputLayer, dropout_mask
-    from .localnet import LocalBlock, block_local_step
+def _heads_network_point(rng, n, d, c):
+    """A small float64 Network with a local head on each of its two VAE layers (readout of all layers,
+    sampled path, tanh), at a generic point, with a batch, its labels and its noise: (net, x, labels, eps)."""
     from .network import Network
 
-    n, d, k, c = 5, 6, 4, 3
-    mask = dropout_mask((n, d), 0.3, rng)
-    mask[0, :2] = (0.0, 1 / 0.7)  # one dropped and one kept entry at least
-    results = check_layer(Dropout(), rng.standard_normal((n, d)), rng, "Dropout[mask fixed]", mask=mask)
     net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3, log_var_bias_init=0.0,
                   encoder_hidden=3, readout="all", pass_on="sample", activation="tanh", local_heads=True)
     for _, layer in net.named_layers():
         generic_point(layer, rng)
     x, labels = rng.standard_normal((n, d)), rng.integers(0, c, n)
     eps = [rng.standard_normal((n, w)) for w in (5, 4)]
+    return net, x, labels, eps
+
+
+def _check_dropout_and_local_blocks(rng, h, tol):
+    """Dropout with its mask fixed (alone, and in the backprop baseline), and the local-heads method's blocks."""
+    from .layers import Dropout, OutputLayer, dropout_mask
+    from .localnet import LocalBlock, block_local_step
+
+    n, d, k, c = 5, 6, 4, 3
+    mask = dropout_mask((n, d), 0.3, rng)
+    mask[0, :2] = (0.0, 1 / 0.7)  # one dropped and one kept entry at least
+    results = check_layer(Dropout(), rng.standard_normal((n, d)), rng, "Dropout[mask fixed]", mask=mask)
+    net, x, labels, eps = _heads_network_point(rng, n, d, c)
     masks = [dropout_mask((n, w), 0.3, rng) for w in (d, 5)]
     results += check_network(net, x, labels, eps, 0.7, "Network[backprop,heads,dropout masks fixed]", h, tol,
                              head_weight=0.8, masks=masks)
@@ -390,12 +398,7 @@ def _check_networks(rng, h, tol):
             name = f"Network[backprop,encoder_hidden={hidden},neg_elbo_weight={weight}]"
             results += check_network(net, x, labels, eps, weight, name, h, tol)
     # with a local classifier head on every VAE layer, their losses added (readout of all layers)
-    net = Network(d, (5, 4), c, dtype=np.float64, seed=int(rng.integers(1 << 31)), beta=0.3, log_var_bias_init=0.0,
-                  encoder_hidden=3, readout="all", pass_on="sample", activation="tanh", local_heads=True)
-    for _, layer in net.named_layers():
-        generic_point(layer, rng)
-    x, labels = rng.standard_normal((n, d)), rng.integers(0, c, n)
-    eps = [rng.standard_normal((n, w)) for w in (5, 4)]
+    net, x, labels, eps = _heads_network_point(rng, n, d, c)
     results += check_network(net, x, labels, eps, 0.7, "Network[backprop,local heads]", h, tol, head_weight=0.8)
     return results
 

@@ -36,6 +36,7 @@ from ._validate import check_choice, check_dtype, check_float_array, check_label
 from .activations import get_activation
 from .iffcl import READABLE, local_head_step, output_local_step
 from .layers import Dense, Layer, OutputLayer, RngLike, _as_rng, _check_dims, _check_dtype, dropout_mask
+from .network import Stack
 from .settings import CHOICES, DEFAULTS
 
 
@@ -103,7 +104,7 @@ class LocalBlock(Layer):
         return dx, {k: grads[k] for k in self.params}
 
 
-class LocalNetwork:
+class LocalNetwork(Stack):
     """Blocks ``in_dim -> widths[0] -> ... -> widths[-1]``, a softmax head on each, and an output layer.
 
     Parameters
@@ -144,13 +145,6 @@ class LocalNetwork:
         return ([(f"block{i}", b) for i, b in enumerate(self.blocks)] + [("output", self.output)]
                 + [(f"head{i}", h) for i, h in enumerate(self.heads)])
 
-    def readout_features(self, outs: list[np.ndarray]) -> np.ndarray:
-        return outs[-1] if self.readout == "last" else np.concatenate(outs, axis=1)
-
-    def check_input(self, x: np.ndarray, labels: np.ndarray | None = None) -> None:
-        check_float_array("x", x, shape=(None, self.in_dim), dtype=self.dtype)
-        if labels is not None:
-            check_labels("labels", labels, x.shape[0], self.n_classes)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list]:
         """The evaluation path (no dropout): logits (N, C) and the blocks' outputs."""

@@ -19,7 +19,28 @@ from .settings import CHOICES, DEFAULTS
 RngLike = int | np.random.Generator | None
 
 
-class Network:
+class Stack:
+    """What the layer stacks share (:class:`Network`, and the local-heads baseline's
+    :class:`vaelayer_np.core.localnet.LocalNetwork`): the output layer's input and the batch check.
+    A stack has ``readout`` ("last" or "all"), ``in_dim``, ``n_classes`` and ``dtype``."""
+
+    readout: str
+    in_dim: int
+    n_classes: int
+    dtype: np.dtype
+
+    def readout_features(self, outs: list[np.ndarray]) -> np.ndarray:
+        """The output layer's input from the list of the layers' outputs: the last one, or all side by side."""
+        return outs[-1] if self.readout == "last" else np.concatenate(outs, axis=1)
+
+    def check_input(self, x: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """A batch ``x`` of this stack's inputs (and its labels), checked; errors name ``x`` or ``labels``."""
+        check_float_array("x", x, shape=(None, self.in_dim), dtype=self.dtype)
+        if labels is not None:
+            check_labels("labels", labels, x.shape[0], self.n_classes)
+
+
+class Network(Stack):
     """VAE layers ``in_dim -> widths[0] -> ... -> widths[-1]`` and an output layer.
 
     Every default comes from :data:`vaelayer_np.core.settings.DEFAULTS`: a network built
@@ -81,14 +102,6 @@ class Network:
         return ([(f"vae{i}", layer) for i, layer in enumerate(self.vae_layers)] + [("output", self.output)]
                 + [(f"head{i}", head) for i, head in enumerate(self.heads)])
 
-    def readout_features(self, outs: list[np.ndarray]) -> np.ndarray:
-        """The output layer's input from the list of VAE-layer outputs."""
-        return outs[-1] if self.readout == "last" else np.concatenate(outs, axis=1)
-
-    def check_input(self, x: np.ndarray, labels: np.ndarray | None = None) -> None:
-        check_float_array("x", x, shape=(None, self.in_dim), dtype=self.dtype)
-        if labels is not None:
-            check_labels("labels", labels, x.shape[0], self.n_classes)
 
     def forward(self, x: np.ndarray, rng: RngLike = None, eps: Sequence[np.ndarray] | None = None,
                 sample: bool = True, masks: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, list, Any, list]:
