@@ -349,11 +349,7 @@ def worker(notebook, lesson_path, seconds, memory_gb, stream=None):
     stream = stream or sys.stdout
     exercises = lesson_exercises(lesson_path)
     try:
-        size = Path(notebook).stat().st_size
-        if size > MAX_NOTEBOOK_BYTES:
-            raise ValueError(f"it is {size / 2 ** 20:.0f} MB, more than a lesson's notebook can be "
-                             f"({MAX_NOTEBOOK_BYTES / 2 ** 20:.0f} MB)")
-        nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+        nb = _read_notebook(notebook)
         if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
             raise ValueError("it is JSON, but not a notebook (no list of cells)")
         kept, notes = student_code(nb)
@@ -430,6 +426,15 @@ def collect(submissions, lessons=None):
 # thread: two threads in ``ast.literal_eval`` or ``compile`` at once can end with "SystemError: AST constructor
 # recursion depth mismatch". The threads of :func:`grade` read the lesson notebooks one at a time.
 _AST_LOCK = threading.Lock()
+
+
+def _read_notebook(notebook):
+    """A submitted notebook's JSON; ValueError when the file is larger than a lesson's notebook can be."""
+    size = Path(notebook).stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"it is {size / 2 ** 20:.0f} MB, more than a lesson's notebook can be "
+                         f"({MAX_NOTEBOOK_BYTES / 2 ** 20:.0f} MB)")
+    return json.loads(Path(notebook).read_text(encoding="utf-8"))
 
 
 def grade_notebook(notebook, lesson_path, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB):
@@ -534,11 +539,7 @@ def _answers(notebook, lesson_path):
     from ..tools.release_course import student_version
 
     try:
-        size = Path(notebook).stat().st_size
-        if size > MAX_NOTEBOOK_BYTES:
-            raise ValueError(f"it is {size / 2 ** 20:.0f} MB, more than a lesson's notebook can be "
-                             f"({MAX_NOTEBOOK_BYTES / 2 ** 20:.0f} MB)")
-        nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+        nb = _read_notebook(notebook)
         cells = ["".join(c["source"]) if isinstance(c["source"], list) else str(c["source"])
                  for c in nb["cells"] if c.get("cell_type") == "markdown"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
