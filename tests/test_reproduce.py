@@ -25,7 +25,12 @@ def _write_rows(folder, accs):
 
 
 def _table_row(page, name):
-    rows = [line for line in page.splitlines() if line.startswith(f"| {name} ") or line.startswith(f"| {name}*")]
+    """The row of ``name`` in the results table (the page's first table: the ablation's table below it may
+    repeat an experiment's name, with other columns)."""
+    lines = page.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| experiment | what |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = [line for line in lines[start:end] if line.startswith(f"| {name} ") or line.startswith(f"| {name}*")]
     assert len(rows) == 1, page
     return [cell.strip() for cell in rows[0].split("|")[1:-1]]
 

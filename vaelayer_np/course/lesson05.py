@@ -20,7 +20,8 @@ from ..core.network import Network
 from ..core.optim import Adam
 from ..run.data import load_dataset
 from ..tools.reproduce import PAPER_LIKE
-from .checks import Diagnosis, call_student, compare_arrays, isolated, run_check
+from .answer_keys import recorded
+from .checks import Diagnosis, call_student, compare_arrays, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -45,7 +46,7 @@ BACKPROP_EPOCHS = 3
 BACKPROP_MIN_ACCURACY = 0.80
 
 
-@isolated
+@recorded
 def check_kl_per_unit(kl_per_unit, n_trials=3, seed=0):
     r"""Check ``kl_per_unit(mu, log_var) -> (K,)``:
     :math:`\mathrm{KL}_k = \frac1N\sum_n -\frac12(1 + \log\sigma^2_{nk} - \mu_{nk}^2 - \sigma^2_{nk})`.
@@ -69,7 +70,7 @@ def check_kl_per_unit(kl_per_unit, n_trials=3, seed=0):
                           slips=slips)
 
 
-@isolated
+@recorded
 def check_active_units(active_units, n_trials=3, seed=0):
     r"""Check ``active_units(mu, threshold) -> (K,) bool``: :math:`\mathrm{Var}_n[\mu_{nk}] > \delta`.
 
@@ -138,7 +139,7 @@ def reference_backprop_epoch(net, optimizers, x, y, batch_size, rng):
     return float(np.mean(total))
 
 
-@isolated
+@recorded
 def check_backprop_epoch(backprop_epoch, epochs=BACKPROP_EPOCHS, min_accuracy=BACKPROP_MIN_ACCURACY, seed=0):
     """Train the network of :func:`make_backprop_setup` on digits for ``epochs`` calls of
     ``backprop_epoch(net, optimizers, x, y, batch_size, rng) -> mean loss`` (batch 32) and measure
