@@ -188,7 +188,10 @@ def test_reproduce_writes_a_table_from_the_runs(tmp_path, capsys):
     assert main(["reproduce", "--out", str(out), "--only", "digits-iffcl,digits-backprop", "--quick",
                  "--digits-seeds", "0"]) == 0
     table = (out / "results.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| digits")]
+    lines = table.splitlines()  # the results table, the page's first (the ablation table below repeats names)
+    start = next(i for i, line in enumerate(lines) if line.startswith("| experiment | what |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = [line for line in lines[start:end] if line.startswith("| digits")]
     assert len(rows) == 2
     last_test = float(rows[0].split("|")[5])
     metrics = [json.loads(line) for line in (out / "digits-iffcl" / "seed0" / "metrics.jsonl").read_text().splitlines()]
