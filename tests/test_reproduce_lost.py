@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaelayer_np.tools import reproduce
-from vaelayer_np.tools.reproduce import run_reproduce
+from vaelayer_np.tools.reproduce import run_reproduce, runner
 
 
 def _children_running(marker):
@@ -85,13 +85,13 @@ def test_no_exit_of_a_child_is_taken_for_a_finished_run_but_success(codes, stop_
     tasks = [("digits-iffcl", seed) for seed in range(len(codes))]
     by_seed = dict(enumerate(codes))
     lines = []
-    real = reproduce._launch
-    reproduce._launch = lambda name, seed, *a: _Exited(by_seed[seed])
+    real = runner._launch
+    runner._launch = lambda name, seed, *a: _Exited(by_seed[seed])
     try:
         finished, failed, interrupted, lost = reproduce.run_tasks(tasks, "/nonexistent", 4, None, None,
                                                                   lines.append, _Stop(stop_requested), "/nonexistent")
     finally:
-        reproduce._launch = real
+        runner._launch = real
     assert interrupted == stop_requested
     for key, code in zip(tasks, codes):
         if stop_requested:
