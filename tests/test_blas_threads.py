@@ -12,9 +12,8 @@ from threadpoolctl import ThreadpoolController
 
 from vaelayer_np.core import ops
 from vaelayer_np.fast import machine
-from vaelayer_np.fast.machine import BlasThreads, usable_cores
+from vaelayer_np.fast.machine import BlasThreads, limit_threads, usable_cores
 from vaelayer_np.run.config import TrainConfig
-from vaelayer_np.run.threads import limit_threads
 from vaelayer_np.run.trainer import Trainer
 
 _LIBS = ThreadpoolController().select(user_api="blas").lib_controllers

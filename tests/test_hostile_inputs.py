@@ -468,7 +468,7 @@ def test_thread_counts_are_bounded_by_the_cores(capsys):
     one_line_error(capsys, "--threads: 10000 threads is more than the")
     with pytest.raises(ValueError, match="n_threads: 10000 threads"):
         VAELayerClassifier(**FAST, n_threads=10000).fit(*separable())
-    from vaelayer_np.run.threads import blas_threads, limit_threads
+    from vaelayer_np.fast.machine import blas_threads, limit_threads
     with limit_threads(10000):  # a stored setting from a larger machine: capped, not refused
         assert max(blas_threads()) <= cores
 

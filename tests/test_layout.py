@@ -271,6 +271,7 @@ REMOVED = {
     r"pairing=[\"']labelled[\"']|``labelled``": "pairing='random'",
     r"\b_BlasOneThread\b": "fast.machine.BlasThreads",
     r"_validate\.(usable_cores|available_memory|check_threads|check_memory|format_bytes)": "fast.machine",
+    r"\brun\.threads\b|\bfrom \.threads import": "fast.machine (limit_threads, blas_threads)",
 }
 
 

@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 
 from vaelayer_np.core._validate import NonFiniteError
-from vaelayer_np.fast.machine import auto_threads, resolve_threads
+from vaelayer_np.fast.machine import auto_threads, limit_threads, resolve_threads
 from vaelayer_np.fast.parallel import ParallelFastPath, training_path
 from vaelayer_np.fast.training import FastPath
 from vaelayer_np.run.config import TrainConfig
-from vaelayer_np.run.threads import limit_threads
 from vaelayer_np.run.trainer import Trainer
 
 

@@ -9,11 +9,10 @@ from vaelayer_np.core.iffcl import ReadablePath
 from vaelayer_np.core.settings import IFFCLSettings
 from vaelayer_np.fast import machine
 from vaelayer_np.fast import pipeline as pipeline_module
-from vaelayer_np.fast.machine import depth_flops, usable_cores
+from vaelayer_np.fast.machine import depth_flops, limit_threads, usable_cores
 from vaelayer_np.fast.pipeline import DrawnNoise, LayerPipeline, split_depths
 from vaelayer_np.fast.training import FastPath
 from vaelayer_np.run.config import TrainConfig
-from vaelayer_np.run.threads import limit_threads
 from vaelayer_np.run.trainer import DivergenceError, Trainer
 
 

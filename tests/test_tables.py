@@ -8,10 +8,10 @@ import pytest
 from sklearn.datasets import load_iris, load_wine
 
 from vaelayer_np import cli, runs
+from vaelayer_np.fast.machine import blas_threads, limit_threads
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.data import CorruptFileError, DatasetNotFoundError
 from vaelayer_np.run.tables import fit_sizes, load_table
-from vaelayer_np.run.threads import blas_threads, limit_threads
 
 
 def write_csv(path, header, rows):

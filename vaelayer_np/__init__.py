@@ -52,8 +52,8 @@ MODULE_MAP = (
         ("fast.kernels", "Numba kernels mirroring core.ops, each tested against it"),
         ("fast.backend", "the backend table: which implementation each hot operation uses"),
         ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
-        ("fast.machine", "the machine: cores, memory, BLAS threads (BlasThreads) and how many threads a run may use "
-                         "(threads='auto' looks at the idle cores)"),
+        ("fast.machine", "the machine: cores, memory, BLAS threads (BlasThreads, limit_threads: a with-block's "
+                         "limit) and how many threads a run may use (threads='auto' looks at the idle cores)"),
         ("fast.parallel", "IFFCL's twins on two threads, one BLAS thread each: bit-identical to the serial step; "
                           "the path a trainer uses"),
         ("fast.pipeline", "the layers pipelined: depth k on batch t while depth k+1 is on batch t-1, bit-identical"),
@@ -66,8 +66,6 @@ MODULE_MAP = (
         ("run.model_file", "the saved estimator's file: what save writes and load checks, entry by entry"),
         ("run.trainer", "the training loop around either method: optimisers, schedule, state"),
         ("run.resume", "what a checkpoint must hold to resume a trainer, every entry checked"),
-        ("run.threads", "limit_threads: a with-block's BLAS thread limit (threadpoolctl), as a run and the estimator "
-                        "set it"),
         ("run.signals", "one stop flag for Ctrl-C, SIGTERM and SIGHUP: a run saves, then stops"),
         ("run.runs", "run folders: train, resume, evaluate, plot"),
         ("run.plots", "the figures of a run and of several runs"),
@@ -104,12 +102,12 @@ _PUBLIC = {
     "Network": "core.network", "SGD": "core.optim", "Adam": "core.optim",
     "ACTIVATIONS": "core.activations", "get_activation": "core.activations",
     "DEFAULTS": "core.settings", "CHOICES": "run.config", "TrainConfig": "run.config", "Trainer": "run.trainer",
-    "VAELayerClassifier": "run.estimator", "load_table": "run.tables", "limit_threads": "run.threads",
+    "VAELayerClassifier": "run.estimator", "load_table": "run.tables", "limit_threads": "fast.machine",
     "NonFiniteError": "core._validate",
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str):
     if name in _PUBLIC:
         return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
     if name in MOVED and "." not in name:

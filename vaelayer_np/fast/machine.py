@@ -23,9 +23,12 @@ What the count means for training (:class:`vaelayer_np.run.trainer.Trainer`):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +37,7 @@ from ..core._validate import is_bool
 AUTO = "auto"
 
 # ----------------------------------------------------------------------------- the machine: cores and memory
-def check_threads(n, name="threads", cap=False):
+def check_threads(n: int, name: str="threads", cap: bool=False) -> int | None:
     """``n`` as a positive int, or None (no limit); anything else raises ValueError naming ``name``.
 
     A count above the cores this process may use (:func:`usable_cores`) is refused, or with
@@ -100,7 +103,7 @@ def available_memory():
     return min(limits) if limits else None
 
 
-def format_bytes(n):
+def format_bytes(n: int) -> str:
     """``"1.5 GB"``, ``"800 MB"``, ``"12 kB"`` (powers of 1000)."""
     n = float(n)
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -109,7 +112,7 @@ def format_bytes(n):
     return f"{int(n)} bytes"
 
 
-def check_memory(name, nbytes, what):
+def check_memory(name: str, nbytes: int, what: str):
     """Refuse, naming ``name``, an allocation of about ``nbytes`` bytes that the memory available cannot hold."""
     available = available_memory()
     if available is not None and nbytes > available:
@@ -141,12 +144,12 @@ class BlasThreads:
     ``n=None`` leaves the counts as they are.
     """
 
-    def __init__(self, n=1):
+    def __init__(self, n: int=1) -> None:
         self.n = None if n is None else check_threads(n)
         self._libs = None
         self._saved = []
 
-    def __enter__(self):
+    def __enter__(self) -> BlasThreads:
         if self.n is None:
             return self
         if self._libs is None:
@@ -160,18 +163,18 @@ class BlasThreads:
                 lib.set_num_threads(self.n)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: BaseException) -> None:
         if self.n is None:
             return
         for lib, count in zip(self._libs, self._saved.pop()):
             if count != self.n:
                 lib.set_num_threads(count)
 
-    def __getstate__(self):  # the library handles are not picklable: looked up again after loading
+    def __getstate__(self) -> dict[str, int | None | list]:  # the library handles are not picklable: looked up again after loading
         return {"n": self.n, "_libs": None, "_saved": []}
 
 
-def depth_flops(net, n):
+def depth_flops(net: Any, n: int) -> list:
     """FLOPs of the matrix products of one IFFCL step at each depth of ``net`` (both twins), batch ``n``.
 
     Per twin and VAE layer (input D, encoder hidden E or none, latent K): the encoder's product and its
@@ -194,13 +197,13 @@ def depth_flops(net, n):
     return costs
 
 
-def worth_parallel(net, n, min_flops=None):
+def worth_parallel(net: Any, n: int, min_flops: int | None=None) -> bool:
     """True if an IFFCL step of ``net`` on a batch of ``n`` has at least ``min_flops`` FLOPs of matrix
     products (default: :data:`PARALLEL_MIN_FLOPS`, read at the call): large enough for two threads to pay."""
     return sum(depth_flops(net, n)) >= (PARALLEL_MIN_FLOPS if min_flops is None else min_flops)
 
 
-def _cpu_times(cpus):
+def _cpu_times(cpus) -> dict:
     """cpu index -> (idle jiffies: idle + iowait, total jiffies), from /proc/stat."""
     times = {}
     with open("/proc/stat") as fh:
@@ -217,7 +220,7 @@ def _cpu_times(cpus):
     return times
 
 
-def idle_cores(interval=0.2):
+def idle_cores(interval: float=0.2) -> int | None:
     """The number of this process's cores idle over ``interval`` seconds.
 
     Returns an int (each core counted when at least half of its time was idle), or None if
@@ -243,7 +246,7 @@ def idle_cores(interval=0.2):
 
 
 @functools.lru_cache(maxsize=1)
-def auto_threads():
+def auto_threads() -> int:
     """The thread count of ``threads="auto"``: the idle cores now, at least 1, at most the usable cores."""
     cores = usable_cores()
     if cores == 1:
@@ -257,7 +260,7 @@ def auto_threads():
     return max(1, min(cores, int(idle)))
 
 
-def resolve_threads(n):
+def resolve_threads(n: int | str | None) -> int | None:
     """``n`` as a number of threads: ``"auto"`` (:func:`auto_threads`), None (None: the libraries' own
     count), or a positive int (capped at the usable cores)."""
     if isinstance(n, str) and n == AUTO:
@@ -265,3 +268,39 @@ def resolve_threads(n):
     if isinstance(n, str) and n.isdigit():
         n = int(n)
     return check_threads(n, cap=True)
+
+
+# ----------------------------------------------------------------------------- a with-block's BLAS thread limit
+@contextlib.contextmanager
+def limit_threads(n: int | str | None) -> Iterator[Any]:
+    """Run the ``with`` block with at most ``n`` BLAS threads (``None``: leave the libraries as they are).
+
+    The matrix products of a step (``ops.matmul``) run in the BLAS library NumPy was built with (OpenBLAS
+    in the wheels), which may start one thread per core; this caps that number for the code inside the
+    block, through threadpoolctl. ``vaelayer train --threads N``, ``TrainConfig.threads`` and
+    ``VAELayerClassifier(n_threads=N)`` use it. The default, :data:`vaelayer_np.run.config.DEFAULT_THREADS`,
+    and the measurement behind it (:mod:`vaelayer_np.tools.threads_bench`) are described in
+    docs/performance.md.
+
+    Parameters
+    ----------
+    n : int >= 1, "auto" (:func:`auto_threads`: the idle cores) or None; more than the cores this process
+        may use is lowered to that number
+
+    The previous limits are restored on leaving the block, also after an exception.
+    """
+    threads = resolve_threads(n)
+    if threads is None:
+        yield None
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas") as limiter:
+        yield limiter
+
+
+def blas_threads() -> list[int]:
+    """The number of threads of each BLAS library loaded in this process, as a list of ints."""
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]

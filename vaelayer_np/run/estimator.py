@@ -21,6 +21,9 @@ The comparison with scikit-learn's models in docs/tabular.md is a tool,
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -31,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..analysis.diagnostics import encode_layers
 from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core.settings import DEFAULTS
+from ..fast.machine import check_threads, limit_threads
 from . import model_file
 from .config import ARRAYS, CHOICES, DEFAULT_THREADS, TrainConfig
 from .model_file import rebuild_trainer
@@ -44,7 +48,6 @@ from .tables import (
     fit_sizes,
     standardize,
 )
-from .threads import check_threads, limit_threads
 
 SKLEARN_CHECKS_NOT_APPLICABLE = {}
 """scikit-learn estimator checks that cannot apply to this classifier, by name, with the reason.
@@ -54,15 +57,15 @@ scikit-learn >= 1.6, which replaced the ``_xfail_checks`` tag). Empty: every che
 """
 
 
-def _is_int(v):
+def _is_int(v: np.ndarray) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_real(v):
+def _is_real(v: np.ndarray) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _big_integer_labels(y):
+def _big_integer_labels(y: np.ndarray) -> np.ndarray | None:
     """Labels held as Python objects that are all integers, some beyond 64 bits: (N,) object array, else None.
 
     NumPy and scikit-learn cannot hold such labels as numbers; they are encoded here, exactly."""
@@ -77,7 +80,7 @@ def _big_integer_labels(y):
     return np.array([int(v) for v in arr], dtype=object)
 
 
-def _check_object_labels(y):
+def _check_object_labels(y: np.ndarray) -> None:
     """Labels held as Python objects (a list or an object array): a missing label (None, NaN) or a mix of
     kinds (numbers and strings) is named here, before scikit-learn's checks fail on it less clearly."""
     try:
@@ -145,12 +148,12 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """
 
     # the model's and IFFCL's defaults are core.settings.DEFAULTS (one source), read here, not written again
-    def __init__(self, method="iffcl", widths=None, encoder_hidden=None, epochs=100, batch_size=32, lr=1e-3,
-                 output_lr=0.01, beta=DEFAULTS["beta"], lam=DEFAULTS["lam"], margin=DEFAULTS["margin"],
-                 activation=DEFAULTS["activation"], pairing=DEFAULTS["pairing"], contrast=DEFAULTS["contrast"],
-                 readout=DEFAULTS["readout"], pass_on=DEFAULTS["pass_on"], standardize=True, validation_fraction=0.1,
-                 early_stopping=False, n_iter_no_change=10, random_state=None, n_threads=None, backend=None,
-                 dtype="float32", verbose=0):
+    def __init__(self, method: str="iffcl", widths: Sequence[int] | None=None, encoder_hidden: int | None=None, epochs: int=100, batch_size: int=32, lr: float=1e-3,
+                 output_lr: float=0.01, beta: float=DEFAULTS["beta"], lam: float=DEFAULTS["lam"], margin: float=DEFAULTS["margin"],
+                 activation: str=DEFAULTS["activation"], pairing: str=DEFAULTS["pairing"], contrast: str=DEFAULTS["contrast"],
+                 readout: str=DEFAULTS["readout"], pass_on: str=DEFAULTS["pass_on"], standardize: bool=True, validation_fraction: float=0.1,
+                 early_stopping: bool=False, n_iter_no_change: int=10, random_state: int | np.random.Generator | None=None, n_threads: int | None=None, backend: str | None=None,
+                 dtype: str="float32", verbose: int=0) -> None:
         self.method = method
         self.widths = widths
         self.encoder_hidden = encoder_hidden
@@ -177,7 +180,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ configuration
-    def _config(self, n_features, n_classes, seed):
+    def _config(self, n_features: int, n_classes: int, seed: int):
         widths, hidden = fit_sizes(n_features, n_classes)
         if self.widths is not None:
             widths = tuple(int(w) for w in np.atleast_1d(self.widths))
@@ -199,7 +202,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         n = check_threads(self.n_threads, "n_threads")
         return DEFAULT_THREADS if n is None else n
 
-    def _check_fit_params(self):
+    def _check_fit_params(self) -> None:
         """Every parameter's type and value, each named (scikit-learn style: checked in ``fit``)."""
         w = self.widths
         if w is not None:
@@ -248,7 +251,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"n_iter_no_change: expected a positive integer, got {n!r}")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X: np.ndarray, y: np.ndarray) -> VAELayerClassifier:
         """Train on ``X`` (n_samples, n_features) numbers and ``y`` (n_samples,) labels of any kind.
 
         Returns
@@ -328,7 +331,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self._store_latent_statistics(Xs)
         return self
 
-    def _validation_split(self, Xs, y_index, seed):
+    def _validation_split(self, Xs, y_index, seed: int) -> tuple:
         from sklearn.model_selection import train_test_split
 
         n = len(y_index)
@@ -341,7 +344,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                                     stratify=stratify)
         return x_tr, y_tr, x_val, y_val
 
-    def _store_latent_statistics(self, Xs):
+    def _store_latent_statistics(self, Xs) -> None:
         """Each layer's aggregate posterior on the training rows, as a diagonal Gaussian (what :meth:`sample`
         draws from): :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior`."""
         with limit_threads(self._threads()):
@@ -351,7 +354,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.latent_std_ = [std for _, std in fitted]
 
     # ------------------------------------------------------------------ prediction
-    def _standardized(self, X):
+    def _standardized(self, X: np.ndarray):
         """``(X - mean_) / scale_`` without overflow, refused (naming the column) beyond what the network takes."""
         z = standardize(X, self.mean_, self.scale_)
         try:
@@ -363,25 +366,25 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"X: column {c} row {r + 1} holds {X[r, c]:.6g}, beyond the +-{MAX_STANDARD_SCORE:g} "
                              "the network can take unscaled; use standardize=True") from None
 
-    def _scaled(self, X):
+    def _scaled(self, X: np.ndarray):
         check_is_fitted(self)
         with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
             X = validate_data(self, X, dtype=np.float64, reset=False)
         return self._standardized(X).astype(self.trainer_.dtype)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: np.ndarray):
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_`` (mean path)."""
         x = self._scaled(X)
         with limit_threads(self._threads()):
             p = self.trainer_.predict_proba(x).astype(np.float64)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray):
         """The most probable label of each row, (n_samples,) of the type of ``classes_``."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X: np.ndarray, y: np.ndarray, sample_weight=None) -> float:
         """Mean accuracy of :meth:`predict` on ``X`` against ``y`` (also for integer labels beyond 64 bits)."""
         if self.classes_.dtype != object:
             return super().score(X, y, sample_weight=sample_weight)
@@ -389,13 +392,13 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                           dtype=np.float64)
         return float(np.average(hits, weights=sample_weight))
 
-    def _latent_means(self, x):
+    def _latent_means(self, x: np.ndarray) -> list:
         net = self.trainer_.net_a
         with limit_threads(self._threads()):
             _, caches, _, _ = net.forward(np.asarray(x, dtype=self.trainer_.dtype), sample=False)
         return [c["mu"].astype(np.float64) for c in caches]
 
-    def transform(self, X, layer=None):
+    def transform(self, X: np.ndarray, layer: Any | None=None) -> np.ndarray:
         """Latent means of net A's VAE layers (mean path).
 
         Parameters
@@ -411,21 +414,21 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             return np.concatenate(mus, axis=1)
         return mus[self._layer_index(layer)]
 
-    def _layer_index(self, layer):
+    def _layer_index(self, layer: Any):
         n = len(self.widths_)
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
             raise ValueError(f"layer: expected an integer in [{-n}, {n - 1}] (one of the {n} VAE layers), "
                              f"got {layer!r}")
         return int(layer) % n
 
-    def _decode(self, k, z):
+    def _decode(self, k: int, z: np.ndarray):
         """Carry a latent of layer k down through the decoders to input units
         (:func:`vaelayer_np.analysis.generation.decode_to_input`, then the standardisation undone)."""
         with limit_threads(self._threads()):
             h = decode_to_input(self.trainer_.net_a, k, np.asarray(z, dtype=self.trainer_.dtype))
         return np.asarray(h, dtype=np.float64) * self.scale_ + self.mean_
 
-    def reconstruct(self, X, layer=0):
+    def reconstruct(self, X: np.ndarray, layer: int=0):
         """Reconstruction of ``X`` through VAE layer ``layer`` (0: the first), in the units of ``X``.
 
         Layer k encodes X up to its latent mean (mean path) and its decoder and those of
@@ -433,12 +436,12 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray (n_samples, n_features_in_)
+        np.ndarray (n_samples, n_features_in_)
         """
         k = self._layer_index(layer)
         return self._decode(k, self._latent_means(self._scaled(X))[k])
 
-    def sample(self, n, layer=-1, random_state=None):
+    def sample(self, n: int, layer: Any=-1, random_state: int | np.random.Generator | None=None):
         """``n`` new rows decoded from samples of VAE layer ``layer``'s latent space, in input units.
 
         The samples are z ~ N(m, diag(s^2)), the layer's aggregate posterior on the training rows
@@ -459,7 +462,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self._decode(k, m + s * rng.standard_normal((int(n), m.shape[0])))
 
     # ------------------------------------------------------------------ pickling, files
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
         # The trainer is kept as its state dict of arrays (plus its configuration): its layers
         # hold the backend's functions (closures for numba) and parameter views into flat buffers.
         state = self.__dict__.copy()
@@ -469,14 +472,14 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                        "n_classes": trainer.n_classes, "arrays": trainer.state_dict()}
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         saved = state.pop("_trainer_state", None)
         self.__dict__.update(state)
         if saved is not None:
             self.trainer_ = rebuild_trainer(saved["config"], saved["n_features"], saved["n_classes"],
                                              saved["arrays"])
 
-    def save(self, path):
+    def save(self, path: str | Path):
         """Write the fitted model to one ``.npz`` file (atomically; no pickles).
 
         The file holds the parameters of this estimator (JSON), the training
@@ -489,7 +492,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return model_file.write(self, path)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | Path):
         """Read a model written by :meth:`save`.
 
         Every entry is checked before it is used (type, shape, dtype, finite values, ranges, and that

@@ -31,9 +31,11 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ..fast.machine import check_memory, usable_cores
+from ..fast.machine import check_memory, limit_threads, usable_cores
 from .checkpoint import (
     CheckpointError,
     _save_error,
@@ -49,7 +51,6 @@ from .config import RESUME_MAY_CHANGE, TrainConfig
 from .data import changed_files, fingerprint_files, load_dataset
 from .signals import StopSignals
 from .tables import load_table_for_config
-from .threads import limit_threads
 from .trainer import DivergenceError, Trainer, check_resume_config
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = "config.json", "metrics.jsonl", "checkpoint.npz", "run.lock"
@@ -58,7 +59,7 @@ DATA_ENTRY = "run.data_json"
 """The checkpoint's copy of data.json (its JSON text): the fingerprint survives a lost or edited data.json."""
 
 
-def new_run_dir(root="runs", config=None):
+def new_run_dir(root: str="runs", config=None) -> Path:
     """A fresh folder ``root/<time>-<dataset>-<method>`` (never an existing one)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = f"-{config.dataset}-{config.method}" if config is not None else ""
@@ -82,7 +83,7 @@ def load_run_dataset(config):
     return load_dataset(config.dataset, config.data_dir, config.val_fraction, config.seed, config.limit)
 
 
-def _check_is_folder(run_dir):
+def _check_is_folder(run_dir: str | Path) -> None:
     """Refuse a path that is a file, a loop of symbolic links, a dangling link or below a file (a missing path is
     fine: the run creates it)."""
     try:
@@ -104,7 +105,7 @@ def _check_is_folder(run_dir):
         raise CheckpointError(f"{run_dir}: is a file, not a run folder; choose a folder path")
 
 
-def read_config(run_dir):
+def read_config(run_dir: str | Path):
     """The :class:`TrainConfig` of a run folder (ValueError naming the file if it is not one of ours)."""
     run_dir = Path(run_dir)
     _check_is_folder(run_dir)
@@ -130,7 +131,7 @@ def read_config(run_dir):
         raise CheckpointError(f"{path}: not a valid run configuration ({exc})") from None
 
 
-def read_metrics(run_dir):
+def read_metrics(run_dir: str | Path) -> list:
     """The rows of a run's metrics.jsonl ([] if there is none); a torn last line (a crash) is dropped."""
     path = Path(run_dir) / METRICS_FILE
     if not os.path.lexists(path):
@@ -138,12 +139,12 @@ def read_metrics(run_dir):
     return read_jsonl(path).rows
 
 
-def _is_ours(name):
+def _is_ours(name: str) -> bool:
     """Files a run folder may hold before its config exists: the lock and temporary files of a save."""
     return name == LOCK_FILE or name.endswith(".tmp")
 
 
-def _check_new_run_dir(run_dir):
+def _check_new_run_dir(run_dir: str | Path) -> None:
     """Refuse a folder for a new run that is a file, holds a run, or holds other files."""
     _check_is_folder(run_dir)
     if not run_dir.exists():
@@ -178,11 +179,11 @@ class RunLock:
     process); the lock itself ends with the process, even a killed one.
     """
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.fd = None
 
-    def __enter__(self):
+    def __enter__(self) -> RunLock:
         import fcntl
 
         path = self.run_dir / LOCK_FILE
@@ -202,14 +203,14 @@ class RunLock:
             raise CheckpointError(f"{path}: cannot lock the run folder ({exc.strerror or exc})") from None
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: BaseException) -> bool:
         if self.fd is not None:
             os.close(self.fd)  # closing releases the lock
             self.fd = None
         return False
 
 
-def plot_run(run_dir, trainer=None, dataset=None, allow_changed_data=False):
+def plot_run(run_dir: str | Path, trainer=None, dataset=None, allow_changed_data: bool=False):
     """Write every plot of a run folder (see :func:`vaelayer_np.run.plots.plot_all`); returns the paths written.
 
     Without ``trainer``, the run's checkpoint and data are loaded (:func:`load_trainer`; changed data
@@ -230,7 +231,7 @@ def plot_run(run_dir, trainer=None, dataset=None, allow_changed_data=False):
                     feature_names=tuple(getattr(dataset, "feature_names", ())))
 
 
-def evaluate(trainer, dataset):
+def evaluate(trainer, dataset) -> dict:
     """Accuracy of the trainer's prediction on each split (mean path); None for an empty split."""
     out = {}
     for split in ("train", "val", "test"):
@@ -239,11 +240,11 @@ def evaluate(trainer, dataset):
     return out
 
 
-def _format_acc(value):
+def _format_acc(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _read_checkpoint(run_dir):
+def _read_checkpoint(run_dir: str | Path) -> None:
     """The checkpoint's arrays, or None if the run has none yet (killed before its first save)."""
     path = Path(run_dir) / CHECKPOINT_FILE
     if not os.path.lexists(path):
@@ -251,7 +252,7 @@ def _read_checkpoint(run_dir):
     return load_npz(path)
 
 
-def load_trainer(run_dir, dataset=None, allow_changed_data=False, log=print):
+def load_trainer(run_dir: str | Path, dataset=None, allow_changed_data: bool=False, log: Callable[[str], Any] | None=print) -> tuple:
     """Rebuild a run's trainer from its config and checkpoint (ValueError naming what is wrong).
 
     The data files are compared with the run's fingerprint (see :func:`check_data_unchanged`).
@@ -271,7 +272,7 @@ def load_trainer(run_dir, dataset=None, allow_changed_data=False, log=print):
 
 
 # ----------------------------------------------------------------------------- checks before training
-def model_parameter_count(config, n_features, n_classes):
+def model_parameter_count(config, n_features: int, n_classes: int):
     """The number of parameters of one network of ``config`` on ``n_features`` inputs and ``n_classes`` classes
     (Python integers: exact however large the sizes)."""
     widths = tuple(int(w) for w in config.resolved_widths())
@@ -287,7 +288,7 @@ def model_parameter_count(config, n_features, n_classes):
     return total + readout * int(n_classes) + int(n_classes)
 
 
-def training_memory(config, n_features, n_classes):
+def training_memory(config, n_features: int, n_classes: int):
     """Bytes a Trainer of ``config`` needs, roughly: per network the parameters, their gradients and the
     optimiser's moments (two for Adam, one for SGD), and the activations of a batch."""
     import numpy as np
@@ -303,7 +304,7 @@ def training_memory(config, n_features, n_classes):
     return nets * (copies * params + activations) * itemsize
 
 
-def check_model_memory(config, n_features, n_classes, name=None):
+def check_model_memory(config, n_features: int, n_classes: int, name: str | None=None):
     """Refuse a model larger than the memory available, naming the sizes that make it so."""
     nbytes = training_memory(config, n_features, n_classes)
     widths = ",".join(str(w) for w in config.resolved_widths())
@@ -315,13 +316,13 @@ def check_model_memory(config, n_features, n_classes, name=None):
                                       "parameters per network, with gradients and optimiser moments)")
 
 
-def make_trainer(config, dataset):
+def make_trainer(config, dataset) -> Trainer:
     """A Trainer for ``config`` on ``dataset``, after checking that its memory fits."""
     check_model_memory(config, dataset.n_features, dataset.n_classes)
     return Trainer(config, dataset.n_features, dataset.n_classes)
 
 
-def check_recon_inputs(config, dataset):
+def check_recon_inputs(config, dataset) -> None:
     """A BCE reconstruction (``recon="bce"``) needs the first layer's inputs, its targets, in [0, 1]: a value
     outside is named here, with the setting at fault, before any folder exists (a table's columns are
     standardised, so they always hold negative values)."""
@@ -347,7 +348,7 @@ def check_recon_inputs(config, dataset):
                          "(the default) for such data")
 
 
-def check_dataset_values(dataset):
+def check_dataset_values(dataset) -> None:
     """Every split finite (a value that would stop the first step is named here, before any folder exists)."""
     import numpy as np
 
@@ -361,7 +362,7 @@ def check_dataset_values(dataset):
                              f"{r + 1}); the data cannot be trained on")
 
 
-def read_data_fingerprint(run_dir):
+def read_data_fingerprint(run_dir: str | Path) -> None:
     """The ``files`` recorded in a run's data.json, or None when it has none (a run of an older version)."""
     path = Path(run_dir) / DATA_FILE
     if not os.path.lexists(path):
@@ -376,7 +377,7 @@ def read_data_fingerprint(run_dir):
     return files
 
 
-def _parse_data_entry(run_dir, state):
+def _parse_data_entry(run_dir: str | Path, state: dict[str, Any]) -> None:
     """The ``files`` of the checkpoint's copy of data.json (entry :data:`DATA_ENTRY`, removed from ``state``),
     or None when the checkpoint has none (written by a version before the copy)."""
     import numpy as np
@@ -396,7 +397,7 @@ def _parse_data_entry(run_dir, state):
     return files
 
 
-def _recorded_data(run_dir, state, allow_changed_data=False, log=print):
+def _recorded_data(run_dir: str | Path, state: dict[str, Any], allow_changed_data: bool=False, log: Callable[[str], Any] | None=print):
     """The fingerprint of the data a run was trained on: data.json, held against the checkpoint's copy.
 
     ``state``: the checkpoint's arrays (its copy is removed from them), or None when there is no checkpoint.
@@ -429,7 +430,7 @@ def _recorded_data(run_dir, state, allow_changed_data=False, log=print):
     return on_disk if on_disk != "unreadable" else copy
 
 
-def read_data_fingerprint_or_none(run_dir):
+def read_data_fingerprint_or_none(run_dir: str | Path) -> None:
     """:func:`read_data_fingerprint`, None also for an unreadable data.json."""
     try:
         return read_data_fingerprint(run_dir)
@@ -437,7 +438,7 @@ def read_data_fingerprint_or_none(run_dir):
         return None
 
 
-def check_data_unchanged(run_dir, dataset, allow_changed_data=False, log=print, recorded="data.json"):
+def check_data_unchanged(run_dir: str | Path, dataset, allow_changed_data: bool=False, log: Callable[[str], Any] | None=print, recorded: str="data.json") -> list:
     """Refuse data files that differ from those the run was trained on (size or sha256), naming them.
 
     ``recorded``: the fingerprint to compare with (:func:`_recorded_data`), or by default the run's data.json.
@@ -457,7 +458,7 @@ def check_data_unchanged(run_dir, dataset, allow_changed_data=False, log=print, 
     return changes
 
 
-def _remove_unfinished(run_dir, created):
+def _remove_unfinished(run_dir: str | Path, created) -> None:
     """After an error before the first checkpoint: remove the files the new run made (and its folder if it made it)."""
     for name in (METRICS_FILE, DATA_FILE, CONFIG_FILE, LOCK_FILE):
         try:
@@ -471,7 +472,7 @@ def _remove_unfinished(run_dir, created):
             pass
 
 
-def _check_saved_config(config, state):
+def _check_saved_config(config, state: dict[str, Any]) -> None:
     import numpy as np
 
     entry = state["trainer.config"]
@@ -484,7 +485,7 @@ def _check_saved_config(config, state):
             check_resume_config(config, saved)
 
 
-def _keep_rows_of_checkpoint(run_dir, epoch, log):
+def _keep_rows_of_checkpoint(run_dir: str | Path, epoch: int, log: Callable[[str], Any] | None):
     """Metrics rows of epochs 1..epoch; the file is rewritten (atomically) only if it holds more or a torn line."""
     path = run_dir / METRICS_FILE
     if not os.path.lexists(path):
@@ -505,8 +506,8 @@ def _keep_rows_of_checkpoint(run_dir, epoch, log):
     return keep
 
 
-def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True, plots=True, log=print,
-              should_stop=None, changes=None, allow_changed_data=False):
+def train_run(config=None, run_dir: str | Path | None=None, resume=None, epochs: int | None=None, progress: bool=True, plots: bool=True, log: Callable[[str], Any] | None=print,
+              should_stop: Callable[[], bool] | None=None, changes: dict[str, Any] | None=None, allow_changed_data: bool=False) -> tuple:
     """Train (or resume) a run in a folder. Returns (run_dir, metrics rows, completed).
 
     Every setting, the run folder and the dataset are checked before anything is
@@ -612,7 +613,7 @@ def train_run(config=None, run_dir=None, resume=None, epochs=None, progress=True
             raise
 
 
-def _save_checkpoint(run_dir, trainer, provenance):
+def _save_checkpoint(run_dir: str | Path, trainer, provenance) -> None:
     """The trainer's state, with the copy of data.json (:data:`DATA_ENTRY`) when the run has one."""
     import numpy as np
 
@@ -627,7 +628,7 @@ _DIVERGENCE_SUSPECTS = (("head_weight", "the weight of the local heads' loss in 
                         ("weight_decay", "the L2 weight decay"))
 
 
-def _name_suspects(message, config):
+def _name_suspects(message: str, config):
     """A divergence's message with the run's own loss weights among the suspects (the trainer names --lr,
     --output-lr, --lam and --beta): each of :data:`_DIVERGENCE_SUSPECTS` the run set above 0, and an
     unbounded log-variance (--log-var-bound 0)."""
@@ -644,7 +645,7 @@ def _name_suspects(message, config):
     return message.rstrip(".") + ". Suspects among this run's own settings: " + "; ".join(extra) + "."
 
 
-def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should_stop, provenance=None):
+def _train(config, run_dir: str | Path, dataset, trainer, rows: list[dict[str, Any]], progress: bool, plots, log: Callable[[str], Any] | None, should_stop: Callable[[], bool] | None, provenance=None) -> tuple:
     """The epochs of a run (its folder locked and checked); see :func:`train_run`. ``provenance``: the data
     fingerprint the checkpoints carry (see :func:`_recorded_data`)."""
     log(dataset.summary())
@@ -693,7 +694,7 @@ def _train(config, run_dir, dataset, trainer, rows, progress, plots, log, should
 class _TqdmBar:
     """The progress bar (on stderr); a closed stderr (a broken pipe) ends the bar, never the training."""
 
-    def __init__(self, total, desc, initial):
+    def __init__(self, total: int, desc: str, initial) -> None:
         from tqdm.auto import tqdm
         self.bar = None
         try:
@@ -702,7 +703,7 @@ class _TqdmBar:
             pass
         self.loss = self.acc = None
 
-    def update_step(self, index, total, metrics):
+    def update_step(self, index, total: int, metrics) -> None:
         if self.bar is None:
             return
         # exponential moving averages keep the live figures readable
@@ -715,7 +716,7 @@ class _TqdmBar:
         except OSError:
             self.bar = None
 
-    def close(self):
+    def close(self) -> None:
         if self.bar is not None:
             try:
                 self.bar.close()
@@ -723,7 +724,7 @@ class _TqdmBar:
                 pass
 
 
-def _progress_bar(enabled, trainer, dataset, config):
+def _progress_bar(enabled: bool, trainer, dataset, config) -> _TqdmBar | None:
     if not enabled:
         return None
     total = trainer.n_batches(dataset.x_train.shape[0])

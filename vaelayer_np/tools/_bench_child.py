@@ -16,15 +16,15 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def epoch_steps(steps, parallel="twins"):
-    from ..fast.machine import resolve_threads
+def epoch_steps(steps: int, parallel: str="twins") -> None:
+    from ..fast.machine import limit_threads, resolve_threads
     from ..fast.parallel import ParallelFastPath
     from ..run.config import TrainConfig
-    from ..run.threads import limit_threads
     from ..run.trainer import Trainer
 
     try:
@@ -52,10 +52,10 @@ def _faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def epoch(backend):
+def epoch(backend: str) -> None:
+    from ..fast.machine import limit_threads
     from ..run.config import TrainConfig
     from ..run.data import load_dataset
-    from ..run.threads import limit_threads
     from ..run.trainer import Trainer
 
     ds = load_dataset("fashion-mnist")
@@ -70,7 +70,7 @@ def epoch(backend):
         first = _faults() - f0
         per_step, last = [], [_faults()]
 
-        def on_step(i, n, m):
+        def on_step(i, n: int, m: np.ndarray) -> None:
             now = _faults()
             per_step.append(now - last[0])
             last[0] = now
@@ -85,7 +85,7 @@ def epoch(backend):
           config.threads)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["epoch-steps"] and len(argv) in (2, 3):
         epoch_steps(int(argv[1]), *argv[2:])

@@ -41,11 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..fast.machine import limit_threads
 from ..run.config import DEFAULT_THREADS, TrainConfig
-from ..run.threads import limit_threads
 from ..run.trainer import Trainer
 
 _THREADS = None  # set by run_bench(threads=...)
@@ -70,7 +72,7 @@ def _threads():
     return resolve_threads(DEFAULT_THREADS)
 
 
-def median_time(fn, repeats, warmup=2):
+def median_time(fn: Callable[..., Any], repeats: int, warmup: int=2):
     for _ in range(warmup):
         fn()
     times = []
@@ -81,12 +83,12 @@ def median_time(fn, repeats, warmup=2):
     return statistics.median(times)
 
 
-def _row(name, t_numba, t_ref, ref_name="numpy"):
+def _row(name: str, t_numba, t_ref, ref_name: str="numpy") -> str:
     return (f"  {name:<40s} numba {t_numba * 1e6:9.1f} us   {ref_name} {t_ref * 1e6:9.1f} us   "
             f"speed-up {t_ref / t_numba:6.2f}x")
 
 
-def bench_kernels(repeats):
+def bench_kernels(repeats: int) -> None:
     from ..core import ops
     from ..core.activations import ACTIVATIONS
     from ..fast import kernels as fast_kernels
@@ -138,14 +140,14 @@ CONFIGS = ((0, 32), (0, 128), (1024, 32), (1024, 128))  # (encoder hidden width,
 EPOCH_EXAMPLES = 54000  # a Fashion-MNIST training epoch (60,000 less the validation tenth)
 
 
-def _fashion_step_trainer(backend, batch, encoder_hidden=0, threads=None):
+def _fashion_step_trainer(backend: str, batch, encoder_hidden: int=0, threads: int | None=None) -> Trainer:
     """A Fashion-MNIST-size trainer; ``threads`` (default: the bench's): 2 or more run the twins in parallel."""
     cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend,
                       encoder_hidden=encoder_hidden, threads=threads or _threads())
     return Trainer(cfg, 784, 10)
 
 
-def _torch_step(batch, cfg, optimizer="default"):
+def _torch_step(batch, cfg, optimizer: str="default"):
     """The same IFFCL step in PyTorch: autograd inside each layer, inputs detached between layers.
 
     ``optimizer``: "default" (``torch.optim.Adam`` as constructed with no options), "fused"
@@ -176,7 +178,7 @@ def _torch_step(batch, cfg, optimizer="default"):
     x = torch.rand(batch, 784)
     y = torch.randint(0, 10, (batch,))
 
-    def step():
+    def step() -> None:
         perm = torch.randperm(batch)
         xs, ys = [x, x[perm]], [y, y[perm]]
         targets = torch.where(ys[0][:, None] == ys[1][None, :], 1.0, -1.0)
@@ -218,7 +220,7 @@ def _torch_step(batch, cfg, optimizer="default"):
     return step
 
 
-def _torch_fused_kind():
+def _torch_fused_kind() -> str:
     """"fused" if ``torch.optim.Adam(fused=True)`` steps on the CPU in this PyTorch, else "foreach"."""
     import torch
 
@@ -240,7 +242,7 @@ class ProductRecorder:
     the module :mod:`.ops`): patching those names sees all of them.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         from ..core import ops
         from ..fast.backend import get_ops
 
@@ -250,23 +252,23 @@ class ProductRecorder:
         self._saved = []
         self._lock = __import__("threading").Lock()
 
-    def _record(self, a, b):
+    def _record(self, a: np.ndarray, b: np.ndarray) -> None:
         import threading
 
         with self._lock:
             self.products.append((a.copy(order="K"), b.copy(order="K")))
             self.threads.append(threading.get_ident())
 
-    def __enter__(self):
+    def __enter__(self) -> ProductRecorder:
         from ..core import ops
 
         matmul, matmul_into = ops.matmul, ops.matmul_into
 
-        def recorded_matmul(a, b):
+        def recorded_matmul(a: np.ndarray, b: np.ndarray):
             self._record(a, b)
             return matmul(a, b)
 
-        def recorded_matmul_into(a, b, out):
+        def recorded_matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray):
             self._record(a, b)
             return matmul_into(a, b, out)
 
@@ -275,7 +277,7 @@ class ProductRecorder:
             target.matmul, target.matmul_into = recorded_matmul, recorded_matmul_into
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: BaseException) -> None:
         for target, matmul, matmul_into in self._saved:
             target.matmul, target.matmul_into = matmul, matmul_into
         self._saved = []
@@ -285,7 +287,7 @@ class ProductRecorder:
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
         products = list(zip(self.products, outs))
 
-        def replay():
+        def replay() -> None:
             for (a, b), out in products:
                 np.matmul(a, b, out=out)
 
@@ -306,11 +308,11 @@ class ProductRecorder:
         others = list(groups.values())
         pool, blas = ThreadPoolExecutor(max_workers=max(1, len(others))), BlasThreads(1)
 
-        def run(group):
+        def run(group) -> None:
             for (a, b), out in group:
                 np.matmul(a, b, out=out)
 
-        def replay():
+        def replay() -> None:
             with blas:
                 futures = [pool.submit(run, group) for group in others]
                 run(first)
@@ -329,7 +331,7 @@ def _minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def interleaved_medians(functions, repeats, warmup=3):
+def interleaved_medians(functions, repeats: int, warmup: int=3) -> dict:
     """Time each of ``functions`` (name -> callable) round-robin in one process.
 
     Every repeat runs each function once in turn, so a change of the machine's load reaches all
@@ -351,7 +353,7 @@ def interleaved_medians(functions, repeats, warmup=3):
     return {name: (statistics.median(times[name]), statistics.median(faults[name])) for name in functions}
 
 
-def step_parts(batch, hidden):
+def step_parts(batch, hidden: int) -> tuple[dict, dict]:
     """The measured pieces of one IFFCL step (Fashion-MNIST architecture, float32), ready to time.
 
     Returns name -> callable: "step" (numba backend), "numpy_step", "products" (every matrix
@@ -387,13 +389,13 @@ def step_parts(batch, hidden):
 
         pool, half = ThreadPoolExecutor(max_workers=1), n_params // 2
 
-        def adam():
+        def adam() -> None:
             future = pool.submit(fast_kernels.adam_update, w[half:], g[half:], m[half:], v[half:], 0.9, 0.999,
                                  1e-7, 1e-8)
             fast_kernels.adam_update(w[:half], g[:half], m[:half], v[:half], 0.9, 0.999, 1e-7, 1e-8)
             future.result()
     else:
-        def adam():
+        def adam() -> None:
             fast_kernels.adam_update(w, g, m, v, 0.9, 0.999, 1e-7, 1e-8)
     parts = {
         "step": lambda: trainer.step(x, y),
@@ -414,7 +416,7 @@ def step_parts(batch, hidden):
     return parts, facts
 
 
-def bench_step_config(hidden, batch, repeats):
+def bench_step_config(hidden: int, batch, repeats: int) -> dict:
     """One configuration's medians as a dict (times in ms; the JSON line of ``vaelayer bench --json``)."""
     parts, facts = step_parts(batch, hidden)
     if _threads() > 1:
@@ -452,7 +454,7 @@ def bench_step_config(hidden, batch, repeats):
     return row
 
 
-def _print_step_row(row):
+def _print_step_row(row: dict[str, Any]) -> None:
     hidden = row["encoder_hidden"]
     print(f"\n2./3. one IFFCL step, Fashion-MNIST architecture 784-256-256-256-10, twins, float32, "
           f"encoder hidden layer {hidden or 'none (the linear encoder)'}, batch {row['batch']} "
@@ -477,7 +479,7 @@ def _print_step_row(row):
     print(ratios)
 
 
-def bench_step(repeats, json_lines=False, quick=False):
+def bench_step(repeats: int, json_lines: bool=False, quick: bool=False):
     """Sections 2/3 and 5 for every configuration; ``json_lines``: print one JSON object per configuration."""
     gemm = gemm_rates(quick=quick)
     rows = [bench_step_config(hidden, batch, repeats) for hidden, batch in CONFIGS]
@@ -495,7 +497,7 @@ def bench_step(repeats, json_lines=False, quick=False):
 
 
 # ----------------------------------------------------------------------------- the machine's limit
-def gemm_rates(size=None, repeats=5, quick=False):
+def gemm_rates(size: int | None=None, repeats: int=5, quick: bool=False) -> dict:
     """GFLOP/s of one large float32 matrix product (size x size x size) with 1 thread and with every core.
 
     Returns {1: rate, n: rate} (n the cores this process may use; one entry on one core): the best of
@@ -527,7 +529,7 @@ def gemm_rates(size=None, repeats=5, quick=False):
 _CHILD = "vaelayer_np.tools._bench_child"  # the measurements that need a fresh process
 
 
-def measure_epoch(steps=100, parallel="twins"):
+def measure_epoch(steps: int=100, parallel: str="twins") -> None:
     """A Fashion-MNIST epoch with the default settings in a fresh process: ``steps`` training steps timed
     (after two of warm-up) and scaled to the epoch's 54,000 examples.
 
@@ -546,7 +548,7 @@ def measure_epoch(steps=100, parallel="twins"):
     return out
 
 
-def measure_epochs(steps=100, rounds=3):
+def measure_epochs(steps: int=100, rounds: int=3) -> tuple:
     """:func:`measure_epoch` for ``parallel="twins"`` (the default) and ``"layers"``, in alternation, ``rounds``
     times each; returns the two runs of median ``epoch_s`` (the other keys of that run), None where all failed."""
     runs = {"twins": [], "layers": []}
@@ -563,7 +565,7 @@ def measure_epochs(steps=100, rounds=3):
     return tuple(medians)
 
 
-def add_limits(row, gemm, epoch, epoch_layers=None):
+def add_limits(row: dict[str, Any], gemm, epoch: int, epoch_layers=None):
     """Section 5's keys on a configuration's row (see ``vaelayer bench --json``)."""
     every = max(gemm)
     row["gemm_gflops_1"] = gemm[1]
@@ -584,7 +586,7 @@ def add_limits(row, gemm, epoch, epoch_layers=None):
     return row
 
 
-def _print_limits(rows, gemm, epoch, epoch_layers=None):
+def _print_limits(rows: list[dict[str, Any]], gemm, epoch: int, epoch_layers=None) -> None:
     every = max(gemm)
     print(f"\n5. the machine's limit: large SGEMM (float32) {gemm[1]:.1f} GFLOP/s on 1 thread, "
           f"{gemm[every]:.1f} GFLOP/s on {every}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -612,7 +614,7 @@ def _print_limits(rows, gemm, epoch, epoch_layers=None):
 
 
 # ----------------------------------------------------------------------------- memory held by a step
-def step_memory(n_layers, method, batch=128, hidden=1024, width=256):
+def step_memory(n_layers: int, method: str, batch: int=128, hidden: int=1024, width: int=256):
     """Peak bytes of NumPy allocations during one training step beyond what exists before it (tracemalloc).
 
     The readable path (``backend="numpy"``: the layers' own forward and backward), Fashion-MNIST
@@ -640,7 +642,7 @@ def step_memory(n_layers, method, batch=128, hidden=1024, width=256):
     return peak - base
 
 
-def bench_memory(depths=(3, 8)):
+def bench_memory(depths: Sequence[int]=(3, 8)) -> dict:
     """Section 6: the peak memory of one step, IFFCL (twins) against backprop (one network), per depth."""
     print("\n6. memory held during one step (peak of NumPy allocations beyond the parameters and optimiser "
           "state, tracemalloc; readable path, 784 inputs, VAE layers of 256, encoders of 1024, batch 128, float32)")
@@ -654,7 +656,7 @@ def bench_memory(depths=(3, 8)):
     return out
 
 
-def bench_compile():
+def bench_compile() -> None:
     print("\n4b. Numba compile time for the whole backend (fresh process each)")
     template = ("import time, numpy as np; t=time.perf_counter();"
                 "from vaelayer_np.run.config import TrainConfig; from vaelayer_np.run.trainer import Trainer;"
@@ -679,7 +681,7 @@ _FASHION = TrainConfig(dataset="fashion-mnist")
 DEFAULT_HIDDEN, DEFAULT_BATCH = _FASHION.encoder_hidden, _FASHION.batch_size  # the epoch's configuration
 
 
-def bench_epoch(backends=("numba", "numpy"), floor_ms=None):
+def bench_epoch(backends=("numba", "numpy"), floor_ms: float | None=None) -> None:
     """One Fashion-MNIST epoch with the default settings, each backend in a fresh process.
 
     ``floor_ms``: the parts floor of one step of the default configuration measured in section 3,
@@ -702,7 +704,7 @@ def bench_epoch(backends=("numba", "numpy"), floor_ms=None):
               f"{float(mean):.2f} in the 100 steps after it; peak resident memory of the process {float(peak):.0f} MB")
 
 
-def run_bench(repeats=20, quick=False, json_lines=False, threads=None):
+def run_bench(repeats: int=20, quick: bool=False, json_lines: bool=False, threads: int | None=None) -> None:
     """``vaelayer bench``: print the sections listed at the top of this module (``json_lines``: only
     the step configurations, one JSON object per line; ``threads``: see :func:`_threads`)."""
     global _THREADS

@@ -15,14 +15,16 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..fast.machine import blas_threads, limit_threads
 from ..run.config import DEFAULT_THREADS
-from ..run.threads import blas_threads, limit_threads
 
 
-def _busy(seconds, parent):
+def _busy(seconds: float, parent) -> None:
     """A competing CPU load: matrix products for ``seconds``, or until process ``parent`` is gone (a child process)."""
     with contextlib.suppress(OSError):
         os.nice(19)
@@ -41,7 +43,7 @@ def _digits_epoch():
     trainer = Trainer(TrainConfig(dataset="digits"), ds.n_features, ds.n_classes)
     trainer.train_epoch(ds.x_train[:64], ds.y_train[:64])  # compile and warm up
 
-    def run():
+    def run() -> None:
         trainer.train_epoch(ds.x_train, ds.y_train)
     return run
 
@@ -56,12 +58,12 @@ def _fashion_step():
     y = rng.integers(0, 10, 128)
     trainer.step(x, y)
 
-    def run():
+    def run() -> None:
         trainer.step(x, y)
     return run
 
 
-def _time_pair(fn, repeats):
+def _time_pair(fn: Callable[..., Any], repeats: int) -> dict:
     """Median seconds of ``fn`` with 1 and with 2 BLAS threads, the repeats interleaved."""
     times = {1: [], 2: []}
     for _ in range(repeats):
@@ -73,7 +75,7 @@ def _time_pair(fn, repeats):
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-def measure(repeats=5, load_processes=None, log=print):
+def measure(repeats: int=5, load_processes=None, log: Callable[[str], Any] | None=print) -> list:
     """Time a digits epoch and a Fashion-MNIST-size step with 1 and 2 BLAS threads, without and with a load.
 
     Parameters
@@ -118,7 +120,7 @@ def measure(repeats=5, load_processes=None, log=print):
     return results
 
 
-def format_table(results):
+def format_table(results: list[Any]) -> str:
     """The results of :func:`measure` as a Markdown table."""
     lines = ["| machine | workload | 1 thread | 2 threads | time ratio 2/1 |", "|---|---|---:|---:|---:|"]
     for r in results:
@@ -127,7 +129,7 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelayer_np.tools.threads_bench",
                                      description="BLAS thread count: measure 1 against 2 threads.")
     parser.add_argument("--measure", action="store_true", help="run the measurement and print a Markdown table")
