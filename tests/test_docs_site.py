@@ -470,16 +470,14 @@ def test_signatures_are_laid_out_by_the_site_not_by_an_installed_formatter():
 
 # ----------------------------------------------------------------------------- install page, plans
 def _extras():
-    import configparser
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the extras are the same under 3.10
 
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    return {name: [re.split(r"[<>=\[ ]", line.strip())[0].lower() for line in value.strip().splitlines()]
-            for name, value in cfg["options.extras_require"].items()}
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return {name: [re.split(r"[<>=\[ ]", line.strip())[0].lower() for line in value] for name, value in extras.items()}
 
 
 def test_install_page_names_the_true_extras():
-    """Each `pip install -e ".[EXTRA]"` line of the install page names an extra of setup.cfg, and its comment
+    """Each `pip install -e ".[EXTRA]"` line of the install page names an extra of pyproject.toml, and its comment
     names every package that extra installs (and the page's `[test]` line does not claim the documentation
     tools)."""
     extras = _extras()
@@ -487,7 +485,7 @@ def test_install_page_names_the_true_extras():
     lines = re.findall(r'^pip install -e "\.\[(\w+)\]"\s+#(.*(?:\n\s+#.*)*)', text, re.M)
     assert {name for name, _ in lines} >= {"test", "docs", "dev", "cluster", "bench"}, lines
     for name, comment in lines:
-        assert name in extras, f"install.md names an extra [{name}] that setup.cfg does not have"
+        assert name in extras, f"install.md names an extra [{name}] that pyproject.toml does not have"
         words = comment.lower()
         for package in extras[name]:
             tokens = {package, package.removeprefix("mkdocs-"), package.split("-")[0]}

@@ -43,7 +43,7 @@ def test_readme_commands_use_real_options():
 
 
 TEXT_FILES = [p for pattern in ("*.md", "docs/*.md", "vaelayer_np/*.py", "tests/*.py", "notebooks/*.ipynb",
-                                "setup.cfg", "mkdocs.yml")
+                                "pyproject.toml", "mkdocs.yml")
               for p in ROOT.glob(pattern)]
 
 
