@@ -125,9 +125,12 @@ LESSONS = {
         "goals": ["train IFFCL and backprop, read the per-layer local losses",
                   "write the KL per unit and the active units; diagnose posterior collapse",
                   "find which change of the recipe fixes the late-training decline",
-                  "explain what a local classifier head (head_weight) adds to a layer and why the step stays local"],
+                  "explain what a local classifier head (head_weight) adds to a layer and why the step stays local",
+                  "write one layer's local step with its classifier head from the forward pass alone (a stable "
+                  "softmax cross-entropy and its gradient, head_weight, where each gradient enters, nothing sent "
+                  "below), prove it with one's own gradient check, and say what a gradient check cannot prove"],
         "prerequisites": ["lessons 01-04"],
-        "minutes": 105,
+        "minutes": 160,
         "rubrics": [
             [(1, "the posterior equals the prior for every input: the unit carries no information, KL -> 0"),
              (1, "the two numbers: the KL per unit (many below 0.05 nats) and the noise std against the spread "
@@ -146,6 +149,12 @@ LESSONS = {
                  "through the sign of a similarity with the twin; each layer is trained to be linearly decodable"),
              (1, "the layer is no longer label-free inside: a supervised local loss, like the 'pred' loss of "
                  "local-error-signal training (Nøkland & Eidnes 2019)")],
+            [(1, "a gradient check compares the step's gradients with differences of the step's own loss: the summed "
+                 "loss and its N-times gradients agree, so it passes (it proves consistency, not the intended loss)"),
+             (1, "only a comparison of the loss with its definition catches it (the checker's comparison with the "
+                 "library's step, where the factor N shows)"),
+             (1, "in training the head's weight is multiplied by the batch size (32 at batch 32) against the negative "
+                 "ELBO and the cosine term, and the balance changes with the batch size")],
         ],
     },
     "06_generation": {
