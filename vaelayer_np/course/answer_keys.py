@@ -71,6 +71,9 @@ KEYS = {
         "check_backprop_epoch": ["optimizers[name].step(grads)", "loss_and_grads(net, x[idx], y[idx]"],
         "check_kl_per_unit": ["np.mean(1.0 + log_var - mu ** 2 - np.exp(log_var), axis=0)"],
         "check_active_units": ["np.var(mu, axis=0) > threshold"],
+        "check_head_local_step": ["d_logits *= head_weight / n", 'd_out = d_logits @ head.params["W"].T',
+                                  "layer.backward(d_out, cache, dz=d_z, need_dx=False)",
+                                  'head_grads = {"W": out.T @ d_logits', "lambda: step(*args)[0]"],
     },
     "06_generation": {
         "check_decode_to_input": ["range(k, -1, -1)", "net.vae_layers[j].decode(h)"],
