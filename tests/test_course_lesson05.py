@@ -124,7 +124,8 @@ def _step_with(slip):
     """The solution with one slip planted, as a student would write it."""
     def step(layer, head, x, labels, eps, cosine, head_weight):
         out, cache = layer.forward(x, eps=eps)
-        read = layer.act.forward(cache["z"]) if slip == "reads the sample" else out
+        read = layer.act.forward(cache["z"]) if slip == "reads the sample" else \
+            layer.act.forward(cache["mu"]) if slip == "reads the mean" else out
         logits = read @ head.params["W"] + head.params["b"]
         n = x.shape[0]
         if slip == "naive softmax":
@@ -235,6 +236,9 @@ PLANTED = [  # (checker, wrong answer, kind, words the diagnosis must contain)
      ["without the one-hot subtraction", "your own gradient check sees it too"]),
     (HEAD, (_step_with("reads the sample"), gradient_check_head_step), "slip",
      ["pass_on='mean'", "the head read act(z), the sample"]),
+    (HEAD, (_step_with("reads the mean"), gradient_check_head_step), "slip",
+     ["pass_on='sample', tanh, BCE", "the loss and the head's gradients look like the head read act(mu), the mean",
+      "it never sees pass_on='sample', tanh, BCE"]),
     (HEAD, (_step_with("cos as dout"), gradient_check_head_step), "slip", ["it enters at z"]),
     (HEAD, (_step_with("leaks"), gradient_check_head_step), "locality",
      ["a gradient sent to the layer below", "need_dx=True"]),

@@ -4,11 +4,19 @@ r"""Checkers of lesson 05, training and what goes wrong (``notebooks/05_training
 * :func:`check_active_units`: ``active_units(mu, threshold)`` vs :func:`vaelayer_np.analysis.diagnostics.active_units`
 * :func:`check_backprop_epoch`: ``backprop_epoch(net, optimizers, x, y, batch_size, rng)`` trains a small
   network on scikit-learn's digits for a few epochs; the test accuracy it reaches must be high
+* :func:`check_head_local_step`: ``head_local_step(layer, head, x, labels, eps, cosine, head_weight)
+  -> (loss, grads, head_grads)``, one twin's local step at depth k with its classifier head, against
+  :func:`reference_head_local_step` (twin A's part of :func:`vaelayer_np.core.iffcl.vae_local_step`), and the
+  student's own gradient check of it, ``gradient_check_head_step(step, seed)``, run on the student's step and
+  on wrong steps of the checker's (:func:`make_twin_cosine` gives the exercise its cosine term)
+
+Once :func:`check_head_local_step` has passed, ``reveal("the library's local step with a head")`` prints the
+library's code of that step with a reading of it.
 
 The settings of the lesson's decline study are here too (:data:`DECLINE_SETTINGS`), so the notebook
 and its tests use one source.
 
-Shapes: N examples, K latent units.
+Shapes: N examples, D inputs, K latent units, C classes.
 """
 from __future__ import annotations
 
@@ -429,16 +437,16 @@ def _name_the_slip(got, p):
     parts = (("the loss", slice(0, 1)), ("the layer's gradients", slice(1, 1 + n_layer)),
              ("the head's gradients", slice(1 + n_layer, None)))
     want = _flat(reference_head_local_step(*args), layer)
-    found = []
+    found = {}  # slip -> the parts that look like it
     for name, part in parts:
         if _matches(got[part], want[part]):
             continue
         for slip, candidate in candidates.items():
             if _matches(got[part], candidate[part]):
-                found.append(f"{name} look like {HEAD_SLIPS[slip]}" if name != "the loss"
-                             else f"the loss looks like {HEAD_SLIPS[slip]}")
+                found.setdefault(slip, []).append(name)
                 break
-    return "; ".join(found)
+    return "; ".join(f"{' and '.join(names)} look{'s' if names == ['the loss'] else ''} like {HEAD_SLIPS[slip]}"
+                     for slip, names in found.items())
 
 
 def _check_answer(got, p, seen):
@@ -475,14 +483,22 @@ def _check_answer(got, p, seen):
         raise Diagnosis(f"{label}: head_grads has no {', '.join(missing)} (keyed like head.params: W and b)")
 
 
+def _settings_of(layer):
+    """A layer's settings that decide where the head's gradient enters, as words."""
+    return (f"pass_on={getattr(layer, 'pass_on', '?')!r}, {getattr(layer, 'activation', '?')}, "
+            f"{str(getattr(layer, 'recon', '?')).upper()}")
+
+
 class _Recorder:
     """A step handed to the student's gradient check: it runs ``step`` and records how it was called."""
 
     def __init__(self, step):
         self.step, self.calls, self.weights, self.sizes, self.names, self.cos_moves = step, 0, set(), 0, (), True
+        self.settings = set()
 
     def __call__(self, layer, head, x, labels, eps, cosine, head_weight, *rest):
         self.calls += 1
+        self.settings.add(_settings_of(layer))
         if self.calls == 1:
             self.sizes = int(sum(np.size(v) for v in layer.params.values()) + sum(np.size(v) for v in
                                                                                  head.params.values()))
@@ -591,8 +607,9 @@ def _verify_own_check(gradient_check, step):
     return worst
 
 
-def _own_check_note(gradient_check, step):
-    """What the student's own gradient check says of the student's (wrong) step, as a clause, or ""."""
+def _own_check_note(gradient_check, step, layer):
+    """What the student's own gradient check says of the student's (wrong) step, as a clause, or "". ``layer``:
+    the layer of the setting where the step is wrong."""
     try:
         errors, rec = _run_own_check(gradient_check, step)
         worst = max((errors.get(k, 0.0) for k in rec.names), default=0.0)
@@ -602,6 +619,10 @@ def _own_check_note(gradient_check, step):
         return ""
     if worst >= OWN_CHECK_TOLERANCE:
         return f" (your own gradient check sees it too: {worst:.2g})"
+    setting = _settings_of(layer)
+    if setting not in rec.settings:
+        return (f" (your own gradient check passes your step, {worst:.2g}, but it runs the step only with "
+                f"{', '.join(sorted(rec.settings))}: it never sees {setting}, where the step is wrong)")
     return (f" (your own gradient check passes it, {worst:.2g}: the slip is in the loss and its gradients alike; a "
             f"gradient check proves that the gradients are those of your loss, not that the loss is the right one)")
 
@@ -649,7 +670,7 @@ def check_head_local_step(head_local_step, gradient_check_head_step, seed=0):
                 raise Diagnosis(f"{label}: your step raised {type(exc).__name__} ({exc}){where_in_student_code(exc)}: "
                                 f"{_OVERFLOW}") from None
             finally:
-                del layer.backward  # the layer's own method again
+                layer.__dict__.pop("backward", None)  # the layer's own method again
             now = {f"layer.params[{k!r}]": v for k, v in layer.params.items()}
             now.update({f"head.params[{k!r}]": v for k, v in head.params.items()})
             moved = [k for k in before if not np.array_equal(before[k], now[k])]
@@ -672,11 +693,11 @@ def check_head_local_step(head_local_step, gradient_check_head_step, seed=0):
                                     f"logits - each row's max")
             try:
                 worst = max(worst, compare_values(got_flat, want_flat, names, HEAD_STEP_TOLERANCE,
-                                                  factors=(("N", p["x"].shape[0]),)))
+                                                  factors=(("N", p["x"].shape[0]), ("head_weight", p["head_weight"]))))
             except Diagnosis as exc:
                 why = _name_the_slip(got_flat, p) if np.isfinite(exc.figure) else ""
                 message = f"{label}: {exc.message}" + (f"; {why}" if why else "")
-                note = _own_check_note(gradient_check_head_step, head_local_step) \
+                note = _own_check_note(gradient_check_head_step, head_local_step, layer) \
                     if exc.message.startswith("wrong:") else ""
                 raise Diagnosis(message + note, exc.figure) from None
         own = _verify_own_check(gradient_check_head_step, head_local_step)
