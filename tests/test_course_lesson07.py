@@ -4,8 +4,11 @@ The kernels here are the notebook's solutions, written again; they run compiled,
 Python under NUMBA_DISABLE_JIT=1 (the arrays of the checks are small either way). The checkers
 are called with ``time_it=False``: their verdict never depends on a timing.
 """
+import copy
 import math
+import queue
 import statistics
+import threading
 
 import numpy as np
 import pytest
@@ -16,11 +19,21 @@ from vaelayer_np.course.lesson07 import (
     check_adam_kernel,
     check_interleaved_timer,
     check_kl_kernel,
+    check_layer_pipeline,
     check_relu_backward_kernel,
     interleaved_medians,
+    serial_epoch,
 )
 
-from .course_helpers import planted_tests, stub
+from .course_helpers import (
+    assert_diagnosed,
+    assert_passes,
+    assert_reports_stub,
+    assert_required_kinds,
+    planted_ids,
+    planted_tests,
+    stub,
+)
 
 
 # ----------------------------------------------------------------------------- correct kernels
@@ -318,3 +331,251 @@ def test_median_ratio_is_the_median_of_per_round_ratios(monkeypatch):
 def test_speed_note_without_the_jit(monkeypatch):
     monkeypatch.setattr(lesson07, "jit_enabled", lambda: False)
     assert "timing skipped" in lesson07.speed_note(lambda: None, lambda: None)
+
+
+# ----------------------------------------------------------------------------- exercise 5: the layer pipeline
+# The solution of the notebook, written again, and planted slips, each with the words its diagnosis must hold.
+# No assertion is on a time: the checker's controlled steps wait for each other (a rendezvous), and its time
+# limits (shortened here) are guards against a hang.
+END = None
+
+
+def pipelined_epoch(layer_steps, batches):
+    n = len(layer_steps)
+    queues = [queue.Queue() for _ in range(n + 1)]
+    failures = []
+
+    def worker(k):
+        while True:
+            item = queues[k].get()
+            if item is END:
+                queues[k + 1].put(END)
+                return
+            if failures:
+                continue
+            h, y = item
+            try:
+                out = copy.deepcopy(layer_steps[k](h, y))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                failures.append(exc)
+                continue
+            queues[k + 1].put((out, y))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for x, y in batches:
+        queues[0].put((x, y))
+    queues[0].put(END)
+    outputs = []
+    while (item := queues[n].get()) is not END:
+        outputs.append(item[0])
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return outputs
+
+
+def _pipeline(layer_steps, batches, feed=None, hand_on=copy.deepcopy, sentinel=True, join=True, on_error="keep",
+              collect=None, result=lambda outputs: outputs, group=None, lag=False):
+    """The solution with one thing changed (each planted slip below picks one):
+
+    feed(batches): what the caller puts on the first queue; hand_on(out): what a worker hands on (lag: the output
+    of the batch before, with this batch's labels); sentinel: the
+    end-of-epoch sentinel is sent; join: the caller joins its threads; on_error: "keep" (raise it in the caller),
+    "skip" (swallowed), "die" (the worker's thread ends with it), "text" (the caller raises another exception);
+    collect: how many outputs the caller waits for (None: until the sentinel); result(outputs): what is returned;
+    group: the layers each thread runs (default: one layer per thread)."""
+    groups = group or [[k] for k in range(len(layer_steps))]
+    queues = [queue.Queue() for _ in range(len(groups) + 1)]
+    failures = []
+
+    def worker(g):
+        previous = None
+        while True:
+            item = queues[g].get()
+            if item is END:
+                if sentinel:
+                    queues[g + 1].put(END)
+                return
+            if failures:
+                continue
+            h, y = item
+            try:
+                for k in groups[g]:
+                    h = hand_on(layer_steps[k](h, y))
+            except BaseException as exc:  # noqa: BLE001
+                if on_error == "die":
+                    raise
+                if on_error != "skip":
+                    failures.append(exc)
+                continue
+            if previous is not None and lag:
+                queues[g + 1].put((previous, y))
+            else:
+                queues[g + 1].put((h, y))
+            previous = h
+
+    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in range(len(groups))]
+    for t in threads:
+        t.start()
+    for x, y in (feed(batches) if feed is not None else batches):
+        queues[0].put((x, y))
+    if sentinel:
+        queues[0].put(END)
+    outputs = []
+    if collect is None and sentinel:
+        while (item := queues[-1].get()) is not END:
+            outputs.append(item[0])
+    else:
+        for _ in range(len(batches) if collect is None else collect):
+            outputs.append(queues[-1].get()[0])
+    if join:
+        for t in threads:
+            t.join()
+    if failures:
+        if on_error == "text":
+            raise RuntimeError(f"a worker failed: {failures[0]}") from None
+        raise failures[0]
+    return result(outputs)
+
+
+def pipeline_serial_layer_major(layer_steps, batches):
+    """Serial too, layer after layer: layer 0 on every batch, then layer 1 on every batch, ..."""
+    hs = [x for x, _ in batches]
+    for step in layer_steps:
+        hs = [copy.deepcopy(step(h, y)) for h, (_, y) in zip(hs, batches)]
+    return hs
+
+
+def pipeline_two_stages(layer_steps, batches):
+    """Layer 0 on one thread, every other layer on a second one: not one thread per layer."""
+    return _pipeline(layer_steps, batches, group=[[0], list(range(1, len(layer_steps)))])
+
+
+def pipeline_swaps_two_batches(layer_steps, batches):
+    return _pipeline(layer_steps, batches, feed=lambda b: b[:3] + b[4:5] + b[3:4] + b[5:])
+
+
+def pipeline_drops_the_last_batch(layer_steps, batches):
+    return _pipeline(layer_steps, batches, feed=lambda b: b[:-1])
+
+
+def pipeline_hands_on_the_previous_batch(layer_steps, batches):
+    return _pipeline(layer_steps, batches, lag=True)
+
+
+def pipeline_without_copies(layer_steps, batches):
+    return _pipeline(layer_steps, batches, hand_on=lambda out: out)
+
+
+def pipeline_copies_arrays_only(layer_steps, batches):
+    return _pipeline(layer_steps, batches, hand_on=lambda out: out.copy())
+
+
+def pipeline_swallows_the_exception(layer_steps, batches):
+    return _pipeline(layer_steps, batches, on_error="skip")
+
+
+def pipeline_worker_dies(layer_steps, batches):
+    return _pipeline(layer_steps, batches, on_error="die")
+
+
+def pipeline_raises_another_exception(layer_steps, batches):
+    return _pipeline(layer_steps, batches, on_error="text")
+
+
+def pipeline_leaves_threads_running(layer_steps, batches):
+    return _pipeline(layer_steps, batches, sentinel=False, join=False)
+
+
+def pipeline_without_sentinel(layer_steps, batches):
+    return _pipeline(layer_steps, batches, sentinel=False, collect=len(batches))
+
+
+def pipeline_reversed_outputs(layer_steps, batches):
+    return _pipeline(layer_steps, batches, result=lambda outputs: outputs[::-1])
+
+
+def pipeline_returns_a_tuple(layer_steps, batches):
+    return _pipeline(layer_steps, batches, result=tuple)
+
+
+def pipeline_library(layer_steps, batches):
+    from vaelayer_np.fast.pipeline import LayerPipeline
+    return LayerPipeline(layer_steps, {}, stages=len(layer_steps))
+
+
+def pipeline_nan(layer_steps, batches):
+    return _pipeline(layer_steps, batches, result=lambda outputs: [np.full_like(np.asarray(o, dtype=float), np.nan)
+                                                                   for o in outputs])
+
+
+PLANTED_PIPELINE = [  # (checker, wrong answer, kind, words the diagnosis must contain)
+    (check_layer_pipeline, serial_epoch, "serial", ["your schedule is serial", "layer 2 held batch 0",
+                                                    "a thread of its own"]),
+    (check_layer_pipeline, pipeline_serial_layer_major, "serial", ["your schedule is serial",
+                                                                   "layer 0 held batch 2"]),
+    (check_layer_pipeline, pipeline_two_stages, "serial", ["your schedule is serial", "share a thread"]),
+    (check_layer_pipeline, pipeline_swaps_two_batches, "order", ["layer 0 trained on the batches in the order "
+                                                                 "[0, 1, 2, 4, 3, 5]"]),
+    (check_layer_pipeline, pipeline_drops_the_last_batch, "dropped", ["layer 0 never trained on batch 5"]),
+    (check_layer_pipeline, pipeline_hands_on_the_previous_batch, "wrong batch",
+     ["layer 1 on batch 1 was fed layer 0's output on batch 0", "same batch t"]),
+    (check_layer_pipeline, pipeline_without_copies, "not copied",
+     ["read its input after layer", "had started rewriting it", "without a copy"]),
+    (check_layer_pipeline, pipeline_copies_arrays_only, "tuple", ["AttributeError", "tuple"]),
+    (check_layer_pipeline, pipeline_swallows_the_exception, "swallowed",
+     ["layer 1's step raised PlantedStepError on batch 2", "as if nothing had happened"]),
+    (check_layer_pipeline, pipeline_worker_dies, "hang", ["layer 1's step raised PlantedStepError on batch 2",
+                                                          "had not returned after", "waiting now",
+                                                          "end-of-epoch sentinel"]),
+    (check_layer_pipeline, pipeline_raises_another_exception, "another exception",
+     ["raised RuntimeError: a worker failed", "instead", "raise the step's own exception"]),
+    (check_layer_pipeline, pipeline_leaves_threads_running, "threads left", ["still running", "join"]),
+    (check_layer_pipeline, pipeline_without_sentinel, "hang", ["had not returned after", "every layer trained on "
+                                                               "every batch", "end-of-epoch sentinel",
+                                                               "waiting now", "t.join()"]),
+    (check_layer_pipeline, pipeline_reversed_outputs, "order of outputs", ["batches [5, 4, 3, 2, 1, 0]",
+                                                                           "in batch order"]),
+    (check_layer_pipeline, pipeline_returns_a_tuple, "tuple (passes)", []),
+    (check_layer_pipeline, pipeline_library, "library", ["LayerPipeline"]),
+    (check_layer_pipeline, pipeline_nan, "nan", ["NaN"]),
+]
+
+
+@pytest.fixture
+def short_guards(monkeypatch):
+    """The checker's guards, shortened: a hang or a serial schedule is named within seconds."""
+    monkeypatch.setitem(lesson07.PIPELINE_SECONDS, "patience", 2.0)
+    monkeypatch.setitem(lesson07.PIPELINE_SECONDS, "run", 5.0)
+    monkeypatch.setitem(lesson07.PIPELINE_SECONDS, "grace", 1.0)
+
+
+@pytest.mark.parametrize("check, bug, kind, words", PLANTED_PIPELINE, ids=planted_ids(PLANTED_PIPELINE))
+def test_pipeline_checker_diagnoses_a_planted_slip(short_guards, check, bug, kind, words):
+    assert_diagnosed(check(bug), words, passes=kind.endswith("(passes)"))
+
+
+def test_pipeline_checker_has_a_planted_slip_of_every_kind():
+    assert_required_kinds(PLANTED_PIPELINE, (check_layer_pipeline,), {
+        "serial", "order", "dropped", "wrong batch", "not copied", "swallowed", "hang", "another exception",
+        "threads left", "order of outputs", "library", "nan"})
+
+
+def test_pipeline_checker_passes_the_solution_and_reports_a_stub(short_guards):
+    result = check_layer_pipeline(pipelined_epoch)
+    assert_passes(result)
+    assert "bit for bit the serial schedule" in str(result)
+    assert_reports_stub(check_layer_pipeline(stub))
+
+
+def test_the_serial_schedule_is_the_reference():
+    """serial_epoch gives every layer its batches in order and copies the reused output arrays."""
+    rng = np.random.default_rng(0)
+    batches = lesson07._pipeline_batches(rng, 4)
+    probe, finals, _ = lesson07._Pipeline.reference(3, batches)
+    assert probe.calls == [[0, 1, 2, 3]] * 3
+    assert len(finals) == 4 and len({f.tobytes() for f in finals}) == 4
+    assert all(np.array_equal(f, probe.outputs[(2, t)]) for t, f in enumerate(finals))

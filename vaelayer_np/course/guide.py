@@ -181,9 +181,13 @@ LESSONS = {
         "title": "Speed and kernels",
         "goals": ["write fused Numba kernels checked in float64 and float32",
                   "count memory traffic to bound what fusion can gain",
-                  "time honestly: warm-up, interleaving, medians, ratios"],
-        "prerequisites": ["lessons 01-02", "basic Numba (@njit) and the idea of a CPU cache"],
-        "minutes": 90,
+                  "time honestly: warm-up, interleaving, medians, ratios",
+                  "design and write IFFCL's layer pipeline on threads (one worker per layer, queues, a sentinel, "
+                  "copies of reused outputs, exceptions handed to the caller), bit for bit the serial schedule, and "
+                  "drive the library's own layers with it"],
+        "prerequisites": ["lessons 01-02 and 04", "basic Numba (@njit) and the idea of a CPU cache",
+                          "Python threads and queues (threading, queue)"],
+        "minutes": 150,
         "rubrics": [
             [(1, "x > 0: 2 elements (read x, write the mask); dout * mask: 3"),
              (1, "5 against the kernel's 3: at most about 1.7x, a little less in bytes (1-byte mask)")],
@@ -202,6 +206,13 @@ LESSONS = {
                  "weights, delayed gradients): not the serial numbers"),
              (1, "in IFFCL the dependency runs only upward and depth k-1's output on batch t is fixed before its "
                  "update: nothing depth k uses is stale")],
+            [(1, "the generator is one stream shared by the threads: the order of the draws would follow the threads' "
+                 "timing (layer 0 on batch t+1 may draw before layer 1 on batch t), not the serial order"),
+             (1, "so each layer gets other noise than in the serial step: other numbers, and different from run to "
+                 "run (not reproducible from the seed)"),
+             (1, "fix: draw a batch's pairing and noise for every depth before it enters the pipeline, in the serial "
+                 "order, and let them travel with the batch (as the library's pipeline does), or give each depth a "
+                 "generator of its own (reproducible, but no longer the serial numbers)")],
         ],
     },
     "08_capstone": {
