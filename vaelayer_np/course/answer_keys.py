@@ -86,6 +86,8 @@ KEYS = {
         "check_relu_backward_kernel": ["flat_dout[i] if flat_x[i] > 0 else 0.0"],
         "check_kl_kernel": ["(s2 - 1.0) * (0.5 * inv_n)", "(var[i, j] - 1.0)", "d_log_var[i, j] ="],
         "check_adam_kernel": ["mi / (math.sqrt(vi) + eps_hat)", "m[i] / (math.sqrt(v[i]) + eps_hat)"],
+        "check_layer_pipeline": ["out = copy.deepcopy(layer_steps[k](h, y))", "queues[k + 1].put((out, y))",
+                                 "while (item := queues[n].get()) is not END"],
     },
     "08_capstone": {
         "check_my_vae_layer": ['decoder_backward(d_x_hat, cache["z"], p["W_dec"])', 'del grads["x"]',
