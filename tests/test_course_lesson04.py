@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vaelayer_np.core import iffcl, ops
+from vaelayer_np.core.settings import IFFCLSettings
 from vaelayer_np.course import lesson04
 
 from .course_helpers import answer_test, planted_tests
@@ -171,8 +172,8 @@ def step_moves_inputs(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, mar
 
 
 def step_library(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin):
-    step = iffcl.vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(0), lam=lam,
-                                margin=margin, contrast="partner")
+    step = iffcl.vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(0),
+                                IFFCLSettings(lam=lam, margin=margin, contrast="partner"))
     return step.grads_a, step.grads_b
 
 
@@ -318,7 +319,7 @@ def test_cosine_matrix_reference_is_the_library_and_each_slip_differs():
 def test_local_step_problem_noise_is_the_reference_noise():
     p = lesson04.local_step_problem(0)
     step = iffcl.vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
-                                np.random.default_rng(p["noise_seed"]), contrast="partner")
+                                np.random.default_rng(p["noise_seed"]), IFFCLSettings(contrast="partner"))
     _, cache_a = p["layer_a"].forward(p["x_a"], eps=p["eps_a"])
     np.testing.assert_array_equal(step.out_a, cache_a["out"])
 

@@ -7,6 +7,7 @@ from vaelayer_np.core import iffcl
 from vaelayer_np.core.backprop import loss_and_grads
 from vaelayer_np.core.gradcheck import check_gradients, generic_point
 from vaelayer_np.core.layers import OutputLayer, VAELayer
+from vaelayer_np.core.settings import IFFCLSettings
 from vaelayer_np.course import lesson05
 from vaelayer_np.course.lesson05 import make_twin_cosine
 
@@ -325,8 +326,9 @@ def test_the_reference_is_twin_a_of_the_library_s_local_step_with_heads():
     heads = [OutputLayer(k, c, rng=s) for s in (3, 4)]
     x_a, x_b = rng.uniform(0, 1, (n, d)), rng.uniform(0, 1, (n, d))
     y_a, y_b = rng.integers(0, c, n), rng.integers(0, c, n)
-    step = iffcl.vae_local_step(layers[0], layers[1], x_a, x_b, None, np.random.default_rng(9), lam=lam, margin=margin,
-                                contrast="all_pairs", labels_a=y_a, labels_b=y_b, heads=heads, head_weight=weight)
+    settings = IFFCLSettings(lam=lam, margin=margin, contrast="all_pairs", head_weight=weight)
+    step = iffcl.vae_local_step(layers[0], layers[1], x_a, x_b, None, np.random.default_rng(9), settings,
+                                labels_a=y_a, labels_b=y_b, heads=heads)
     noise = np.random.default_rng(9)
     eps_a, eps_b = noise.standard_normal((n, k)), noise.standard_normal((n, k))
     z_b = layers[1].forward(x_b, eps=eps_b)[1]["z"]

@@ -299,6 +299,7 @@ def test_the_local_step_check_catches_a_wrong_head_gradient(monkeypatch):
     """The IFFCL local-loss check FAILs when a head sends twice its gradient into its layer, and names the layer."""
     from vaelayer_np.core import iffcl
     from vaelayer_np.core.gradcheck import check_local_step
+    from vaelayer_np.core.settings import IFFCLSettings
 
     def problem():
         rng = np.random.default_rng(3)
@@ -308,7 +309,7 @@ def test_the_local_step_check_catches_a_wrong_head_gradient(monkeypatch):
         labels = rng.integers(0, 3, 6), rng.integers(0, 3, 6)
         return dict(layer_a=layers[0], layer_b=layers[1], x_a=rng.standard_normal((6, 5)),
                     x_b=rng.standard_normal((6, 5)), labels_a=labels[0], labels_b=labels[1], heads=heads,
-                    contrast="all_pairs", lam=0.5, head_weight=0.9)
+                    settings=IFFCLSettings(lam=0.5, margin=0.0, contrast="all_pairs", head_weight=0.9))
 
     assert all(r.passed for r in check_local_step(**problem()))
     right = iffcl.ReadablePath.head_backward

@@ -229,3 +229,33 @@ def test_old_spellings_of_choices_still_work_with_a_warning(digits):
     assert all(np.array_equal(a, b) for a, b in zip(old, new))
     with pytest.raises(ValueError, match="pairing: unknown option 'labeled'"):
         make_pairs(labels, "labeled", rng)
+
+
+def test_the_settings_one_keyword_at_a_time_still_work_with_a_warning():
+    """The IFFCL steps take one IFFCLSettings; the old keywords (lam=, margin=, ...) give the same step, with a
+    DeprecationWarning naming the release that removes them, and an unknown keyword is refused."""
+    import warnings
+
+    from vaelayer_np.core import iffcl
+    from vaelayer_np.core.gradcheck import check_local_step
+    from vaelayer_np.core.layers import VAELayer
+    from vaelayer_np.core.settings import REMOVED_IN, IFFCLSettings
+
+    rng = np.random.default_rng(0)
+    layers = [VAELayer(5, 3, encoder_hidden=0, rng=s, dtype=np.float64) for s in (1, 2)]
+    x_a, x_b = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    target = np.array([1.0, -1.0, 1.0, -1.0])
+    new = iffcl.vae_local_step(layers[0], layers[1], x_a, x_b, target, 3,
+                               IFFCLSettings(lam=2.0, margin=0.1, contrast="partner"))
+    with pytest.warns(DeprecationWarning, match=f"IFFCLSettings.*{REMOVED_IN}"):
+        old = iffcl.vae_local_step(layers[0], layers[1], x_a, x_b, target, 3, lam=2.0, margin=0.1, contrast="partner")
+    for key in new.grads_a:
+        np.testing.assert_array_equal(new.grads_a[key], old.grads_a[key])
+    assert new.terms == old.terms
+    with pytest.raises(TypeError, match="lamda"):
+        iffcl.vae_local_step(layers[0], layers[1], x_a, x_b, target, 3, lamda=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling warns about nothing
+        rows = check_local_step(layers[0], layers[1], x_a, x_b, np.arange(4), np.arange(4), target,
+                                settings=IFFCLSettings(lam=0.5, margin=0.0, contrast="partner"))
+    assert all(r.passed for r in rows)

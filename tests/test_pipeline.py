@@ -268,7 +268,7 @@ def test_beta_travels_with_its_batch():
         for beta, rows in ((1.0, slice(0, 32)), (0.1, slice(32, 64))):
             set_beta(serial, beta)
             iffcl.train_step(serial.net_a, serial.net_b, serial.optimizers, x[rows], y[rows], serial.rng,
-                             lam=serial.config.lam, margin=serial.config.margin, path=serial.path)
+                             IFFCLSettings(lam=serial.config.lam, margin=serial.config.margin), path=serial.path)
     piped = _trainer(beta_warmup_epochs=0)
     pipe = LayerPipeline(piped.twins(), piped.base_lr, IFFCLSettings(lam=piped.config.lam, margin=piped.config.margin),
                          stages=2)

@@ -1,8 +1,10 @@
-"""Compatibility shims, all of them, in one place: each with the release that removes it.
+"""Compatibility shims: the old module names, with the release that removes them.
 
 Nothing else in the package keeps an old name. When :data:`REMOVED_IN` is released, this module goes, and
 with it the old module names below; the old spellings of a few setting values (``pairing="labelled"``, ...)
-are in :data:`vaelayer_np.core.settings.RENAMED` and go in the same release.
+are in :data:`vaelayer_np.core.settings.RENAMED`, and the IFFCL settings some functions took one keyword at
+a time before they took one ``IFFCLSettings`` are read by :func:`vaelayer_np.core.settings.settings_from_keywords`
+(the core imports nothing from here); they go in the same release.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 REMOVED_IN = "0.4.0"
-"""The release that removes the shims of this module."""
+"""The release that removes the shims (the same as :data:`vaelayer_np.core.settings.REMOVED_IN`, which the
+core reads: the core imports nothing from here, and ``import vaelayer_np`` imports no NumPy)."""
 
 PACKAGE = __name__.rpartition(".")[0]
 

@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .settings import IFFCLSettings, settings_from_keywords
+
 DEFAULT_STEP = 1e-5
 DEFAULT_TOL = 1e-7
 SCALE_FLOOR = 1e-8
@@ -94,7 +96,7 @@ def relative_error(numeric: np.ndarray, analytic: np.ndarray, floor: float = SCA
     return float(np.abs(numeric - analytic).max() / scale)
 
 
-def _central(f, flat, i, old, h):
+def _central(f: Callable[[], float], flat: np.ndarray, i: int, old: float, h: float) -> tuple[float, float]:
     """(f(x + h e_i) - f(x - h e_i)) / 2h, and the larger |f| of the two (for the rounding estimate)."""
     flat[i] = old + h
     f_plus = f()
@@ -285,7 +287,7 @@ def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) ->
     n, d, k, c = 4, 7, 5, 3
     results = []
 
-    def x_(shape):
+    def x_(shape: tuple[int, ...]) -> np.ndarray:
         return rng.standard_normal(shape)
 
     results += check_layer(Dense(d, k, rng=rng), x_((n, d)), rng, "Dense")
@@ -333,7 +335,7 @@ def run_all(seed: int = 0, h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL) ->
     return results
 
 
-def _heads_network_point(rng, n, d, c):
+def _heads_network_point(rng: np.random.Generator, n: int, d: int, c: int) -> tuple:
     """A small float64 Network with a local head on each of its two VAE layers (readout of all layers,
     sampled path, tanh), at a generic point, with a batch, its labels and its noise: (net, x, labels, eps)."""
     from .network import Network
@@ -347,7 +349,7 @@ def _heads_network_point(rng, n, d, c):
     return net, x, labels, eps
 
 
-def _check_dropout_and_local_blocks(rng, h, tol):
+def _check_dropout_and_local_blocks(rng: np.random.Generator, h: float, tol: float) -> list[GradResult]:
     """Dropout with its mask fixed (alone, and in the backprop baseline), and the local-heads method's blocks."""
     from .layers import Dropout, OutputLayer, dropout_mask
     from .localnet import LocalBlock, block_local_step
@@ -378,7 +380,7 @@ def _check_dropout_and_local_blocks(rng, h, tol):
     return results
 
 
-def _check_networks(rng, h, tol):
+def _check_networks(rng: np.random.Generator, h: float, tol: float) -> list[GradResult]:
     """Whole-network gradients for the backpropagation baseline (every layer's dx is used)."""
     from .network import Network
 
@@ -403,24 +405,30 @@ def _check_networks(rng, h, tol):
     return results
 
 
+CHECK_SETTINGS = IFFCLSettings(lam=1.0, margin=0.0, contrast="partner", cosine_on="latent", head_weight=0.0)
+"""The IFFCL settings :func:`check_local_step` checks by default: a plain weight and margin, one partner per row."""
+
+
 def check_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, labels_a: np.ndarray,
-                     labels_b: np.ndarray, target: np.ndarray | None = None, heads: Any = None, lam: float = 1.0,
-                     margin: float = 0.0, contrast: str = "partner", cosine_on: str = "latent",
-                     head_weight: float = 0.0, seed: int = 0, name: str = "IFFCL local step", h: float = DEFAULT_STEP,
-                     tol: float = DEFAULT_TOL) -> list[GradResult]:
+                     labels_b: np.ndarray, target: np.ndarray | None = None, heads: Any = None,
+                     settings: IFFCLSettings | None = None, *, seed: int = 0, name: str = "IFFCL local step",
+                     h: float = DEFAULT_STEP, tol: float = DEFAULT_TOL, **old_keywords: Any) -> list[GradResult]:
     r"""Check the gradients of IFFCL's local loss :math:`L_k` of one twin pair (and its local heads).
 
-    The scalar is the step's own ``terms["loss"]`` (:func:`vaelayer_np.core.iffcl.vae_local_step`):
-    both twins' negative ELBOs, ``lam`` times the cosine term and ``head_weight`` times the heads'
-    losses, with the noise held fixed (drawn from a generator seeded with ``seed`` at every call).
-    Every parameter of both twins and of both heads is checked against the step's gradients.
+    The scalar is the step's own ``terms["loss"]`` (:func:`vaelayer_np.core.iffcl.vae_local_step` with
+    ``settings``, default :data:`CHECK_SETTINGS`): both twins' negative ELBOs, ``lam`` times the cosine term
+    and ``head_weight`` times the heads' losses, with the noise held fixed (drawn from a generator seeded
+    with ``seed`` at every call). Every parameter of both twins and of both heads is checked against the
+    step's gradients. The settings one keyword at a time (``lam=0.7``) are the old spelling
+    (:func:`~vaelayer_np.core.settings.settings_from_keywords`: a DeprecationWarning).
     """
     from .iffcl import vae_local_step
 
-    def step():
-        return vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(seed), lam=lam, margin=margin,
-                              contrast=contrast, labels_a=labels_a, labels_b=labels_b, cosine_on=cosine_on,
-                              heads=heads, head_weight=head_weight)
+    chosen = settings_from_keywords("check_local_step", settings, old_keywords, base=CHECK_SETTINGS)
+
+    def step() -> Any:
+        return vae_local_step(layer_a, layer_b, x_a, x_b, target, np.random.default_rng(seed), chosen,
+                              labels_a=labels_a, labels_b=labels_b, heads=heads)
 
     result = step()
     tensors = {f"A.{k}": v for k, v in layer_a.params.items()} | {f"B.{k}": v for k, v in layer_b.params.items()}
@@ -432,7 +440,7 @@ def check_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarra
     return check_gradients(name, lambda: step().terms["loss"], tensors, analytic, h, tol)
 
 
-def _check_local_steps(rng, h, tol):
+def _check_local_steps(rng: np.random.Generator, h: float, tol: float) -> list[GradResult]:
     """IFFCL's local loss of a twin pair: the cosine term on z or on the outputs, with and without heads."""
     from .layers import OutputLayer, VAELayer
 
@@ -446,10 +454,10 @@ def _check_local_steps(rng, h, tol):
         labels_a, labels_b = rng.integers(0, c, n), rng.integers(0, c, n)
         labels_a[:2], labels_b[:2] = (0, 1), (0, 2)  # a positive and a negative pair at least
         target = np.where(labels_a == labels_b, 1.0, -1.0)
+        settings = IFFCLSettings(lam=0.7, margin=-0.4, contrast=contrast, cosine_on=cosine_on,
+                                 head_weight=0.6 if with_heads else 0.0)
         results += check_local_step(layer_a, layer_b, rng.standard_normal((n, d)), rng.standard_normal((n, d)),
-                                    labels_a, labels_b, target, heads, lam=0.7, margin=-0.4, contrast=contrast,
-                                    cosine_on=cosine_on, head_weight=0.6 if with_heads else 0.0,
-                                    seed=int(rng.integers(1 << 31)),
+                                    labels_a, labels_b, target, heads, settings, seed=int(rng.integers(1 << 31)),
                                     name=f"IFFCL[{cosine_on},{contrast},heads={with_heads}]", h=h, tol=tol)
     return results
 

@@ -28,7 +28,7 @@ from . import ops
 from ._validate import check_choice, check_float_array, check_targets_pm1
 from .layers import _as_rng
 from .optim import Adam
-from .settings import CHOICES, DEFAULTS, IFFCLSettings, canonical
+from .settings import CHOICES, IFFCLSettings, canonical, settings_from_keywords
 
 PAIRING_MODES = CHOICES["pairing"]
 
@@ -164,10 +164,9 @@ READABLE = ReadablePath()
 
 
 def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, target: np.ndarray | None, rng: Any,
-                   lam: float = DEFAULTS["lam"], margin: float = DEFAULTS["margin"],
-                   contrast: str = DEFAULTS["contrast"], labels_a: np.ndarray | None = None,
-                   labels_b: np.ndarray | None = None, cosine_on: str = DEFAULTS["cosine_on"],
-                   path: Any = None, heads: Any = None, head_weight: float = DEFAULTS["head_weight"]) -> LocalStep:
+                   settings: IFFCLSettings | None = None, *, labels_a: np.ndarray | None = None,
+                   labels_b: np.ndarray | None = None, path: Any = None, heads: Any = None,
+                   **old_keywords: Any) -> LocalStep:
     r"""One IFFCL step of a pair of twin VAE layers: gradients of their shared local loss.
 
     .. math:: L_k = \mathrm{negELBO}_A + \mathrm{negELBO}_B + \lambda\,\mathrm{cos\_emb}(z_A, z_B, t)
@@ -179,22 +178,24 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
     x_a, x_b : (N, D) arrays, their inputs (constants: outputs of depth k-1, or data)
     target : (N,) +1/-1 cosine targets (used by ``contrast="partner"``)
     rng : Generator (or seed) for the reparameterisation noise
-    lam, margin : weight and margin of the cosine term
-    contrast : "partner" (one partner per example) or "all_pairs" (every A row against every B row, by labels)
+    settings : :class:`~vaelayer_np.core.settings.IFFCLSettings` (None: the defaults), of which the step reads
+        ``lam`` and ``margin`` (the cosine term's weight and margin), ``contrast`` ("partner": one partner per
+        example; "all_pairs": every A row against every B row, by labels), ``cosine_on`` ("latent": z;
+        "output": the layer's output, act(mu) with pass_on="mean", act(z) with pass_on="sample") and
+        ``head_weight`` (w_h, the heads' weight in the local loss)
     labels_a, labels_b : (N,) labels, needed for ``contrast="all_pairs"``
-    cosine_on : "latent" (z, the default) or "output" (the layer's output: act(mu) with
-        pass_on="mean", act(z) with pass_on="sample")
     path : None (the layers' own forward and backward, :class:`ReadablePath`) or a fast path
     heads : None, or the twins' local classifier heads ``(head_a, head_b)`` at depth k (softmax
         :class:`~vaelayer_np.core.layers.OutputLayer` s reading the layers' outputs); they need
         ``labels_a`` and ``labels_b``
-    head_weight : w_h, the heads' weight in the local loss
+    old_keywords : ``lam=``, ``margin=``, ``contrast=``, ``cosine_on=``, ``head_weight=`` one by one, the
+        old spelling (:func:`~vaelayer_np.core.settings.settings_from_keywords`: a DeprecationWarning)
 
     Returns
     -------
     LocalStep : outputs to pass on, the two layers' gradients, and the loss terms.
     """
-    settings = IFFCLSettings(lam=lam, margin=margin, contrast=contrast, cosine_on=cosine_on, head_weight=head_weight)
+    settings = settings_from_keywords("vae_local_step", settings, old_keywords)
     if settings.contrast == "partner":
         check_targets_pm1("target", target, x_a.shape[0])
     if settings.contrast == "all_pairs" and (labels_a is None or labels_b is None):
@@ -206,12 +207,13 @@ def vae_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray,
     step = _local_step(path or READABLE, (layer_a, layer_b), (x_a, x_b), Pairs(target, labels_a, labels_b),
                        _as_rng(rng), settings, heads)
 
-    def copied(grads):
-        return None if grads is None else {k: g.copy() for k, g in grads.items()}
+    def copied(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: g.copy() for k, g in grads.items()}
 
     # a fast path reuses its buffers at the layers' next step: hand the caller copies
     return LocalStep(step.out_a.copy(), step.out_b.copy(), copied(step.grads_a), copied(step.grads_b), step.terms,
-                     copied(step.grads_head_a), copied(step.grads_head_b))
+                     None if step.grads_head_a is None else copied(step.grads_head_a),
+                     None if step.grads_head_b is None else copied(step.grads_head_b))
 
 
 def local_head_step(path: Any, head: Any, out: np.ndarray, labels: np.ndarray,
@@ -303,9 +305,7 @@ def output_local_step(output_layer: Any, features: np.ndarray, labels: np.ndarra
 
 
 def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray, rng: Any,
-               pairing: str = DEFAULTS["pairing"], lam: float = DEFAULTS["lam"], margin: float = DEFAULTS["margin"],
-               contrast: str = DEFAULTS["contrast"], cosine_on: str = DEFAULTS["cosine_on"],
-               path: Any = None, head_weight: float = DEFAULTS["head_weight"]) -> dict[str, float]:
+               settings: IFFCLSettings | None = None, *, path: Any = None, **old_keywords: Any) -> dict[str, float]:
     """One IFFCL step on a mini-batch: every layer pair learns from its own local loss.
 
     Parameters
@@ -314,11 +314,14 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     optimizers : dict "A.vae0", "B.vae0", ..., "A.output", "B.output" -> optimiser
     x : (N, D) array; y : (N,) int labels
     rng : Generator (pairing and noise)
-    pairing, lam, margin, contrast, cosine_on : the IFFCL settings (defaults: :mod:`.settings`)
+    settings : :class:`~vaelayer_np.core.settings.IFFCLSettings` (None: the defaults of :mod:`.settings`):
+        ``pairing``, ``lam``, ``margin``, ``contrast``, ``cosine_on``, and ``head_weight``, the weight of each
+        layer's local classifier head in its local loss when the networks have heads
+        (``Network(local_heads=True)``; their optimisers "A.head0", ...)
     path : None (the layers' own forward and backward) or a fast path
         (:class:`vaelayer_np.fast.training.FastPath`): the same step, faster
-    head_weight : the weight of each layer's local classifier head in its local loss, when the
-        networks have heads (``Network(local_heads=True)``; their optimisers "A.head0", ...)
+    old_keywords : the settings one keyword at a time (``lam=1.0``), the old spelling
+        (:func:`~vaelayer_np.core.settings.settings_from_keywords`: a DeprecationWarning)
 
     Returns
     -------
@@ -326,8 +329,7 @@ def train_step(net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray
     :class:`LocalStep`), ``output_loss`` (mean of the twins' classification losses; each twin's
     output layer minimises its own) and ``batch_acc`` (net A on this batch).
     """
-    settings = IFFCLSettings(pairing=pairing, lam=lam, margin=margin, contrast=contrast, cosine_on=cosine_on,
-                             head_weight=head_weight)
+    settings = settings_from_keywords("train_step", settings, old_keywords)
     return twins_step(Twins(net_a, net_b, optimizers, path or READABLE), x, y, rng, settings)
 
 

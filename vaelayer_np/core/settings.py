@@ -47,6 +47,10 @@ CHOICES = {
     "cosine_on": ("latent", "output"),
 }
 
+REMOVED_IN = "0.4.0"
+"""The release that removes the compatibility shims: the old spellings below, the IFFCL keywords of
+:func:`settings_from_keywords` and the old module names of :mod:`vaelayer_np._compat`."""
+
 # Old spellings of some choices, accepted for one release (with a DeprecationWarning):
 # "labelled" pairing was a random partner, "pairs" one partner per example, "batch" all pairs.
 RENAMED = {
@@ -96,3 +100,32 @@ class IFFCLSettings:
         object.__setattr__(self, "lam", check_number("lam", self.lam, minimum=0.0))
         object.__setattr__(self, "margin", check_number("margin", self.margin, minimum=-1.0, maximum=1.0))
         object.__setattr__(self, "head_weight", check_number("head_weight", self.head_weight, minimum=0.0))
+
+
+# The IFFCL settings that functions took one keyword at a time before they took one IFFCLSettings.
+OLD_KEYWORDS = ("pairing", "lam", "margin", "contrast", "cosine_on", "head_weight")
+
+
+def settings_from_keywords(function: str, settings: IFFCLSettings | None, keywords: dict[str, Any],
+                           base: IFFCLSettings | None = None) -> IFFCLSettings:
+    """The :class:`IFFCLSettings` of a call of ``function``: ``settings`` as given, or ``base`` (default:
+    ``IFFCLSettings()``) when it is None.
+
+    ``keywords`` are the old spellings of the call, one keyword per setting (``lam=1.0, margin=0.2``):
+    accepted until :data:`REMOVED_IN` with a DeprecationWarning, and applied over ``settings`` (or
+    ``base``). A keyword that is not one of :data:`OLD_KEYWORDS` raises TypeError, as for any function.
+    """
+    if settings is not None and not isinstance(settings, IFFCLSettings):
+        raise ValueError(f"settings: expected an IFFCLSettings, got {type(settings).__name__}")
+    chosen = settings if settings is not None else (base if base is not None else IFFCLSettings())
+    if not keywords:
+        return chosen
+    unknown = sorted(set(keywords) - set(OLD_KEYWORDS))
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    given = ", ".join(f"{k}={v!r}" for k, v in keywords.items())
+    warnings.warn(f"{function}({given}): pass settings=IFFCLSettings({given}) instead; the keywords will be "
+                  f"removed in release {REMOVED_IN}", DeprecationWarning, stacklevel=3)
+    from dataclasses import replace
+
+    return replace(chosen, **keywords)

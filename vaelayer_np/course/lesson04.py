@@ -12,6 +12,9 @@ Two parts:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
 import numpy as np
 
 from ..core import ops
@@ -19,12 +22,13 @@ from ..core.gradcheck import check_loss, generic_point
 from ..core.iffcl import vae_local_step
 from ..core.layers import Dense, VAELayer
 from ..core.optim import Adam
+from ..core.settings import IFFCLSettings
 from .answer_keys import recorded, register_reveal
-from .checks import Diagnosis, call_student, check_dtype, compare_values, max_relative_error, run_check
+from .checks import CheckResult, Diagnosis, call_student, check_dtype, compare_values, max_relative_error, run_check
 
 
 # ----------------------------------------------------------------------------- forward-forward (Hinton 2022)
-def ff_goodness(h):
+def ff_goodness(h: np.ndarray) -> np.ndarray:
     r"""FF goodness of each row: the sum of squares of a layer's activity, :math:`G = \sum_j h_j^2`.
 
     Parameters
@@ -41,7 +45,7 @@ def ff_goodness(h):
     return np.einsum("nh,nh->n", h, h)
 
 
-def ff_label_inputs(x, labels, n_classes):
+def ff_label_inputs(x: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Supervised FF input: a one-hot label placed in front of each example.
 
     With the right label the row is *positive* data, with a wrong label *negative* data.
@@ -65,12 +69,13 @@ def ff_label_inputs(x, labels, n_classes):
     return np.concatenate([one_hot, x], axis=1)
 
 
-def ff_wrong_labels(labels, n_classes, rng):
+def ff_wrong_labels(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
     """A wrong label for each example, uniform over the other classes: (N,) ints."""
     return (labels + rng.integers(1, n_classes, labels.shape[0])) % n_classes
 
 
-def train_ff_layer(x, labels, n_classes, width=200, epochs=20, batch_size=64, lr=3e-3, threshold=None, seed=0):
+def train_ff_layer(x: np.ndarray, labels: np.ndarray, n_classes: int, width: int = 200, epochs: int = 20,
+                   batch_size: int = 64, lr: float = 3e-3, threshold: float | None = None, seed: int = 0) -> tuple:
     r"""Train one ReLU layer with Hinton's forward-forward objective; returns the layer and its history.
 
     Positive data: each example with its own label (:func:`ff_label_inputs`); negative data: with a wrong
@@ -125,7 +130,7 @@ def train_ff_layer(x, labels, n_classes, width=200, epochs=20, batch_size=64, lr
     return layer, history
 
 
-def ff_predict(layer, x, n_classes):
+def ff_predict(layer: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
     """FF classification: try every label, predict the one whose input has the highest goodness: (N,) ints."""
     scores = np.stack([ff_goodness(np.maximum(layer.forward(ff_label_inputs(x, np.full(x.shape[0], c), n_classes))[0],
                                               0)) for c in range(n_classes)], axis=1)
@@ -133,8 +138,9 @@ def ff_predict(layer, x, n_classes):
 
 
 # ----------------------------------------------------------------------------- locality
-def layer_update_after_one_step(method, k, perturb_above, x, y, seed=0, encoder_hidden=64, widths=(32, 32, 32),
-                                shift=0.1):
+def layer_update_after_one_step(method: str, k: int, perturb_above: bool, x: np.ndarray, y: np.ndarray,
+                                seed: int = 0, encoder_hidden: int = 64, widths: Sequence[int] = (32, 32, 32),
+                                shift: float = 0.1) -> dict[str, np.ndarray]:
     """The change of VAE layer ``k``'s parameters (net A) in one training step, from a fixed state.
 
     Builds a :class:`~vaelayer_np.run.trainer.Trainer` (``method`` "iffcl" or "backprop", NumPy backend,
@@ -182,7 +188,9 @@ FORBIDDEN = {
 }
 
 
-def _cosine_cases(rng):
+
+
+def _cosine_cases(rng: np.random.Generator) -> Iterator:
     for n, k, margin in ((6, 5, 0.0), (8, 4, 0.3), (5, 7, -0.5)):
         a, b = rng.standard_normal((n, k)), rng.standard_normal((n, k))
         target = np.where(rng.random(n) < 0.5, 1.0, -1.0)
@@ -192,7 +200,7 @@ def _cosine_cases(rng):
         yield a, b, target, margin
 
 
-def _cosine_slips(a, b, target, margin):
+def _cosine_slips(a: np.ndarray, b: np.ndarray, target: np.ndarray, margin: float) -> tuple[list[Any], list[Any]]:
     """What the common slips give on these inputs: (value slips, d_a slips)."""
     n = a.shape[0]
     norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
@@ -217,7 +225,7 @@ def _cosine_slips(a, b, target, margin):
 
 
 @recorded
-def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
+def check_cosine_embedding(cosine_embedding_fn: Callable[..., Any], tol: float = 1e-7) -> CheckResult:
     r"""Check ``cosine_embedding_fn(a, b, target, margin) -> (value, (d_a, d_b))``.
 
     Two measures, the worse one is the figure: (1) the value and gradients against
@@ -230,7 +238,7 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
     """
     names = ("a", "b", "target", "margin")
 
-    def run(a, b, target, margin):
+    def run(a: np.ndarray, b: np.ndarray, target: Any, margin: float) -> tuple[Any, tuple[Any, ...]]:
         got = call_student(cosine_embedding_fn, (a.copy(), b.copy(), target.copy(), margin), names,
                            FORBIDDEN["cosine_embedding"])
         if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], (tuple, list))
@@ -238,7 +246,7 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
             raise Diagnosis("expected the return value (value, (d_a, d_b))")
         return got[0], tuple(got[1])
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(11)
         worst = 0.0
         for a, b, target, margin in _cosine_cases(rng):
@@ -285,7 +293,7 @@ def check_cosine_embedding(cosine_embedding_fn, tol=1e-7):
 
 # ----------------------------------------------------------------------------- exercise 2: balanced pairs
 @recorded
-def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
+def check_make_pairs_balanced(make_pairs_fn: Callable[..., Any], low: float = 0.47, high: float = 0.53) -> CheckResult:
     """Check ``make_pairs_fn(labels, rng) -> (partner, target)`` for the ``balanced`` mode.
 
     * ``partner``: N valid indices; ``target``: float64, +1 exactly where ``labels == labels[partner]``,
@@ -299,7 +307,7 @@ def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
       ``np.random``, and two seeds give different pairs;
     * ``labels`` is left unchanged, and ``iffcl.make_pairs`` is off limits.
     """
-    def one(labels, seed):
+    def one(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         out = call_student(make_pairs_fn, (labels, np.random.default_rng(seed)), ("labels", "rng"),
                            FORBIDDEN["make_pairs_balanced"])
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -320,7 +328,7 @@ def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
                             f"labels[partner[i]], -1 elsewhere")
         return partner, target
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(12)
         uniform = rng.integers(0, 10, 4000)
         np.random.seed(101)  # noqa: NPY002 - the global generator, on purpose
@@ -357,7 +365,9 @@ def check_make_pairs_balanced(make_pairs_fn, low=0.47, high=0.53):
 
 
 # ----------------------------------------------------------------------------- exercise 3: the local step
-def local_step_problem(seed=0, n=6, d=7, k=4):
+
+
+def local_step_problem(seed: int = 0, n: int = 6, d: int = 7, k: int = 4) -> dict[str, Any]:
     """Twin float64 VAE layers with different initialisations, their inputs, targets and noise.
 
     Returns
@@ -379,8 +389,9 @@ def local_step_problem(seed=0, n=6, d=7, k=4):
             "noise_seed": noise_seed}
 
 
-def _reference_local_step(p, lam, margin, swap_eps=False, target_sign=1.0, on_output=False, swap_dz=False,
-                          as_dout=False):
+def _reference_local_step(p: dict[str, Any], lam: float, margin: float, swap_eps: bool = False,
+                          target_sign: float = 1.0, on_output: bool = False, swap_dz: bool = False,
+                          as_dout: bool = False) -> tuple:
     """The local step written out, with optional slips (for the diagnosis of a wrong answer)."""
     eps_a, eps_b = (p["eps_b"], p["eps_a"]) if swap_eps else (p["eps_a"], p["eps_b"])
     out_a, cache_a = p["layer_a"].forward(p["x_a"], eps=eps_a)
@@ -397,7 +408,7 @@ def _reference_local_step(p, lam, margin, swap_eps=False, target_sign=1.0, on_ou
 
 
 @recorded
-def check_local_step(local_step_fn, tol=1e-9):
+def check_local_step(local_step_fn: Callable[..., Any], tol: float = 1e-9) -> CheckResult:
     """Check ``local_step_fn(layer_a, layer_b, x_a, x_b, target, eps_a, eps_b, lam, margin) -> (grads_a, grads_b)``.
 
     The reference is :func:`vaelayer_np.core.iffcl.vae_local_step` on the same layers, inputs, targets and
@@ -410,7 +421,7 @@ def check_local_step(local_step_fn, tol=1e-9):
     """
     names = ("layer_a", "layer_b", "x_a", "x_b", "target", "eps_a", "eps_b", "lam", "margin")
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         worst = 0.0
         for seed, lam, margin in ((0, 2.0, 0.2), (1, 0.5, -0.3)):
             p = local_step_problem(seed)
@@ -425,8 +436,8 @@ def check_local_step(local_step_fn, tol=1e-9):
             if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(g, dict) for g in got)):
                 return np.inf, False, "expected the return value (grads_a, grads_b), two dicts"
             want = vae_local_step(p["layer_a"], p["layer_b"], p["x_a"], p["x_b"], p["target"],
-                                  np.random.default_rng(p["noise_seed"]), lam=lam, margin=margin, contrast="partner",
-                                  cosine_on="latent")
+                                  np.random.default_rng(p["noise_seed"]),
+                                  IFFCLSettings(lam=lam, margin=margin, contrast="partner", cosine_on="latent"))
             keys = sorted(want.grads_a)
             for twin, g in (("A", got[0]), ("B", got[1])):
                 missing = sorted(set(keys) - set(g))
@@ -465,14 +476,14 @@ def check_local_step(local_step_fn, tol=1e-9):
 
 # ----------------------------------------------------------------------------- shown once the exercise is done
 _IFFCL_STEP = "\n".join([
-    '`vaelayer_np.core.iffcl.train_step(net_a, net_b, optimizers, x, y, rng, pairing, lam, margin, contrast, '
-    'cosine_on)`:',
+    '`vaelayer_np.core.iffcl.train_step(net_a, net_b, optimizers, x, y, rng, settings)` (settings: an '
+    '`IFFCLSettings` with pairing, lam, margin, contrast, cosine_on):',
     '',
     '```python',
     'partner, target = make_pairs(y, pairing, rng)          # B sees x[partner]',
     'h_a, h_b = x, x[partner]',
     'for k, (layer_a, layer_b) in enumerate(zip(net_a.vae_layers, net_b.vae_layers)):',
-    '    step = vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, lam=lam, margin=margin, ...)',
+    '    step = vae_local_step(layer_a, layer_b, h_a, h_b, target, rng, settings, ...)',
     '    optimizers[f"A.vae{k}"].step(step.grads_a)          # each layer: its own optimiser',
     '    optimizers[f"B.vae{k}"].step(step.grads_b)',
     '    h_a, h_b = step.out_a, step.out_b                   # constants for layer k + 1',
@@ -516,7 +527,8 @@ _MATRIX_SLIPS = {
 }
 
 
-def reference_cosine_matrix(a, b, targets, margin, eps=1e-8, slip=""):
+def reference_cosine_matrix(a: np.ndarray, b: np.ndarray, targets: np.ndarray, margin: float, eps: float = 1e-8,
+                            slip: str = "") -> tuple[float, tuple]:
     """The balanced all-pairs cosine embedding loss and its gradients (``slip=""``: the library's
     :func:`vaelayer_np.core.ops.cosine_embedding_matrix` with ``balanced=True``), or with one slip of
     :data:`_MATRIX_SLIPS` planted: the candidates a diagnosis is matched against."""
@@ -545,7 +557,7 @@ def reference_cosine_matrix(a, b, targets, margin, eps=1e-8, slip=""):
     return value, (d_a, d_b)
 
 
-def _matrix_cases(rng):
+def _matrix_cases(rng: np.random.Generator) -> Iterator:
     """(a, b, targets, margin): labels of A against those of B (N = M, as twins see one batch), a margin of
     0 and of 0.3 (with a negative pair above it), and a batch of one class (positive pairs only)."""
     for n, k, margin, classes in ((7, 5, 0.0, 3), (8, 4, 0.3, 4), (6, 3, -0.2, 1)):
@@ -558,7 +570,7 @@ def _matrix_cases(rng):
 
 
 @recorded
-def check_cosine_matrix(cosine_matrix_fn, tol=1e-7):
+def check_cosine_matrix(cosine_matrix_fn: Callable[..., Any], tol: float = 1e-7) -> CheckResult:
     r"""Check ``cosine_matrix_fn(a, b, targets, margin) -> (value, (d_a, d_b))``: the all-pairs cosine embedding
     loss with class-balanced weights, and its gradients with respect to a (N, K) and b (M, K).
 
@@ -572,7 +584,7 @@ def check_cosine_matrix(cosine_matrix_fn, tol=1e-7):
     """
     names = ("a", "b", "targets", "margin")
 
-    def run(a, b, targets, margin):
+    def run(a: np.ndarray, b: np.ndarray, targets: np.ndarray, margin: float) -> tuple[Any, tuple[Any, ...]]:
         got = call_student(cosine_matrix_fn, (a.copy(), b.copy(), targets.copy(), margin), names,
                            FORBIDDEN["cosine_matrix"])
         if not (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[1], (tuple, list))
@@ -580,13 +592,13 @@ def check_cosine_matrix(cosine_matrix_fn, tol=1e-7):
             raise Diagnosis("expected the return value (value, (d_a, d_b))")
         return got[0], tuple(got[1])
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(5)
         worst = 0.0
         for a, b, targets, margin in _matrix_cases(rng):
             value, (d_a, d_b) = run(a, b, targets, margin)
             want = ops.cosine_embedding_matrix(a, b, targets, margin, balanced=True)
-            slips = {"value": [], "d_a": [], "d_b": []}
+            slips: dict[str, list[Any]] = {"value": [], "d_a": [], "d_b": []}
             for slip, description in _MATRIX_SLIPS.items():
                 cand = reference_cosine_matrix(a, b, targets, margin, slip=slip)
                 for name, c in zip(("value", "d_a", "d_b"), (cand[0], cand[1][0], cand[1][1])):

@@ -35,14 +35,18 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.iffcl import Twins, layer_terms, output_local_step, pair_batch, twin_backward
+from ..core.iffcl import Pairs, Twins, layer_terms, output_local_step, pair_batch, twin_backward
 from ..core.iffcl import twins_step as iffcl_twins_step
-from ..core.settings import DEFAULTS, IFFCLSettings
+from ..core.settings import IFFCLSettings, settings_from_keywords
 from .machine import BlasThreads
 from .training import FastPath
+
+if TYPE_CHECKING:
+    from ..core.iffcl import ReadablePath
 
 
 class _Abort(Exception):
@@ -52,21 +56,21 @@ class _Abort(Exception):
 class _Meeting:
     """The exchange of one step: B's latents handed to A, the cosine's gradients handed back to B."""
 
-    def __init__(self, n_layers):
+    def __init__(self, n_layers: int) -> None:
         self.b_ready = [threading.Event() for _ in range(n_layers)]
         self.grad_ready = [threading.Event() for _ in range(n_layers)]
         self.noise_ready = [threading.Event() for _ in range(n_layers)]
-        self.b_value = [None] * n_layers
-        self.grad_b = [None] * n_layers
-        self.results = {}  # what each twin hands back: caches, losses, logits
+        self.b_value: list[Any] = [None] * n_layers  # twin B's latents (or outputs), set before b_ready
+        self.grad_b: list[Any] = [None] * n_layers  # the cosine's gradients for twin B, set before grad_ready
+        self.results: dict[str, Any] = {}  # what each twin hands back: caches, losses, logits
         self.failed = False
 
-    def wait(self, event):
+    def wait(self, event: threading.Event) -> None:
         event.wait()
         if self.failed:
             raise _Abort
 
-    def fail(self):
+    def fail(self) -> None:
         self.failed = True
         for event in self.b_ready + self.grad_ready + self.noise_ready:
             event.set()
@@ -79,42 +83,44 @@ class ParallelFastPath(FastPath):
     :func:`vaelayer_np.fast.machine.resolve_threads`); its layer methods are :class:`FastPath`'s.
     """
 
-    def __init__(self, backend="numba", min_flops=None):
+    def __init__(self, backend: str = "numba", min_flops: float | None = None) -> None:
         super().__init__(backend)
         # a step with fewer FLOPs than this runs serially (the same result); None: PARALLEL_MIN_FLOPS
         self.min_flops = min_flops
-        self._pool = None
-        self._blas = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._blas: BlasThreads | None = None
 
-    def __getstate__(self):  # a thread pool is not copied with the path: a copy makes its own
+    def __getstate__(self) -> dict[str, Any]:  # a thread pool is not copied with the path: a copy makes its own
         state = dict(self.__dict__)
         state["_pool"] = state["_blas"] = None
         return state
 
-    def close(self):
+    def close(self) -> None:
         """Stop the worker thread (a later step starts a new one)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _start(self):
+    def _start(self) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelayer-twin-B")
         if self._blas is None:
             self._blas = BlasThreads(1)
 
     # ----------------------------------------------------------------- the step
-    def train_step(self, net_a, net_b, optimizers, x, y, rng, pairing=DEFAULTS["pairing"], lam=DEFAULTS["lam"],
-                   margin=DEFAULTS["margin"], contrast=DEFAULTS["contrast"], cosine_on=DEFAULTS["cosine_on"],
-                   path=None, head_weight=DEFAULTS["head_weight"]):
+    def train_step(self, net_a: Any, net_b: Any, optimizers: dict[str, Any], x: np.ndarray, y: np.ndarray,
+                   rng: np.random.Generator, settings: IFFCLSettings | None = None, *, path: Any = None,
+                   **old_keywords: Any) -> dict[str, float]:
         """:func:`vaelayer_np.core.iffcl.train_step` with the twins on two threads: the same result, bit for bit
-        (as the serial step with one BLAS thread). ``path`` is ignored (this path runs the step); the settings
-        become one :class:`~vaelayer_np.core.settings.IFFCLSettings` for :meth:`twins_step`."""
-        settings = IFFCLSettings(pairing=pairing, lam=lam, margin=margin, contrast=contrast, cosine_on=cosine_on,
-                                 head_weight=head_weight)
+        (as the serial step with one BLAS thread). ``path`` is ignored (this path runs the step); ``settings``
+        (an :class:`~vaelayer_np.core.settings.IFFCLSettings`, None: the defaults) goes to :meth:`twins_step`,
+        and the settings one keyword at a time are the old spelling
+        (:func:`~vaelayer_np.core.settings.settings_from_keywords`)."""
+        settings = settings_from_keywords("train_step", settings, old_keywords)
         return self.twins_step(Twins(net_a, net_b, optimizers, self), x, y, rng, settings)
 
-    def twins_step(self, twins, x, y, rng, settings):
+    def twins_step(self, twins: Twins, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+                   settings: IFFCLSettings) -> dict[str, float]:
         """:func:`vaelayer_np.core.iffcl.twins_step` with twin A on the calling thread and twin B on a worker.
 
         Each twin's local heads run on that twin's thread. A step smaller than ``min_flops``
@@ -139,9 +145,10 @@ class ParallelFastPath(FastPath):
                 self._act(layer.activation)
         self._draw_noise(layers_a, layers_b, 0, n, rng)
         self._start()
+        assert self._pool is not None and self._blas is not None
         meeting = _Meeting(len(layers_a))
         with self._blas:
-            future = self._pool.submit(self._twin_b, meeting, twins, x_b, pairs, settings, rng, np.geterr())
+            future = self._pool.submit(self._twin_b, meeting, twins, x_b, pairs, settings, rng, dict(np.geterr()))
             try:
                 self._twin_a(meeting, twins, x_a, pairs, settings)
             except _Abort:
@@ -153,16 +160,17 @@ class ParallelFastPath(FastPath):
             future.result()  # B's own error, if it had one
         return self._metrics(meeting.results, twins, settings, pairs)
 
-    def _draw_noise(self, layers_a, layers_b, k, n, rng):
+    def _draw_noise(self, layers_a: list[Any], layers_b: list[Any], k: int, n: int, rng: np.random.Generator) -> None:
         """The noise of both twins' layers at depth k into their buffers, A's first (the serial order)."""
         for layer in (layers_a[k], layers_b[k]):
             rng.standard_normal(out=self._workspace(layer, self.prepare(layer), n)["eps"], dtype=layer.dtype)
 
-    def _forward(self, layer, x):
+    def _forward(self, layer: Any, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`FastPath.vae_forward` with the noise already drawn into the layer's buffer."""
         return self.vae_forward_drawn(layer, x)
 
-    def _backward_with_head(self, twins, twin, k, forward, d_cos, settings):
+    def _backward_with_head(self, twins: Twins, twin: str, k: int, forward: tuple[Any, np.ndarray, np.ndarray],
+                            d_cos: np.ndarray, settings: IFFCLSettings) -> float | None:
         """One twin's backward at depth k and its updates: the serial step's
         :func:`~vaelayer_np.core.iffcl.twin_backward` on ``forward = (cache, out, labels)``, then the layer's
         (and its head's) Adam step; returns the head's loss (None without heads)."""
@@ -176,8 +184,9 @@ class ParallelFastPath(FastPath):
             twins.optimizers[f"{twin}.head{k}"].step(grads_head)
         return head_loss
 
-    def _twin_a(self, meeting, twins, x, pairs, settings):
+    def _twin_a(self, meeting: _Meeting, twins: Twins, x: np.ndarray, pairs: Pairs, settings: IFFCLSettings) -> None:
         net, y = twins.net_a, pairs.y_a
+        assert y is not None  # pair_batch labels both twins' rows
         h, outs, caches, coses, heads = x, [], [], [], []
         for k, layer in enumerate(net.vae_layers):
             if k:
@@ -198,7 +207,8 @@ class ParallelFastPath(FastPath):
         twins.optimizers["A.output"].step(grads)
         meeting.results.update(caches_a=caches, cos=coses, logits_a=logits, loss_a=loss, heads_a=heads)
 
-    def _twin_b(self, meeting, twins, x, pairs, settings, rng, errstate):
+    def _twin_b(self, meeting: _Meeting, twins: Twins, x: np.ndarray, pairs: Pairs, settings: IFFCLSettings,
+                rng: np.random.Generator, errstate: dict[str, Any]) -> None:
         with np.errstate(**errstate):  # NumPy's error handling is per thread: the caller's, as in the serial step
             try:
                 self._twin_b_step(meeting, twins, x, pairs, settings, rng)
@@ -208,8 +218,10 @@ class ParallelFastPath(FastPath):
                 meeting.fail()
                 raise
 
-    def _twin_b_step(self, meeting, twins, x, pairs, settings, rng):
+    def _twin_b_step(self, meeting: _Meeting, twins: Twins, x: np.ndarray, pairs: Pairs, settings: IFFCLSettings,
+                     rng: np.random.Generator) -> None:
         net, y = twins.net_b, pairs.y_b
+        assert y is not None  # pair_batch labels both twins' rows
         layers, layers_a = list(net.vae_layers), list(twins.net_a.vae_layers)
         h, outs, caches, heads = x, [], [], []
         for k, layer in enumerate(layers):
@@ -228,9 +240,10 @@ class ParallelFastPath(FastPath):
         twins.optimizers["B.output"].step(grads)
         meeting.results.update(caches_b=caches, loss_b=loss, heads_b=heads)
 
-    def _metrics(self, results, twins, settings, pairs):
+    def _metrics(self, results: dict[str, Any], twins: Twins, settings: IFFCLSettings,
+                 pairs: Pairs) -> dict[str, float]:
         """The serial step's metrics (:func:`~vaelayer_np.core.iffcl.layer_terms`), in its order."""
-        metrics = {}
+        metrics: dict[str, float] = {}
         for k, (layer_a, layer_b) in enumerate(zip(twins.net_a.vae_layers, twins.net_b.vae_layers)):
             terms = layer_terms(self, layer_a, layer_b, results["caches_a"][k], results["caches_b"][k],
                                 results["cos"][k], (results["heads_a"][k], results["heads_b"][k]), settings.lam,
@@ -241,7 +254,8 @@ class ParallelFastPath(FastPath):
         return metrics
 
 
-def training_path(backend, threads=1, parallel="twins"):
+def training_path(backend: str, threads: int | str | None = 1,
+                  parallel: str = "twins") -> FastPath | ParallelFastPath | ReadablePath:
     """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``.
 
     ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more and
