@@ -109,3 +109,101 @@ def test_defaults_have_one_source():
     assert plain.output.loss_name == built.output.loss_name == DEFAULTS["output_loss"]
     for name, value in DEFAULTS.items():
         assert getattr(c, name) == value, name
+
+
+# ----------------------------------------------------------------------------- annotations
+def _modules_annotated_by_their_owners():
+    """The modules pyproject.toml's mypy overrides still exempt (``ignore_errors = true``): their owners annotate
+    them; the patterns end in ``.*`` for a package's modules."""
+    text = (ROOT / "pyproject.toml").read_text()
+    exempt = []
+    for block in re.findall(r"\[\[tool\.mypy\.overrides\]\](.*?)(?=\n\[|\Z)", text, re.S):
+        if re.search(r"^ignore_errors\s*=\s*true", block, re.M):
+            exempt += re.findall(r'"([\w.*]+)"', block.split("ignore_errors")[0])
+    return exempt
+
+
+def _exempt(name, patterns):
+    return any(name == p or (p.endswith(".*") and name.startswith(p[:-1])) for p in patterns)
+
+
+def missing_annotations(module):
+    """``module.function: parameter`` (or ``: return``) for every public function, method, property and
+    constructor defined in ``module`` whose parameter or return has no annotation."""
+    import inspect
+
+    missing = []
+
+    def check(qualname, fn):
+        fn = inspect.unwrap(getattr(fn, "py_func", fn))  # a Numba function: its Python function
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return
+        annotations = getattr(fn, "__annotations__", {})
+        for param in signature.parameters.values():
+            if param.name not in ("self", "cls") and param.name not in annotations:
+                missing.append(f"{qualname}: {param.name}")
+        if "return" not in annotations:
+            missing.append(f"{qualname}: return")
+
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") and attr != "__init__":
+                    continue
+                member = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+                if inspect.isfunction(member):
+                    check(f"{module.__name__}.{name}.{attr}", member)
+        elif inspect.isfunction(obj) or hasattr(obj, "py_func"):
+            check(f"{module.__name__}.{name}", obj)
+    return missing
+
+
+def test_every_public_function_is_annotated():
+    """Every public function and method of the package has annotations on all its parameters and its return
+    (mypy checks what they say; the modules pyproject.toml's mypy overrides exempt are their owners' to do)."""
+    import importlib
+    import pkgutil
+
+    import vaelayer_np
+
+    exempt = _modules_annotated_by_their_owners()
+    missing, checked = [], 0
+    for info in pkgutil.walk_packages(vaelayer_np.__path__, "vaelayer_np."):
+        if info.name.endswith(".__main__") or _exempt(info.name, exempt):
+            continue
+        missing += missing_annotations(importlib.import_module(info.name))
+        checked += 1
+    assert checked >= 40
+    assert missing == [], "\n".join(missing)
+
+
+def test_the_annotation_check_catches_a_missing_annotation():
+    import types
+
+    planted = types.ModuleType("planted")
+    code = ("class Layer:\n"
+            "    def __init__(self, n: int) -> None: ...\n"
+            "    def forward(self, x) -> float: ...\n"
+            "    @property\n"
+            "    def width(self): ...\n"
+            "    def _private(self, y): ...\n"
+            "def step(a: int, *, b): ...\n"
+            "def _helper(c): ...\n")
+    exec(compile(code, "planted", "exec"), planted.__dict__)
+    for obj in (planted.Layer, planted.step, planted._helper):
+        obj.__module__ = "planted"
+    assert sorted(missing_annotations(planted)) == ["planted.Layer.forward: x", "planted.Layer.width: return",
+                                                    "planted.step: b", "planted.step: return"]
+    assert _exempt("vaelayer_np.tools.reproduce.runner", ["vaelayer_np.tools.reproduce.*"])
+    assert not _exempt("vaelayer_np.tools.bench", ["vaelayer_np.tools.reproduce.*"])
+
+
+def test_the_shims_go_in_one_release():
+    import vaelayer_np._compat as compat
+    from vaelayer_np.core import settings
+
+    assert compat.REMOVED_IN == settings.REMOVED_IN

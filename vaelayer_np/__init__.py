@@ -20,6 +20,7 @@ Nothing runs at import time.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 __version__ = "0.3.0"
 
@@ -107,7 +108,7 @@ _PUBLIC = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
     if name in MOVED and "." not in name:
@@ -115,7 +116,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 

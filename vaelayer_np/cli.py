@@ -29,7 +29,9 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from .run.config import RESUME_MAY_CHANGE, TrainConfig
 
@@ -39,9 +41,9 @@ _EXIT_USAGE = 2
 _EXIT_FAILURE = 1
 
 
-def _int_at_least(minimum, what):
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``, refused with ``what`` in the message."""
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -57,7 +59,7 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
-def _seed(text):
+def _seed(text: str) -> int:
     """An argparse type: a seed, an integer in 0..2**32-1."""
     from .run.tables import SEED_LIMIT
 
@@ -70,7 +72,7 @@ def _seed(text):
     return value
 
 
-def _thread_count(text):
+def _thread_count(text: str) -> int:
     """An argparse type: a number of threads, 1..the cores this process may use."""
     from .fast.machine import usable_cores
 
@@ -85,11 +87,11 @@ def _thread_count(text):
     return value
 
 
-def _option_name(setting):
+def _option_name(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def _name_the_option(exc):
+def _name_the_option(exc: BaseException) -> str:
     """A config error 'seed: ...' says '--seed: ...' on the command line."""
     message = str(exc)
     head, sep, rest = message.partition(":")
@@ -98,11 +100,11 @@ def _name_the_option(exc):
     return message
 
 
-def _os_error_message(exc):
+def _os_error_message(exc: OSError) -> str:
     """One line for an OSError: the path, what happened and what to do."""
     path = exc.filename if exc.filename is not None else "a file"
     reason = exc.strerror or str(exc) or type(exc).__name__
-    advice = {
+    advice: str = {
         errno.ENOSPC: "the disk is full: free some space and try again",
         errno.EDQUOT: "your disk quota is full: free some space and try again",
         errno.EFBIG: "the file-size limit (`ulimit -f`) was reached: raise it or write elsewhere",
@@ -114,11 +116,11 @@ def _os_error_message(exc):
         errno.ENOENT: "check the path",
         errno.ELOOP: "a loop of symbolic links is in the path: choose another path",
         errno.ENOMEM: "out of memory: choose smaller sizes or a part of the data",
-    }.get(exc.errno, "check the path and the disk, then try again")
+    }.get(exc.errno or 0, "check the path and the disk, then try again")
     return f"{path}: {reason}; {advice}"
 
 
-def _parse_widths(text):
+def _parse_widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
     except ValueError:
@@ -128,7 +130,7 @@ def _parse_widths(text):
     return widths
 
 
-def _add_config_options(parser):
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, with its default and help."""
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -143,7 +145,7 @@ def _add_config_options(parser):
         parser.add_argument(flag, type=kind, default=None, help=help_text + suffix)
 
 
-def _config_from_args(args):
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
               if getattr(args, f.name) is not None}
     try:
@@ -152,7 +154,9 @@ def _config_from_args(args):
         raise ValueError(_name_the_option(exc)) from None
 
 
-def build_parser():
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaelayer", description="VAE layers trained with IFFCL, in NumPy.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     common = argparse.ArgumentParser(add_help=False)
@@ -160,7 +164,7 @@ def build_parser():
                         help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add_command(name, **kwargs):
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kwargs)
 
     p = add_command("train", help="train a run", description="Train a run; every setting is an option.")
@@ -222,10 +226,10 @@ class _GuardedStdout:
     fail either) and every later write is dropped.
     """
 
-    def __init__(self, stream, command):
+    def __init__(self, stream: TextIO, command: str) -> None:
         self.stream, self.command, self.lost = stream, command, False
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         if not self.lost:
             try:
                 return self.stream.write(text)
@@ -233,14 +237,14 @@ class _GuardedStdout:
                 self._lose(exc)
         return len(text)
 
-    def flush(self):
+    def flush(self) -> None:
         if not self.lost:
             try:
                 self.stream.flush()
             except OSError as exc:
                 self._lose(exc)
 
-    def _lose(self, exc):
+    def _lose(self, exc: OSError) -> None:
         if exc.errno not in (errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.EBADF):
             raise exc
         self.lost = True
@@ -257,11 +261,11 @@ class _GuardedStdout:
         except (OSError, ValueError):
             pass
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stdout = sys.stdout
@@ -276,14 +280,14 @@ def main(argv=None):
             sys.stdout = stdout
 
 
-def _warn(command, message):
+def _warn(command: str, message: Warning | str) -> None:
     try:
         print(f"vaelayer {command}: warning: {_one_line(message)}", file=sys.stderr)
     except (OSError, ValueError):
         pass
 
 
-def _main(args, parser):
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .run.trainer import DivergenceError
 
     try:
@@ -322,11 +326,11 @@ def _main(args, parser):
         return 130
 
 
-def _one_line(text):
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _dispatch(args, parser):
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "train":
         from .run.runs import train_run
 

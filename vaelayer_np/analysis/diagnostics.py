@@ -19,22 +19,25 @@ change a network. ``vaelayer_np.core.ops.kl_diag_gaussian`` is the KL the layers
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from ..core._validate import check_float_array, check_positive
-from ..core.layers import _as_rng
+from ..core.layers import RngLike, _as_rng
 
 COLLAPSE_KL = 0.05        # nats: a unit whose data-averaged KL is below this carries (almost) nothing
 ACTIVE_THRESHOLD = 1e-2   # Burda et al. 2016: a unit is active when Var_x[E_q(z|x)[z_k]] > 0.01
 
 
-def _check_mu_log_var(mu, log_var):
+def _check_mu_log_var(mu: np.ndarray, log_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     check_float_array("mu", mu, shape=(None, None))
     check_float_array("log_var", log_var, shape=mu.shape)
     return mu.astype(np.float64), log_var.astype(np.float64)
 
 
-def kl_per_unit(mu, log_var):
+def kl_per_unit(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
     r"""KL of each latent unit's posterior from the prior, averaged over the data.
 
     .. math::
@@ -56,7 +59,7 @@ def kl_per_unit(mu, log_var):
     return -0.5 * np.mean(1.0 + log_var - mu * mu - np.exp(log_var), axis=0)
 
 
-def mean_variance(mu):
+def mean_variance(mu: np.ndarray) -> np.ndarray:
     r"""Variance of each unit's mean across the data, :math:`A_k = \mathrm{Var}_n[\mu_{nk}]`.
 
     .. math:: A_k = \frac1N \sum_n (\mu_{nk} - \bar\mu_k)^2, \qquad \bar\mu_k = \frac1N \sum_n \mu_{nk}
@@ -73,7 +76,7 @@ def mean_variance(mu):
     return np.var(mu.astype(np.float64), axis=0)
 
 
-def active_units(mu, threshold=ACTIVE_THRESHOLD):
+def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> np.ndarray:
     r"""Which latent units are *active*: their mean varies across the data (Burda et al. 2016).
 
     .. math:: \mathrm{active}_k = \big[\,\mathrm{Var}_n[\mu_{nk}] > \delta\,\big]
@@ -98,7 +101,7 @@ def active_units(mu, threshold=ACTIVE_THRESHOLD):
     return mean_variance(mu) > threshold
 
 
-def noise_and_signal(mu, log_var):
+def noise_and_signal(mu: np.ndarray, log_var: np.ndarray) -> dict[str, float]:
     r"""The noise scale of a layer's samples against the scale of its means.
 
     .. math::
@@ -127,7 +130,8 @@ def noise_and_signal(mu, log_var):
             "signal_to_noise": mean_spread / max(noise_std, 1e-300)}
 
 
-def encode_layers(net, x, sample=False, rng=None):
+def encode_layers(net: Any, x: np.ndarray, sample: bool = False,
+                  rng: RngLike = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run a network's VAE layers on ``x`` and return each layer's means and log-variances.
 
     Parameters
@@ -150,7 +154,9 @@ def encode_layers(net, x, sample=False, rng=None):
     return [(c["mu"], c["log_var"]) for c in caches]
 
 
-def layer_diagnostics(net, x, sample=False, rng=None, collapse_kl=COLLAPSE_KL, active_threshold=ACTIVE_THRESHOLD):
+def layer_diagnostics(net: Any, x: np.ndarray, sample: bool = False, rng: RngLike = None,
+                      collapse_kl: float = COLLAPSE_KL,
+                      active_threshold: float = ACTIVE_THRESHOLD) -> list[dict[str, Any]]:
     """Every diagnostic of this module for each VAE layer of ``net`` on the data ``x``.
 
     Parameters
@@ -179,7 +185,7 @@ def layer_diagnostics(net, x, sample=False, rng=None, collapse_kl=COLLAPSE_KL, a
     return report
 
 
-def format_diagnostics(report):
+def format_diagnostics(report: Sequence[dict[str, Any]]) -> str:
     """A small text table of :func:`layer_diagnostics` (one line per layer)."""
     lines = [f"layer | KL (nats) | active / units | collapsed (KL < {COLLAPSE_KL:.2g}) | noise std | spread of means | "
              "RMS mean | spread / noise"]
@@ -190,7 +196,8 @@ def format_diagnostics(report):
     return "\n".join(lines)
 
 
-def probe_accuracy(features_train, y_train, features_test, y_test, max_iter=500):
+def probe_accuracy(features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray, y_test: np.ndarray,
+                   max_iter: int = 500) -> float:
     r"""Test accuracy of a logistic regression fitted on a layer's features (a *linear probe*).
 
     It measures how much class information a representation holds, independently of the

@@ -21,30 +21,36 @@ samples are from the data), and :func:`image_grid` to draw rows of images.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..core._validate import check_choice, check_float_array, check_positive
 from ..core.activations import sigmoid
-from ..core.layers import _as_rng
+from ..core.layers import RngLike, _as_rng
 from .diagnostics import encode_layers
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SAMPLE_SOURCES = ("prior", "aggregate")
 
 
-def _check_layer_index(net, k):
+def _check_layer_index(net: Any, k: int) -> int:
     n = len(net.vae_layers)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n:
         raise ValueError(f"k: expected a VAE layer index in 0..{n - 1}, got {k!r}")
     return int(k)
 
 
-def to_input_space(net, h):
+def to_input_space(net: Any, h: np.ndarray) -> np.ndarray:
     """The first layer's decoder output as input values: ``sigmoid`` of its logits when it
     reconstructs with ``recon="bce"``, else the output itself."""
     return sigmoid(h) if net.vae_layers[0].recon == "bce" else h
 
 
-def decode_to_input(net, k, z):
+def decode_to_input(net: Any, k: int, z: np.ndarray) -> np.ndarray:
     r"""Decode a latent of VAE layer ``k`` down to the network's input space (pixels).
 
     .. math::
@@ -75,7 +81,7 @@ def decode_to_input(net, k, z):
     return to_input_space(net, h)
 
 
-def reconstruct(net, x):
+def reconstruct(net: Any, x: np.ndarray) -> list[np.ndarray]:
     """Each VAE layer's reconstruction of ``x``, carried down to input space (the mean path).
 
     Layer k encodes (on the evaluation path, no noise) and its latent mean is decoded by
@@ -95,7 +101,7 @@ def reconstruct(net, x):
     return [decode_to_input(net, k, mu) for k, (mu, _) in enumerate(encode_layers(net, x))]
 
 
-def fit_aggregate_posterior(mu, log_var):
+def fit_aggregate_posterior(mu: np.ndarray, log_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""The aggregate posterior of one layer, fitted as a diagonal Gaussian.
 
     The aggregate posterior is the mixture :math:`q(z) = \frac1N\sum_n \mathcal N(z;\mu_n,
@@ -123,7 +129,7 @@ def fit_aggregate_posterior(mu, log_var):
     return mean, np.sqrt(var)
 
 
-def sample_latents(n, mean, std, rng=None):
+def sample_latents(n: int, mean: np.ndarray, std: np.ndarray, rng: RngLike = None) -> np.ndarray:
     r"""Draw ``n`` latents from a diagonal Gaussian :math:`\mathcal N(m, \mathrm{diag}\,s^2)`.
 
     .. math:: z_i = m + s \odot \epsilon_i, \qquad \epsilon_i \sim \mathcal N(0, I)
@@ -152,7 +158,8 @@ def sample_latents(n, mean, std, rng=None):
     return mean + std * eps
 
 
-def sample_images(net, k, n, source="aggregate", x=None, rng=None):
+def sample_images(net: Any, k: int, n: int, source: str = "aggregate", x: np.ndarray | None = None,
+                  rng: RngLike = None) -> np.ndarray:
     """Images decoded from ``n`` samples of layer ``k``'s latent space.
 
     Parameters
@@ -182,7 +189,7 @@ def sample_images(net, k, n, source="aggregate", x=None, rng=None):
     return decode_to_input(net, k, sample_latents(n, mean, std, rng))
 
 
-def traverse(net, k, x_point, unit, values):
+def traverse(net: Any, k: int, x_point: np.ndarray, unit: int, values: Any) -> np.ndarray:
     r"""A latent traversal: vary one unit of layer ``k``, hold the others at a data point's means.
 
     .. math::
@@ -213,7 +220,7 @@ def traverse(net, k, x_point, unit, values):
     return decode_to_input(net, k, z)
 
 
-def nearest_neighbour_error(samples, data, chunk=256):
+def nearest_neighbour_error(samples: np.ndarray, data: np.ndarray, chunk: int = 256) -> float:
     r"""How far generated images are from the data: the mean, over samples, of the squared error per
     pixel to the *nearest* data image.
 
@@ -245,7 +252,8 @@ def nearest_neighbour_error(samples, data, chunk=256):
     return float(np.mean(np.concatenate(nearest)))
 
 
-def image_grid(rows, image_shape, row_labels=None, title="", size=0.7, dpi=75):
+def image_grid(rows: Sequence[np.ndarray], image_shape: tuple[int, ...], row_labels: Sequence[str] | None = None,
+               title: str = "", size: float = 0.7, dpi: int = 75) -> Figure:
     """Draw rows of images (values clipped to [0, 1], gray) and return the matplotlib figure.
 
     Parameters

@@ -5,9 +5,15 @@ expected, so that a user never meets a traceback from deep inside NumPy.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_T = TypeVar("_T")
 
 
 class NonFiniteError(ValueError):
@@ -18,11 +24,12 @@ class NonFiniteError(ValueError):
     """
 
 
-def _shape_str(shape):
+def _shape_str(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
 
 
-def check_float_array(name, x, shape=None, dtype=None, finite=True):
+def check_float_array(name: str, x: Any, shape: tuple[int | None, ...] | None = None, dtype: DTypeLike | None = None,
+                      finite: bool = True) -> np.ndarray:
     """Return ``x`` after checking that it is a finite float32/float64 ndarray.
 
     Parameters
@@ -55,12 +62,12 @@ def check_float_array(name, x, shape=None, dtype=None, finite=True):
     return x
 
 
-def check_same_shape(name_a, a, name_b, b):
+def check_same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_b}: expected the same shape as {name_a} {a.shape}, got {b.shape}")
 
 
-def check_labels(name, y, n, n_classes=None):
+def check_labels(name: str, y: Any, n: int, n_classes: int | None = None) -> np.ndarray:
     """Integer class labels of shape (n,), each in [0, n_classes)."""
     if not isinstance(y, np.ndarray):
         raise ValueError(f"{name}: expected a numpy ndarray of integer labels, got {type(y).__name__}")
@@ -73,7 +80,7 @@ def check_labels(name, y, n, n_classes=None):
     return y
 
 
-def check_targets_pm1(name, t, n):
+def check_targets_pm1(name: str, t: Any, n: int) -> np.ndarray:
     """Cosine targets: shape (n,), every entry +1 or -1."""
     if not isinstance(t, np.ndarray):
         raise ValueError(f"{name}: expected a numpy ndarray of +1/-1 targets, got {type(t).__name__}")
@@ -97,12 +104,12 @@ def check_targets_pm1(name, t, n):
 #   * a string converts with ``float("3")``, and a 0-d array passes ``float()``: a string is refused, a numpy
 #     scalar or a 0-d numeric array is taken as the Python number it holds (returned: store the result).
 
-def is_bool(value):
+def is_bool(value: Any) -> bool:
     """True for Python's and NumPy's booleans (which ``isinstance(value, int)`` and ``float()`` accept)."""
     return isinstance(value, (bool, np.bool_))
 
 
-def _scalar(name, value, what):
+def _scalar(name: str, value: Any, what: str) -> int | float:
     """``value`` as a Python int or float, if it is a real number (a numpy scalar or 0-d array included);
     otherwise a ValueError naming ``name``."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -113,7 +120,7 @@ def _scalar(name, value, what):
     return int(value) if isinstance(value, (int, np.integer)) else float(value)
 
 
-def check_int(name, value, minimum=None, maximum=None):
+def check_int(name: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> int:
     """An integer (a numpy integer or 0-d integer array accepted; bool, float, str refused) in
     [minimum, maximum]; returned as a Python int."""
     if minimum == 1 and maximum is None:
@@ -130,7 +137,8 @@ def check_int(name, value, minimum=None, maximum=None):
     return v
 
 
-def check_number(name, value, minimum=None, maximum=None, above=None):
+def check_number(name: str, value: Any, minimum: float | None = None, maximum: float | None = None,
+                 above: float | None = None) -> float:
     """A finite real number (not a bool, a string, NaN or inf) with ``minimum <= value <= maximum`` and
     ``value > above`` where given; returned as a Python float."""
     v = float(_scalar(name, value, "a number"))
@@ -146,7 +154,7 @@ def check_number(name, value, minimum=None, maximum=None, above=None):
     return v
 
 
-def check_dtype(dtype, name="dtype", allowed=FLOAT_DTYPES):
+def check_dtype(dtype: Any, name: str = "dtype", allowed: Sequence[np.dtype] = FLOAT_DTYPES) -> np.dtype:
     """``dtype`` as a numpy dtype, one of ``allowed`` (float32 or float64 by default).
 
     ``None``, a string NumPy does not know (``"abc"``), a bool and anything ``np.dtype`` refuses raise a
@@ -164,7 +172,7 @@ def check_dtype(dtype, name="dtype", allowed=FLOAT_DTYPES):
     return dt
 
 
-def fails_bound(figure, bound):
+def fails_bound(figure: Any, bound: float) -> bool:
     """True when ``figure`` is not a finite number at most ``bound``: NaN and inf fail (``figure > bound``
     alone is False for NaN). The one comparison of a measured figure with its bound."""
     try:
@@ -174,7 +182,7 @@ def fails_bound(figure, bound):
     return not (np.isfinite(f) and f <= bound)
 
 
-def check_choice(name, value, choices):
+def check_choice(name: str, value: _T, choices: Sequence[Any]) -> _T:
     """``value`` if it is one of ``choices`` (compared only with values of the same type: an array or another
     unhashable object is refused by name, not compared element-wise)."""
     if not any(is_bool(value) == is_bool(c) and isinstance(value, type(c)) and value == c for c in choices):
@@ -182,13 +190,13 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_positive(name, value, allow_zero=False):
+def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
     """A finite number > 0 (>= 0 with ``allow_zero``): :func:`check_number`'s rules; returned as a float."""
     if allow_zero:
         return check_number(name, value, minimum=0.0)
     return check_number(name, value, above=0.0)
 
 
-def check_finite(name, value):
+def check_finite(name: str, value: Any) -> float:
     """A finite real number (not a bool, a string, NaN or inf): :func:`check_number`; returned as a float."""
     return check_number(name, value)

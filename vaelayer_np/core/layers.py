@@ -48,13 +48,13 @@ def _as_rng(rng: RngLike, name: str = "rng") -> np.random.Generator:
                      f"got {type(rng).__name__}")
 
 
-def _check_dims(**dims):
+def _check_dims(**dims: int) -> None:
     for name, value in dims.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
-def _check_dtype(dtype):
+def _check_dtype(dtype: DTypeLike) -> np.dtype:
     return check_dtype(dtype)
 
 
@@ -80,7 +80,7 @@ class Layer:
     def dtype(self) -> np.dtype:
         return self._dtype
 
-    def _check_grad(self, name, g, shape):
+    def _check_grad(self, name: str, g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return check_float_array(name, g, shape=shape, dtype=self._dtype)
 
     def n_params(self) -> int:
@@ -332,7 +332,7 @@ class VAELayer(Layer):
         return out, cache
 
     # -------------------------------------------------------------- local loss
-    def _recon(self, x_hat, x):
+    def _recon(self, x_hat: np.ndarray, x: np.ndarray) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         fn = losses.mse if self.recon == "mse" else losses.bce_with_logits
         return fn(x_hat, x)
 
@@ -346,7 +346,7 @@ class VAELayer(Layer):
         kl = cache["kl"]
         return {"recon": recon, "kl": kl, "neg_elbo": recon + self.beta * kl}
 
-    def _check_cache(self, cache):
+    def _check_cache(self, cache: Any) -> None:
         if not isinstance(cache, dict) or any(key not in cache for key in self.CACHE_KEYS):
             raise ValueError(f"cache: expected the cache returned by this layer's forward, got "
                              f"{type(cache).__name__ if not isinstance(cache, dict) else 'a dict without its keys'}")
@@ -418,7 +418,7 @@ class VAELayer(Layer):
                 d_x_enc = d_h_pre @ p["W_enc"].T
         elif need_dx:
             d_x_enc = d_mu @ p["W_mu"].T + d_r @ p["W_lv"].T
-        dx = d_x_enc + weight * d_target if need_dx else None
+        dx = d_x_enc + weight * d_target if need_dx and d_x_enc is not None else None
         return dx, {name: grads[name] for name in self.PARAM_NAMES if name in self.params}
 
     def decode(self, z: np.ndarray) -> np.ndarray:

@@ -164,7 +164,7 @@ def _no_backend(backend: str | None) -> None:
                       "vaelayer_np.fast.backend.get_ops('numba')", DeprecationWarning, stacklevel=3)
 
 
-def _check_margin(margin):
+def _check_margin(margin: float) -> None:
     try:
         m = float(margin)
     except (TypeError, ValueError):

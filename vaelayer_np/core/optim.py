@@ -29,14 +29,14 @@ class Optimizer:
         self.weight_decay = check_positive("weight_decay", weight_decay, allow_zero=True)
         self.t = 0
 
-    def _check(self, grads):
+    def _check(self, grads: dict[str, np.ndarray]) -> None:
         if set(grads) != set(self.params):
             raise ValueError(f"grads: expected keys {sorted(self.params)}, got {sorted(grads)}")
         for k, g in grads.items():
             if g.shape != self.params[k].shape:
                 raise ValueError(f"grads[{k!r}]: expected shape {self.params[k].shape}, got {g.shape}")
 
-    def _grad_with_decay(self, name, g):
+    def _grad_with_decay(self, name: str, g: np.ndarray) -> np.ndarray:
         """L2 weight decay on weight matrices (names starting with 'W'), added to the gradient."""
         if self.weight_decay and name.startswith("W"):
             return g + self.weight_decay * self.params[name]

@@ -23,6 +23,8 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 KEYS = {
     "01_vae_layer_forward": {
@@ -110,7 +112,7 @@ CHECKER_MODULES = {
 }
 
 
-def normalise(text):
+def normalise(text: str) -> str:
     """Text without any whitespace: the comparison ignores layout."""
     return "".join(str(text).split())
 
@@ -119,11 +121,13 @@ def normalise(text):
 _SOURCE_PRINT = re.compile(r"(?<!def )\b(getsource|getsourcelines|show_source)\s*\(")
 
 
-def _text(value):
+def _text(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def cell_texts(cell):
+
+
+def cell_texts(cell: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """Every text of one notebook cell, as ``(where, text)`` pairs: its source (code with its
     docstrings and comments, or markdown) and each stored output (stream text, and every text
     representation of a result or display: plain, HTML, Markdown, LaTeX, JSON; an error's traceback).
@@ -144,7 +148,7 @@ def cell_texts(cell):
                 yield f"attachment {name}", _text(value)
 
 
-def find_leaks(nb, keys=None):
+def find_leaks(nb: dict[str, Any], keys: dict[str, dict[str, Sequence[str]]] | None = None) -> list[str]:
     """Where a notebook (a dict, as read from its JSON) gives an exercise's answer away.
 
     Every cell's source and outputs (:func:`cell_texts`) is compared, without whitespace, with every
@@ -152,10 +156,10 @@ def find_leaks(nb, keys=None):
     prints a function's source (``inspect.getsource``, ``show_source``) is a leak too. Returns a
     list of sentences, one per finding, naming the cell, the part of it and the exercise.
     """
-    keys = KEYS if keys is None else keys
-    flat_keys = [(lesson, checker, key, normalise(key)) for lesson, by_checker in keys.items()
+    chosen = KEYS if keys is None else keys
+    flat_keys = [(lesson, checker, key, normalise(key)) for lesson, by_checker in chosen.items()
                  for checker, expressions in by_checker.items() for key in expressions]
-    found = []
+    found: list[str] = []
     for i, cell in enumerate(nb.get("cells", [])):
         for where, text in cell_texts(cell):
             flat = normalise(text)
@@ -172,14 +176,14 @@ def find_leaks(nb, keys=None):
 
 
 # ----------------------------------------------------------------------------- what is shown once solved
-_PASSED: set = set()
-_REVEALS: dict = {}
+_PASSED: set[str] = set()
+_REVEALS: dict[str, tuple[tuple[str, ...], Callable[[], str], bool]] = {}
 
 
 AUTOGRADE_ENV = "VAELAYER_COURSE_AUTOGRADE"
 
 
-def recorded(check):
+def recorded(check: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a checker so that its PASS is remembered in this Python process (for :func:`reveal`), and
     so that, when graded (the environment variable ``VAELAYER_COURSE_AUTOGRADE`` is ``1``, as for
     ``nbgrader autograde``), its FAIL raises ``AssertionError`` with the verdict and its diagnosis: the
@@ -192,7 +196,7 @@ def recorded(check):
     run = isolated(check)
 
     @functools.wraps(check)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = run(*args, **kwargs)
         if bool(result):
             _PASSED.add(check.__name__)
@@ -203,18 +207,18 @@ def recorded(check):
     return wrapper
 
 
-def register_reveal(name, requires, text, markdown=False):
+def register_reveal(name: str, requires: Iterable[str], text: Callable[[], str], markdown: bool = False) -> None:
     """Make ``reveal(name)`` show ``text()`` once every checker named in ``requires`` has passed
     (``markdown=True``: displayed as Markdown in a notebook, printed elsewhere)."""
     _REVEALS[name] = (tuple(requires), text, markdown)
 
 
-def passed(*checkers):
+def passed(*checkers: Any) -> bool:
     """True when every named checker has passed in this Python process."""
     return all(c in _PASSED for c in checkers)
 
 
-def reveal(name):
+def reveal(name: str) -> None:
     """Print what is kept for after an exercise (``name``, registered by the lesson's checker module),
     or, while a checker it requires has not passed in this kernel, which checkers to pass first."""
     if name not in _REVEALS:  # registered when a lesson's checker module is imported: import them all

@@ -25,12 +25,15 @@ given output head) and its IFFCL functions are off limits (:func:`vaelayer_np.co
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
 from .answer_keys import recorded
-from .checks import Diagnosis, call_student, compare_values, run_check, tripwires
+from .checks import CheckResult, Diagnosis, call_student, compare_values, run_check, tripwires
 from .lesson02 import _GRAD_ORDER, _LAYER_SLIPS, reference_layer_backward
 
 MIN_ACCURACY = 0.95
@@ -61,7 +64,8 @@ FORBIDDEN = {"my_vae_layer": FORBIDDEN_ALL, "my_local_step": FORBIDDEN_ALL, "tra
 PARAMS = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "W_dec", "b_dec")
 
 
-def _twin_layers(seed, d=7, k=4, hidden=5, beta=0.5, bound=3.0, recon="mse"):
+def _twin_layers(seed: int, d: int = 7, k: int = 4, hidden: int = 5, beta: float = 0.5, bound: float = 3.0,
+                 recon: str = "mse") -> tuple:
     """A library VAE layer (float64, relu, MSE or BCE, pass_on="mean") at a generic point, and its inputs."""
     rng = np.random.default_rng(seed)
     layer = generic_point(VAELayer(d, k, beta=beta, encoder_hidden=hidden, log_var_bias_init=-1.0,
@@ -70,7 +74,7 @@ def _twin_layers(seed, d=7, k=4, hidden=5, beta=0.5, bound=3.0, recon="mse"):
     return layer, rng
 
 
-def _mine(MyVAELayer, layer, seed):
+def _mine(MyVAELayer: Callable[..., Any], layer: Any, seed: int) -> Any:
     """The student's layer with the library layer's shape, settings and parameters."""
     d, k = layer.params["W_dec"].shape[1], layer.params["W_dec"].shape[0]
     hidden = layer.params["W_enc"].shape[1]
@@ -94,7 +98,7 @@ def _mine(MyVAELayer, layer, seed):
 
 
 @recorded
-def check_my_vae_layer(MyVAELayer, seed=0):
+def check_my_vae_layer(MyVAELayer: Callable[..., Any], seed: int = 0) -> CheckResult:
     """Check ``MyVAELayer`` (forward and backward) against the library's VAE layer on the same parameters.
 
     ``MyVAELayer(in_dim, latent_dim, hidden, rng, beta, bound, recon="mse")``; ``forward(x, eps) -> (out,
@@ -106,7 +110,7 @@ def check_my_vae_layer(MyVAELayer, seed=0):
     (:func:`vaelayer_np.course.lesson02.reference_layer_backward`: dz missing or entered at mu, beta
     missing, the other reconstruction loss's gradient, ...).
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         worst = 0.0
         for trial, recon in enumerate(("mse", "mse", "bce")):
             layer, rng = _twin_layers(seed + trial, recon=recon)
@@ -143,7 +147,7 @@ def check_my_vae_layer(MyVAELayer, seed=0):
             if missing:
                 raise Diagnosis(f"MyVAELayer.backward: no gradient for {', '.join(missing)}")
             _, want = layer.backward(None, want_cache, dz=dz, need_dx=False)
-            slips = {p: [] for p in PARAMS}
+            slips: dict[str, list[Any]] = {p: [] for p in PARAMS}
             for slip in _LAYER_SLIPS:
                 try:
                     _, candidate = reference_layer_backward(layer, want_cache, None, dz, 1.0, slip)
@@ -161,7 +165,9 @@ def check_my_vae_layer(MyVAELayer, seed=0):
     return run_check("MyVAELayer (forward, backward)", body, bound=f"below {TOLERANCE:g}")
 
 
-def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, balanced=True):
+def _reference_local_step(layer_a: Any, layer_b: Any, x_a: np.ndarray, x_b: np.ndarray, target: np.ndarray,
+                          rng: np.random.Generator, lam: float, margin: float,
+                          balanced: bool = True) -> tuple[Any, ...]:
     """The library's local step: one partner per row (``target`` (N,)) or all pairs (``target`` (N, N))."""
     from ..core import ops
 
@@ -179,13 +185,14 @@ def _reference_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin, 
 
 
 @recorded
-def check_my_local_step(my_local_step, MyVAELayer, seed=0):
+def check_my_local_step(my_local_step: Callable[..., Any], MyVAELayer: Callable[..., Any],
+                        seed: int = 0) -> CheckResult:
     """Check ``my_local_step(layer_a, layer_b, x_a, x_b, target, rng, lam, margin) -> (grads_a, grads_b, out_a,
     out_b)`` on two of the student's layers, against the library's layers with the same parameters, inputs and
     noise (``eps_a = rng.standard_normal((N, K))`` first, then ``eps_b``): twice with one partner per row
     (``target`` (N,), the cosine embedding loss) and once with all pairs (``target`` (N, N), the balanced
     all-pairs loss). Named slips: lambda forgotten, a plain mean over all pairs, the twins swapped."""
-    def body():
+    def body() -> tuple[float, bool, str]:
         worst = 0.0
         for trial, (lam, margin, contrast) in enumerate(((2.0, 0.2, "partner"), (0.5, -0.3, "partner"),
                                                          (3.0, 0.1, "all_pairs"))):
@@ -225,7 +232,7 @@ def check_my_local_step(my_local_step, MyVAELayer, seed=0):
                                    _reference_local_step(lib_a, lib_b, x_a, x_b, target,
                                                          np.random.default_rng(noise_seed), lam, margin,
                                                          balanced=False)))
-            slips = {name: [] for name in names}
+            slips: dict[str, list[Any]] = {name: [] for name in names}
             for description, cand in candidates:
                 flat = tuple(cand[i][p] for i in (0, 1) for p in PARAMS) + (cand[2], cand[3])
                 for name, value in zip(names, flat):
@@ -251,29 +258,30 @@ class _WatchedGenerator(np.random.Generator):
     notes the sizes of the orderings drawn from it (``permutation``, ``shuffle``, ``permuted``, ``choice``
     without replacement), so a checker can tell whether an epoch visited the examples in a new order."""
 
-    def __init__(self, seed):
+    def __init__(self, seed: int) -> None:
         super().__init__(np.random.PCG64(seed))
-        self.orderings = []
+        self.orderings: list[int] = []
 
-    def permutation(self, x, *args, **kwargs):
+    def permutation(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         self.orderings.append(int(x) if np.ndim(x) == 0 else len(x))
         return super().permutation(x, *args, **kwargs)
 
-    def shuffle(self, x, *args, **kwargs):
+    def shuffle(self, x: Any, *args: Any, **kwargs: Any) -> None:
         self.orderings.append(len(x))
         return super().shuffle(x, *args, **kwargs)
 
-    def permuted(self, x, *args, **kwargs):
+    def permuted(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         self.orderings.append(np.shape(x)[0] if np.ndim(x) else 0)
         return super().permuted(x, *args, **kwargs)
 
-    def choice(self, a, size=None, replace=True, *args, **kwargs):
+    def choice(self, a: Any, size: Any = None, replace: bool = True,
+               *args: Any, **kwargs: Any) -> Any:
         if not replace and size is not None:
             self.orderings.append(int(np.prod(size)))
         return super().choice(a, size, replace, *args, **kwargs)
 
 
-def _digits():
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from ..run.data import load_dataset
 
     data = load_dataset("digits")
@@ -281,7 +289,9 @@ def _digits():
 
 
 @recorded
-def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min_accuracy=MIN_ACCURACY, seed=0):
+def check_capstone_training(train_epoch: Callable[..., Any], make_model: Callable[..., Any],
+                            predict: Callable[..., Any], epochs: int = EPOCHS, min_accuracy: float = MIN_ACCURACY,
+                            seed: int = 0) -> CheckResult:
     """Train ``make_model(rng)`` with ``train_epoch(model, x, y, rng, batch_size) -> mean loss`` for ``epochs``
     epochs on the digits' training set and measure ``predict(model, x) -> labels`` on the test set: the
     accuracy must reach ``min_accuracy``. Only the student's code trains: the library's layers, ops and IFFCL
@@ -289,16 +299,18 @@ def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min
     process is checked too: every epoch draws a new order of the examples from the given ``rng`` (a
     generator that notes its orderings, :class:`_WatchedGenerator`), nothing is drawn from NumPy's global
     generator, and the returned loss is a finite float that is not the same every epoch."""
-    def body():
+    def body() -> tuple[float, bool, str]:
         x, y, x_test, y_test = _digits()
         rng = _WatchedGenerator(seed)
         model = call_student(make_model, (rng,), ("rng",), FORBIDDEN["training"])
         losses = []
         for epoch in range(epochs):
-            drawn, global_state = len(rng.orderings), np.random.get_state()[1].copy()  # noqa: NPY002
+            legacy_state: Any = np.random.get_state()  # noqa: NPY002 - the global generator, on purpose
+            drawn, global_state = len(rng.orderings), legacy_state[1].copy()
             loss = call_student(train_epoch, (model, x, y, rng, BATCH_SIZE),
                                 ("model", "x", "y", "rng", "batch_size"), FORBIDDEN["training"])
-            if not np.array_equal(np.random.get_state()[1], global_state):  # noqa: NPY002
+            now: Any = np.random.get_state()  # noqa: NPY002 - the global generator, on purpose
+            if not np.array_equal(now[1], global_state):
                 raise Diagnosis("train_epoch drew from NumPy's global generator (np.random.permutation, "
                                 "np.random.shuffle, ...): draw everything from the given `rng`, so that a run is "
                                 "reproduced by its seed")
@@ -332,7 +344,8 @@ def check_capstone_training(train_epoch, make_model, predict, epochs=EPOCHS, min
 
 
 @recorded
-def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
+def check_capstone_locality(step_gradients: Callable[..., Any], make_model: Callable[..., Any], seed: int = 0,
+                            shift: float = 0.1) -> CheckResult:
     """Locality on the student's code: ``step_gradients(model, x, y, rng) -> (grads, loss)`` (one training
     step's gradients, ``grads`` with the keys ``"A.vae0"``, ``"B.vae0"``, ..., ``"A.head"``, ``"B.head"``,
     nothing updated).
@@ -342,7 +355,7 @@ def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
     of the heads, and must change when layer k's own parameters move (the experiment can fail). The figure
     is the largest change of layer k's gradients (0 when local).
     """
-    def grads_of(model, x, y):
+    def grads_of(model: Any, x: np.ndarray, y: np.ndarray) -> Any:
         got = call_student(step_gradients, (model, x, y, np.random.default_rng(seed + 1)), ("model", "x", "y", "rng"),
                            FORBIDDEN["locality"])
         if isinstance(got, (tuple, list)) and len(got) == 2:  # (grads, loss)
@@ -352,12 +365,12 @@ def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
                             f"{type(got).__name__}")
         return got
 
-    def shifted(model, names, amount):
+    def shifted(model: Any, names: Sequence[str], amount: Any) -> None:
         for name in names:
             for p in _params_of(model, name).values():
                 p += amount
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         x, y, _, _ = _digits()
         x, y = x[:32], y[:32]
         model = call_student(make_model, (np.random.default_rng(seed),), ("rng",), FORBIDDEN["locality"])
@@ -397,7 +410,7 @@ def check_capstone_locality(step_gradients, make_model, seed=0, shift=0.1):
     return run_check("capstone: locality on your code", body, bound="0: bit for bit identical")
 
 
-def _params_of(model, name):
+def _params_of(model: Any, name: str) -> dict[str, np.ndarray]:
     """The parameter dict of ``"A.vae1"`` / ``"B.head"`` in the capstone's model (a dict of twins)."""
     twin, part = name.split(".", 1)
     if part.startswith("vae"):

@@ -54,10 +54,14 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]   # vaelayer_np/
 _NUMPY_DIR = Path(np.__file__).resolve().parent
@@ -74,7 +78,7 @@ class CheckResult:
     bound: str = ""
     message: str = ""
 
-    def __str__(self):
+    def __str__(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         parts = [f"{verdict}  {self.name}"]
         if np.isfinite(self.figure):
@@ -83,17 +87,17 @@ class CheckResult:
             parts.append(self.message)
         return ": ".join(parts[:1]) + ("  " + "; ".join(parts[1:]) if len(parts) > 1 else "")
 
-    def _repr_pretty_(self, printer, cycle):  # IPython shows the verdict line, not the dataclass
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython shows the verdict line, not the dataclass
         printer.text(str(self))
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.passed
 
 
 class Diagnosis(Exception):
     """Raised inside a checker's body: the check is a FAIL, with this message and figure."""
 
-    def __init__(self, message, figure=float("inf")):
+    def __init__(self, message: str, figure: Any = float("inf")) -> None:
         super().__init__(message)
         self.message = message
         self.figure = figure
@@ -104,7 +108,7 @@ class LibraryCallError(Diagnosis):
 
 
 # The checks' own state (a dict, so that the watch on module attributes never mistakes it for a replacement).
-_STATE = {
+_STATE: dict[str, Any] = {
     "in_child": False,       # True in the forked process of an isolated check (no second fork there)
     "depth": 0,              # how many run_check calls are running (the outermost one reports NaN seen)
     "nonfinite": [],         # what the student's functions returned that is NaN or inf, as sentences
@@ -114,7 +118,7 @@ _STATE = {
 
 
 # ----------------------------------------------------------------------------- numbers that are not numbers
-def _nonfinite_in(value, where, found, depth=0):
+def _nonfinite_in(value: Any, where: str, found: list[tuple[str, str, int, int]], depth: int = 0) -> None:
     """Append (location, kinds, count, size) for every non-finite float in ``value`` (arrays, floats, tuples,
     lists and dicts of them, to a small depth)."""
     if depth > 4 or len(found) > 20:
@@ -148,14 +152,14 @@ def _nonfinite_in(value, where, found, depth=0):
             _nonfinite_in(v, f"{where}[{k!r}]", found, depth + 1)
 
 
-def nonfinite_report(value, name="your answer"):
+def nonfinite_report(value: Any, name: str = "your answer") -> str:
     """``""`` when every number in ``value`` is finite; else a sentence that names the first NaN or inf and
     how many there are, e.g. ``"your answer contains NaN at [2, 3] (1 of 20 elements)"``.
 
     ``value`` may be an array, a float, or tuples, lists and dicts of them (a returned tuple is read
     element by element: ``"your answer contains inf at [1][0, 2] ..."``).
     """
-    found = []
+    found: list[tuple[str, str, int, int]] = []
     _nonfinite_in(value, "", found)
     if not found:
         return ""
@@ -168,14 +172,14 @@ def nonfinite_report(value, name="your answer"):
     return text + ": a NaN or inf is never a right answer here (a NaN compares False with every bound)"
 
 
-def _note_nonfinite(value, name="your answer"):
+def _note_nonfinite(value: Any, name: str = "your answer") -> None:
     """Remember that the student's code produced a NaN or inf (a check ending with it is a FAIL)."""
     report = nonfinite_report(value, name)
     if report and report not in _STATE["nonfinite"]:
         _STATE["nonfinite"].append(report)
 
 
-def fail_closed(result):
+def fail_closed(result: CheckResult) -> CheckResult:
     """The last word on a verdict: a PASS measured on a figure that is NaN or inf, or on an answer the
     student's code returned with a NaN or inf in it, is a FAIL naming it; a FAIL whose message does not
     say so gets the NaN named too."""
@@ -191,7 +195,7 @@ def fail_closed(result):
     return result
 
 
-def describe_exception(exc):
+def describe_exception(exc: BaseException) -> str:
     """``"TypeError: message"`` for any exception, even one whose ``__str__`` (or its class's name) raises."""
     try:
         kind = type(exc).__name__
@@ -211,7 +215,7 @@ def describe_exception(exc):
     return f"{kind}: {text}" if text else kind
 
 
-def describe_value(value):
+def describe_value(value: Any) -> str:
     """A short description of a returned value for a message: its type, and shape or length."""
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape} and dtype {value.dtype}"
@@ -226,7 +230,7 @@ def describe_value(value):
 
 
 # ----------------------------------------------------------------------------- where an error came from
-def _inside(path, folder):
+def _inside(path: str | Path, folder: str | Path) -> bool:
     try:
         Path(path).resolve().relative_to(folder)
         return True
@@ -234,12 +238,12 @@ def _inside(path, folder):
         return False
 
 
-def is_library_file(filename):
+def is_library_file(filename: str | Path) -> bool:
     """True for a file of this package (``vaelayer_np/...``)."""
     return _inside(filename, PACKAGE_DIR)
 
 
-def student_frame(tb):
+def student_frame(tb: TracebackType | None) -> traceback.FrameSummary | None:
     """The innermost frame of a traceback that is the student's: outside this package and outside NumPy.
 
     Returns a ``traceback.FrameSummary`` or None (the error came from the checker or the library).
@@ -250,7 +254,7 @@ def student_frame(tb):
     return mine[-1] if mine else None
 
 
-def where_in_student_code(exc):
+def where_in_student_code(exc: BaseException) -> str:
     """`` (your line N: code)`` for an exception raised in (or through) the student's code, else ``""``."""
     frame = student_frame(exc.__traceback__)
     if frame is None:
@@ -260,7 +264,7 @@ def where_in_student_code(exc):
     return f" (your line {frame.lineno}{name}: {line})" if line else f" (your line {frame.lineno}{name})"
 
 
-def _exit_message(exc):
+def _exit_message(exc: BaseException) -> str:
     """What the student's code did when it raised SystemExit, KeyboardInterrupt or GeneratorExit."""
     if isinstance(exc, SystemExit):
         return (f"your code called sys.exit({exc.code!r}) (or raised SystemExit): it would end the whole program; "
@@ -270,7 +274,7 @@ def _exit_message(exc):
     return f"your code raised {describe_exception(exc)}: a function must return its answer"
 
 
-def _checker_error(exc):
+def _checker_error(exc: BaseException) -> str:
     """The message for an exception raised inside the checker, not in the student's code: most often the
     checker could not use what the student's function returned (the wrong type or structure)."""
     returned = _STATE["last_return"]
@@ -280,7 +284,7 @@ def _checker_error(exc):
     return f"the checker failed before your function returned ({describe_exception(exc)})"
 
 
-def run_check(name, body, bound=""):
+def run_check(name: str, body: Callable[[], tuple[Any, bool, str]], bound: str = "") -> CheckResult:
     """Run ``body() -> (figure, passed, message)`` and turn every failure into a FAIL result.
 
     A ``NotImplementedError`` from the student's code reads "not implemented yet"; a
@@ -304,7 +308,7 @@ def run_check(name, body, bound=""):
     return fail_closed(result) if outermost else result
 
 
-def _run_body(name, body, bound):
+def _run_body(name: str, body: Callable[[], tuple[Any, bool, str]], bound: str) -> CheckResult:
     catch = BaseException if _STATE["in_child"] else (Exception, SystemExit, GeneratorExit)
     try:
         figure, passed, message = body()
@@ -344,7 +348,7 @@ def _run_body(name, body, bound):
 
 
 # ----------------------------------------------------------------------------- the library is off limits
-def _resolve(dotted):
+def _resolve(dotted: str) -> tuple[Any, str, Any] | None:
     """(owner, attribute name, object) of ``"vaelayer_np.core.ops.cosine_embedding"`` or of a method
     ``"vaelayer_np.core.layers.VAELayer.forward"``; None when it does not exist (a refactoring)."""
     parts = dotted.split(".")
@@ -362,24 +366,26 @@ def _resolve(dotted):
     return None
 
 
-def _unwrap(obj):
+def _unwrap(obj: Any) -> Any:
     for attr in ("py_func", "__func__", "__wrapped__"):
         obj = getattr(obj, attr, obj)
     return obj
 
 
-def _code_objects(code):
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
     yield code
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             yield from _code_objects(const)
 
 
-def library_names_used(fn, forbidden):
+def library_names_used(fn: Callable[..., Any], forbidden: Iterable[str]) -> list[str]:
     """The dotted names of ``forbidden`` that the code of ``fn`` refers to (a global bound to one of
     them, or an attribute of a module that is one of them). Nested functions and lambdas are read too;
     a Numba function is read through its Python source (``py_func``)."""
-    targets = {}
+    targets: dict[int, str] = {}
     for dotted in forbidden:
         found = _resolve(dotted)
         if found is not None:
@@ -391,7 +397,7 @@ def library_names_used(fn, forbidden):
     if code is None or not targets:
         return []
     glb = getattr(fn, "__globals__", {})
-    names = set()
+    names: set[str] = set()
     for c in _code_objects(code):
         names.update(c.co_names)
     used = []
@@ -408,7 +414,7 @@ def library_names_used(fn, forbidden):
 
 
 @contextlib.contextmanager
-def tripwires(forbidden):
+def tripwires(forbidden: Iterable[str]) -> Iterator[None]:
     """Replace each library function of ``forbidden`` (dotted names) by a tripwire while the block runs.
 
     A tripwire called from the library itself (a layer's ``forward`` calling ``ops.reparameterize``)
@@ -425,14 +431,14 @@ def tripwires(forbidden):
         if not callable(fn):
             continue
 
-        def tripwire(*args, __fn=fn, __dotted=dotted, **kwargs):
+        def tripwire(*args: Any, __fn: Callable[..., Any] = fn, __dotted: str = dotted, **kwargs: Any) -> Any:
             caller = sys._getframe(1).f_code.co_filename
             if is_library_file(caller):
                 return __fn(*args, **kwargs)
             raise LibraryCallError(f"your function calls the library's {__dotted}, which is what this exercise "
                                    f"asks you to write: write it from the formulas (NumPy only)")
 
-        replacement = tripwire
+        replacement: Any = tripwire
         if isinstance(original, staticmethod):
             replacement = staticmethod(tripwire)
         elif isinstance(original, classmethod):
@@ -447,7 +453,7 @@ def tripwires(forbidden):
 
 
 # ----------------------------------------------------------------------------- calling the student's code
-def _snapshot(value):
+def _snapshot(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.copy()
     if isinstance(value, dict):
@@ -457,7 +463,7 @@ def _snapshot(value):
     return None
 
 
-def _changed(before, after):
+def _changed(before: Any, after: Any) -> tuple[int, int]:
     """(number of elements changed, total) between a snapshot and the value now; (0, n) if unchanged."""
     if isinstance(before, np.ndarray):
         after = np.asarray(after)
@@ -482,7 +488,7 @@ def _changed(before, after):
     return 0, 0
 
 
-def _holds_array(value):
+def _holds_array(value: Any) -> bool:
     """True for an array, a dict or tuple, or a list holding one: a list of such values is a tuple of answers
     (a list of plain numbers, even nested, may be one array)."""
     if isinstance(value, (np.ndarray, dict, tuple)):
@@ -490,7 +496,8 @@ def _holds_array(value):
     return isinstance(value, list) and any(isinstance(v, (np.ndarray, dict, tuple)) for v in value)
 
 
-def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_place=()):
+def call_student(fn: Callable[..., Any], args: Sequence[Any], names: Sequence[str], forbidden: Iterable[str] = (),
+                 exercise: str = "this exercise", in_place: Sequence[str] = ()) -> Any:
     """``fn(*args)`` with the library's versions of ``forbidden`` off limits and the inputs watched.
 
     Parameters
@@ -543,7 +550,7 @@ def call_student(fn, args, names, forbidden=(), exercise="this exercise", in_pla
 
 
 # ----------------------------------------------------------------------------- comparing and explaining
-def max_relative_error(got, expected, floor=1e-8):
+def max_relative_error(got: Any, expected: Any, floor: float = 1e-8) -> float:
     """max |got - expected| / max(max |got|, max |expected|, floor): the gradient check's own measure
     (:func:`vaelayer_np.core.gradcheck.relative_error`), with a message naming the shapes on a mismatch.
 
@@ -567,7 +574,7 @@ def max_relative_error(got, expected, floor=1e-8):
     return err if math.isfinite(err) else float("inf")
 
 
-def _fit_factor(got, want):
+def _fit_factor(got: Any, want: Any) -> tuple[float, float]:
     """(c, residual): the best constant c with got ~ c * want, and how far got is from c * want (relative)."""
     g = np.asarray(got, dtype=np.float64).ravel()
     w = np.asarray(want, dtype=np.float64).ravel()
@@ -579,7 +586,8 @@ def _fit_factor(got, want):
     return c, float(np.abs(g - c * w).max() / scale)
 
 
-def explain_difference(got, want, factors=(), slips=()):
+def explain_difference(got: Any, want: Any, factors: Sequence[tuple[str, float]] = (),
+                       slips: Sequence[tuple[str, Any]] = ()) -> str:
     """A sentence on how a wrong array relates to the right one, or ``""`` when nothing recognisable.
 
     Parameters
@@ -621,7 +629,7 @@ def explain_difference(got, want, factors=(), slips=()):
     return ""
 
 
-def check_dtype(name, value, dtype=np.float64):
+def check_dtype(name: str, value: Any, dtype: DTypeLike = np.float64) -> None:
     """Raise :class:`Diagnosis` when an array result does not have the expected dtype (named as the reason)."""
     value = np.asarray(value)
     if value.dtype == np.dtype(dtype):
@@ -636,7 +644,9 @@ def check_dtype(name, value, dtype=np.float64):
     raise Diagnosis(f"`{name}` has dtype {value.dtype}, expected {np.dtype(dtype)}")
 
 
-def compare_values(got, want, names, tol, dtype=np.float64, factors=(), slips=None, order=None):
+def compare_values(got: Any, want: Any, names: Sequence[str], tol: float, dtype: DTypeLike = np.float64,
+                   factors: Sequence[tuple[str, float]] = (), slips: dict[str, Any] | None = None,
+                   order: Sequence[str] | None = None) -> float:
     """Compare the student's returned value(s) with the reference's, each by its name.
 
     Parameters
@@ -699,8 +709,13 @@ def compare_values(got, want, names, tol, dtype=np.float64, factors=(), slips=No
     raise Diagnosis("; ".join(parts), worst)
 
 
-def compare_arrays(name, student_fn, reference_fn, make_inputs, tol=1e-7, n_trials=3, seed=0, names=None,
-                   arg_names=None, forbidden=(), dtype=np.float64, factors=None, slips=None, order=None):
+def compare_arrays(name: str, student_fn: Callable[..., Any], reference_fn: Callable[..., Any],
+                   make_inputs: Callable[[np.random.Generator], Sequence[Any]], tol: float = 1e-7, n_trials: int = 3,
+                   seed: int = 0, names: Sequence[str] | None = None, arg_names: Sequence[str] | None = None,
+                   forbidden: Iterable[str] = (), dtype: DTypeLike = np.float64,
+                   factors: Callable[[list[Any]], Sequence[tuple[str, float]]] | None = None,
+                   slips: Callable[[list[Any]], dict[str, Any]] | None = None,
+                   order: Sequence[str] | None = None) -> CheckResult:
     """Check ``student_fn(*inputs)`` against ``reference_fn(*inputs)`` on random inputs.
 
     ``make_inputs(rng)`` returns a tuple of arguments; both functions may return an array
@@ -710,7 +725,7 @@ def compare_arrays(name, student_fn, reference_fn, make_inputs, tol=1e-7, n_tria
     ``factors(args)`` and ``slips(args)`` give the constant factors and the common slips to
     recognise on those inputs (see :func:`compare_values`).
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(seed)
         worst = 0.0
         for _ in range(n_trials):
@@ -731,7 +746,9 @@ def compare_arrays(name, student_fn, reference_fn, make_inputs, tol=1e-7, n_tria
     return run_check(name, body, bound=f"below {tol:g}")
 
 
-def check_gradient(name, f, student_grad, tensors, tol=1e-7, exact=None, factors=(), slips=None):
+def check_gradient(name: str, f: Callable[[], float], student_grad: Callable[[], Any], tensors: dict[str, np.ndarray],
+                   tol: float = 1e-7, exact: dict[str, np.ndarray] | None = None,
+                   factors: Sequence[tuple[str, float]] = (), slips: dict[str, Any] | None = None) -> CheckResult:
     """Check hand-written gradients against float64 central differences.
 
     ``f()`` is the scalar, reading ``tensors`` (dict name -> float64 array) at call time;
@@ -742,7 +759,7 @@ def check_gradient(name, f, student_grad, tensors, tol=1e-7, exact=None, factors
     """
     from ..core.gradcheck import check_gradients
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         grads = student_grad()
         if not isinstance(grads, dict):
             return np.inf, False, f"expected a dict of gradients, got {type(grads).__name__}"
@@ -776,7 +793,7 @@ def check_gradient(name, f, student_grad, tensors, tol=1e-7, exact=None, factors
     return run_check(name, body, bound=f"below {tol:g}, float64 central differences")
 
 
-def show(*results):
+def show(*results: CheckResult) -> bool:
     """Print each result and return True when all passed (the last line of a checker cell)."""
     for r in results:
         print(r)
@@ -787,11 +804,11 @@ def show(*results):
 # The values of NumPy's, Python's and this package's functions, classes and numbers as the checkers saw them
 # first: (owner, attribute) -> value. A check puts them back before it runs, and a value the student's code
 # replaced while it ran is a FAIL (:func:`_watch_after_student`).
-_PRISTINE: dict = {}
+_PRISTINE: dict[tuple[Any, str], Any] = {}
 _WATCHED_MODULES = ("builtins", "math", "numpy", "numpy.linalg", "numpy.random", "numpy.fft")
 
 
-def _worth_watching(value):
+def _worth_watching(value: Any) -> bool:
     if isinstance(value, (bool, int, float, str, np.number)):
         return True
     return callable(value) or isinstance(value, (staticmethod, classmethod, property, types.ModuleType))
@@ -800,7 +817,7 @@ def _worth_watching(value):
 _NOT_WATCHED = {("builtins", "input")}  # a Jupyter kernel swaps input() for its own around every cell
 
 
-def _remember(owner, label):
+def _remember(owner: Any, label: str) -> None:
     for attr, value in list(vars(owner).items()):
         if attr.startswith("__") or not _worth_watching(value) or (label, attr) in _NOT_WATCHED:
             continue
@@ -811,7 +828,7 @@ def _remember(owner, label):
             _remember(value, f"{label}.{attr}")
 
 
-def remember_references():
+def remember_references() -> None:
     """Record the functions, classes and numbers of NumPy, ``math``, the builtins and every loaded module of
     this package, where not yet recorded. Called when the checkers are imported, when a checker is defined
     and before every check: the first value seen is the one a check restores."""
@@ -823,7 +840,7 @@ def remember_references():
                 _PRISTINE[(id(module), "")] = (module, "", None, "")  # NumPy's do not change: read once
 
 
-def _replaced():
+def _replaced() -> list[tuple[Any, str, Any, Any]]:
     """[(owner, attribute, original, dotted name)] of every recorded value that is not in place now."""
     missing = object()
     out = []
@@ -833,7 +850,7 @@ def _replaced():
     return out
 
 
-def restore_references():
+def restore_references() -> list[str]:
     """Put back every recorded value that was replaced; return their dotted names."""
     names = []
     for owner, attr, value, dotted in _replaced():
@@ -845,7 +862,7 @@ def restore_references():
     return names
 
 
-def _watch_after_student():
+def _watch_after_student() -> None:
     """After the student's code ran: anything it replaced is put back and remembered (the check FAILs)."""
     for dotted in restore_references():
         if dotted not in _STATE["tampered"]:
@@ -861,7 +878,7 @@ process held when it started. Change them with :func:`limits` or the environment
 
 
 @contextlib.contextmanager
-def limits(seconds=None, memory_gb=None):
+def limits(seconds: float | None = None, memory_gb: float | None = None) -> Iterator[dict[str, float]]:
     """Run the checks of the block with other limits, e.g. ``with limits(seconds=10): check_x(f)``."""
     for value, what in ((seconds, "seconds"), (memory_gb, "memory_gb")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -876,11 +893,11 @@ def limits(seconds=None, memory_gb=None):
         LIMITS.update(old)
 
 
-def _memory_text():
+def _memory_text() -> str:
     return f"the limit is {_STATE.get('memory_gb', LIMITS['memory_gb']):g} GB per check"
 
 
-def _virtual_size():
+def _virtual_size() -> int | None:
     """Bytes of address space this process holds now (Linux), or None."""
     try:
         with open("/proc/self/status") as fh:
@@ -892,7 +909,7 @@ def _virtual_size():
     return None
 
 
-def _set_memory_limit(gigabytes):
+def _set_memory_limit(gigabytes: float) -> None:
     try:
         import resource
     except ImportError:
@@ -907,12 +924,12 @@ def _set_memory_limit(gigabytes):
         pass
 
 
-def can_isolate():
+def can_isolate() -> bool:
     """True where a check can run in a forked process (Linux, macOS), unless ``VAELAYER_CHECK_ISOLATION=0``."""
     return hasattr(os, "fork") and os.environ.get("VAELAYER_CHECK_ISOLATION", "1") != "0"
 
 
-def _verdict_of(thunk, name):
+def _verdict_of(thunk: Callable[[], Any], name: str) -> CheckResult:
     """Run the check ``thunk`` in this process; every way it can end becomes a CheckResult."""
     _STATE["nonfinite"].clear()
     _STATE["tampered"].clear()
@@ -951,7 +968,7 @@ def _verdict_of(thunk, name):
     return result
 
 
-def _result_from_payload(payload, name, bound):
+def _result_from_payload(payload: bytes, name: str, bound: str) -> tuple[CheckResult, str]:
     data = json.loads(payload.decode("utf-8"))
     figure = data.get("figure")
     return CheckResult(str(data["name"]), data["passed"] is True,
@@ -959,7 +976,7 @@ def _result_from_payload(payload, name, bound):
                        str(data.get("message", ""))), str(data.get("output", ""))
 
 
-def _child_main(thunk, name, write_fd, memory_gb):
+def _child_main(thunk: Callable[[], Any], name: str, write_fd: int, memory_gb: float) -> None:
     """The forked process: limits, the check, its verdict as JSON on the pipe, then exit without cleanup."""
     status = 0
     try:
@@ -986,7 +1003,7 @@ def _child_main(thunk, name, write_fd, memory_gb):
         os._exit(status)
 
 
-def _ended_without_verdict(status, seconds):
+def _ended_without_verdict(status: int, seconds: float) -> str:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGKILL:
@@ -1004,7 +1021,8 @@ def _ended_without_verdict(status, seconds):
             f"a function must return its answer")
 
 
-def run_isolated(thunk, name, bound="", seconds=None, memory_gb=None):
+def run_isolated(thunk: Callable[[], Any], name: str, bound: str = "", seconds: float | None = None,
+                 memory_gb: float | None = None) -> CheckResult:
     """Run the check ``thunk() -> CheckResult`` isolated and return its verdict.
 
     Where the platform can fork (:func:`can_isolate`), the check runs in a forked copy of this process with
@@ -1063,7 +1081,7 @@ def run_isolated(thunk, name, bound="", seconds=None, memory_gb=None):
     return CheckResult(name, False, bound=bound, message=_ended_without_verdict(status, seconds))
 
 
-def _exited(pid, block):
+def _exited(pid: int, block: bool) -> bool:
     """True once the child has exited; it is not reaped (its process group stays reserved until it is)."""
     flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
     try:
@@ -1072,10 +1090,10 @@ def _exited(pid, block):
         return True
 
 
-def _collect(read_fd, pid, deadline):
+def _collect(read_fd: int, pid: int, deadline: float) -> tuple[list[bytes], bool]:
     """Read the child's verdict until it has exited and the pipe is drained, or the deadline passes:
     (chunks, timed out)."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -1096,7 +1114,7 @@ def _collect(read_fd, pid, deadline):
             return chunks, False
 
 
-def _kill(pid):
+def _kill(pid: int) -> int:
     """End the check's process group (and the process, if still running), reap it, return its exit status.
     The process is reaped last, so its process group cannot have been reused in between."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -1109,7 +1127,7 @@ def _kill(pid):
         return 0
 
 
-def isolated(check):
+def isolated(check: Callable[..., Any]) -> Callable[..., CheckResult]:
     """Decorate a checker so that it runs isolated (:func:`run_isolated`), with the limits of :data:`LIMITS`."""
     import functools
 
@@ -1117,10 +1135,10 @@ def isolated(check):
     name = check.__name__[len("check_"):] if check.__name__.startswith("check_") else check.__name__
 
     @functools.wraps(check)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> CheckResult:
         return run_isolated(lambda: check(*args, **kwargs), name)
 
-    wrapper.isolated = True
+    wrapper.isolated = True  # type: ignore[attr-defined]  # a mark the grader reads on the function
     return wrapper
 
 

@@ -31,16 +31,22 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..tools.release_course import BEGIN, lesson_paths
+
+if TYPE_CHECKING:
+    from .checks import CheckResult
 
 DEFAULT_SECONDS = 300.0   # per exercise: the slowest checker (a short training run) takes well under a minute
 DEFAULT_MEMORY_GB = 4.0   # per exercise, beyond what the grading process holds
@@ -56,21 +62,22 @@ class Exercise:
     lesson: str       # the notebook's stem, "02_deriving_gradients"
     module: str       # "vaelayer_np.course.lesson02"
     checker: str      # "check_mse_backward"
-    args: tuple       # the names of the student's definitions it is given, in order
-    keywords: tuple   # (name, literal value) pairs of the call
-    given: tuple = ()  # (name, source) of the arguments the lesson gives (not exercises): the lesson's own code
-    setup: tuple = ()  # sources of the lesson's imports and of its assignments the code needs (x_train = ...)
+    args: tuple[str, ...]  # the names of the student's definitions it is given, in order
+    keywords: tuple[tuple[Any, Any], ...]  # (name, literal value) pairs of the call
+    # (name, source) of the arguments the lesson gives (not exercises): the lesson's own code
+    given: tuple[tuple[str, Any], ...] = ()
+    setup: tuple[str, ...] = ()  # sources of the lesson's imports and of its assignments the code needs (x_train = ...)
     points: int = POINTS_PER_EXERCISE
 
     @property
-    def column(self):
+    def column(self) -> str:
         return f"{self.lesson[:2]} {self.args[0]}"
 
 
 # ----------------------------------------------------------------------------- the lessons' exercises
-def _imports(tree):
+def _imports(tree: ast.AST) -> dict[str, tuple[str, str | None]]:
     """{name used in the notebook: (module, attribute or None)} for the imports of the course's modules."""
-    found = {}
+    found: dict[str, tuple[str, str | None]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(COURSE_PACKAGE):
             for alias in node.names:
@@ -81,23 +88,23 @@ def _imports(tree):
     return found
 
 
-def _defined(tree):
+def _defined(tree: ast.Module) -> set[str]:
     return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
-def _parse(source):
+def _parse(source: str) -> ast.Module | None:
     try:
         return ast.parse(_without_magics(source))
     except (SyntaxError, ValueError):
         return None
 
 
-def _without_magics(source):
+def _without_magics(source: str) -> str:
     """A cell's code without IPython's ``%magic`` and ``!shell`` lines (they are not Python)."""
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
-def lesson_exercises(path):
+def lesson_exercises(path: str | Path) -> list[Exercise]:
     """The checked exercises of a lesson's solution notebook, in order.
 
     An exercise is a call of one of the lessons' checkers (a ``check_*`` function of a module of
@@ -110,11 +117,12 @@ def lesson_exercises(path):
     cells = [("".join(c["source"]) if isinstance(c["source"], list) else c["source"]) for c in nb["cells"]
              if c["cell_type"] == "code"]
     trees = [_parse(c) for c in cells]
-    names = {}
+    names: dict[str, tuple[str, str | None]] = {}
     for tree in trees:
         if tree is not None:
             names.update(_imports(tree))
-    solved, defined = set(), {}
+    solved: set[str] = set()
+    defined: dict[str, str | None] = {}
     for source, tree in zip(cells, trees):
         if tree is None:
             continue
@@ -124,41 +132,42 @@ def lesson_exercises(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 defined[node.name] = ast.get_source_segment(_without_magics(source), node)
     setup = _setup(cells, trees, solved, defined)
-    found = []
+    found: list[Exercise] = []
     for tree in trees:
         if tree is None:
             continue
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
+        for call in ast.walk(tree):
+            if not isinstance(call, ast.Call):
                 continue
-            target = _checker_of(node.func, names)
-            if target is None or not node.args or not all(isinstance(a, ast.Name) and a.id in defined
-                                                          for a in node.args) or node.args[0].id not in solved:
+            target = _checker_of(call.func, names)
+            args: list[Any] = call.args  # ast.Name nodes, checked below
+            if target is None or target[1] is None or not args or not all(
+                    isinstance(a, ast.Name) and a.id in defined for a in args) or args[0].id not in solved:
                 continue
-            given = tuple((a.id, defined[a.id]) for a in node.args if a.id not in solved)
-            keywords = []
-            for kw in node.keywords:
+            given = tuple((a.id, defined[a.id]) for a in args if a.id not in solved)
+            keywords: list[tuple[Any, Any]] = []  # (name, value); a name is None only for **mapping
+            for kw in call.keywords:
                 try:
                     keywords.append((kw.arg, ast.literal_eval(kw.value)))
                 except ValueError:
                     continue  # a setting of the notebook's own (QUICK): the checker's default is used
-            ex = Exercise(Path(path).stem, target[0], target[1], tuple(a.id for a in node.args), tuple(keywords),
+            ex = Exercise(Path(path).stem, target[0], target[1], tuple(a.id for a in args), tuple(keywords),
                           given, setup)
             if ex not in found:
                 found.append(ex)
     return found
 
 
-def _loaded_names(node):
+def _loaded_names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-def _assigned_names(node):
+def _assigned_names(node: ast.Assign | ast.AnnAssign) -> set[str]:
     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
     return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
-def _global_names(source):
+def _global_names(source: str) -> set[str]:
     """The global names a definition's code reads (not its parameters or local variables)."""
     import symtable
 
@@ -166,7 +175,8 @@ def _global_names(source):
         table = symtable.symtable(_without_magics(source), "<definition>", "exec")
     except (SyntaxError, ValueError):
         return set()
-    names, stack = set(), list(table.get_children())
+    names: set[str] = set()
+    stack = list(table.get_children())
     while stack:
         t = stack.pop()
         names |= {sym.get_name() for sym in t.get_symbols() if sym.is_global() and sym.is_referenced()}
@@ -174,11 +184,12 @@ def _global_names(source):
     return names
 
 
-def _setup(cells, trees, solved, defined):
+def _setup(cells: Sequence[str], trees: Sequence[ast.Module | None], solved: set[str],
+           defined: dict[str, str | None]) -> tuple[str, ...]:
     """The lesson's own imports, and those of its top-level assignments that the exercises' code and the code
     it gives need (``x_train = data.x_train ...``, and ``data = load_dataset(...)`` that it needs in turn), in
     notebook order; assignments that call a checker or print are left out."""
-    statements = []
+    statements: list[tuple[Any, str]] = []
     for source, tree in zip(cells, trees):
         if tree is None:
             continue
@@ -186,10 +197,11 @@ def _setup(cells, trees, solved, defined):
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)):
                 statements.append((node, ast.get_source_segment(code, node) or ast.unparse(node)))
-    needed = set()
-    for source in defined.values():
-        needed |= _global_names(source)
-    chosen, grew = set(), True
+    needed: set[str] = set()
+    for definition in defined.values():
+        needed |= _global_names(definition or "")
+    chosen: set[int] = set()
+    grew = True
     while grew:
         grew = False
         for i, (node, _source) in enumerate(statements):
@@ -206,7 +218,7 @@ def _setup(cells, trees, solved, defined):
                  if i in chosen or isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
-def _checker_of(func, names):
+def _checker_of(func: ast.expr, names: dict[str, tuple[str, str | None]]) -> tuple[str, str | None] | None:
     """(module, checker name) when ``func`` names a lesson's checker, else None."""
     if isinstance(func, ast.Name) and func.id.startswith("check_") and func.id in names:
         module, attr = names[func.id]
@@ -221,12 +233,13 @@ def _checker_of(func, names):
     return target
 
 
-def lesson_questions(path):
+def lesson_questions(path: str | Path) -> list[tuple[str, list[tuple[int, str]], int]]:
     """[(question, rubric, points)] of a lesson's inline questions (rubrics from the instructors' guide)."""
     from . import guide
 
     questions = guide.inline_questions(path)
-    rubrics = guide.LESSONS.get(Path(path).stem, {}).get("rubrics", [])
+    lesson: dict[str, Any] = guide.LESSONS.get(Path(path).stem, {})
+    rubrics = lesson.get("rubrics", [])
     out = []
     for i, (question, _) in enumerate(questions):
         rubric = rubrics[i] if i < len(rubrics) else []
@@ -238,14 +251,15 @@ def lesson_questions(path):
 _KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def student_code(nb):
+def student_code(nb: dict[str, Any]) -> tuple[list[tuple[int, str]], list[str]]:
     """([(cell number, source)], notes): the definitions of a notebook's code cells, in order.
 
     Kept: imports, ``def``, ``class``, and assignments of plain constants (``LAM = 10.0``). Not kept:
     everything else (calls, training, plots, prints, the checker cells, a redefined checker that is
     not a ``def``). A cell that does not parse is named in the notes and left out.
     """
-    kept, notes = [], []
+    kept: list[tuple[int, str]] = []
+    notes: list[str] = []
     for number, cell in enumerate(nb.get("cells", [])):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
@@ -258,7 +272,7 @@ def student_code(nb):
         try:
             tree = ast.parse(code)
         except (SyntaxError, ValueError) as exc:
-            where = f"line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
+            where = f"line {getattr(exc, 'lineno', None)}: " if getattr(exc, "lineno", None) else ""
             notes.append(f"cell {number} does not parse ({where}{getattr(exc, 'msg', exc)}); its definitions are "
                          f"missing")
             continue
@@ -268,7 +282,7 @@ def student_code(nb):
     return kept, notes
 
 
-def _segment(code, node):
+def _segment(code: str, node: ast.stmt) -> str:
     """A top-level statement's source with its decorators, preceded by blank lines so that its line numbers
     are the cell's."""
     start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
@@ -276,7 +290,7 @@ def _segment(code, node):
     return "\n" * (start - 1) + "\n".join(lines) + "\n"
 
 
-def _constant(node):
+def _constant(node: ast.Assign | ast.AnnAssign) -> bool:
     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
     if node.value is None or not all(isinstance(t, ast.Name) or (isinstance(t, ast.Tuple) and all(
             isinstance(e, ast.Name) for e in t.elts)) for t in targets):
@@ -288,18 +302,20 @@ def _constant(node):
     return True
 
 
-def load_student(kept, label, namespace=None):
+def load_student(kept: Sequence[tuple[int | str, str]], label: str,
+                 namespace: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Run the kept definitions in ``namespace`` (a fresh one by default); (namespace, notes on the statements
     that failed)."""
     if namespace is None:
         namespace = {"__name__": "__student__", "__builtins__": __builtins__}
     import linecache
 
-    notes = []
+    notes: list[str] = []
     for number, source in kept:
         filename = f"<{label}, cell {number}>"
         lines = source.splitlines(True)
-        known = linecache.cache.get(filename, (0, None, [], filename))[2]
+        entry: Any = linecache.cache.get(filename, (0, None, [], filename))
+        known: list[str] = entry[2]
         merged = [b if b.strip() else a for a, b in zip(known + [""] * len(lines), lines)] + known[len(lines):]
         linecache.cache[filename] = (sum(map(len, merged)), None, merged, filename)  # the lines a message shows
         try:
@@ -312,7 +328,7 @@ def load_student(kept, label, namespace=None):
     return namespace, notes
 
 
-def namespace_for(exercise, kept, label):
+def namespace_for(exercise: Exercise, kept: Sequence[tuple[int, str]], label: str) -> tuple[dict[str, Any], list[str]]:
     """The namespace an exercise is checked in: the lesson's setup (its imports and the data its code reads),
     then the student's definitions, then the lesson's own copy of what it gives; (namespace, notes)."""
     namespace, _ = load_student([("setup", source) for source in exercise.setup], "the lesson's setup")
@@ -323,7 +339,7 @@ def namespace_for(exercise, kept, label):
 
 
 # ----------------------------------------------------------------------------- one notebook (its own process)
-def _grade_one(exercise, kept, label):
+def _grade_one(exercise: Exercise, kept: Sequence[tuple[int, str]], label: str) -> CheckResult:
     """The check of one exercise on the student's code, run inside the isolated process."""
     import importlib
 
@@ -342,7 +358,8 @@ def _grade_one(exercise, kept, label):
     return checker(*[namespace[a] for a in exercise.args], **dict(exercise.keywords))
 
 
-def worker(notebook, lesson_path, seconds, memory_gb, stream=None):
+def worker(notebook: str | Path, lesson_path: str | Path, seconds: float, memory_gb: float,
+           stream: TextIO | None = None) -> None:
     """Grade one notebook against one lesson; one JSON line per exercise on ``stream`` (stdout)."""
     from .checks import run_isolated
 
@@ -353,7 +370,7 @@ def worker(notebook, lesson_path, seconds, memory_gb, stream=None):
         if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
             raise ValueError("it is JSON, but not a notebook (no list of cells)")
         kept, notes = student_code(nb)
-        problem = None
+        problem: str | None = None
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         kept, notes, problem = [], [], f"the notebook could not be read ({type(exc).__name__}: {exc})"
     stream.write(json.dumps({"notes": notes, "problem": problem}) + "\n")
@@ -362,7 +379,7 @@ def worker(notebook, lesson_path, seconds, memory_gb, stream=None):
         if problem is not None:
             passed, message = False, problem
         else:
-            result = run_isolated(lambda e=exercise: _grade_one(e, kept, Path(notebook).name),
+            result = run_isolated(functools.partial(_grade_one, exercise, kept, Path(notebook).name),
                                   exercise.checker[len("check_"):], seconds=seconds, memory_gb=memory_gb)
             passed, message = result.passed, str(result)
         stream.write(json.dumps({"column": exercise.column, "passed": bool(passed), "message": message}) + "\n")
@@ -370,11 +387,11 @@ def worker(notebook, lesson_path, seconds, memory_gb, stream=None):
 
 
 # ----------------------------------------------------------------------------- a class
-def _lessons():
+def _lessons() -> dict[str, Path]:
     return {p.stem: p for p in lesson_paths()}
 
 
-def lesson_of(path, lessons=None):
+def lesson_of(path: str | Path, lessons: dict[str, Path] | None = None) -> str | None:
     """The stem of the lesson a submitted notebook belongs to (from its name), or None."""
     lessons = lessons or _lessons()
     name = Path(path).stem
@@ -387,7 +404,7 @@ def lesson_of(path, lessons=None):
     return None
 
 
-def student_of(path, lessons=None):
+def student_of(path: str | Path, lessons: dict[str, Path] | None = None) -> str:
     """A student's name from a notebook's path: ``alice/02_x.ipynb`` and ``alice_02_x.ipynb`` are ``alice``."""
     path = Path(path)
     stem = lesson_of(path, lessons)
@@ -398,10 +415,10 @@ def student_of(path, lessons=None):
     return name or path.parent.name or path.stem
 
 
-def collect(submissions, lessons=None):
+def collect(submissions: Iterable[str | Path], lessons: dict[str, Path] | None = None) -> dict[str, list[Path]]:
     """{student: [notebook paths]} from the command's SUBMISSIONS (files and folders)."""
     lessons = lessons or _lessons()
-    students = {}
+    students: dict[str, list[Path]] = {}
     for entry in map(Path, submissions):
         if entry.is_dir():
             notebooks = sorted(p for p in entry.iterdir() if p.suffix == ".ipynb" and p.is_file())
@@ -428,7 +445,9 @@ def collect(submissions, lessons=None):
 _AST_LOCK = threading.Lock()
 
 
-def _read_notebook(notebook):
+
+
+def _read_notebook(notebook: str | Path) -> Any:
     """A submitted notebook's JSON; ValueError when the file is larger than a lesson's notebook can be."""
     size = Path(notebook).stat().st_size
     if size > MAX_NOTEBOOK_BYTES:
@@ -437,7 +456,8 @@ def _read_notebook(notebook):
     return json.loads(Path(notebook).read_text(encoding="utf-8"))
 
 
-def grade_notebook(notebook, lesson_path, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB):
+def grade_notebook(notebook: str | Path, lesson_path: str | Path, seconds: float = DEFAULT_SECONDS,
+                   memory_gb: float = DEFAULT_MEMORY_GB) -> tuple[list[str], dict[str, tuple[bool, str]]]:
     """Grade one notebook in a fresh Python process: (notes, {column: (passed, message)})."""
     with _AST_LOCK:
         exercises = lesson_exercises(lesson_path)
@@ -454,7 +474,8 @@ def grade_notebook(notebook, lesson_path, seconds=DEFAULT_SECONDS, memory_gb=DEF
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         why = f"the grading process took longer than {budget:g} s and was stopped"
-    notes, results = [], {}
+    notes: list[str] = []
+    results: dict[str, tuple[bool, str]] = {}
     for line in out.splitlines():
         try:
             row = json.loads(line)
@@ -473,7 +494,9 @@ def grade_notebook(notebook, lesson_path, seconds=DEFAULT_SECONDS, memory_gb=DEF
     return notes, results
 
 
-def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB, jobs=1, log=print):
+def grade(submissions: Iterable[str | Path], out: str | Path, seconds: float = DEFAULT_SECONDS,
+          memory_gb: float = DEFAULT_MEMORY_GB, jobs: int = 1,
+          log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Grade every student's notebooks; write ``grades.csv``, ``feedback/`` and ``questions.md`` in ``out``.
 
     ``jobs`` notebooks are graded at a time (each in its own process). Returns the rows of ``grades.csv``
@@ -483,11 +506,11 @@ def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB
         raise ValueError(f"--jobs: expected a positive whole number, got {jobs!r}")
     lessons = _lessons()
     students = collect(submissions, lessons)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} is a file, not a folder")
-    work = {}   # student -> {lesson stem: notebook}
-    notes = {s: [] for s in students}
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: {out_dir} is a file, not a folder")
+    work: dict[str, dict[str, Path]] = {}   # student -> {lesson stem: notebook}
+    notes: dict[str, list[str]] = {s: [] for s in students}
     for student, notebooks in students.items():
         work[student] = {}
         for nb in notebooks:
@@ -505,16 +528,18 @@ def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB
         raise ValueError("SUBMISSIONS: no notebook named after a lesson (e.g. 02_deriving_gradients.ipynb)")
     exercises = {stem: lesson_exercises(lessons[stem]) for stem in graded}
     questions = {stem: lesson_questions(lessons[stem]) for stem in graded}
-    results, answers, tasks = {s: {} for s in work}, {}, []
+    results: dict[str, dict[str, tuple[bool, str]]] = {s: {} for s in work}
+    answers: dict[tuple[str, str], list[str | None]] = {}
+    tasks: list[tuple[str, str, Path]] = []
     for student in sorted(work):
         for stem in graded:
-            nb = work[student].get(stem)
-            if nb is None:
+            submitted = work[student].get(stem)
+            if submitted is None:
                 notes[student].append(f"no notebook for lesson {stem}")
             else:
-                tasks.append((student, stem, nb))
+                tasks.append((student, stem, submitted))
 
-    def one(task):
+    def one(task: tuple[str, str, Path]) -> tuple[list[str], dict[str, tuple[bool, str]]]:
         student, stem, nb = task
         log(f"grading {student}: {nb.name}")
         return grade_notebook(nb, lessons[stem], seconds, memory_gb)
@@ -527,14 +552,14 @@ def grade(submissions, out, seconds=DEFAULT_SECONDS, memory_gb=DEFAULT_MEMORY_GB
             results[student].update(nb_results)
             with _AST_LOCK:
                 answers[(student, stem)] = _answers(nb, lessons[stem])
-    out.mkdir(parents=True, exist_ok=True)
-    rows = _write_csv(out / "grades.csv", sorted(work), graded, exercises, questions, results, notes)
-    _write_feedback(out / "feedback", sorted(work), graded, exercises, questions, results, notes)
-    _write_questions(out / "questions.md", sorted(work), graded, questions, answers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = _write_csv(out_dir / "grades.csv", sorted(work), graded, exercises, questions, results, notes)
+    _write_feedback(out_dir / "feedback", sorted(work), graded, exercises, questions, results, notes)
+    _write_questions(out_dir / "questions.md", sorted(work), graded, questions, answers)
     return rows
 
 
-def _answers(notebook, lesson_path):
+def _answers(notebook: str | Path, lesson_path: str | Path) -> list[str | None]:
     """The student's answers to a lesson's inline questions, in order (None where not found)."""
     from ..tools.release_course import student_version
 
@@ -545,7 +570,7 @@ def _answers(notebook, lesson_path):
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         return []
     template = student_version(json.loads(Path(lesson_path).read_text()))
-    found = []
+    found: list[str | None] = []
     for cell in template["cells"]:
         if cell["cell_type"] != "markdown":
             continue
@@ -562,22 +587,25 @@ def _answers(notebook, lesson_path):
     return found
 
 
-def _columns(graded, exercises, questions):
+def _columns(graded: Sequence[str], exercises: dict[str, list[Exercise]],
+             questions: dict[str, list[Any]]) -> tuple[list[str], list[str]]:
     ex_cols = [f"{e.column} ({e.points} pt)" for stem in graded for e in exercises[stem]]
     q_cols = [f"{stem[:2]} question {i + 1} (by hand, {points} pts)" for stem in graded
               for i, (_, _, points) in enumerate(questions[stem])]
     return ex_cols, q_cols
 
 
-def _write_csv(path, students, graded, exercises, questions, results, notes):
+def _write_csv(path: Path, students: Sequence[str], graded: Sequence[str], exercises: dict[str, list[Exercise]],
+               questions: dict[str, list[Any]], results: dict[str, dict[str, tuple[bool, str]]],
+               notes: dict[str, list[str]]) -> list[dict[str, Any]]:
     ex_cols, q_cols = _columns(graded, exercises, questions)
     possible = sum(e.points for stem in graded for e in exercises[stem])
     q_possible = sum(p for stem in graded for _, _, p in questions[stem])
     header = ["student", *ex_cols, "exercise points", "exercise points possible", *q_cols,
               "question points possible (by hand)", "notes"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for student in students:
-        row = {"student": student}
+        row: dict[str, Any] = {"student": student}
         total = 0
         for stem in graded:
             for e in exercises[stem]:
@@ -595,11 +623,13 @@ def _write_csv(path, students, graded, exercises, questions, results, notes):
     return rows
 
 
-def _safe_name(student):
+def _safe_name(student: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", student).strip(".") or "student"
 
 
-def _write_feedback(folder, students, graded, exercises, questions, results, notes):
+def _write_feedback(folder: Path, students: Sequence[str], graded: Sequence[str],
+                    exercises: dict[str, list[Exercise]], questions: dict[str, list[Any]],
+                    results: dict[str, dict[str, tuple[bool, str]]], notes: dict[str, list[str]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for student in students:
         lines = [f"# Feedback for {student}", ""]
@@ -622,7 +652,8 @@ def _write_feedback(folder, students, graded, exercises, questions, results, not
         (folder / f"{_safe_name(student)}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _write_questions(path, students, graded, questions, answers):
+def _write_questions(path: Path, students: Sequence[str], graded: Sequence[str], questions: dict[str, list[Any]],
+                     answers: dict[tuple[str, str], list[str | None]]) -> None:
     lines = ["# Inline questions to grade by hand (instructor only: holds the rubrics)", ""]
     for stem in graded:
         for i, (question, rubric, points) in enumerate(questions[stem]):
@@ -636,7 +667,7 @@ def _write_questions(path, students, graded, questions, answers):
 
 
 # ----------------------------------------------------------------------------- command line
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``vaelayer course grade``."""
     parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSIONS",
                         help="student notebooks, folders of one student's notebooks, or a folder of such folders")
@@ -650,7 +681,7 @@ def add_arguments(parser):
                         help="notebooks graded at a time, each in its own process (default 1)")
 
 
-def _positive_int(text):
+def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -660,7 +691,7 @@ def _positive_int(text):
     return value
 
 
-def _positive(text):
+def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -670,14 +701,14 @@ def _positive(text):
     return value
 
 
-def run_from_args(args):
+def run_from_args(args: argparse.Namespace) -> int:
     rows = grade(args.submissions, args.out, seconds=args.seconds, memory_gb=args.memory_gb, jobs=args.jobs)
     print(f"{len(rows)} student(s) graded: {args.out / 'grades.csv'}, {args.out / 'feedback'}, "
           f"{args.out / 'questions.md'}")
     return 0
 
 
-def _worker_main(argv):
+def _worker_main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelayer_np.course.grade --worker")
     parser.add_argument("notebook", type=Path)
     parser.add_argument("lesson", type=Path)

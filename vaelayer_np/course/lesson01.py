@@ -15,6 +15,9 @@ Shapes: N examples, D inputs, H encoder hidden units, K latent units.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from ..core import losses, ops
@@ -22,12 +25,20 @@ from ..core.activations import ACTIVATIONS
 from ..core.gradcheck import generic_point
 from ..core.layers import VAELayer
 from .answer_keys import recorded, register_reveal
-from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check, where_in_student_code
+from .checks import (
+    CheckResult,
+    Diagnosis,
+    call_student,
+    compare_arrays,
+    compare_values,
+    run_check,
+    where_in_student_code,
+)
 
 TOLERANCE = 1e-10  # float64 comparisons with the library: only rounding may differ
 
 
-def _activation_name(act):
+def _activation_name(act: Callable[..., Any]) -> str:
     """The library's name of an activation function (``relu``, ``tanh`` ...), found by identity."""
     for name, fn in ACTIVATIONS.items():
         if fn.forward is act:
@@ -49,17 +60,17 @@ FORBIDDEN = {
 
 
 @recorded
-def check_bounded_log_var(bounded_log_var, n_trials=3, seed=0):
+def check_bounded_log_var(bounded_log_var: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     r"""Check ``bounded_log_var(r, c) -> log_var`` (both (N, K)): :math:`\log\sigma^2 = c\tanh(r/c)`.
 
     The raw values ``r`` range over [-40, 40], far beyond the bound, and c over [1, 8]. Recognised
     slips: a hard clip, the factor c forgotten inside or outside the tanh.
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         r = rng.uniform(-40.0, 40.0, size=(5, 4))
         return r, float(rng.uniform(1.0, 8.0))
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         r, c = args
         return {"log_var": [("a hard clip of r to [-c, c]: the bound is smooth, c * tanh(r / c)", np.clip(r, -c, c)),
                             ("tanh(r) without the c inside: c * tanh(r / c)", c * np.tanh(r)),
@@ -72,20 +83,20 @@ def check_bounded_log_var(bounded_log_var, n_trials=3, seed=0):
 
 
 @recorded
-def check_reparameterize(reparameterize, n_trials=3, seed=0):
+def check_reparameterize(reparameterize: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     r"""Check ``reparameterize(mu, log_var, eps) -> z`` (all (N, K)): :math:`z = \mu + e^{\log\sigma^2/2}\epsilon`.
 
     Recognised slips: the variance or the log-variance used as the std, the noise forgotten, the std
     inverted.
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         shape = (6, 3)
         return rng.standard_normal(shape), rng.uniform(-4.0, 2.0, shape), rng.standard_normal(shape)
 
-    def reference(mu, log_var, eps):
+    def reference(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray) -> Any:
         return ops.reparameterize(mu, log_var, eps)[1]
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         mu, lv, eps = args
         return {"z": [("the variance exp(log_var) where the std exp(log_var / 2) belongs", mu + np.exp(lv) * eps),
                       ("the log-variance used as the std: std = exp(log_var / 2)", mu + lv * eps),
@@ -98,7 +109,8 @@ def check_reparameterize(reparameterize, n_trials=3, seed=0):
                           forbidden=FORBIDDEN["reparameterize"], slips=slips)
 
 
-def library_forward(x, params, eps, act, log_var_bound):
+def library_forward(x: np.ndarray, params: dict[str, np.ndarray], eps: np.ndarray, act: Callable[..., Any],
+                    log_var_bound: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The library's answer to ``vae_forward``: (x_hat, mu, log_var, z) from :meth:`VAELayer.forward`.
 
     Parameters
@@ -120,7 +132,7 @@ def library_forward(x, params, eps, act, log_var_bound):
     return cache["x_hat"], cache["mu"], cache["log_var"], cache["z"]
 
 
-def _forward_slips(args):
+def _forward_slips(args: Any) -> dict[str, list[tuple]]:
     """The answers of vae_forward's common slips on these inputs, by returned value."""
     x, params, eps, act, c = args
     p = params
@@ -145,7 +157,7 @@ def _forward_slips(args):
 
 
 @recorded
-def check_vae_forward(vae_forward, n_trials=4, seed=0):
+def check_vae_forward(vae_forward: Callable[..., Any], n_trials: int = 4, seed: int = 0) -> CheckResult:
     """Check ``vae_forward(x, params, eps, act, log_var_bound) -> (x_hat, mu, log_var, z)``.
 
     Random layers (D=7, H=6, K=3, relu and tanh, biases moved off zero, the log-variance
@@ -156,7 +168,7 @@ def check_vae_forward(vae_forward, n_trials=4, seed=0):
     acts = [ACTIVATIONS["relu"].forward, ACTIVATIONS["tanh"].forward]
     trial = {"i": 0}
 
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         act = acts[trial["i"] % len(acts)]
         trial["i"] += 1
         layer = generic_point(VAELayer(7, 3, encoder_hidden=6, rng=rng, dtype=np.float64), rng, scale=0.5)
@@ -164,7 +176,7 @@ def check_vae_forward(vae_forward, n_trials=4, seed=0):
         params = {name: p.copy() for name, p in layer.params.items()}
         return rng.standard_normal((5, 7)), params, rng.standard_normal((5, 3)), act, float(rng.uniform(2.0, 6.0))
 
-    def reference(x, params, eps, act, bound):
+    def reference(x: np.ndarray, params: dict[str, np.ndarray], eps: np.ndarray, act: Any, bound: float) -> Any:
         return library_forward(x, {name: p.copy() for name, p in params.items()}, eps, act, bound)
 
     return compare_arrays("vae_forward (x_hat, mu, log_var, z)", vae_forward, reference, make_inputs,
@@ -174,7 +186,7 @@ def check_vae_forward(vae_forward, n_trials=4, seed=0):
                           order=("mu", "log_var", "z", "x_hat"))
 
 
-def library_neg_elbo(x, x_hat, mu, log_var, beta):
+def library_neg_elbo(x: np.ndarray, x_hat: np.ndarray, mu: np.ndarray, log_var: np.ndarray, beta: float) -> tuple:
     """The library's (recon, kl, neg_elbo) for an MSE layer: ``losses.mse`` and ``ops.kl_diag_gaussian``."""
     recon = losses.mse(x_hat, x)[0]
     kl = ops.kl_diag_gaussian(mu, log_var)[0]
@@ -182,7 +194,7 @@ def library_neg_elbo(x, x_hat, mu, log_var, beta):
 
 
 @recorded
-def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
+def check_neg_elbo(neg_elbo: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     r"""Check ``neg_elbo(x, x_hat, mu, log_var, beta) -> (recon, kl, neg_elbo)`` (three floats).
 
     recon is the MSE averaged over all N*D elements, kl is summed over K and averaged
@@ -190,17 +202,17 @@ def check_neg_elbo(neg_elbo, n_trials=3, seed=0):
     The message names which of the three values is wrong and why, when it recognises the slip (a mean
     over the wrong elements, the std or the log-variance where the variance belongs, beta forgotten).
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         n, d, k = int(rng.integers(3, 9)), 7, 4
         return (rng.standard_normal((n, d)), rng.standard_normal((n, d)), rng.standard_normal((n, k)),
                 rng.uniform(-3.0, 1.0, (n, k)), float(rng.uniform(0.1, 2.0)))
 
-    def factors(args):
+    def factors(args: Any) -> Sequence[tuple[str, float]]:
         x, _, mu, _, _ = args
         n, d = x.shape
         return (("N", n), ("D", d), ("N*D", n * d), ("K", mu.shape[1]))
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         x, x_hat, mu, lv, beta = args
         n = x.shape[0]
         recon = float(np.mean((x_hat - x) ** 2))
@@ -254,7 +266,7 @@ _LAYER_FORWARD_SLIPS = {
 }
 
 
-def reference_layer_forward(layer, x, eps, slip=""):
+def reference_layer_forward(layer: Any, x: np.ndarray, eps: np.ndarray | None, slip: str = "") -> tuple[Any, ...]:
     """(out, recon, kl, neg_elbo) of ``layer`` (a VAELayer) on ``x`` with the noise ``eps`` (None: evaluation),
     from the equations; with ``slip`` one of the slips this checker recognises planted."""
     p, act = layer.params, layer.act.forward
@@ -280,7 +292,8 @@ def reference_layer_forward(layer, x, eps, slip=""):
     return out, recon, kl, recon + (1.0 if slip == "beta missing" else layer.beta) * kl
 
 
-def layer_forward_problem(case, seed=0, n=5, d=7, hidden=6, k=3):
+def layer_forward_problem(case: tuple[str, Any, bool, bool], seed: int = 0, n: int = 5, d: int = 7,
+                          hidden: int = 6, k: int = 3) -> tuple[str, Any, np.ndarray, np.ndarray | None]:
     """One setting of :data:`LAYER_FORWARD_CASES` on a small float64 layer: (label, layer, x, eps)."""
     label, settings, training, extreme = case
     rng = np.random.default_rng(seed)
@@ -295,7 +308,7 @@ def layer_forward_problem(case, seed=0, n=5, d=7, hidden=6, k=3):
 
 
 @recorded
-def check_layer_forward(layer_forward, seed=0):
+def check_layer_forward(layer_forward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``layer_forward(layer, x, eps) -> (out, recon, kl, neg_elbo)``: the whole forward pass and the
     local loss of a :class:`~vaelayer_np.core.layers.VAELayer` from its parameters and settings, in every
     setting (:data:`LAYER_FORWARD_CASES`: MSE and a BCE that stays finite at logits of +-1000, relu and tanh,
@@ -306,7 +319,7 @@ def check_layer_forward(layer_forward, seed=0):
     """
     names = ("out", "recon", "kl", "neg_elbo")
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         worst = 0.0
         for i, case in enumerate(LAYER_FORWARD_CASES):
             label, layer, x, eps = layer_forward_problem(case, seed=seed + i)
@@ -330,7 +343,7 @@ def check_layer_forward(layer_forward, seed=0):
                 raise Diagnosis(f"{label}: the BCE is {float(got[1])}: log(sigmoid(s)) or exp(s) overflows at a "
                                 f"logit of +-1000. Write the BCE per element as max(s, 0) - s t + log(1 + e^-|s|), "
                                 f"which never exponentiates a positive number (np.log1p)")
-            slips = {name: [] for name in names}
+            slips: dict[str, list[Any]] = {name: [] for name in names}
             for slip, description in _LAYER_FORWARD_SLIPS.items():
                 with np.errstate(all="ignore"):
                     candidate = reference_layer_forward(layer, x, eps, slip)

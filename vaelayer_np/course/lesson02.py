@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +40,7 @@ from ..core.gradcheck import check_gradients
 from ..core.layers import VAELayer
 from .answer_keys import recorded, register_reveal
 from .checks import (
+    CheckResult,
     Diagnosis,
     call_student,
     check_dtype,
@@ -66,18 +69,18 @@ FORBIDDEN = {
 }
 
 
-def _upstream_scalar(rng):
+def _upstream_scalar(rng: np.random.Generator) -> float:
     """A random factor c in +-[0.5, 2]: the checked scalar is c * loss, so a gradient off by a constant fails."""
     return float(rng.uniform(0.5, 2.0)) * (1.0 if rng.random() < 0.5 else -1.0)
 
 
-def _sigmoid(s):
+def _sigmoid(s: np.ndarray) -> np.ndarray:
     e = np.exp(-np.abs(s))
     return np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @recorded
-def check_mse_backward(mse_backward, seed=0):
+def check_mse_backward(mse_backward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``mse_backward(x_hat, x) -> d_x_hat`` (N, D): the gradient of :math:`\frac{1}{ND}\sum(\hat x - x)^2`.
 
     A wrong answer is compared with the right one: a flipped sign, a missing 2, a mean over N only
@@ -88,7 +91,7 @@ def check_mse_backward(mse_backward, seed=0):
     x_hat, x = rng.standard_normal((n, d)), rng.standard_normal((n, d))
     c = _upstream_scalar(rng)
     exact = {"x_hat": 2.0 * (x_hat - x) / x.size}
-    got = {}
+    got: dict[str, Any] = {}
 
     def student():
         got["x_hat"] = call_student(mse_backward, (x_hat.copy(), x.copy()), ("x_hat", "x"),
@@ -101,7 +104,8 @@ def check_mse_backward(mse_backward, seed=0):
     return _explained(result, got, exact, (("N", n), ("D", d), ("N*D", n * d)))
 
 
-def _explained(result, got, exact, factors=(), slips=None):
+def _explained(result: CheckResult, got: Any, exact: dict[str, Any], factors: Sequence[tuple[str, float]] = (),
+               slips: dict[str, Any] | None = None) -> CheckResult:
     """Add to a failed gradient check's message what the wrong gradient looks like (against ``exact``)."""
     if result.passed or not np.isfinite(result.figure):
         return result
@@ -117,7 +121,7 @@ def _explained(result, got, exact, factors=(), slips=None):
 
 
 @recorded
-def check_bce_backward(bce_with_logits_backward, seed=0):
+def check_bce_backward(bce_with_logits_backward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``bce_with_logits_backward(logits, target) -> d_logits`` (N, D).
 
     Two parts: a gradient check of c * :func:`vaelayer_np.core.losses.bce_with_logits` at logits in
@@ -126,7 +130,7 @@ def check_bce_backward(bce_with_logits_backward, seed=0):
     finite and right there (exp overflows to inf, 1/inf = 0): it passes, with a note that exp
     overflowed on the way. The library's ``sigmoid`` and ``bce_with_logits`` are off limits.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(seed)
         n, d = 4, 5
         logits = rng.uniform(-8.0, 8.0, (n, d))
@@ -173,7 +177,7 @@ def check_bce_backward(bce_with_logits_backward, seed=0):
 
 
 @recorded
-def check_kl_gradients(kl_gradients, seed=0):
+def check_kl_gradients(kl_gradients: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``kl_gradients(mu, log_var) -> (d_mu, d_log_var)`` (both (N, K)).
 
     The scalar is c * KL with the KL of :func:`vaelayer_np.core.ops.kl_diag_gaussian` (summed over K,
@@ -191,7 +195,7 @@ def check_kl_gradients(kl_gradients, seed=0):
                          ("(1 - 1/var) / (2N): the gradient with respect to the variance, not the log-variance",
                           (1 - 1 / var) / (2 * n)),
                          ("(1 - var) / (2N): the sign of the KL's -1/2 lost", (1 - var) / (2 * n))]}
-    got = {}
+    got: dict[str, Any] = {}
 
     def student():
         out = call_student(kl_gradients, (mu.copy(), log_var.copy()), ("mu", "log_var"), FORBIDDEN["kl_gradients"])
@@ -206,7 +210,7 @@ def check_kl_gradients(kl_gradients, seed=0):
 
 
 @recorded
-def check_latent_backward(latent_backward, seed=0):
+def check_latent_backward(latent_backward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound) -> (d_mu, d_r)``.
 
     The scalar, a function of the mean ``mu`` and the *raw* log-variance ``r`` (both (N, K)),
@@ -244,7 +248,7 @@ def check_latent_backward(latent_backward, seed=0):
                    ("the noise path without eps", (0.5 * d_z * std + kl_weight * kl_grads[1]) * slope)],
              "mu": [("the KL's gradient is missing (add kl_weight * kl_grads[0])", d_z),
                     ("the KL's gradient is added without kl_weight", d_z + kl_grads[0])]}
-    got = {}
+    got: dict[str, Any] = {}
     args = lambda e: (d_z.copy(), None if e is None else e.copy(), std.copy(),  # noqa: E731
                       tuple(g.copy() for g in kl_grads), kl_weight, log_var.copy(), bound)
     names = ("d_z", "eps", "std", "kl_grads", "kl_weight", "log_var", "bound")
@@ -261,7 +265,7 @@ def check_latent_backward(latent_backward, seed=0):
         got["mu"], got["r"] = np.asarray(out[0]), np.asarray(out[1])
         return dict(got)
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         result = _explained(check_gradient("latent_backward", scalar, student, {"mu": mu, "r": r}, tol=TOLERANCE),
                             got, exact, slips=slips)
         if not result.passed:
@@ -304,7 +308,7 @@ def check_latent_backward(latent_backward, seed=0):
 
 
 @recorded
-def check_decoder_backward(decoder_backward, seed=0):
+def check_decoder_backward(decoder_backward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``decoder_backward(d_x_hat, z, W_dec) -> (d_z, d_W_dec, d_b_dec)``.
 
     The decoder is :math:`\hat x = z W_{dec} + b_{dec}` with z (N, K), W_dec (K, D), b_dec (D,);
@@ -316,7 +320,7 @@ def check_decoder_backward(decoder_backward, seed=0):
     upstream = rng.standard_normal((n, d))
     exact = {"z": upstream @ w_dec.T, "W_dec": z.T @ upstream, "b_dec": upstream.sum(axis=0)}
     slips = {"W_dec": [("the rows of d_x_hat out of step with those of z", z.T @ upstream[::-1])]}
-    got = {}
+    got: dict[str, Any] = {}
 
     def student():
         out = call_student(decoder_backward, (upstream.copy(), z.copy(), w_dec.copy()), ("d_x_hat", "z", "W_dec"),
@@ -335,7 +339,7 @@ ENCODER_GRADS = ("W_enc", "b_enc", "W_mu", "b_mu", "W_lv", "b_lv", "x")
 
 
 @recorded
-def check_encoder_backward(encoder_backward, seed=0):
+def check_encoder_backward(encoder_backward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``encoder_backward(d_mu, d_r, x, h_pre, h, params, act_backward) -> grads``.
 
     The encoder: :math:`h = \mathrm{act}(x W_{enc} + b_{enc})`, :math:`\mu = h W_\mu + b_\mu`,
@@ -346,7 +350,7 @@ def check_encoder_backward(encoder_backward, seed=0):
     Recognised slips: the activation's derivative forgotten, only the mean head's path into h, the
     pre-activation where h belongs, the twin heads' gradients swapped.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(seed)
         worst = 0.0
         for act_name in ("relu", "tanh"):
@@ -358,7 +362,8 @@ def check_encoder_backward(encoder_backward, seed=0):
                       "W_lv": rng.standard_normal((h_dim, k)), "b_lv": rng.standard_normal(k)}
             g_mu, g_r = rng.standard_normal((n, k)), rng.standard_normal((n, k))
 
-            def scalar(act=act, x=x, params=params, g_mu=g_mu, g_r=g_r):  # this round's values
+            def scalar(act: Any = act, x: np.ndarray = x, params: dict[str, np.ndarray] = params, g_mu: Any = g_mu,
+                       g_r: Any = g_r) -> float:  # this round's values
                 hidden = act.forward(x @ params["W_enc"] + params["b_enc"])
                 return float(np.sum(g_mu * (hidden @ params["W_mu"] + params["b_mu"]))
                              + np.sum(g_r * (hidden @ params["W_lv"] + params["b_lv"])))
@@ -463,7 +468,8 @@ _LAYER_SLIPS = {
 }
 
 
-def reference_layer_backward(layer, cache, dout, dz, neg_elbo_weight=1.0, slip=""):
+def reference_layer_backward(layer: Any, cache: Any, dout: np.ndarray | None, dz: np.ndarray | None,
+                             neg_elbo_weight: float = 1.0, slip: str = "") -> tuple[Any, dict[str, np.ndarray]]:
     """The layer's backward pass assembled from the library's pieces, or with one named slip planted
     (``slip``, a key of the slips this checker recognises): the candidates a diagnosis is matched against.
     With ``slip=""`` it equals ``layer.backward(dout, cache, dz=dz, neg_elbo_weight=neg_elbo_weight)``."""
@@ -504,7 +510,8 @@ def reference_layer_backward(layer, cache, dout, dz, neg_elbo_weight=1.0, slip="
     return dx, {name: grads[name] for name in VAELayer.PARAM_NAMES}
 
 
-def layer_backward_problem(case, seed=0, n=4, d=6, hidden=5, k=3):
+def layer_backward_problem(case: tuple[Any, ...], seed: int = 0, n: int = 4, d: int = 6, hidden: int = 5,
+                           k: int = 3) -> tuple[Any, ...]:
     """One setting of :data:`LAYER_BACKWARD_CASES` on a small float64 layer: (label, layer, cache, dout, dz, w)."""
     label, settings, training, with_dout, with_dz, weight = case
     rng = np.random.default_rng(seed)
@@ -521,7 +528,7 @@ def layer_backward_problem(case, seed=0, n=4, d=6, hidden=5, k=3):
 
 
 @recorded
-def check_vae_layer_backward(vae_layer_backward, seed=0):
+def check_vae_layer_backward(vae_layer_backward: Callable[..., Any], seed: int = 0) -> CheckResult:
     r"""Check ``vae_layer_backward(layer, cache, dout, dz, neg_elbo_weight) -> (dx, grads)``: the whole
     backward pass of a :class:`~vaelayer_np.core.layers.VAELayer` (with an encoder hidden layer), the
     gradients of :math:`L = w\,\text{negELBO} + \langle\text{dout}, \text{out}\rangle + \langle dz, z\rangle`
@@ -535,7 +542,7 @@ def check_vae_layer_backward(vae_layer_backward, seed=0):
     place or without the activation's derivative, beta or w missing. The library's backward and
     gradient pieces are off limits; the layer's parameters and the cache must not change.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         worst = 0.0
         for i, case in enumerate(LAYER_BACKWARD_CASES):
             label, layer, cache, dout, dz, w = layer_backward_problem(case, seed=seed + i)
@@ -559,7 +566,7 @@ def check_vae_layer_backward(vae_layer_backward, seed=0):
             names = ("dx",) + VAELayer.PARAM_NAMES
             want = (want_dx,) + tuple(want_grads[name] for name in VAELayer.PARAM_NAMES)
             got = (dx,) + tuple(grads[name] for name in VAELayer.PARAM_NAMES)
-            slips = {name: [] for name in names}
+            slips: dict[str, list[Any]] = {name: [] for name in names}
             for slip, description in _LAYER_SLIPS.items():
                 if slip == "bce target" and layer.recon != "bce":
                     continue
@@ -583,17 +590,19 @@ def check_vae_layer_backward(vae_layer_backward, seed=0):
 
 
 # ----------------------------------------------------------------------------- shown once an exercise is done
-def _slip_without_half(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+def _slip_without_half(d_z: np.ndarray, eps: np.ndarray, std: np.ndarray, kl_grads: np.ndarray, kl_weight: float,
+                       log_var: np.ndarray, bound: float) -> tuple:
     d_log_var = d_z * eps * std + kl_weight * kl_grads[1]                         # d sigma / d v taken as sigma
     return d_z + kl_weight * kl_grads[0], d_log_var * (1.0 - (log_var / bound) ** 2)
 
 
-def _slip_without_bound(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+def _slip_without_bound(d_z: np.ndarray, eps: np.ndarray, std: np.ndarray, kl_grads: np.ndarray, kl_weight: float,
+                        log_var: np.ndarray, bound: float) -> tuple:
     d_log_var = 0.5 * d_z * eps * std + kl_weight * kl_grads[1]
     return d_z + kl_weight * kl_grads[0], d_log_var                                # chain rule through tanh forgotten
 
 
-def _latent_slips_text():
+def _latent_slips_text() -> str:
     lines = ["Two classic slips, and what the checker says about each (it recognises them):", ""]
     for slip in (_slip_without_half, _slip_without_bound):
         lines.append(inspect.getsource(slip).replace("_slip_", ""))
@@ -621,7 +630,7 @@ Line by line:
 """
 
 
-def _backward_source_text():
+def _backward_source_text() -> str:
     source = inspect.getsource(VAELayer.backward)
     body = source[source.rindex("\n", 0, source.index("self._check_cache")) + 1:]
     return ("The library's VAELayer.backward (vaelayer_np/core/layers.py), from its first line of code:\n\n"

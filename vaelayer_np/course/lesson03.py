@@ -14,12 +14,16 @@ The planted bugs live here, in copies: the library's own layers are never change
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..core.gradcheck import DEFAULT_STEP, DEFAULT_TOL, numerical_gradient, relative_error
 from ..core.layers import Activation, Dense
 from .answer_keys import recorded
-from .checks import Diagnosis, call_student, check_dtype, explain_difference, max_relative_error, run_check
+from .checks import CheckResult, Diagnosis, call_student, check_dtype, explain_difference, max_relative_error, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -39,10 +43,10 @@ class ReluForgetsUpstream(Activation):
     """A ReLU layer whose backward returns the local derivative ``(x > 0)`` and forgets to
     multiply by the upstream gradient ``dout``: right exactly when ``dout`` is all ones."""
 
-    def __init__(self, dtype=np.float64):
+    def __init__(self, dtype: DTypeLike = np.float64) -> None:
         super().__init__("relu", dtype=dtype)
 
-    def backward(self, dout, cache, need_dx=True):
+    def backward(self, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple:
         x, _ = cache
         return (x > 0).astype(x.dtype), {}
 
@@ -51,13 +55,13 @@ class DenseBiasCountsRows(Dense):
     """A Dense layer whose bias gradient is the number of rows, N, in every entry instead of
     ``dout.sum(axis=0)``: right exactly when ``dout`` is all ones."""
 
-    def backward(self, dout, cache, need_dx=True):
+    def backward(self, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple:
         dx, grads = super().backward(dout, cache, need_dx)
         grads["b"] = np.full_like(grads["b"], dout.shape[0])
         return dx, grads
 
 
-def kl_gradient_with_log_var_bug(mu, log_var):
+def kl_gradient_with_log_var_bug(mu: np.ndarray, log_var: np.ndarray) -> tuple[float, tuple]:
     r"""A copy of :func:`vaelayer_np.core.ops.kl_diag_gaussian` with the classic bug planted.
 
     The correct gradient is :math:`\partial KL/\partial\log\sigma^2 = (\sigma^2 - 1)/(2N)`;
@@ -80,7 +84,7 @@ def kl_gradient_with_log_var_bug(mu, log_var):
 
 
 # ----------------------------------------------------------------------------- exercise 1
-def _smooth_problem(rng, shape):
+def _smooth_problem(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple:
     """A smooth scalar of an array, its analytic gradient and a float64 point."""
     x = rng.standard_normal(shape)
     g = rng.standard_normal(shape)
@@ -95,7 +99,7 @@ def _smooth_problem(rng, shape):
     return x, f, grad
 
 
-def _forward_difference(f, x, h):
+def _forward_difference(f: Callable[[], float], x: np.ndarray, h: float) -> np.ndarray:
     grad = np.zeros_like(x)
     base = f()
     for i in np.ndindex(x.shape):
@@ -107,7 +111,7 @@ def _forward_difference(f, x, h):
 
 
 @recorded
-def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
+def check_numerical_gradient(numerical_gradient_fn: Callable[..., Any], tol: float = DEFAULT_TOL) -> CheckResult:
     """Check ``numerical_gradient_fn(f, x, h) -> grad`` (central differences, ``x`` restored).
 
     On smooth random problems the result is compared with the analytic gradient and with
@@ -115,7 +119,7 @@ def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
     afterwards (bit for bit), and ``f`` must be read at the perturbed points (in place).
     The figure is the worst relative error; a forward difference measures about 1e-5 here.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(3)
         worst, why = 0.0, ""
         for shape in ((6,), (3, 4), (2, 3, 2)):
@@ -155,7 +159,7 @@ def check_numerical_gradient(numerical_gradient_fn, tol=DEFAULT_TOL):
 
 
 # ----------------------------------------------------------------------------- exercise 2
-def _error_cases(rng):
+def _error_cases(rng: np.random.Generator) -> list:
     """Pairs (a, b) that tell the library's measure from look-alikes."""
     cases = []
     for scale in (1.0, 1e-3, 1e3):
@@ -175,7 +179,7 @@ def _error_cases(rng):
 
 
 @recorded
-def check_relative_error(relative_error_fn, tol=1e-12):
+def check_relative_error(relative_error_fn: Callable[..., Any], tol: float = 1e-12) -> CheckResult:
     r"""Check ``relative_error_fn(numeric, analytic) -> float`` against
     :func:`vaelayer_np.core.gradcheck.relative_error`:
     :math:`\max|a-b| / \max(\max|a|, \max|b|, 10^{-8})`.
@@ -184,7 +188,7 @@ def check_relative_error(relative_error_fn, tol=1e-12):
     element-wise measure would report 1 there) and arrays of zeros (the floor).
     The figure is the worst relative difference between the two measures.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(4)
         worst = 0.0
         for a, b in _error_cases(rng):
@@ -209,12 +213,12 @@ def check_relative_error(relative_error_fn, tol=1e-12):
 
 
 # ----------------------------------------------------------------------------- exercise 3
-def _correct_layers(rng):
+def _correct_layers(rng: np.random.Generator) -> list[tuple]:
     return [("Dense(5, 3)", Dense(5, 3, rng=rng), rng.standard_normal((4, 5))),
             ("Activation(tanh)", Activation("tanh"), rng.standard_normal((4, 6)))]
 
 
-def _buggy_layers(rng):
+def _buggy_layers(rng: np.random.Generator) -> list[tuple]:
     x_relu = rng.standard_normal((4, 6))
     x_relu[np.abs(x_relu) < 1e-3] = 0.5  # keep every element away from the kink
     dense = DenseBiasCountsRows(5, 3, rng=rng)
@@ -223,7 +227,7 @@ def _buggy_layers(rng):
 
 
 @recorded
-def check_layer_gradient_errors(layer_gradient_errors_fn, tol=DEFAULT_TOL):
+def check_layer_gradient_errors(layer_gradient_errors_fn: Callable[..., Any], tol: float = DEFAULT_TOL) -> CheckResult:
     """Check ``layer_gradient_errors_fn(layer, x, rng) -> {tensor name: max relative error}``.
 
     The student's check must (1) report errors below ``tol`` for every parameter and for
@@ -231,7 +235,7 @@ def check_layer_gradient_errors(layer_gradient_errors_fn, tol=DEFAULT_TOL):
     planted bugs that an all-ones upstream gradient hides (a ReLU backward that forgets
     ``dout``; a bias gradient equal to N). The figure is the worst error on the correct layers.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(5)
         worst = 0.0
         for label, layer, x in _correct_layers(rng):
@@ -272,21 +276,22 @@ class NoisyVAE:
     cache)`` and ``backward(dout, cache) -> (dx, grads)`` differentiate ``<dout, out>`` alone, like any other
     layer, so a layer check with a random ``dout`` applies to it as it is."""
 
-    def __init__(self, in_dim, latent_dim, hidden, rng, pass_on="sample"):
+    def __init__(self, in_dim: int, latent_dim: int, hidden: int, rng: np.random.Generator,
+                 pass_on: str = "sample") -> None:
         from ..core.layers import VAELayer
 
         self.vae = VAELayer(in_dim, latent_dim, encoder_hidden=hidden, activation="tanh", pass_on=pass_on,
                             log_var_bias_init=-1.0, rng=rng, dtype=np.float64)
         self.params = self.vae.params
         self.dtype = self.vae.dtype
-        self.eps = None
+        self.eps: np.ndarray | None = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         if self.eps is None or self.eps.shape[0] != x.shape[0]:
             self.eps = np.random.default_rng(x.shape[0]).standard_normal((x.shape[0], self.vae.latent_dim))
         return self.vae.forward(x, eps=self.eps)
 
-    def backward(self, dout, cache, need_dx=True):
+    def backward(self, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple[Any, dict[str, np.ndarray]]:
         return self.vae.backward(dout, cache, neg_elbo_weight=0.0, need_dx=need_dx)
 
 
@@ -294,28 +299,28 @@ class MysteryNetwork:
     """Two VAE layers (tanh, the sample passed on) and a Dense layer on top, trained by backpropagation:
     ``forward(x) -> (out, caches)``, ``backward(dout, caches) -> (dx, [grads of each layer])``, ``layers``."""
 
-    def __init__(self, layers):
+    def __init__(self, layers: list[Any]) -> None:
         self.layers = layers
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         caches = []
         for layer in self.layers:
             x, cache = layer.forward(x)
             caches.append(cache)
         return x, caches
 
-    def backward(self, dout, caches):
-        grads = [None] * len(self.layers)
+    def backward(self, dout: np.ndarray, caches: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        grads: list[Any] = [None] * len(self.layers)
         for k in range(len(self.layers) - 1, -1, -1):
             dout, grads[k] = self.layers[k].backward(dout, caches[k])
         return dout, grads
 
 
-def _planted(layer, bug):
+def _planted(layer: Any, bug: str) -> Any:
     """``layer`` with one bug planted in its backward (a subclass made here: the library is never changed)."""
     base = type(layer)
 
-    def backward(self, dout, cache, need_dx=True):
+    def backward(self: Any, dout: np.ndarray, cache: Any, need_dx: bool = True) -> tuple[Any, dict[str, np.ndarray]]:
         if bug == "h_pre for h":          # the heads' weight gradients from the pre-activation
             cache = dict(cache, h=cache["h_pre"])
             return base.backward(self, dout, cache, need_dx)
@@ -330,7 +335,7 @@ def _planted(layer, bug):
             return dx, dict(grads, W=grads["W"] / dout.shape[0])
         raise ValueError(bug)
 
-    planted = type(f"{base.__name__}", (base,), {"backward": backward})
+    planted: Any = type(f"{base.__name__}", (base,), {"backward": backward})
     layer.__class__ = planted
     return layer
 
@@ -339,11 +344,11 @@ def _planted(layer, bug):
 MYSTERY_CASES = ((1, "rows reversed"), (0, "h_pre for h"), (2, "mean not sum"), (1, "noise dropped"), None)
 
 
-def mystery_network(case=0, seed=0):
+def mystery_network(case: int = 0, seed: int = 0) -> tuple[MysteryNetwork, np.ndarray]:
     """A :class:`MysteryNetwork` (10 inputs -> 6 -> 5 -> 3) with the bug of ``MYSTERY_CASES[case]`` planted,
     and a batch ``x`` (8, 10) for it. Case 0 is the lesson's."""
     rng = np.random.default_rng(100 + seed)
-    layers = [NoisyVAE(10, 6, 8, rng), NoisyVAE(6, 5, 7, rng), Dense(5, 3, rng=rng)]
+    layers: list[Any] = [NoisyVAE(10, 6, 8, rng), NoisyVAE(6, 5, 7, rng), Dense(5, 3, rng=rng)]
     for layer in layers:  # biases off zero: no tanh near saturation questions, no kinks
         for name, value in layer.params.items():
             if name.startswith("b"):
@@ -354,7 +359,7 @@ def mystery_network(case=0, seed=0):
     return MysteryNetwork(layers), rng.standard_normal((8, 10))
 
 
-def _wrong_tensors(net, x, k):
+def _wrong_tensors(net: Any, x: np.ndarray, k: int) -> set[str]:
     """The tensors of layer k whose gradient differs from the right one (the layer's class without the bug),
     on layer k's own input and a random upstream gradient: what an answer may name."""
     h = x
@@ -364,14 +369,14 @@ def _wrong_tensors(net, x, k):
     out, cache = layer.forward(h)
     dout = np.random.default_rng(1).standard_normal(out.shape)
     dx, grads = layer.backward(dout, cache)
-    right = type(layer).__mro__[1]
+    right: Any = type(layer).__mro__[1]
     dx_ok, grads_ok = right.backward(layer, dout, cache)
     wrong = {name for name in grads if not np.allclose(grads[name], grads_ok[name], rtol=1e-9, atol=1e-12)}
     return wrong | ({"x"} if not np.allclose(dx, dx_ok, rtol=1e-9, atol=1e-12) else set())
 
 
 @recorded
-def check_locate_bug(locate_bug_fn, threshold=1e-6):
+def check_locate_bug(locate_bug_fn: Callable[..., Any], threshold: float = 1e-6) -> CheckResult:
     """Check ``locate_bug_fn(net, x, rng) -> (k, name)`` or ``None``: the layer of a :class:`MysteryNetwork`
     whose backward is wrong, and one of its tensors (a key of its ``params``, or ``"x"`` for the input
     gradient) whose gradient is wrong; ``None`` when every layer is right.
@@ -383,7 +388,7 @@ def check_locate_bug(locate_bug_fn, threshold=1e-6):
     named, the right layer with a tensor that is right, a false alarm on the clean network, a bug missed,
     parameters left changed.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         found = 0
         for case, planted in enumerate(MYSTERY_CASES):
             net, x = mystery_network(case, seed=case)

@@ -13,12 +13,15 @@ comparison is to rounding.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import numpy as np
 
 from ..analysis import generation
 from ..core.network import Network
 from .answer_keys import recorded
-from .checks import Diagnosis, call_student, compare_arrays, compare_values, run_check
+from .checks import CheckResult, Diagnosis, call_student, compare_arrays, compare_values, run_check
 
 # The library functions each exercise replaces: calling them is refused (vaelayer_np.course.checks.call_student).
 FORBIDDEN = {
@@ -34,23 +37,23 @@ FORBIDDEN = {
 TOLERANCE = 1e-10
 
 
-def _net(rng, recon="mse"):
+def _net(rng: np.random.Generator, recon: str = "mse") -> Network:
     return Network(12, (7, 5, 3), 4, seed=int(rng.integers(1 << 30)), encoder_hidden=9, recon=recon,
                    dtype=np.float64)
 
 
 @recorded
-def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
+def check_decode_to_input(decode_to_input: Callable[..., Any], n_trials: int = 4, seed: int = 0) -> CheckResult:
     r"""Check ``decode_to_input(net, k, z) -> (M, D)``: decoders k, k-1, ..., 0 applied in turn, and a
     sigmoid at the end when the first layer uses ``recon="bce"``. Every depth k is tried, with both
     reconstruction losses.
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         net = _net(rng, recon=("mse", "bce")[int(rng.integers(2))])
         k = int(rng.integers(0, 3))
         return net, k, rng.standard_normal((4, net.widths[k]))
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         net, k, z = args
         h = z
         for j in range(k, -1, -1):
@@ -62,7 +65,7 @@ def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
                 h_relu = np.maximum(h_relu, 0)
         bce = net.vae_layers[0].recon == "bce"
 
-        def sig(a):
+        def sig(a: np.ndarray) -> np.ndarray:
             return 1 / (1 + np.exp(-a))
 
         return {"images": [("the decoders' outputs without the final sigmoid (layer 0 uses recon='bce')", h),
@@ -75,23 +78,25 @@ def check_decode_to_input(decode_to_input, n_trials=4, seed=0):
                           arg_names=("net", "k", "z"), forbidden=FORBIDDEN["decode_to_input"], slips=slips)
 
 
-def reference_sample_aggregate(mu, log_var, n, seed):
+def reference_sample_aggregate(mu: np.ndarray, log_var: np.ndarray, n: int, seed: int) -> np.ndarray:
     """The library's answer: :func:`~vaelayer_np.analysis.generation.fit_aggregate_posterior`, then
     :func:`~vaelayer_np.analysis.generation.sample_latents` with ``np.random.default_rng(seed)``."""
     mean, std = generation.fit_aggregate_posterior(mu, log_var)
     return generation.sample_latents(n, mean, std, np.random.default_rng(seed))
 
 
-def _from_seed_only(fn):
+def _from_seed_only(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` watched: a call that draws from NumPy's global generator, or that gives another answer when
     called again with the same arguments, is a FAIL that says so (the samples must come from ``seed`` alone)."""
-    def watched(*args):
-        state = np.random.get_state()[1].copy()  # noqa: NPY002 - the global generator, on purpose
+    def watched(*args: Any) -> Any:
+        legacy_state: Any = np.random.get_state()  # noqa: NPY002 - the global generator, on purpose
+        state = legacy_state[1].copy()
         kept = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
         first = fn(*args)
         if any(isinstance(a, np.ndarray) and not np.array_equal(a, b) for a, b in zip(args, kept)):
             return first  # an input changed in place: that is reported first (call_student)
-        if not np.array_equal(np.random.get_state()[1], state):  # noqa: NPY002 - the global generator, on purpose
+        now: Any = np.random.get_state()  # noqa: NPY002 - the global generator, on purpose
+        if not np.array_equal(now[1], state):
             raise Diagnosis("your function drew from NumPy's global generator (np.random.standard_normal, ...): "
                             "draw the noise from np.random.default_rng(seed), so that a seed gives the same "
                             "samples everywhere")
@@ -103,12 +108,12 @@ def _from_seed_only(fn):
                             "np.random.default_rng(seed) alone")
         return first
 
-    watched.__wrapped__ = fn  # the library-name check reads the student's own code
+    watched.__wrapped__ = fn  # type: ignore[attr-defined]  # the library-name check reads the student's own code
     return watched
 
 
 @recorded
-def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
+def check_sample_aggregate(sample_aggregate: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     r"""Check ``sample_aggregate(mu, log_var, n, seed) -> (n, K)``: :math:`z = m + s\odot\epsilon` with
     :math:`m_k = \bar\mu_k`, :math:`s_k^2 = \mathrm{Var}_n[\mu_{nk}] + \overline{\sigma^2_{k}}` and
     ``eps = np.random.default_rng(seed).standard_normal((n, K))``. Log-variances range over [-2, 1], so
@@ -117,12 +122,12 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
     Other named slips: the variance as the std, the prior's samples, exp of the mean log-variance, ddof=1,
     the noise drawn transposed.
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         k = int(rng.integers(3, 7))
         mu = rng.uniform(-1, 1, k) + rng.uniform(0.1, 2.0, k) * rng.standard_normal((30, k))
         return mu, rng.uniform(-2.0, 1.0, (30, k)), int(rng.integers(2, 6)), int(rng.integers(1000))
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         mu, lv, n, s = args
         eps = np.random.default_rng(s).standard_normal((n, mu.shape[1]))
         m = mu.mean(axis=0)
@@ -149,17 +154,17 @@ def check_sample_aggregate(sample_aggregate, n_trials=3, seed=0):
 
 
 @recorded
-def check_traverse(traverse, n_trials=3, seed=0):
+def check_traverse(traverse: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     """Check ``traverse(net, k, x_point, unit, values) -> (V, D)``: layer k's means of one input, one
     unit replaced by each value in turn, decoded with :func:`vaelayer_np.analysis.generation.decode_to_input`.
     Named slips: the values added instead of replacing, the unit next to the one asked for, layer 0's means
     traversed whatever k, a ReLU between the decoders."""
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[Any, ...]:
         net = _net(rng)
         k = int(rng.integers(0, 3))
         return net, k, rng.random(12), int(rng.integers(net.widths[k])), np.linspace(-3, 3, 5)
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         net, k, x_point, unit, values = args
         from ..analysis.diagnostics import encode_layers
         mu = encode_layers(net, x_point.reshape(1, -1))[k][0]
@@ -201,7 +206,8 @@ FORBIDDEN["decode_gradient"] = FORBIDDEN["decode_to_input"] + (
     "vaelayer_np.core.losses.mse", "vaelayer_np.core.losses.bce_with_logits")
 
 
-def reference_decode_gradient(net, k, z, target, slip=""):
+def reference_decode_gradient(net: Any, k: int, z: np.ndarray, target: np.ndarray,
+                              slip: str = "") -> tuple[float, np.ndarray]:
     """``(loss, d_z)``: the mean squared error between ``decode_to_input(net, k, z)`` and ``target`` (M, D), over
     all M*D elements, and its gradient with respect to z, through every decoder from k down to 0 (and the final
     sigmoid when layer 0 uses BCE); with ``slip`` one of the slips the checker recognises planted."""
@@ -227,14 +233,16 @@ _DECODE_SLIPS = {
 }
 
 
-def _decode_cases(rng):
+
+
+def _decode_cases(rng: np.random.Generator) -> Iterator:
     for recon, k in (("mse", 2), ("bce", 1), ("bce", 0), ("mse", 0)):
         net = _net(rng, recon=recon)
         yield net, k, rng.standard_normal((4, net.widths[k])), rng.uniform(0.0, 1.0, (4, 12))
 
 
 @recorded
-def check_decode_gradient(decode_gradient, seed=0, tol=1e-9):
+def check_decode_gradient(decode_gradient: Callable[..., Any], seed: int = 0, tol: float = 1e-9) -> CheckResult:
     r"""Check ``decode_gradient(net, k, z, target) -> (loss, d_z)``: the mean squared error of the decoded
     images against ``target`` over all M*D pixels, and its gradient with respect to the latents z (M, K_k) of
     layer k, through the decoders k, ..., 0 and the final sigmoid when layer 0 uses BCE. Against
@@ -245,7 +253,7 @@ def check_decode_gradient(decode_gradient, seed=0, tol=1e-9):
     """
     from ..core.gradcheck import check_gradients
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(seed)
         worst = 0.0
         for net, k, z, target in _decode_cases(rng):
@@ -255,7 +263,7 @@ def check_decode_gradient(decode_gradient, seed=0, tol=1e-9):
             if not (isinstance(got, (tuple, list)) and len(got) == 2):
                 raise Diagnosis(f"{label}: expected (loss, d_z)")
             want = reference_decode_gradient(net, k, z, target)
-            slips = {"loss": [], "d_z": []}
+            slips: dict[str, list[Any]] = {"loss": [], "d_z": []}
             for slip, description in _DECODE_SLIPS.items():
                 candidate = reference_decode_gradient(net, k, z, target, slip)
                 slips["d_z"].append((description, candidate[1]))
@@ -265,9 +273,11 @@ def check_decode_gradient(decode_gradient, seed=0, tol=1e-9):
             except Diagnosis as exc:
                 raise Diagnosis(f"{label}: {exc.message}", exc.figure) from None
             point = z.copy()
-            (row,) = check_gradients("decode_gradient", lambda net=net, k=k, point=point, target=target: float(
-                call_student(decode_gradient, (net, k, point, target), ("net", "k", "z", "target"),
-                FORBIDDEN["decode_gradient"])[0]), {"z": point}, {"z": np.asarray(got[1])})
+            def loss_at(net: Any = net, k: int = k, point: np.ndarray = point, target: np.ndarray = target) -> float:
+                return float(call_student(decode_gradient, (net, k, point, target), ("net", "k", "z", "target"),
+                                          FORBIDDEN["decode_gradient"])[0])
+
+            (row,) = check_gradients("decode_gradient", loss_at, {"z": point}, {"z": np.asarray(got[1])})
             if not row.passed:
                 raise Diagnosis(f"{label}: your d_z is not the gradient of your loss (error {row.max_rel_error:.2g})")
         return worst, True, "four networks, MSE and BCE, layers 0 to 2; your d_z passes its own gradient check"

@@ -31,18 +31,18 @@ from types import SimpleNamespace
 from ..core._validate import check_choice
 
 BACKENDS = ("numpy", "numba")
-_cache = {}
+_cache: dict[str, SimpleNamespace] = {}
 
 
-def default_backend():
+def default_backend() -> str:
     """``numba`` (measured faster for a training step, docs/performance.md) unless its JIT is disabled
     (``NUMBA_DISABLE_JIT=1`` runs the kernels as plain Python, far slower than NumPy)."""
     from numba.core import config as numba_config
 
-    return "numpy" if numba_config.DISABLE_JIT else "numba"
+    return "numpy" if numba_config.DISABLE_JIT else "numba"  # type: ignore[attr-defined]  # numba's config is set at run time
 
 
-def get_ops(name="numpy"):
+def get_ops(name: str = "numpy") -> SimpleNamespace:
     """Return the namespace of hot operations for backend ``name``."""
     check_choice("backend", name, BACKENDS)
     if name not in _cache:

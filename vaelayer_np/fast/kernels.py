@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -45,7 +46,7 @@ ORDERED = {"contract", "nsz"}
 
 # ----------------------------------------------------------------------------- KL and the latent's backward
 @njit(cache=True, nogil=True, fastmath=ORDERED, error_model="numpy")
-def _kl_diag_gaussian(mu, log_var, var):
+def _kl_diag_gaussian(mu: np.ndarray, log_var: np.ndarray, var: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Compiled loop of :func:`kl_diag_gaussian` (reference: :func:`vaelayer_np.core.ops.kl_diag_gaussian`)."""
     n, k = mu.shape
     d_mu = np.empty_like(mu)
@@ -64,7 +65,8 @@ def _kl_diag_gaussian(mu, log_var, var):
     return -0.5 * total * inv_n, d_mu, d_lv
 
 
-def kl_diag_gaussian(mu, log_var, var=None):
+def kl_diag_gaussian(mu: np.ndarray, log_var: np.ndarray,
+                     var: np.ndarray | None = None) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """Kernel mirroring :func:`vaelayer_np.core.ops.kl_diag_gaussian`: value and both gradients in one pass.
 
     ``exp`` stays with NumPy (``var`` is passed in, or computed here with ``np.exp``): without a
@@ -78,7 +80,9 @@ def kl_diag_gaussian(mu, log_var, var=None):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _latent_backward(d_z, eps, std, d_mu_kl, d_lv_kl, kl_weight, log_var, bound, sample):
+def _latent_backward(d_z: np.ndarray, eps: np.ndarray, std: np.ndarray, d_mu_kl: np.ndarray, d_lv_kl: np.ndarray,
+                     kl_weight: float, log_var: np.ndarray, bound: float,
+                     sample: bool) -> tuple[np.ndarray, np.ndarray]:
     """Compiled loop of :func:`latent_backward` (reference: :func:`vaelayer_np.core.ops.latent_backward`)."""
     n, k = d_z.shape
     d_mu = np.empty_like(d_z)
@@ -96,17 +100,19 @@ def _latent_backward(d_z, eps, std, d_mu_kl, d_lv_kl, kl_weight, log_var, bound,
     return d_mu, d_r
 
 
-def latent_backward(d_z, eps, std, kl_grads, kl_weight, log_var, bound):
+def latent_backward(d_z: np.ndarray, eps: np.ndarray | None, std: np.ndarray, kl_grads: tuple[np.ndarray, np.ndarray],
+                    kl_weight: float, log_var: np.ndarray, bound: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Kernel mirroring :func:`vaelayer_np.core.ops.latent_backward` (sample path + KL + bound, one pass)."""
     sample = eps is not None
     d_mu_kl, d_lv_kl = kl_grads
-    return _latent_backward(np.ascontiguousarray(d_z), eps if sample else d_z, std, d_mu_kl, d_lv_kl,
+    return _latent_backward(np.ascontiguousarray(d_z), eps if eps is not None else d_z, std, d_mu_kl, d_lv_kl,
                             float(kl_weight), log_var, float(bound or 0.0), sample)
 
 
 # ----------------------------------------------------------------------------- Adam
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _adam_update(w, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, eps_hat):
+def _adam_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, beta1: float, one_minus_beta1: float,
+                 beta2: float, one_minus_beta2: float, step_size: float, eps_hat: float) -> None:
     """Compiled loop of :func:`adam_update` over flat arrays (reference: :func:`vaelayer_np.core.ops.adam_update`).
 
     The scalars arrive in the arrays' dtype, so float32 arrays are updated in float32 arithmetic
@@ -122,7 +128,8 @@ def _adam_update(w, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, ste
         w[i] -= step_size * mi / (math.sqrt(vi) + eps_hat)
 
 
-def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
+def adam_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, beta1: float, beta2: float,
+                step_size: float, eps_hat: float) -> None:
     """Kernel mirroring :func:`vaelayer_np.core.ops.adam_update`: m, v and w updated in one pass.
 
     Given one layer's flat buffers (see :class:`vaelayer_np.core.optim.Adam`) this is one call per layer.
@@ -135,7 +142,7 @@ def adam_update(w, g, m, v, beta1, beta2, step_size, eps_hat):
 
 # ----------------------------------------------------------------------------- reconstruction loss
 @njit(cache=True, nogil=True, fastmath=ORDERED, error_model="numpy")
-def _mse_value_and_grad(pred, target, d_pred):
+def _mse_value_and_grad(pred: np.ndarray, target: np.ndarray, d_pred: np.ndarray) -> float:
     """Compiled loop of :func:`mse_value_and_grad` (reference: :func:`vaelayer_np.core.ops.mse_value_and_grad`)."""
     p, t, d = pred.reshape(-1), target.reshape(-1), d_pred.reshape(-1)
     n = p.size
@@ -158,7 +165,7 @@ def _mse_value_and_grad(pred, target, d_pred):
     return ((s0 + s1) + (s2 + s3)) / n
 
 
-def mse_value_and_grad(pred, target):
+def mse_value_and_grad(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     """Kernel mirroring :func:`vaelayer_np.core.ops.mse_value_and_grad`: value and gradient in one pass."""
     pred, target = np.ascontiguousarray(pred), np.ascontiguousarray(target)
     d_pred = np.empty_like(pred)
@@ -168,7 +175,8 @@ def mse_value_and_grad(pred, target):
 
 # ----------------------------------------------------------------------------- cosine embedding loss
 @njit(cache=True, nogil=True, fastmath=ORDERED, error_model="numpy")
-def _cosine_embedding(a, b, target, margin, eps):
+def _cosine_embedding(a: np.ndarray, b: np.ndarray, target: np.ndarray, margin: float,
+                      eps: float) -> tuple[float, np.ndarray, np.ndarray]:
     """Compiled loop of :func:`cosine_embedding` (reference: :func:`vaelayer_np.core.ops.cosine_embedding`)."""
     n, k = a.shape
     d_a = np.empty_like(a)
@@ -199,7 +207,8 @@ def _cosine_embedding(a, b, target, margin, eps):
     return total / n, d_a, d_b
 
 
-def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
+def cosine_embedding(a: np.ndarray, b: np.ndarray, target: np.ndarray, margin: float = 0.0,
+                     eps: float = COSINE_EPS) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """Kernel mirroring :func:`vaelayer_np.core.ops.cosine_embedding`: norms, loss and gradients per row in one pass."""
     value, d_a, d_b = _cosine_embedding(a, b, np.asarray(target, dtype=a.dtype), float(margin), float(eps))
     return float(value), (d_a, d_b)
@@ -207,7 +216,8 @@ def cosine_embedding(a, b, target, margin=0.0, eps=COSINE_EPS):
 
 # ----------------------------------------------------------------------------- all-pairs cosine loss
 @njit(cache=True, nogil=True, fastmath=ORDERED, error_model="numpy")
-def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
+def _cosine_matrix_terms(cos: np.ndarray, targets: np.ndarray, inv_a: np.ndarray, inv_b: np.ndarray, margin: float,
+                         balanced: bool) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """The element-wise part of the reference :func:`vaelayer_np.core.ops.cosine_embedding_matrix` in one pass:
     value, dL/dcos scaled by the norms, and its row and column sums weighted by cos (pair weights as
     :func:`.ops.cosine_pair_weights`)."""
@@ -248,7 +258,9 @@ def _cosine_matrix_terms(cos, targets, inv_a, inv_b, margin, balanced):
     return value, g_scaled, row, col
 
 
-def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=True):
+def cosine_embedding_matrix(a: np.ndarray, b: np.ndarray, targets: np.ndarray, margin: float = 0.0,
+                            eps: float = COSINE_EPS,
+                            balanced: bool = True) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """Kernel mirroring :func:`vaelayer_np.core.ops.cosine_embedding_matrix`.
 
     The three matrix products stay with BLAS (:func:`.ops.matmul`); the element-wise
@@ -266,7 +278,7 @@ def cosine_embedding_matrix(a, b, targets, margin=0.0, eps=COSINE_EPS, balanced=
 
 # ----------------------------------------------------------------------------- softmax cross-entropy
 @njit(cache=True, nogil=True, fastmath=ORDERED, error_model="numpy")
-def _softmax_xent(logits, labels):
+def _softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Compiled loop of :func:`softmax_cross_entropy` (reference:
     :func:`vaelayer_np.core.ops.softmax_cross_entropy`)."""
     n, c = logits.shape
@@ -289,7 +301,7 @@ def _softmax_xent(logits, labels):
     return total / n, d
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, tuple[np.ndarray]]:
     """Kernel mirroring :func:`vaelayer_np.core.ops.softmax_cross_entropy`: one pass per row."""
     value, d = _softmax_xent(logits, labels)
     return float(value), (d,)
@@ -297,7 +309,7 @@ def softmax_cross_entropy(logits, labels):
 
 # ----------------------------------------------------------------------------- activations
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _act_forward(x, kind, slope):
+def _act_forward(x: np.ndarray, kind: int, slope: float) -> np.ndarray:
     """Compiled forward of every activation (references: :mod:`vaelayer_np.core.activations`); ``kind`` picks one."""
     out = np.empty_like(x)
     flat_x, flat_o = x.reshape(-1), out.reshape(-1)
@@ -321,7 +333,7 @@ def _act_forward(x, kind, slope):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _act_backward(dout, x, out, kind, slope):
+def _act_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, kind: int, slope: float) -> np.ndarray:
     """Compiled backward of every activation (references: the ``*_backward`` functions of
     :mod:`vaelayer_np.core.activations`)."""
     dx = np.empty_like(x)
@@ -343,21 +355,21 @@ def _act_backward(dout, x, out, kind, slope):
 _ACT_KIND = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3, "identity": 4}
 
 
-def make_activation(name, slope=LEAKY_SLOPE):
+def make_activation(name: str, slope: float = LEAKY_SLOPE) -> ActivationFn:
     """Kernels mirroring the activation ``name`` of :mod:`vaelayer_np.core.activations` (forward and backward)."""
     kind = _ACT_KIND[name]
 
-    def forward(x):
+    def forward(x: np.ndarray) -> np.ndarray:
         return _act_forward(np.ascontiguousarray(x), kind, slope)
 
-    def backward(dout, x, out):
+    def backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         return _act_backward(np.ascontiguousarray(dout), np.ascontiguousarray(x), np.ascontiguousarray(out),
                              kind, slope)
 
     return ActivationFn(name, forward, backward)
 
 
-def make_ops():
+def make_ops() -> SimpleNamespace:
     """The ``numba`` backend's namespace (same names as the ``numpy`` one, see :mod:`.backend`)."""
     from ..core import ops
 
@@ -379,10 +391,10 @@ def make_ops():
 
 # ----------------------------------------------------------------------------- memory
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-_memory_kept = []
+_memory_kept: list[Any] = []
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """Ask glibc's ``malloc`` to keep freed memory for reuse instead of returning it to the system.
 
     By default glibc gives large freed blocks back (``munmap``, or a trim of the heap's top)

@@ -28,7 +28,7 @@ import functools
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from ..core._validate import is_bool
 AUTO = "auto"
 
 # ----------------------------------------------------------------------------- the machine: cores and memory
-def check_threads(n: int, name: str="threads", cap: bool=False) -> int | None:
+def check_threads(n: Any, name: str = "threads", cap: bool = False) -> int | None:
     """``n`` as a positive int, or None (no limit); anything else raises ValueError naming ``name``.
 
     A count above the cores this process may use (:func:`usable_cores`) is refused, or with
@@ -58,7 +58,7 @@ def check_threads(n: int, name: str="threads", cap: bool=False) -> int | None:
     return int(n)
 
 
-def usable_cores():
+def usable_cores() -> int:
     """The number of cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere)."""
     import os
 
@@ -68,7 +68,7 @@ def usable_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def available_memory():
+def available_memory() -> int | None:
     """Bytes of memory a new allocation may use, or None where unknown.
 
     The smaller of the system's available memory (``MemAvailable`` in /proc/meminfo) and, under
@@ -103,7 +103,7 @@ def available_memory():
     return min(limits) if limits else None
 
 
-def format_bytes(n: int) -> str:
+def format_bytes(n: float) -> str:
     """``"1.5 GB"``, ``"800 MB"``, ``"12 kB"`` (powers of 1000)."""
     n = float(n)
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -112,7 +112,7 @@ def format_bytes(n: int) -> str:
     return f"{int(n)} bytes"
 
 
-def check_memory(name: str, nbytes: int, what: str):
+def check_memory(name: str, nbytes: int, what: str) -> int:
     """Refuse, naming ``name``, an allocation of about ``nbytes`` bytes that the memory available cannot hold."""
     available = available_memory()
     if available is not None and nbytes > available:
@@ -144,10 +144,10 @@ class BlasThreads:
     ``n=None`` leaves the counts as they are.
     """
 
-    def __init__(self, n: int=1) -> None:
+    def __init__(self, n: int | None = 1) -> None:
         self.n = None if n is None else check_threads(n)
-        self._libs = None
-        self._saved = []
+        self._libs: list[Any] | None = None
+        self._saved: list[list[int]] = []
 
     def __enter__(self) -> BlasThreads:
         if self.n is None:
@@ -156,6 +156,7 @@ class BlasThreads:
             from threadpoolctl import ThreadpoolController
 
             self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        assert self._libs is not None
         saved = [lib.get_num_threads() for lib in self._libs]
         self._saved.append(saved)
         for lib, count in zip(self._libs, saved):
@@ -163,18 +164,18 @@ class BlasThreads:
                 lib.set_num_threads(self.n)
         return self
 
-    def __exit__(self, *exc: BaseException) -> None:
-        if self.n is None:
+    def __exit__(self, *exc: object) -> None:
+        if self.n is None or self._libs is None:
             return
         for lib, count in zip(self._libs, self._saved.pop()):
             if count != self.n:
                 lib.set_num_threads(count)
 
-    def __getstate__(self) -> dict[str, int | None | list]:  # the library handles are not picklable: looked up again after loading
+    def __getstate__(self) -> dict[str, Any]:  # the library handles are not picklable: looked up again after loading
         return {"n": self.n, "_libs": None, "_saved": []}
 
 
-def depth_flops(net: Any, n: int) -> list:
+def depth_flops(net: Any, n: int) -> list[int]:
     """FLOPs of the matrix products of one IFFCL step at each depth of ``net`` (both twins), batch ``n``.
 
     Per twin and VAE layer (input D, encoder hidden E or none, latent K): the encoder's product and its
@@ -197,13 +198,13 @@ def depth_flops(net: Any, n: int) -> list:
     return costs
 
 
-def worth_parallel(net: Any, n: int, min_flops: int | None=None) -> bool:
+def worth_parallel(net: Any, n: int, min_flops: float | None = None) -> bool:
     """True if an IFFCL step of ``net`` on a batch of ``n`` has at least ``min_flops`` FLOPs of matrix
     products (default: :data:`PARALLEL_MIN_FLOPS`, read at the call): large enough for two threads to pay."""
     return sum(depth_flops(net, n)) >= (PARALLEL_MIN_FLOPS if min_flops is None else min_flops)
 
 
-def _cpu_times(cpus) -> dict:
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
     """cpu index -> (idle jiffies: idle + iowait, total jiffies), from /proc/stat."""
     times = {}
     with open("/proc/stat") as fh:
@@ -220,7 +221,7 @@ def _cpu_times(cpus) -> dict:
     return times
 
 
-def idle_cores(interval: float=0.2) -> int | None:
+def idle_cores(interval: float = 0.2) -> int | None:
     """The number of this process's cores idle over ``interval`` seconds.
 
     Returns an int (each core counted when at least half of its time was idle), or None if
@@ -260,6 +261,10 @@ def auto_threads() -> int:
     return max(1, min(cores, int(idle)))
 
 
+@overload
+def resolve_threads(n: None) -> None: ...
+@overload
+def resolve_threads(n: int | str) -> int: ...
 def resolve_threads(n: int | str | None) -> int | None:
     """``n`` as a number of threads: ``"auto"`` (:func:`auto_threads`), None (None: the libraries' own
     count), or a positive int (capped at the usable cores)."""

@@ -39,16 +39,20 @@ after :meth:`LayerPipeline.drain` are they the state of a whole number of steps,
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
-from ..core.iffcl import layer_pair_update, output_pair_update, pair_batch
+from ..core.iffcl import Pairs, Twins, layer_pair_update, output_pair_update, pair_batch
 from ..core.settings import IFFCLSettings
 from .machine import BlasThreads, depth_flops
 
 _OTHER_DRAWS = frozenset(name for name in dir(np.random.Generator)
                          if not name.startswith("_") and name not in ("standard_normal", "bit_generator"))
+
+
 
 
 class DrawnNoise(np.random.Generator):
@@ -62,18 +66,19 @@ class DrawnNoise(np.random.Generator):
     differently from the way the noise was drawn.
     """
 
-    def __getattribute__(self, name):
+    def __getattribute__(self, name: str) -> Any:
         if name in _OTHER_DRAWS:
             raise RuntimeError(f"DrawnNoise: the step asked for {name}(); only the noise drawn for it "
                                "(standard_normal) can be served")
         return super().__getattribute__(name)
 
-    def __init__(self, arrays):
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
         super().__init__(np.random.PCG64(0))  # unused: every draw this object serves is in ``arrays``
         self._arrays = list(arrays)
         self._next = 0
 
-    def standard_normal(self, size=None, dtype=np.float64, out=None):
+    def standard_normal(self, size: Any = None, dtype: Any = np.float64,  # type: ignore[override]  # serves only the draws made for it
+                        out: np.ndarray | None = None) -> np.ndarray:
         if self._next >= len(self._arrays):
             raise RuntimeError("DrawnNoise: the step asked for more noise than was drawn for it")
         value = self._arrays[self._next]
@@ -87,11 +92,11 @@ class DrawnNoise(np.random.Generator):
         np.copyto(out, value)
         return out
 
-    def all_used(self):
+    def all_used(self) -> bool:
         return self._next == len(self._arrays)
 
 
-def split_depths(costs, stages):
+def split_depths(costs: Sequence[float], stages: int) -> list[range]:
     """Consecutive groups of depths, ``stages`` of them (at most one per depth), whose largest total cost
     is the smallest possible. Returns a list of ``range`` objects covering ``range(len(costs))``."""
     n = len(costs)
@@ -117,14 +122,16 @@ def split_depths(costs, stages):
 class _Batch:
     """One batch on its way through the stages: what the serial step would hold at that point."""
 
-    def __init__(self, index, pairs, lr_factor, beta, noise, inputs):
+    def __init__(self, index: int, pairs: Pairs, lr_factor: float, beta: float | None,
+                 noise: list[list[np.ndarray] | None], inputs: tuple[np.ndarray, np.ndarray]) -> None:
         self.index = index
         self.pairs = pairs  # targets and both twins' labels (core.iffcl.Pairs)
         self.lr_factor, self.beta = lr_factor, beta
         self.noise = noise  # depth -> [noise of A, noise of B]
         self.inputs = inputs  # the twins' inputs to the next depth
-        self.outs_a, self.outs_b = [], []
-        self.metrics = {}
+        self.outs_a: list[np.ndarray] = []
+        self.outs_b: list[np.ndarray] = []
+        self.metrics: dict[str, float] = {}
 
 
 class LayerPipeline:
@@ -145,43 +152,45 @@ class LayerPipeline:
     batches that finished (the dicts ``train_step`` returns), in batch order.
     """
 
-    def __init__(self, twins, base_lr, settings=None, stages=2):
+    def __init__(self, twins: Twins, base_lr: dict[str, float], settings: IFFCLSettings | None = None,
+                 stages: int = 2) -> None:
         self.twins, self.base_lr = twins, dict(base_lr)
         self.settings = IFFCLSettings() if settings is None else settings
         if not isinstance(self.settings, IFFCLSettings):
             raise ValueError(f"settings: expected an IFFCLSettings, got {type(settings).__name__}")
-        self.depths = None  # split at the first batch, when its size is known
+        self.depths: list[range] | None = None  # split at the first batch, when its size is known
         self.requested_stages = max(1, int(stages))
-        self._slots = None  # stage -> the batch it trains at the next tick
-        self._pool = None
-        self._blas = None
+        self._slots: list[_Batch | None] | None = None  # stage -> the batch it trains at the next tick
+        self._pool: ThreadPoolExecutor | None = None
+        self._blas: BlasThreads | None = None
         self._count = 0
-        self._broken = None
-        self.failed_batch = None  # the batch (pushed before it: this many) whose stage failed
+        self._broken: BaseException | None = None
+        self.failed_batch: int | None = None  # the batch (pushed before it: this many) whose stage failed
 
     @property
-    def stages(self):
+    def stages(self) -> int:
         return len(self.depths) if self.depths is not None else min(self.requested_stages,
                                                                      len(self.twins.net_a.vae_layers))
 
     @property
-    def in_flight(self):
+    def in_flight(self) -> int:
         """Batches pushed whose metrics are not returned yet."""
         return 0 if self._slots is None else sum(b is not None for b in self._slots)
 
-    def close(self):
+    def close(self) -> None:
         """Stop the worker threads (the pipeline must be drained first to keep its batches)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_pool"] = state["_blas"] = None
         return state
 
     # ----------------------------------------------------------------- one tick
-    def push(self, x, y, rng, lr_factor=1.0, beta=None):
+    def push(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, lr_factor: float = 1.0,
+             beta: float | None = None) -> list[dict[str, float]]:
         """Start batch ``x, y`` (stage 0 trains its first depths now) and move every batch one stage on.
 
         ``rng`` is the step's generator (pairing and noise: drawn here, in the serial order);
@@ -197,13 +206,14 @@ class LayerPipeline:
             self.depths = split_depths(depth_flops(net_a, x.shape[0]), self.requested_stages)
             self._slots = [None] * len(self.depths)
         inputs, pairs = pair_batch(x, np.array(y), self.settings.pairing, rng)
-        noise = [[rng.standard_normal((x.shape[0], layer.latent_dim), dtype=layer.dtype) for layer in pair]
-                 for pair in zip(net_a.vae_layers, net_b.vae_layers)]
+        noise: list[list[np.ndarray] | None] = [
+            [rng.standard_normal((x.shape[0], layer.latent_dim), dtype=layer.dtype) for layer in pair]
+            for pair in zip(net_a.vae_layers, net_b.vae_layers)]
         batch = _Batch(self._count, pairs, lr_factor, beta, noise, inputs)
         self._count += 1
         return self._tick(batch)
 
-    def drain(self):
+    def drain(self) -> list[dict[str, float]]:
         """Finish every batch in the pipeline; returns their metrics in batch order."""
         self._check_usable()
         done = []
@@ -211,20 +221,22 @@ class LayerPipeline:
             done += self._tick(None)
         return done
 
-    def _check_usable(self):
+    def _check_usable(self) -> None:
         if self._broken is not None:
             raise RuntimeError("LayerPipeline: a stage failed earlier "
                                f"({type(self._broken).__name__}: {self._broken}); the networks' state is not a "
                                "consistent step any more")
 
-    def _tick(self, new_batch):
+    def _tick(self, new_batch: _Batch | None) -> list[dict[str, float]]:
+        assert self._slots is not None and self.depths is not None  # set at the first push
         slots = [new_batch] + self._slots[1:]  # stage s trains slots[s] in this tick
         work = [(s, batch) for s, batch in enumerate(slots) if batch is not None]
-        errors = {}
-        errstate = np.geterr()  # NumPy's error handling is per thread: the workers get the caller's
+        errors: dict[int, BaseException] = {}
+        errstate = dict(np.geterr())  # NumPy's error handling is per thread: the workers get the caller's
         try:
             if len(self.depths) > 1:  # one BLAS thread per stage, in every tick (the same sums in each)
                 self._start()
+                assert self._pool is not None and self._blas is not None
                 with self._blas:
                     futures = [(s, self._pool.submit(self._run_stage, s, batch, errstate)) for s, batch in work[1:]]
                     try:
@@ -232,9 +244,9 @@ class LayerPipeline:
                     except Exception as exc:  # noqa: BLE001 - raised below, once the other stages are done
                         errors[work[0][0]] = exc
                     for s, future in futures:
-                        exc = future.exception()
-                        if exc is not None:
-                            errors[s] = exc
+                        error = future.exception()
+                        if error is not None:
+                            errors[s] = error
             else:
                 try:
                     self._run_stage(*work[0], errstate)
@@ -245,37 +257,43 @@ class LayerPipeline:
             raise
         if errors:
             first = min(errors)
-            self._broken, self.failed_batch = errors[first], slots[first].index
-            raise self._broken
-        finished = [slots[-1].metrics] if slots[-1] is not None else []
-        self._slots = [None] + slots[:-1]  # the batch of stage s goes to stage s+1
+            broken, failed = errors[first], slots[first]
+            self._broken, self.failed_batch = broken, None if failed is None else failed.index
+            raise broken
+        last = slots[-1]
+        finished = [last.metrics] if last is not None else []
+        self._slots = [None, *slots[:-1]]  # the batch of stage s goes to stage s+1
         return finished
 
-    def _start(self):
+    def _start(self) -> None:
+        assert self.depths is not None
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.depths) - 1),
                                             thread_name_prefix="vaelayer-stage")
         if self._blas is None:
             self._blas = BlasThreads(1)
 
-    def _set_lr(self, names, factor):
+    def _set_lr(self, names: Sequence[str], factor: float) -> None:
         optimizers = self.twins.optimizers
         for name in names:
             if name in optimizers:
                 optimizers[name].lr = self.base_lr[name] * factor
 
-    def _run_stage(self, s, batch, errstate):
+    def _run_stage(self, s: int, batch: _Batch, errstate: dict[str, Any]) -> None:
         """Train the depths of stage ``s`` (and, in the last stage, the output layers) on ``batch``."""
         with np.errstate(**errstate):
             self._train_stage(s, batch)
 
-    def _train_stage(self, s, batch):
+    def _train_stage(self, s: int, batch: _Batch) -> None:
+        assert self.depths is not None
         twins = self.twins
         for k in self.depths[s]:
             self._set_lr((f"A.vae{k}", f"B.vae{k}", f"A.head{k}", f"B.head{k}"), batch.lr_factor)
             if batch.beta is not None:
                 twins.net_a.vae_layers[k].beta = twins.net_b.vae_layers[k].beta = batch.beta
-            noise = DrawnNoise(batch.noise[k])
+            drawn = batch.noise[k]
+            assert drawn is not None  # each depth's noise is served once
+            noise = DrawnNoise(drawn)
             out_a, out_b, terms = layer_pair_update(twins, k, batch.inputs, batch.pairs, noise, self.settings)
             if not noise.all_used():
                 raise RuntimeError(f"LayerPipeline: depth {k} drew less noise than the serial step")

@@ -27,9 +27,12 @@ buffers are kept (:func:`vaelayer_np.fast.kernels.keep_freed_memory`).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..core._validate import NonFiniteError
+from ..core.activations import ActivationFn
 from ..core.iffcl import cosine_targets
 from ..core.layers import VAELayer
 from ..core.ops import bound_log_var
@@ -41,7 +44,8 @@ FUSED = (("W_mu", "W_lv", "W_ml"), ("b_mu", "b_lv", "b_ml"))
 log-variance heads, so that ``h @ [W_mu | W_lv]`` is one matrix product (see :class:`FastPath`)."""
 
 
-def flat_views(arrays, fill=None, fuse=FUSED):
+def flat_views(arrays: dict[str, np.ndarray], fill: float | None = None, fuse: tuple[tuple[str, ...], ...] = FUSED,
+               ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One contiguous 1-D buffer and a dict of views into it with the shapes of ``arrays``.
 
     Parameters
@@ -92,16 +96,18 @@ def flat_views(arrays, fill=None, fuse=FUSED):
 class _LayerBuffers:
     """What the fast path keeps for one layer: its flat parameter and gradient buffers and workspaces."""
 
-    def __init__(self, layer):
+    def __init__(self, layer: Any) -> None:
         self.flat_params, views, self.param_blocks = flat_views(layer.params)
         layer.params.update(views)  # the same dict (an OutputLayer shares it with its Dense), now views
         self.param_views = tuple(views.values())
         self.flat_grads, self.grads, self.grad_blocks = flat_views(layer.params, fill=0)
-        self.workspaces = {}  # batch size -> buffers
+        self.workspaces: dict[int, dict[str, Any]] = {}  # batch size -> buffers
 
-    def valid_for(self, layer):
+    def valid_for(self, layer: Any) -> bool:
         """False if a parameter array of ``layer`` was replaced since (then the layout is made again)."""
         return all(a is b for a, b in zip(self.param_views, layer.params.values()))
+
+
 
 
 class FastPath:
@@ -111,34 +117,34 @@ class FastPath:
     dicts are buffers of the layer, valid until its next training step.
     """
 
-    def __init__(self, backend="numba"):
+    def __init__(self, backend: str = "numba") -> None:
         self.ops = get_ops(backend)
         self.backend = self.ops.name
-        self._layers = {}  # id(layer) -> _LayerBuffers
-        self._acts = {}
+        self._layers: dict[int, _LayerBuffers] = {}  # id(layer) -> _LayerBuffers
+        self._acts: dict[str, ActivationFn] = {}
         if self.backend == "numba":
             from .kernels import keep_freed_memory
 
             keep_freed_memory()
 
     # ----------------------------------------------------------------- layout
-    def prepare(self, layer):
+    def prepare(self, layer: Any) -> _LayerBuffers:
         """The layer's buffers: its parameters moved into one flat buffer on first use (values unchanged)."""
         buffers = self._layers.get(id(layer))
         if buffers is None or not buffers.valid_for(layer):
             buffers = self._layers[id(layer)] = _LayerBuffers(layer)
         return buffers
 
-    def make_adam(self, layer, lr, weight_decay=0.0):
+    def make_adam(self, layer: Any, lr: float, weight_decay: float = 0.0) -> FlatAdam:
         """An Adam optimiser for ``layer`` that updates its whole flat buffer in one pass."""
         return FlatAdam(self, layer, lr=lr, weight_decay=weight_decay)
 
-    def _act(self, name):
+    def _act(self, name: str) -> ActivationFn:
         if name not in self._acts:
             self._acts[name] = self.ops.activation(name)
         return self._acts[name]
 
-    def _workspace(self, layer, buffers, n):
+    def _workspace(self, layer: Any, buffers: _LayerBuffers, n: int) -> dict[str, Any]:
         ws = buffers.workspaces.get(n)
         if ws is None:
             k, dt = layer.latent_dim, layer.dtype
@@ -151,13 +157,13 @@ class FastPath:
         return ws
 
     # ----------------------------------------------------------------- VAE layer
-    def vae_forward(self, layer: VAELayer, x, rng):
+    def vae_forward(self, layer: VAELayer, x: np.ndarray, rng: np.random.Generator) -> tuple:
         """``layer.forward(x, rng=rng)`` (training: sample=True), into the layer's reused buffers."""
         ws = self._workspace(layer, self.prepare(layer), x.shape[0])
         rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
         return self.vae_forward_drawn(layer, x)
 
-    def vae_forward_drawn(self, layer: VAELayer, x):
+    def vae_forward_drawn(self, layer: VAELayer, x: np.ndarray) -> tuple:
         """:meth:`vae_forward` with the noise already drawn into the layer's buffer for this batch size
         (``self._workspace(layer, self.prepare(layer), len(x))["eps"]``)."""
         buffers = self.prepare(layer)
@@ -190,7 +196,8 @@ class FastPath:
                  "x_hat": x_hat, "out": out, "kl": kl, "kl_grads": kl_grads}
         return out, cache
 
-    def vae_backward(self, layer: VAELayer, dout, cache, dz=None):
+    def vae_backward(self, layer: VAELayer, dout: np.ndarray | None, cache: Any,
+                     dz: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The parameter gradients of ``layer.backward(dout, cache, dz=dz, need_dx=False)``, into its buffer.
 
         Also stores the reconstruction's value in ``cache["recon"]`` (computed with its gradient in one
@@ -235,35 +242,37 @@ class FastPath:
             np.add.reduce(d_h_pre, axis=0, out=g["b_enc"])
         return g
 
-    def vae_loss_terms(self, layer: VAELayer, cache):
+    def vae_loss_terms(self, layer: VAELayer, cache: Any) -> dict[str, Any]:
         """``layer.loss_terms(cache)`` from the values the fast forward and backward computed."""
         recon, kl = cache["recon"], cache["kl"]
         return {"recon": recon, "kl": kl, "neg_elbo": recon + layer.beta * kl}
 
     # ----------------------------------------------------------------- output layer
-    def output_forward(self, layer, x):
+    def output_forward(self, layer: Any, x: np.ndarray) -> tuple:
         """``layer.forward(x)`` without the input check: logits and the cache (the input)."""
         return self.ops.matmul(x, layer.params["W"]) + layer.params["b"], x
 
-    def output_loss(self, layer, logits, labels):
+    def output_loss(self, layer: Any, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         if layer.loss_name == "softmax":
             value, (d_logits,) = self.ops.softmax_cross_entropy(logits, labels)
             return value, d_logits
         return layer.loss(logits, labels)
 
-    def output_backward(self, layer, d_logits, x):
+    def output_backward(self, layer: Any, d_logits: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
         """The gradients of ``layer.backward(d_logits, x, need_dx=False)``, into the layer's buffer."""
         g = self.prepare(layer).grads
         self.ops.matmul_into(x.T, d_logits, g["W"])
         np.add.reduce(d_logits, axis=0, out=g["b"])
         return g
 
-    def head_backward(self, layer, d_logits, x):
+    def head_backward(self, layer: Any, d_logits: np.ndarray,
+                      x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A local head's gradients (into its buffer) and the gradient it sends into its layer's output."""
         return self.ops.matmul(d_logits, layer.params["W"].T), self.output_backward(layer, d_logits, x)
 
     # ----------------------------------------------------------------- the cosine term
-    def cosine_term(self, z_a, z_b, target, labels_a, labels_b, contrast, margin):
+    def cosine_term(self, z_a: np.ndarray, z_b: np.ndarray, target: Any, labels_a: Any, labels_b: Any, contrast: str,
+                    margin: float) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
         """:func:`vaelayer_np.core.iffcl.cosine_term` through the backend's kernels."""
         if contrast == "partner":
             return self.ops.cosine_embedding(z_a, z_b, target, margin)
@@ -279,14 +288,15 @@ class FlatAdam(Adam):
     dict, or weight decay, takes the reference's per-array update.
     """
 
-    def __init__(self, path: FastPath, layer, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, path: FastPath, layer: Any, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         self._buffers = path.prepare(layer)
         self._ops = path.ops
         super().__init__(layer.params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
         self._flat_m, self.m, _ = flat_views(self.params, fill=0)
         self._flat_v, self.v, _ = flat_views(self.params, fill=0)
 
-    def step(self, grads):
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         buffers = self._buffers
         one_pass = (not self.weight_decay and buffers.valid_for(self)
                     and all(grads.get(k) is g for k, g in buffers.grads.items()))

@@ -30,7 +30,9 @@ import secrets
 import stat
 import zipfile
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
@@ -44,15 +46,16 @@ _TEMP_RE = re.compile(r"(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # also matches mkstem
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand more than this: a larger claim is a lie
 
 
-def _one_line(text, limit=300):
+def _one_line(text: object, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _save_error(path, exc, doing="cannot save", kept="Any previous file there is unchanged."):
+def _save_error(path: str | Path, exc: BaseException, doing: str = "cannot save",
+                kept: str = "Any previous file there is unchanged.") -> CheckpointError:
     """A one-line CheckpointError for an OSError met while writing ``path``."""
     code = getattr(exc, "errno", None)
-    reason = exc.strerror if getattr(exc, "strerror", None) else _one_line(exc) or type(exc).__name__
+    reason = getattr(exc, "strerror", None) or _one_line(exc) or type(exc).__name__
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         advice = "the disk (or your quota) is full: free some space and try again"
     elif code == errno.EFBIG:
@@ -73,11 +76,11 @@ def _save_error(path, exc, doing="cannot save", kept="Any previous file there is
     return CheckpointError(f"{path}: {doing} ({reason}); {advice}. {kept}")
 
 
-def _append_error(path, exc):
+def _append_error(path: str | Path, exc: BaseException) -> CheckpointError:
     return _save_error(path, exc, doing="cannot append to the file", kept="The lines already there are unchanged.")
 
 
-def _current_umask():
+def _current_umask() -> int:
     """The process umask, read without changing it where the system allows (Linux /proc)."""
     try:
         with open("/proc/self/status") as fh:
@@ -93,7 +96,7 @@ def _current_umask():
     return mask
 
 
-def _fsync_folder(folder):
+def _fsync_folder(folder: str | Path) -> None:
     """Make a rename or a new file in ``folder`` durable (a no-op where folders cannot be fsync-ed)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -110,7 +113,7 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def _prepare_folder(path):
+def _prepare_folder(path: Path) -> Path:
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +124,7 @@ def _prepare_folder(path):
     return folder
 
 
-def _create_temp(folder, name):
+def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     """A new temporary file ``<name>.<8 random characters>.tmp``; returns (fd, path)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     for _ in range(100):
@@ -133,7 +136,7 @@ def _create_temp(folder, name):
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))
 
 
-def _write_atomic(path, write):
+def _write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """Write a file through ``write(binary file object)`` atomically and durably (see the module docstring)."""
     path = Path(path)
     folder = _prepare_folder(path)
@@ -168,7 +171,7 @@ def _write_atomic(path, write):
                 pass
 
 
-def clean_stale_temp_files(folder, name=None):
+def clean_stale_temp_files(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove temporary files left by interrupted saves in ``folder``; returns the paths removed.
 
     Only regular files named exactly as this module names them,
@@ -178,7 +181,7 @@ def clean_stale_temp_files(folder, name=None):
     touches another save that might be in progress in the same folder.
     A file that cannot be removed is left alone.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -198,7 +201,7 @@ def clean_stale_temp_files(folder, name=None):
 
 
 # ----------------------------------------------------------------------------- checkpoints (.npz)
-def save_npz_atomic(path, arrays):
+def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` (dict name -> ndarray) to ``path`` atomically and durably.
 
     Object arrays are refused (they would need pickles). Any ``OSError``
@@ -214,7 +217,7 @@ def save_npz_atomic(path, arrays):
     _write_atomic(path, lambda fh: _write_npz(fh, arrays))
 
 
-def _write_npz(fh, arrays):
+def _write_npz(fh: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
     """The ``.npz`` layout of ``np.savez`` (stored zip of ``<name>.npy``), with any entry name and no pickles."""
     with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, value in arrays.items():
@@ -222,7 +225,7 @@ def _write_npz(fh, arrays):
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
-def load_npz(path):
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read a checkpoint into a dict of arrays, never unpickling anything.
 
     Every failure raises :class:`CheckpointError` naming the file: missing, a
@@ -256,7 +259,7 @@ def load_npz(path):
                               "the file is corrupt or truncated") from None
 
 
-def _read_npz(path, fh):
+def _read_npz(path: str | Path, fh: BinaryIO) -> dict[str, np.ndarray]:
     size = os.fstat(fh.fileno()).st_size
     if size == 0:
         raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes); the file is corrupt or truncated")
@@ -295,7 +298,7 @@ def _read_npz(path, fh):
     return out
 
 
-def duplicate_member(zf):
+def duplicate_member(zf: zipfile.ZipFile) -> str | None:
     """The first name two members of the zip archive ``zf`` share (``X`` and ``X.npy`` count as one: both are
     array ``X`` to ``np.load``), or None. Readers refuse such an archive: ``np.load`` would show one member and
     another reader could take the other."""
@@ -308,7 +311,7 @@ def duplicate_member(zf):
     return None
 
 
-def read_npy_header(member):
+def read_npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, header length) of an .npy stream, from its header only (nothing is allocated).
 
     Raises ValueError ("uses .npy format version ...") for a format version other than 1.0 and 2.0.
@@ -324,7 +327,7 @@ def read_npy_header(member):
     return tuple(int(s) for s in shape), dtype, member.tell()
 
 
-def _npy_header(path, key, member):
+def _npy_header(path: str | Path, key: str, member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, header length) of an .npy member, refusing object dtypes before any allocation."""
     try:
         shape, dtype, header_len = read_npy_header(member)
@@ -338,7 +341,7 @@ def _npy_header(path, key, member):
 
 
 # ----------------------------------------------------------------------------- JSON files
-def write_json_atomic(path, obj):
+def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically and durably (as :func:`save_npz_atomic`)."""
     text = json.dumps(obj, indent=2) + "\n"  # fails (TypeError) before any file is touched
     data = text.encode("utf-8")
@@ -349,7 +352,7 @@ JsonlContent = namedtuple("JsonlContent", ["rows", "torn"])
 JsonlContent.__doc__ = """Rows of a JSON-lines file; ``torn`` is True when an unterminated last line was dropped."""
 
 
-def append_jsonl_durable(path, row):
+def append_jsonl_durable(path: str | Path, row: dict[str, Any]) -> int:
     """Append ``row`` as one JSON line to ``path`` (created if missing), flushed and fsync-ed.
 
     If the file's last line is torn (no trailing newline: a previous append was
@@ -394,14 +397,14 @@ def append_jsonl_durable(path, row):
     return removed
 
 
-def _pread(fd, n, offset):
+def _pread(fd: int, n: int, offset: int) -> bytes:
     if hasattr(os, "pread"):
         return os.pread(fd, n, offset)
     os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - systems without pread
     return os.read(fd, n)
 
 
-def _end_of_last_full_line(fd, size, chunk=1 << 16):
+def _end_of_last_full_line(fd: int, size: int, chunk: int = 1 << 16) -> int:
     """Offset just past the last newline of the file (0 if it has none)."""
     end = size
     while end > 0:
@@ -414,7 +417,7 @@ def _end_of_last_full_line(fd, size, chunk=1 << 16):
     return 0
 
 
-def read_jsonl(path):
+def read_jsonl(path: str | Path) -> JsonlContent:
     """Read a JSON-lines file into ``JsonlContent(rows, torn)``.
 
     Blank lines are skipped. A last line without its newline is a torn write

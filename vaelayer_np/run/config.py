@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core._validate import check_choice, check_dtype, check_int, check_number
 from ..core.activations import ACTIVATIONS
@@ -66,9 +67,9 @@ class TrainConfig:
     """Settings of one training run. ``help`` metadata becomes the CLI's option help."""
 
     dataset: str = field(default="digits", metadata={"help": "dataset: " + ", ".join(DATASETS)})
-    data_dir: str = field(default=None, metadata={"help": "folder with the dataset files"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder with the dataset files"})
     val_fraction: float = field(default=0.1, metadata={"help": "part of the training set held out for validation"})
-    limit: int = field(default=None, metadata={"help": "use only this many training examples"})
+    limit: int | None = field(default=None, metadata={"help": "use only this many training examples"})
     data: str = field(default="", metadata={"help": "your own table instead of --dataset: FILE.csv (a header row; "
                                                     "one column holds the labels) or FILE.npz (arrays X and y); "
                                                     "--dataset then becomes the file's name"})
@@ -82,9 +83,10 @@ class TrainConfig:
                                                          "local-heads (plain dense layers of the same sizes, each "
                                                          "trained by its own classifier head alone: no VAE, no "
                                                          "twin, no gradient between layers)"})
-    widths: tuple = field(default=None, metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
-                                                          "(default: 64,64,64 on digits, fitted to a --data table, "
-                                                          "256,256,256 otherwise)"})
+    widths: tuple[int, ...] | None = field(default=None,
+                                           metadata={"help": "latent sizes of the VAE layers, e.g. 256,256,256 "
+                                                             "(default: 64,64,64 on digits, fitted to a --data "
+                                                             "table, 256,256,256 otherwise)"})
     activation: str = field(default=DEFAULTS["activation"],
                             metadata={"help": "VAE layer output activation: " + ", ".join(ACTIVATIONS)})
     beta: float = field(default=DEFAULTS["beta"], metadata={"help": "weight of each layer's KL term"})
@@ -140,16 +142,16 @@ class TrainConfig:
     lr_schedule: str = field(default="cosine", metadata={"help": "constant, or cosine (decay to 0 over the run)"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay on weight matrices"})
-    epochs: int = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 100 on a --data "
-                                                                 "table, 20 otherwise)"})
-    batch_size: int = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits and on a "
-                                                                      "--data table, 128 otherwise)"})
+    epochs: int | None = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 100 on a "
+                                                               "--data table, 20 otherwise)"})
+    batch_size: int | None = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits and on "
+                                                                   "a --data table, 128 otherwise)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, pairing, noise and batch order"})
-    backend: str = field(default=None, metadata={"help": "numba (compiled kernels; the default, measured faster) "
-                                                         "or numpy (the readable reference; the default when "
-                                                         "NUMBA_DISABLE_JIT=1)"})
+    backend: str | None = field(default=None, metadata={"help": "numba (compiled kernels; the default, measured "
+                                                                "faster) or numpy (the readable reference; the "
+                                                                "default when NUMBA_DISABLE_JIT=1)"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
-    threads: int = field(default=DEFAULT_THREADS, metadata={"help": "threads while training: a number, or auto "
+    threads: int | str = field(default=DEFAULT_THREADS, metadata={"help": "threads while training: a number, or auto "
                                                                    "(the cores idle at the start; IFFCL runs its "
                                                                    "twins in parallel with 2: docs/performance.md)"})
     parallel: str = field(default="twins", metadata={"help": "how IFFCL uses 2 or more threads: twins (twin A "
@@ -160,7 +162,7 @@ class TrainConfig:
                                                              "both give the serial training bit for bit: every IFFCL "
                                                              "product runs on one BLAS thread"})
 
-    def resolved_widths(self):
+    def resolved_widths(self) -> tuple[int, ...]:
         if self.widths:
             return tuple(self.widths)
         if self.dataset not in DEFAULT_WIDTHS:
@@ -168,11 +170,11 @@ class TrainConfig:
                              "(vaelayer_np.run.tables.fit_sizes), arrays need them given")
         return DEFAULT_WIDTHS[self.dataset]
 
-    def is_table(self):
+    def is_table(self) -> bool:
         """True when the run trains on a table file (``data``) rather than a named dataset."""
         return bool(self.data)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # old spellings of choices (vaelayer_np.core.settings.RENAMED) are stored in their new spelling
         for name in RENAMED:
             setattr(self, name, canonical(name, getattr(self, name)))
@@ -199,7 +201,7 @@ class TrainConfig:
         if self.backend is None:
             self.backend = default_backend()
 
-    def validate(self):
+    def validate(self) -> TrainConfig:
         if not (isinstance(self.dtype, str) and self.dtype in CHOICES["dtype"]):  # np.float32, "f4", ...: by name
             self.dtype = check_dtype(self.dtype).name
         for name, choices in CHOICES.items():
@@ -212,7 +214,9 @@ class TrainConfig:
         if not (isinstance(self.threads, str) and self.threads == "auto"):
             if self.threads is None:
                 raise ValueError(f"threads: expected a positive integer or 'auto', got {self.threads!r}")
-            self.threads = check_threads(self.threads)
+            checked = check_threads(self.threads)
+            assert checked is not None  # None was refused above
+            self.threads = checked
         # every number through core._validate (bool, str, NaN, inf refused; numpy scalars taken as numbers),
         # and stored back as a Python number (a run's settings are written as JSON)
         for name in ("beta", "lam", "weight_decay", "backprop_neg_elbo_weight", "log_var_bound", "head_weight"):
@@ -242,7 +246,7 @@ class TrainConfig:
                 raise ValueError(f"widths: expected positive integers, got {self.widths!r}") from None
         return self
 
-    def _validate_regularisers(self):
+    def _validate_regularisers(self) -> None:
         """dropout, augmentation, and the local-heads method's own loss."""
         for name in ("dropout", "augment_flip"):
             value = getattr(self, name)
@@ -263,7 +267,7 @@ class TrainConfig:
             raise ValueError("head_weight: the local-heads method's local loss is each layer's head alone; leave "
                              "head_weight at 0")
 
-    def _validate_table(self):
+    def _validate_table(self) -> None:
         for name in ("data", "target", "test_data"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name}: expected a file or column name (text), got {getattr(self, name)!r}")
@@ -284,13 +288,13 @@ class TrainConfig:
                 or not 0.0 < self.test_fraction <= 0.5:
             raise ValueError(f"test_fraction: expected a number in (0, 0.5], got {self.test_fraction!r}")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.resolved_widths())
         return d
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

@@ -35,8 +35,10 @@ import math
 import os
 import stat
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
@@ -97,29 +99,29 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    image_shape: tuple
-    class_names: tuple = field(default=())
-    feature_names: tuple = field(default=())
-    feature_mean: np.ndarray = field(default=None)
-    feature_std: np.ndarray = field(default=None)
-    files: tuple = field(default=())
+    image_shape: tuple[int, ...] | None
+    class_names: tuple[str, ...] = field(default=())
+    feature_names: tuple[str, ...] = field(default=())
+    feature_mean: np.ndarray | None = field(default=None)
+    feature_std: np.ndarray | None = field(default=None)
+    files: tuple[tuple[str, str], ...] = field(default=())
     """The files the data were read from, as (role, path) pairs (see :func:`fingerprint_files`)."""
 
     @property
-    def n_features(self):
+    def n_features(self) -> int:
         return self.x_train.shape[1]
 
     @property
-    def n_classes(self):
+    def n_classes(self) -> int:
         return len(self.class_names)
 
-    def summary(self):
+    def summary(self) -> str:
         return (f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} validation / {len(self.y_test)} test, "
                 f"{self.n_features} features, {self.n_classes} classes")
 
 
 # ----------------------------------------------------------------------------- reading files
-def _open_regular_file(path, what):
+def _open_regular_file(path: Path, what: str) -> BinaryIO:
     """Open ``path`` for binary reading; every failure becomes an error naming the file."""
     try:
         mode = path.stat().st_mode
@@ -136,7 +138,7 @@ def _open_regular_file(path, what):
         raise CorruptFileError(f"{path}: cannot open the file ({exc.strerror or exc})") from None
 
 
-def _read_at_most(stream, n):
+def _read_at_most(stream: IO[bytes] | gzip.GzipFile, n: int) -> bytearray:
     """Read up to ``n`` bytes (fewer only at the end of the stream), in chunks.
 
     Memory grows with the bytes actually read, never with ``n`` up front, so a
@@ -152,13 +154,13 @@ def _read_at_most(stream, n):
 
 
 # ----------------------------------------------------------------------------- IDX files
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
                    0x0E: "float64"}
 _IDX_NDIM_MEANING = {3: "an image file holds (count, rows, columns)", 1: "a label file holds one label per image"}
 
 
-def read_idx(path, ndim=None, max_bytes=MAX_DATA_BYTES):
+def read_idx(path: str | Path, ndim: int | None = None, max_bytes: int = MAX_DATA_BYTES) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into an ndarray of the file's type.
 
     Parameters
@@ -189,10 +191,11 @@ def read_idx(path, ndim=None, max_bytes=MAX_DATA_BYTES):
             if compressed:
                 raise CorruptFileError(f"{path}: cannot decompress ({exc}); the gzip file is corrupt or "
                                        "truncated") from None
-            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+            raise CorruptFileError(f"{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
 
 
-def _parse_idx(path, stream, file_size, ndim, max_bytes):
+def _parse_idx(path: Path, stream: IO[bytes] | gzip.GzipFile, file_size: int | None, ndim: int | None,
+               max_bytes: int) -> np.ndarray:
     """The IDX header and data from ``stream``; ``file_size`` is None for a decompressed stream."""
     magic = bytes(_read_at_most(stream, 4))
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
@@ -243,14 +246,14 @@ def _parse_idx(path, stream, file_size, ndim, max_bytes):
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def _idx_type_name(array):
+def _idx_type_name(array: np.ndarray) -> str:
     for code, dt in _IDX_DTYPES.items():
         if np.dtype(dt) == array.dtype:
             return f"{_IDX_TYPE_NAMES[code]} (IDX type 0x{code:02X})"
     return str(array.dtype)
 
 
-def _images_to_float(path, images):
+def _images_to_float(path: str | Path, images: np.ndarray) -> np.ndarray:
     """(N, ...) IDX images -> (N, D) float32 in [0, 1]; see the module docstring for the rules per type."""
     flat = images.reshape(images.shape[0], -1)
     if images.dtype == np.uint8:
@@ -267,7 +270,7 @@ def _images_to_float(path, images):
                            "unsigned bytes 0..255 (IDX type 0x08) or floats in [0, 1] (0x0D, 0x0E)")
 
 
-def _labels_to_int(path, labels, n_classes=N_CLASSES):
+def _labels_to_int(path: str | Path, labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     """1-D IDX labels -> int64 after checking they are integers in 0..n_classes-1."""
     if labels.dtype.kind not in "iu":
         raise CorruptFileError(f"{path}: labels stored as {_idx_type_name(labels)}; expected integer labels "
@@ -281,7 +284,7 @@ def _labels_to_int(path, labels, n_classes=N_CLASSES):
     return y
 
 
-def _find_idx(folder, stem):
+def _find_idx(folder: str | Path, stem: str) -> Path | None:
     for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
         p = Path(folder) / name
         if os.path.lexists(p):
@@ -289,7 +292,7 @@ def _find_idx(folder, stem):
     return None
 
 
-def _load_idx_folder(name, folders, how_to_get):
+def _load_idx_folder(name: str, folders: Iterable[str | Path | None], how_to_get: str) -> dict[str, Any]:
     """The four IDX files of the first folder that holds any, checked and converted.
 
     Returns a dict with float32 ``(N, D)`` images ``x_train``, ``x_test``, int64
@@ -317,8 +320,8 @@ def _load_idx_folder(name, folders, how_to_get):
         f"Expected the four files {', '.join(v + '[.gz]' for v in IDX_FILES.values())}. {how_to_get}")
 
 
-def _read_idx_set(paths):
-    out = {}
+def _read_idx_set(paths: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for split in ("train", "test"):
         img_path, lab_path = paths[f"{split}_images"], paths[f"{split}_labels"]
         images = read_idx(img_path, ndim=3)
@@ -340,7 +343,7 @@ def _read_idx_set(paths):
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 binary
-def read_cifar_batch(path, max_bytes=MAX_DATA_BYTES):
+def read_cifar_batch(path: str | Path, max_bytes: int = MAX_DATA_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes (3x32x32, CHW).
 
     Returns ``(pixels, labels)``: uint8 ``(N, 3072)`` and int64 ``(N,)`` in 0..9.
@@ -362,7 +365,7 @@ def read_cifar_batch(path, max_bytes=MAX_DATA_BYTES):
                                        "(a real batch holds 10000 records, 30730000 bytes)")
             raw = _read_at_most(fh, size)
         except OSError as exc:
-            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+            raise CorruptFileError(f"{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
     if len(raw) != size:
         raise CorruptFileError(f"{path}: the file ended after {len(raw)} of {size} bytes while reading; it is "
                                "truncated")
@@ -376,7 +379,8 @@ def read_cifar_batch(path, max_bytes=MAX_DATA_BYTES):
     return records[:, 1:], labels
 
 
-def _load_cifar(data_dir):
+def _load_cifar(data_dir: str | Path | None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[tuple[str, str], ...]]:
     if data_dir is None:
         raise DatasetNotFoundError(
             "cifar10: no folder given. Pass --data-dir pointing at the extracted 'CIFAR-10 binary version' "
@@ -400,7 +404,8 @@ def _load_cifar(data_dir):
 
 
 # ----------------------------------------------------------------------------- splits
-def _split_train_val(x, y, val_fraction, seed):
+def _split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle with a fixed seed and cut off a validation part (possibly empty, shape (0, D))."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
@@ -409,7 +414,7 @@ def _split_train_val(x, y, val_fraction, seed):
     return x[train], y[train], x[val], y[val]
 
 
-def _check_limit(limit):
+def _check_limit(limit: Any) -> int | None:
     if limit is None:
         return None
     if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) or limit < 1:
@@ -417,7 +422,7 @@ def _check_limit(limit):
     return int(limit)
 
 
-def _check_val_fraction(val_fraction):
+def _check_val_fraction(val_fraction: Any) -> float:
     try:
         v = float(val_fraction)
     except (TypeError, ValueError):
@@ -427,7 +432,8 @@ def _check_val_fraction(val_fraction):
     return v
 
 
-def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=None):
+def load_dataset(name: str = "digits", data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
+                 limit: int | None = None) -> Dataset:
     """Load a dataset by name.
 
     Parameters
@@ -451,7 +457,9 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
     limit = _check_limit(limit)
     if data_dir is not None and not os.path.isdir(data_dir):
         raise DatasetNotFoundError(f"{name}: --data-dir {data_dir} is not a folder")
-    files = ()
+    files: tuple[tuple[str, str], ...] = ()
+    image_shape: tuple[int, ...]
+    folders: list[str | Path | None]
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -488,7 +496,7 @@ def load_dataset(name="digits", data_dir=None, val_fraction=0.1, seed=0, limit=N
 
 
 # ----------------------------------------------------------------------------- fingerprints
-def fingerprint_file(path):
+def fingerprint_file(path: str | Path) -> dict[str, Any]:
     """``{"size": bytes, "sha256": hex}`` of a file, read as a stream (CorruptFileError naming it if unreadable)."""
     import hashlib
 
@@ -504,23 +512,23 @@ def fingerprint_file(path):
                 digest.update(chunk)
                 size += len(chunk)
         except OSError as exc:
-            raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+            raise CorruptFileError(f"{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
     return {"size": size, "sha256": digest.hexdigest()}
 
 
-def fingerprint_files(files):
+def fingerprint_files(files: Iterable[tuple[str, str | Path]]) -> dict[str, dict[str, Any]]:
     """``{role: {"path", "size", "sha256"}}`` of a Dataset's ``files`` (pairs of role and path)."""
     return {role: {"path": str(p), **fingerprint_file(p)} for role, p in files}
 
 
-def changed_files(recorded, files):
+def changed_files(recorded: dict[str, dict[str, Any]], files: Iterable[tuple[str, str | Path]]) -> list[str]:
     """The data files whose size or sha256 differ from ``recorded`` (a :func:`fingerprint_files` result).
 
     Returns a list of one-line descriptions naming each file (empty: the same data). A role that
     was recorded but is not read now, or the reverse, counts as a change.
     """
     now = dict(files)
-    changes = []
+    changes: list[str] = []
     for role, old in recorded.items():
         if role not in now:
             changes.append(f"{old.get('path', role)}: was read when the run was trained, is not read now")
@@ -543,7 +551,8 @@ def changed_files(recorded, files):
 
 
 # ----------------------------------------------------------------------------- augmentation
-def augment_images(x, image_shape, shift, flip, rng):
+def augment_images(x: np.ndarray, image_shape: tuple[int, ...], shift: int, flip: float,
+                   rng: np.random.Generator) -> np.ndarray:
     """Randomly shifted and flipped copies of a batch of flattened images (training-time augmentation).
 
     Each image (a row of ``x``, the pixels of ``image_shape`` = (H, W) or (C, H, W) in C order) is
@@ -563,7 +572,7 @@ def augment_images(x, image_shape, shift, flip, rng):
     if x.ndim != 2 or x.shape[1] != c * h * w:
         raise ValueError(f"x: expected rows of {c * h * w} pixels (images {tuple(image_shape)}), got shape {x.shape}")
     moves = rng.integers(-shift, shift + 1, size=(n, 2)) if shift else np.zeros((n, 2), np.int64)
-    flips = rng.random(n) < flip if flip else np.zeros(n, bool)
+    flips = np.asarray(rng.random(n) < flip) if flip else np.zeros(n, bool)
     images = x.reshape(n, c, h, w)
     out = np.zeros_like(images)
     for i in range(n):

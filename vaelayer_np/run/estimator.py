@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -49,7 +49,7 @@ from .tables import (
     standardize,
 )
 
-SKLEARN_CHECKS_NOT_APPLICABLE = {}
+SKLEARN_CHECKS_NOT_APPLICABLE: dict[str, str] = {}
 """scikit-learn estimator checks that cannot apply to this classifier, by name, with the reason.
 
 Passed to ``parametrize_with_checks(..., expected_failed_checks=...)`` (the mechanism of
@@ -57,11 +57,11 @@ scikit-learn >= 1.6, which replaced the ``_xfail_checks`` tag). Empty: every che
 """
 
 
-def _is_int(v: np.ndarray) -> bool:
+def _is_int(v: Any) -> TypeGuard[int | np.integer]:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_real(v: np.ndarray) -> bool:
+def _is_real(v: Any) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
@@ -148,12 +148,15 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """
 
     # the model's and IFFCL's defaults are core.settings.DEFAULTS (one source), read here, not written again
-    def __init__(self, method: str="iffcl", widths: Sequence[int] | None=None, encoder_hidden: int | None=None, epochs: int=100, batch_size: int=32, lr: float=1e-3,
-                 output_lr: float=0.01, beta: float=DEFAULTS["beta"], lam: float=DEFAULTS["lam"], margin: float=DEFAULTS["margin"],
-                 activation: str=DEFAULTS["activation"], pairing: str=DEFAULTS["pairing"], contrast: str=DEFAULTS["contrast"],
-                 readout: str=DEFAULTS["readout"], pass_on: str=DEFAULTS["pass_on"], standardize: bool=True, validation_fraction: float=0.1,
-                 early_stopping: bool=False, n_iter_no_change: int=10, random_state: int | np.random.Generator | None=None, n_threads: int | None=None, backend: str | None=None,
-                 dtype: str="float32", verbose: int=0) -> None:
+    def __init__(self, method: str = "iffcl", widths: int | Sequence[int] | None = None,
+                 encoder_hidden: int | None = None, epochs: int = 100, batch_size: int = 32, lr: float = 1e-3,
+                 output_lr: float = 0.01, beta: float = DEFAULTS["beta"], lam: float = DEFAULTS["lam"],
+                 margin: float = DEFAULTS["margin"], activation: str = DEFAULTS["activation"],
+                 pairing: str = DEFAULTS["pairing"], contrast: str = DEFAULTS["contrast"],
+                 readout: str = DEFAULTS["readout"], pass_on: str = DEFAULTS["pass_on"], standardize: bool = True,
+                 validation_fraction: float = 0.1, early_stopping: bool = False, n_iter_no_change: int = 10,
+                 random_state: int | np.random.RandomState | None = None, n_threads: int | str | None = None,
+                 backend: str | None = None, dtype: str = "float32", verbose: int = 0) -> None:
         self.method = method
         self.widths = widths
         self.encoder_hidden = encoder_hidden
@@ -180,7 +183,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ configuration
-    def _config(self, n_features: int, n_classes: int, seed: int):
+    def _config(self, n_features: int, n_classes: int, seed: int) -> TrainConfig:
+        widths: tuple[int, ...]
         widths, hidden = fit_sizes(n_features, n_classes)
         if self.widths is not None:
             widths = tuple(int(w) for w in np.atleast_1d(self.widths))
@@ -188,17 +192,18 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             hidden = self.encoder_hidden
         if isinstance(hidden, np.integer):
             hidden = int(hidden)
-        values = dict(dataset=ARRAYS, val_fraction=0.0, method=self.method, widths=widths, encoder_hidden=hidden,
-                      epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, output_lr=self.output_lr,
-                      beta=self.beta, lam=self.lam, margin=self.margin, activation=self.activation,
-                      pairing=self.pairing, contrast=self.contrast, readout=self.readout, pass_on=self.pass_on,
-                      seed=seed, backend=self.backend, dtype=self.dtype, threads=self._threads())
+        values: dict[str, Any] = dict(
+            dataset=ARRAYS, val_fraction=0.0, method=self.method, widths=widths, encoder_hidden=hidden,
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, output_lr=self.output_lr, beta=self.beta,
+            lam=self.lam, margin=self.margin, activation=self.activation, pairing=self.pairing,
+            contrast=self.contrast, readout=self.readout, pass_on=self.pass_on, seed=seed, backend=self.backend,
+            dtype=self.dtype, threads=self._threads())
         for name in ("epochs", "batch_size"):
             if isinstance(values[name], np.integer):
                 values[name] = int(values[name])
         return TrainConfig(**values).validate()
 
-    def _threads(self):
+    def _threads(self) -> int | str:
         n = check_threads(self.n_threads, "n_threads")
         return DEFAULT_THREADS if n is None else n
 
@@ -300,7 +305,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Xs = self._standardized(X)
         config = self._config(X.shape[1], len(self.classes_), seed)
         check_model_memory(config, X.shape[1], len(self.classes_))
-        self.widths_, self.encoder_hidden_ = tuple(config.widths), config.encoder_hidden
+        self.widths_, self.encoder_hidden_ = config.resolved_widths(), config.encoder_hidden
         x_val = y_val = None
         if self.early_stopping:
             Xs, y_index, x_val, y_val = self._validation_split(Xs, y_index, seed)
@@ -309,9 +314,10 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         best_score, best_state, stale = -np.inf, None, 0
         with limit_threads(config.threads):
             for means in trainer.epochs(Xs, y_index):
+                assert means is not None  # no should_stop: every epoch finishes
                 self.loss_curve_.append(float(means["output_loss"]))
                 line = f"epoch {trainer.epoch}/{config.epochs}: output loss {means['output_loss']:.4f}"
-                if x_val is not None:
+                if x_val is not None and y_val is not None:
                     score = trainer.accuracy(x_val.astype(trainer.dtype), y_val)
                     self.validation_scores_.append(score)
                     line += f", validation accuracy {score:.4f}"
@@ -331,7 +337,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self._store_latent_statistics(Xs)
         return self
 
-    def _validation_split(self, Xs, y_index, seed: int) -> tuple:
+    def _validation_split(self, Xs: np.ndarray, y_index: np.ndarray,
+                          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from sklearn.model_selection import train_test_split
 
         n = len(y_index)
@@ -344,7 +351,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                                     stratify=stratify)
         return x_tr, y_tr, x_val, y_val
 
-    def _store_latent_statistics(self, Xs) -> None:
+    def _store_latent_statistics(self, Xs: np.ndarray) -> None:
         """Each layer's aggregate posterior on the training rows, as a diagonal Gaussian (what :meth:`sample`
         draws from): :func:`vaelayer_np.analysis.generation.fit_aggregate_posterior`."""
         with limit_threads(self._threads()):
@@ -354,7 +361,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.latent_std_ = [std for _, std in fitted]
 
     # ------------------------------------------------------------------ prediction
-    def _standardized(self, X: np.ndarray):
+    def _standardized(self, X: np.ndarray) -> np.ndarray:
         """``(X - mean_) / scale_`` without overflow, refused (naming the column) beyond what the network takes."""
         z = standardize(X, self.mean_, self.scale_)
         try:
@@ -366,25 +373,25 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"X: column {c} row {r + 1} holds {X[r, c]:.6g}, beyond the +-{MAX_STANDARD_SCORE:g} "
                              "the network can take unscaled; use standardize=True") from None
 
-    def _scaled(self, X: np.ndarray):
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self)
         with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
             X = validate_data(self, X, dtype=np.float64, reset=False)
         return self._standardized(X).astype(self.trainer_.dtype)
 
-    def predict_proba(self, X: np.ndarray):
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_`` (mean path)."""
         x = self._scaled(X)
         with limit_threads(self._threads()):
             p = self.trainer_.predict_proba(x).astype(np.float64)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict(self, X: np.ndarray):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """The most probable label of each row, (n_samples,) of the type of ``classes_``."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def score(self, X: np.ndarray, y: np.ndarray, sample_weight=None) -> float:
+    def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
         """Mean accuracy of :meth:`predict` on ``X`` against ``y`` (also for integer labels beyond 64 bits)."""
         if self.classes_.dtype != object:
             return super().score(X, y, sample_weight=sample_weight)
@@ -392,13 +399,13 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                           dtype=np.float64)
         return float(np.average(hits, weights=sample_weight))
 
-    def _latent_means(self, x: np.ndarray) -> list:
+    def _latent_means(self, x: np.ndarray) -> list[np.ndarray]:
         net = self.trainer_.net_a
         with limit_threads(self._threads()):
             _, caches, _, _ = net.forward(np.asarray(x, dtype=self.trainer_.dtype), sample=False)
         return [c["mu"].astype(np.float64) for c in caches]
 
-    def transform(self, X: np.ndarray, layer: Any | None=None) -> np.ndarray:
+    def transform(self, X: np.ndarray, layer: int | None = None) -> np.ndarray:
         """Latent means of net A's VAE layers (mean path).
 
         Parameters
@@ -414,21 +421,21 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             return np.concatenate(mus, axis=1)
         return mus[self._layer_index(layer)]
 
-    def _layer_index(self, layer: Any):
+    def _layer_index(self, layer: Any) -> int:
         n = len(self.widths_)
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
             raise ValueError(f"layer: expected an integer in [{-n}, {n - 1}] (one of the {n} VAE layers), "
                              f"got {layer!r}")
         return int(layer) % n
 
-    def _decode(self, k: int, z: np.ndarray):
+    def _decode(self, k: int, z: np.ndarray) -> np.ndarray:
         """Carry a latent of layer k down through the decoders to input units
         (:func:`vaelayer_np.analysis.generation.decode_to_input`, then the standardisation undone)."""
         with limit_threads(self._threads()):
             h = decode_to_input(self.trainer_.net_a, k, np.asarray(z, dtype=self.trainer_.dtype))
         return np.asarray(h, dtype=np.float64) * self.scale_ + self.mean_
 
-    def reconstruct(self, X: np.ndarray, layer: int=0):
+    def reconstruct(self, X: np.ndarray, layer: int = 0) -> np.ndarray:
         """Reconstruction of ``X`` through VAE layer ``layer`` (0: the first), in the units of ``X``.
 
         Layer k encodes X up to its latent mean (mean path) and its decoder and those of
@@ -441,7 +448,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         k = self._layer_index(layer)
         return self._decode(k, self._latent_means(self._scaled(X))[k])
 
-    def sample(self, n: int, layer: Any=-1, random_state: int | np.random.Generator | None=None):
+    def sample(self, n: int, layer: int = -1, random_state: int | np.random.RandomState | None = None) -> np.ndarray:
         """``n`` new rows decoded from samples of VAE layer ``layer``'s latent space, in input units.
 
         The samples are z ~ N(m, diag(s^2)), the layer's aggregate posterior on the training rows
@@ -462,7 +469,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self._decode(k, m + s * rng.standard_normal((int(n), m.shape[0])))
 
     # ------------------------------------------------------------------ pickling, files
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         # The trainer is kept as its state dict of arrays (plus its configuration): its layers
         # hold the backend's functions (closures for numba) and parameter views into flat buffers.
         state = self.__dict__.copy()
@@ -479,7 +486,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self.trainer_ = rebuild_trainer(saved["config"], saved["n_features"], saved["n_classes"],
                                              saved["arrays"])
 
-    def save(self, path: str | Path):
+    def save(self, path: str | Path) -> Path:
         """Write the fitted model to one ``.npz`` file (atomically; no pickles).
 
         The file holds the parameters of this estimator (JSON), the training
@@ -492,7 +499,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return model_file.write(self, path)
 
     @classmethod
-    def load(cls, path: str | Path):
+    def load(cls, path: str | Path) -> VAELayerClassifier:
         """Read a model written by :meth:`save`.
 
         Every entry is checked before it is used (type, shape, dtype, finite values, ranges, and that

@@ -11,7 +11,9 @@ it is used, and an error names the file and the entry.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -19,15 +21,21 @@ from ..fast.machine import usable_cores
 from .checkpoint import load_npz, save_npz_atomic
 from .config import TrainConfig
 
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+# run.estimator.VAELayerClassifier, which imports this module: named here, not imported
+_Estimator = Any
+
 FILE_FORMAT = "vaelayer_np.VAELayerClassifier"
 FILE_VERSION = 1
 
 
-def _is_int(v):
+def _is_int(v: Any) -> TypeGuard[int | np.integer]:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def write(model, path):
+def write(model: _Estimator, path: str | Path) -> Path:
     """Write the fitted ``model`` to ``path`` (atomically); returns the path. Labels or entries that would
     not load back unchanged are refused before anything is written."""
     params = model.get_params()
@@ -60,12 +68,12 @@ def write(model, path):
     return Path(path)
 
 
-def read(cls, path):
+def read(cls: type[_Estimator], path: str | Path) -> _Estimator:
     """The model of class ``cls`` saved in ``path``, every entry checked."""
     return from_arrays(cls, path, load_npz(path))
 
 
-def from_arrays(cls, path, arrays):
+def from_arrays(cls: type[_Estimator], path: str | Path, arrays: dict[str, np.ndarray]) -> _Estimator:
     """The model of the entries ``arrays`` of the file ``path`` (what :func:`read` reads, checked)."""
     fmt = arrays.get("format")
     if fmt is None or fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FILE_FORMAT:
@@ -126,22 +134,22 @@ def from_arrays(cls, path, arrays):
 class _Entries:
     """Checked reads of the entries of a saved model: each error names the file and the entry."""
 
-    def __init__(self, path, arrays):
+    def __init__(self, path: str | Path, arrays: dict[str, np.ndarray]) -> None:
         self.path, self.arrays = path, arrays
 
-    def _get(self, key):
+    def _get(self, key: str) -> np.ndarray:
         if key not in self.arrays:
             raise ValueError(f"{self.path}: missing entry {key!r}; the file is damaged or not a saved "
                              "VAELayerClassifier")
         return self.arrays[key]
 
-    def _fail(self, key, expected, value):
+    def _fail(self, key: str, expected: Any, value: Any) -> ValueError:
         shown = f"dtype {value.dtype} shape {value.shape}"
         if value.size == 1 and value.dtype.kind in "biufU":
             shown += f" ({str(value.reshape(-1)[0])[:40]!r})"
         return ValueError(f"{self.path}: entry {key!r} must be {expected}, got {shown}")
 
-    def integer(self, key, minimum=None):
+    def integer(self, key: str, minimum: float | None = None) -> int:
         value = self._get(key)
         if value.shape != () or value.dtype.kind not in "iu":
             raise self._fail(key, "one integer", value)
@@ -150,13 +158,13 @@ class _Entries:
             raise ValueError(f"{self.path}: entry {key!r} is {v}, expected an integer >= {minimum}")
         return v
 
-    def text(self, key, choices):
+    def text(self, key: str, choices: Sequence[str]) -> str:
         value = self._get(key)
         if value.shape != () or value.dtype.kind != "U" or str(value) not in choices:
             raise self._fail(key, f"one of {', '.join(map(repr, choices))}", value)
         return str(value)
 
-    def json(self, key):
+    def json(self, key: str) -> Any:
         value = self._get(key)
         if value.shape != () or value.dtype.kind != "U":
             raise self._fail(key, "one JSON string", value)
@@ -169,7 +177,8 @@ class _Entries:
                              f"{type(data).__name__}")
         return data
 
-    def floats(self, key, shape, positive=False, low=None, high=None):
+    def floats(self, key: str, shape: tuple[int | None, ...], positive: bool = False, low: float | None = None,
+               high: float | None = None) -> np.ndarray:
         value = self._get(key)
         ok = value.dtype.kind == "f" and value.ndim == len(shape) and all(
             s is None or s == d for s, d in zip(shape, value.shape))
@@ -188,7 +197,7 @@ class _Entries:
                              f"<= {high:g}")
         return np.array(value, dtype=np.float64)
 
-    def classes(self, key, n_classes, kind):
+    def classes(self, key: str, n_classes: int, kind: str) -> np.ndarray:
         value = self._get(key)
         if kind == "object":
             value = self._object_classes(key, n_classes, value)
@@ -211,7 +220,7 @@ class _Entries:
                              "stores them)")
         return value
 
-    def _object_classes(self, key, n_classes, value):
+    def _object_classes(self, key: str, n_classes: int, value: Any) -> np.ndarray:
         """Labels held as Python objects, stored as JSON [[type, text], ...] (see :func:`_encode_classes`)."""
         if value.shape != () or value.dtype.kind != "U":
             raise self._fail(key, "one JSON string of [type, text] pairs", value)
@@ -240,7 +249,7 @@ as JSON text of [type, text] pairs ("integer": the decimal text of files written
 _OBJECT_LABELS = {"str": str, "numpy.str_": np.str_, "int": int}
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """A parameter as JSON holds it: NumPy scalars as Python numbers, arrays and tuples as lists."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
@@ -249,7 +258,7 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _encode_classes(classes):
+def _encode_classes(classes: np.ndarray) -> tuple[str, np.ndarray]:
     """(kind, array) storing ``classes`` exactly (:data:`CLASS_KINDS`); ValueError for labels that cannot be."""
     k = classes.dtype.kind
     if k in "biuf":
@@ -272,7 +281,7 @@ def _encode_classes(classes):
                      "datetime64 or timedelta64")
 
 
-def _check_same_classes(path, classes, back):
+def _check_same_classes(path: str | Path, classes: np.ndarray, back: np.ndarray) -> None:
     """Refuse to save labels that would not come back unchanged (dtype, each label's type and value)."""
     if back.dtype != classes.dtype:
         raise ValueError(f"{path}: cannot save: the labels (dtype {classes.dtype}) would load as {back.dtype}; "
@@ -282,7 +291,8 @@ def _check_same_classes(path, classes, back):
             raise ValueError(f"{path}: cannot save: the label {a!r} would load as {b!r}; nothing was written")
 
 
-def rebuild_trainer(config_dict, n_features, n_classes, arrays):
+def rebuild_trainer(config_dict: dict[str, Any], n_features: int, n_classes: int,
+                    arrays: dict[str, np.ndarray]) -> Trainer:
     from .trainer import Trainer
 
     config_dict = dict(config_dict)

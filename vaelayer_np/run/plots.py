@@ -15,14 +15,16 @@ and calls it. This module reads no files.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..analysis.generation import decode_to_input, sample_images, to_input_space
 
 
-def _plt():
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -31,11 +33,11 @@ def _plt():
     return plt
 
 
-def _n_layers(rows):
+def _n_layers(rows: list[dict[str, Any]]) -> int:
     return len({k.split("_")[0] for k in rows[0] if k.startswith("layer")}) if rows else 0
 
 
-def plot_local_losses(rows, path, title=""):
+def plot_local_losses(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> str | Path:
     """One panel per VAE layer (its local loss and the terms that make it up) and one for the output loss.
 
     All terms of a panel are on one scale: for IFFCL each is the sum over the twins, and
@@ -67,7 +69,7 @@ def plot_local_losses(rows, path, title=""):
     return path
 
 
-def plot_accuracy(rows, path, title=""):
+def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> str | Path:
     plt = _plt()
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -86,7 +88,7 @@ def plot_accuracy(rows, path, title=""):
     return path
 
 
-def plot_compare(runs, path):
+def plot_compare(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> str | Path:
     """runs: list of (label, rows). Test (solid) and train (dashed) accuracy of each."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -108,14 +110,15 @@ def plot_compare(runs, path):
     return path
 
 
-def _to_image(flat, image_shape):
+def _to_image(flat: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     img = flat.reshape(image_shape)
     if len(image_shape) == 3:  # CHW -> HWC
         img = np.transpose(img, (1, 2, 0))
     return np.clip(img, 0, 1)
 
 
-def plot_reconstructions(net, x, image_shape, path, n_images=8):
+def plot_reconstructions(net: Any, x: np.ndarray, image_shape: tuple[int, ...], path: str | Path,
+                         n_images: int = 8) -> str | Path:
     """Row 0: inputs; row k+1: the reconstruction made by VAE layer k, decoded to pixels."""
     plt = _plt()
     x = x[:n_images]
@@ -137,14 +140,15 @@ def plot_reconstructions(net, x, image_shape, path, n_images=8):
     return path
 
 
-def _reconstruction_to_pixels(net, k, x_hat):
+def _reconstruction_to_pixels(net: Any, k: int, x_hat: np.ndarray) -> np.ndarray:
     """Layer k's reconstruction of its own input, carried down to pixels (:mod:`vaelayer_np.analysis.generation`)."""
     if k > 0:
         return decode_to_input(net, k - 1, x_hat)
     return to_input_space(net, x_hat)
 
 
-def plot_samples(net, x, image_shape, path, n_images=8, seed=0):
+def plot_samples(net: Any, x: np.ndarray, image_shape: tuple[int, ...], path: str | Path, n_images: int = 8,
+                 seed: int = 0) -> str | Path:
     """Row k: samples of layer k's aggregate posterior on ``x`` decoded to pixels
     (:func:`vaelayer_np.analysis.generation.sample_images`; with a small beta the N(0, I) prior
     is far from where the data lie)."""
@@ -166,13 +170,14 @@ def plot_samples(net, x, image_shape, path, n_images=8, seed=0):
     return path
 
 
-def _layer_reconstructions(net, x):
+def _layer_reconstructions(net: Any, x: np.ndarray) -> tuple[list[np.ndarray], list[Any]]:
     """Each VAE layer's reconstruction of ``x`` carried down to the inputs (mean path): a list of (N, D)."""
     _, caches, _, _ = net.forward(x, sample=False)
     return [_reconstruction_to_pixels(net, k, cache["x_hat"]) for k, cache in enumerate(caches)], caches
 
 
-def plot_feature_errors(net, x, path, feature_names=(), title=""):
+def plot_feature_errors(net: Any, x: np.ndarray, path: str | Path, feature_names: Sequence[str] = (),
+                        title: str = "") -> str | Path:
     """Mean squared reconstruction error of each input feature, one bar per VAE layer (mean path).
 
     For a table (standardised features): layer k's reconstruction is carried down to the
@@ -199,7 +204,7 @@ def plot_feature_errors(net, x, path, feature_names=(), title=""):
     return path
 
 
-def _pca_2d(a):
+def _pca_2d(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The first two principal components of the rows of ``a`` (N, K) -> (N, 2), and their variance shares."""
     a = a - a.mean(axis=0)
     _, s, vt = np.linalg.svd(a, full_matrices=False)
@@ -211,7 +216,8 @@ def _pca_2d(a):
     return comps, np.pad(shares, (0, 2 - len(shares)))
 
 
-def plot_latent_pca(net, x, path, labels=None, class_names=(), title=""):
+def plot_latent_pca(net: Any, x: np.ndarray, path: str | Path, labels: np.ndarray | None = None,
+                    class_names: Sequence[str] = (), title: str = "") -> str | Path:
     """One panel per VAE layer: its latent means of ``x`` projected on their first two principal components.
 
     Points are coloured by ``labels`` (the true classes) when given, else by the class the
@@ -245,7 +251,9 @@ def plot_latent_pca(net, x, path, labels=None, class_names=(), title=""):
     return path
 
 
-def plot_all(rows, net, x, image_shape, out_dir, title="", labels=None, class_names=(), feature_names=()):
+def plot_all(rows: list[dict[str, Any]], net: Any, x: np.ndarray, image_shape: tuple[int, ...] | None,
+             out_dir: str | Path, title: str = "", labels: np.ndarray | None = None, class_names: Sequence[str] = (),
+             feature_names: Sequence[str] = ()) -> list[str | Path]:
     """Write every plot of a run into ``out_dir``; returns the list of paths written.
 
     rows : the run's metrics (one dict per epoch); net : the network whose layers are drawn

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +20,11 @@ from .checkpoint import CheckpointError
 from .config import RESUME_MAY_CHANGE, TrainConfig
 
 
-def _config_json(config):
+def _config_json(config: TrainConfig) -> str:
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
-def check_resume_config(config, saved):
+def check_resume_config(config: TrainConfig, saved: Any) -> None:
     """Refuse to continue with ``config`` a checkpoint made with the settings ``saved``.
 
     Parameters
@@ -55,7 +56,7 @@ def check_resume_config(config, saved):
                                   "or start a new run")
 
 
-def _scalar_int(state, key, minimum=0):
+def _scalar_int(state: dict[str, Any], key: str, minimum: int = 0) -> int:
     """An integer counter entry of a checkpoint: a 0-d integer array >= minimum."""
     value = _entry(state, key)
     if value.shape != () or value.dtype.kind not in "iu":
@@ -66,7 +67,7 @@ def _scalar_int(state, key, minimum=0):
     return v
 
 
-def _entry(state, key):
+def _entry(state: dict[str, Any], key: str) -> np.ndarray:
     if key not in state:
         raise ValueError(f"checkpoint: missing entry {key!r}; the file is not a checkpoint of this run's "
                          "configuration")
@@ -76,7 +77,7 @@ def _entry(state, key):
     return value
 
 
-def _json_entry(state, key):
+def _json_entry(state: dict[str, Any], key: str) -> Any:
     value = _entry(state, key)
     if value.shape != () or value.dtype.kind != "U":
         raise ValueError(f"checkpoint: entry {key!r} must be one JSON string, got dtype {value.dtype} "
@@ -87,7 +88,7 @@ def _json_entry(state, key):
         raise ValueError(f"checkpoint: entry {key!r} is not valid JSON ({exc.msg})") from None
 
 
-def _check_array_entry(state, key, like, nonnegative=False):
+def _check_array_entry(state: dict[str, Any], key: str, like: np.ndarray, nonnegative: bool = False) -> np.ndarray:
     """A parameter-like entry: same shape and dtype as ``like``, finite (and >= 0 if asked)."""
     value = _entry(state, key)
     if value.shape != like.shape:
@@ -112,7 +113,7 @@ class TrainerState:
     rng_state: dict
 
 
-def check_trainer_state(trainer, state):
+def check_trainer_state(trainer: Any, state: dict[str, Any]) -> TrainerState:  # a Trainer (which imports us)
     """Check a state written by ``Trainer.state_dict`` against ``trainer``; return its counters.
 
     The settings the checkpoint was made with (``trainer.config``, see :func:`check_resume_config`),

@@ -33,7 +33,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..fast.machine import check_memory, limit_threads, usable_cores
 from .checkpoint import (
@@ -48,10 +48,13 @@ from .checkpoint import (
     write_json_atomic,
 )
 from .config import RESUME_MAY_CHANGE, TrainConfig
-from .data import changed_files, fingerprint_files, load_dataset
+from .data import Dataset, changed_files, fingerprint_files, load_dataset
 from .signals import StopSignals
 from .tables import load_table_for_config
 from .trainer import DivergenceError, Trainer, check_resume_config
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = "config.json", "metrics.jsonl", "checkpoint.npz", "run.lock"
 DATA_FILE = "data.json"
@@ -59,7 +62,7 @@ DATA_ENTRY = "run.data_json"
 """The checkpoint's copy of data.json (its JSON text): the fingerprint survives a lost or edited data.json."""
 
 
-def new_run_dir(root: str="runs", config=None) -> Path:
+def new_run_dir(root: str | Path = "runs", config: TrainConfig | None = None) -> Path:
     """A fresh folder ``root/<time>-<dataset>-<method>`` (never an existing one)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = f"-{config.dataset}-{config.method}" if config is not None else ""
@@ -71,7 +74,7 @@ def new_run_dir(root: str="runs", config=None) -> Path:
     return path
 
 
-def load_run_dataset(config):
+def load_run_dataset(config: TrainConfig) -> Dataset:
     """The dataset a configuration trains on (the one place a run loads its data).
 
     With ``config.data`` set, the table file it names (:func:`vaelayer_np.run.tables.load_table_for_config`,
@@ -100,12 +103,12 @@ def _check_is_folder(run_dir: str | Path) -> None:
         if exc.errno == errno.ENOTDIR:
             raise CheckpointError(f"{run_dir}: a part of the path is a file where a folder should be; choose another "
                                   "path") from None
-        raise CheckpointError(f"{run_dir}: cannot look at the path ({exc.strerror or exc})") from None
+        raise CheckpointError(f"{run_dir}: cannot look at the path ({getattr(exc, 'strerror', None) or exc})") from None
     if not stat.S_ISDIR(mode):
         raise CheckpointError(f"{run_dir}: is a file, not a run folder; choose a folder path")
 
 
-def read_config(run_dir: str | Path):
+def read_config(run_dir: str | Path) -> TrainConfig:
     """The :class:`TrainConfig` of a run folder (ValueError naming the file if it is not one of ours)."""
     run_dir = Path(run_dir)
     _check_is_folder(run_dir)
@@ -131,7 +134,7 @@ def read_config(run_dir: str | Path):
         raise CheckpointError(f"{path}: not a valid run configuration ({exc})") from None
 
 
-def read_metrics(run_dir: str | Path) -> list:
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl ([] if there is none); a torn last line (a crash) is dropped."""
     path = Path(run_dir) / METRICS_FILE
     if not os.path.lexists(path):
@@ -144,7 +147,7 @@ def _is_ours(name: str) -> bool:
     return name == LOCK_FILE or name.endswith(".tmp")
 
 
-def _check_new_run_dir(run_dir: str | Path) -> None:
+def _check_new_run_dir(run_dir: Path) -> None:
     """Refuse a folder for a new run that is a file, holds a run, or holds other files."""
     _check_is_folder(run_dir)
     if not run_dir.exists():
@@ -181,7 +184,7 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        self.fd = None
+        self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
         import fcntl
@@ -192,10 +195,11 @@ class RunLock:
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot create the lock file ({exc.strerror or exc}); check that the "
                                   "folder is writable") from None
+        fd = self.fd
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(self.fd)
+            os.close(fd)
             self.fd = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise CheckpointError(f"{self.run_dir}: another process is training in this run folder (it holds "
@@ -203,14 +207,15 @@ class RunLock:
             raise CheckpointError(f"{path}: cannot lock the run folder ({exc.strerror or exc})") from None
         return self
 
-    def __exit__(self, *exc: BaseException) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self.fd is not None:
             os.close(self.fd)  # closing releases the lock
             self.fd = None
         return False
 
 
-def plot_run(run_dir: str | Path, trainer=None, dataset=None, allow_changed_data: bool=False):
+def plot_run(run_dir: str | Path, trainer: Trainer | None = None, dataset: Dataset | None = None,
+             allow_changed_data: bool = False) -> list[str | Path]:
     """Write every plot of a run folder (see :func:`vaelayer_np.run.plots.plot_all`); returns the paths written.
 
     Without ``trainer``, the run's checkpoint and data are loaded (:func:`load_trainer`; changed data
@@ -224,6 +229,7 @@ def plot_run(run_dir: str | Path, trainer=None, dataset=None, allow_changed_data
         raise ValueError(f"{run_dir}: no metrics to plot (metrics.jsonl is empty or missing)")
     if trainer is None:
         trainer, dataset = load_trainer(run_dir, dataset, allow_changed_data=allow_changed_data)
+    assert dataset is not None, "dataset: give the dataset with the trainer"
     x = dataset.x_test[:512].astype(trainer.dtype)
     name = Path(config.data).name if getattr(config, "data", "") else config.dataset
     return plot_all(rows, trainer.net_a, x, dataset.image_shape, run_dir, f"{name}, {config.method}",
@@ -231,9 +237,9 @@ def plot_run(run_dir: str | Path, trainer=None, dataset=None, allow_changed_data
                     feature_names=tuple(getattr(dataset, "feature_names", ())))
 
 
-def evaluate(trainer, dataset) -> dict:
+def evaluate(trainer: Trainer, dataset: Dataset) -> dict[str, float | None]:
     """Accuracy of the trainer's prediction on each split (mean path); None for an empty split."""
-    out = {}
+    out: dict[str, float | None] = {}
     for split in ("train", "val", "test"):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
         out[f"{split}_acc"] = trainer.accuracy(x, y) if len(y) else None
@@ -244,7 +250,7 @@ def _format_acc(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _read_checkpoint(run_dir: str | Path) -> None:
+def _read_checkpoint(run_dir: str | Path) -> dict[str, np.ndarray] | None:
     """The checkpoint's arrays, or None if the run has none yet (killed before its first save)."""
     path = Path(run_dir) / CHECKPOINT_FILE
     if not os.path.lexists(path):
@@ -252,7 +258,8 @@ def _read_checkpoint(run_dir: str | Path) -> None:
     return load_npz(path)
 
 
-def load_trainer(run_dir: str | Path, dataset=None, allow_changed_data: bool=False, log: Callable[[str], Any] | None=print) -> tuple:
+def load_trainer(run_dir: str | Path, dataset: Dataset | None = None, allow_changed_data: bool = False,
+                 log: Callable[[str], Any] = print) -> tuple[Trainer, Dataset]:
     """Rebuild a run's trainer from its config and checkpoint (ValueError naming what is wrong).
 
     The data files are compared with the run's fingerprint (see :func:`check_data_unchanged`).
@@ -272,7 +279,7 @@ def load_trainer(run_dir: str | Path, dataset=None, allow_changed_data: bool=Fal
 
 
 # ----------------------------------------------------------------------------- checks before training
-def model_parameter_count(config, n_features: int, n_classes: int):
+def model_parameter_count(config: TrainConfig, n_features: int, n_classes: int) -> int:
     """The number of parameters of one network of ``config`` on ``n_features`` inputs and ``n_classes`` classes
     (Python integers: exact however large the sizes)."""
     widths = tuple(int(w) for w in config.resolved_widths())
@@ -288,7 +295,7 @@ def model_parameter_count(config, n_features: int, n_classes: int):
     return total + readout * int(n_classes) + int(n_classes)
 
 
-def training_memory(config, n_features: int, n_classes: int):
+def training_memory(config: TrainConfig, n_features: int, n_classes: int) -> int:
     """Bytes a Trainer of ``config`` needs, roughly: per network the parameters, their gradients and the
     optimiser's moments (two for Adam, one for SGD), and the activations of a batch."""
     import numpy as np
@@ -300,11 +307,12 @@ def training_memory(config, n_features: int, n_classes: int):
     widths = config.resolved_widths()
     dims = (int(n_features),) + tuple(int(w) for w in widths)
     per_row = sum((int(config.encoder_hidden) or d) + 4 * k + d for d, k in zip(dims[:-1], dims[1:]))
+    assert config.batch_size is not None  # TrainConfig.validate fills it in
     activations = 4 * int(config.batch_size) * per_row
     return nets * (copies * params + activations) * itemsize
 
 
-def check_model_memory(config, n_features: int, n_classes: int, name: str | None=None):
+def check_model_memory(config: TrainConfig, n_features: int, n_classes: int, name: str | None = None) -> int:
     """Refuse a model larger than the memory available, naming the sizes that make it so."""
     nbytes = training_memory(config, n_features, n_classes)
     widths = ",".join(str(w) for w in config.resolved_widths())
@@ -316,13 +324,13 @@ def check_model_memory(config, n_features: int, n_classes: int, name: str | None
                                       "parameters per network, with gradients and optimiser moments)")
 
 
-def make_trainer(config, dataset) -> Trainer:
+def make_trainer(config: TrainConfig, dataset: Dataset) -> Trainer:
     """A Trainer for ``config`` on ``dataset``, after checking that its memory fits."""
     check_model_memory(config, dataset.n_features, dataset.n_classes)
     return Trainer(config, dataset.n_features, dataset.n_classes)
 
 
-def check_recon_inputs(config, dataset) -> None:
+def check_recon_inputs(config: TrainConfig, dataset: Dataset) -> None:
     """A BCE reconstruction (``recon="bce"``) needs the first layer's inputs, its targets, in [0, 1]: a value
     outside is named here, with the setting at fault, before any folder exists (a table's columns are
     standardised, so they always hold negative values)."""
@@ -348,7 +356,7 @@ def check_recon_inputs(config, dataset) -> None:
                          "(the default) for such data")
 
 
-def check_dataset_values(dataset) -> None:
+def check_dataset_values(dataset: Dataset) -> None:
     """Every split finite (a value that would stop the first step is named here, before any folder exists)."""
     import numpy as np
 
@@ -362,7 +370,7 @@ def check_dataset_values(dataset) -> None:
                              f"{r + 1}); the data cannot be trained on")
 
 
-def read_data_fingerprint(run_dir: str | Path) -> None:
+def read_data_fingerprint(run_dir: str | Path) -> dict[str, dict[str, Any]] | None:
     """The ``files`` recorded in a run's data.json, or None when it has none (a run of an older version)."""
     path = Path(run_dir) / DATA_FILE
     if not os.path.lexists(path):
@@ -377,7 +385,7 @@ def read_data_fingerprint(run_dir: str | Path) -> None:
     return files
 
 
-def _parse_data_entry(run_dir: str | Path, state: dict[str, Any]) -> None:
+def _parse_data_entry(run_dir: str | Path, state: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     """The ``files`` of the checkpoint's copy of data.json (entry :data:`DATA_ENTRY`, removed from ``state``),
     or None when the checkpoint has none (written by a version before the copy)."""
     import numpy as np
@@ -397,7 +405,8 @@ def _parse_data_entry(run_dir: str | Path, state: dict[str, Any]) -> None:
     return files
 
 
-def _recorded_data(run_dir: str | Path, state: dict[str, Any], allow_changed_data: bool=False, log: Callable[[str], Any] | None=print):
+def _recorded_data(run_dir: str | Path, state: dict[str, Any] | None, allow_changed_data: bool = False,
+                   log: Callable[[str], Any] = print) -> dict[str, dict[str, Any]] | None:
     """The fingerprint of the data a run was trained on: data.json, held against the checkpoint's copy.
 
     ``state``: the checkpoint's arrays (its copy is removed from them), or None when there is no checkpoint.
@@ -407,6 +416,7 @@ def _recorded_data(run_dir: str | Path, state: dict[str, Any], allow_changed_dat
     """
     path = Path(run_dir) / DATA_FILE
     copy = _parse_data_entry(run_dir, state) if state is not None else None
+    on_disk: dict[str, dict[str, Any]] | str | None
     try:
         on_disk = read_data_fingerprint(run_dir)
     except CheckpointError:
@@ -427,10 +437,10 @@ def _recorded_data(run_dir: str | Path, state: dict[str, Any], allow_changed_dat
                                   "against those the run was trained on; give --allow-changed-data to use them "
                                   "unchecked")
         log(f"warning: {path} is missing: the data are used unchecked (--allow-changed-data)")
-    return on_disk if on_disk != "unreadable" else copy
+    return on_disk if not isinstance(on_disk, str) else copy
 
 
-def read_data_fingerprint_or_none(run_dir: str | Path) -> None:
+def read_data_fingerprint_or_none(run_dir: str | Path) -> dict[str, dict[str, Any]] | None:
     """:func:`read_data_fingerprint`, None also for an unreadable data.json."""
     try:
         return read_data_fingerprint(run_dir)
@@ -438,7 +448,9 @@ def read_data_fingerprint_or_none(run_dir: str | Path) -> None:
         return None
 
 
-def check_data_unchanged(run_dir: str | Path, dataset, allow_changed_data: bool=False, log: Callable[[str], Any] | None=print, recorded: str="data.json") -> list:
+def check_data_unchanged(run_dir: str | Path, dataset: Dataset, allow_changed_data: bool = False,
+                         log: Callable[[str], Any] = print,
+                         recorded: dict[str, dict[str, Any]] | str | None = "data.json") -> list[str]:
     """Refuse data files that differ from those the run was trained on (size or sha256), naming them.
 
     ``recorded``: the fingerprint to compare with (:func:`_recorded_data`), or by default the run's data.json.
@@ -446,7 +458,7 @@ def check_data_unchanged(run_dir: str | Path, dataset, allow_changed_data: bool=
     """
     if isinstance(recorded, str) and recorded == "data.json":
         recorded = read_data_fingerprint(run_dir)
-    if recorded is None:
+    if recorded is None or isinstance(recorded, str):
         return []
     changes = changed_files(recorded, getattr(dataset, "files", ()))
     if changes and not allow_changed_data:
@@ -458,7 +470,7 @@ def check_data_unchanged(run_dir: str | Path, dataset, allow_changed_data: bool=
     return changes
 
 
-def _remove_unfinished(run_dir: str | Path, created) -> None:
+def _remove_unfinished(run_dir: Path, created: bool) -> None:
     """After an error before the first checkpoint: remove the files the new run made (and its folder if it made it)."""
     for name in (METRICS_FILE, DATA_FILE, CONFIG_FILE, LOCK_FILE):
         try:
@@ -472,7 +484,7 @@ def _remove_unfinished(run_dir: str | Path, created) -> None:
             pass
 
 
-def _check_saved_config(config, state: dict[str, Any]) -> None:
+def _check_saved_config(config: TrainConfig, state: dict[str, Any]) -> None:
     import numpy as np
 
     entry = state["trainer.config"]
@@ -485,9 +497,10 @@ def _check_saved_config(config, state: dict[str, Any]) -> None:
             check_resume_config(config, saved)
 
 
-def _keep_rows_of_checkpoint(run_dir: str | Path, epoch: int, log: Callable[[str], Any] | None):
+def _keep_rows_of_checkpoint(run_dir: Path, epoch: int, log: Callable[[str], Any]) -> list[dict[str, Any]]:
     """Metrics rows of epochs 1..epoch; the file is rewritten (atomically) only if it holds more or a torn line."""
     path = run_dir / METRICS_FILE
+    rows: list[Any]
     if not os.path.lexists(path):
         rows, torn = [], False
     else:
@@ -506,8 +519,10 @@ def _keep_rows_of_checkpoint(run_dir: str | Path, epoch: int, log: Callable[[str
     return keep
 
 
-def train_run(config=None, run_dir: str | Path | None=None, resume=None, epochs: int | None=None, progress: bool=True, plots: bool=True, log: Callable[[str], Any] | None=print,
-              should_stop: Callable[[], bool] | None=None, changes: dict[str, Any] | None=None, allow_changed_data: bool=False) -> tuple:
+def train_run(config: TrainConfig | None = None, run_dir: str | Path | None = None, resume: str | Path | None = None,
+              epochs: int | None = None, progress: bool = True, plots: bool = True, log: Callable[[str], Any] = print,
+              should_stop: Callable[[], bool] | None = None, changes: dict[str, Any] | None = None,
+              allow_changed_data: bool = False) -> tuple[Path, list[dict[str, Any]], bool]:
     """Train (or resume) a run in a folder. Returns (run_dir, metrics rows, completed).
 
     Every setting, the run folder and the dataset are checked before anything is
@@ -564,6 +579,7 @@ def train_run(config=None, run_dir: str | Path | None=None, resume=None, epochs:
             elif read_metrics(run_dir):
                 raise CheckpointError(f"{run_dir / CHECKPOINT_FILE}: missing, but {METRICS_FILE} holds epochs; "
                                       "the run cannot be continued without its checkpoint")
+            assert config.epochs is not None  # TrainConfig.validate fills it in
             if config.epochs < trainer.epoch:
                 raise ValueError(f"epochs: {config.epochs} is fewer than the {trainer.epoch} epochs the run has "
                                  f"already done; give --epochs {trainer.epoch} or more")
@@ -613,7 +629,7 @@ def train_run(config=None, run_dir: str | Path | None=None, resume=None, epochs:
             raise
 
 
-def _save_checkpoint(run_dir: str | Path, trainer, provenance) -> None:
+def _save_checkpoint(run_dir: Path, trainer: Trainer, provenance: dict[str, dict[str, Any]] | None) -> None:
     """The trainer's state, with the copy of data.json (:data:`DATA_ENTRY`) when the run has one."""
     import numpy as np
 
@@ -628,7 +644,7 @@ _DIVERGENCE_SUSPECTS = (("head_weight", "the weight of the local heads' loss in 
                         ("weight_decay", "the L2 weight decay"))
 
 
-def _name_suspects(message: str, config):
+def _name_suspects(message: str, config: TrainConfig) -> str:
     """A divergence's message with the run's own loss weights among the suspects (the trainer names --lr,
     --output-lr, --lam and --beta): each of :data:`_DIVERGENCE_SUSPECTS` the run set above 0, and an
     unbounded log-variance (--log-var-bound 0)."""
@@ -645,7 +661,9 @@ def _name_suspects(message: str, config):
     return message.rstrip(".") + ". Suspects among this run's own settings: " + "; ".join(extra) + "."
 
 
-def _train(config, run_dir: str | Path, dataset, trainer, rows: list[dict[str, Any]], progress: bool, plots, log: Callable[[str], Any] | None, should_stop: Callable[[], bool] | None, provenance=None) -> tuple:
+def _train(config: TrainConfig, run_dir: Path, dataset: Dataset, trainer: Trainer, rows: list[dict[str, Any]],
+           progress: bool, plots: bool, log: Callable[[str], Any], should_stop: Callable[[], bool] | None,
+           provenance: dict[str, dict[str, Any]] | None = None) -> tuple[Path, list[dict[str, Any]], bool]:
     """The epochs of a run (its folder locked and checked); see :func:`train_run`. ``provenance``: the data
     fingerprint the checkpoints carry (see :func:`_recorded_data`)."""
     log(dataset.summary())
@@ -666,7 +684,7 @@ def _train(config, run_dir: str | Path, dataset, trainer, rows: list[dict[str, A
                          else " No epoch had finished: there is no checkpoint.")
                 raise DivergenceError(f"{run_dir}: {_name_suspects(str(exc), config)}{saved}", epoch=exc.epoch,
                                       step=exc.step, layer=exc.layer, what=exc.what) from None
-            if epoch_means == "done":
+            if isinstance(epoch_means, str):  # "done"
                 break
             if epoch_means is None:  # interrupted between two steps: save and leave
                 _save_checkpoint(run_dir, trainer, provenance)
@@ -694,16 +712,17 @@ def _train(config, run_dir: str | Path, dataset, trainer, rows: list[dict[str, A
 class _TqdmBar:
     """The progress bar (on stderr); a closed stderr (a broken pipe) ends the bar, never the training."""
 
-    def __init__(self, total: int, desc: str, initial) -> None:
+    def __init__(self, total: int, desc: str, initial: int) -> None:
         from tqdm.auto import tqdm
         self.bar = None
         try:
             self.bar = tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True)
         except OSError:
             pass
-        self.loss = self.acc = None
+        self.loss: float | None = None
+        self.acc: float | None = None
 
-    def update_step(self, index, total: int, metrics) -> None:
+    def update_step(self, index: int, total: int, metrics: dict[str, float]) -> None:
         if self.bar is None:
             return
         # exponential moving averages keep the live figures readable
@@ -724,7 +743,7 @@ class _TqdmBar:
                 pass
 
 
-def _progress_bar(enabled: bool, trainer, dataset, config) -> _TqdmBar | None:
+def _progress_bar(enabled: bool, trainer: Trainer, dataset: Dataset, config: TrainConfig) -> _TqdmBar | None:
     if not enabled:
         return None
     total = trainer.n_batches(dataset.x_train.shape[0])

@@ -11,12 +11,14 @@ installed and the signals keep their usual effect.
 from __future__ import annotations
 
 import signal
+from types import FrameType
+from typing import Any, Literal
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 """The signals that ask a run to save and stop."""
 
 
-def exit_code(signum):
+def exit_code(signum: int) -> int:
     """The shell's exit code for a process stopped by ``signum``: 128 + the signal's number (130 for Ctrl-C)."""
     return 128 + int(signum)
 
@@ -34,25 +36,25 @@ class StopSignals:
     handlers are restored on leaving the block.
     """
 
-    def __init__(self, second="raise"):
+    def __init__(self, second: str = "raise") -> None:
         if second not in ("raise", "count"):
             raise ValueError(f"second: expected 'raise' or 'count', got {second!r}")
         self.second = second
         self.requested = False
         self.count = 0
-        self.signum = None
-        self._previous = {}
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
     @property
-    def signal_name(self):
+    def signal_name(self) -> str | None:
         return None if self.signum is None else signal.Signals(self.signum).name
 
     @property
-    def exit_code(self):
+    def exit_code(self) -> int:
         """128 + the first signal's number (130 for Ctrl-C); 130 when no signal arrived."""
         return exit_code(self.signum if self.signum is not None else signal.SIGINT)
 
-    def __enter__(self):
+    def __enter__(self) -> StopSignals:
         for signum in STOP_SIGNALS:
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -60,7 +62,7 @@ class StopSignals:
                 break
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         if self.requested and self.second == "raise":
             raise KeyboardInterrupt
@@ -68,7 +70,7 @@ class StopSignals:
             self.signum = signum
         self.requested = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for signum, previous in self._previous.items():
             try:
                 signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
@@ -77,5 +79,5 @@ class StopSignals:
         self._previous = {}
         return False
 
-    def __call__(self):
+    def __call__(self) -> bool:
         return self.requested

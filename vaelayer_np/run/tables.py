@@ -38,8 +38,10 @@ import os
 import stat
 import warnings
 import zipfile
+from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +65,7 @@ _LONGEST_PLAIN_NUMBER = 400  # digits of a numeric label written out in full; lo
 
 
 # ----------------------------------------------------------------------------- model sizes
-def fit_sizes(n_features, n_classes):
+def fit_sizes(n_features: int, n_classes: int) -> tuple[tuple[int, int], int]:
     """Latent widths and encoder width that fit a table with ``n_features`` columns and ``n_classes`` classes.
 
     The rule: each of two VAE layers has width ``w``, the smallest power of two
@@ -90,7 +92,7 @@ def fit_sizes(n_features, n_classes):
     return (width, width), min(4 * width, 1024)
 
 
-def fit_config_to_table(config, n_features, n_classes):
+def fit_config_to_table(config: Any, n_features: int, n_classes: int) -> Any:  # a TrainConfig (config imports us)
     """Fill in the sizes of a table's TrainConfig that were not given (see :func:`fit_sizes`).
 
     ``widths=None`` becomes the fitted widths; ``encoder_hidden`` is fitted when it
@@ -108,13 +110,13 @@ def fit_config_to_table(config, n_features, n_classes):
 
 
 # ----------------------------------------------------------------------------- reading files
-def _check_file(path):
+def _check_file(path: Path) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{path}: file not found") from None
     except OSError as exc:
-        raise CorruptFileError(f"{path}: cannot open the file ({exc.strerror or exc})") from None
+        raise CorruptFileError(f"{path}: cannot open the file ({getattr(exc, 'strerror', None) or exc})") from None
     if stat.S_ISDIR(st.st_mode):
         raise CorruptFileError(f"{path}: is a folder, not a table file (.csv or .npz)")
     if not stat.S_ISREG(st.st_mode):
@@ -126,7 +128,7 @@ def _check_file(path):
                                "(MAX_DATA_BYTES)")
 
 
-def _first_bytes(path, n):
+def _first_bytes(path: str | Path, n: int) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read(n)
@@ -140,7 +142,7 @@ _ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-16-le": "UTF-1
                    "utf-32": "UTF-32", "utf-32-le": "UTF-32", "utf-32-be": "UTF-32"}
 
 
-def text_encoding(head):
+def text_encoding(head: bytes) -> str | None:
     """The encoding of a text file from its first bytes: its byte-order mark (UTF-8, UTF-16, UTF-32), else the
     pattern of its NUL bytes (UTF-16 or UTF-32 without a mark, little- or big-endian), else UTF-8.
 
@@ -166,7 +168,7 @@ def text_encoding(head):
     return None
 
 
-def _sniff_delimiter(sample):
+def _sniff_delimiter(sample: str) -> str:
     """The delimiter (",", ";" or tab) that splits the first rows of ``sample`` into the same number (> 1) of
     cells, the most cells winning; quoted cells are respected (a comma inside quotes separates nothing)."""
     best, best_key = ",", None
@@ -185,7 +187,7 @@ def _sniff_delimiter(sample):
     return best
 
 
-def _csv_error(path, line, exc):
+def _csv_error(path: str | Path, line: int, exc: BaseException) -> CorruptFileError:
     """A CorruptFileError for a ``csv.Error`` met at ``line`` of ``path``."""
     text = str(exc)
     if "field larger than field limit" in text:
@@ -199,12 +201,14 @@ def _csv_error(path, line, exc):
 class _Columns:
     """Rows of floats gathered in float64 blocks (memory: the numbers, not one Python object per cell)."""
 
-    def __init__(self, path, width):
+    def __init__(self, path: str | Path, width: int) -> None:
         self.path, self.width = path, width
-        self.blocks, self.pending, self.rows = [], [], 0
+        self.blocks: list[np.ndarray] = []
+        self.pending: list[list[float]] = []
+        self.rows = 0
         self.max_rows = max(1, MAX_DATA_BYTES // (8 * max(width, 1)))
 
-    def add(self, values):
+    def add(self, values: list[float]) -> None:
         self.pending.append(values)
         self.rows += 1
         if self.rows > self.max_rows:
@@ -215,12 +219,12 @@ class _Columns:
         if len(self.pending) >= _BLOCK_ROWS:
             self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         if self.pending:
             self.blocks.append(np.array(self.pending, dtype=np.float64).reshape(len(self.pending), self.width))
             self.pending = []
 
-    def array(self):
+    def array(self) -> np.ndarray:
         self.flush()
         if len(self.blocks) == 1:
             return self.blocks.pop()
@@ -229,7 +233,7 @@ class _Columns:
         return out
 
 
-def _read_csv(path, target):
+def _read_csv(path: str | Path, target: str | None) -> tuple[tuple[str, ...], np.ndarray, list[str], np.ndarray]:
     """(feature names, (N, D) float64 features, distinct label texts, (N,) int64 codes into them) of a CSV file.
 
     The file is read as a stream (memory grows with the numbers, not with the text); line endings
@@ -263,7 +267,8 @@ def _read_csv(path, target):
             raise CorruptFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
 
 
-def _parse_csv(path, target, reader):
+def _parse_csv(path: str | Path, target: str | None,
+               reader: Iterator[list[str]]) -> tuple[tuple[str, ...], np.ndarray, list[str], np.ndarray]:
     header = None
     for row in reader:
         if any(c.strip() for c in row):
@@ -291,7 +296,8 @@ def _parse_csv(path, target, reader):
     features = [h for i, h in enumerate(header) if i != t]
     feature_columns = [i for i in range(len(header)) if i != t]
     columns = _Columns(path, len(features))
-    texts, codes = {}, array.array("q")
+    texts: dict[str, int] = {}
+    codes = array.array("q")
     r = 0
     for row in reader:
         if not any(c.strip() for c in row):
@@ -330,25 +336,25 @@ def _parse_csv(path, target, reader):
     return tuple(features), columns.array(), list(texts), np.frombuffer(codes, dtype=np.int64).copy()
 
 
-def _is_finite_text(cell):
+def _is_finite_text(cell: str) -> bool:
     try:
         return Decimal(cell).is_finite()
     except (InvalidOperation, ValueError):
         return False
 
 
-def _shorten(text, limit=60):
+def _shorten(text: str, limit: int = 60) -> str:
     """Text for a one-line message: line breaks and tabs written as \\n, \\r, \\t; at most ``limit`` characters."""
     text = str(text).replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _count(n, noun):
+def _count(n: int, noun: str) -> str:
     """``"1 such value"``, ``"3 such values"``."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _npz_member(path, zf, info, key, file_size):
+def _npz_member(path: str | Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, file_size: int) -> np.ndarray:
     """The array of one ``.npy`` member of an .npz table, its sizes checked before anything is allocated."""
     if info.flag_bits & 0x1:
         raise CorruptFileError(f"{path}: array {key} is encrypted; not an .npz table")
@@ -379,7 +385,7 @@ def _npz_member(path, zf, info, key, file_size):
         return np.lib.format.read_array(member, allow_pickle=False)
 
 
-def _read_npz_table(path):
+def _read_npz_table(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, list[str], np.ndarray]:
     """(feature names, (N, D) float64 features, distinct label texts, (N,) codes) from an .npz file with X and y."""
     try:
         fh = open(path, "rb")
@@ -399,7 +405,7 @@ def _read_npz_table(path):
                     raise CorruptFileError(f"{path}: the archive holds two members named {twice!r}; np.load would "
                                            "show one and training could read the other, so the file is refused. "
                                            "Save it again with np.savez(path, X=X, y=y)")
-                infos = {}
+                infos: dict[str, zipfile.ZipInfo] = {}
                 for info in zf.infolist():
                     name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                     infos.setdefault(name, info)
@@ -440,7 +446,7 @@ def _read_npz_table(path):
     return tuple(f"feature {j}" for j in range(x.shape[1])), x, texts, codes
 
 
-def _npz_labels(path, y):
+def _npz_labels(path: str | Path, y: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Distinct label texts and (N,) codes of an .npz file's y; integers stay exact at any size."""
     if y.dtype.kind not in "biufUS":
         raise CorruptFileError(f"{path}: y holds {y.dtype} values; expected integers or strings")
@@ -469,7 +475,8 @@ def _npz_labels(path, y):
     return texts, np.asarray(codes, dtype=np.int64).reshape(-1)
 
 
-def _read_coded(path, target=None):
+def _read_coded(path: str | Path,
+                target: str | None = None) -> tuple[tuple[str, ...], np.ndarray, list[str], np.ndarray]:
     """(feature names, x, distinct label texts, codes) of a table file (see :func:`read_table`)."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -483,7 +490,7 @@ def _read_coded(path, target=None):
     return _read_npz_table(path)
 
 
-def read_table(path, target=None):
+def read_table(path: str | Path, target: str | None = None) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """Read a table file without splitting it.
 
     Parameters
@@ -494,15 +501,17 @@ def read_table(path, target=None):
     Returns
     -------
     feature_names : tuple of str, length D
-    x : ndarray (N, D) float64
-    labels : ndarray (N,) of str, the label of each row as text
+    x : np.ndarray (N, D) float64
+    labels : np.ndarray (N,) of str, the label of each row as text
     """
     features, x, texts, codes = _read_coded(path, target)
     return features, x, np.array(texts)[codes]
 
 
 # ----------------------------------------------------------------------------- labels
-def _as_number(text):
+
+
+def _as_number(text: str) -> Decimal | None:
     """The exact value of a label text as a finite Decimal, or None when it is not a number."""
     try:
         value = Decimal(text)
@@ -511,7 +520,7 @@ def _as_number(text):
     return value if value.is_finite() else None
 
 
-def _number_name(value):
+def _number_name(value: Any) -> str:
     """The canonical text of a finite Decimal: "2" for 2, 2.0 and 2.00; "2.5"; exact at any size."""
     sign, digits, exponent = value.as_tuple()
     digits = list(digits)
@@ -531,26 +540,26 @@ def _number_name(value):
     return f"{minus}{mantissa}e{point - 1:+d}"
 
 
-def _classes(texts):
+def _classes(texts: Sequence[str]) -> tuple[tuple[str, ...], str]:
     """(class names, kind) of distinct label texts: numbers when every text is one (sorted by value,
     equal values one class), else the texts sorted; ``key(text)`` gives a text's class name."""
     numbers = [_as_number(t) for t in texts]
     if texts and all(v is not None for v in numbers):
-        by_name = {}
-        for v in numbers:
+        by_name: dict[str, Decimal] = {}
+        for v in (n for n in numbers if n is not None):  # every one is a number here
             by_name.setdefault(_number_name(v), v)
         return tuple(sorted(by_name, key=by_name.__getitem__)), "number"
     return tuple(sorted(set(texts))), "text"
 
 
-def _class_key(text, kind):
+def _class_key(text: str, kind: str) -> str | None:
     if kind == "text":
         return text
     v = _as_number(text)
     return None if v is None else _number_name(v)
 
 
-def class_names_of(labels):
+def class_names_of(labels: Any) -> tuple[str, ...]:
     """The distinct labels, sorted numerically when every label is a number, else as text.
 
     Numbers are compared exactly (never through float: 9007199254740993 and 9007199254740992 are two
@@ -559,10 +568,11 @@ def class_names_of(labels):
     return _classes(sorted(set(str(v) for v in np.asarray(labels).tolist())))[0]
 
 
-def _encode(path, texts, codes, class_names, kind):
+def _encode(path: str | Path, texts: Sequence[str], codes: np.ndarray, class_names: Sequence[str],
+            kind: str) -> np.ndarray:
     """Codes into the distinct label texts -> int64 indices into class_names; an unknown label raises naming the
     file and its first row."""
-    index = {c: i for i, c in enumerate(class_names)}
+    index: dict[str | None, int] = {c: i for i, c in enumerate(class_names)}
     table = np.empty(len(texts), dtype=np.int64)
     for j, text in enumerate(texts):
         i = index.get(_class_key(text, kind))
@@ -580,7 +590,7 @@ class ConstantColumnWarning(UserWarning):
     """A feature column holds one value on every training row: it carries no information and is scaled to 0."""
 
 
-def column_statistics(x):
+def column_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and standard deviation of each column of ``x``, safe over the whole float64 range.
 
     Each column is first divided by a power of two near its largest magnitude (exact, no rounding),
@@ -604,7 +614,7 @@ def column_statistics(x):
     return mean, std, constant
 
 
-def standardize(x, mean, std):
+def standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(x - mean) / std`` in float64 without overflow in the difference (values of opposite signs near
     1.8e308); entries whose result is beyond float64 come out as inf (see :func:`check_standardized`)."""
     x = np.asarray(x, dtype=np.float64)
@@ -625,7 +635,8 @@ Training rows are always within sqrt(N) of it; a validation or test value (or a 
 to overflow inside the network."""
 
 
-def check_standardized(z, where, column_names, raw=None):
+def check_standardized(z: np.ndarray, where: str, column_names: Sequence[str],
+                       raw: np.ndarray | None = None) -> np.ndarray:
     """Raise a CorruptFileError naming the column when a standardised value is beyond MAX_STANDARD_SCORE."""
     bad = ~(np.abs(z) <= MAX_STANDARD_SCORE)
     if not bad.any():
@@ -638,7 +649,7 @@ def check_standardized(z, where, column_names, raw=None):
                            "check the units of that column")
 
 
-def constant_column_message(where, names, values):
+def constant_column_message(where: str | Path, names: Sequence[str], values: Sequence[float]) -> str:
     """One line naming the constant columns (at most five shown)."""
     shown = ", ".join(f'"{n}" (always {v:.6g})' for n, v in list(zip(names, values))[:5])
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
@@ -648,7 +659,8 @@ def constant_column_message(where, names, values):
             f"{'it carries' if one else 'they carry'} no information and {'is' if one else 'are'} scaled to 0")
 
 
-def _stratified_split(path, x, y, fraction, seed, what, option):
+def _stratified_split(path: str | Path, x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str,
+                      option: str) -> list[np.ndarray]:
     """Seeded stratified split off ``fraction`` of the rows; clear errors when the classes are too small."""
     from sklearn.model_selection import train_test_split
 
@@ -665,14 +677,16 @@ def _stratified_split(path, x, y, fraction, seed, what, option):
     return train_test_split(x, y, test_size=n_out, random_state=seed % SEED_LIMIT, stratify=y)
 
 
-def check_seed(seed, name="seed"):
+def check_seed(seed: int, name: str = "seed") -> int:
     """A seed: an integer in 0..2**32-1 (what NumPy and scikit-learn accept); ValueError naming ``name``."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{name}: expected an integer in 0..{SEED_LIMIT - 1}, got {seed!r}")
     return int(seed)
 
 
-def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val_fraction=0.1, limit=None):
+def load_table(path: str | Path, target: str | None = None, test_path: str | Path | None = None,
+               test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.1,
+               limit: int | None = None) -> Dataset:
     """Load a table file as a :class:`~vaelayer_np.run.data.Dataset` with seeded stratified splits.
 
     Parameters
@@ -751,7 +765,7 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
                                               mean[constant]), ConstantColumnWarning, stacklevel=2)
     std[constant] = 1.0
 
-    def scaled(a, where):
+    def scaled(a: np.ndarray, where: str) -> np.ndarray:
         z = check_standardized(standardize(a, mean, std), where, features, raw=a)
         return np.ascontiguousarray(z.astype(np.float32))
 
@@ -763,7 +777,7 @@ def load_table(path, target=None, test_path=None, test_fraction=0.2, seed=0, val
                    files=tuple((role, str(p)) for role, p in files))
 
 
-def load_table_for_config(config):
+def load_table_for_config(config: Any) -> Dataset:  # a TrainConfig (config imports this module)
     """The Dataset of a TrainConfig with ``data`` set, and the config's sizes fitted to it when not given."""
     ds = load_table(config.data, target=config.target or None, test_path=config.test_data or None,
                     test_fraction=config.test_fraction, seed=config.seed, val_fraction=config.val_fraction,
@@ -772,6 +786,6 @@ def load_table_for_config(config):
     return ds
 
 
-def table_name(path):
+def table_name(path: str | Path) -> str:
     """The name a table's runs carry (folder names, plot titles): the file's name."""
     return os.path.basename(str(path))

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def epoch_steps(steps: int, parallel: str="twins") -> None:
+def epoch_steps(steps: int, parallel: str = "twins") -> None:
     from ..fast.machine import limit_threads, resolve_threads
     from ..fast.parallel import ParallelFastPath
     from ..run.config import TrainConfig
@@ -37,9 +37,11 @@ def epoch_steps(steps: int, parallel: str="twins") -> None:
         x, y, source = rng.random((54000, 784), dtype=np.float32), rng.integers(0, 10, 54000), "synthetic"
     config = TrainConfig(dataset="fashion-mnist", parallel=parallel)  # the defaults, threads="auto" included
     trainer = Trainer(config, x.shape[1], 10)
+    bs = config.batch_size
+    assert bs is not None  # filled in when the trainer validated the configuration
     with limit_threads(config.threads):  # as `vaelayer train` runs it
-        trainer.train_epoch(x[:2 * config.batch_size], y[:2 * config.batch_size])  # compile and warm up
-        n = steps * config.batch_size
+        trainer.train_epoch(x[:2 * bs], y[:2 * bs])  # compile and warm up
+        n = steps * bs
         t0 = time.perf_counter()
         trainer.train_epoch(x[:n], y[:n])
         seconds = time.perf_counter() - t0
@@ -48,7 +50,7 @@ def epoch_steps(steps: int, parallel: str="twins") -> None:
                       "parallel_twins": isinstance(trainer.path, ParallelFastPath), "parallel": parallel}))
 
 
-def _faults():
+def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -70,7 +72,7 @@ def epoch(backend: str) -> None:
         first = _faults() - f0
         per_step, last = [], [_faults()]
 
-        def on_step(i, n: int, m: np.ndarray) -> None:
+        def on_step(i: int, n: int, m: dict[str, float]) -> None:
             now = _faults()
             per_step.append(now - last[0])
             last[0] = now
@@ -85,7 +87,7 @@ def epoch(backend: str) -> None:
           config.threads)
 
 
-def main(argv: Sequence[str] | None=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["epoch-steps"] and len(argv) in (2, 3):
         epoch_steps(int(argv[1]), *argv[2:])

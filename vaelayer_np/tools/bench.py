@@ -53,7 +53,7 @@ from ..run.trainer import Trainer
 _THREADS = None  # set by run_bench(threads=...)
 
 
-def _threads():
+def _threads() -> int:
     """Threads for BLAS and PyTorch in the step measurements: ``vaelayer bench --threads N`` if given,
     else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else :data:`DEFAULT_THREADS`, the number
     ``vaelayer train`` runs with (so that the bench measures the step as training runs it).
@@ -72,7 +72,7 @@ def _threads():
     return resolve_threads(DEFAULT_THREADS)
 
 
-def median_time(fn: Callable[..., Any], repeats: int, warmup: int=2):
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -83,7 +83,7 @@ def median_time(fn: Callable[..., Any], repeats: int, warmup: int=2):
     return statistics.median(times)
 
 
-def _row(name: str, t_numba, t_ref, ref_name: str="numpy") -> str:
+def _row(name: str, t_numba: float, t_ref: float, ref_name: str = "numpy") -> str:
     return (f"  {name:<40s} numba {t_numba * 1e6:9.1f} us   {ref_name} {t_ref * 1e6:9.1f} us   "
             f"speed-up {t_ref / t_numba:6.2f}x")
 
@@ -140,14 +140,14 @@ CONFIGS = ((0, 32), (0, 128), (1024, 32), (1024, 128))  # (encoder hidden width,
 EPOCH_EXAMPLES = 54000  # a Fashion-MNIST training epoch (60,000 less the validation tenth)
 
 
-def _fashion_step_trainer(backend: str, batch, encoder_hidden: int=0, threads: int | None=None) -> Trainer:
+def _fashion_step_trainer(backend: str, batch: int, encoder_hidden: int = 0, threads: int | None = None) -> Trainer:
     """A Fashion-MNIST-size trainer; ``threads`` (default: the bench's): 2 or more run the twins in parallel."""
     cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend,
                       encoder_hidden=encoder_hidden, threads=threads or _threads())
     return Trainer(cfg, 784, 10)
 
 
-def _torch_step(batch, cfg, optimizer: str="default"):
+def _torch_step(batch: int, cfg: TrainConfig, optimizer: str = "default") -> Callable[[], None]:
     """The same IFFCL step in PyTorch: autograd inside each layer, inputs detached between layers.
 
     ``optimizer``: "default" (``torch.optim.Adam`` as constructed with no options), "fused"
@@ -160,7 +160,7 @@ def _torch_step(batch, cfg, optimizer: str="default"):
     dims = (784, 256, 256, 256)
     options = {"default": {}, "fused": {"fused": True}, "foreach": {"foreach": True}}[optimizer]
 
-    def make_net():
+    def make_net() -> tuple[list[tuple[Any, Any]], tuple[Any, Any]]:
         layers = []
         hidden = cfg.encoder_hidden
         for i in range(3):
@@ -185,7 +185,7 @@ def _torch_step(batch, cfg, optimizer: str="default"):
         pos = targets > 0
         w = torch.where(pos, 0.5 / pos.sum().clamp(min=1), 0.5 / (~pos).sum().clamp(min=1))
         hs = [xs[0], xs[1]]
-        feats = [[], []]
+        feats: list[list[Any]] = [[], []]
         for k in range(3):
             zs, elbos, outs = [], [], []
             for t in range(2):
@@ -246,10 +246,11 @@ class ProductRecorder:
         from ..core import ops
         from ..fast.backend import get_ops
 
-        self.products = []  # (a, b) with a and b copied in their own memory layout (order="K")
-        self.threads = []  # the thread that ran each product (threading.get_ident())
-        self._targets = [ops] + [get_ops(name) for name in ("numpy", "numba")]
-        self._saved = []
+        # (a, b) with a and b copied in their own memory layout (order="K")
+        self.products: list[tuple[np.ndarray, np.ndarray]] = []
+        self.threads: list[int] = []  # the thread that ran each product (threading.get_ident())
+        self._targets: list[Any] = [ops] + [get_ops(name) for name in ("numpy", "numba")]
+        self._saved: list[tuple[Any, Any, Any]] = []
         self._lock = __import__("threading").Lock()
 
     def _record(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -264,11 +265,11 @@ class ProductRecorder:
 
         matmul, matmul_into = ops.matmul, ops.matmul_into
 
-        def recorded_matmul(a: np.ndarray, b: np.ndarray):
+        def recorded_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             self._record(a, b)
             return matmul(a, b)
 
-        def recorded_matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray):
+        def recorded_matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             self._record(a, b)
             return matmul_into(a, b, out)
 
@@ -277,12 +278,12 @@ class ProductRecorder:
             target.matmul, target.matmul_into = recorded_matmul, recorded_matmul_into
         return self
 
-    def __exit__(self, *exc: BaseException) -> None:
+    def __exit__(self, *exc: object) -> None:
         for target, matmul, matmul_into in self._saved:
             target.matmul, target.matmul_into = matmul, matmul_into
         self._saved = []
 
-    def replay_function(self):
+    def replay_function(self) -> Callable[[], None]:
         """A function that runs every recorded product into preallocated outputs (nothing kept alive)."""
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
         products = list(zip(self.products, outs))
@@ -293,7 +294,7 @@ class ProductRecorder:
 
         return replay
 
-    def parallel_replay_function(self):
+    def parallel_replay_function(self) -> Callable[[], None]:
         """The products replayed as the parallel twins ran them when recorded: each thread's products, in
         their order, on a thread of their own with one BLAS thread (the recording's calling thread here)."""
         from concurrent.futures import ThreadPoolExecutor
@@ -301,14 +302,14 @@ class ProductRecorder:
         from ..fast.machine import BlasThreads
 
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b)) for a, b in self.products]
-        groups = {}
+        groups: dict[int, list[Any]] = {}
         for thread, product, out in zip(self.threads, self.products, outs):
             groups.setdefault(thread, []).append((product, out))
         first = groups.pop(self.threads[0]) if self.threads else []
         others = list(groups.values())
         pool, blas = ThreadPoolExecutor(max_workers=max(1, len(others))), BlasThreads(1)
 
-        def run(group) -> None:
+        def run(group: list[Any]) -> None:
             for (a, b), out in group:
                 np.matmul(a, b, out=out)
 
@@ -321,17 +322,18 @@ class ProductRecorder:
 
         return replay
 
-    def flops(self):
+    def flops(self) -> int:
         return sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in self.products)
 
 
-def _minor_faults():
+def _minor_faults() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def interleaved_medians(functions, repeats: int, warmup: int=3) -> dict:
+def interleaved_medians(functions: dict[str, Callable[[], Any]], repeats: int,
+                        warmup: int = 3) -> dict[str, tuple[float, float]]:
     """Time each of ``functions`` (name -> callable) round-robin in one process.
 
     Every repeat runs each function once in turn, so a change of the machine's load reaches all
@@ -340,8 +342,8 @@ def interleaved_medians(functions, repeats: int, warmup: int=3) -> dict:
     for fn in functions.values():
         for _ in range(warmup):
             fn()
-    times = {name: [] for name in functions}
-    faults = {name: [] for name in functions}
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    faults: dict[str, list[int]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
             f0 = _minor_faults()
@@ -353,7 +355,7 @@ def interleaved_medians(functions, repeats: int, warmup: int=3) -> dict:
     return {name: (statistics.median(times[name]), statistics.median(faults[name])) for name in functions}
 
 
-def step_parts(batch, hidden: int) -> tuple[dict, dict]:
+def step_parts(batch: int, hidden: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     """The measured pieces of one IFFCL step (Fashion-MNIST architecture, float32), ready to time.
 
     Returns name -> callable: "step" (numba backend), "numpy_step", "products" (every matrix
@@ -416,7 +418,7 @@ def step_parts(batch, hidden: int) -> tuple[dict, dict]:
     return parts, facts
 
 
-def bench_step_config(hidden: int, batch, repeats: int) -> dict:
+def bench_step_config(hidden: int, batch: int, repeats: int) -> dict[str, Any]:
     """One configuration's medians as a dict (times in ms; the JSON line of ``vaelayer bench --json``)."""
     parts, facts = step_parts(batch, hidden)
     if _threads() > 1:
@@ -479,7 +481,7 @@ def _print_step_row(row: dict[str, Any]) -> None:
     print(ratios)
 
 
-def bench_step(repeats: int, json_lines: bool=False, quick: bool=False):
+def bench_step(repeats: int, json_lines: bool = False, quick: bool = False) -> list[dict[str, Any]]:
     """Sections 2/3 and 5 for every configuration; ``json_lines``: print one JSON object per configuration."""
     gemm = gemm_rates(quick=quick)
     rows = [bench_step_config(hidden, batch, repeats) for hidden, batch in CONFIGS]
@@ -497,7 +499,7 @@ def bench_step(repeats: int, json_lines: bool=False, quick: bool=False):
 
 
 # ----------------------------------------------------------------------------- the machine's limit
-def gemm_rates(size: int | None=None, repeats: int=5, quick: bool=False) -> dict:
+def gemm_rates(size: int | None = None, repeats: int = 5, quick: bool = False) -> dict[int, float]:
     """GFLOP/s of one large float32 matrix product (size x size x size) with 1 thread and with every core.
 
     Returns {1: rate, n: rate} (n the cores this process may use; one entry on one core): the best of
@@ -529,7 +531,7 @@ def gemm_rates(size: int | None=None, repeats: int=5, quick: bool=False) -> dict
 _CHILD = "vaelayer_np.tools._bench_child"  # the measurements that need a fresh process
 
 
-def measure_epoch(steps: int=100, parallel: str="twins") -> None:
+def measure_epoch(steps: int = 100, parallel: str = "twins") -> dict[str, Any] | None:
     """A Fashion-MNIST epoch with the default settings in a fresh process: ``steps`` training steps timed
     (after two of warm-up) and scaled to the epoch's 54,000 examples.
 
@@ -548,10 +550,11 @@ def measure_epoch(steps: int=100, parallel: str="twins") -> None:
     return out
 
 
-def measure_epochs(steps: int=100, rounds: int=3) -> tuple:
+def measure_epochs(steps: int = 100,
+                   rounds: int = 3) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """:func:`measure_epoch` for ``parallel="twins"`` (the default) and ``"layers"``, in alternation, ``rounds``
     times each; returns the two runs of median ``epoch_s`` (the other keys of that run), None where all failed."""
-    runs = {"twins": [], "layers": []}
+    runs: dict[str, list[dict[str, Any]]] = {"twins": [], "layers": []}
     for _ in range(rounds):
         for mode, found in runs.items():
             result = measure_epoch(steps, parallel=mode)
@@ -562,10 +565,11 @@ def measure_epochs(steps: int=100, rounds: int=3) -> tuple:
         found.sort(key=lambda r: r["epoch_s"])
         medians.append(dict(found[(len(found) - 1) // 2], rounds=len(found),
                             epoch_s_all=[r["epoch_s"] for r in found]) if found else None)
-    return tuple(medians)
+    return medians[0], medians[1]
 
 
-def add_limits(row: dict[str, Any], gemm, epoch: int, epoch_layers=None):
+def add_limits(row: dict[str, Any], gemm: dict[int, float], epoch: dict[str, Any] | None,
+               epoch_layers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Section 5's keys on a configuration's row (see ``vaelayer bench --json``)."""
     every = max(gemm)
     row["gemm_gflops_1"] = gemm[1]
@@ -586,7 +590,8 @@ def add_limits(row: dict[str, Any], gemm, epoch: int, epoch_layers=None):
     return row
 
 
-def _print_limits(rows: list[dict[str, Any]], gemm, epoch: int, epoch_layers=None) -> None:
+def _print_limits(rows: list[dict[str, Any]], gemm: dict[int, float], epoch: dict[str, Any] | None,
+                  epoch_layers: dict[str, Any] | None = None) -> None:
     every = max(gemm)
     print(f"\n5. the machine's limit: large SGEMM (float32) {gemm[1]:.1f} GFLOP/s on 1 thread, "
           f"{gemm[every]:.1f} GFLOP/s on {every}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -605,7 +610,7 @@ def _print_limits(rows: list[dict[str, Any]], gemm, epoch: int, epoch_layers=Non
           f"= {row['epoch_over_flop_limit']:.2f}x the FLOP limit {row['flop_limit_epoch_s']:.1f} s "
           f"(load average before it {epoch['load_before'][0]:.2f}; median of {epoch.get('rounds', 1)} runs: "
           f"{', '.join(f'{v:.1f}' for v in epoch.get('epoch_s_all', [epoch['epoch_s']]))} s)")
-    if row.get("epoch_layers_s"):
+    if row.get("epoch_layers_s") and epoch_layers is not None:
         e = epoch_layers
         print(f"  measured epoch, the layers pipelined instead (parallel=layers, {e['threads']} stage(s)): "
               f"{row['epoch_layers_s']:.1f} s = {row['epoch_layers_over_flop_limit']:.2f}x the FLOP limit "
@@ -614,7 +619,7 @@ def _print_limits(rows: list[dict[str, Any]], gemm, epoch: int, epoch_layers=Non
 
 
 # ----------------------------------------------------------------------------- memory held by a step
-def step_memory(n_layers: int, method: str, batch: int=128, hidden: int=1024, width: int=256):
+def step_memory(n_layers: int, method: str, batch: int = 128, hidden: int = 1024, width: int = 256) -> int:
     """Peak bytes of NumPy allocations during one training step beyond what exists before it (tracemalloc).
 
     The readable path (``backend="numpy"``: the layers' own forward and backward), Fashion-MNIST
@@ -642,7 +647,7 @@ def step_memory(n_layers: int, method: str, batch: int=128, hidden: int=1024, wi
     return peak - base
 
 
-def bench_memory(depths: Sequence[int]=(3, 8)) -> dict:
+def bench_memory(depths: Sequence[int] = (3, 8)) -> dict[int, tuple[int, int]]:
     """Section 6: the peak memory of one step, IFFCL (twins) against backprop (one network), per depth."""
     print("\n6. memory held during one step (peak of NumPy allocations beyond the parameters and optimiser "
           "state, tracemalloc; readable path, 784 inputs, VAE layers of 256, encoders of 1024, batch 128, float32)")
@@ -681,7 +686,7 @@ _FASHION = TrainConfig(dataset="fashion-mnist")
 DEFAULT_HIDDEN, DEFAULT_BATCH = _FASHION.encoder_hidden, _FASHION.batch_size  # the epoch's configuration
 
 
-def bench_epoch(backends=("numba", "numpy"), floor_ms: float | None=None) -> None:
+def bench_epoch(backends: Sequence[str] = ("numba", "numpy"), floor_ms: float | None = None) -> None:
     """One Fashion-MNIST epoch with the default settings, each backend in a fresh process.
 
     ``floor_ms``: the parts floor of one step of the default configuration measured in section 3,
@@ -690,9 +695,9 @@ def bench_epoch(backends=("numba", "numpy"), floor_ms: float | None=None) -> Non
     print("\n4a. one Fashion-MNIST epoch (54,000 examples, batch 128), default settings (BLAS threads as "
           "`vaelayer train` sets them), fresh process per backend")
     if floor_ms is not None:
-        steps = -(-54000 // DEFAULT_BATCH)
-        print(f"  floor: {steps} steps x parts floor {floor_ms:.1f} ms (section 3, {_threads()} thread(s)) = "
-              f"{steps * floor_ms / 1e3:.1f} s per epoch")
+        floor_steps = -(-54000 // (DEFAULT_BATCH or 1))  # TrainConfig fills the batch size in
+        print(f"  floor: {floor_steps} steps x parts floor {floor_ms:.1f} ms (section 3, {_threads()} thread(s)) = "
+              f"{floor_steps * floor_ms / 1e3:.1f} s per epoch")
     for backend in backends:
         done = subprocess.run([sys.executable, "-m", _CHILD, "epoch", backend], capture_output=True, text=True)
         if done.returncode != 0:
@@ -704,7 +709,7 @@ def bench_epoch(backends=("numba", "numpy"), floor_ms: float | None=None) -> Non
               f"{float(mean):.2f} in the 100 steps after it; peak resident memory of the process {float(peak):.0f} MB")
 
 
-def run_bench(repeats: int=20, quick: bool=False, json_lines: bool=False, threads: int | None=None) -> None:
+def run_bench(repeats: int = 20, quick: bool = False, json_lines: bool = False, threads: int | None = None) -> None:
     """``vaelayer bench``: print the sections listed at the top of this module (``json_lines``: only
     the step configurations, one JSON object per line; ``threads``: see :func:`_threads`)."""
     global _THREADS

@@ -40,7 +40,12 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..run.signals import StopSignals
 
 NO_WORKER_SECONDS = 3.0
 """A scheduler that has had no worker for this long after the runs were handed to it is named."""
@@ -52,7 +57,7 @@ _ADDRESS = re.compile(r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[0
 _SCHEMES = ("tcp", "tls")
 
 
-def check_scheduler_address(scheduler):
+def check_scheduler_address(scheduler: Any) -> Any:
     """The address of ``--scheduler`` checked (``tcp://HOST:PORT``, ``tls://HOST:PORT`` or ``HOST:PORT``).
 
     A ``dask.distributed.Client`` (or a cluster object with a ``scheduler_address``) passes as it is.
@@ -81,11 +86,11 @@ def check_scheduler_address(scheduler):
 class Session:
     """A client of the scheduler, opened by :func:`connect` (closed by :meth:`close`, only if opened here)."""
 
-    def __init__(self, client, own):
+    def __init__(self, client: Any, own: bool) -> None:
         self.client, self.own = client, own
         self.address = client.scheduler.address
 
-    def close(self):
+    def close(self) -> None:
         if self.own:
             import logging
 
@@ -105,7 +110,7 @@ class Session:
             self.own = False
 
 
-def connect(scheduler):
+def connect(scheduler: Any) -> Session:
     """A :class:`Session` with the scheduler at ``scheduler`` (checked by :func:`check_scheduler_address`).
 
     Raises ValueError naming ``--scheduler`` when Dask is missing or the scheduler cannot be reached.
@@ -127,7 +132,7 @@ def connect(scheduler):
                          "`dask scheduler` and give its tcp://HOST:PORT address") from None
 
 
-def _read_folder(folder):
+def _read_folder(folder: str | Path) -> dict[str, bytes]:
     """{relative path: bytes} of every file under ``folder`` (empty if it does not exist)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -135,7 +140,7 @@ def _read_folder(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _write_folder(folder, files):
+def _write_folder(folder: str | Path, files: dict[str, bytes]) -> None:
     folder = Path(folder)
     for rel, data in files.items():
         path = folder / rel
@@ -145,7 +150,9 @@ def _write_folder(folder, files):
         os.replace(tmp, path)
 
 
-def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
+def remote_run(run_one: Callable[..., Any], exp: Any, seed: int, epochs: int | None, limit: int | None,
+               files: dict[str, bytes], log_text: str,
+               stop_event: str | None) -> tuple[bool | None, dict[str, bytes], str]:
     """One run on a worker: (completed, the run's files, its log) after training in a temporary folder.
 
     ``run_one``: :func:`vaelayer_np.tools.reproduce.run_one` (passed in: this module does not import the
@@ -161,9 +168,9 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
         from dask.distributed import Event
 
         event = Event(stop_event)
-    last = [-2.0, False]
+    last: list[Any] = [-2.0, False]  # the time of the last question, and its answer
 
-    def should_stop():
+    def should_stop() -> bool:
         now = time.monotonic()
         if event is not None and now - last[0] > 1.0:  # one round trip to the scheduler a second at most
             last[0] = now
@@ -184,14 +191,14 @@ def remote_run(run_one, exp, seed, epochs, limit, files, log_text, stop_event):
         return completed, _read_folder(run_dir), "\n".join(lines) + "\n"
 
 
-def _cancel_reason(future):
+def _cancel_reason(future: Any) -> str | None:
     """Dask's reason for cancelling ``future`` (e.g. "scheduler-connection-lost"), or None."""
     state = getattr(future, "_state", None)
     exc = getattr(state, "exception", None)
     return getattr(exc, "reason", None)
 
 
-def _processing_keys(client):
+def _processing_keys(client: Any) -> set[str]:
     """Keys of the tasks a worker has started (empty when the scheduler cannot say)."""
     try:
         return {k for keys in client.processing().values() for k in keys}
@@ -199,14 +206,17 @@ def _processing_keys(client):
         return set()
 
 
-def _worker_count(client):
+def _worker_count(client: Any) -> int | None:
     try:
         return len(client.nthreads())
     except Exception:  # noqa: BLE001 - the scheduler gone: the lost runs are named by the main loop
         return None
 
 
-def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experiments, run_one):
+def run_tasks_on_cluster(tasks: Iterable[tuple[str, int]], out: str | Path, scheduler: Any, epochs: int | None,
+                         limit: int | None, log: Callable[[str], Any], stop: StopSignals, experiments: dict[str, Any],
+                         run_one: Callable[..., Any]) -> tuple[list[tuple[str, int]], list[tuple[str, int]], bool,
+                                                                dict[tuple[str, int], str]]:
     """:func:`vaelayer_np.tools.reproduce.run_tasks` on a Dask cluster.
 
     ``scheduler``: an address, a Client or a :class:`Session` (from :func:`connect`); ``experiments``:
@@ -224,8 +234,10 @@ def run_tasks_on_cluster(tasks, out, scheduler, epochs, limit, log, stop, experi
     out = Path(out)
     stop_name = f"vaelayer-stop-{uuid.uuid4().hex}"
     stop_event = Event(stop_name, client=client)
-    finished, failed, lost = [], [], {}
-    ours = set()  # keys of the futures cancelled here (Ctrl-C), as opposed to by Dask
+    finished: list[tuple[str, int]] = []
+    failed: list[tuple[str, int]] = []
+    lost: dict[tuple[str, int], str] = {}
+    ours: set[str] = set()  # keys of the futures cancelled here (Ctrl-C), as opposed to by Dask
     try:
         futures = {}
         for name, seed in tasks:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..run.estimator import VAELayerClassifier
 
 
-def benchmark(seeds=(0, 1, 2), epochs=100, size_check_tables=("wine",), log=print):
+def benchmark(seeds: Sequence[int] = (0, 1, 2), epochs: int = 100, size_check_tables: Sequence[str] = ("wine",),
+              log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Test accuracy on scikit-learn's breast cancer, wine and iris tables, mean and std over seeds.
 
     For each table and seed: a seeded stratified 75/25 split, then VAELayerClassifier
@@ -66,7 +69,7 @@ def benchmark(seeds=(0, 1, 2), epochs=100, size_check_tables=("wine",), log=prin
     return results
 
 
-def format_benchmark(results, seeds):
+def format_benchmark(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
     lines = [f"| table (rows, features, classes) | model | test accuracy (%), mean ± std over {len(seeds)} seeds "
              "| fit time (s, median) |", "|---|---|---:|---:|"]
     for r in results:
@@ -75,7 +78,7 @@ def format_benchmark(results, seeds):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelayer_np.tools.estimator_bench",
                                      description="VAELayerClassifier on scikit-learn's bundled tables.")
     parser.add_argument("--benchmark", action="store_true", help="run the comparison of docs/tabular.md")

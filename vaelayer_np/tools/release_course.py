@@ -38,7 +38,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_ANSWER = "*Your answer here.*"
@@ -48,17 +50,17 @@ STUDENT = LESSONS / "student"
 QUICK_ENV = "VAELAYER_LESSON_QUICK"  # "1": lessons train briefly (the test suite sets it)
 
 
-def lesson_paths(folder=LESSONS):
+def lesson_paths(folder: str | Path = LESSONS) -> list[Path]:
     """The solution notebooks, in order: ``NN_*.ipynb`` directly in ``folder``."""
     return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
-def _source(cell):
+def _source(cell: dict[str, Any]) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
 
 
-def _set_source(cell, text):
+def _set_source(cell: dict[str, Any], text: str) -> None:
     lines = text.split("\n")
     cell["source"] = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
@@ -67,7 +69,7 @@ _BLOCK = re.compile(r"^([ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re
                     re.S | re.M)
 
 
-def strip_solution(text, cell_type):
+def strip_solution(text: str, cell_type: str) -> str:
     """Replace every marked block of one cell's source; unbalanced markers raise ValueError."""
     if text.count(BEGIN) != text.count(END):
         raise ValueError(f"unbalanced solution markers ({text.count(BEGIN)} BEGIN, {text.count(END)} END) in:\n"
@@ -84,20 +86,21 @@ _DEFINED = re.compile(r"^\s*(?:def|class)\s+(\w+)", re.M)
 _CHECKER_CALL = re.compile(r"(?<![\w.])(check_\w+)\s*\(")
 
 
-def _exercise_checkers():
+def _exercise_checkers() -> set[str]:
     from ..course.answer_keys import KEYS
 
     return {checker for by_checker in KEYS.values() for checker in by_checker}
 
 
-def _question_points(stem):
+def _question_points(stem: str) -> list[int]:
     """Points of each inline question of a lesson, in order (from its rubric in the instructor's guide)."""
     from ..course.guide import LESSONS as GUIDE
 
-    return [sum(points for points, _ in rubric) for rubric in GUIDE.get(stem, {}).get("rubrics", [])]
+    lesson: dict[str, Any] = GUIDE.get(stem, {})
+    return [sum(points for points, _ in rubric) for rubric in lesson.get("rubrics", [])]
 
 
-def nbgrader_metadata(nb, stem):
+def nbgrader_metadata(nb: dict[str, Any], stem: str) -> dict[str, Any]:
     """Set nbgrader's metadata (schema 3) on every cell of a solution notebook (a dict, changed in place).
 
     * a code cell with a solution block: a solution cell, ``grade_id`` the name it defines;
@@ -112,7 +115,7 @@ def nbgrader_metadata(nb, stem):
     question = 0
     used = set()
 
-    def unique(name):
+    def unique(name: str) -> str:
         base, k = name, 1
         while name in used:
             k += 1
@@ -122,7 +125,7 @@ def nbgrader_metadata(nb, stem):
 
     for i, cell in enumerate(nb["cells"]):
         text = _source(cell)
-        meta = {"schema_version": 3, "solution": False, "grade": False, "locked": True}
+        meta: dict[str, Any] = {"schema_version": 3, "solution": False, "grade": False, "locked": True}
         calls = [] if cell["cell_type"] != "code" else \
             [m.group(1) for m in _CHECKER_CALL.finditer(text) if m.group(1) in checkers]
         if BEGIN in text and cell["cell_type"] == "code":
@@ -142,7 +145,7 @@ def nbgrader_metadata(nb, stem):
     return nb
 
 
-def student_version(nb):
+def student_version(nb: dict[str, Any]) -> dict[str, Any]:
     """The student notebook (a new dict) made from a solution notebook (a dict)."""
     out = copy.deepcopy(nb)
     for cell in out["cells"]:
@@ -154,7 +157,7 @@ def student_version(nb):
     return out
 
 
-def code_hash(nb):
+def code_hash(nb: dict[str, Any]) -> str:
     """A digest of every code cell's source: stored when a lesson is executed, so a test can
     tell whether the stored outputs come from the current code of the notebook."""
     h = hashlib.sha256()
@@ -165,11 +168,11 @@ def code_hash(nb):
     return h.hexdigest()[:16]
 
 
-def dumps(nb):
+def dumps(nb: dict[str, Any]) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def release(src_folder=LESSONS, dst_folder=STUDENT):
+def release(src_folder: str | Path = LESSONS, dst_folder: str | Path = STUDENT) -> list[Path]:
     """Write the student version of every lesson; returns the paths written."""
     dst_folder = Path(dst_folder)
     dst_folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +185,9 @@ def release(src_folder=LESSONS, dst_folder=STUDENT):
     return written
 
 
-def execute(path, timeout=1800, quick=False):
+
+
+def execute(path: str | Path, timeout: int = 1800, quick: bool = False) -> Path:
     """Run one solution notebook top to bottom in a fresh kernel and store its outputs in place."""
     import nbformat
     from nbclient import NotebookClient
@@ -205,7 +210,7 @@ def execute(path, timeout=1800, quick=False):
     return path
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the student notebooks from the solution lessons.")
     parser.add_argument("--execute", action="store_true", help="run every solution notebook first and store "
                                                                "its outputs")

@@ -24,7 +24,7 @@ from ..fast.machine import blas_threads, limit_threads
 from ..run.config import DEFAULT_THREADS
 
 
-def _busy(seconds: float, parent) -> None:
+def _busy(seconds: float, parent: int) -> None:
     """A competing CPU load: matrix products for ``seconds``, or until process ``parent`` is gone (a child process)."""
     with contextlib.suppress(OSError):
         os.nice(19)
@@ -34,10 +34,10 @@ def _busy(seconds: float, parent) -> None:
         a = np.tanh(a @ a.T / 400.0)
 
 
-def _digits_epoch():
-    from .config import TrainConfig
-    from .data import load_dataset
-    from .trainer import Trainer
+def _digits_epoch() -> Callable[[], None]:
+    from ..run.config import TrainConfig
+    from ..run.data import load_dataset
+    from ..run.trainer import Trainer
 
     ds = load_dataset("digits")
     trainer = Trainer(TrainConfig(dataset="digits"), ds.n_features, ds.n_classes)
@@ -48,9 +48,9 @@ def _digits_epoch():
     return run
 
 
-def _fashion_step():
-    from .config import TrainConfig
-    from .trainer import Trainer
+def _fashion_step() -> Callable[[], None]:
+    from ..run.config import TrainConfig
+    from ..run.trainer import Trainer
 
     rng = np.random.default_rng(0)
     trainer = Trainer(TrainConfig(dataset="fashion-mnist"), 784, 10)
@@ -63,9 +63,9 @@ def _fashion_step():
     return run
 
 
-def _time_pair(fn: Callable[..., Any], repeats: int) -> dict:
+def _time_pair(fn: Callable[[], Any], repeats: int) -> dict[int, float]:
     """Median seconds of ``fn`` with 1 and with 2 BLAS threads, the repeats interleaved."""
-    times = {1: [], 2: []}
+    times: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):
         for n in (1, 2):
             with limit_threads(n):
@@ -75,7 +75,8 @@ def _time_pair(fn: Callable[..., Any], repeats: int) -> dict:
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-def measure(repeats: int=5, load_processes=None, log: Callable[[str], Any] | None=print) -> list:
+def measure(repeats: int = 5, load_processes: int | None = None,
+            log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Time a digits epoch and a Fashion-MNIST-size step with 1 and 2 BLAS threads, without and with a load.
 
     Parameters
@@ -120,7 +121,7 @@ def measure(repeats: int=5, load_processes=None, log: Callable[[str], Any] | Non
     return results
 
 
-def format_table(results: list[Any]) -> str:
+def format_table(results: list[dict[str, Any]]) -> str:
     """The results of :func:`measure` as a Markdown table."""
     lines = ["| machine | workload | 1 thread | 2 threads | time ratio 2/1 |", "|---|---|---:|---:|---:|"]
     for r in results:
@@ -129,7 +130,7 @@ def format_table(results: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelayer_np.tools.threads_bench",
                                      description="BLAS thread count: measure 1 against 2 threads.")
     parser.add_argument("--measure", action="store_true", help="run the measurement and print a Markdown table")
