@@ -186,7 +186,8 @@ def check_vae_forward(vae_forward: Callable[..., Any], n_trials: int = 4, seed: 
                           order=("mu", "log_var", "z", "x_hat"))
 
 
-def library_neg_elbo(x: np.ndarray, x_hat: np.ndarray, mu: np.ndarray, log_var: np.ndarray, beta: float) -> tuple:
+def library_neg_elbo(x: np.ndarray, x_hat: np.ndarray, mu: np.ndarray, log_var: np.ndarray,
+                     beta: float) -> tuple[float, float, float]:
     """The library's (recon, kl, neg_elbo) for an MSE layer: ``losses.mse`` and ``ops.kl_diag_gaussian``."""
     recon = losses.mse(x_hat, x)[0]
     kl = ops.kl_diag_gaussian(mu, log_var)[0]

@@ -157,13 +157,14 @@ class FastPath:
         return ws
 
     # ----------------------------------------------------------------- VAE layer
-    def vae_forward(self, layer: VAELayer, x: np.ndarray, rng: np.random.Generator) -> tuple:
+    def vae_forward(self, layer: VAELayer, x: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
         """``layer.forward(x, rng=rng)`` (training: sample=True), into the layer's reused buffers."""
         ws = self._workspace(layer, self.prepare(layer), x.shape[0])
         rng.standard_normal(out=ws["eps"], dtype=layer.dtype)
         return self.vae_forward_drawn(layer, x)
 
-    def vae_forward_drawn(self, layer: VAELayer, x: np.ndarray) -> tuple:
+    def vae_forward_drawn(self, layer: VAELayer, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`vae_forward` with the noise already drawn into the layer's buffer for this batch size
         (``self._workspace(layer, self.prepare(layer), len(x))["eps"]``)."""
         buffers = self.prepare(layer)
@@ -248,7 +249,7 @@ class FastPath:
         return {"recon": recon, "kl": kl, "neg_elbo": recon + layer.beta * kl}
 
     # ----------------------------------------------------------------- output layer
-    def output_forward(self, layer: Any, x: np.ndarray) -> tuple:
+    def output_forward(self, layer: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``layer.forward(x)`` without the input check: logits and the cache (the input)."""
         return self.ops.matmul(x, layer.params["W"]) + layer.params["b"], x
 
