@@ -154,10 +154,10 @@ def test_iffcl_with_dropout_stays_local(digits):
 
 
 def test_iffcl_dropout_on_the_fast_path_equals_the_readable_one(digits):
-    """The masks wrap whichever serial path the backend gives: the fast one computes the readable one's step."""
+    """The masks wrap whichever serial path the config names: the fast one computes the readable one's step."""
     x, y = digits.x_train[:32].astype(np.float64), digits.y_train[:32]
     trainers = [Trainer(TrainConfig(dataset="digits", widths=(16, 12), threads=1, dtype="float64", head_weight=1.0,
-                                    dropout=0.2, backend=b), 64, 10) for b in ("numpy", "numba")]
+                                    dropout=0.2, path=p), 64, 10) for p in ("readable", "fast")]
     for t in trainers:
         for _ in range(3):
             t.step(x, y)

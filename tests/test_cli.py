@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaelayer_np.cli import main
+from vaelayer_np.cli import build_parser, main
 from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomic
 
 from .test_data import write_idx_set
@@ -51,19 +51,19 @@ def test_resume_extends_a_finished_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_may_change_backend_threads_and_data_dir_and_says_when_complete(tmp_path, capsys):
+def test_resume_may_change_the_path_threads_and_data_dir_and_says_when_complete(tmp_path, capsys):
     """The settings a resume may change are accepted on the command line (saved to config.json); a
     finished run resumed without more epochs says it is complete."""
     write_idx_set(tmp_path / "data", n_train=64, n_test=16)
     run = tmp_path / "run"
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--run-dir", str(run),
-                 "--no-plots", "--backend", "numba", *QUICK]) == 0
+                 "--no-plots", "--path", "fast", *QUICK]) == 0
     (tmp_path / "data").rename(tmp_path / "moved")  # the user's data folder moved
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "3", "--data-dir", str(tmp_path / "moved"),
-                 "--backend", "numpy", "--threads", "2", "--no-progress", "--no-plots"]) == 0
+                 "--path", "readable", "--threads", "2", "--no-progress", "--no-plots"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert (config["backend"], config["threads"], config["epochs"]) == ("numpy", 2, 3)
+    assert (config["path"], config["threads"], config["epochs"]) == ("readable", 2, 3)
     assert config["data_dir"] == str(tmp_path / "moved")
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     capsys.readouterr()
@@ -71,7 +71,7 @@ def test_resume_may_change_backend_threads_and_data_dir_and_says_when_complete(t
     assert "already complete (3 of 3 epochs)" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "--seed", "4"]) == 2
     err = capsys.readouterr().err
-    assert "only --backend, --data-dir, --epochs, --parallel, --threads may be given (got --seed)" in err
+    assert "only --data-dir, --epochs, --parallel, --path, --threads may be given (got --seed)" in err
 
 
 @pytest.mark.slow
@@ -221,3 +221,46 @@ def test_checkpoint_of_another_shape_or_missing_entries(tmp_path, capsys):
     save_npz_atomic(run / "checkpoint.npz", state)
     assert main(["evaluate", str(run)]) == 2
     assert "has shape (3, 3)" in capsys.readouterr().err
+
+
+def test_the_training_path_has_its_name_and_the_old_backend_spelling_still_works():
+    """``path`` ("readable" or "fast") names the trainer's choice; ``backend="numpy"``/``"numba"`` (and
+    ``--backend``), its old spelling, still work with a DeprecationWarning; a saved config.json that says
+    backend is read as the path it meant, without a warning (a file is not code to fix)."""
+    import warnings
+
+    from vaelayer_np.core.iffcl import ReadablePath
+    from vaelayer_np.core.settings import REMOVED_IN
+    from vaelayer_np.fast.parallel import training_path
+    from vaelayer_np.fast.training import FastPath
+    from vaelayer_np.run.config import TrainConfig
+
+    assert TrainConfig(path="readable").path == "readable" and "backend" not in TrainConfig().to_dict()
+    for old, new in (("numpy", "readable"), ("numba", "fast")):
+        with pytest.warns(DeprecationWarning, match=f"backend='{old}' is now path='{new}'.*{REMOVED_IN}"):
+            assert TrainConfig(backend=old).path == new
+        with pytest.warns(DeprecationWarning, match="training_path"):
+            assert isinstance(training_path(old, threads=1), ReadablePath if new == "readable" else FastPath)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert TrainConfig.from_dict({"dataset": "digits", "backend": old}).path == new
+    with pytest.raises(ValueError, match="contradicts"), pytest.warns(DeprecationWarning):
+        TrainConfig(backend="numpy", path="fast")
+    with pytest.raises(ValueError, match="path: unknown option"):
+        TrainConfig(path="numba").validate()
+    parser = build_parser()
+    assert parser.parse_args(["train", "--path", "readable"]).path == "readable"
+    assert parser.parse_args(["train", "--backend", "numpy"]).backend == "numpy"
+
+
+def test_the_old_backend_option_resumes_a_run_as_the_path_it_meant(tmp_path, capsys):
+    """``vaelayer train --resume RUN --backend numpy``, the old spelling, is ``--path readable`` (with a warning
+    on stderr), also where a resume refuses every other setting."""
+    run = tmp_path / "run"
+    quick = ["--limit", "64", "--widths", "4", "--encoder-hidden", "0", "--no-progress", "--no-plots"]
+    assert main(["train", "--run-dir", str(run), "--epochs", "1", "--path", "fast", *quick]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--backend", "numpy", "--no-progress",
+                 "--no-plots"]) == 0
+    assert "--backend: backend='numpy' is now path='readable'" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["path"] == "readable"

@@ -14,7 +14,7 @@ from vaelayer_np.run.checkpoint import save_npz_atomic
 from vaelayer_np.run.estimator import SKLEARN_CHECKS_NOT_APPLICABLE
 from vaelayer_np.run.tables import fit_sizes
 
-FAST = dict(epochs=30, batch_size=16, lr=0.01, backend="numpy", random_state=0)
+FAST = dict(epochs=30, batch_size=16, lr=0.01, path="readable", random_state=0)
 
 
 def _split(loader, labels=None):
@@ -111,10 +111,10 @@ def test_pipeline_and_grid_search():
     assert features.fit(x_tr, y_tr).score(x_te, y_te) > 0.8
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_joblib_round_trip_gives_identical_predictions(tmp_path, backend):
+@pytest.mark.parametrize("path", ["fast", "readable"])
+def test_joblib_round_trip_gives_identical_predictions(tmp_path, path):
     x_tr, x_te, y_tr, _ = _split(load_wine, np.array(["a", "b", "c"]))
-    clf = VAELayerClassifier(**{**FAST, "backend": backend, "epochs": 3}).fit(x_tr, y_tr)
+    clf = VAELayerClassifier(**{**FAST, "path": path, "epochs": 3}).fit(x_tr, y_tr)
     joblib.dump(clf, tmp_path / "clf.joblib")
     again = joblib.load(tmp_path / "clf.joblib")
     np.testing.assert_array_equal(again.predict_proba(x_te), clf.predict_proba(x_te))
@@ -125,7 +125,7 @@ def test_joblib_round_trip_gives_identical_predictions(tmp_path, backend):
 @pytest.mark.parametrize("labels", [np.array(["red", "green", "blue"]), np.array([1.0, 2.0, 3.0])])
 def test_save_load_round_trip(tmp_path, labels):
     x_tr, x_te, y_tr, _ = _split(load_wine, labels)
-    clf = VAELayerClassifier(**{**FAST, "epochs": 3, "backend": "numba"}).fit(x_tr, y_tr)
+    clf = VAELayerClassifier(**{**FAST, "epochs": 3, "path": "fast"}).fit(x_tr, y_tr)
     path = clf.save(tmp_path / "model.npz")
     again = VAELayerClassifier.load(path)
     np.testing.assert_array_equal(again.predict(x_te), clf.predict(x_te))
@@ -154,7 +154,7 @@ def test_load_refuses_files_that_are_not_a_saved_model(tmp_path):
 # scikit-learn's own checks: a few epochs each (they fit dozens of times); float64 so that predictions on
 # subsets of the rows agree with those on all rows to the checks' tolerance.
 @pytest.mark.slow
-@parametrize_with_checks([VAELayerClassifier(epochs=10, batch_size=16, lr=0.01, dtype="float64", backend="numpy")],
+@parametrize_with_checks([VAELayerClassifier(epochs=10, batch_size=16, lr=0.01, dtype="float64", path="readable")],
                          expected_failed_checks=lambda est: SKLEARN_CHECKS_NOT_APPLICABLE)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

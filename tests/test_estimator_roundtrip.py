@@ -22,7 +22,7 @@ from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.tables import SEED_LIMIT
 from vaelayer_np.run.trainer import Trainer
 
-TINY = dict(epochs=1, batch_size=8, widths=(2,), encoder_hidden=0, backend="numpy", dtype="float64")
+TINY = dict(epochs=1, batch_size=8, widths=(2,), encoder_hidden=0, path="readable", dtype="float64")
 X = np.random.default_rng(0).standard_normal((16, 3))
 BASE = np.arange(16) % 2
 
@@ -50,8 +50,8 @@ def test_seeds_a_modulo_would_fold_together_give_different_models(a, b):
 @given(st.integers(0, SEED_LIMIT - 1), st.integers(0, SEED_LIMIT - 1))
 def test_distinct_seeds_give_distinct_generator_states_and_initial_weights(a, b):
     assume(a != b)
-    ta = Trainer(TrainConfig(dataset="arrays", seed=a, widths=(2,), encoder_hidden=0, backend="numpy"), 3, 2)
-    tb = Trainer(TrainConfig(dataset="arrays", seed=b, widths=(2,), encoder_hidden=0, backend="numpy"), 3, 2)
+    ta = Trainer(TrainConfig(dataset="arrays", seed=a, widths=(2,), encoder_hidden=0, path="readable"), 3, 2)
+    tb = Trainer(TrainConfig(dataset="arrays", seed=b, widths=(2,), encoder_hidden=0, path="readable"), 3, 2)
     assert ta.rng.bit_generator.state != tb.rng.bit_generator.state
     wa, wb = ta.net_a.state_dict(prefix=""), tb.net_a.state_dict(prefix="")
     assert any(not np.array_equal(wa[k], wb[k]) for k in wa)

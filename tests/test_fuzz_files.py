@@ -141,7 +141,7 @@ def saved_model(tmp_path_factory):
     rng = np.random.default_rng(0)
     y = np.arange(60) % 3
     x = rng.standard_normal((60, 3)) + 2.0 * y[:, None]
-    clf = VAELayerClassifier(epochs=2, batch_size=16, backend="numpy", random_state=0).fit(x, y)
+    clf = VAELayerClassifier(epochs=2, batch_size=16, path="readable", random_state=0).fit(x, y)
     path = clf.save(tmp_path_factory.mktemp("model") / "model.npz")
     return path, load_npz(path), x
 

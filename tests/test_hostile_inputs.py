@@ -26,11 +26,11 @@ from vaelayer_np.run.runs import train_run
 from vaelayer_np.run.tables import ConstantColumnWarning, load_table, read_table
 from vaelayer_np.run.trainer import Trainer
 
-TABLE_ARGS = ["--epochs", "2", "--widths", "8", "--encoder-hidden", "0", "--backend", "numpy", "--no-progress",
+TABLE_ARGS = ["--epochs", "2", "--widths", "8", "--encoder-hidden", "0", "--path", "readable", "--no-progress",
               "--no-plots"]
-TINY = dict(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=2, backend="numpy")
+TINY = dict(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=2, path="readable")
 QUIET = dict(progress=False, plots=False, log=lambda *a: None)
-FAST = dict(epochs=20, batch_size=16, lr=0.01, backend="numpy", random_state=0)
+FAST = dict(epochs=20, batch_size=16, lr=0.01, path="readable", random_state=0)
 
 
 def write_csv(path, header, rows, delimiter=","):
@@ -268,7 +268,7 @@ def test_one_stop_signal_class_for_training_and_reproduce():
 def test_timeout_sends_sigterm_to_a_real_training_process(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["train", "--epochs", "500", "--widths", "8", "--encoder-hidden", "0", "--limit", "200",
-                    "--backend", "numpy", "--no-progress", "--no-plots", "--run-dir", str(run)],
+                    "--path", "readable", "--no-progress", "--no-plots", "--run-dir", str(run)],
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not ((run / "metrics.jsonl").exists()
@@ -308,7 +308,7 @@ def test_a_closed_stdout_never_stops_training(tmp_path, capsys, monkeypatch):
 def test_train_piped_into_head(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["train", "--epochs", "4", "--widths", "8", "--encoder-hidden", "0", "--limit", "200",
-                    "--backend", "numpy", "--no-progress", "--no-plots", "--run-dir", str(run)],
+                    "--path", "readable", "--no-progress", "--no-plots", "--run-dir", str(run)],
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.readline()
     proc.stdout.close()  # what `| head -1` does

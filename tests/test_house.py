@@ -97,7 +97,7 @@ def test_defaults_have_one_source():
     from vaelayer_np.run.config import DEFAULTS, TrainConfig
     from vaelayer_np.run.trainer import Trainer
 
-    c = TrainConfig(widths=(8, 8), dtype="float64", backend="numpy")
+    c = TrainConfig(widths=(8, 8), dtype="float64", path="readable")
     built = Trainer(c, 64, 10).net_a
     plain = Network(64, (8, 8), 10, dtype=np.float64)
     assert plain.readout == built.readout == DEFAULTS["readout"]

@@ -88,7 +88,7 @@ def test_each_layer_moves_only_by_its_own_local_loss(digits, head_weight):
     rng.bit_generator.state = copy.deepcopy(trainer.rng.bit_generator.state)
     trainer.step(x, y)
     c = trainer.config
-    path = training_path(c.backend)  # the trainer's kind of path, new: nothing shared with the trainer's
+    path = training_path(c.path)  # the trainer's kind of path, new: nothing shared with the trainer's
     with trainer.blas_threads():  # bit for bit needs the same BLAS threads as the trainer's step (one)
         _replay(trainer, before, path, rng, x, y, head_weight)
 

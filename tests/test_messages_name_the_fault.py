@@ -16,7 +16,7 @@ from vaelayer_np.run.runs import _name_suspects, train_run
 from vaelayer_np.run.tables import load_table, text_encoding
 from vaelayer_np.run.trainer import DivergenceError
 
-ARGS = ["--epochs", "1", "--widths", "4", "--encoder-hidden", "0", "--backend", "numpy", "--no-progress",
+ARGS = ["--epochs", "1", "--widths", "4", "--encoder-hidden", "0", "--path", "readable", "--no-progress",
         "--no-plots"]
 
 
@@ -56,7 +56,7 @@ def test_a_bce_reconstruction_with_input_dropout_names_both_settings(tmp_path, c
 
 
 def test_bce_on_images_in_zero_one_still_trains(tmp_path):
-    config = TrainConfig(dataset="digits", limit=100, widths=(4,), encoder_hidden=0, epochs=1, backend="numpy",
+    config = TrainConfig(dataset="digits", limit=100, widths=(4,), encoder_hidden=0, epochs=1, path="readable",
                          recon="bce")
     _, rows, completed = train_run(config, run_dir=tmp_path / "run", progress=False, plots=False,
                                    log=lambda *a: None)
@@ -65,7 +65,7 @@ def test_bce_on_images_in_zero_one_still_trains(tmp_path):
 
 # ------------------------------------------------------------------------------- a divergence names head_weight
 def test_a_divergence_with_a_huge_head_weight_names_it(tmp_path):
-    config = TrainConfig(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=1, backend="numpy",
+    config = TrainConfig(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=1, path="readable",
                          head_weight=1e300)
     with pytest.raises(DivergenceError, match=r"--head-weight \(now 1e\+300"):
         train_run(config, run_dir=tmp_path / "run", progress=False, plots=False, log=lambda *a: None)

@@ -11,7 +11,7 @@ D, C, WIDTHS, HIDDEN, N = 12, 4, (6, 5), 7, 16
 
 def _library_trainer(method):
     config = TrainConfig(dataset="digits", method=method, widths=WIDTHS, encoder_hidden=HIDDEN, dtype="float64",
-                         backend="numpy", batch_size=N, lr_schedule="constant", seed=3)
+                         path="readable", batch_size=N, lr_schedule="constant", seed=3)
     return Trainer(config, D, C)
 
 

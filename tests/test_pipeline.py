@@ -28,7 +28,8 @@ def _data(n=230, d=30, classes=4, seed=3):
 
 
 def _trainer(backend="numba", parallel="twins", threads=1, **settings):
-    cfg = dict(dataset="arrays", widths=(16, 12, 10), batch_size=32, backend=backend, epochs=2,
+    cfg = dict(dataset="arrays", widths=(16, 12, 10), batch_size=32, path="fast" if backend == "numba" else "readable",
+               epochs=2,
                lr_schedule="cosine", beta_warmup_epochs=2, threads=min(threads, usable_cores()), parallel=parallel)
     cfg.update(settings)
     path = FastPath(backend) if backend == "numba" else ReadablePath()

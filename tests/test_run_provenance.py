@@ -13,7 +13,7 @@ from vaelayer_np.run.checkpoint import CheckpointError, load_npz, save_npz_atomi
 from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.runs import DATA_ENTRY, load_trainer, train_run
 
-ARGS = ["--epochs", "1", "--widths", "4", "--encoder-hidden", "0", "--backend", "numpy", "--no-progress",
+ARGS = ["--epochs", "1", "--widths", "4", "--encoder-hidden", "0", "--path", "readable", "--no-progress",
         "--no-plots"]
 
 
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("prov")
     data = _table(root / "t.csv")
     run = root / "run"
-    train_run(TrainConfig(data=str(data), epochs=1, widths=(4,), encoder_hidden=0, backend="numpy"), run_dir=run,
+    train_run(TrainConfig(data=str(data), epochs=1, widths=(4,), encoder_hidden=0, path="readable"), run_dir=run,
               progress=False, plots=False, log=lambda *a: None)
     return data, run
 

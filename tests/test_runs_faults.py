@@ -1,7 +1,7 @@
 """Run folders under faults: nothing a user has is lost, and every bad input is named.
 
 Each test trains tiny runs (digits, 200 examples, one VAE layer of width 8, a linear
-encoder, the NumPy backend) so that a run takes well under a second in-process.
+encoder, the readable path) so that a run takes well under a second in-process.
 """
 import fcntl
 import json
@@ -26,8 +26,8 @@ from vaelayer_np.run.config import TrainConfig
 from vaelayer_np.run.runs import load_run_dataset, load_trainer, read_metrics, train_run
 from vaelayer_np.run.trainer import DivergenceError, Trainer
 
-TINY = dict(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=2, backend="numpy")
-TINY_ARGS = ["--limit", "200", "--widths", "8", "--encoder-hidden", "0", "--backend", "numpy", "--no-progress",
+TINY = dict(dataset="digits", limit=200, widths=(8,), encoder_hidden=0, epochs=2, path="readable")
+TINY_ARGS = ["--limit", "200", "--widths", "8", "--encoder-hidden", "0", "--path", "readable", "--no-progress",
              "--no-plots"]
 QUIET = dict(progress=False, plots=False, log=lambda *a: None)
 

@@ -1,7 +1,7 @@
 """The fast training path against the readable one, in every setting, and the fast path's buffers.
 
-A trainer with ``backend="numpy"`` runs the core's steps through the layers' own ``forward`` and
-``backward`` (:class:`vaelayer_np.core.iffcl.ReadablePath`); with ``backend="numba"`` through
+A trainer with ``path="readable"`` runs the core's steps through the layers' own ``forward`` and
+``backward`` (:class:`vaelayer_np.core.iffcl.ReadablePath`); with ``path="fast"`` through
 :class:`vaelayer_np.fast.training.FastPath` (buffers allocated once, compiled kernels, one Adam
 pass per layer). ``FastPath("numpy")`` is the fast path's bookkeeping with the NumPy references in
 place of the kernels: in float64 it must give the readable path's parameters to 1e-12 in every
@@ -19,9 +19,9 @@ from vaelayer_np.run.trainer import Trainer
 N_FEATURES, N_CLASSES, BATCH, STEPS = 20, 4, 16, 4
 
 
-def _config(dtype, backend, encoder_hidden, cosine_on="latent", contrast="all_pairs", **kw):
+def _config(dtype, path, encoder_hidden, cosine_on="latent", contrast="all_pairs", **kw):
     return TrainConfig(dataset="digits", widths=(12, 8), encoder_hidden=encoder_hidden, batch_size=BATCH,
-                       dtype=dtype, backend=backend, lr_schedule="constant", contrast=contrast, cosine_on=cosine_on,
+                       dtype=dtype, path=path, lr_schedule="constant", contrast=contrast, cosine_on=cosine_on,
                        **kw)
 
 
@@ -31,8 +31,8 @@ def _batches(dtype, steps=STEPS, features=N_FEATURES):
 
 
 def _run_both(dtype, fast_path, encoder_hidden, **kw):
-    readable = Trainer(_config(dtype, "numpy", encoder_hidden, **kw), N_FEATURES, N_CLASSES)
-    fast = Trainer(_config(dtype, "numpy", encoder_hidden, **kw), N_FEATURES, N_CLASSES, path=fast_path)
+    readable = Trainer(_config(dtype, "readable", encoder_hidden, **kw), N_FEATURES, N_CLASSES)
+    fast = Trainer(_config(dtype, "readable", encoder_hidden, **kw), N_FEATURES, N_CLASSES, path=fast_path)
     assert isinstance(fast.optimizers["A.vae0"], FlatAdam) or kw.get("optimizer") == "sgd"
     for x, y in _batches(dtype):
         m_fast = fast.step(x, y)
@@ -109,7 +109,7 @@ def test_the_equivalence_check_catches_a_planted_difference(monkeypatch):
 
 def test_readable_layers_are_left_alone_by_the_readable_path():
     """Training through the readable path never rewrites a layer's parameter arrays or the caller's batch."""
-    trainer = Trainer(_config("float64", "numpy", 6), N_FEATURES, N_CLASSES)
+    trainer = Trainer(_config("float64", "readable", 6), N_FEATURES, N_CLASSES)
     arrays = {k: id(v) for k, v in trainer.net_a.vae_layers[0].params.items()}
     x, y = _batches("float64", steps=1)[0]
     x_before = x.copy()
@@ -120,7 +120,7 @@ def test_readable_layers_are_left_alone_by_the_readable_path():
 
 def test_steady_state_steps_keep_their_buffers():
     """Parameters, gradients and Adam moments stay in the buffers the fast path allocated."""
-    trainer = Trainer(_config("float32", "numba", 6), N_FEATURES, N_CLASSES)
+    trainer = Trainer(_config("float32", "fast", 6), N_FEATURES, N_CLASSES)
     batches = _batches("float32", steps=3)
     trainer.step(*batches[0])
 
@@ -150,7 +150,7 @@ def test_steady_state_steps_keep_their_buffers():
 
 def test_adam_updates_a_flat_layer_in_one_call(monkeypatch):
     """One kernel call per layer and step when the gradients come from the layer's flat buffer."""
-    trainer = Trainer(_config("float32", "numba", 6), N_FEATURES, N_CLASSES)
+    trainer = Trainer(_config("float32", "fast", 6), N_FEATURES, N_CLASSES)
     calls = []
     opt = trainer.optimizers["A.vae0"]
     original = opt._ops.adam_update
@@ -168,7 +168,7 @@ def test_epoch_gathers_batches_into_kept_buffers_with_the_same_result():
     n = 3 * BATCH + 5  # a partial last batch
     x = rng.random((n, N_FEATURES))
     y = rng.integers(0, N_CLASSES, n)
-    config = _config("float64", "numpy", 0)
+    config = _config("float64", "readable", 0)
     epoch_run, step_run = Trainer(config, N_FEATURES, N_CLASSES), Trainer(config, N_FEATURES, N_CLASSES)
     seen = []
     epoch_run.train_epoch(x, y, on_step=lambda i, total, m: seen.append(id(epoch_run._batch_buffers[0])))

@@ -99,7 +99,7 @@ def test_bad_csv_files_give_clear_errors_naming_the_file(tmp_path, capsys, case,
         load_table(path, target=target)
     # the command line: exit code 2 and the same message on stderr, before any run folder is made
     code = cli.main(["train", "--data", str(path), "--target", target, "--run-dir", str(tmp_path / "run"),
-                     "--no-progress", "--backend", "numpy"])
+                     "--no-progress", "--path", "readable"])
     assert code == 2
     assert "bad.csv" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
@@ -171,7 +171,7 @@ def test_cli_train_evaluate_plot_on_csv_and_npz(tmp_path, capsys, wine_csv, monk
     X, y = load_iris(return_X_y=True)
     np.savez(tmp_path / "iris.npz", X=X, y=y)
     for data, extra in ((wine_csv, ["--target", "class"]), (tmp_path / "iris.npz", [])):
-        assert cli.main(["train", "--data", str(data), *extra, "--epochs", "2", "--backend", "numpy",
+        assert cli.main(["train", "--data", str(data), *extra, "--epochs", "2", "--path", "readable",
                          "--no-progress"]) == 0
         run = sorted((tmp_path / "runs").glob(f"*-{data.name}-iffcl"))[-1]  # the folder says the file's name
         config = json.loads((run / "config.json").read_text())
@@ -212,6 +212,6 @@ def test_train_run_applies_the_thread_limit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runs, "limit_threads", spy)
     monkeypatch.setattr(runs.Trainer, "train_epoch", lambda self, *a, **k: seen.append(blas_threads()) or None)
-    config = TrainConfig(epochs=1, limit=8, backend="numpy", threads=2, widths=(4,), encoder_hidden=0)
+    config = TrainConfig(epochs=1, limit=8, path="readable", threads=2, widths=(4,), encoder_hidden=0)
     runs.train_run(config, run_dir=tmp_path / "run", progress=False, plots=False, log=lambda *a: None)
     assert seen[0] == 2 and all(n == 2 for n in seen[1])

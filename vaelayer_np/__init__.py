@@ -51,7 +51,8 @@ MODULE_MAP = (
     )),
     ("fast", (
         ("fast.kernels", "Numba kernels mirroring core.ops, each tested against it"),
-        ("fast.backend", "the backend table: which implementation each hot operation uses"),
+        ("fast.backend", "the kernel backends of the fast path (which implementation each hot operation uses) "
+                         "and the training paths a run can take (readable, fast)"),
         ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
         ("fast.machine", "the machine: cores, memory, BLAS threads (BlasThreads, limit_threads: a with-block's "
                          "limit) and how many threads a run may use (threads='auto' looks at the idle cores)"),

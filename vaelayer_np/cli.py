@@ -139,7 +139,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=_parse_widths, default=None, help=help_text)
             continue
         kind = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float, "epochs": int,
-                "batch_size": int, "backend": str}.get(f.name, type(f.default))
+                "batch_size": int, "path": str, "backend": str}.get(f.name, type(f.default))
         shown = f.default not in (None, "") and "(default:" not in help_text
         suffix = f" (default: {f.default})" if shown else ""
         parser.add_argument(flag, type=kind, default=None, help=help_text + suffix)
@@ -333,6 +333,15 @@ def _one_line(text: object) -> str:
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "train":
         from .run.runs import train_run
+
+        if args.backend is not None:  # --backend, the old spelling of --path (a new run or a resume)
+            from .fast.backend import path_of_old_backend
+
+            old = path_of_old_backend(args.backend, "--backend", stacklevel=2)
+            if args.path is not None and args.path != old:
+                raise ValueError(f"--backend: {args.backend} (the old spelling of --path {old}) contradicts --path "
+                                 f"{args.path}; give --path alone")
+            args.path, args.backend = old, None
 
         if args.resume is not None:
             given = [f.name for f in dataclasses.fields(TrainConfig)

@@ -66,7 +66,7 @@ def _no_backend(backend: str | None) -> None:
     if backend is not None:
         check_choice("backend", backend, ("numpy", "numba"))
         warnings.warn("backend: the layers no longer take a backend (they are the NumPy reference); the fast "
-                      "path is chosen by the trainer: TrainConfig(backend='numba') or "
+                      "path is chosen by the trainer: TrainConfig(path='fast') or "
                       "vaelayer_np.fast.training.FastPath", DeprecationWarning, stacklevel=3)
 
 

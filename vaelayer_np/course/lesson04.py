@@ -143,7 +143,7 @@ def layer_update_after_one_step(method: str, k: int, perturb_above: bool, x: np.
                                 shift: float = 0.1) -> dict[str, np.ndarray]:
     """The change of VAE layer ``k``'s parameters (net A) in one training step, from a fixed state.
 
-    Builds a :class:`~vaelayer_np.run.trainer.Trainer` (``method`` "iffcl" or "backprop", NumPy backend,
+    Builds a :class:`~vaelayer_np.run.trainer.Trainer` (``method`` "iffcl" or "backprop", the readable path,
     float64, plain SGD so that the update is -lr times the gradient; Adam's first step would be
     lr times the gradient's sign and hide how much it changed), optionally adds ``shift`` to every
     parameter of the VAE layers above ``k`` and of the output layers (both twins), takes one step on
@@ -158,7 +158,7 @@ def layer_update_after_one_step(method: str, k: int, perturb_above: bool, x: np.
     from ..run.trainer import Trainer
 
     config = TrainConfig(dataset="digits", method=method, encoder_hidden=encoder_hidden, widths=tuple(widths),
-                         seed=seed, backend="numpy", dtype="float64", optimizer="sgd", momentum=0.0,
+                         seed=seed, path="readable", dtype="float64", optimizer="sgd", momentum=0.0,
                          lr=0.1)
     trainer = Trainer(config, x.shape[1], int(y.max()) + 1)
     if not 0 <= k < len(widths):

@@ -1,4 +1,11 @@
-"""Backend selection: ``numpy`` (the readable reference) or ``numba`` (compiled kernels).
+"""The kernel backend of the fast path: ``numpy`` (the reference operations of :mod:`vaelayer_np.core.ops`)
+or ``numba`` (compiled kernels); and the training path a run takes (:data:`PATHS`).
+
+Two different choices, named apart: a run trains on the **readable** path (the layers' own NumPy forward
+and backward, :class:`vaelayer_np.core.iffcl.ReadablePath`) or on the **fast** path
+(:class:`vaelayer_np.fast.training.FastPath`: the same steps in reused buffers, with this module's
+``numba`` kernels); ``TrainConfig.path``, ``vaelayer train --path`` and ``VAELayerClassifier(path=...)``
+choose it. A backend, below, is what the fast path computes with.
 
 A backend is a small namespace of the hot operations. Both namespaces have the
 same names; the table below is the one place that says which implementation
@@ -32,6 +39,35 @@ from ..core._validate import check_choice
 
 BACKENDS = ("numpy", "numba")
 _cache: dict[str, SimpleNamespace] = {}
+
+PATHS = ("readable", "fast")
+"""The training paths a run can take (``TrainConfig.path``): the layers' own NumPy code, or the fast path."""
+
+# The old spelling of the training path: ``backend="numpy"`` was the readable path, ``backend="numba"`` the
+# fast path (with the numba kernels). Accepted until core.settings.REMOVED_IN, with a DeprecationWarning.
+PATH_OF_OLD_BACKEND = {"numpy": "readable", "numba": "fast"}
+
+
+def default_path() -> str:
+    """``fast`` (measured faster for a training step, docs/performance.md) unless Numba's JIT is disabled
+    (``NUMBA_DISABLE_JIT=1`` runs the kernels as plain Python, far slower than NumPy): then ``readable``."""
+    return "fast" if default_backend() == "numba" else "readable"
+
+
+def path_of_old_backend(value: str, where: str, stacklevel: int = 3) -> str:
+    """The training path the old spelling ``backend=value`` meant (``"numpy"``: readable, ``"numba"``: fast),
+    with a DeprecationWarning naming ``where`` it was given (``stacklevel``: the caller's frame to blame);
+    a value other than those two raises ValueError."""
+    import warnings
+
+    from ..core.settings import REMOVED_IN
+
+    check_choice("backend", value, BACKENDS)
+    path = PATH_OF_OLD_BACKEND[value]
+    warnings.warn(f"{where}: backend={value!r} is now path={path!r} (the training path; the numba and numpy "
+                  f"backends are the fast path's kernels); the old spelling will be removed in release {REMOVED_IN}",
+                  DeprecationWarning, stacklevel=stacklevel)
+    return path
 
 
 def default_backend() -> str:

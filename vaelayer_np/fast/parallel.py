@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core._validate import check_choice
 from ..core.iffcl import Pairs, Twins, layer_terms, output_local_step, pair_batch, twin_backward
 from ..core.iffcl import twins_step as iffcl_twins_step
 from ..core.settings import IFFCLSettings, settings_from_keywords
+from .backend import PATH_OF_OLD_BACKEND, PATHS, path_of_old_backend
 from .machine import BlasThreads
 from .training import FastPath
 
@@ -254,21 +256,26 @@ class ParallelFastPath(FastPath):
         return metrics
 
 
-def training_path(backend: str, threads: int | str | None = 1,
+def training_path(path: str, threads: int | str | None = 1,
                   parallel: str = "twins") -> FastPath | ParallelFastPath | ReadablePath:
-    """The path a trainer uses: the readable reference for ``"numpy"``, the fast path for ``"numba"``.
+    """The path a trainer uses: ``"readable"``, the layers' own NumPy code (:class:`ReadablePath`), or
+    ``"fast"``, the fast path with the numba kernels (:data:`vaelayer_np.fast.backend.PATHS`).
 
     ``threads`` (a number or "auto", :func:`vaelayer_np.fast.machine.resolve_threads`): with 2 or more and
     ``parallel="twins"``, the fast path runs IFFCL's twins on two threads (:class:`ParallelFastPath`);
     with ``parallel="layers"`` the trainer pipelines the layers instead
-    (:class:`vaelayer_np.fast.pipeline.LayerPipeline`) over the serial fast path.
+    (:class:`vaelayer_np.fast.pipeline.LayerPipeline`) over the serial fast path. The old spelling
+    ``"numpy"`` (readable) and ``"numba"`` (fast) is accepted with a DeprecationWarning.
     """
-    if backend == "numpy":
+    if path in PATH_OF_OLD_BACKEND:
+        path = path_of_old_backend(path, "training_path")
+    check_choice("path", path, PATHS)
+    if path == "readable":
         from ..core.iffcl import ReadablePath
 
         return ReadablePath()
     from .machine import resolve_threads
 
     if parallel == "twins" and (resolve_threads(threads) or 1) >= 2:
-        return ParallelFastPath(backend)
-    return FastPath(backend)
+        return ParallelFastPath("numba")
+    return FastPath("numba")

@@ -2,7 +2,7 @@
 
 The model's and the methods' defaults come from :mod:`vaelayer_np.core.settings` (the one
 source the layers and the steps read); this module adds the run's own settings (data,
-schedule, backend, threads). The command line's options are generated from
+schedule, training path, threads). The command line's options are generated from
 :class:`TrainConfig`.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..core._validate import check_choice, check_dtype, check_int, check_number
 from ..core.activations import ACTIVATIONS
 from ..core.settings import CHOICES as MODEL_CHOICES
 from ..core.settings import DEFAULTS, RENAMED, canonical
-from ..fast.backend import BACKENDS, default_backend
+from ..fast.backend import PATH_OF_OLD_BACKEND, PATHS, default_path, path_of_old_backend
 from ..fast.machine import check_threads
 from .data import DATASETS
 
@@ -28,7 +28,7 @@ CHOICES = {
     "predict": ("twins", "twin_a"),
     "optimizer": ("adam", "sgd"),
     "lr_schedule": ("constant", "cosine"),
-    "backend": BACKENDS,
+    "path": PATHS,
     "dtype": ("float32", "float64"),
     "parallel": ("twins", "layers"),
 }
@@ -56,10 +56,10 @@ TABLE_SUFFIXES = (".csv", ".npz")
 
 
 # Settings that may differ between a checkpoint and the configuration that resumes it:
-# the length of the run, where the data files are (the same data), the compute backend
-# (the same mathematics, rounding-level differences) and the number of threads. Every
+# the length of the run, where the data files are (the same data), the training path
+# (readable or fast: the same mathematics, rounding-level differences) and the number of threads. Every
 # other setting defines the model or the training, and a resume must keep it.
-RESUME_MAY_CHANGE = frozenset({"epochs", "data_dir", "backend", "threads", "parallel"})
+RESUME_MAY_CHANGE = frozenset({"epochs", "data_dir", "path", "threads", "parallel"})
 
 
 @dataclass
@@ -147,9 +147,13 @@ class TrainConfig:
     batch_size: int | None = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits and on "
                                                                    "a --data table, 128 otherwise)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, pairing, noise and batch order"})
-    backend: str | None = field(default=None, metadata={"help": "numba (compiled kernels; the default, measured "
-                                                                "faster) or numpy (the readable reference; the "
-                                                                "default when NUMBA_DISABLE_JIT=1)"})
+    path: str | None = field(default=None, metadata={"help": "the training path: fast (reused buffers and compiled "
+                                                             "Numba kernels; the default, measured faster) or "
+                                                             "readable (the layers' own NumPy forward and backward, "
+                                                             "the reference; the default when NUMBA_DISABLE_JIT=1): "
+                                                             "the same steps"})
+    backend: str | None = field(default=None, metadata={"help": "deprecated, the old spelling of --path: numba is "
+                                                                "--path fast, numpy is --path readable"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
     threads: int | str = field(default=DEFAULT_THREADS, metadata={"help": "threads while training: a number, or auto "
                                                                    "(the cores idle at the start; IFFCL runs its "
@@ -198,8 +202,14 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS.get(self.dataset, 20)
         if self.batch_size is None:
             self.batch_size = DEFAULT_BATCH.get(self.dataset, 128)
-        if self.backend is None:
-            self.backend = default_backend()
+        if self.backend is not None:  # the old spelling of the training path (with a DeprecationWarning)
+            old = path_of_old_backend(self.backend, "TrainConfig", stacklevel=4)  # the caller of TrainConfig(...)
+            if self.path is not None and self.path != old:
+                raise ValueError(f"backend: {self.backend!r} (the old spelling of path={old!r}) contradicts "
+                                 f"path={self.path!r}; give path alone")
+            self.path, self.backend = old, None
+        if self.path is None:
+            self.path = default_path()
 
     def validate(self) -> TrainConfig:
         if not (isinstance(self.dtype, str) and self.dtype in CHOICES["dtype"]):  # np.float32, "f4", ...: by name
@@ -290,6 +300,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.pop("backend")  # the old spelling of path, always converted: never written
         d["widths"] = list(self.resolved_widths())
         return d
 
@@ -300,6 +311,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config: unknown settings {sorted(unknown)}")
         d = dict(d)
+        if d.get("backend") is not None and d.get("path") is None:  # written before path had its name
+            d["path"] = PATH_OF_OLD_BACKEND.get(d["backend"], d["backend"])
+            d.pop("backend")
         if d.get("widths") is not None:
             d["widths"] = tuple(d["widths"])
         return cls(**d)

@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..analysis.diagnostics import encode_layers
 from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core.settings import DEFAULTS
+from ..fast.backend import BACKENDS, path_of_old_backend
 from ..fast.machine import check_threads, limit_threads
 from . import model_file
 from .config import ARRAYS, CHOICES, DEFAULT_THREADS, TrainConfig
@@ -131,7 +132,9 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Seeds initialisation, pairing, noise, batch order and the validation split.
     n_threads : int or None
         BLAS threads during fit and predict (None: :data:`vaelayer_np.run.config.DEFAULT_THREADS`).
-    backend : str or None, "numba" or "numpy" (None: the library default)
+    path : str or None, the training path: "fast" (compiled kernels) or "readable" (the layers' own NumPy
+        code); None: the library default (:func:`vaelayer_np.fast.backend.default_path`)
+    backend : deprecated, the old spelling of ``path`` ("numba": fast, "numpy": readable)
     dtype : str, "float32" or "float64"
     verbose : int, 0 silent, 1 one line per epoch
 
@@ -156,7 +159,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                  readout: str = DEFAULTS["readout"], pass_on: str = DEFAULTS["pass_on"], standardize: bool = True,
                  validation_fraction: float = 0.1, early_stopping: bool = False, n_iter_no_change: int = 10,
                  random_state: int | np.random.RandomState | None = None, n_threads: int | str | None = None,
-                 backend: str | None = None, dtype: str = "float32", verbose: int = 0) -> None:
+                 path: str | None = None, backend: str | None = None, dtype: str = "float32",
+                 verbose: int = 0) -> None:
         self.method = method
         self.widths = widths
         self.encoder_hidden = encoder_hidden
@@ -178,6 +182,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.n_threads = n_threads
+        self.path = path
         self.backend = backend
         self.dtype = dtype
         self.verbose = verbose
@@ -196,12 +201,22 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             dataset=ARRAYS, val_fraction=0.0, method=self.method, widths=widths, encoder_hidden=hidden,
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, output_lr=self.output_lr, beta=self.beta,
             lam=self.lam, margin=self.margin, activation=self.activation, pairing=self.pairing,
-            contrast=self.contrast, readout=self.readout, pass_on=self.pass_on, seed=seed, backend=self.backend,
+            contrast=self.contrast, readout=self.readout, pass_on=self.pass_on, seed=seed, path=self._path(),
             dtype=self.dtype, threads=self._threads())
         for name in ("epochs", "batch_size"):
             if isinstance(values[name], np.integer):
                 values[name] = int(values[name])
         return TrainConfig(**values).validate()
+
+    def _path(self) -> str | None:
+        """``path``, or the path the deprecated ``backend`` names (with a DeprecationWarning)."""
+        if self.backend is None:
+            return self.path
+        old = path_of_old_backend(self.backend, "VAELayerClassifier", stacklevel=5)
+        if self.path is not None and self.path != old:
+            raise ValueError(f"backend: {self.backend!r} (the old spelling of path={old!r}) contradicts "
+                             f"path={self.path!r}; give path alone")
+        return old
 
     def _threads(self) -> int | str:
         n = check_threads(self.n_threads, "n_threads")
@@ -234,9 +249,12 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if not isinstance(v, str) or v not in CHOICES[name]:
                 raise ValueError(f"{name}: unknown option {v!r}; expected one of "
                                  f"{', '.join(map(repr, CHOICES[name]))}")
-        if self.backend is not None and (not isinstance(self.backend, str) or self.backend not in CHOICES["backend"]):
+        if self.path is not None and (not isinstance(self.path, str) or self.path not in CHOICES["path"]):
+            raise ValueError(f"path: unknown option {self.path!r}; expected None or one of "
+                             f"{', '.join(map(repr, CHOICES['path']))}")
+        if self.backend is not None and (not isinstance(self.backend, str) or self.backend not in BACKENDS):
             raise ValueError(f"backend: unknown option {self.backend!r}; expected None or one of "
-                             f"{', '.join(map(repr, CHOICES['backend']))}")
+                             f"{', '.join(map(repr, BACKENDS))}")
         r = self.random_state
         if r is not None and not isinstance(r, np.random.RandomState) and not (_is_int(r) and 0 <= r < SEED_LIMIT):
             raise ValueError(f"random_state: expected None, an integer in 0..{SEED_LIMIT - 1} or a "

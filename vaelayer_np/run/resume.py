@@ -48,7 +48,7 @@ def check_resume_config(config: TrainConfig, saved: Any) -> None:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint: entry 'trainer.config' is not a configuration ({exc})") from None
     now = config.to_dict()
-    for name in sorted(known - RESUME_MAY_CHANGE):
+    for name in sorted(set(now) - RESUME_MAY_CHANGE):  # the settings a config writes (not the old backend)
         if now[name] != saved[name]:
             raise CheckpointError(f"{name}: config.json says {name}={now[name]!r} but the checkpoint was made with "
                                   f"{name}={saved[name]!r}; a resumed run keeps its settings (only "

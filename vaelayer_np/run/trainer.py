@@ -105,8 +105,8 @@ class Trainer:
     ----------
     config : TrainConfig
     n_features, n_classes : int
-    path : None (chosen by ``config.backend``: the readable layers for "numpy", the fast path for
-        "numba"), or an object with the methods of :class:`vaelayer_np.core.iffcl.ReadablePath`
+    path : None (chosen by ``config.path``: the readable layers for "readable", the fast path for
+        "fast"), or an object with the methods of :class:`vaelayer_np.core.iffcl.ReadablePath`
     """
 
     path: Any  # an object with the methods of core.iffcl.ReadablePath (the fast paths mirror them)
@@ -125,17 +125,17 @@ class Trainer:
         self.batch_index = 0  # next batch inside the current epoch
         self.epoch_order: np.ndarray | None = None
         self.epoch_sums: dict[str, float] = {}
-        # The readable layers' forward and backward ("numpy"), or the fast path ("numba"): the same steps.
+        # The readable layers' forward and backward (path "readable"), or the fast path ("fast"): the same steps.
         # (with threads >= 2, IFFCL's twins in parallel: fast/parallel.py)
         # (parallel="layers": the layers pipelined over the serial path instead, fast/pipeline.py)
-        backend = self.config.backend
-        assert backend is not None  # TrainConfig.validate fills it in
+        kind = self.config.path
+        assert kind is not None  # TrainConfig fills it in
         self.path = path if path is not None else training_path(
-            backend, threads=config.threads if config.method == "iffcl" else 1, parallel=config.parallel)
+            kind, threads=config.threads if config.method == "iffcl" else 1, parallel=config.parallel)
         if config.method == "local-heads":  # plain layers: the readable path (core/localnet.py)
             self.path = iffcl.ReadablePath()
         elif config.dropout:  # every VAE layer's input masked; the serial step, which draws the masks in order
-            self.path = InputDropoutPath(training_path(backend, threads=1), config.dropout)
+            self.path = InputDropoutPath(training_path(kind, threads=1), config.dropout)
         self.image_shape: tuple[int, ...] | None = None
         if config.augment_shift or config.augment_flip:
             self.image_shape = IMAGE_SHAPES[config.dataset]

@@ -140,9 +140,9 @@ CONFIGS = ((0, 32), (0, 128), (1024, 32), (1024, 128))  # (encoder hidden width,
 EPOCH_EXAMPLES = 54000  # a Fashion-MNIST training epoch (60,000 less the validation tenth)
 
 
-def _fashion_step_trainer(backend: str, batch: int, encoder_hidden: int = 0, threads: int | None = None) -> Trainer:
+def _fashion_step_trainer(path: str, batch: int, encoder_hidden: int = 0, threads: int | None = None) -> Trainer:
     """A Fashion-MNIST-size trainer; ``threads`` (default: the bench's): 2 or more run the twins in parallel."""
-    cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, backend=backend,
+    cfg = TrainConfig(dataset="fashion-mnist", widths=(256, 256, 256), batch_size=batch, path=path,
                       encoder_hidden=encoder_hidden, threads=threads or _threads())
     return Trainer(cfg, 784, 10)
 
@@ -372,10 +372,10 @@ def step_parts(batch: int, hidden: int) -> tuple[dict[str, Callable[[], Any]], d
     rng = np.random.default_rng(0)
     x = rng.random((batch, 784)).astype(np.float32)
     y = rng.integers(0, 10, batch)
-    trainer = _fashion_step_trainer("numba", batch, hidden)
-    reference = _fashion_step_trainer("numpy", batch, hidden)
+    trainer = _fashion_step_trainer("fast", batch, hidden)
+    reference = _fashion_step_trainer("readable", batch, hidden)
     # the products of one steady-state step, recorded as the step runs them (with parallel twins: per thread)
-    recording = _fashion_step_trainer("numba", batch, hidden)
+    recording = _fashion_step_trainer("fast", batch, hidden)
     recording.step(x, y)
     with ProductRecorder() as recorder:
         recording.step(x, y)
@@ -622,7 +622,7 @@ def _print_limits(rows: list[dict[str, Any]], gemm: dict[int, float], epoch: dic
 def step_memory(n_layers: int, method: str, batch: int = 128, hidden: int = 1024, width: int = 256) -> int:
     """Peak bytes of NumPy allocations during one training step beyond what exists before it (tracemalloc).
 
-    The readable path (``backend="numpy"``: the layers' own forward and backward), Fashion-MNIST
+    The readable path (``path="readable"``: the layers' own forward and backward), Fashion-MNIST
     size (784 inputs, ``n_layers`` VAE layers of ``width``, encoders of ``hidden``, float32, batch
     ``batch``). IFFCL drops a layer's cache once the layer is updated (the next layer needs only its
     output); backprop keeps every layer's cache until the backward pass reaches it. Parameters and
@@ -631,7 +631,7 @@ def step_memory(n_layers: int, method: str, batch: int = 128, hidden: int = 1024
     import tracemalloc
 
     cfg = TrainConfig(dataset="fashion-mnist", widths=(width,) * n_layers, encoder_hidden=hidden, batch_size=batch,
-                      backend="numpy", method=method, threads=1)
+                      path="readable", method=method, threads=1)
     trainer = Trainer(cfg, 784, 10)
     rng = np.random.default_rng(0)
     x, y = rng.random((batch, 784), dtype=np.float32), rng.integers(0, 10, batch)
@@ -665,10 +665,10 @@ def bench_compile() -> None:
     print("\n4b. Numba compile time for the whole backend (fresh process each)")
     template = ("import time, numpy as np; t=time.perf_counter();"
                 "from vaelayer_np.run.config import TrainConfig; from vaelayer_np.run.trainer import Trainer;"
-                "tr=Trainer(TrainConfig(dataset='fashion-mnist', widths=(8,8), backend='{}'), 16, 10);"
+                "tr=Trainer(TrainConfig(dataset='fashion-mnist', widths=(8,8), path='{}'), 16, 10);"
                 "x=np.random.default_rng(0).random((4,16)).astype(np.float32); tr.step(x, np.arange(4));"
                 "tr.predict_proba(x); print(time.perf_counter()-t)")
-    code, ref = template.format("numba"), template.format("numpy")
+    code, ref = template.format("fast"), template.format("readable")
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         run = lambda c: float(subprocess.run([sys.executable, "-c", c], env=env, capture_output=True,  # noqa: E731
