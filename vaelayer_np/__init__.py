@@ -75,7 +75,10 @@ MODULE_MAP = (
         ("cli", "the vaelayer command, at the package's top: every sub-command of every sub-package"),
     )),
     ("tools", (
-        ("tools.reproduce", "every experiment over seeds, resumable; the results tables"),
+        ("tools.reproduce.command", "`vaelayer reproduce`: every experiment over seeds, resumable; the results tables"),
+        ("tools.reproduce.experiments", "the catalogue: what each experiment runs and why"),
+        ("tools.reproduce.runner", "one seed in a child process; the pool of children, stopped and resumed"),
+        ("tools.reproduce.report", "statistics over seeds, a grid's point chosen on validation, the results page"),
         ("tools.cluster", "reproduce's runs handed to a Dask cluster instead of local child processes"),
         ("tools.bench", "speed against floors and PyTorch, in one run"),
         ("tools.threads_bench", "the measurement behind the default number of BLAS threads"),

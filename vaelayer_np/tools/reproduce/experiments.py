@@ -215,6 +215,7 @@ def run_settings(exp, seed, epochs=None, limit=None):
 def _comparable(d):
     d = dict(d)
     d.pop("backend", None)  # the machine's choice, not the experiment's
+    d.pop("path", None)  # likewise: the readable and the fast path compute the same step
     d.pop("threads", None)  # likewise (IFFCL is the same bit for bit; backprop may differ in the last bits)
     return d
 
