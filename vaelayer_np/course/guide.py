@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-LESSONS = {
+# per lesson: title, goals, prerequisites, minutes (int), and per inline question its rubric, [(points, criterion)]
+LESSONS: dict[str, dict[str, Any]] = {
     "01_vae_layer_forward": {
         "title": "The VAE layer's forward pass",
         "goals": ["write the encoder, the bounded log-variance, the reparameterised sample and the decoder",
@@ -238,10 +241,10 @@ LESSONS = {
 _MARKER = re.compile(r"### BEGIN SOLUTION[^\n]*\n(.*?)### END SOLUTION", re.S)
 
 
-def inline_questions(path):
+def inline_questions(path: str | Path) -> list[tuple[str, str]]:
     """[(question, answer)] of a solution notebook, in order: the text before each answer and the answer."""
     nb = json.loads(Path(path).read_text())
-    found = []
+    found: list[tuple[str, str]] = []
     for cell in nb["cells"]:
         if cell["cell_type"] != "markdown":
             continue
@@ -258,7 +261,7 @@ def inline_questions(path):
     return found
 
 
-def syllabus_markdown(lesson_paths):
+def syllabus_markdown(lesson_paths: Iterable[str | Path]) -> str:
     """The Syllabus page: one row per lesson, with its goals, prerequisites and time."""
     rows = ["| lesson | goals | prerequisites | time |", "|---|---|---|---|"]
     total = 0
@@ -271,10 +274,10 @@ def syllabus_markdown(lesson_paths):
     return "\n".join(rows) + f"\n\nIn all about {total / 60:.0f} hours of work, exercises and questions included."
 
 
-def instructors_markdown(lesson_paths):
+def instructors_markdown(lesson_paths: Iterable[str | Path]) -> str:
     """The Instructor's guide: per lesson its goals, prerequisites, time, and every inline question with its
     answer key and rubric."""
-    out = []
+    out: list[str] = []
     for path in lesson_paths:
         stem = Path(path).stem
         info = LESSONS[stem]

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..analysis import diagnostics
 from ..core import iffcl, ops
@@ -37,6 +40,7 @@ from ..run.data import load_dataset
 from ..tools.reproduce import PAPER_LIKE
 from .answer_keys import recorded, register_reveal
 from .checks import (
+    CheckResult,
     Diagnosis,
     call_student,
     compare_arrays,
@@ -71,17 +75,17 @@ BACKPROP_MIN_ACCURACY = 0.80
 
 
 @recorded
-def check_kl_per_unit(kl_per_unit, n_trials=3, seed=0):
+def check_kl_per_unit(kl_per_unit: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     r"""Check ``kl_per_unit(mu, log_var) -> (K,)``:
     :math:`\mathrm{KL}_k = \frac1N\sum_n -\frac12(1 + \log\sigma^2_{nk} - \mu_{nk}^2 - \sigma^2_{nk})`.
 
     Random (N, K) inputs with log-variances in [-4, 2].
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         shape = (int(rng.integers(5, 12)), int(rng.integers(3, 8)))
         return rng.standard_normal(shape), rng.uniform(-4.0, 2.0, shape)
 
-    def slips(args):
+    def slips(args: Any) -> dict[str, Any]:
         mu, lv = args
         return {"KL per unit": [
             ("the std exp(log_var / 2) where the variance exp(log_var) belongs",
@@ -95,19 +99,19 @@ def check_kl_per_unit(kl_per_unit, n_trials=3, seed=0):
 
 
 @recorded
-def check_active_units(active_units, n_trials=3, seed=0):
+def check_active_units(active_units: Callable[..., Any], n_trials: int = 3, seed: int = 0) -> CheckResult:
     r"""Check ``active_units(mu, threshold) -> (K,) bool``: :math:`\mathrm{Var}_n[\mu_{nk}] > \delta`.
 
     The units' spreads range from 1e-3 to 1 (variances 1e-6 to 1) around different offsets, so a
     standard deviation in place of the variance, or a mean in place of a variance, gives other units.
     """
-    def make_inputs(rng):
+    def make_inputs(rng: np.random.Generator) -> tuple[np.ndarray, float]:
         k = 12
         scales = np.logspace(-3, 0, k)
         mu = rng.uniform(-2, 2, k) + scales * rng.standard_normal((40, k))
         return mu, float(rng.choice([1e-3, 1e-2, 3e-2]))
 
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(seed)
         wrong = 0
         for _ in range(n_trials):
@@ -137,7 +141,7 @@ def check_active_units(active_units, n_trials=3, seed=0):
     return run_check("active_units", body, bound="0 units classified differently")
 
 
-def make_backprop_setup(seed=0, dtype=np.float32):
+def make_backprop_setup(seed: int = 0, dtype: DTypeLike = np.float32) -> tuple[Network, dict[str, Adam]]:
     """The network and optimisers :func:`check_backprop_epoch` trains: (net, optimizers).
 
     ``optimizers`` maps each layer's name ("vae0", "vae1", "output") to an Adam optimiser over its
@@ -149,7 +153,8 @@ def make_backprop_setup(seed=0, dtype=np.float32):
     return net, optimizers
 
 
-def reference_backprop_epoch(net, optimizers, x, y, batch_size, rng):
+def reference_backprop_epoch(net: Network, optimizers: dict[str, Adam], x: np.ndarray, y: np.ndarray, batch_size: int,
+                             rng: np.random.Generator) -> float:
     """One epoch of end-to-end training (the notebook's solution): shuffle, then per mini-batch
     :func:`vaelayer_np.core.backprop.loss_and_grads` and every layer's optimiser step. Returns the mean loss."""
     order = rng.permutation(x.shape[0])
@@ -164,12 +169,13 @@ def reference_backprop_epoch(net, optimizers, x, y, batch_size, rng):
 
 
 @recorded
-def check_backprop_epoch(backprop_epoch, epochs=BACKPROP_EPOCHS, min_accuracy=BACKPROP_MIN_ACCURACY, seed=0):
+def check_backprop_epoch(backprop_epoch: Callable[..., Any], epochs: int = BACKPROP_EPOCHS,
+                         min_accuracy: float = BACKPROP_MIN_ACCURACY, seed: int = 0) -> CheckResult:
     """Train the network of :func:`make_backprop_setup` on digits for ``epochs`` calls of
     ``backprop_epoch(net, optimizers, x, y, batch_size, rng) -> mean loss`` (batch 32) and measure
     the test accuracy (mean path). It must reach ``min_accuracy``; the reference reached 0.889 (seed 0).
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         data = load_dataset("digits")
         net, optimizers = make_backprop_setup(seed)
         rng = np.random.default_rng(seed)
@@ -196,6 +202,8 @@ def check_backprop_epoch(backprop_epoch, epochs=BACKPROP_EPOCHS, min_accuracy=BA
 
 
 # ----------------------------------------------------------------------------- exercise 4: a layer's step with its head
+# a local step's answer: (loss, the layer's gradients, the head's gradients)
+_StepResult = tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]
 HEAD_STEP_TOLERANCE = 1e-9   # the same sums as the library's in another order: only rounding differs
 OWN_CHECK_TOLERANCE = 1e-7   # a float64 gradient check (vaelayer_np.core.gradcheck.DEFAULT_TOL)
 
@@ -215,7 +223,20 @@ FORBIDDEN["gradient_check_head_step"] = FORBIDDEN["head_local_step"] + (
     "vaelayer_np.core.gradcheck.check_local_step",)
 
 
-def make_twin_cosine(z_twin, labels, labels_twin, lam=10.0, margin=0.5):
+class TwinCosine:
+    """The cosine term of :func:`make_twin_cosine`: ``cosine(z) -> (value, d_z)``, both times ``lam``, against the
+    fixed latent ``z_twin`` with the pairs' ``targets``; ``lam`` and ``margin`` say which term it is."""
+
+    def __init__(self, z_twin: np.ndarray, targets: np.ndarray, lam: float, margin: float) -> None:
+        self.z_twin, self.targets, self.lam, self.margin = z_twin, targets, lam, margin
+
+    def __call__(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        value, (d_z, _) = ops.cosine_embedding_matrix(np.asarray(z), self.z_twin, self.targets, self.margin)
+        return self.lam * value, self.lam * d_z
+
+
+def make_twin_cosine(z_twin: Any, labels: Any, labels_twin: Any, lam: float = 10.0, margin: float = 0.5
+                     ) -> TwinCosine:
     r"""The IFFCL cosine term of twin A with twin B's latent held fixed: a function ``cosine(z) -> (value, d_z)``.
 
     ``value`` is :math:`\lambda` times the all-pairs cosine embedding loss of the library's default
@@ -225,19 +246,13 @@ def make_twin_cosine(z_twin, labels, labels_twin, lam=10.0, margin=0.5):
     latent is a constant for twin A's parameters, so twin A's gradients of the twins' local loss are those
     of this term plus A's own negative ELBO and head.
     """
-    z_twin = np.array(z_twin, dtype=np.float64)
     targets = cosine_targets(np.asarray(labels), np.asarray(labels_twin))
-    lam, margin = float(lam), float(margin)
-
-    def cosine(z):
-        value, (d_z, _) = ops.cosine_embedding_matrix(np.asarray(z), z_twin, targets, margin)
-        return lam * value, lam * d_z
-
-    cosine.lam, cosine.margin = lam, margin
-    return cosine
+    return TwinCosine(np.array(z_twin, dtype=np.float64), targets, float(lam), float(margin))
 
 
-def reference_head_local_step(layer, head, x, labels, eps, cosine, head_weight):
+def reference_head_local_step(layer: VAELayer, head: OutputLayer, x: np.ndarray, labels: np.ndarray, eps: np.ndarray,
+                              cosine: Callable[[np.ndarray], tuple[float, np.ndarray]], head_weight: float
+                              ) -> _StepResult:
     r"""The library's local step of one twin at depth k with its classifier head, from the library's pieces:
     ``(loss, grads, head_grads)``.
 
@@ -259,7 +274,8 @@ def reference_head_local_step(layer, head, x, labels, eps, cosine, head_weight):
     return float(loss), grads, head_grads
 
 
-def _layer_grads(layer, cache, d_z, d_mu):
+def _layer_grads(layer: VAELayer, cache: dict[str, Any], d_z: np.ndarray | None, d_mu: np.ndarray | None
+                 ) -> dict[str, np.ndarray]:
     """The layer's gradients for a gradient ``d_z`` arriving at z and ``d_mu`` at mu (both may be None): the
     backward pass is linear in what arrives, so the part through mu is added to the library's backward."""
     grads = {k: g.copy() for k, g in layer.backward(None, cache, dz=d_z, need_dx=False)[1].items()}
@@ -308,7 +324,9 @@ HEAD_SLIPS = {
 }
 
 
-def slipped_head_local_step(layer, head, x, labels, eps, cosine, head_weight, slip=""):
+def slipped_head_local_step(layer: VAELayer, head: OutputLayer, x: np.ndarray, labels: np.ndarray, eps: np.ndarray,
+                            cosine: Callable[[np.ndarray], tuple[float, np.ndarray]], head_weight: float,
+                            slip: str = "") -> _StepResult:
     """:func:`reference_head_local_step` computed step by step, with one slip of :data:`HEAD_SLIPS` planted
     (``slip=""``: none; then equal to the reference): the answers a wrong step is matched against."""
     out, cache = layer.forward(x, eps=eps)
@@ -333,7 +351,8 @@ def slipped_head_local_step(layer, head, x, labels, eps, cosine, head_weight, sl
     d_read = (w_layer * d_logits) @ head.params["W"].T
     d_z, d_mu = np.zeros_like(z), np.zeros_like(mu)
 
-    def into_output(d):  # a gradient on the layer's output, through act at what the output is made of
+    def into_output(d: np.ndarray) -> None:
+        # a gradient on the layer's output, through act at what the output is made of
         nonlocal d_z, d_mu
         if passed_mean:
             d_mu = d_mu + act.backward(d, mu, out)
@@ -368,7 +387,8 @@ HEAD_STEP_CASES = (
 )
 
 
-def head_step_problem(case, seed=0, n=7, d=6, hidden=5, k=4, n_classes=3):
+def head_step_problem(case: tuple[str, dict[str, Any], float, float, float, bool], seed: int = 0, n: int = 7,
+                      d: int = 6, hidden: int = 5, k: int = 4, n_classes: int = 3) -> dict[str, Any]:
     """One setting of :data:`HEAD_STEP_CASES` on a small float64 layer and head: a dict with ``label``, ``layer``,
     ``head``, ``x``, ``labels``, ``eps``, ``cosine`` and ``head_weight`` (every class among the labels)."""
     label, settings, weight, lam, margin, large = case
@@ -395,35 +415,36 @@ _LEAK = ("a gradient sent to the layer below: {how}. In IFFCL the layer's input 
          "(with the layer's backward: need_dx=False)")
 
 
-def _watched_backward(layer, seen):
+def _watched_backward(layer: Any, seen: list[bool]) -> None:
     """Record, on this layer only, whether each call of its backward asked for the input gradient."""
     original = layer.backward
 
-    def backward(dout, cache, dz=None, neg_elbo_weight=1.0, need_dx=True):
+    def backward(dout: np.ndarray | None, cache: dict[str, Any], dz: np.ndarray | None = None,
+                 neg_elbo_weight: float = 1.0, need_dx: bool = True) -> Any:
         seen.append(bool(need_dx))
         return original(dout, cache, dz=dz, neg_elbo_weight=neg_elbo_weight, need_dx=need_dx)
 
     layer.backward = backward
 
 
-def _flat(answer, layer):
+def _flat(answer: tuple[Any, ...], layer: Any) -> tuple[Any, ...]:
     loss, grads, head_grads = answer
     return (loss,) + tuple(grads[k] for k in layer.params) + (head_grads["W"], head_grads["b"])
 
 
-def _matches(got, candidate):
+def _matches(got: Sequence[Any], candidate: Sequence[Any]) -> bool:
     try:
         return all(np.shape(g) == np.shape(c) and max_relative_error(g, c) < 1e-6 for g, c in zip(got, candidate))
     except Diagnosis:
         return False
 
 
-def _name_the_slip(got, p):
+def _name_the_slip(got: tuple[Any, ...], p: dict[str, Any]) -> str:
     """The slips of :data:`HEAD_SLIPS` the wrong answer ``got`` (flattened) matches: the whole answer, else
     its parts (the loss, the layer's gradients, the head's gradients) one by one."""
-    layer = p["layer"]
-    args = tuple(p[a] for a in _STEP_ARGS)
-    candidates = {}
+    layer, head, x, labels, eps, cosine, head_weight = (p[a] for a in _STEP_ARGS)
+    args = (layer, head, x, labels, eps, cosine, head_weight)
+    candidates: dict[str, tuple[Any, ...]] = {}
     for slip in HEAD_SLIPS:
         if (slip == "head on act(mu)" and layer.pass_on == "mean") or (slip == "head on act(z)"
                                                                         and layer.pass_on == "sample"):
@@ -437,7 +458,7 @@ def _name_the_slip(got, p):
     parts = (("the loss", slice(0, 1)), ("the layer's gradients", slice(1, 1 + n_layer)),
              ("the head's gradients", slice(1 + n_layer, None)))
     want = _flat(reference_head_local_step(*args), layer)
-    found = {}  # slip -> the parts that look like it
+    found: dict[str, list[str]] = {}  # slip -> the parts that look like it
     for name, part in parts:
         if _matches(got[part], want[part]):
             continue
@@ -449,7 +470,7 @@ def _name_the_slip(got, p):
                      for slip, names in found.items())
 
 
-def _check_answer(got, p, seen):
+def _check_answer(got: Any, p: dict[str, Any], seen: list[bool]) -> None:
     """Structure, locality, the parameters left alone: raise Diagnosis naming what is wrong with one answer."""
     layer, head, label = p["layer"], p["head"], p["label"]
     if True in seen:
@@ -483,7 +504,7 @@ def _check_answer(got, p, seen):
         raise Diagnosis(f"{label}: head_grads has no {', '.join(missing)} (keyed like head.params: W and b)")
 
 
-def _settings_of(layer):
+def _settings_of(layer: Any) -> str:
     """A layer's settings that decide where the head's gradient enters, as words."""
     return (f"pass_on={getattr(layer, 'pass_on', '?')!r}, {getattr(layer, 'activation', '?')}, "
             f"{str(getattr(layer, 'recon', '?')).upper()}")
@@ -492,11 +513,14 @@ def _settings_of(layer):
 class _Recorder:
     """A step handed to the student's gradient check: it runs ``step`` and records how it was called."""
 
-    def __init__(self, step):
-        self.step, self.calls, self.weights, self.sizes, self.names, self.cos_moves = step, 0, set(), 0, (), True
-        self.settings = set()
+    def __init__(self, step: Callable[..., Any]) -> None:
+        self.step, self.calls, self.sizes, self.cos_moves = step, 0, 0, True
+        self.weights: set[float] = set()
+        self.names: tuple[str, ...] = ()
+        self.settings: set[str] = set()
 
-    def __call__(self, layer, head, x, labels, eps, cosine, head_weight, *rest):
+    def __call__(self, layer: Any, head: Any, x: np.ndarray, labels: np.ndarray, eps: np.ndarray,
+                 cosine: Callable[[np.ndarray], Any], head_weight: float, *rest: Any) -> Any:
         self.calls += 1
         self.settings.add(_settings_of(layer))
         if self.calls == 1:
@@ -510,9 +534,10 @@ class _Recorder:
         return self.step(layer, head, x, labels, eps, cosine, head_weight, *rest)
 
 
-def _planted_step(kind):
+def _planted_step(kind: str) -> Callable[..., _StepResult]:
     """A wrong step whose gradients are not those of its loss: a right gradient check must see it."""
-    def step(layer, head, x, labels, eps, cosine, head_weight):
+    def step(layer: VAELayer, head: OutputLayer, x: np.ndarray, labels: np.ndarray, eps: np.ndarray,
+             cosine: Callable[[np.ndarray], tuple[float, np.ndarray]], head_weight: float) -> _StepResult:
         loss, grads, head_grads = reference_head_local_step(layer, head, x, labels, eps, cosine, head_weight)
         args = (layer, head, x, labels, eps, cosine, head_weight)
         if kind == "w":
@@ -538,10 +563,10 @@ _PLANTED_FOR_CHECK = (
 )
 
 
-def _run_own_check(gradient_check, step):
+def _run_own_check(gradient_check: Callable[..., Any], step: Callable[..., Any]) -> tuple[dict[str, float], _Recorder]:
     """The student's gradient check on ``step``: ({name: error}, the recorder)."""
     recorder = _Recorder(step)
-    args = None
+    args: tuple[Any, ...] | None = None
     for candidate in ((recorder, 0), (recorder,)):  # (step, seed), or a check that draws its own numbers
         try:
             inspect.signature(gradient_check).bind(*candidate)
@@ -570,7 +595,7 @@ def _run_own_check(gradient_check, step):
     return errors, recorder
 
 
-def _verify_own_check(gradient_check, step):
+def _verify_own_check(gradient_check: Callable[..., Any], step: Callable[..., Any]) -> float:
     """The student's gradient check: run on the student's (right) step it must have run the step and report
     every tensor below the tolerance; run on wrong steps it must see each. Returns its worst error on the
     right step."""
@@ -620,7 +645,7 @@ def _verify_own_check(gradient_check, step):
     return worst
 
 
-def _own_check_note(gradient_check, step, layer):
+def _own_check_note(gradient_check: Callable[..., Any], step: Callable[..., Any], layer: Any) -> str:
     """What the student's own gradient check says of the student's (wrong) step, as a clause, or "". ``layer``:
     the layer of the setting where the step is wrong."""
     try:
@@ -641,7 +666,8 @@ def _own_check_note(gradient_check, step, layer):
 
 
 @recorded
-def check_head_local_step(head_local_step, gradient_check_head_step, seed=0):
+def check_head_local_step(head_local_step: Callable[..., Any], gradient_check_head_step: Callable[..., Any],
+                          seed: int = 0) -> CheckResult:
     r"""Check ``head_local_step(layer, head, x, labels, eps, cosine, head_weight) -> (loss, grads, head_grads)``:
     one twin's local step at depth k with its classifier head, and the student's own gradient check of it,
     ``gradient_check_head_step(step, seed) -> {tensor name: max relative error}``.
@@ -661,7 +687,7 @@ def check_head_local_step(head_local_step, gradient_check_head_step, seed=0):
     too loose, and the checker says why: head_weight 1, no cosine gradient, the head not checked, a sample of
     elements). The library's softmax, cross-entropy, head backward and local steps are off limits.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         worst = 0.0
         for i, case in enumerate(HEAD_STEP_CASES):
             p = head_step_problem(case, seed=seed + i)
@@ -670,7 +696,7 @@ def check_head_local_step(head_local_step, gradient_check_head_step, seed=0):
             want = reference_head_local_step(*args)
             before = {f"layer.params[{k!r}]": v.copy() for k, v in layer.params.items()}
             before.update({f"head.params[{k!r}]": v.copy() for k, v in head.params.items()})
-            seen = []
+            seen: list[bool] = []
             _watched_backward(layer, seen)
             try:
                 with np.errstate(all="ignore"):
@@ -737,7 +763,7 @@ Read against yours:
 """
 
 
-def _head_step_library_text():
+def _head_step_library_text() -> str:
     parts = ["The library's local step of one twin with its head (vaelayer_np/core/iffcl.py), then its "
              "softmax cross-entropy (vaelayer_np/core/ops.py):\n"]
     for fn in (iffcl.local_head_step, iffcl.twin_backward, iffcl.ReadablePath.vae_backward,

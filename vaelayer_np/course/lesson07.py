@@ -23,19 +23,23 @@ it tells a pipeline from a serial schedule by what ran at once, never by how lon
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import statistics
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..core import activations, ops
 from .answer_keys import recorded, register_reveal
 from .checks import (
+    CheckResult,
     Diagnosis,
     call_student,
     describe_exception,
@@ -68,13 +72,14 @@ TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
 
 # ----------------------------------------------------------------------------- timing
-def _yield_cpu():
+def _yield_cpu() -> None:
     """Let the operating system run other jobs now, so that the next timed call starts a fresh time slice."""
     if hasattr(os, "sched_yield"):
         os.sched_yield()
 
 
-def interleaved_times(f, g, repeats=21, warmup=2, clock=time.perf_counter, seed=0):
+def interleaved_times(f: Callable[[], Any], g: Callable[[], Any], repeats: int = 21, warmup: int = 2,
+                      clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Times of ``f()`` and ``g()``, measured alternately in one loop, round by round.
 
     Each function is first called ``warmup`` times (compilation, caches, page faults are
@@ -108,7 +113,8 @@ def interleaved_times(f, g, repeats=21, warmup=2, clock=time.perf_counter, seed=
         f()
         g()
     order = np.random.default_rng(seed).random(int(repeats)) < 0.5
-    times_f, times_g = [], []
+    times_f: list[float] = []
+    times_g: list[float] = []
     for f_first in order:
         pair = ((f, times_f), (g, times_g)) if f_first else ((g, times_g), (f, times_f))
         for fn, record in pair:
@@ -119,7 +125,8 @@ def interleaved_times(f, g, repeats=21, warmup=2, clock=time.perf_counter, seed=
     return np.array(times_f), np.array(times_g)
 
 
-def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter, seed=0):
+def interleaved_medians(f: Callable[[], Any], g: Callable[[], Any], repeats: int = 21, warmup: int = 2,
+                        clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> tuple[float, float]:
     """Median run time of ``f()`` and of ``g()`` from :func:`interleaved_times` (same parameters).
 
     The median ignores the occasional very slow repeat that a mean would absorb.
@@ -132,7 +139,8 @@ def interleaved_medians(f, g, repeats=21, warmup=2, clock=time.perf_counter, see
     return statistics.median(times_f.tolist()), statistics.median(times_g.tolist())
 
 
-def median_ratio(f, g, repeats=21, warmup=2, seed=0):
+def median_ratio(f: Callable[[], Any], g: Callable[[], Any], repeats: int = 21, warmup: int = 2, seed: int = 0
+                 ) -> tuple[float, float, float]:
     """How many times longer ``g()`` takes than ``f()``: the median over rounds of ``t_g / t_f``.
 
     Each round's two calls ran back to back (:func:`interleaved_times`), so a round's ratio
@@ -150,14 +158,14 @@ def median_ratio(f, g, repeats=21, warmup=2, seed=0):
     return float(np.median(times_f)), float(np.median(times_g)), float(np.median(times_g / times_f))
 
 
-def jit_enabled():
+def jit_enabled() -> bool:
     """False when ``NUMBA_DISABLE_JIT=1``: the kernels then run as plain Python (timings mean nothing)."""
     from numba.core import config as numba_config
 
-    return not numba_config.DISABLE_JIT
+    return not numba_config.DISABLE_JIT  # type: ignore[attr-defined]  # numba's config is set at run time
 
 
-def speed_note(kernel_call, reference_call, repeats=11):
+def speed_note(kernel_call: Callable[[], Any], reference_call: Callable[[], Any], repeats: int = 11) -> str:
     """One line: the kernel's and the reference's median times and their ratio (information only)."""
     if not jit_enabled():
         return "timing skipped: NUMBA_DISABLE_JIT=1 runs the kernel as plain Python"
@@ -167,7 +175,7 @@ def speed_note(kernel_call, reference_call, repeats=11):
 
 
 # ----------------------------------------------------------------------------- kernel checks
-def _compare(got, want, dtype, what):
+def _compare(got: Any, want: Any, dtype: Any, what: str) -> float:
     """Worst relative error of ``got`` against ``want`` (tuples of arrays or floats), dtypes checked."""
     got_t = tuple(got) if isinstance(got, (tuple, list)) and isinstance(want, tuple) else (got,)
     want_t = want if isinstance(want, tuple) else (want,)
@@ -186,17 +194,20 @@ def _compare(got, want, dtype, what):
     return worst
 
 
-def _kernel_check(name, run_student, run_reference, make_inputs, shapes, time_it, timing_shape, seed=0,
-                  arg_names=(), forbidden=(), in_place=(), explain=None):
+def _kernel_check(name: str, run_student: Callable[..., Any], run_reference: Callable[..., Any],
+                  make_inputs: Callable[[np.random.Generator, tuple[int, ...], Any], tuple[Any, ...]],
+                  shapes: Sequence[tuple[int, ...]], time_it: bool, timing_shape: tuple[int, ...], seed: int = 0,
+                  arg_names: Sequence[str] = (), forbidden: Sequence[str] = (), in_place: Sequence[str] = (),
+                  explain: Callable[[tuple[Any, ...], Any], str] | None = None) -> CheckResult:
     """Shared body of the kernel checkers: both dtypes, several random shapes, then an optional timing.
 
     The student's kernel runs through :func:`~vaelayer_np.course.checks.call_student` (the library's
     version off limits, the inputs other than ``in_place`` watched); ``explain(args, got)`` may name
     the slip behind a wrong answer.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(seed)
-        errors = {}
+        errors: dict[Any, float] = {}
         for dtype in (np.float64, np.float32):
             worst = 0.0
             for shape in shapes:
@@ -228,24 +239,24 @@ def _kernel_check(name, run_student, run_reference, make_inputs, shapes, time_it
 _SHAPES = [(1, 1), (7, 5), (33, 17)]
 
 
-def _timing_shape(quick):
+def _timing_shape(quick: bool) -> tuple[int, int]:
     return (64, 64) if quick else (1024, 256)
 
 
-def _relu_inputs(rng, shape, dtype):
+def _relu_inputs(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     x = rng.standard_normal(shape).astype(dtype)
     x[rng.random(shape) < 0.1] = 0  # exact zeros: the derivative at the kink is 0
     return rng.standard_normal(shape).astype(dtype), x
 
 
 @recorded
-def check_relu_backward_kernel(kernel, time_it=True, quick=True):
+def check_relu_backward_kernel(kernel: Callable[..., Any], time_it: bool = True, quick: bool = True) -> CheckResult:
     """``kernel(dout, x) -> dx`` against :func:`vaelayer_np.core.activations.relu_backward`.
 
     ``dx = dout`` where ``x > 0`` and 0 elsewhere (also at ``x == 0``: the inputs contain exact
     zeros). Checked in float64 and float32 on several shapes; the output must keep the input's dtype.
     """
-    def explain(args, got):
+    def explain(args: tuple[Any, ...], got: Any) -> str:
         dout, x = args
         return explain_difference(got, dout * (x > 0), slips=[
             ("dout where x >= 0: at the kink x == 0 the derivative is 0", dout * (x >= 0)),
@@ -253,37 +264,40 @@ def check_relu_backward_kernel(kernel, time_it=True, quick=True):
             ("dout where x < 0: the comparison flipped", dout * (x < 0))])
 
     return _kernel_check("fused ReLU backward kernel", kernel,
-                         lambda dout, x: activations.relu_backward(dout, x, None),
+                         # x stands for the forward's output: relu(x) > 0 exactly where x > 0
+                         lambda dout, x: activations.relu_backward(dout, x, x),
                          _relu_inputs, _SHAPES, time_it, _timing_shape(quick), arg_names=("dout", "x"),
                          forbidden=FORBIDDEN["relu_backward"], explain=explain)
 
 
-def _kl_inputs(rng, shape, dtype):
+def _kl_inputs(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mu = (rng.standard_normal(shape) * 1.5).astype(dtype)
     log_var = (rng.standard_normal(shape) * 1.5).astype(dtype)
     return mu, log_var, np.exp(log_var)
 
 
 @recorded
-def check_kl_kernel(kernel, time_it=True, quick=True):
+def check_kl_kernel(kernel: Callable[..., Any], time_it: bool = True, quick: bool = True) -> CheckResult:
     """``kernel(mu, log_var, var) -> (value, d_mu, d_log_var)`` against :func:`vaelayer_np.core.ops.kl_diag_gaussian`.
 
     ``value`` is the KL summed over K and averaged over N; ``d_log_var`` is the gradient with
     respect to the *log*-variance. Checked in float64 and float32; the gradients keep the dtype.
     """
-    def reference(mu, log_var, var):
+    def reference(mu: np.ndarray, log_var: np.ndarray, var: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         value, (d_mu, d_log_var) = ops.kl_diag_gaussian(mu, log_var, var)
         return value, d_mu, d_log_var
 
-    def student(mu, log_var, var):
+    def student(mu: np.ndarray, log_var: np.ndarray, var: np.ndarray) -> tuple[float, Any, Any]:
         out = kernel(mu, log_var, var)
         if not isinstance(out, (tuple, list)) or len(out) != 3:
             raise Diagnosis("expected the tuple (value, d_mu, d_log_var)")
         return float(out[0]), out[1], out[2]
 
-    student.__wrapped__ = kernel  # the static check of library names reads the kernel's code
+    functools.update_wrapper(student, kernel, assigned=(), updated=())  # __wrapped__: the static check of library
+    # names reads the kernel's code
 
-    def explain(args, got):
+    def explain(args: tuple[Any, ...], got: Any) -> str:
         mu, log_var, var = args
         n = mu.shape[0]
         for i, (label, want, slips) in enumerate((
@@ -305,13 +319,14 @@ def check_kl_kernel(kernel, time_it=True, quick=True):
 ADAM_SETTINGS = dict(beta1=0.9, beta2=0.999, lr=1e-2, eps=1e-8)
 
 
-def _adam_inputs(rng, shape, dtype):
+def _adam_inputs(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, ...]:
     w = rng.standard_normal(shape).astype(dtype)
     grads = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
     return (w, *grads)
 
 
-def _adam_run(update, w, *grads):
+def _adam_run(update: Callable[..., Any], w: np.ndarray, *grads: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Three Adam steps with the bias corrections folded as :class:`vaelayer_np.core.optim.Adam` does."""
     w = np.ascontiguousarray(w).reshape(-1)
     m, v = np.zeros_like(w), np.zeros_like(w)
@@ -324,13 +339,13 @@ def _adam_run(update, w, *grads):
 
 
 @recorded
-def check_adam_kernel(kernel, time_it=True, quick=True):
+def check_adam_kernel(kernel: Callable[..., Any], time_it: bool = True, quick: bool = True) -> CheckResult:
     """``kernel(w, g, m, v, beta1, beta2, step_size, eps_hat)`` (in place, flat arrays) against
     :func:`vaelayer_np.core.ops.adam_update`, over three steps; w, m and v are compared."""
-    def student(w, *grads):
+    def student(w: np.ndarray, *grads: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _adam_run(kernel, w, *grads)
 
-    student.__wrapped__ = kernel
+    functools.update_wrapper(student, kernel, assigned=(), updated=())  # __wrapped__, as above
     return _kernel_check("fused Adam update kernel", student,
                          lambda *a: _adam_run(ops.adam_update, *a), _adam_inputs, _SHAPES, time_it,
                          _timing_shape(quick), arg_names=("w", "g", "g (step 2)", "g (step 3)"),
@@ -345,29 +360,29 @@ class _FakeMachine:
     outliers), so the correct medians are known exactly and the order of the calls is recorded.
     """
 
-    def __init__(self, durations_f, durations_g):
+    def __init__(self, durations_f: Sequence[float], durations_g: Sequence[float]) -> None:
         self.now = 0.0
-        self.log = []
+        self.log: list[str] = []
         self._f, self._g = list(durations_f), list(durations_g)
 
-    def clock(self):
+    def clock(self) -> float:
         return self.now
 
-    def _call(self, name, durations):
+    def _call(self, name: str, durations: list[float]) -> None:
         if not durations:
             raise RuntimeError(f"{name} was called more often than the timer needs")
         self.log.append(name)
         self.now += durations.pop(0)
 
-    def f(self):
+    def f(self) -> None:
         self._call("f", self._f)
 
-    def g(self):
+    def g(self) -> None:
         self._call("g", self._g)
 
 
 @recorded
-def check_interleaved_timer(timer):
+def check_interleaved_timer(timer: Callable[..., Any]) -> CheckResult:
     """``timer(f, g, repeats, warmup, clock) -> (median_f, median_g)`` against the specification
     of :func:`interleaved_medians`, on a fake clock (exact: nothing is really timed).
 
@@ -375,7 +390,7 @@ def check_interleaved_timer(timer):
     one ``f`` and one ``g`` per round (in either order); the results are the medians (not the means,
     not the minima) of the timed calls.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(7)
         worst = 0.0
         for repeats, warmup in ((9, 2), (15, 1), (5, 3)):
@@ -385,10 +400,10 @@ def check_interleaved_timer(timer):
             timed_g[-1] = 80.0
             timed_f[2] = 0.01  # and a minimum would show this one
             machine = _FakeMachine([1000.0] * warmup + timed_f, [1000.0] * warmup + timed_g)
-            def run(f, g, repeats=repeats, warmup=warmup):
+            def run(f: Callable[[], Any], g: Callable[[], Any], repeats: int = repeats, warmup: int = warmup) -> Any:
                 return timer(f, g, repeats=repeats, warmup=warmup, clock=machine.clock)  # noqa: B023 - this round's
 
-            run.__wrapped__ = timer
+            functools.update_wrapper(run, timer, assigned=(), updated=())  # __wrapped__: the student's code
             got = call_student(run, (machine.f, machine.g), ("f", "g"), FORBIDDEN["timer"])
             if not isinstance(got, (tuple, list)) or len(got) != 2:
                 return np.inf, False, "expected the tuple (median_f, median_g)"
@@ -422,7 +437,7 @@ def check_interleaved_timer(timer):
 PIPELINE_SECONDS = {"patience": 5.0, "run": 12.0, "grace": 2.0}
 
 
-def serial_epoch(layer_steps, batches):
+def serial_epoch(layer_steps: Sequence[Callable[[Any, Any], Any]], batches: Sequence[tuple[Any, Any]]) -> list[Any]:
     """The serial schedule, the reference of the pipeline exercise: every batch through every layer, in order.
 
     ``layer_steps[k](h, y)`` trains layer k on its input ``h`` (the labels ``y`` travel with the batch) and
@@ -456,40 +471,45 @@ class _Pipeline:
     does not depend on which thread the system runs first.
     """
 
-    def __init__(self, n_layers, batches, diagonal=None, fail_at=None, twins=False, expected=None, seed=0):
+    def __init__(self, n_layers: int, batches: Sequence[tuple[np.ndarray, np.ndarray]], diagonal: int | None = None,
+                 fail_at: tuple[int, int] | None = None, twins: bool = False,
+                 expected: dict[tuple[int, int | None], np.ndarray] | None = None, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.n_layers, self.batches, self.twins = n_layers, batches, twins
         width = batches[0][0].shape[1] if batches else 3
         self.weights = [rng.standard_normal((width, width)) * 0.5 for _ in range(n_layers)]
-        self.buffers = [None] * n_layers
+        self.buffers: list[tuple[np.ndarray, ...] | None] = [None] * n_layers
         self.by_labels = {y.tobytes(): t for t, (_, y) in enumerate(batches)}
         self.expected = expected          # (k, t) -> the serial input of layer k on batch t
         self.diagonal, self.fail_at = diagonal, fail_at
         self.cond = threading.Condition()
-        self.calls = [[] for _ in range(n_layers)]   # per layer: the batches it trained on, in order
-        self.started = set()
-        self.arrived = set()
-        self.missed = None                # (k, t, [(k', t') that never came], [those that came]): timed out
-        self.inputs = {}                  # (k, t) -> a copy of the input it read (first call)
-        self.outputs = {}                 # (k, t) -> a copy of its output (first call)
-        self.bad_labels = []              # (k, description of what came as labels)
+        self.calls: list[list[int | None]] = [[] for _ in range(n_layers)]  # per layer: its batches, in order
+        self.started: set[tuple[int, int | None]] = set()
+        self.arrived: set[tuple[int, int | None]] = set()
+        # (k, t, [(k', t') that never came], [those that came]): timed out
+        self.missed: tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]] | None = None
+        self.inputs: dict[tuple[int, int | None], Any] = {}  # (k, t) -> a copy of the input it read (first call)
+        self.outputs: dict[tuple[int, int | None], np.ndarray] = {}  # (k, t) -> a copy of its output (first call)
+        self.bad_labels: list[tuple[int, str]] = []  # (k, description of what came as labels)
         self.steps = [self._step(k) for k in range(n_layers)]
 
-    def _mark(self, k, t):
+    def _mark(self, k: int, t: int) -> float:
         return float(-1000.0 - 10.0 * k - t)
 
-    def _step(self, k):
-        def step(h, y):
+    def _step(self, k: int) -> Callable[[Any, Any], Any]:
+        def step(h: Any, y: Any) -> Any:
             return self.run(k, h, y)
 
         step.__name__ = f"layer_{k}_step"
         return step
 
-    def _members(self):
+    def _members(self) -> list[tuple[int, int]]:
         d = self.diagonal
+        if d is None:
+            return []
         return [(k, d - k) for k in range(self.n_layers) if 0 <= d - k < len(self.batches)]
 
-    def run(self, k, h, y):
+    def run(self, k: int, h: Any, y: Any) -> Any:
         t = self.by_labels.get(np.asarray(y).tobytes()) if isinstance(y, np.ndarray) else None
         with self.cond:
             if t is None:
@@ -499,10 +519,11 @@ class _Pipeline:
             self.cond.notify_all()
         if self.fail_at == (k, t):
             raise PlantedStepError(f"planted by the checker: layer {k}'s step fails on batch {t}")
-        if self.buffers[k] is not None:  # the step rewrites the array it returned last time, as the fast path does
-            for buffer in self.buffers[k]:
+        buffers = self.buffers[k]
+        if buffers is not None and t is not None:  # the step rewrites the array it returned last time, as the fast
+            for buffer in buffers:                   # path does (with a mark naming this layer and batch)
                 buffer[...] = self._mark(k, t)
-        if self.diagonal is not None and (k, t) in self._members():
+        if self.diagonal is not None and t is not None and (k, t) in self._members():
             self._meet(k, t)
         given = self._input(h)
         if (k, t) not in self.inputs:
@@ -513,16 +534,17 @@ class _Pipeline:
         label = (np.asarray(y, dtype=np.float64) if t is not None else np.zeros(given.shape[0]))[:, None]
         out = np.tanh(given @ w + 0.1 * label)          # the output, from the weights before the update
         self.weights[k] = w + 0.05 * (given.T @ out) / given.shape[0] - 0.01 * w * w
-        if self.buffers[k] is None:
-            self.buffers[k] = (np.empty_like(out), np.empty_like(out)) if self.twins else (np.empty_like(out),)
-        self.buffers[k][0][...] = out
+        if buffers is None:
+            buffers = (np.empty_like(out), np.empty_like(out)) if self.twins else (np.empty_like(out),)
+            self.buffers[k] = buffers
+        buffers[0][...] = out
         if self.twins:
-            self.buffers[k][1][...] = -out
+            buffers[1][...] = -out
         if (k, t) not in self.outputs:
             self.outputs[(k, t)] = out.copy()
-        return self.buffers[k] if self.twins else self.buffers[k][0]
+        return buffers if self.twins else buffers[0]
 
-    def _input(self, h):
+    def _input(self, h: Any) -> np.ndarray | None:
         """The input as one array (the first twin's, for a pair), or None when it is not usable."""
         shape = (self.batches[0][0].shape[0], self.weights[0].shape[0])
         if self.twins and isinstance(h, (tuple, list)) and len(h) == 2:
@@ -531,7 +553,7 @@ class _Pipeline:
             return None
         return h
 
-    def _meet(self, k, t):
+    def _meet(self, k: int, t: int) -> None:
         """Wait until every step of the diagonal has arrived here, each having rewritten its previous output array
         (or until the patience runs out: the schedule is serial)."""
         members = self._members()
@@ -550,26 +572,28 @@ class _Pipeline:
 
     # the reference: the serial schedule on a copy of these layers
     @classmethod
-    def reference(cls, n_layers, batches, twins=False, seed=0):
+    def reference(cls, n_layers: int, batches: Sequence[tuple[np.ndarray, np.ndarray]], twins: bool = False,
+                  seed: int = 0) -> tuple[_Pipeline, list[Any], dict[tuple[int, int | None], np.ndarray]]:
         probe = cls(n_layers, batches, twins=twins, seed=seed)
         finals = serial_epoch(probe.steps, batches)
-        expected = {(0, t): x for t, (x, _) in enumerate(batches)}
+        expected: dict[tuple[int, int | None], np.ndarray] = {(0, t): x for t, (x, _) in enumerate(batches)}
         for (k, t), out in probe.outputs.items():
             expected[(k + 1, t)] = out
         return probe, finals, expected
 
 
-def _pipeline_batches(rng, n_batches, rows=4, width=3):
+def _pipeline_batches(rng: np.random.Generator, n_batches: int, rows: int = 4, width: int = 3
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(rng.standard_normal((rows, width)), rng.permutation(rows * 3)[:rows] + 10 * t)
             for t in range(n_batches)]
 
 
-def _span(batches):
+def _span(batches: Sequence[int | None]) -> str:
     """"batches 0-4" for a list of consecutive batch numbers."""
     return f"batch {batches[0]}" if len(batches) == 1 else f"batches {batches[0]}-{batches[-1]}"
 
 
-def _where_threads_wait(threads):
+def _where_threads_wait(threads: Sequence[threading.Thread]) -> list[str]:
     """Where each thread is now, as "its line N (code)": the innermost frame of the student's code."""
     import sysconfig
 
@@ -577,7 +601,7 @@ def _where_threads_wait(threads):
     frames = sys._current_frames()
     found = []
     for thread in threads:
-        frame = frames.get(thread.ident)
+        frame = frames.get(thread.ident) if thread.ident is not None else None
         if frame is None:
             continue
         stack = [f for f in traceback.extract_stack(frame)
@@ -591,7 +615,8 @@ def _where_threads_wait(threads):
     return found
 
 
-def _run_pipeline(fn, steps, batches, label):
+def _run_pipeline(fn: Callable[..., Any], steps: Sequence[Callable[..., Any]], batches: Sequence[Any], label: str
+                  ) -> tuple[bool, Any, BaseException | None, threading.Thread, list[threading.Thread]]:
     """Run the student's ``fn(steps, batches)`` on a thread of the checker, with a time limit.
 
     Returns (finished, value, error, runner, new_threads): ``finished`` False when it had not returned after
@@ -599,14 +624,15 @@ def _run_pipeline(fn, steps, batches, label):
     returned (and after the grace).
     """
     before = set(threading.enumerate())
-    box = {}
+    box: dict[str, Any] = {}
 
-    def run(layer_steps, batches_):
+    def run(layer_steps: Sequence[Callable[..., Any]], batches_: Sequence[Any]) -> Any:
         return fn(layer_steps, batches_)
 
-    run.__wrapped__ = fn  # the check of library names reads the student's code
+    functools.update_wrapper(run, fn, assigned=(), updated=())  # __wrapped__: the check of library names reads
+    # the student's code
 
-    def target():
+    def target() -> None:
         try:
             box["value"] = call_student(run, (steps, batches), ("layer_steps", "batches"), FORBIDDEN["pipeline"],
                                         exercise="this exercise")
@@ -626,7 +652,8 @@ def _run_pipeline(fn, steps, batches, label):
     return finished, box.get("value"), box.get("error"), runner, new
 
 
-def _diagnose_serial(probe):
+def _diagnose_serial(probe: _Pipeline) -> str:
+    assert probe.missed is not None, "called for a run whose rendezvous timed out"
     k, t, missing, started = probe.missed
     names = " nor ".join(f"layer {k2} batch {t2}" for k2, t2 in missing)
     text = (f"your schedule is serial: layer {k} held batch {t} and waited "
@@ -642,7 +669,7 @@ def _diagnose_serial(probe):
     return text + " (the checker never times your code: this wait is a rendezvous of its steps)"
 
 
-def _diagnose_hang(probe, runner, threads):
+def _diagnose_hang(probe: _Pipeline, runner: threading.Thread, threads: list[threading.Thread]) -> str:
     n_batches = len(probe.batches)
     done = [sorted(t for t in probe.calls[k] if t is not None) for k in range(probe.n_layers)]
     places = _where_threads_wait([runner] + threads)
@@ -661,13 +688,13 @@ def _diagnose_hang(probe, runner, threads):
             f"between the caller and its workers){where}")
 
 
-def _as_tuple(value):
+def _as_tuple(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return tuple(_as_tuple(v) for v in value)
     return value
 
 
-def _same(a, b):
+def _same(a: Any, b: Any) -> bool:
     a, b = _as_tuple(a), _as_tuple(b)
     if isinstance(b, tuple):
         return isinstance(a, tuple) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
@@ -676,12 +703,13 @@ def _same(a, b):
     return bool(np.array_equal(a, b))
 
 
-def _first(value):
+def _first(value: Any) -> Any:
     value = _as_tuple(value)
     return value[0] if isinstance(value, tuple) and value else value
 
 
-def _identify(probe, expected, got, k):
+def _identify(probe: _Pipeline, expected: dict[tuple[int, int | None], np.ndarray], got: Any, k: int
+              ) -> str | tuple[Any, ...]:
     """What an array that is not the right input of layer k is: another batch's output, a rewritten one, ..."""
     if not isinstance(got, np.ndarray) or not got.size:
         return "something else"
@@ -700,9 +728,9 @@ def _identify(probe, expected, got, k):
     return "something else"
 
 
-def _diagnose_inputs(probe, expected):
+def _diagnose_inputs(probe: _Pipeline, expected: dict[tuple[int, int | None], np.ndarray]) -> str:
     """The first wrong input a layer read, named: the output of another batch, an array rewritten meanwhile."""
-    wrong = []
+    wrong: list[tuple[int, int, str | tuple[Any, ...]]] = []
     for (k, t), given in probe.inputs.items():
         if t is None or (k, t) not in expected:
             continue
@@ -717,22 +745,22 @@ def _diagnose_inputs(probe, expected):
     k, t, what = sorted(wrong, key=lambda w: (not (isinstance(w[2], tuple) and w[2][0] == "mark"),
                                               (w[0], w[1]) not in members, w[1], w[0]))[0]
     source = "its input batch" if k == 0 else f"layer {k - 1}'s output on batch {t}"
-    if what[0] == "unusable":
+    if isinstance(what, tuple) and what[0] == "unusable":
         return (f"layer {k} on batch {t} was fed {what[1]} instead of {source} (an array"
                 + (", or for twin outputs the tuple of the two arrays" if probe.twins else "") + "): hand on what "
                 "the step returned, copied as it is (`copy.deepcopy(out)` copies a tuple of arrays too)")
-    if what[0] == "mark":
+    if isinstance(what, tuple) and what[0] == "mark":
         return (f"layer {k} on batch {t} read its input after layer {what[1]} had started rewriting it for batch "
                 f"{what[2]}: the step returns its output in an array it rewrites at its next call (the library's "
                 f"fast path reuses its buffers so), and you handed that array on without a copy. Copy it in the "
                 f"producer's thread, right after the step returns (`copy.deepcopy(out)`: an output may be a tuple "
                 f"of arrays), before that thread calls the step again")
-    if what[0] == "batch":
+    if isinstance(what, tuple) and what[0] == "batch":
         fed = "batch" if k == 0 else f"layer {k - 1}'s output on batch"
         return (f"layer {k} on batch {t} was fed {fed} {what[1]} instead of {source}: a layer's input on batch "
                 f"t must be the output of the layer below on that same batch t (keep a batch's output and labels "
                 f"together in one queue item)")
-    if what[0] == "layer":
+    if isinstance(what, tuple) and what[0] == "layer":
         fed = "the batch's input x" if what[1] == 0 else f"layer {what[1] - 1}'s output"
         return (f"layer {k} on batch {t} was fed {fed} (of batch {what[2]}) instead of {source}: layer k reads "
                 f"the queue that layer k-1 writes")
@@ -740,7 +768,7 @@ def _diagnose_inputs(probe, expected):
             f"output): hand on what the step returned, unchanged")
 
 
-def _diagnose_calls(probe, partial=False):
+def _diagnose_calls(probe: _Pipeline, partial: bool = False) -> str:
     """The first layer whose batches were not 0, 1, 2, ... in order, once each (``partial``: so far)."""
     n_batches = len(probe.batches)
     if probe.bad_labels:
@@ -767,7 +795,8 @@ def _diagnose_calls(probe, partial=False):
     return ""
 
 
-def _diagnose_outputs(probe, expected, finals, got):
+def _diagnose_outputs(probe: _Pipeline, expected: dict[tuple[int, int | None], np.ndarray], finals: list[Any], got: Any
+                      ) -> str:
     n_batches = len(probe.batches)
     if isinstance(got, (str, bytes, dict)) or not isinstance(got, (tuple, list)):
         return (f"your function returned {describe_value(got)}: return the list of the last layer's outputs, one "
@@ -777,7 +806,8 @@ def _diagnose_outputs(probe, expected, finals, got):
         return (f"your function returned {len(got)} outputs for {n_batches} batches: return one per batch, the "
                 f"last layer's output, in batch order")
     last = probe.n_layers
-    reused = [id(b) for b in probe.buffers[last - 1]] if probe.buffers[last - 1] is not None else []
+    last_buffers = probe.buffers[last - 1]
+    reused = [id(b) for b in last_buffers] if last_buffers is not None else []
     for t, g in enumerate(got):
         if id(g) in reused or id(_first(g)) in reused:
             return (f"output {t} you returned is the last layer's own output array, which its step rewrites at its "
@@ -787,7 +817,7 @@ def _diagnose_outputs(probe, expected, finals, got):
             continue
         what = _identify(probe, expected, _first(g), last)
         if isinstance(what, tuple) and what[0] == "batch":
-            order = []
+            order: list[Any] = []
             for g2 in got:
                 w2 = _identify(probe, expected, _first(g2), last)
                 order.append(w2[1] if isinstance(w2, tuple) and w2[0] == "batch" else "?")
@@ -805,7 +835,10 @@ def _diagnose_outputs(probe, expected, finals, got):
     return ""
 
 
-def _one_run(fn, n_layers, n_batches, diagonal, rng, twins=False, fail_at=None, seed=0):
+def _one_run(fn: Callable[..., Any], n_layers: int, n_batches: int, diagonal: int | None, rng: np.random.Generator,
+             twins: bool = False, fail_at: tuple[int, int] | None = None, seed: int = 0
+             ) -> tuple[_Pipeline, list[Any], dict[tuple[int, int | None], np.ndarray], bool, Any, BaseException | None,
+                        threading.Thread, list[threading.Thread], str]:
     batches = _pipeline_batches(rng, n_batches)
     _, finals, expected = _Pipeline.reference(n_layers, batches, twins=twins, seed=seed)
     probe = _Pipeline(n_layers, batches, diagonal=diagonal, fail_at=fail_at, twins=twins, expected=expected,
@@ -815,7 +848,7 @@ def _one_run(fn, n_layers, n_batches, diagonal, rng, twins=False, fail_at=None, 
     return probe, finals, expected, finished, value, error, runner, alive, label
 
 
-def _threads_left(alive, label):
+def _threads_left(alive: list[threading.Thread], label: str) -> str:
     places = _where_threads_wait(alive)
     return (f"({label}) your function returned, but {len(alive)} thread(s) it started were still running "
             f"{PIPELINE_SECONDS['grace']:g} s later" + (": " + "; ".join(places) if places else "")
@@ -828,7 +861,7 @@ PIPELINE_FAILURE = (3, 6, (1, 2))   # layers, batches, the step that raises: lay
 
 
 @recorded
-def check_layer_pipeline(pipelined_epoch):
+def check_layer_pipeline(pipelined_epoch: Callable[..., Any]) -> CheckResult:
     """``pipelined_epoch(layer_steps, batches) -> outputs``: the layers pipelined on threads, bit for bit the
     serial schedule (:func:`serial_epoch`), with controlled steps (no timing in the verdict).
 
@@ -840,7 +873,7 @@ def check_layer_pipeline(pipelined_epoch):
     output handed on without a copy is seen. The function must return the last layer's outputs in batch
     order, leave no thread running, never hang, and re-raise the exception of a step.
     """
-    def body():
+    def body() -> tuple[float, bool, str]:
         rng = np.random.default_rng(11)
         for seed, (n_layers, n_batches, diagonal, twins) in enumerate(PIPELINE_RUNS):
             probe, finals, expected, finished, value, error, runner, alive, label = _one_run(
@@ -883,7 +916,8 @@ def check_layer_pipeline(pipelined_epoch):
             raise Diagnosis(f"({label}) {planted}, and your function returned {describe_value(value)} as if nothing "
                             f"had happened: an exception in a worker thread ends that thread, and nobody sees it "
                             f"unless the worker hands it to the caller, which raises it (after joining its threads)")
-        chain, seen = error, []
+        chain: BaseException | None = error
+        seen: list[BaseException] = []
         while chain is not None and not any(chain is e for e in seen):
             seen.append(chain)
             chain = chain.__cause__ or chain.__context__
@@ -902,14 +936,14 @@ def check_layer_pipeline(pipelined_epoch):
 
 
 # ----------------------------------------------------------------------------- what is shown after an exercise
-def _source(fn):
+def _source(fn: Any) -> str:
     """The Python source of ``fn`` (of its Python function, for a compiled Numba kernel)."""
     import inspect
 
     return inspect.getsource(getattr(fn, "py_func", fn))
 
 
-def _kernel_beside_reference():
+def _kernel_beside_reference() -> str:
     from ..fast import kernels
 
     return "\n".join(["# the NumPy reference, vaelayer_np/core/ops.py", _source(ops.softmax_cross_entropy),
@@ -917,13 +951,13 @@ def _kernel_beside_reference():
                       "table lists", _source(kernels._softmax_xent), _source(kernels.softmax_cross_entropy)])
 
 
-def _library_kl_kernel():
+def _library_kl_kernel() -> str:
     from ..fast import kernels
 
     return "# vaelayer_np/fast/kernels.py\n" + _source(kernels._kl_diag_gaussian)
 
 
-def _library_pipeline():
+def _library_pipeline() -> str:
     from ..fast import pipeline
 
     return "\n".join(["# vaelayer_np/fast/pipeline.py: one tick (every stage on its batch, side by side), one stage",

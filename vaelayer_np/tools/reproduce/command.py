@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ...run.config import TrainConfig
 from ...run.signals import StopSignals
@@ -23,7 +25,7 @@ from .runner import run_one, run_tasks
 
 
 # ---------------------------------------------------------------------------------------- the command
-def _describe_experiments():
+def _describe_experiments() -> str:
     lines = ["experiments (wall minutes per seed, measured on the 2-core machine running two at a time,",
              "--jobs 2, with little other load; a busier machine is several times slower):"]
     for e in EXPERIMENTS.values():
@@ -33,7 +35,7 @@ def _describe_experiments():
     return "\n".join(lines)
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``vaelayer reproduce`` (the CLI calls this on its sub-parser)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _describe_experiments()
@@ -57,7 +59,7 @@ def add_arguments(parser):
     return parser
 
 
-def parse_seeds(text, flag="--seeds"):
+def parse_seeds(text: Any, flag: str = "--seeds") -> list[int]:
     """The seeds of ``--seeds`` (or ``--digits-seeds``): distinct integers in 0..2**32-1, each a run's seed."""
     from ...run.tables import SEED_LIMIT
 
@@ -72,7 +74,7 @@ def parse_seeds(text, flag="--seeds"):
     return seeds
 
 
-def _check_seeds(seeds, flag):
+def _check_seeds(seeds: Any, flag: str) -> list[int]:
     """Seeds given in Python (a list of integers), checked as :func:`parse_seeds` checks the command line's."""
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise ValueError(f"{flag}: expected a list of seeds (integers), got {seeds!r}")
@@ -84,7 +86,7 @@ def _check_seeds(seeds, flag):
     return parse_seeds(",".join(str(int(s)) for s in seeds) if seeds else "", flag)
 
 
-def _command_line(args):
+def _command_line(args: argparse.Namespace) -> str:
     parts = ["vaelayer reproduce", f"--out {args.out}", f"--seeds {args.seeds}",
              f"--digits-seeds {args.digits_seeds}", f"--jobs {args.jobs}"]
     for flag, value in (("--only", args.only), ("--epochs", args.epochs), ("--limit", args.limit)):
@@ -101,7 +103,7 @@ def _command_line(args):
     return " ".join(parts)
 
 
-def run_from_args(args, log=print):
+def run_from_args(args: argparse.Namespace, log: Callable[[str], Any] = print) -> int:
     """Run ``vaelayer reproduce`` from parsed options; returns the exit code (0, 1 if a run failed, 130)."""
     epochs, limit = args.epochs, args.limit
     if args.quick:
@@ -113,7 +115,7 @@ def run_from_args(args, log=print):
                          scheduler=getattr(args, "scheduler", None))
 
 
-def _check_report_folder(out, names, seeds):
+def _check_report_folder(out: Path, names: list[str], seeds: dict[str, list[int]]) -> None:
     """``--report-only`` reports the runs already in ``out``: a folder that is missing or holds none is an error."""
     if not out.is_dir():
         what = "is not a folder" if os.path.lexists(out) else "does not exist"
@@ -124,8 +126,10 @@ def _check_report_folder(out, names, seeds):
                          "--report-only starts no run, so there is nothing to report")
 
 
-def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, epochs=None, limit=None,
-                  write_docs=None, command=None, report_only=False, log=print, scheduler=None):
+def run_reproduce(out: str | Path, only: str | None = None, seeds: Iterable[int] = (0, 1, 2),
+                  digits_seeds: Iterable[int] | None = None, jobs: int = 1, epochs: int | None = None,
+                  limit: int | None = None, write_docs: str | Path | None = None, command: str | None = None,
+                  report_only: bool = False, log: Callable[[str], Any] = print, scheduler: Any = None) -> int:
     """Run the experiments over the seeds (resuming what is there) and write ``out/results.md``.
 
     ``scheduler``: None (local child processes, ``jobs`` at a time), or the address of a Dask distributed
@@ -164,23 +168,24 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
         from ..cluster import connect
 
         session = connect(scheduler)  # the address checked and the scheduler reached (or named) first
-    seeds = {n: list(digits_seeds if digits_seeds is not None and EXPERIMENTS[n].dataset == "digits" else seeds)
-             for n in names}
+    seeds_of = {n: list(digits_seeds if digits_seeds is not None and EXPERIMENTS[n].dataset == "digits" else seeds)
+                for n in names}
     if report_only:
-        _check_report_folder(out, names, seeds)
+        _check_report_folder(out, names, seeds_of)
     out.mkdir(parents=True, exist_ok=True)
     command = command or f"vaelayer reproduce --out {out} --only {','.join(names)} --jobs {jobs}"
     t0, start_time = time.perf_counter(), time.time()
-    failed_all, lost_all = [], {}
+    failed_all: list[tuple[str, int]] = []
+    lost_all: dict[tuple[str, int], str] = {}
     interrupted = False
     stop_file = out / f".stop-{os.getpid()}"
     stop_file.unlink(missing_ok=True)
     with StopSignals(second="count") as stop:  # Ctrl-C, SIGTERM or SIGHUP: the first asks, a second terminates
         # phase 1: every experiment on its seeds (grid points on the first seed); phase 2: the chosen points
-        done_tasks = set()  # the runs of phase 1, not started again in phase 2
+        done_tasks: set[tuple[str, int]] = set()  # the runs of phase 1, not started again in phase 2
         for phase in () if report_only else (1, 2):
-            chosen = choose(out, names, seeds, epochs) if phase == 2 else {}
-            tasks = [(n, s) for n in names for s in seeds_for(EXPERIMENTS[n], seeds, chosen)]
+            chosen: dict[str, str] = choose(out, names, seeds_of, epochs) if phase == 2 else {}
+            tasks = [(n, s) for n in names for s in seeds_for(EXPERIMENTS[n], seeds_of, chosen)]
             if phase == 2:
                 tasks = [t for t in tasks if t not in done_tasks]
             # in the order of EXPERIMENTS (long runs first), seed by seed
@@ -202,11 +207,11 @@ def run_reproduce(out, only=None, seeds=(0, 1, 2), digits_seeds=None, jobs=1, ep
     if session is not None:
         session.close()
     stop_file.unlink(missing_ok=True)
-    chosen = choose(out, names, seeds, epochs)
+    chosen = choose(out, names, seeds_of, epochs)
     wall = time.perf_counter() - t0
     if not report_only:
         _record_invocation(out, command, start_time, time.time())
-    page, _ = build_report(out, names, seeds, epochs, chosen, command, wall, limit, lost=lost_all)
+    page, _ = build_report(out, names, seeds_of, epochs, chosen, command, wall, limit, lost=lost_all)
     (out / "results.md").write_text(page)
     log(page)
     if write_docs is not None:

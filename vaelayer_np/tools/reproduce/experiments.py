@@ -3,6 +3,7 @@ settings."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...run.config import DEFAULTS, TrainConfig
 
@@ -41,20 +42,20 @@ class Experiment:
     """
 
     name: str
-    settings: dict
+    settings: dict[str, Any]
     purpose: str
-    group: str = None
+    group: str | None = None
     kind: str = "train"
     grid_seeds: str = "all"
-    minutes: float = None
-    extra: dict = field(default_factory=dict)
+    minutes: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def dataset(self):
+    def dataset(self) -> str:
         return self.settings["dataset"]
 
 
-def _mlp_sizes(dataset):
+def _mlp_sizes(dataset: str) -> tuple[int, ...]:
     """The hidden layers of an MLP the size of the default network: per VAE layer, encoder hidden then latent."""
     widths = TrainConfig(dataset=dataset).resolved_widths()
     sizes = []
@@ -90,7 +91,7 @@ DIGITS_ABLATION = (
 DIGITS_ABLATION_BASELINES = ("digits-backprop", "digits-backprop-heads", "digits-local-heads")
 
 
-def _digits_ablation():
+def _digits_ablation() -> list[Experiment]:
     d = dict(dataset="digits")
     exps = [Experiment(name, dict(d, head_weight=heads, lam=lam, beta=beta), what, name, minutes=0.6)
             for name, heads, lam, beta, what in DIGITS_ABLATION if name != "digits-iffcl"]
@@ -102,7 +103,7 @@ def _digits_ablation():
     return exps
 
 
-def _ablation(f):
+def _ablation(f: dict[str, Any]) -> list[Experiment]:
     """The ablation's rows not defined elsewhere in the catalogue, each its own reference point (no grid)."""
     defined = {"fashion-iffcl", "fashion-iffcl-heads", "fashion-iffcl-heads-nocos"}
     return [Experiment(name, dict(f, head_weight=heads, lam=lam, beta=beta), what, name)
@@ -124,7 +125,7 @@ MOONSHOT_METHODS = (("iffcl", "IFFCL + local heads (weight 3)", dict(head_weight
                      dict(method="local-heads")))
 
 
-def _moonshot():
+def _moonshot() -> list[Experiment]:
     f = dict(dataset="fashion-mnist", epochs=MOONSHOT_EPOCHS, **MOONSHOT_RECIPE)
     exps = []
     for method, what, settings in MOONSHOT_METHODS:
@@ -137,7 +138,7 @@ def _moonshot():
     return exps
 
 
-def _experiments():
+def _experiments() -> dict[str, Experiment]:
     f = dict(dataset="fashion-mnist", epochs=FASHION_EPOCHS)
     # in the order they are started: the main comparisons first, then the decline study and the context rows,
     # then the other grid points
@@ -201,7 +202,7 @@ EXPERIMENTS = _experiments()
 
 
 # ---------------------------------------------------------------------------------------- settings of one run
-def run_settings(exp, seed, epochs=None, limit=None):
+def run_settings(exp: Experiment, seed: int, epochs: int | None = None, limit: int | None = None) -> dict[str, Any]:
     """The settings of one seed of an experiment, with the command's overrides (``--epochs``, ``--limit``)."""
     s = dict(exp.settings, seed=int(seed))
     s.setdefault("threads", 1)  # one core per run: --jobs says how many run at a time
@@ -212,7 +213,7 @@ def run_settings(exp, seed, epochs=None, limit=None):
     return s
 
 
-def _comparable(d):
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     d = dict(d)
     d.pop("backend", None)  # the machine's choice, not the experiment's
     d.pop("path", None)  # likewise: the readable and the fast path compute the same step

@@ -8,8 +8,10 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from ...run.config import TrainConfig
 from .experiments import (
@@ -27,21 +29,25 @@ from .experiments import (
     MOONSHOT_RECIPE,
     MOONSHOT_TARGET,
     PROBE_TRAIN,
+    Experiment,
 )
+
+Seeds = dict[str, list[int]] | Sequence[int]
+"""The seeds of the experiments: one list for all, or per experiment name its list."""
 
 INVOCATIONS_FILE = "invocations.jsonl"
 GAP_TARGET = 0.005  # IFFCL within half a point of backprop
 
 
 # ---------------------------------------------------------------------------------------- aggregation
-def read_rows(run_dir):
+def read_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a run folder's ``metrics.jsonl`` (one per epoch); none when it has none."""
     from ...run.runs import read_metrics
 
     return read_metrics(run_dir)
 
 
-def summarise_run(rows):
+def summarise_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One run's figures from its metrics rows; None when there are no rows.
 
     The epoch of best validation accuracy is chosen on the validation split only (the first one on a tie).
@@ -56,7 +62,7 @@ def summarise_run(rows):
             "seconds": float(sum(r.get("seconds", 0.0) for r in rows))}
 
 
-def mean_std(values):
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; nan for fewer than two values)."""
     n = len(values)
     if n == 0:
@@ -67,14 +73,15 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def aggregate(out, name, seeds, expected_epochs):
+def aggregate(out: str | Path, name: str, seeds: Iterable[int], expected_epochs: int | None) -> dict[str, Any]:
     """Figures of one experiment over its seeds.
 
     Returns a dict: ``per_seed`` {seed: summary}, ``missing`` [seeds without a finished run, each as
     ``(seed, reason)``], and for each figure a ``(mean, std)`` pair over the finished seeds.
     A seed whose run has fewer rows than ``expected_epochs`` is reported missing, never averaged in.
     """
-    per_seed, missing = {}, []
+    per_seed: dict[int, dict[str, Any]] = {}
+    missing: list[tuple[int, str]] = []
     for seed in seeds:
         rows = read_rows(Path(out) / name / f"seed{seed}")
         s = summarise_run(rows)
@@ -84,27 +91,27 @@ def aggregate(out, name, seeds, expected_epochs):
             missing.append((seed, f"unfinished ({s['epochs']}/{expected_epochs} epochs)"))
         else:
             per_seed[seed] = s
-    result = {"name": name, "per_seed": per_seed, "missing": missing, "n": len(per_seed)}
+    result: dict[str, Any] = {"name": name, "per_seed": per_seed, "missing": missing, "n": len(per_seed)}
     for key in ("last_test", "test_at_best_val", "best_val", "last_val", "seconds"):
         result[key] = mean_std([s[key] for s in per_seed.values()])
     return result
 
 
-def _pct(pair):
+def _pct(pair: tuple[float, float]) -> str:
     mean, std = pair
     if math.isnan(mean):
         return "-"
     return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
 
 
-def _secs(pair):
+def _secs(pair: tuple[float, float]) -> str:
     mean, std = pair
     if math.isnan(mean):
         return "-"
     return f"{mean:.0f}" + ("" if math.isnan(std) else f" ± {std:.0f}")
 
 
-def _expected_epochs(exp, epochs_override):
+def _expected_epochs(exp: Experiment, epochs_override: int | None) -> int | None:
     if exp.kind == "logreg":
         return 1
     if epochs_override is not None:
@@ -115,11 +122,11 @@ def _expected_epochs(exp, epochs_override):
 
 
 # ---------------------------------------------------------------------------------------- plan
-def _seed_list(exp, seeds):
+def _seed_list(exp: Experiment, seeds: Seeds) -> list[int]:
     return list(seeds[exp.name]) if isinstance(seeds, dict) else list(seeds)
 
 
-def seeds_for(exp, seeds, chosen):
+def seeds_for(exp: Experiment, seeds: Seeds, chosen: Mapping[str, str]) -> list[int]:
     """The seeds an experiment runs on: all, or for a grid point other than the reference only the
     first seed unless it is its group's chosen point. ``seeds``: a list, or a dict experiment -> list."""
     seeds = _seed_list(exp, seeds)
@@ -128,13 +135,13 @@ def seeds_for(exp, seeds, chosen):
     return list(seeds[:1])
 
 
-def choose(out, names, seeds, epochs_override):
+def choose(out: str | Path, names: Iterable[str], seeds: Seeds, epochs_override: int | None) -> dict[str, str]:
     """For each group, the point with the best mean validation accuracy (at its best-validation epoch).
 
     The points are compared on the seeds every finished point of the group has, so a point run on
     three seeds is not compared with one run on one; groups without a finished point are absent.
     """
-    finished = {}
+    finished: dict[str, list[tuple[str, dict[int, dict[str, Any]]]]] = {}
     for name in names:
         exp = EXPERIMENTS[name]
         if exp.group is None:
@@ -142,10 +149,10 @@ def choose(out, names, seeds, epochs_override):
         agg = aggregate(out, name, _seed_list(exp, seeds), _expected_epochs(exp, epochs_override))
         if agg["n"]:
             finished.setdefault(exp.group, []).append((name, agg["per_seed"]))
-    chosen = {}
+    chosen: dict[str, str] = {}
     for group, points in finished.items():
         common = set.intersection(*(set(per_seed) for _, per_seed in points))
-        best = None
+        best: float | None = None
         for name, per_seed in points:
             used = sorted(common) if common else sorted(per_seed)
             value = mean_std([per_seed[s]["best_val"] for s in used])[0]
@@ -155,7 +162,7 @@ def choose(out, names, seeds, epochs_override):
 
 
 # ---------------------------------------------------------------------------------------- the report
-def _machine():
+def _machine() -> str:
     model = platform.processor() or "unknown"
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -167,7 +174,7 @@ def _machine():
     return f"{model}, {os.cpu_count()} cores"
 
 
-def _commit():
+def _commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -179,11 +186,12 @@ def _commit():
     return (sha or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
-def _plot_mean_curves(out, groups, seeds, path, title):
+def _plot_mean_curves(out: str | Path, groups: Iterable[tuple[str, str]], seeds: Iterable[int], path: str | Path,
+                      title: str) -> str | Path | None:
     """Mean test (solid) and train (dashed) accuracy per epoch over the finished seeds of each experiment."""
     from ...run.plots import plot_compare
 
-    runs = []
+    runs: list[tuple[str, list[dict[str, Any]]]] = []
     for label, name in groups:
         per_seed = [read_rows(Path(out) / name / f"seed{s}") for s in seeds]
         per_seed = [r for r in per_seed if r]
@@ -199,18 +207,20 @@ def _plot_mean_curves(out, groups, seeds, path, title):
     return plot_compare(runs, path)
 
 
-def _record_invocation(out, command, start, end):
+def _record_invocation(out: str | Path, command: str, start: float, end: float) -> None:
     with open(Path(out) / INVOCATIONS_FILE, "a") as fh:
         fh.write(json.dumps({"command": command, "start": start, "end": end}) + "\n")
 
 
-def _utc(timestamp):
+def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%H:%M")
 
 
-def _training_span(out, names, seeds, chosen):
+def _training_span(out: str | Path, names: Iterable[str], seeds: Seeds, chosen: Mapping[str, str]
+                   ) -> tuple[float, float] | None:
     """(first config.json time, last metrics.jsonl time) over the finished and unfinished runs, or None."""
-    starts, ends = [], []
+    starts: list[float] = []
+    ends: list[float] = []
     for name in names:
         for seed in seeds_for(EXPERIMENTS[name], seeds, chosen):
             folder = Path(out) / name / f"seed{seed}"
@@ -222,11 +232,13 @@ def _training_span(out, names, seeds, chosen):
     return min(starts), max(ends)
 
 
-def _seeds_by_dataset(names, seeds):
+def _seeds_by_dataset(names: Iterable[str], seeds: Seeds) -> dict[str, list[int]]:
     return {EXPERIMENTS[n].dataset: _seed_list(EXPERIMENTS[n], seeds) for n in names}
 
 
-def build_report(out, names, seeds, epochs_override, chosen, command, wall_seconds, limit=None, lost=None):
+def build_report(out: str | Path, names: Sequence[str], seeds: Seeds, epochs_override: int | None,
+                 chosen: Mapping[str, str], command: str, wall_seconds: float, limit: int | None = None,
+                 lost: Mapping[tuple[str, int], str] | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
     """The results page (markdown), computed from the run folders.
 
     ``lost``: {(name, seed): why} of the runs this invocation lost; each is named at the top of the page and
@@ -250,7 +262,7 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
                      "finished and were not asked to stop): " + "; ".join(
                          f"{n} seed {s} ({why})" for (n, s), why in sorted(lost.items()))
                      + f". Each resumes from the checkpoint in its folder: run `{command}` again")
-    aggs = {}
+    aggs: dict[str, dict[str, Any]] = {}
     total = 0.0
     for name in names:
         exp = EXPERIMENTS[name]
@@ -286,7 +298,7 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
     lines += header
     for name in names:
         exp, agg = EXPERIMENTS[name], aggs[name]
-        mark = " **chosen**" if chosen.get(exp.group) == name else ""
+        mark = " **chosen**" if exp.group is not None and chosen.get(exp.group) == name else ""
         epochs = sorted({s["last_epoch"] for s in agg["per_seed"].values()})
         if exp.kind == "logreg" and epochs:
             epochs = ["fit"]
@@ -342,14 +354,15 @@ def build_report(out, names, seeds, epochs_override, chosen, command, wall_secon
     return "\n".join(lines) + "\n", aggs
 
 
-def _layer_stats(out, name, seeds):
+def _layer_stats(out: str | Path, name: str, seeds: Iterable[int]
+                 ) -> tuple[dict[str, list[tuple[float, float]]], list[int]]:
     """Per layer, over the seeds whose run has ``layers.json``: {key: [(mean, std) per layer]}, and those seeds."""
-    found = {}
+    found: dict[int, list[dict[str, Any]]] = {}
     for seed in seeds:
         path = Path(out) / name / f"seed{seed}" / LAYERS_FILE
         if path.is_file():
             found[seed] = json.loads(path.read_text())["layers"]
-    stats = {}
+    stats: dict[str, list[tuple[float, float]]] = {}
     for key in ("probe_test", "head_test", "recon", "kl"):
         per_layer = []
         for k in range(min((len(v) for v in found.values()), default=0)):
@@ -359,7 +372,7 @@ def _layer_stats(out, name, seeds):
     return stats, sorted(found)
 
 
-def _per_layer(pairs, scale, digits):
+def _per_layer(pairs: Sequence[tuple[float, float]], scale: float, digits: int) -> str:
     if not pairs or all(math.isnan(m) for m, _ in pairs):
         return "-"
     return " / ".join("-" if math.isnan(m) else f"{scale * m:.{digits}f}" + ("" if math.isnan(sd) else
@@ -367,7 +380,8 @@ def _per_layer(pairs, scale, digits):
                       for m, sd in pairs)
 
 
-def ablation_table(out, names, seeds, epochs_override, chosen):
+def ablation_table(out: str | Path, names: Sequence[str], seeds: Seeds, epochs_override: int | None,
+                   chosen: Mapping[str, str]) -> list[str]:
     """The ablation's table (the rows of :data:`ABLATION` and their baselines that are among ``names``)."""
     rows = [(n, f"{h:g}", f"{lam:g}", f"{b:g}") for n, h, lam, b, _ in ABLATION + DIGITS_ABLATION]
     rows += [(n, f"{EXPERIMENTS[n].settings.get('head_weight', 0.0):g}", "-", "-")
@@ -408,7 +422,8 @@ def ablation_table(out, names, seeds, epochs_override, chosen):
     return lines
 
 
-def moonshot_section(out, names, seeds, epochs_override, chosen):
+def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs_override: int | None,
+                     chosen: Mapping[str, str]) -> list[str]:
     """Per moonshot group: the point chosen on validation, its last-epoch test accuracy over the seeds, and
     whether a local method's mean over 3 seeds reached :data:`MOONSHOT_TARGET`."""
     groups = [f"fashion-moon-{method}" for method, _, _ in MOONSHOT_METHODS]

@@ -8,11 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ...run.config import TrainConfig
 from .experiments import EXPERIMENTS, LAYERS_FILE, PROBE_TRAIN, _comparable, _mlp_sizes, run_settings
 from .report import read_rows
+
+if TYPE_CHECKING:
+    from ...run.signals import StopSignals
+    from .experiments import Experiment
 
 CHILD_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                     "MKL_NUM_THREADS": "1"}
@@ -22,7 +28,8 @@ STOP_FILE_ENV, PARENT_ENV = "VAELAYER_REPRODUCE_STOP_FILE", "VAELAYER_REPRODUCE_
 # ---------------------------------------------------------------------------------------- one run (child)
 
 
-def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None):
+def run_one(exp: Experiment, seed: int, out: str | Path, epochs: int | None = None, limit: int | None = None,
+            log: Callable[[str], Any] = print, should_stop: Callable[[], bool] | None = None) -> bool:
     """Train (or finish, or reuse) one seed of an experiment in ``out/<name>/seed<seed>``.
 
     ``should_stop()`` is polled between two training steps (and before a context model's fit).
@@ -46,8 +53,8 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
     config = TrainConfig(**settings).validate()
     checkpoint = run_dir / CHECKPOINT_FILE
     if (run_dir / "config.json").exists():
-        saved = read_config(run_dir)
-        saved, wanted = _comparable(saved.to_dict()), _comparable(config.to_dict())
+        saved_config = read_config(run_dir)
+        saved, wanted = _comparable(saved_config.to_dict()), _comparable(config.to_dict())
         if any(saved[k] != wanted[k] for k in saved.keys() & wanted.keys()):
             raise ValueError(f"{run_dir} holds a run of other settings than experiment {exp.name} "
                              "(the experiment or its overrides changed); use another --out or delete that folder")
@@ -59,7 +66,7 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
             with RunLock(run_dir):  # never under a process that is training there
                 checkpoint.unlink()
                 (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        elif done_epochs >= config.epochs:
+        elif config.epochs is not None and done_epochs >= config.epochs:
             log(f"{exp.name} seed {seed}: finished before, reused")
             return _with_layer_figures(run_dir, True, log)
         # a checkpoint: continue from it; none yet (stopped before its first save): start over in the folder
@@ -72,7 +79,7 @@ def run_one(exp, seed, out, epochs=None, limit=None, log=print, should_stop=None
 
 
 
-def layer_figures(run_dir, log=print):
+def layer_figures(run_dir: str | Path, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Per layer of a finished run (net A, the mean path): what its output holds and how well it is a VAE.
 
     For each layer k: ``probe_test`` the test accuracy of a linear probe (a logistic regression,
@@ -92,7 +99,7 @@ def layer_figures(run_dir, log=print):
     trainer, data = load_trainer(run_dir, log=log)
     net = trainer.net_a
     blocks = getattr(net, "vae_layers", None) or getattr(net, "blocks", [])
-    feats = {}
+    feats: dict[str, list[tuple[Any, Any]]] = {}
     for split, x in (("train", data.x_train[:PROBE_TRAIN]), ("test", data.x_test)):
         h, per_layer = np.asarray(x, dtype=trainer.dtype), []
         for layer in blocks:
@@ -125,7 +132,7 @@ def layer_figures(run_dir, log=print):
     return result
 
 
-def _with_layer_figures(run_dir, completed, log):
+def _with_layer_figures(run_dir: str | Path, completed: bool, log: Callable[[str], Any]) -> bool:
     """A finished run without its per-layer figures gets them (``layers.json``); returns ``completed``."""
     if completed and not (Path(run_dir) / LAYERS_FILE).exists():
         figures = layer_figures(run_dir, log=log)
@@ -134,7 +141,7 @@ def _with_layer_figures(run_dir, completed, log):
     return completed
 
 
-def _run_context_model(exp, settings, run_dir, log):
+def _run_context_model(exp: Experiment, settings: dict[str, Any], run_dir: Path, log: Callable[[str], Any]) -> bool:
     """A scikit-learn model fitted on the same splits (same seed), written as a one-row metrics.jsonl."""
     import warnings
 
@@ -181,19 +188,21 @@ def _run_context_model(exp, settings, run_dir, log):
     return True
 
 
-def _stop_requested_by_parent():
+def _stop_requested_by_parent() -> Callable[[], bool]:
     """In a child: a callable that is true once the parent asked to stop (its stop file exists) or is gone."""
     stop_file, parent = os.environ.get(STOP_FILE_ENV), os.environ.get(PARENT_ENV)
 
-    def should_stop():
+    def should_stop() -> bool:
         if stop_file and os.path.exists(stop_file):
             return True
-        return bool(parent) and os.getppid() != int(parent)  # the parent died: do not run on unattended
+        if not parent:
+            return False
+        return os.getppid() != int(parent)  # the parent died: do not run on unattended
 
     return should_stop
 
 
-def _child_main(argv):
+def _child_main(argv: list[str]) -> int:
     """Entry point of a child process:
     ``python -m vaelayer_np.tools.reproduce --child NAME SEED OUT [EPOCHS LIMIT]``."""
     name, seed, out, epochs, limit = argv
@@ -202,7 +211,7 @@ def _child_main(argv):
     log_path = Path(out) / name / f"seed{seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as fh:
-        def log(text):
+        def log(text: str) -> None:
             fh.write(text + "\n")
             fh.flush()
         try:
@@ -219,7 +228,8 @@ def _child_main(argv):
 
 
 # ---------------------------------------------------------------------------------------- the pool
-def _launch(name, seed, out, epochs, limit, stop_file):
+def _launch(name: str, seed: int, out: str | Path, epochs: int | None, limit: int | None,
+            stop_file: str | Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, **CHILD_THREAD_ENV, **{STOP_FILE_ENV: str(stop_file), PARENT_ENV: str(os.getpid())})
     cmd = [sys.executable, "-m", "vaelayer_np.tools.reproduce", "--child", name, str(seed), str(out),
            "-" if epochs is None else str(epochs), "-" if limit is None else str(limit)]
@@ -228,14 +238,19 @@ def _launch(name, seed, out, epochs, limit, stop_file):
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
-def run_tasks(tasks, out, jobs, epochs, limit, log, stop, stop_file):
+def run_tasks(tasks: Iterable[tuple[str, int]], out: str | Path, jobs: int, epochs: int | None, limit: int | None,
+              log: Callable[[str], Any], stop: StopSignals, stop_file: str | Path
+              ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], bool, dict[tuple[str, int], str]]:
     """Run (name, seed) tasks, ``jobs`` child processes at a time.
 
     Returns (finished, failed, interrupted, lost); ``lost``: {(name, seed): why} of the children that
     stopped unfinished (exit code 130, or killed by a signal) without this command asking them to.
     """
-    pending, running = list(tasks), {}
-    finished, failed, lost = [], [], {}
+    pending = list(tasks)
+    running: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+    finished: list[tuple[str, int]] = []
+    failed: list[tuple[str, int]] = []
+    lost: dict[tuple[str, int], str] = {}
     asked = False
     while pending or running:
         if stop.requested and not asked:
