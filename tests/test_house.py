@@ -207,3 +207,13 @@ def test_the_shims_go_in_one_release():
     from vaelayer_np.core import settings
 
     assert compat.REMOVED_IN == settings.REMOVED_IN
+
+
+def test_no_public_function_has_overloaded_signatures():
+    """The API page shows one signature per callable (and its test checks every default shown): a
+    ``typing.overload`` stack renders as several, so the package states one signature with a union instead."""
+    root = Path(__file__).resolve().parent.parent / "vaelayer_np"
+    found = [f"{path.relative_to(root.parent)}:{n}" for path in sorted(root.rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.match(r"\s*@(typing\.)?overload\b", line)]
+    assert found == [], f"overloaded signatures (one signature with a union instead): {found}"

@@ -28,7 +28,7 @@ import functools
 import os
 import time
 from collections.abc import Iterator
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
@@ -261,10 +261,6 @@ def auto_threads() -> int:
     return max(1, min(cores, int(idle)))
 
 
-@overload
-def resolve_threads(n: None) -> None: ...
-@overload
-def resolve_threads(n: int | str) -> int: ...
 def resolve_threads(n: int | str | None) -> int | None:
     """``n`` as a number of threads: ``"auto"`` (:func:`auto_threads`), None (None: the libraries' own
     count), or a positive int (capped at the usable cores)."""

@@ -68,8 +68,8 @@ def _threads() -> int:
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
-            return resolve_threads(int(os.environ[var]))
-    return resolve_threads(DEFAULT_THREADS)
+            return resolve_threads(int(os.environ[var])) or 1
+    return resolve_threads(DEFAULT_THREADS) or 1
 
 
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
