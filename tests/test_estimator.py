@@ -158,3 +158,16 @@ def test_load_refuses_files_that_are_not_a_saved_model(tmp_path):
                          expected_failed_checks=lambda est: SKLEARN_CHECKS_NOT_APPLICABLE)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_threads_default_to_auto_and_a_number_is_used_as_given():
+    """docs/tabular.md: n_threads None (the default) is the library's threads="auto"; a number is taken as given."""
+    X, y = load_iris(return_X_y=True)
+    tiny = dict(FAST, epochs=1, widths=(4,), encoder_hidden=0)
+    assert VAELayerClassifier(**tiny).fit(X, y).trainer_.config.threads == "auto"
+    assert VAELayerClassifier(**tiny, n_threads=1).fit(X, y).trainer_.config.threads == 1
+
+
+def test_no_estimator_check_is_marked_not_applicable():
+    """docs/tabular.md says none is: a check skipped by this classifier would have to be named there."""
+    assert SKLEARN_CHECKS_NOT_APPLICABLE == {}

@@ -225,3 +225,23 @@ def test_kernel_tests_pass_without_the_jit():
            "not without_the_jit and not one_epoch"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _loop_option_faults(dispatchers):
+    """The compiled loops whose options break what fast/kernels.py promises: serial (no ``parallel``, so no
+    ``prange``: results do not depend on Numba's thread count) and ``nogil=True`` (the twins run at once)."""
+    return sorted(name for name, d in dispatchers.items()
+                  if d.targetoptions.get("parallel") or not d.targetoptions.get("nogil"))
+
+
+def test_every_compiled_loop_is_serial_and_releases_the_gil():
+    numba = pytest.importorskip("numba")
+    from numba.core.registry import CPUDispatcher
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
+    loops = {n: v for n, v in vars(_kernels).items() if isinstance(v, CPUDispatcher)}
+    assert len(loops) >= 8, sorted(loops)
+    assert _loop_option_faults(loops) == []
+    planted = {"holds_the_gil": numba.njit(lambda x: x), "threaded": numba.njit(parallel=True, nogil=True)(lambda x: x)}
+    assert _loop_option_faults(planted) == ["holds_the_gil", "threaded"]

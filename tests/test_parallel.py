@@ -80,3 +80,18 @@ def test_a_step_too_small_for_threads_runs_serially_with_the_same_result():
     big = Trainer(TrainConfig(**cfg), 40, 5, path=ParallelFastPath("numba", min_flops=1))
     big.step(x, y)
     assert big.path._pool is not None
+
+
+def test_the_default_model_of_every_dataset_is_above_the_serial_threshold():
+    """docs/performance.md: the defaults are above PARALLEL_MIN_FLOPS on every dataset, so threads are used."""
+    from math import prod
+
+    from vaelayer_np.fast.machine import PARALLEL_MIN_FLOPS, depth_flops
+    from vaelayer_np.run.config import IMAGE_SHAPES
+    from vaelayer_np.run.data import DATASETS
+
+    for name in DATASETS:
+        config = TrainConfig(dataset=name, path="readable")
+        net = Trainer(config, prod(IMAGE_SHAPES[name]), 10).net_a
+        assert sum(depth_flops(net, config.batch_size)) >= PARALLEL_MIN_FLOPS, name
+    assert sum(depth_flops(net, 32)) > sum(depth_flops(net, 16))  # the count grows with the batch

@@ -110,3 +110,20 @@ def test_forward_is_seeded(rng):
     x = rng.standard_normal((4, 5))
     assert np.array_equal(layer.forward(x, rng=3)[1]["z"], layer.forward(x, rng=3)[1]["z"])
     assert not np.array_equal(layer.forward(x, rng=3)[1]["z"], layer.forward(x, rng=4)[1]["z"])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_negative_pair_exactly_at_the_margin_gets_no_gradient(backend):
+    """docs/maths.md: at an exact tie cos = m of a negative pair the gradient used is 0 (both backends, both losses)."""
+    from vaelayer_np.fast.backend import get_ops
+
+    run = get_ops(backend)
+    a = np.array([[1.0, 0.0], [1.0, 0.0]])
+    b = np.array([[0.0, 1.0], [0.0, 2.0]])  # orthogonal rows: cos is exactly 0, the margin below
+    value, (d_a, d_b) = run.cosine_embedding(a, b, np.array([-1.0, -1.0]), margin=0.0)
+    assert value == 0.0 and not d_a.any() and not d_b.any()
+    value, (d_a, d_b) = run.cosine_embedding_matrix(a, b, -np.ones((2, 2)), margin=0.0)
+    assert value == 0.0 and not d_a.any() and not d_b.any()
+    # just above the tie the pair pulls (the check could fail)
+    _, (d_a, _) = run.cosine_embedding(a, b, np.array([-1.0, -1.0]), margin=-1e-9)
+    assert d_a.any()

@@ -7,7 +7,7 @@ Sub-commands::
     vaelayer evaluate RUN             accuracy of a run's checkpoint on each split
     vaelayer plot RUN [RUN ...]       (re)draw a run's plots; with several runs also compare.png
     vaelayer gradcheck                finite-difference check of every layer and loss
-    vaelayer bench                    speed of the numba and numpy backends (and PyTorch if installed)
+    vaelayer bench                    speed of the fast and readable training paths (and PyTorch if installed)
     vaelayer reproduce                the benchmark runs of docs/results.md, as a table
 
 Every error is one line on stderr naming the option, file or folder at fault and what

@@ -6,7 +6,8 @@ starts it and reads the one line it prints.
 
 * ``epoch-steps STEPS PARALLEL``: ``STEPS`` training steps of a Fashion-MNIST trainer with the default
   settings (``threads="auto"``, ``parallel=PARALLEL``), after two steps of warm-up; prints a JSON object.
-* ``epoch BACKEND``: one whole Fashion-MNIST epoch with the default settings on ``BACKEND``, then the page
+* ``epoch BACKEND``: one whole Fashion-MNIST epoch with the default settings on the path ``BACKEND`` names
+  (``numba``: the fast path, ``numpy``: the readable path; ``fast`` and ``readable`` work too), then the page
   faults per step of two short epochs and the process's peak resident memory; prints seven numbers.
 """
 from __future__ import annotations

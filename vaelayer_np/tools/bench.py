@@ -1,11 +1,14 @@
-"""``vaelayer bench``: speed of the backends, measured side by side in one process.
+"""``vaelayer bench``: speed of the training paths, measured side by side in one process.
+
+Its output names the two paths by their kernels: ``numba`` is the fast path (``path="fast"``: buffers,
+compiled kernels), ``numpy`` the readable path (``path="readable"``: the layers' own NumPy code).
 
 Prints medians over repeats and the ratios between them:
 
 1. each Numba kernel against the NumPy expression it replaces;
 2. one IFFCL step of the Fashion-MNIST architecture (784 inputs, three VAE layers
    of 256, 10 classes, twin networks, float32), linear and hidden-1024 encoders at
-   batch 32 and 128: numba backend, numpy backend, and the same step in PyTorch on
+   batch 32 and 128: the fast path (numba), the readable path (numpy), and the same step in PyTorch on
    the CPU if installed (``pip install -e ".[bench]"``), with its default Adam and
    with ``Adam(fused=True)`` (``foreach=True`` where fused does not run on the CPU);
    minor page faults per step (``getrusage``);
@@ -13,7 +16,7 @@ Prints medians over repeats and the ratios between them:
    (every matrix product of one step, the all-pairs cosine's included, replayed
    with the step's operand layouts into preallocated outputs) and the parts floor
    (products + one flat Adam pass over all parameters + the noise draw);
-4. one Fashion-MNIST epoch per backend in a fresh process (time, page faults, peak
+4. one Fashion-MNIST epoch per training path in a fresh process (time, page faults, peak
    memory), Numba compile time cold and cached;
 5. the machine's limit: every configuration's FLOPs per step and per Fashion-MNIST epoch
    (54,000 examples), the large-SGEMM rate measured here with 1 and with every core, the epoch's
