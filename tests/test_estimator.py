@@ -166,6 +166,9 @@ def test_threads_default_to_auto_and_a_number_is_used_as_given():
     tiny = dict(FAST, epochs=1, widths=(4,), encoder_hidden=0)
     assert VAELayerClassifier(**tiny).fit(X, y).trainer_.config.threads == "auto"
     assert VAELayerClassifier(**tiny, n_threads=1).fit(X, y).trainer_.config.threads == 1
+    assert VAELayerClassifier(**tiny, n_threads="auto").fit(X, y).trainer_.config.threads == "auto"
+    with pytest.raises(ValueError, match="n_threads"):
+        VAELayerClassifier(**tiny, n_threads="many").fit(X, y)
 
 
 def test_no_estimator_check_is_marked_not_applicable():

@@ -35,7 +35,7 @@ from ..analysis.diagnostics import encode_layers
 from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core.settings import DEFAULTS
 from ..fast.backend import BACKENDS, path_of_old_backend
-from ..fast.machine import check_threads, limit_threads
+from ..fast.machine import AUTO, check_threads, limit_threads
 from . import model_file
 from .config import ARRAYS, CHOICES, DEFAULT_THREADS, TrainConfig
 from .model_file import rebuild_trainer
@@ -130,8 +130,9 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     n_iter_no_change : int
     random_state : int, RandomState or None
         Seeds initialisation, pairing, noise, batch order and the validation split.
-    n_threads : int or None
-        BLAS threads during fit and predict (None: :data:`vaelayer_np.run.config.DEFAULT_THREADS`).
+    n_threads : int, "auto" or None
+        BLAS threads during fit and predict ("auto": the idle cores; None: the library's default,
+        :data:`vaelayer_np.run.config.DEFAULT_THREADS`).
     path : str or None, the training path: "fast" (compiled kernels) or "readable" (the layers' own NumPy
         code); None: the library default (:func:`vaelayer_np.fast.backend.default_path`)
     backend : deprecated, the old spelling of ``path`` ("numba": fast, "numpy": readable)
@@ -219,6 +220,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return old
 
     def _threads(self) -> int | str:
+        if isinstance(self.n_threads, str) and self.n_threads == AUTO:
+            return AUTO
         n = check_threads(self.n_threads, "n_threads")
         return DEFAULT_THREADS if n is None else n
 
