@@ -71,3 +71,21 @@ def test_a_local_heads_run_has_no_reconstruction_to_report(tmp_path, monkeypatch
     assert all(r["recon"] is None and r["kl"] is None and r["probe_test"] > 0.2 for r in figures["layers"])
     with pytest.raises(ValueError, match="head_weight"):
         TrainConfig(dataset="digits", method="local-heads", head_weight=3.0).validate()
+
+
+def test_the_moonshot_table_tells_a_group_never_run_from_one_started(tmp_path):
+    """A moonshot group with no finished point is "not run" until one of its run folders exists."""
+    from vaelayer_np.tools.reproduce.report import moonshot_section
+
+    names = [n for n in reproduce.EXPERIMENTS if n.startswith("fashion-moon-")]
+    seeds = {n: [0, 1, 2] for n in names}
+
+    def state(group):
+        lines = moonshot_section(tmp_path, names, seeds, None, {})
+        row = next(line for line in lines if line.startswith(f"| {group} |"))
+        return row.split("|")[2].strip()
+
+    assert state("fashion-moon-iffcl") == "not run"
+    (tmp_path / "fashion-moon-iffcl-aug" / "seed0").mkdir(parents=True)
+    assert state("fashion-moon-iffcl") == "started, no point finished yet"
+    assert state("fashion-moon-backprop") == "not run"

@@ -441,7 +441,9 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
     for group in groups:
         name = chosen.get(group)
         if name is None:
-            lines.append(f"| {group} | running / not yet measured | 0 | - | - | - | - |")
+            started = any((Path(out) / n).is_dir() for n in names if EXPERIMENTS[n].group == group)
+            state = "started, no point finished yet" if started else "not run"
+            lines.append(f"| {group} | {state} | 0 | - | - | - | - |")
             continue
         exp = EXPERIMENTS[name]
         wanted = seeds_for(exp, seeds, chosen)
