@@ -4,9 +4,10 @@ The tables of docs/results.md are written by ``vaelayer reproduce`` from the run
 typed in). The prose that summarises them (README's "Results at a glance", the results page's "What each
 part contributes", the method page's paragraph on what the heads contribute, lesson 05's section on what
 carries the accuracy) is written by hand, so it can drift from the tables or quote a run that no table
-holds. This test reads each accuracy of that prose and of the tables written by hand in it ("90.05 ± 0.04%", "80.61%") and looks for it among the
-tables' figures, rounded to the digits the prose gives. The only exception is the moonshot's target, which
-is a goal, not a measurement (its value is read from the experiments' catalogue).
+holds. This test reads each accuracy of that prose and of the tables written by hand in it ("90.05 ± 0.04%",
+"80.61%") and looks for it among the tables' figures, rounded to the digits the prose gives. The only
+exception is the moonshot's target, which is a goal, not a measurement (its value is read from the
+experiments' catalogue).
 """
 import json
 import re
