@@ -35,7 +35,8 @@ def test_the_moonshot_gives_every_method_the_same_recipe_and_grid():
     for exp in reproduce.EXPERIMENTS.values():
         if exp.name.startswith("fashion-moon-"):
             cfg = TrainConfig(**exp.settings).validate()
-            groups.setdefault(exp.group, []).append((cfg.dropout, cfg.epochs, cfg.augment_shift, cfg.augment_flip))
+            groups.setdefault(exp.group, []).append((cfg.dropout, cfg.epochs, cfg.augment_shift, cfg.augment_flip,
+                                                     tuple(cfg.widths or ())))
             assert exp.grid_seeds == "first" and exp.name != exp.group  # points on seed 0, the chosen on all
     assert len(groups) == 3
     grids = {tuple(sorted(points)) for points in groups.values()}
@@ -89,3 +90,31 @@ def test_the_moonshot_table_tells_a_group_never_run_from_one_started(tmp_path):
     (tmp_path / "fashion-moon-iffcl-aug" / "seed0").mkdir(parents=True)
     assert state("fashion-moon-iffcl") == "started, no point finished yet"
     assert state("fashion-moon-backprop") == "not run"
+
+
+def test_the_moonshot_grid_table_shows_every_point_on_its_first_seed(tmp_path):
+    """Each grid point gets a row: not run, unfinished with its epochs, or its first seed's figures; the chosen is
+    marked, and every method has the same points."""
+    from vaelayer_np.tools.reproduce.report import moonshot_section
+
+    names = [n for n in reproduce.EXPERIMENTS if n.startswith("fashion-moon-")]
+    seeds = {n: [0, 1, 2] for n in names}
+    point = "fashion-moon-local-heads-drop0.1"
+    run = tmp_path / point / "seed0"
+    run.mkdir(parents=True)
+    rows = [dict(epoch=e, train_acc=0.9, val_acc=0.8 + e / 1000, test_acc=0.85, seconds=10.0) for e in range(1, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def grid_row(name, epochs, chosen):
+        lines = moonshot_section(tmp_path, names, seeds, epochs, chosen)
+        return next(line for line in lines if line.startswith(f"| {name} ") and "seconds" not in line)
+
+    assert "| not run |" in grid_row("fashion-moon-iffcl-aug", None, {})
+    assert "unfinished (3/60 epochs)" in grid_row(point, None, {})
+    finished = grid_row(point, 3, {"fashion-moon-local-heads": point})
+    assert finished.startswith(f"| {point} (chosen) | seed 0 | 85.00 | 80.30 | 30 |")
+    suffixes = {}
+    for name in names:
+        group = reproduce.EXPERIMENTS[name].group
+        suffixes.setdefault(group, set()).add(name[len(group):])
+    assert len(set(map(frozenset, suffixes.values()))) == 1 and len(suffixes) == 3
