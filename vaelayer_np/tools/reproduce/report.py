@@ -58,7 +58,7 @@ def summarise_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     best = max(rows, key=lambda r: -1.0 if r.get("val_acc") is None else r["val_acc"])
     last = rows[-1]
     return {"epochs": len(rows), "last_epoch": last["epoch"], "last_test": last["test_acc"],
-            "last_val": last["val_acc"],
+            "last_val": last["val_acc"], "last_train": math.nan if last.get("train_acc") is None else last["train_acc"],
             "best_val": best["val_acc"], "test_at_best_val": best["test_acc"], "best_val_epoch": best["epoch"],
             "seconds": float(sum(r.get("seconds", 0.0) for r in rows))}
 
@@ -93,7 +93,7 @@ def aggregate(out: str | Path, name: str, seeds: Iterable[int], expected_epochs:
         else:
             per_seed[seed] = s
     result: dict[str, Any] = {"name": name, "per_seed": per_seed, "missing": missing, "n": len(per_seed)}
-    for key in ("last_test", "test_at_best_val", "best_val", "last_val", "seconds"):
+    for key in ("last_test", "test_at_best_val", "best_val", "last_val", "last_train", "seconds"):
         result[key] = mean_std([s[key] for s in per_seed.values()])
     return result
 
@@ -467,8 +467,10 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
         lines.append(f"| {group} | {name} | {agg['n']}/{len(wanted)} | {_pct(agg['last_test'])} | "
                      f"{_pct(agg['best_val'])} | {_secs(agg['seconds'])} | {reached} |")
     lines += ["", "The grid, every point on the first seed (the choice is made on *best val %*; *last test %* is "
-              "shown, never used to choose):", "",
-              "| point | first seed | last test % | best val % | train seconds |", "|---|---|---|---|---|"]
+              "shown, never used to choose; *last train %* is the accuracy on the training images as they are, "
+              "without augmentation or dropout, at the last epoch: how closely the network fits them):", "",
+              "| point | first seed | last train % | last test % | best val % | train seconds |",
+              "|---|---|---|---|---|---|"]
     for group in groups:
         for name in (n for n in EXPERIMENTS if EXPERIMENTS[n].group == group and n in names):
             exp = EXPERIMENTS[name]
@@ -481,8 +483,8 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
                 why = agg["missing"][0][1]
                 state = f"seed {first}: {why}" if why != "not run" or (Path(out) / name).is_dir() else "not run"
             mark = " (chosen)" if chosen.get(group) == name else ""
-            lines.append(f"| {name}{mark} | {state} | {_pct(agg['last_test'])} | {_pct(agg['best_val'])} | "
-                         f"{_secs(agg['seconds'])} |")
+            lines.append(f"| {name}{mark} | {state} | {_pct(agg['last_train'])} | {_pct(agg['last_test'])} | "
+                         f"{_pct(agg['best_val'])} | {_secs(agg['seconds'])} |")
     lines.append("")
     return lines
 
