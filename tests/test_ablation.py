@@ -113,6 +113,12 @@ def test_the_moonshot_grid_table_shows_every_point_on_its_first_seed(tmp_path):
     assert "unfinished (3/60 epochs)" in grid_row(point, None, {})
     finished = grid_row(point, 3, {"fashion-moon-local-heads": point})
     assert finished.startswith(f"| {point} (chosen) | seed 0 | 90.00 | 85.00 | 80.30 | 30 |")
+    # a point with more seeds finished (chosen before the grid grew) shows them all, mean ± std
+    other = tmp_path / point / "seed2"
+    other.mkdir()
+    rows = [dict(r, test_acc=0.87) for r in rows]
+    (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert grid_row(point, 3, {}).startswith(f"| {point} | seeds 0, 2 | 90.00 ± 0.00 | 86.00 ± 1.41 | 80.30 ± 0.00 |")
     suffixes = {}
     for name in names:
         group = reproduce.EXPERIMENTS[name].group

@@ -466,22 +466,25 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
             name += f" ({done} of {len(points)} points finished so far)"
         lines.append(f"| {group} | {name} | {agg['n']}/{len(wanted)} | {_pct(agg['last_test'])} | "
                      f"{_pct(agg['best_val'])} | {_secs(agg['seconds'])} | {reached} |")
-    lines += ["", "The grid, every point on the first seed (the choice is made on *best val %*; *last test %* is "
-              "shown, never used to choose; *last train %* is the accuracy on the training images as they are, "
-              "without augmentation or dropout, at the last epoch: how closely the network fits them):", "",
-              "| point | first seed | last train % | last test % | best val % | train seconds |",
+    lines += ["", "The grid: every point on the first seed, and on every seed it has finished (a point chosen "
+              "before the grid grew has more); the choice is made on *best val %* over the seeds all of a group's "
+              "finished points share; *last test %* is shown, never used to choose; *last train %* is the "
+              "accuracy on the training images as they are, without augmentation or dropout, at the last epoch: "
+              "how closely the network fits them):", "",
+              "| point | seeds finished | last train % | last test % | best val % | train seconds |",
               "|---|---|---|---|---|---|"]
     for group in groups:
         for name in (n for n in EXPERIMENTS if EXPERIMENTS[n].group == group and n in names):
             exp = EXPERIMENTS[name]
-            first = _seed_list(exp, seeds)[0]
+            every = _seed_list(exp, seeds)
             expected = _expected_epochs(exp, epochs_override)
-            agg = aggregate(out, name, [first], expected)
+            agg = aggregate(out, name, every, expected)
             if agg["n"]:
-                state = f"seed {first}"
+                finished = sorted(agg["per_seed"])
+                state = ("seed " if len(finished) == 1 else "seeds ") + ", ".join(map(str, finished))
             else:
-                why = agg["missing"][0][1]
-                state = f"seed {first}: {why}" if why != "not run" or (Path(out) / name).is_dir() else "not run"
+                why = dict(agg["missing"])[every[0]]
+                state = f"seed {every[0]}: {why}" if why != "not run" or (Path(out) / name).is_dir() else "not run"
             mark = " (chosen)" if chosen.get(group) == name else ""
             lines.append(f"| {name}{mark} | {state} | {_pct(agg['last_train'])} | {_pct(agg['last_test'])} | "
                          f"{_pct(agg['best_val'])} | {_secs(agg['seconds'])} |")
