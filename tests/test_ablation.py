@@ -92,9 +92,9 @@ def test_the_moonshot_table_tells_a_group_never_run_from_one_started(tmp_path):
     assert state("fashion-moon-backprop") == "not run"
 
 
-def test_the_moonshot_grid_table_shows_every_point_on_its_first_seed(tmp_path):
-    """Each grid point gets a row: not run, unfinished with its epochs, or its first seed's figures; the chosen is
-    marked, and every method has the same points."""
+def test_the_moonshot_grid_table_shows_every_point_on_the_seeds_it_finished(tmp_path):
+    """Each grid point gets a row: not run, unfinished with its epochs, or the figures of the seeds it finished; the
+    chosen is marked, and every method has the same points."""
     from vaelayer_np.tools.reproduce.report import moonshot_section
 
     names = [n for n in reproduce.EXPERIMENTS if n.startswith("fashion-moon-")]

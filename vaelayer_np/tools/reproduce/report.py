@@ -438,8 +438,8 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
              + "; 256 units per layer unless said; shifts of up to "
              f"{MOONSHOT_RECIPE['augment_shift']} pixels, horizontal flips with probability "
              f"{MOONSHOT_RECIPE['augment_flip']}, dropout on every layer's input), each on the first seed; the point "
-             "with the best validation accuracy then runs on every seed. Each point's first-seed figures are in "
-             "the grid table below.", "",
+             "with the best validation accuracy then runs on every seed. Every point's figures are in the grid "
+             "table below.", "",
              "| method | chosen on validation | seeds | last test % | best val % | train seconds | target reached |",
              "|---|---|---|---|---|---|---|"]
     for group in groups:
@@ -470,7 +470,7 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
               "before the grid grew has more); the choice is made on *best val %* over the seeds all of a group's "
               "finished points share; *last test %* is shown, never used to choose; *last train %* is the "
               "accuracy on the training images as they are, without augmentation or dropout, at the last epoch: "
-              "how closely the network fits them):", "",
+              "how closely the network fits them.", "",
               "| point | seeds finished | last train % | last test % | best val % | train seconds |",
               "|---|---|---|---|---|---|"]
     for group in groups:
