@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -101,7 +102,13 @@ def _course(tmp_path, lessons):
 
 
 def _nbgrader(course, *args, env=None):
+    """``python -m nbgrader`` with this interpreter; its folder of scripts first on PATH, for nbgrader starts
+    ``alembic`` (its database migrations) by name, which a venv used without activating it would not find."""
+    import os
+
     pytest.importorskip("nbgrader")
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--force"], cwd=course, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
