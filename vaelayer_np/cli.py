@@ -87,16 +87,36 @@ def _thread_count(text: str) -> int:
     return value
 
 
+def _nonempty_text(text: str) -> str:
+    """An argparse type: a value that is not empty (``--data ""``, an unset shell variable, would otherwise
+    read as the option left out, or a path as the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a value, got {text!r}; leave the option out for its default")
+    return text
+
+
+def _path(text: str) -> Path:
+    """An argparse type: a file or folder path, not empty (``Path("")`` is the current folder)."""
+    return Path(_nonempty_text(text))
+
+
 def _option_name(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def _name_the_option(exc: BaseException) -> str:
-    """A config error 'seed: ...' says '--seed: ...' on the command line."""
+# the command line's own settings that an error from the library names by their Python names
+_OPTION_SETTINGS = {f.name for f in dataclasses.fields(TrainConfig)} | {"run_dir", "resume"}
+
+
+def _name_the_option(exc: BaseException, paths: Sequence[Path | None] = ()) -> str:
+    """A config error 'seed: ...' says '--seed: ...' on the command line (and 'augment_shift, augment_flip: ...'
+    '--augment-shift, --augment-flip: ...'); an error that starts with one of the ``paths`` given (a run folder
+    named like a setting) is left as it is."""
     message = str(exc)
     head, sep, rest = message.partition(":")
-    if sep and head in {f.name for f in dataclasses.fields(TrainConfig)}:
-        return f"{_option_name(head)}: {rest.lstrip()}"
+    names = [name.strip() for name in head.split(",")]
+    if sep and all(name in _OPTION_SETTINGS for name in names) and head not in {str(p) for p in paths if p}:
+        return f"{', '.join(_option_name(name) for name in names)}: {rest.lstrip()}"
     return message
 
 
@@ -138,8 +158,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if f.name == "widths":
             parser.add_argument(flag, type=_parse_widths, default=None, help=help_text)
             continue
-        kind = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float, "epochs": int,
-                "batch_size": int, "path": str, "backend": str}.get(f.name, type(f.default))
+        kind: Callable[[str], Any] = {"dataset": str, "data_dir": str, "limit": int, "output_lr": float,
+                                      "epochs": int, "batch_size": int, "path": str,
+                                      "backend": str}.get(f.name, type(f.default))
+        if kind is str:
+            kind = _nonempty_text
         shown = f.default not in (None, "") and "(default:" not in help_text
         suffix = f" (default: {f.default})" if shown else ""
         parser.add_argument(flag, type=kind, default=None, help=help_text + suffix)
@@ -169,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command("train", help="train a run", description="Train a run; every setting is an option.")
     _add_config_options(p)
-    p.add_argument("--run-dir", type=Path, default=None, help="folder for the run (default: a new one under ./runs)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN",
+    p.add_argument("--run-dir", type=_path, default=None, help="folder for the run (default: a new one under ./runs)")
+    p.add_argument("--resume", type=_path, default=None, metavar="RUN",
                    help=f"continue the run in folder RUN (only {_RESUME_OPTIONS} may be given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
@@ -179,13 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-changed-data", action="store_true", help="with --resume: " + changed_help)
 
     p = add_command("evaluate", help="accuracy of a run's checkpoint")
-    p.add_argument("run", type=Path, help="a run folder (written by `vaelayer train`)")
+    p.add_argument("run", type=_path, help="a run folder (written by `vaelayer train`)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--allow-changed-data", action="store_true", help=changed_help)
 
     p = add_command("plot", help="draw a run's plots (and compare.png for several runs)")
-    p.add_argument("runs", type=Path, nargs="+", help="one or more run folders (written by `vaelayer train`)")
-    p.add_argument("--out", type=Path, default=None, help="where compare.png goes (default: the first run)")
+    p.add_argument("runs", type=_path, nargs="+", help="one or more run folders (written by `vaelayer train`)")
+    p.add_argument("--out", type=_path, default=None, help="where compare.png goes (default: the first run)")
     p.add_argument("--allow-changed-data", action="store_true", help=changed_help)
 
     p = add_command("gradcheck", help="finite-difference check of every gradient")
@@ -311,7 +334,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:  # every user error in the library is a ValueError with a clear message
         if args.debug:
             raise
-        print(f"vaelayer {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        message = _name_the_option(exc, (args.run_dir, args.resume)) if args.command == "train" else str(exc)
+        print(f"vaelayer {args.command}: error: {_one_line(message)}", file=sys.stderr)
         return _EXIT_USAGE
     except OSError as exc:  # a file-system failure outside the checkpoint writers (plots, folders, ...)
         if args.debug:
@@ -362,6 +386,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             if args.allow_changed_data:
                 raise ValueError("--allow-changed-data: applies only with --resume (a new run records its data)")
+            if args.test_fraction is not None and (not args.data or args.test_data):
+                raise ValueError("--test-fraction: applies only with --data and no --test-data (the part of the "
+                                 "table held out for testing)")
             config = _config_from_args(args)
             try:
                 _, rows, done = train_run(config, run_dir=args.run_dir, progress=not args.no_progress,

@@ -5,7 +5,9 @@ expected, so that a user never meets a traceback from deep inside NumPy.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -200,3 +202,18 @@ def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
 def check_finite(name: str, value: Any) -> float:
     """A finite real number (not a bool, a string, NaN or inf): :func:`check_number`; returned as a float."""
     return check_number(name, value)
+
+
+def check_path(name: str, value: Any) -> Path:
+    """``value`` as a Path, if it is a file or folder path: a ``str`` or an ``os.PathLike`` that is not empty.
+
+    Anything else (None, a number, bytes) is a TypeError naming ``name``, not pathlib's unnamed one; an empty
+    text is a ValueError (``Path("")`` is the current folder, which the user never meant)."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise TypeError(f"{name}: expected a file path (str or os.PathLike), got {value!r} ({type(value).__name__})")
+    text = os.fspath(value)
+    if not isinstance(text, str):
+        raise TypeError(f"{name}: expected a file path as text, got {text!r} ({type(text).__name__})")
+    if not text.strip():
+        raise ValueError(f"{name}: the path is empty; give a file or folder")
+    return Path(text)

@@ -36,6 +36,8 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
+from ..core._validate import check_path
+
 
 class CheckpointError(ValueError):
     """A checkpoint or run file is missing, corrupt, cannot be written, or does not fit the model."""
@@ -138,7 +140,7 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
 
 def _write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """Write a file through ``write(binary file object)`` atomically and durably (see the module docstring)."""
-    path = Path(path)
+    path = check_path("path", path)
     folder = _prepare_folder(path)
     clean_stale_temp_files(folder, name=path.name)
     tmp = None
@@ -234,7 +236,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     data that fails its checksum. Sizes are checked against the archive before
     any array is allocated, so a small hostile file cannot claim gigabytes.
     """
-    path = Path(path)
+    path = check_path("path", path)
     try:
         mode = path.stat().st_mode
         if stat.S_ISDIR(mode):

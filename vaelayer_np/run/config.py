@@ -281,6 +281,12 @@ class TrainConfig:
         for name in ("data", "target", "test_data"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name}: expected a file or column name (text), got {getattr(self, name)!r}")
+        if self.data_dir is not None and (self.data or self.dataset == "digits"):
+            # a folder that is never read: most likely a --dataset left out (digits is the default)
+            reads = "a --data table is read from its own path" if self.data else \
+                "digits ships with scikit-learn and reads no files"
+            raise ValueError(f"data_dir: applies only to the datasets read from files (fashion-mnist, mnist, "
+                             f"cifar10); {reads}: give --dataset with --data-dir, or leave --data-dir out")
         if not self.data:
             for name in ("target", "test_data"):
                 if getattr(self, name):

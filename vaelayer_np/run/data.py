@@ -42,7 +42,7 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
-from ..core._validate import check_choice
+from ..core._validate import check_choice, check_path
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -177,7 +177,7 @@ def read_idx(path: str | Path, ndim: int | None = None, max_bytes: int = MAX_DAT
     header says; :class:`DatasetNotFoundError` when it does not exist. A gzip
     file is decompressed as a stream and never past the announced size + 1 byte.
     """
-    path = Path(path)
+    path = check_path("path", path)
     with _open_regular_file(path, "an IDX file") as fh:
         compressed = False
         try:
@@ -351,7 +351,7 @@ def read_cifar_batch(path: str | Path, max_bytes: int = MAX_DATA_BYTES) -> tuple
     unreadable, empty, not a whole number of records, larger than ``max_bytes``,
     or holds a label byte above 9; :class:`DatasetNotFoundError` when missing.
     """
-    path = Path(path)
+    path = check_path("path", path)
     with _open_regular_file(path, "a CIFAR-10 binary batch") as fh:
         try:
             size = os.fstat(fh.fileno()).st_size
@@ -455,7 +455,7 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, val_f
     check_choice("dataset", name, DATASETS)
     val_fraction = _check_val_fraction(val_fraction)
     limit = _check_limit(limit)
-    if data_dir is not None and not os.path.isdir(data_dir):
+    if data_dir is not None and not os.path.isdir(check_path("data_dir", data_dir)):
         raise DatasetNotFoundError(f"{name}: --data-dir {data_dir} is not a folder")
     files: tuple[tuple[str, str], ...] = ()
     image_shape: tuple[int, ...]

@@ -35,7 +35,7 @@ from ..analysis.diagnostics import encode_layers
 from ..analysis.generation import decode_to_input, fit_aggregate_posterior
 from ..core.settings import DEFAULTS
 from ..fast.backend import BACKENDS, path_of_old_backend
-from ..fast.machine import AUTO, check_threads, limit_threads
+from ..fast.machine import AUTO, check_memory, check_threads, limit_threads
 from . import model_file
 from .config import ARRAYS, CHOICES, DEFAULT_THREADS, TrainConfig
 from .model_file import rebuild_trainer
@@ -414,6 +414,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
         """Mean accuracy of :meth:`predict` on ``X`` against ``y`` (also for integer labels beyond 64 bits)."""
+        check_is_fitted(self)
         if self.classes_.dtype != object:
             return super().score(X, y, sample_weight=sample_weight)
         hits = np.asarray([a == b for a, b in zip(self.predict(X).tolist(), np.asarray(y, dtype=object).tolist())],
@@ -443,6 +444,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return mus[self._layer_index(layer)]
 
     def _layer_index(self, layer: Any) -> int:
+        check_is_fitted(self)  # before the fitted sizes are read: NotFittedError, as every method gives
         n = len(self.widths_)
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
             raise ValueError(f"layer: expected an integer in [{-n}, {n - 1}] (one of the {n} VAE layers), "
@@ -485,6 +487,10 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n: expected a positive integer, got {n!r}")
         k = self._layer_index(layer)
+        # every row's latent, the decoders' activations on the way down and the rows in input units, as float64
+        row_bytes = 8 * (2 * self.widths_[k] + sum(self.widths_[:k + 1]) + 2 * self.encoder_hidden_
+                         + 3 * self.n_features_in_)
+        check_memory("n", int(n) * row_bytes, f"{int(n)} samples of {self.n_features_in_} features")
         rng = check_random_state(random_state)
         m, s = self.latent_mean_[k], self.latent_std_[k]
         return self._decode(k, m + s * rng.standard_normal((int(n), m.shape[0])))

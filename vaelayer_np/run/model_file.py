@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
+from ..core._validate import check_path
 from ..fast.machine import usable_cores
 from .checkpoint import load_npz, save_npz_atomic
 from .config import TrainConfig
@@ -38,6 +39,7 @@ def _is_int(v: Any) -> TypeGuard[int | np.integer]:
 def write(model: _Estimator, path: str | Path) -> Path:
     """Write the fitted ``model`` to ``path`` (atomically); returns the path. Labels or entries that would
     not load back unchanged are refused before anything is written."""
+    path = check_path("path", path)
     params = model.get_params()
     if not isinstance(params["random_state"], (int, np.integer, type(None))):
         params["random_state"] = None  # a RandomState object is not stored; the seed used is in the config
@@ -70,6 +72,7 @@ def write(model: _Estimator, path: str | Path) -> Path:
 
 def read(cls: type[_Estimator], path: str | Path) -> _Estimator:
     """The model of class ``cls`` saved in ``path``, every entry checked."""
+    path = check_path("path", path)
     return from_arrays(cls, path, load_npz(path))
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._validate import check_path
 from .checkpoint import duplicate_member, read_npy_header
 from .data import MAX_DATA_BYTES, CorruptFileError, Dataset, DatasetNotFoundError
 
@@ -295,6 +296,11 @@ def _parse_csv(path: str | Path, target: str | None,
                                + ", ".join(_shorten(h, 40) for h in header))
     features = [h for i, h in enumerate(header) if i != t]
     feature_columns = [i for i in range(len(header)) if i != t]
+    if all(_is_finite_text(h) for h in features) and not all(h.isdigit() for h in features):
+        # a file without a header row: its first row of numbers would name the columns and be lost as data
+        raise CorruptFileError(f"{path}: the first row ({_shorten(', '.join(header))}) names the columns with "
+                               "numbers like data; the file seems to lack its header row: add one naming each "
+                               "column (e.g. a,b,label)")
     columns = _Columns(path, len(features))
     texts: dict[str, int] = {}
     codes = array.array("q")
@@ -478,7 +484,7 @@ def _npz_labels(path: str | Path, y: np.ndarray) -> tuple[list[str], np.ndarray]
 def _read_coded(path: str | Path,
                 target: str | None = None) -> tuple[tuple[str, ...], np.ndarray, list[str], np.ndarray]:
     """(feature names, x, distinct label texts, codes) of a table file (see :func:`read_table`)."""
-    path = Path(path)
+    path = check_path("path", path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise CorruptFileError(f"{path}: unknown table format {suffix or '(no suffix)'}; expected .csv or .npz")
@@ -712,7 +718,7 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
     """
     from .data import _check_limit, _check_val_fraction
 
-    path = Path(path)
+    path = check_path("path", path)
     val_fraction = _check_val_fraction(val_fraction)
     limit = _check_limit(limit)
     seed = check_seed(seed)
@@ -737,7 +743,7 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
         x_trv, x_test, y_trv, y_test = _stratified_split(path, x, y, test_fraction, seed, "test",
                                                          "give a test file or more rows")
     else:
-        test_path = Path(test_path)
+        test_path = check_path("test_path", test_path)
         files.append(("test_data", test_path))
         test_features, x_test, test_texts, test_codes = _read_coded(test_path, target)
         if test_path.suffix.lower() == ".csv" and path.suffix.lower() == ".csv":
