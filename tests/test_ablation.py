@@ -124,3 +124,19 @@ def test_the_moonshot_grid_table_shows_every_point_on_the_seeds_it_finished(tmp_
         group = reproduce.EXPERIMENTS[name].group
         suffixes.setdefault(group, set()).add(name[len(group):])
     assert len(set(map(frozenset, suffixes.values()))) == 1 and len(suffixes) == 3
+
+
+def test_the_moonshot_table_of_one_point_of_a_grid_counts_the_grid(tmp_path):
+    """`reproduce --only` one point of a grid (its seeds given for it alone, as the command does): the table is
+    written, and counts the grid's points finished, those not named included."""
+    from vaelayer_np.tools.reproduce.report import moonshot_section
+
+    point, other = "fashion-moon-iffcl-drop0.1", "fashion-moon-iffcl-aug"
+    rows = [dict(epoch=e, train_acc=0.9, val_acc=0.8, test_acc=0.85, seconds=10.0) for e in range(1, 4)]
+    for name in (point, other):
+        (tmp_path / name / "seed0").mkdir(parents=True)
+        (tmp_path / name / "seed0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grid = [n for n in reproduce.EXPERIMENTS if reproduce.EXPERIMENTS[n].group == "fashion-moon-iffcl"]
+    lines = moonshot_section(tmp_path, [point], {point: [0, 1, 2]}, 3, {"fashion-moon-iffcl": point})
+    row = next(line for line in lines if line.startswith("| fashion-moon-iffcl |"))
+    assert f"| {point} (2 of {len(grid)} points finished so far) | 1/3 | 85.00 |" in row, row

@@ -459,9 +459,11 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
             reached = "not yet measured (fewer than 3 seeds)"
         else:
             reached = "yes" if agg["last_test"][0] >= MOONSHOT_TARGET else "no"
+        # every point of the grid, those this invocation did not name included (the seeds given for the chosen
+        # point are the group's: a grid runs on one dataset)
         points = [n for n in EXPERIMENTS if EXPERIMENTS[n].group == group]
-        done = sum(aggregate(out, n, _seed_list(EXPERIMENTS[n], seeds)[:1],
-                             _expected_epochs(EXPERIMENTS[n], epochs_override))["n"] for n in points)
+        first = _seed_list(exp, seeds)[:1]
+        done = sum(aggregate(out, n, first, _expected_epochs(EXPERIMENTS[n], epochs_override))["n"] for n in points)
         if done < len(points):
             name += f" ({done} of {len(points)} points finished so far)"
         lines.append(f"| {group} | {name} | {agg['n']}/{len(wanted)} | {_pct(agg['last_test'])} | "
