@@ -151,7 +151,8 @@ class TrainConfig:
                                                              "Numba kernels; the default, measured faster) or "
                                                              "readable (the layers' own NumPy forward and backward, "
                                                              "the reference; the default when NUMBA_DISABLE_JIT=1): "
-                                                             "the same steps"})
+                                                             "the same steps up to rounding, not the same "
+                                                             "bits"})
     backend: str | None = field(default=None, metadata={"help": "deprecated, the old spelling of --path: numba is "
                                                                 "--path fast, numpy is --path readable"})
     dtype: str = field(default="float32", metadata={"help": "float32 or float64"})

@@ -34,7 +34,8 @@ def _busy(seconds: float, parent: int) -> None:
         a = np.tanh(a @ a.T / 400.0)
 
 
-def _digits_epoch() -> Callable[[], None]:
+def _digits_epoch() -> tuple[str, Callable[[], None]]:
+    """The workload's name (with the training split's size, read from the data) and the timed call."""
     from ..run.config import TrainConfig
     from ..run.data import load_dataset
     from ..run.trainer import Trainer
@@ -45,7 +46,8 @@ def _digits_epoch() -> Callable[[], None]:
 
     def run() -> None:
         trainer.train_epoch(ds.x_train, ds.y_train)
-    return run
+    batch = TrainConfig(dataset="digits").batch_size
+    return f"digits epoch ({ds.x_train.shape[0]:,} examples, batch {batch})", run
 
 
 def _fashion_step() -> Callable[[], None]:
@@ -91,7 +93,7 @@ def measure(repeats: int = 5, load_processes: int | None = None,
     ``ratio`` (t2 / t1; below 1 means 2 threads are faster).
     """
     load_processes = load_processes or os.cpu_count() or 1
-    workloads = (("digits epoch (1,293 examples, batch 32)", _digits_epoch()),
+    workloads = (_digits_epoch(),
                  ("Fashion-MNIST-size IFFCL step (batch 128)", _fashion_step()))
     log(f"BLAS threads measurement: {os.cpu_count()} cores, load average before: "
         f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; {repeats} repeats, medians")
