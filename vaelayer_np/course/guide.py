@@ -213,9 +213,9 @@ LESSONS: dict[str, dict[str, Any]] = {
                  "timing (layer 0 on batch t+1 may draw before layer 1 on batch t), not the serial order"),
              (1, "so each layer gets other noise than in the serial step: other numbers, and different from run to "
                  "run (not reproducible from the seed)"),
-             (1, "fix: draw a batch's pairing and noise for every depth before it enters the pipeline, in the serial "
-                 "order, and let them travel with the batch (as the library's pipeline does), or give each depth a "
-                 "generator of its own (reproducible, but no longer the serial numbers)")],
+             (1, "besides drawing the noise in advance: give each depth (or each batch and depth) a generator of "
+                 "its own, seeded from the run's seed: reproducible from the seed, but no longer the serial step's "
+                 "numbers")],
         ],
     },
     "08_capstone": {
