@@ -199,6 +199,11 @@ class TrainConfig:
                 self.epochs = TABLE_EPOCHS
             if self.batch_size is None:
                 self.batch_size = TABLE_BATCH
+        if self.data_dir and isinstance(self.data_dir, str):
+            import os
+
+            # absolute like a table's path: `vaelayer evaluate RUN` and `plot RUN` find the files from any folder
+            self.data_dir = os.path.abspath(self.data_dir)
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS.get(self.dataset, 20)
         if self.batch_size is None:

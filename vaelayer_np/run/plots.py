@@ -23,6 +23,14 @@ import numpy as np
 
 from ..analysis.generation import decode_to_input, sample_images, to_input_space
 
+MAX_FIGURE_WIDTH = 16.0
+"""Widest figure in inches (1760 pixels at the plots' 110 dpi), whatever the number of features."""
+MAX_NAMED_FEATURES = 40
+"""``feature_errors.png`` draws a bar and a name per feature up to this many features, lines beyond."""
+MAX_LEGEND_ROWS = 15
+"""Classes per legend column of ``latent_pca.png``; more classes make more columns, beside the panels."""
+_MARKERS = "os^Dv<>P"
+
 
 def _plt() -> Any:
     import matplotlib
@@ -189,12 +197,18 @@ def plot_feature_errors(net: Any, x: np.ndarray, path: str | Path, feature_names
     d = x.shape[1]
     names = list(feature_names) if len(feature_names) == d else [str(j) for j in range(d)]
     errors = [np.mean((r - x) ** 2, axis=0) for r in recons]
-    width = 0.8 / len(errors)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * d * len(errors) ** 0.5 + 2), 3.6))
-    for k, e in enumerate(errors):
-        ax.bar(np.arange(d) + (k - (len(errors) - 1) / 2) * width, e, width, label=f"layer {k + 1}")
-    ax.set_xticks(np.arange(d))
-    ax.set_xticklabels(names, rotation=60 if d > 6 else 0, ha="right" if d > 6 else "center", fontsize=7)
+    fig, ax = plt.subplots(figsize=(min(MAX_FIGURE_WIDTH, max(5.0, 0.35 * d * len(errors) ** 0.5 + 2)), 3.6))
+    if d <= MAX_NAMED_FEATURES:
+        width = 0.8 / len(errors)
+        for k, e in enumerate(errors):
+            ax.bar(np.arange(d) + (k - (len(errors) - 1) / 2) * width, e, width, label=f"layer {k + 1}")
+        ax.set_xticks(np.arange(d))
+        ax.set_xticklabels(names, rotation=60 if d > 6 else 0, ha="right" if d > 6 else "center", fontsize=7)
+    else:  # too many features for a bar and a name each: one line per layer over the column index
+        for k, e in enumerate(errors):
+            ax.plot(np.arange(d), e, lw=0.8, label=f"layer {k + 1}")
+        ax.set_xlim(-0.5, d - 0.5)
+        ax.set_xlabel(f"feature (column index, 0..{d - 1})", fontsize=8)
     ax.set_ylabel("mean squared error\n(standardised units)", fontsize=8)
     ax.legend(fontsize=7)
     ax.set_title(title or "reconstruction error per feature", fontsize=9)
@@ -231,22 +245,29 @@ def plot_latent_pca(net: Any, x: np.ndarray, path: str | Path, labels: np.ndarra
         colour, what = np.asarray(labels), "class"
     n = len(caches)
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.3), squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    n_classes = max(len(class_names), int(np.max(colour)) + 1 if len(colour) else 0)
+    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
     for k, cache in enumerate(caches):
         comps, shares = _pca_2d(np.asarray(cache["mu"], dtype=np.float64))
         ax = axes[0, k]
         for c in np.unique(colour):
             m = colour == c
             name = class_names[c] if len(class_names) > c else str(c)
-            ax.scatter(comps[m, 0], comps[m, 1], s=8, color=cmap(int(c) % 10), label=name, alpha=0.8)
+            # beyond the palette's colours a class differs from those of its colour by its marker
+            ax.scatter(comps[m, 0], comps[m, 1], s=8, color=cmap(int(c) % cmap.N), label=name, alpha=0.8,
+                       marker=_MARKERS[int(c) // cmap.N % len(_MARKERS)])
         ax.set_title(f"VAE layer {k + 1}", fontsize=9)
         ax.set_xlabel(f"PC 1 ({100 * shares[0]:.0f}% of variance)", fontsize=7)
         ax.set_ylabel(f"PC 2 ({100 * shares[1]:.0f}%)", fontsize=7)
-    axes[0, -1].legend(fontsize=6, title=what, title_fontsize=6)
+    if n_classes <= 10:
+        axes[0, -1].legend(fontsize=6, title=what, title_fontsize=6)
+    else:  # a long legend goes beside the last panel, in columns, rather than over the points
+        axes[0, -1].legend(fontsize=6, title=what, title_fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                           ncol=-(-n_classes // MAX_LEGEND_ROWS), markerscale=1.5, borderaxespad=0.0)
     fig.suptitle((title + "\n" if title else "") + f"latent means, first two principal components, coloured by {what}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

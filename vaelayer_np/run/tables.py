@@ -35,6 +35,7 @@ import io
 import itertools
 import math
 import os
+import re
 import stat
 import warnings
 import zipfile
@@ -63,6 +64,7 @@ _SNIFF_ROWS = 50
 _BLOCK_ROWS = 4096  # rows of floats gathered per float64 block while a CSV file is read
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand more than this: a larger claim is a lie
 _LONGEST_PLAIN_NUMBER = 400  # digits of a numeric label written out in full; longer ones as 1.5e+400
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")  # 1,5 or 1,000: a number written with a comma
 
 
 # ----------------------------------------------------------------------------- model sizes
@@ -330,7 +332,7 @@ def _parse_csv(path: str | Path, target: str | None,
                 v = float(cell)
             except ValueError:
                 raise CorruptFileError(f'{path}: column "{_shorten(header[i])}" row {r}: "{_shorten(cell)}" is not a '
-                                       "number") from None
+                                       "number" + _not_a_number_hint(cell, header[i], header[t], target)) from None
             if not math.isfinite(v):
                 what = "is beyond the float64 range (about 1.8e308)" if _is_finite_text(cell) else \
                     "is not a finite number (missing values are not supported)"
@@ -340,6 +342,18 @@ def _parse_csv(path: str | Path, target: str | None,
     if r == 0:
         raise CorruptFileError(f"{path}: only a header row, no data rows")
     return tuple(features), columns.array(), list(texts), np.frombuffer(codes, dtype=np.int64).copy()
+
+
+def _not_a_number_hint(cell: str, column: str, label_column: str, target: str | None) -> str:
+    """What a text in a feature column most likely means: a decimal comma, or the labels in a column that is
+    not the target (the target defaults to the last column)."""
+    if _DECIMAL_COMMA.fullmatch(cell):
+        return " (a comma in a number: write numbers with a decimal point and without thousands separators)"
+    if not target:
+        name = _shorten(column, 40)
+        return (f'; the labels are read from the last column, "{_shorten(label_column, 40)}": if "{name}" holds '
+                f'them, name it as the target (--target "{name}")')
+    return ""
 
 
 def _is_finite_text(cell: str) -> bool:
@@ -665,6 +679,21 @@ def constant_column_message(where: str | Path, names: Sequence[str], values: Seq
             f"{'it carries' if one else 'they carry'} no information and {'is' if one else 'are'} scaled to 0")
 
 
+def _labels_not_classes_message(path: Path, n: int, counts: np.ndarray, target: str | None) -> str:
+    """Fewer than two rows per class on average: no stratified split is possible, and labels that differ on
+    nearly every row are measurements (a regression target) or identifiers rather than classes."""
+    if path.suffix.lower() == ".npz":
+        where = "y must hold class labels"
+    elif target:
+        where = f'is "{_shorten(target, 40)}" the label column?'
+    else:
+        where = "the labels are read from the last column; --target names the label column"
+    single = int(np.sum(counts == 1))
+    return (f"{path}: {n} rows in {len(counts)} classes are too few: a stratified split needs two rows in every "
+            f"class, and {single} {'class has' if single == 1 else 'classes have'} one. Labels that differ on nearly "
+            f"every row are measurements (a regression target) or identifiers, not classes; {where}")
+
+
 def _stratified_split(path: str | Path, x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str,
                       option: str) -> list[np.ndarray]:
     """Seeded stratified split off ``fraction`` of the rows; clear errors when the classes are too small."""
@@ -677,8 +706,8 @@ def _stratified_split(path: str | Path, x: np.ndarray, y: np.ndarray, fraction: 
     counts = counts[counts > 0]
     if n_out < n_classes or n - n_out < n_classes or counts.min() < 2:
         raise CorruptFileError(
-            f"{path}: {n} rows in {n_classes} classes (smallest class: {int(counts.min())} rows) are too few to "
-            f"hold out a stratified {what} part of {fraction:g} with every class on both sides; "
+            f"{path}: {n} rows in {n_classes} classes (smallest class: {_count(int(counts.min()), 'row')}) are too "
+            f"few to hold out a stratified {what} part of {fraction:g} with every class on both sides; "
             f"{option}")
     return train_test_split(x, y, test_size=n_out, random_state=seed % SEED_LIMIT, stratify=y)
 
@@ -738,6 +767,8 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
     y = _encode(path, texts, codes, class_names, kind)
     if len(y) < len(class_names):
         raise CorruptFileError(f"{path}: {len(y)} rows but {len(class_names)} classes; each class needs rows")
+    if 2 * len(class_names) > len(y) and (not test_path or val_fraction > 0):
+        raise CorruptFileError(_labels_not_classes_message(path, len(y), np.bincount(y), target))
     files = [("data", path)]
     if test_path is None or test_path == "":
         x_trv, x_test, y_trv, y_test = _stratified_split(path, x, y, test_fraction, seed, "test",
