@@ -85,6 +85,17 @@ def test_labels_that_differ_on_nearly_every_row_are_named_as_no_classes(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unnamed_first_column_names_pandas_index(tmp_path):
+    x, y = labelled_rows()
+    path = write_csv(tmp_path / "frame.csv", ["", "a", "b", "c", "kind"], [[i, *r, t] for i, (r, t) in
+                                                                           enumerate(zip(x, y))])
+    with pytest.raises(CorruptFileError, match=r"frame\.csv: column 1 of the header row has no name \(pandas writes "
+                                               r"its row index there: save with to_csv\(path, index=False\)\)"):
+        load_table(path)
+    with pytest.raises(CorruptFileError, match=r"column 2 of the header row has no name$"):
+        load_table(write_csv(tmp_path / "gap.csv", ["a", "", "kind"], [[*r[:2], t] for r, t in zip(x, y)]))
+
+
 def test_a_class_of_one_row_is_counted_in_words(tmp_path):
     x, _ = labelled_rows(21)
     rows = [[*r, "a" if i < 10 else "b" if i < 20 else "c"] for i, r in enumerate(x)]

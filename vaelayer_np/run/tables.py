@@ -283,7 +283,9 @@ def _parse_csv(path: str | Path, target: str | None,
         raise CorruptFileError(f"{path}: the header row has {len(header)} column; a table needs at least one "
                                "feature column and a label column (separated by commas, semicolons or tabs)")
     if any(not h for h in header):
-        raise CorruptFileError(f"{path}: column {header.index('') + 1} of the header row has no name")
+        # pandas' to_csv writes the row index as a first column without a name
+        index = " (pandas writes its row index there: save with to_csv(path, index=False))" if not header[0] else ""
+        raise CorruptFileError(f"{path}: column {header.index('') + 1} of the header row has no name{index}")
     seen = set()
     for h in header:
         if h in seen:
