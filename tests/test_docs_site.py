@@ -549,9 +549,8 @@ def withheld_items():
       next checker the notebook calls.
     * Every key of ``vaelayer_np.course.answer_keys.KEYS``, with its checker.
 
-    An answer to an exercise may be shown only where the student notebook itself shows the library's version of it
-    (the leak test's rule for the notebooks): on its lesson's page after the call of its checker, or on the page of
-    another lesson (whose own notebook is checked by the leak test).
+    An answer to an exercise may be shown only on the page of another lesson (whose own notebook is checked by the
+    leak test), never on its own lesson's page, below the exercise's checker included.
     """
     from vaelayer_np.course.answer_keys import KEYS
 
@@ -580,19 +579,18 @@ def withheld_items():
 
 def leaks(page, text, items):
     """The items that ``text``, shown at ``page`` (a path of the site), must not show. An answer to an exercise of
-    lesson L may be shown by a lesson page other than L's, and by L's own page after the call of its checker; an
-    inline question's answer (no checker) nowhere."""
+    lesson L may be shown by a lesson page other than L's (whose own notebook is checked by the leak test), never by
+    L's own page, not even below the call of its checker: a student who scrolls past the exercise must not find its
+    answer there (in the notebook, ``reveal`` shows it only once the student's own code passed). An inline
+    question's answer (no checker) is shown nowhere."""
     text = _squeeze(text)
     found = []
     lesson = re.match(r"lessons/(?:student/)?(\d\d)_", page)
     for item, number, checker in items:
-        at = text.find(item)
-        if at < 0:
+        if item not in text:
             continue
-        if lesson and checker:
-            call = text.find(f"{checker}(")
-            if lesson.group(1) != number or 0 <= call < at:
-                continue
+        if lesson and checker and lesson.group(1) != number:
+            continue
         found.append(f"{page}: {item[:80]} (lesson {number}, {checker or 'an inline answer'})")
     return found
 
@@ -616,7 +614,7 @@ def test_leak_rule_catches_an_answer_on_the_wrong_page():
     assert leaks("maths.html", shown, items)                                          # not a lesson page
     assert leaks("search index, api.html", shown, items)
     assert leaks("lessons/07_speed.html", shown, items)                               # before its checker
-    assert not leaks("lessons/07_speed.html", "check_kl_kernel(f)\n" + shown, items)  # after it
+    assert leaks("lessons/07_speed.html", "check_kl_kernel(f)\n" + shown, items)      # and after it
     assert not leaks("lessons/08_capstone.html", shown, items)                        # another lesson
     assert leaks("lessons/05_training.html", "the answer is 42", items)               # an inline answer: never
     assert leaks("lessons/08_capstone.html", "the answer is 42", items)
@@ -679,8 +677,8 @@ def test_editions_repository_address_and_archive(build, student_site):
 @pytest.mark.slow  # the student build, then about a minute in the browser
 def test_student_edition_shows_no_solution_and_no_key(student_site):
     """Every page of the student edition, as the browser has it (hidden elements included), and its search index
-    hold no line of a solution block and no answer key, except where the student notebook itself shows the
-    library's version (after the exercise's checker, or in a later lesson); nor do its notebooks and archive."""
+    hold no line of a solution block and no answer key of the page's own lesson (below its exercise's checker
+    included), nor any inline answer; nor do its notebooks and archive."""
     import zipfile
 
     if not os.access(CHROMIUM, os.X_OK):
@@ -729,6 +727,104 @@ def test_student_edition_shows_no_solution_and_no_key(student_site):
     # The check can fail: the teacher edition's lesson pages show their solutions.
     assert leaks("lessons/02_deriving_gradients.html",
                  _notebook_text((ROOT / "notebooks" / "02_deriving_gradients.ipynb").read_text()), items)
+
+
+def _cell(kind, source, outputs=(), **nbgrader):
+    cell = {"cell_type": kind, "metadata": {"nbgrader": {"solution": False, "grade": False, **nbgrader}},
+            "source": source}
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[{"name": "stdout", "output_type": "stream", "text": text}
+                                                   for text in outputs])
+    return cell
+
+
+def test_student_view_shows_no_output_that_can_give_an_exercise_away(tmp_path):
+    """The student edition keeps a solution cell's stored output only if the cell cannot give an exercise away:
+    not an exercise, not a checker's cell (by its nbgrader metadata or its call), not a reveal, and reading nothing
+    that an exercise's code defines, sets or touches, directly or through an earlier cell; demonstrations before
+    and after the exercise keep theirs, and so does a name rebound without the exercise's code."""
+    from vaelayer_np.tools.release_course import student_version
+
+    docs_site = _hook()
+    cells = [
+        _cell("markdown", "# A lesson"),
+        _cell("code", "import numpy as np\nfrom vaelayer_np.course.answer_keys import reveal", []),
+        _cell("code", "x = np.arange(3)\nprint(x)", ["demo before [0 1 2]"]),                    # 2 shown
+        _cell("code", "def square(a):\n    ### BEGIN SOLUTION\n    return a * a\n    ### END SOLUTION",
+              [], solution=True),                                                                  # 3 exercise
+        _cell("code", "print(check_square(square))", ["PASS  square"], grade=True),               # 4 checker
+        _cell("code", "print(verdict())", ["PASS  by metadata"], grade=True),                     # 5 graded cell
+        _cell("code", 'reveal("square")', ["the library: return a * a"]),                         # 6 reveal
+        _cell("code", "y = square(x)\nprint(y)", ["uses it [0 1 4]"]),                            # 7 uses it
+        _cell("code", "print(y + 1)", ["through y [1 2 5]"]),                                      # 8 via a value
+        _cell("code", "print(x)", ["handed to it [0 1 2]"]),                                       # 9 x was handed on
+        _cell("code", "def twice(a):\n    return 2 * square(a)", []),
+        _cell("code", "print(twice(2))", ["through a function 8"]),                                # 11
+        _cell("code", "z = np.ones(2)\nprint(z, len([v for v in range(3)]))", ["demo after [1. 1.] 3"]),  # 12 shown
+        _cell("code", "y = 5\nprint(y)", ["rebound 5"]),                                          # 13 shown
+        _cell("code", "for y in range(2):\n    print(y)", ["a loop's own name 0 1"]),             # 14 shown
+        _cell("code", "from vaelayer_np.course.lesson01 import check_bounded_log_var as judge\n"
+                      "print(judge(np.tanh))", ["PASS  by the course's checker"]),                # 15 a checker
+        _cell("code", "print(x[0]", ["does not parse"]),                                           # 16 and after
+        _cell("code", "print(np.pi)", ["3.14"]),                                                   # 17
+    ]
+    solution = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "solution.ipynb").write_text(json.dumps(solution))
+    (tmp_path / "student.ipynb").write_text(json.dumps(student_version(solution)))
+    view = docs_site.student_view(tmp_path / "solution.ipynb", tmp_path / "student.ipynb")
+    shown = {i: "".join(o["text"] for o in c["outputs"]) for i, c in enumerate(view["cells"]) if c.get("outputs")}
+    assert shown == {2: "demo before [0 1 2]", 12: "demo after [1. 1.] 3", 13: "rebound 5",
+                     14: "a loop's own name 0 1"}, shown
+    assert "raise NotImplementedError()" in "".join(view["cells"][3]["source"])
+    assert docs_site.outputs_shown(cells) == {1, 2, 12, 13, 14}  # 10 defines a function that calls square
+
+
+_VERDICT = re.compile(r"\b(?:PASS|FAIL) {2}\S")
+
+
+def _reveal_lines():
+    """{line of what ``reveal`` shows, without whitespace}, for every text the lessons keep for after an exercise."""
+    from vaelayer_np.course import answer_keys
+
+    for module in answer_keys.CHECKER_MODULES.values():
+        importlib.import_module(f"vaelayer_np.course.{module}")
+    return {_squeeze(line) for _, text, _ in answer_keys._REVEALS.values() for line in text().splitlines()
+            if len(_squeeze(line)) >= 16}
+
+
+def _below_the_first_stub(cells):
+    """The stored outputs of the cells after a lesson's first exercise stub: [(cell index, text)]."""
+    stub = next(i for i, (source, _) in enumerate(cells) if "NotImplementedError" in source)
+    return [(i, text) for i, (_, text) in enumerate(cells) if i > stub and text.strip()]
+
+
+@pytest.mark.slow  # the student build
+def test_student_lesson_pages_show_no_verdict_or_answer_below_an_exercise(student_site):
+    """Below an exercise's stub, a student lesson page (and the notebook it is rendered from) shows no checker's
+    verdict (the solution's PASS) and no line of what ``reveal`` keeps for after an exercise (the library's own
+    code of what the exercise asks for, its slips, its summary), unless the student notebook itself holds it."""
+    from bs4 import BeautifulSoup
+
+    kept = _reveal_lines()
+    assert len(kept) > 50, len(kept)
+    found = []
+    for name in lessons():
+        student = _squeeze(_notebook_text((ROOT / "notebooks" / "student" / f"{name}.ipynb").read_text()))
+        answers = {line for line in kept if line not in student}
+        soup = BeautifulSoup((student_site / "lessons" / f"{name}.html").read_text(), "html.parser")
+        top = [c for c in soup.select("div.jp-Cell") if c.find_parent("div", class_="jp-Cell") is None]
+        page = [((c.select_one(".jp-InputArea") or c).get_text(), "\n".join(o.get_text() for o in
+                                                                          c.select(".jp-OutputArea"))) for c in top]
+        nb = json.loads((student_site / "lessons" / f"{name}.ipynb").read_text())
+        notebook = [("".join(c["source"]), _notebook_text(json.dumps({"cells": [dict(c, source=[])]})))
+                    for c in nb["cells"]]
+        for where, cells in ((f"lessons/{name}.html", page), (f"lessons/{name}.ipynb", notebook)):
+            for i, text in _below_the_first_stub(cells):
+                if _VERDICT.search(text):
+                    found.append(f"{where}, cell {i}: a verdict: {_VERDICT.search(text).group(0)!r}")
+                squeezed = _squeeze(text)
+                found += [f"{where}, cell {i}: {line[:80]}" for line in answers if line in squeezed]
+    assert not found, f"{len(found)} answers below an exercise:\n" + "\n".join(found[:40])
 
 
 def test_figure_alt_text_is_made_from_its_cell():

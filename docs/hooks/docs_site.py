@@ -27,9 +27,10 @@ It does these things, so that mkdocs.yml never needs editing when code or lesson
   text is made from its cell (the section it is in, the titles and axis labels its code sets).
 * **Two editions.** ``mkdocs.yml`` builds the teacher edition (everything above); ``mkdocs-student.yml``
   (``extra: edition: student``) builds the student edition: each lesson page shows the student notebook
-  (the outputs of the cells that are not exercises kept), without solution code, inline answers, solution
-  notebooks, the instructor's guide or the answer-keys module, and with the gradient formulas of the maths
-  page (the lessons' exercises) withheld; a test source or docstring that states an answer key is withheld too.
+  (with the stored outputs of the cells that cannot give an exercise away: :func:`outputs_shown`), without
+  solution code, inline answers, solution notebooks, the instructor's guide or the answer-keys module, and with
+  the gradient formulas of the maths page (the lessons' exercises) withheld; a test source or docstring that
+  states an answer key is withheld too.
   Nothing withheld reaches a page or the search index.
 * **Getting started.** ``student-notebooks.zip`` (every student notebook) is built with the site, and
   ``<!-- repository -->`` on a page becomes the repository's address (``repo_url`` in ``mkdocs.yml``,
@@ -220,10 +221,224 @@ def holds_answer(text, withheld) -> bool:
     return any(answer in text for answer in withheld)
 
 
+# ----------------------------------------------------------------------------- which stored outputs a student sees
+# The student edition shows a solution cell's stored output only if it cannot give an exercise away: never for an
+# exercise, a checker's cell or a reveal, nor for a cell that uses what an exercise's code defines, sets or touches
+# (directly, or through an earlier cell that does). Uses are read from the code (outputs_shown).
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
+           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+REVEAL = "reveal"
+CHECKER_PREFIX = "check_"
+COURSE = f"{PACKAGE}.course"
+ANSWER_KEYS = f"{PACKAGE}.{ANSWER_KEYS_MODULE}"
+
+
+def _targets(node) -> set[str]:
+    """The names an assignment target binds (``a``, ``a, (b, *c)``; not ``a[0]`` or ``a.b``, which read ``a``)."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return set().union(*(_targets(e) for e in node.elts))
+    if isinstance(node, ast.Starred):
+        return _targets(node.value)
+    return set()
+
+
+def _arguments(args: ast.arguments) -> set[str]:
+    every = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
+    return {a.arg for a in every}
+
+
+def _expr_reads(node, bound: frozenset) -> set[str]:
+    """The names an expression (or any node) reads that are not bound around it (its free names)."""
+    if isinstance(node, ast.Name):
+        return {node.id} - bound if isinstance(node.ctx, ast.Load) else set()
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return _stmt_reads(node, bound)
+    if isinstance(node, ast.Lambda):
+        outer = set().union(*(_expr_reads(d, bound) for d in node.args.defaults + node.args.kw_defaults if d))
+        return outer | _expr_reads(node.body, bound | _arguments(node.args))
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        reads, inner = set(), bound
+        for gen in node.generators:
+            reads |= _expr_reads(gen.iter, inner)
+            inner = inner | _targets(gen.target)
+            reads |= set().union(*(_expr_reads(c, inner) for c in gen.ifs))
+        parts = (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,)
+        return reads | set().union(*(_expr_reads(p, inner) for p in parts))
+    return set().union(*(_expr_reads(child, bound) for child in ast.iter_child_nodes(node)))
+
+
+def _block_reads(body, bound: frozenset) -> set[str]:
+    """The free names of statements run in order: a name a plain assignment binds is then bound for those after."""
+    reads = set()
+    for stmt in body:
+        reads |= _stmt_reads(stmt, bound)
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and getattr(stmt, "value", None) is not None:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            bound = bound | set().union(*(_targets(t) for t in targets))
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound = bound | {stmt.name}
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            bound = bound | {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    return reads
+
+
+def _stmt_reads(stmt, bound: frozenset) -> set[str]:
+    """The free names of one statement: what it reads from outside itself (a function's body counts: it reads
+    them when it is called)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        outer = set().union(*(_expr_reads(n, bound) for n in stmt.decorator_list + stmt.args.defaults
+                              + [d for d in stmt.args.kw_defaults if d]))
+        return outer | _block_reads(stmt.body, bound | _arguments(stmt.args) | {stmt.name})
+    if isinstance(stmt, ast.ClassDef):
+        outer = set().union(*(_expr_reads(n, bound) for n in stmt.decorator_list + stmt.bases
+                              + [k.value for k in stmt.keywords]))
+        # a method does not see the class body's names: each statement of the body is read on its own
+        return outer | set().union(*(_stmt_reads(s, bound | {stmt.name}) for s in stmt.body))
+    if isinstance(stmt, ast.AugAssign):  # x += 1 reads x
+        return _targets(stmt.target) - bound | _expr_reads(stmt.target, bound) | _expr_reads(stmt.value, bound)
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        return (_expr_reads(stmt.iter, bound) | _block_reads(stmt.body, bound | _targets(stmt.target))
+                | _block_reads(stmt.orelse, bound))
+    if isinstance(stmt, (ast.While, ast.If)):
+        return _expr_reads(stmt.test, bound) | _block_reads(stmt.body, bound) | _block_reads(stmt.orelse, bound)
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        reads = set().union(*(_expr_reads(item.context_expr, bound) for item in stmt.items))
+        names = set().union(*(_targets(item.optional_vars) for item in stmt.items if item.optional_vars))
+        return reads | _block_reads(stmt.body, bound | names)
+    if isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+        reads = _block_reads(stmt.body, bound) | _block_reads(stmt.orelse, bound) | _block_reads(stmt.finalbody, bound)
+        for handler in stmt.handlers:
+            reads |= (_expr_reads(handler.type, bound) if handler.type else set()) | \
+                _block_reads(handler.body, bound | ({handler.name} if handler.name else set()))
+        return reads
+    return _expr_reads(stmt, bound)
+
+
+def _binds(stmt) -> set[str]:
+    """Every global name a statement may bind or declare: assigned, defined, imported, a loop's or a with's
+    target, a ``global`` of a function in it (a comprehension's or a function's own names are not global)."""
+    names = set()
+
+    def visit(node, top):
+        if isinstance(node, ast.Global):
+            names.update(node.names)
+        if top and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if top and isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        if top and isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        if top and isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        for child in ast.iter_child_nodes(node):
+            visit(child, top and not isinstance(node, _SCOPES))
+
+    visit(stmt, True)
+    return names
+
+
+def _calls(tree) -> set[str]:
+    """The names of the functions a cell calls (``f(...)``, ``module.f(...)``)."""
+    return {n.func.id if isinstance(n.func, ast.Name) else n.func.attr for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))}
+
+
+def _is_exercise(cell) -> bool:
+    grading = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(grading.get("solution")) or "BEGIN SOLUTION" in "".join(cell["source"])
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+
+
+def _rebinds(stmt) -> set[str]:
+    """The names a top-level statement binds whatever happens: a plain assignment's, a definition's, an import's."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    if isinstance(stmt, ast.Assign):
+        return set().union(*(_targets(t) for t in stmt.targets))
+    return set()
+
+
+def outputs_shown(cells) -> set[int]:
+    """The indices of the code cells (of a solution notebook's list of cells) whose stored outputs the student
+    edition shows: those that cannot give an exercise away.
+
+    A cell's outputs are withheld when it is an exercise (nbgrader's *solution* cell, or a ``### BEGIN SOLUTION``
+    block); when it judges one (nbgrader's graded test cell, or a call of an exercise's checker of
+    ``answer_keys.KEYS`` or of a ``check_*`` function imported from ``vaelayer_np.course``: its verdicts are the
+    solution's); when it calls ``reveal`` or anything else imported from the answer-keys module (``reveal`` prints
+    the library's answer once a checker passed); and when it *depends on an exercise*: one of its statements reads
+    a name that an exercise cell binds or reads, or that an earlier dependent statement binds or reads (the code it
+    ran may have changed that value in place), or a name whose value or function body was made from such a name.
+    Names are followed statement by statement in the order the cells run: a name rebound by a plain assignment, a
+    definition or an import that depends on no exercise is free again; builtins, imported names and the notebook's
+    own functions and classes are not taken to be changed by the code they are handed to; a name that a function
+    declares ``global`` counts as dependent once an exercise has run. A cell that does not parse, and every cell
+    after it, shows no output."""
+    from vaelayer_np.course.answer_keys import KEYS
+
+    tainted: set[str] = set()
+    reads_of: dict[str, set[str]] = {}  # name -> the free names of the statements that bound it
+    definitions: set[str] = set()  # names last bound by an import, a def or a class
+    declared_global = {name for cell in cells if cell["cell_type"] == "code"
+                       for name in re.findall(r"^\s*global\s+([\w\s,]+)", "".join(cell["source"]), re.M)
+                       for name in name.replace(",", " ").split()}
+    checkers = {checker for by_checker in KEYS.values() for checker in by_checker}
+    course: set[str] = set()  # the names of the course's checkers and answer-keys module, as imported
+    shown = set()
+
+    def depends(names) -> bool:
+        seen, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name in tainted or (tainted and name in declared_global):
+                return True
+            if name not in seen:
+                seen.add(name)
+                todo += reads_of.get(name, ())
+        return False
+
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:
+            break
+        exercise, dependent = _is_exercise(cell), False
+        for stmt in tree.body:
+            reads, binds, rebinds = _stmt_reads(stmt, frozenset()), _binds(stmt), _rebinds(stmt)
+            if exercise or depends(reads):
+                dependent = True
+                tainted |= binds | {name for name in reads if name in reads_of and name not in definitions}
+                definitions -= binds
+                reads_of.update((name, reads_of.get(name, set()) | reads) for name in binds)
+                continue
+            tainted -= rebinds
+            for name in binds:
+                reads_of[name] = set(reads) if name in rebinds else reads_of.get(name, set()) | reads
+            definitions = (definitions - binds) | (rebinds if isinstance(stmt, _DEFINITIONS) else set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(COURSE):
+                course |= {(a.asname or a.name) for a in node.names
+                           if a.name.startswith(CHECKER_PREFIX) or node.module == ANSWER_KEYS}
+        grading = cell.get("metadata", {}).get("nbgrader", {})
+        if not (dependent or grading.get("grade") or _calls(tree) & (course | checkers | {REVEAL})):
+            shown.add(i)
+    return shown
+
+
 def student_view(solution: Path, student: Path) -> dict:
     """The student notebook, with the stored outputs of each cell it shares (same type, same source) with the
-    solution notebook: the lesson's tables and figures, and nothing of the exercises' cells."""
+    solution notebook and that :func:`outputs_shown` lets the student edition show: the lesson's tables and
+    figures, and nothing that comes from or tells about an exercise's code."""
     sol_cells = json.loads(solution.read_text())["cells"]
+    shown = outputs_shown(sol_cells)
     nb = json.loads(student.read_text())
     cells, start = [], 0
     for cell in nb["cells"]:
@@ -231,7 +446,7 @@ def student_view(solution: Path, student: Path) -> dict:
         for j in range(start, len(sol_cells)):
             other = sol_cells[j]
             if other["cell_type"] == cell["cell_type"] and "".join(other["source"]) == source:
-                if "BEGIN SOLUTION" not in source:
+                if other["cell_type"] != "code" or j in shown:
                     cell = other
                 start = j + 1
                 break
@@ -703,8 +918,9 @@ def on_page_content(content, page, config, files):
                      f'(or open <code>notebooks/student/{name}</code> and <code>notebooks/{name}</code> in a clone of '
                      f'the repository). Solutions are folded below: try each exercise first.</p></div>\n')
     else:
-        parts.append('. Below, the lesson as the student notebook has it, with the stored outputs of its cells '
-                     'that are not exercises: the exercises are yours to write.</p></div>\n')
+        parts.append('. Below, the lesson as the student notebook has it, with the stored outputs of the cells that '
+                     'cannot give an exercise away (none for an exercise, a checker, <code>reveal</code>, or a cell '
+                     'that uses an exercise\'s code): the exercises are yours to write.</p></div>\n')
     return "".join(parts) + content
 
 
