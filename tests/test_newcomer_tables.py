@@ -2,6 +2,7 @@
 decimal commas, a measurement or an identifier as the target), a run on image files found by a relative
 --data-dir is evaluated from any folder, and the table plots stay readable with many features or classes."""
 import csv
+import json
 import struct
 
 import numpy as np
@@ -85,6 +86,23 @@ def test_labels_that_differ_on_nearly_every_row_are_named_as_no_classes(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_a_tiny_table_or_a_few_rows_of_many_classes_are_not_called_measurements(tmp_path):
+    """Only labels with most rows alone in their class are named as measurements or identifiers: a tiny table
+    keeps the split's own advice, and a training file of one row per class (with a test file) is told how to
+    train on it."""
+    x, _ = labelled_rows(3)
+    with pytest.raises(CorruptFileError, match=r"3 rows in 2 classes \(smallest class: 1 row\) are too few to hold out "
+                                               r"a stratified test part of 0\.2 with every class on both sides; give "
+                                               r"a test file or more rows$"):
+        load_table(write_csv(tmp_path / "tiny.csv", ["a", "b", "c", "kind"], [[*r, k] for r, k in zip(x, "aab")]))
+    x, _ = labelled_rows(12)
+    train = write_csv(tmp_path / "train.csv", ["a", "b", "c", "kind"], [[*r, f"k{i}"] for i, r in enumerate(x)])
+    test = write_csv(tmp_path / "test.csv", ["a", "b", "c", "kind"], [[*r, f"k{i}"] for i, r in enumerate(x)])
+    with pytest.raises(CorruptFileError, match=r"if they are classes, give --val-fraction 0$"):
+        load_table(train, test_path=test)
+    assert load_table(train, test_path=test, val_fraction=0).n_classes == 12  # what the message says works
+
+
 def test_an_unnamed_first_column_names_pandas_index(tmp_path):
     x, y = labelled_rows()
     path = write_csv(tmp_path / "frame.csv", ["", "a", "b", "c", "kind"], [[i, *r, t] for i, (r, t) in
@@ -118,6 +136,24 @@ def test_a_run_on_files_of_a_relative_data_dir_is_evaluated_from_any_folder(tmp_
     assert "test" in capsys.readouterr().out
     assert cli.main(["plot", str(run)]) == 0
     assert (run / "reconstructions.png").is_file()
+
+
+def test_a_data_dir_given_on_resume_is_stored_absolute(tmp_path, monkeypatch, capsys):
+    """``--resume RUN --data-dir DIR`` (the files moved) stores DIR absolute like a new run's: evaluate works from
+    any folder afterwards."""
+    write_idx_set(tmp_path / "work" / "idx", compress=False)
+    monkeypatch.chdir(tmp_path / "work")
+    run = tmp_path / "work" / "run"
+    assert cli.main(["train", "--dataset", "mnist", "--data-dir", "idx", "--run-dir", str(run), "--no-plots",
+                     *TINY]) == 0
+    (tmp_path / "work" / "idx").rename(tmp_path / "work" / "moved")
+    assert cli.main(["train", "--resume", str(run), "--data-dir", "moved", "--epochs", "2", "--no-plots",
+                     "--threads", "1", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["data_dir"] == str(tmp_path / "work" / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 0, capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- 3. plots of wide tables, many classes

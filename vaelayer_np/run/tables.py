@@ -681,9 +681,10 @@ def constant_column_message(where: str | Path, names: Sequence[str], values: Seq
             f"{'it carries' if one else 'they carry'} no information and {'is' if one else 'are'} scaled to 0")
 
 
-def _labels_not_classes_message(path: Path, n: int, counts: np.ndarray, target: str | None) -> str:
-    """Fewer than two rows per class on average: no stratified split is possible, and labels that differ on
-    nearly every row are measurements (a regression target) or identifiers rather than classes."""
+def _labels_not_classes_message(path: Path, n: int, counts: np.ndarray, target: str | None, remedy: str) -> str:
+    """More than half the rows alone in their class: no stratified split is possible, and labels that differ on
+    nearly every row are measurements (a regression target) or identifiers rather than classes. ``remedy`` says
+    what to give if they are classes after all (a few rows of many classes)."""
     if path.suffix.lower() == ".npz":
         where = "y must hold class labels"
     elif target:
@@ -693,7 +694,8 @@ def _labels_not_classes_message(path: Path, n: int, counts: np.ndarray, target: 
     single = int(np.sum(counts == 1))
     return (f"{path}: {n} rows in {len(counts)} classes are too few: a stratified split needs two rows in every "
             f"class, and {single} {'class has' if single == 1 else 'classes have'} one. Labels that differ on nearly "
-            f"every row are measurements (a regression target) or identifiers, not classes; {where}")
+            f"every row are measurements (a regression target) or identifiers, not classes; {where}; if they are "
+            f"classes, give {remedy}")
 
 
 def _stratified_split(path: str | Path, x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str,
@@ -769,8 +771,12 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
     y = _encode(path, texts, codes, class_names, kind)
     if len(y) < len(class_names):
         raise CorruptFileError(f"{path}: {len(y)} rows but {len(class_names)} classes; each class needs rows")
-    if 2 * len(class_names) > len(y) and (not test_path or val_fraction > 0):
-        raise CorruptFileError(_labels_not_classes_message(path, len(y), np.bincount(y), target))
+    counts = np.bincount(y)
+    if 2 * np.sum(counts == 1) > len(y) and (not test_path or val_fraction > 0):
+        # more than half the rows are alone in their class: no stratified split is possible, and such labels are
+        # rarely classes. A small table with a class of one row is left to the split's own message.
+        remedy = "--val-fraction 0" if test_path else "a test file (--test-data) and --val-fraction 0"
+        raise CorruptFileError(_labels_not_classes_message(path, len(y), counts, target, remedy))
     files = [("data", path)]
     if test_path is None or test_path == "":
         x_trv, x_test, y_trv, y_test = _stratified_split(path, x, y, test_fraction, seed, "test",
