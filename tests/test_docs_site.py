@@ -779,6 +779,22 @@ def test_student_view_shows_no_output_that_can_give_an_exercise_away(tmp_path):
     assert docs_site.outputs_shown(cells) == {1, 2, 12, 13, 14}  # 10 defines a function that calls square
 
 
+def test_outputs_shown_follows_walrus_match_and_global_as_the_code_has_them():
+    """A name bound by ``:=`` in a comprehension or by a ``match`` case is followed like an assignment's, and only
+    the names of a ``global`` statement count as global (not the words on the lines after it)."""
+    docs_site = _hook()
+    exercise = _cell("code", "def square(a):\n    ### BEGIN SOLUTION\n    return a * a\n    ### END SOLUTION",
+                     solution=True)
+    walrus = [exercise, _cell("code", "values = [last := square(v) for v in range(3)]"), _cell("code", "print(last)")]
+    assert docs_site.outputs_shown(walrus) == set()
+    match = [exercise, _cell("code", "match square(3):\n    case [first, *rest]:\n        pass\n    case n:\n"
+                                     "        pass"), _cell("code", "print(n, rest)")]
+    assert docs_site.outputs_shown(match) == set()
+    counter = _cell("code", "calls = 0\n\n\ndef count():\n    global calls\n    print(calls)")
+    cells = [counter, exercise, _cell("code", "print(2)"), _cell("code", "print(calls)")]
+    assert docs_site.outputs_shown(cells) == {0, 2}  # calls is global, print is not
+
+
 _VERDICT = re.compile(r"\b(?:PASS|FAIL) {2}\S")
 
 

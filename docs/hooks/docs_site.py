@@ -317,11 +317,12 @@ def _stmt_reads(stmt, bound: frozenset) -> set[str]:
 
 
 def _binds(stmt) -> set[str]:
-    """Every global name a statement may bind or declare: assigned, defined, imported, a loop's or a with's
-    target, a ``global`` of a function in it (a comprehension's or a function's own names are not global)."""
+    """Every global name a statement may bind or declare: assigned, defined, imported, a loop's, a with's or a
+    ``match`` case's target, a ``global`` of a function in it (a comprehension's or a function's own names are not
+    global; a ``:=`` in a comprehension binds the name outside it, so it is)."""
     names = set()
 
-    def visit(node, top):
+    def visit(node, top, in_function):
         if isinstance(node, ast.Global):
             names.update(node.names)
         if top and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -330,12 +331,19 @@ def _binds(stmt) -> set[str]:
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
         if top and isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             names.add(node.id)
+        if not in_function and isinstance(node, ast.NamedExpr):  # [y := f(v) for v in data] binds y here
+            names.update(_targets(node.target))
         if top and isinstance(node, ast.ExceptHandler) and node.name:
             names.add(node.name)
+        if top and isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:  # case [first, *rest] as whole
+            names.add(node.name)
+        if top and isinstance(node, ast.MatchMapping) and node.rest:  # case {"k": v, **rest}
+            names.add(node.rest)
         for child in ast.iter_child_nodes(node):
-            visit(child, top and not isinstance(node, _SCOPES))
+            visit(child, top and not isinstance(node, _SCOPES),
+                  in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)))
 
-    visit(stmt, True)
+    visit(stmt, True, False)
     return names
 
 
@@ -385,9 +393,14 @@ def outputs_shown(cells) -> set[int]:
     tainted: set[str] = set()
     reads_of: dict[str, set[str]] = {}  # name -> the free names of the statements that bound it
     definitions: set[str] = set()  # names last bound by an import, a def or a class
-    declared_global = {name for cell in cells if cell["cell_type"] == "code"
-                       for name in re.findall(r"^\s*global\s+([\w\s,]+)", "".join(cell["source"]), re.M)
-                       for name in name.replace(",", " ").split()}
+    declared_global = set()  # the names of every `global` statement of the notebook's code
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            try:
+                tree = ast.parse("".join(cell["source"]))
+            except SyntaxError:
+                continue  # the loop below stops at this cell
+            declared_global |= {name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names}
     checkers = {checker for by_checker in KEYS.values() for checker in by_checker}
     course: set[str] = set()  # the names of the course's checkers and answer-keys module, as imported
     shown = set()
