@@ -181,3 +181,34 @@ def test_table_plots_stay_readable_with_many_features_and_classes(tmp_path, caps
     assert width <= 2000  # a screen's width, not a bar and a name per feature, 0.35 inch each
     assert len(drawn) == n_classes and len(set(drawn.values())) == n_classes  # each class its own look
     assert png_size(run / "latent_pca.png")[0] < 3000
+
+
+# ----------------------------------------------------------------------------- paths given as path objects
+def test_paths_given_as_path_objects_are_stored_like_text(tmp_path, monkeypatch):
+    """A researcher writing Python passes pathlib.Path objects: the configuration is the one made from the
+    same paths as text (a table is a table, not digits; the saved config.json can be written)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from vaelayer_np.run.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    for kwargs in (dict(data="t.csv", test_data="u.csv"), dict(dataset="mnist", data_dir="idx")):
+        as_text = TrainConfig(**kwargs)
+        as_paths = TrainConfig(**{k: Path(v) if k != "dataset" else v for k, v in kwargs.items()})
+        assert dataclasses.asdict(as_paths) == dataclasses.asdict(as_text)
+        json.dumps(dataclasses.asdict(as_paths))
+    assert TrainConfig(data=Path("t.csv")).dataset == "t.csv"
+
+
+def test_a_path_setting_that_is_no_path_is_named():
+    from vaelayer_np.run.config import TrainConfig
+
+    for kwargs, name in ((dict(data=5), "data"), (dict(data=b"t.csv"), "data"), (dict(data="t.csv", test_data=0.5),
+                                                                              "test_data"),
+                         (dict(dataset="mnist", data_dir=3), "data_dir")):
+        with pytest.raises(TypeError, match=f"^{name}: expected a file path"):
+            TrainConfig(**kwargs)
+    with pytest.raises(ValueError, match="^data: the path is empty"):
+        TrainConfig(data="   ")

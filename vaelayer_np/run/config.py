@@ -8,10 +8,11 @@ schedule, training path, threads). The command line's options are generated from
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core._validate import check_choice, check_dtype, check_int, check_number
+from ..core._validate import check_choice, check_dtype, check_int, check_number, check_path
 from ..core.activations import ACTIVATIONS
 from ..core.settings import CHOICES as MODEL_CHOICES
 from ..core.settings import DEFAULTS, RENAMED, canonical
@@ -180,14 +181,17 @@ class TrainConfig:
         return bool(self.data)
 
     def __post_init__(self) -> None:
+        # a file or folder given as a path object (pathlib.Path) is stored as text, like one given as text;
+        # anything else that is not a path (a number, bytes, blank text) is an error naming the setting
+        for name in ("data", "test_data", "data_dir"):
+            if getattr(self, name) not in (None, ""):
+                setattr(self, name, os.fspath(check_path(name, getattr(self, name))))
         # old spellings of choices (vaelayer_np.core.settings.RENAMED) are stored in their new spelling
         for name in RENAMED:
             setattr(self, name, canonical(name, getattr(self, name)))
         # dataset-dependent defaults are filled in once, so the saved config is explicit
         if self.data and isinstance(self.data, str):
             # a table: runs and plots carry the file's name; sizes are fitted to it when it is loaded
-            import os
-
             from .tables import TABLE_BATCH, TABLE_EPOCHS, table_name
             if self.dataset == "digits":
                 self.dataset = table_name(self.data)
@@ -200,8 +204,6 @@ class TrainConfig:
             if self.batch_size is None:
                 self.batch_size = TABLE_BATCH
         if self.data_dir and isinstance(self.data_dir, str):
-            import os
-
             # absolute like a table's path: `vaelayer evaluate RUN` and `plot RUN` find the files from any folder
             self.data_dir = os.path.abspath(self.data_dir)
         if self.epochs is None:
@@ -298,7 +300,6 @@ class TrainConfig:
                 if getattr(self, name):
                     raise ValueError(f"{name}: applies only with --data (a table file)")
             return
-        import os
         for name in ("data", "test_data"):
             value = getattr(self, name)
             if value and os.path.splitext(value)[1].lower() not in TABLE_SUFFIXES:
