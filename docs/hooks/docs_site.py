@@ -269,6 +269,11 @@ def _expr_reads(node, bound: frozenset) -> set[str]:
     return set().union(*(_expr_reads(child, bound) for child in ast.iter_child_nodes(node)))
 
 
+def _imported(stmt) -> set[str]:
+    """The names an import binds: ``import a.b`` binds ``a``, ``import a.b as c`` and ``from a import b as c`` ``c``."""
+    return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+
+
 def _block_reads(body, bound: frozenset) -> set[str]:
     """The free names of statements run in order: a name a plain assignment binds is then bound for those after."""
     reads = set()
@@ -280,7 +285,7 @@ def _block_reads(body, bound: frozenset) -> set[str]:
         elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound = bound | {stmt.name}
         elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            bound = bound | {(a.asname or a.name).split(".")[0] for a in stmt.names}
+            bound = bound | _imported(stmt)
     return reads
 
 
@@ -328,7 +333,7 @@ def _binds(stmt) -> set[str]:
         if top and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         if top and isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            names.update(_imported(node))
         if top and isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             names.add(node.id)
         if not in_function and isinstance(node, ast.NamedExpr):  # [y := f(v) for v in data] binds y here
@@ -366,7 +371,7 @@ def _rebinds(stmt) -> set[str]:
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+        return _imported(stmt)
     if isinstance(stmt, ast.Assign):
         return set().union(*(_targets(t) for t in stmt.targets))
     return set()
