@@ -141,8 +141,12 @@ def _os_error_message(exc: OSError) -> str:
 
 
 def _parse_widths(text: str) -> tuple[int, ...]:
+    items = text.replace(" ", "").split(",")
+    if "" in items and text.strip():  # "4,,4" or "4,": a width left out is refused, not skipped
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,256,256, got {text!r} "
+                                         "(an empty width between or after the commas)")
     try:
-        widths = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        widths = tuple(int(t) for t in items if t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,256,256, got {text!r}") from None
     if not widths or min(widths) < 1:
