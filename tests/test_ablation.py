@@ -63,6 +63,29 @@ def test_per_layer_figures_and_the_ablation_table(tmp_path, monkeypatch):
     assert "| 1/2 |" in next(line for line in lines if line.startswith(f"| {exp.name} |"))
 
 
+def test_an_iffcl_run_reports_each_twin_alone_and_a_one_network_run_none(tmp_path, monkeypatch):
+    """layers.json holds the test accuracy of the twins averaged (the run's prediction: its last metrics row) and
+    of each twin alone; an older layers.json without them gets them when the run is met again."""
+    small = reproduce.Experiment("fashion-iffcl-heads", dict(dataset="digits", epochs=1, head_weight=3.0,
+                                                             widths=(16, 12)), "iffcl", "fashion-iffcl-heads")
+    monkeypatch.setitem(reproduce.EXPERIMENTS, small.name, small)
+    assert reproduce.run_one(small, 0, tmp_path, limit=300, log=lambda *a: None)
+    run = tmp_path / small.name / "seed0"
+    figures = json.loads((run / reproduce.LAYERS_FILE).read_text())
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert figures["twins"]["both"] == pytest.approx(last["test_acc"], abs=1e-12)
+    assert all(0.0 < figures["twins"][k] <= 1.0 for k in ("a", "b"))
+    del figures["twins"]
+    (run / reproduce.LAYERS_FILE).write_text(json.dumps(figures))
+    assert reproduce.run_one(small, 0, tmp_path, limit=300, log=lambda *a: None)  # finished before: reused
+    assert json.loads((run / reproduce.LAYERS_FILE).read_text())["twins"]["both"] == pytest.approx(last["test_acc"])
+    one = reproduce.Experiment("fashion-local-heads", dict(dataset="digits", epochs=1, method="local-heads",
+                                                           widths=(16, 12)), "local-heads", "fashion-local-heads")
+    monkeypatch.setitem(reproduce.EXPERIMENTS, one.name, one)
+    assert reproduce.run_one(one, 0, tmp_path, limit=300, log=lambda *a: None)
+    assert json.loads((tmp_path / one.name / "seed0" / reproduce.LAYERS_FILE).read_text())["twins"] is None
+
+
 def test_a_local_heads_run_has_no_reconstruction_to_report(tmp_path, monkeypatch):
     small = reproduce.Experiment("fashion-local-heads", dict(dataset="digits", epochs=1, method="local-heads",
                                                              widths=(16, 12)), "local-heads", "fashion-local-heads")
@@ -112,13 +135,24 @@ def test_the_moonshot_grid_table_shows_every_point_on_the_seeds_it_finished(tmp_
     assert "| not run |" in grid_row("fashion-moon-iffcl-aug", None, {})
     assert "unfinished (3/60 epochs)" in grid_row(point, None, {})
     finished = grid_row(point, 3, {"fashion-moon-local-heads": point})
-    assert finished.startswith(f"| {point} (chosen) | seed 0 | 90.00 | 85.00 | 80.30 | 30 |")
+    assert finished.startswith(f"| {point} (chosen) | seed 0 | 90.00 | 85.00 | - | 80.30 | 30 |")
     # a point with more seeds finished (chosen before the grid grew) shows them all, mean ± std
     other = tmp_path / point / "seed2"
     other.mkdir()
     rows = [dict(r, test_acc=0.87) for r in rows]
     (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert grid_row(point, 3, {}).startswith(f"| {point} | seeds 0, 2 | 90.00 ± 0.00 | 86.00 ± 1.41 | 80.30 ± 0.00 |")
+    assert grid_row(point, 3, {}).startswith(f"| {point} | seeds 0, 2 | 90.00 ± 0.00 | 86.00 ± 1.41 | - | "
+                                             "80.30 ± 0.00 |")
+    # IFFCL's twins alone, from layers.json: shown when every finished seed has them, never guessed
+    twin_point = "fashion-moon-iffcl-drop0.1"
+    for seed, (a, b) in ((0, (0.84, 0.80)), (1, (0.86, 0.82))):
+        run = tmp_path / twin_point / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / reproduce.LAYERS_FILE).write_text(json.dumps({"layers": [], "twins": {"both": 0.87, "a": a, "b": b}}))
+    assert "| 85.00 ± 1.41 / 81.00 ± 1.41 |" in grid_row(twin_point, 3, {})
+    (tmp_path / twin_point / "seed1" / reproduce.LAYERS_FILE).write_text(json.dumps({"layers": []}))
+    assert "| 87.00 ± 0.00 | - |" in grid_row(twin_point, 3, {})
     suffixes = {}
     for name in names:
         group = reproduce.EXPERIMENTS[name].group

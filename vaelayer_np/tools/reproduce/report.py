@@ -423,6 +423,22 @@ def ablation_table(out: str | Path, names: Sequence[str], seeds: Seeds, epochs_o
     return lines
 
 
+def _twins_alone(out: str | Path, name: str, seeds: Sequence[int]) -> str:
+    """Twin A's and twin B's test accuracy alone (mean ± std over ``seeds``), from the runs' ``layers.json``;
+    "-" when a run of them has none (a method of one network, or figures not yet written)."""
+    per_twin: dict[str, list[float]] = {"a": [], "b": []}
+    for seed in seeds:
+        path = Path(out) / name / f"seed{seed}" / LAYERS_FILE
+        twins = json.loads(path.read_text()).get("twins") if path.is_file() else None
+        if not twins:
+            return "-"
+        for key in per_twin:
+            per_twin[key].append(twins[key])
+    if not seeds:
+        return "-"
+    return " / ".join(_pct(mean_std(values)) for values in per_twin.values())
+
+
 def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs_override: int | None,
                      chosen: Mapping[str, str]) -> list[str]:
     """Per moonshot group: the point chosen on validation, its last-epoch test accuracy over the seeds, and
@@ -472,9 +488,13 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
               "before the grid grew has more); the choice is made on *best val %* over the seeds all of a group's "
               "finished points share; *last test %* is shown, never used to choose; *last train %* is the "
               "accuracy on the training images as they are, without augmentation or dropout, at the last epoch: "
-              "how closely the network fits them.", "",
-              "| point | seeds finished | last train % | last test % | best val % | train seconds |",
-              "|---|---|---|---|---|---|"]
+              "how closely the network fits them. IFFCL predicts with the average of its two twins' "
+              "probabilities; *each twin alone* is the test accuracy of twin A and of twin B on their own at "
+              "the last epoch (from the runs' `layers.json`; - for a method of one network), the part of the "
+              "accuracy that is not the average of two networks.", "",
+              "| point | seeds finished | last train % | last test % | each twin alone, test % (A / B) | "
+              "best val % | train seconds |",
+              "|---|---|---|---|---|---|---|"]
     for group in groups:
         for name in (n for n in EXPERIMENTS if EXPERIMENTS[n].group == group and n in names):
             exp = EXPERIMENTS[name]
@@ -489,7 +509,8 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
                 state = f"seed {every[0]}: {why}" if why != "not run" or (Path(out) / name).is_dir() else "not run"
             mark = " (chosen)" if chosen.get(group) == name else ""
             lines.append(f"| {name}{mark} | {state} | {_pct(agg['last_train'])} | {_pct(agg['last_test'])} | "
-                         f"{_pct(agg['best_val'])} | {_secs(agg['seconds'])} |")
+                         f"{_twins_alone(out, name, sorted(agg['per_seed']))} | {_pct(agg['best_val'])} | "
+                         f"{_secs(agg['seconds'])} |")
     lines.append("")
     return lines
 

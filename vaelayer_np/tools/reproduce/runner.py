@@ -128,16 +128,40 @@ def layer_figures(run_dir: str | Path, log: Callable[[str], Any] = print) -> dic
         x = np.asarray(data.x_test[:512], dtype=trainer.dtype)
         plot_reconstructions(net, x, data.image_shape, Path(run_dir) / "reconstructions.png")
         plot_samples(net, x, data.image_shape, Path(run_dir) / "samples.png")
+    result["twins"] = twin_figures(trainer, data)
     write_json_atomic(Path(run_dir) / LAYERS_FILE, result)
     return result
 
 
+def twin_figures(trainer: Any, data: Any) -> dict[str, float] | None:
+    """An IFFCL run's test accuracy with its prediction (``both``: the twins' probabilities averaged, the
+    default ``predict="twins"``) and with each twin alone (``a``, ``b``): how much of the accuracy is the
+    average of two networks. None for a run of one network (backprop, local-heads)."""
+    import numpy as np
+
+    if trainer.net_b is None:
+        return None
+    x, y = np.asarray(data.x_test, dtype=trainer.dtype), data.y_test
+    return {"both": float(trainer.accuracy(x, y)),
+            "a": float(np.mean(trainer.net_a.predict_proba(x).argmax(1) == y)),
+            "b": float(np.mean(trainer.net_b.predict_proba(x).argmax(1) == y))}
+
+
 def _with_layer_figures(run_dir: str | Path, completed: bool, log: Callable[[str], Any]) -> bool:
-    """A finished run without its per-layer figures gets them (``layers.json``); returns ``completed``."""
-    if completed and not (Path(run_dir) / LAYERS_FILE).exists():
+    """A finished run without its per-layer figures gets them (``layers.json``), one whose figures were
+    written before they held the twins' accuracies gets those; returns ``completed``."""
+    path = Path(run_dir) / LAYERS_FILE
+    if completed and not path.exists():
         figures = layer_figures(run_dir, log=log)
         log("per layer (probe test, head test, recon, kl): " + "; ".join(
             f"{r['probe_test']:.4f}, {r['head_test']}, {r['recon']}, {r['kl']}" for r in figures["layers"]))
+    elif completed and "twins" not in json.loads(path.read_text()):
+        from ...run.checkpoint import write_json_atomic
+        from ...run.runs import load_trainer
+
+        figures = json.loads(path.read_text())
+        figures["twins"] = twin_figures(*load_trainer(run_dir, log=log))
+        write_json_atomic(path, figures)
     return completed
 
 
