@@ -562,8 +562,8 @@ def train_run(config: TrainConfig | None = None, run_dir: str | Path | None = No
                                  f"{', '.join(sorted(RESUME_MAY_CHANGE))} may change")
             for key, value in changes.items():
                 setattr(config, key, value)
-            if changes.get("data_dir"):  # stored absolute like the first one (TrainConfig.__post_init__)
-                config.data_dir = os.path.abspath(config.data_dir)
+            if changes.get("data_dir") and config.data_dir:  # stored absolute, as TrainConfig.__post_init__ does
+                config.data_dir = os.path.abspath(os.fspath(config.data_dir))
             if changes:
                 config.validate()
             state = _read_checkpoint(run_dir)
