@@ -1,7 +1,6 @@
 """A newcomer's own data: the errors of tables in common shapes say what to do (the label column not last,
 decimal commas, a measurement or an identifier as the target), a run on image files found by a relative
 --data-dir is evaluated from any folder, and the table plots stay readable with many features or classes."""
-import csv
 import json
 import struct
 
@@ -14,17 +13,10 @@ from vaelayer_np.run.data import CorruptFileError
 from vaelayer_np.run.tables import load_table
 
 from .test_data import write_idx_set
+from .test_hostile_inputs import write_csv
 
 TINY = ["--epochs", "1", "--widths", "8", "--encoder-hidden", "0", "--path", "readable", "--threads", "1",
         "--no-progress"]
-
-
-def write_csv(path, header, rows, delimiter=","):
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh, delimiter=delimiter)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def png_size(path):
