@@ -2,6 +2,7 @@
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 from vaelayer_np.run.config import TrainConfig
@@ -174,3 +175,64 @@ def test_the_moonshot_table_of_one_point_of_a_grid_counts_the_grid(tmp_path):
     lines = moonshot_section(tmp_path, [point], {point: [0, 1, 2]}, 3, {"fashion-moon-iffcl": point})
     row = next(line for line in lines if line.startswith("| fashion-moon-iffcl |"))
     assert f"| {point} (2 of {len(grid)} points finished so far) | 1/3 | 85.00 |" in row, row
+
+
+def test_a_finished_run_leaves_its_test_predictions_and_gets_them_when_met_again(tmp_path, monkeypatch):
+    """test_predictions.npz holds the run's probabilities on the test set (its prediction: the last metrics row's
+    test accuracy) and the labels; a finished run without the file gets it when reproduce meets it again."""
+    from vaelayer_np.run.checkpoint import load_npz
+
+    one = reproduce.Experiment("fashion-local-heads", dict(dataset="digits", epochs=1, method="local-heads",
+                                                           widths=(16, 12)), "local-heads", "fashion-local-heads")
+    monkeypatch.setitem(reproduce.EXPERIMENTS, one.name, one)
+    assert reproduce.run_one(one, 0, tmp_path, limit=300, log=lambda *a: None)
+    run = tmp_path / one.name / "seed0"
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    saved = load_npz(run / "test_predictions.npz")
+    assert saved["proba"].dtype == np.float64 and saved["proba"].shape == (len(saved["labels"]), 10)
+    assert np.mean(saved["proba"].argmax(1) == saved["labels"]) == pytest.approx(last["test_acc"], abs=1e-12)
+    (run / "test_predictions.npz").unlink()
+    assert reproduce.run_one(one, 0, tmp_path, limit=300, log=lambda *a: None)  # finished before: reused
+    again = load_npz(run / "test_predictions.npz")
+    np.testing.assert_array_equal(again["labels"], saved["labels"])
+    np.testing.assert_allclose(again["proba"], saved["proba"], rtol=0, atol=1e-12)
+
+
+def test_two_runs_averaged_from_controlled_predictions(tmp_path):
+    """The pair figure averages two runs' probabilities (not their votes): each pair of seeds with predictions on
+    the same labels, and a run without them, with other labels or a corrupt file is left out."""
+    from vaelayer_np.run.checkpoint import save_npz_atomic
+    from vaelayer_np.tools.reproduce.report import two_runs_averaged
+
+    name = "fashion-moon-backprop-drop0.1"
+    labels = np.array([0, 1, 2, 3])
+    # seed 0 is right on examples 0 and 1, barely wrong on 2 and 3; seed 1 is sure and right on 2, sure and
+    # wrong on 3 and barely wrong on 0; seed 2 is right everywhere
+    p0 = np.array([[.9, .1, 0, 0], [0, .9, .1, 0], [0, 0, .45, .55], [0, 0, .55, .45]])
+    p1 = np.array([[.45, .55, 0, 0], [0, .9, .1, 0], [0, 0, .95, .05], [0, .95, 0, .05]])
+    p2 = np.eye(4)
+    for seed, proba in ((0, p0), (1, p1), (2, p2)):
+        (tmp_path / name / f"seed{seed}").mkdir(parents=True)
+        save_npz_atomic(tmp_path / name / f"seed{seed}" / "test_predictions.npz", {"proba": proba, "labels": labels})
+    pairs, accuracies = two_runs_averaged(tmp_path, name, [0, 1, 2])
+    # 0+1: example 0 right (.675 against .325: seed 0's confidence wins, where two votes would tie), 1 right,
+    # 2 right (.7 against .3), 3 wrong (.475 for class 1 against .25); 0+2: all right (2: .725, 3: .725);
+    # 1+2: all right (0: .725, 3: .525 against .475 for class 1)
+    assert pairs == [(0, 1), (0, 2), (1, 2)] and accuracies == [0.75, 1.0, 1.0]
+    save_npz_atomic(tmp_path / name / "seed2" / "test_predictions.npz", {"proba": p2, "labels": labels[::-1]})
+    assert two_runs_averaged(tmp_path, name, [0, 1, 2]) == ([(0, 1)], [0.75])
+    (tmp_path / name / "seed1" / "test_predictions.npz").write_bytes(b"not a zip file")
+    assert two_runs_averaged(tmp_path, name, [0, 1, 2]) == ([], [])
+    # the table: the chosen point as one network (its runs' mean) and as two runs averaged (the pairs' mean)
+    from vaelayer_np.tools.reproduce.report import moonshot_section
+
+    save_npz_atomic(tmp_path / name / "seed1" / "test_predictions.npz", {"proba": p1, "labels": labels})
+    save_npz_atomic(tmp_path / name / "seed2" / "test_predictions.npz", {"proba": p2, "labels": labels})
+    for seed, test in ((0, 0.5), (1, 0.75), (2, 1.0)):
+        rows = [dict(epoch=e, train_acc=0.9, val_acc=0.8, test_acc=test, seconds=1.0) for e in range(1, 4)]
+        (tmp_path / name / f"seed{seed}" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = [n for n in reproduce.EXPERIMENTS if n.startswith("fashion-moon-")]
+    lines = moonshot_section(tmp_path, names, {n: [0, 1, 2] for n in names}, 3, {"fashion-moon-backprop": name})
+    row = next(line for line in lines if line.startswith(f"| fashion-moon-backprop | {name} | 75.00"))
+    assert row == (f"| fashion-moon-backprop | {name} | 75.00 ± 25.00 | 91.67 ± 14.43 | "
+                   "two runs, seed pairs 0+1, 0+2, 1+2 |")

@@ -20,6 +20,9 @@ DECLINE_EPOCHS = 5
 
 LAYERS_FILE = "layers.json"
 # a run's per-layer figures (written by the runner, read by the report)
+PREDICTIONS_FILE = "test_predictions.npz"
+# a finished run's class probabilities on the test set and the labels (written by the runner; the report averages
+# two runs' probabilities with them)
 PROBE_TRAIN = 10000  # training examples the per-layer linear probes are fitted on (the first of the training split)
 
 

@@ -29,6 +29,7 @@ from .experiments import (
     MOONSHOT_METHODS,
     MOONSHOT_RECIPE,
     MOONSHOT_TARGET,
+    PREDICTIONS_FILE,
     PROBE_TRAIN,
     Experiment,
 )
@@ -439,6 +440,73 @@ def _twins_alone(out: str | Path, name: str, seeds: Sequence[int]) -> str:
     return " / ".join(_pct(mean_std(values)) for values in per_twin.values())
 
 
+def two_runs_averaged(out: str | Path, name: str, seeds: Sequence[int]) -> tuple[list[tuple[int, int]], list[float]]:
+    """Every pair of ``seeds`` whose runs of ``name`` both left their test predictions (``test_predictions.npz``,
+    on the same labels), and the test accuracy of each pair's probabilities averaged: two networks predicting
+    together, the way IFFCL's twins do. Runs without predictions are left out, never guessed."""
+    import numpy as np
+
+    from ...run.checkpoint import CheckpointError, load_npz
+
+    found: dict[int, tuple[Any, Any]] = {}
+    for seed in seeds:
+        path = Path(out) / name / f"seed{seed}" / PREDICTIONS_FILE
+        try:
+            arrays = load_npz(path) if path.is_file() else None
+        except (CheckpointError, ValueError, OSError):
+            arrays = None
+        if arrays is not None and {"proba", "labels"} <= arrays.keys():
+            proba, labels = arrays["proba"], arrays["labels"]
+            if proba.ndim == 2 and labels.shape == proba.shape[:1]:
+                found[seed] = (proba, labels)
+    pairs, accuracies = [], []
+    ordered = sorted(found)
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1:]:
+            (p, y), (q, z) = found[first], found[second]
+            if p.shape != q.shape or not np.array_equal(y, z):
+                continue
+            pairs.append((first, second))
+            accuracies.append(float(np.mean((p + q).argmax(1) == y)))
+    return pairs, accuracies
+
+
+def _two_networks_table(out: str | Path, groups: Sequence[str], seeds: Seeds, epochs_override: int | None,
+                        chosen: Mapping[str, str]) -> list[str]:
+    """Each group's chosen point as one network and as two networks averaged: IFFCL's twins of one run, or two
+    runs of a one-network method with different seeds."""
+    lines = ["**One network, and two averaged.** IFFCL predicts with the average of its two twins' probabilities, "
+             "an ensemble of two networks. To "
+             "tell what local training gives from what averaging two networks gives, a method of one network "
+             "gets the same average here: two of its runs at the chosen point, with different seeds, their test "
+             "probabilities averaged, for every pair of finished seeds (the pairs share runs, so their spread "
+             "understates the uncertainty). For IFFCL, *one network* is each twin alone (A / B) and *two "
+             "averaged* is the run's own prediction.", "",
+             "| method | chosen point | one network, test % | two networks averaged, test % | the two networks |",
+             "|---|---|---|---|---|"]
+    for group in groups:
+        name = chosen.get(group)
+        if name is None:
+            continue
+        exp = EXPERIMENTS[name]
+        agg = aggregate(out, name, seeds_for(exp, seeds, chosen), _expected_epochs(exp, epochs_override))
+        finished = sorted(agg["per_seed"])
+        if not finished:
+            continue
+        runs = ("seed " if len(finished) == 1 else "seeds ") + ", ".join(map(str, finished))
+        if exp.settings.get("method", "iffcl") == "iffcl":
+            lines.append(f"| {group} | {name} | {_twins_alone(out, name, finished)} (twin A / B) | "
+                         f"{_pct(agg['last_test'])} | the twins of one run ({runs}) |")
+            continue
+        pairs, accuracies = two_runs_averaged(out, name, finished)
+        which = ", ".join(f"{a}+{b}" for a, b in pairs)
+        averaged = (_pct(mean_std(accuracies)), f"two runs, seed pairs {which}") if pairs else (
+            "-", "needs two finished runs with their test predictions")
+        lines.append(f"| {group} | {name} | {_pct(agg['last_test'])} | {averaged[0]} | {averaged[1]} |")
+    lines.append("")
+    return lines
+
+
 def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs_override: int | None,
                      chosen: Mapping[str, str]) -> list[str]:
     """Per moonshot group: the point chosen on validation, its last-epoch test accuracy over the seeds, and
@@ -512,6 +580,6 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
                          f"{_twins_alone(out, name, sorted(agg['per_seed']))} | {_pct(agg['best_val'])} | "
                          f"{_secs(agg['seconds'])} |")
     lines.append("")
-    return lines
+    return lines + _two_networks_table(out, groups, seeds, epochs_override, chosen)
 
 

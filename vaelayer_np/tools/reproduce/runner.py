@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...run.config import TrainConfig
-from .experiments import EXPERIMENTS, LAYERS_FILE, PROBE_TRAIN, _comparable, _mlp_sizes, run_settings
+from .experiments import (
+    EXPERIMENTS,
+    LAYERS_FILE,
+    PREDICTIONS_FILE,
+    PROBE_TRAIN,
+    _comparable,
+    _mlp_sizes,
+    run_settings,
+)
 from .report import read_rows
 
 if TYPE_CHECKING:
@@ -129,8 +137,23 @@ def layer_figures(run_dir: str | Path, log: Callable[[str], Any] = print) -> dic
         plot_reconstructions(net, x, data.image_shape, Path(run_dir) / "reconstructions.png")
         plot_samples(net, x, data.image_shape, Path(run_dir) / "samples.png")
     result["twins"] = twin_figures(trainer, data)
+    save_test_predictions(trainer, data, run_dir)
     write_json_atomic(Path(run_dir) / LAYERS_FILE, result)
     return result
+
+
+def save_test_predictions(trainer: Any, data: Any, run_dir: str | Path) -> None:
+    """Write ``run_dir/test_predictions.npz``: the run's class probabilities on the test set (``proba``, float64,
+    its prediction: for IFFCL the twins' average) and the test labels (``labels``). With them the report
+    averages two runs of one-network methods, the same average IFFCL takes over its twins."""
+    import numpy as np
+
+    from ...run.checkpoint import save_npz_atomic
+
+    x = np.asarray(data.x_test, dtype=trainer.dtype)
+    save_npz_atomic(Path(run_dir) / PREDICTIONS_FILE,
+                    {"proba": np.asarray(trainer.predict_proba(x), dtype=np.float64),
+                     "labels": np.asarray(data.y_test, dtype=np.int64)})
 
 
 def twin_figures(trainer: Any, data: Any) -> dict[str, float] | None:
@@ -148,20 +171,29 @@ def twin_figures(trainer: Any, data: Any) -> dict[str, float] | None:
 
 
 def _with_layer_figures(run_dir: str | Path, completed: bool, log: Callable[[str], Any]) -> bool:
-    """A finished run without its per-layer figures gets them (``layers.json``), one whose figures were
-    written before they held the twins' accuracies gets those; returns ``completed``."""
+    """A finished run without its per-layer figures gets them (``layers.json``); one whose figures were
+    written before they held the twins' accuracies gets those, and one without its test predictions
+    (``test_predictions.npz``) gets them; returns ``completed``."""
+    if not completed:
+        return completed
     path = Path(run_dir) / LAYERS_FILE
-    if completed and not path.exists():
+    if not path.exists():
         figures = layer_figures(run_dir, log=log)
         log("per layer (probe test, head test, recon, kl): " + "; ".join(
             f"{r['probe_test']:.4f}, {r['head_test']}, {r['recon']}, {r['kl']}" for r in figures["layers"]))
-    elif completed and "twins" not in json.loads(path.read_text()):
+        return completed
+    figures = json.loads(path.read_text())
+    lacks_twins, lacks_predictions = "twins" not in figures, not (Path(run_dir) / PREDICTIONS_FILE).exists()
+    if lacks_twins or lacks_predictions:
         from ...run.checkpoint import write_json_atomic
         from ...run.runs import load_trainer
 
-        figures = json.loads(path.read_text())
-        figures["twins"] = twin_figures(*load_trainer(run_dir, log=log))
-        write_json_atomic(path, figures)
+        trainer, data = load_trainer(run_dir, log=log)
+        if lacks_twins:
+            figures["twins"] = twin_figures(trainer, data)
+            write_json_atomic(path, figures)
+        if lacks_predictions:
+            save_test_predictions(trainer, data, run_dir)
     return completed
 
 
