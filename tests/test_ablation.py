@@ -236,3 +236,27 @@ def test_two_runs_averaged_from_controlled_predictions(tmp_path):
     row = next(line for line in lines if line.startswith(f"| fashion-moon-backprop | {name} | 75.00"))
     assert row == (f"| fashion-moon-backprop | {name} | 75.00 ± 25.00 | 91.67 ± 14.43 | "
                    "two runs, seed pairs 0+1, 0+2, 1+2 |")
+
+
+def test_the_attribution_runs_are_the_chosen_iffcl_point_without_its_own_terms(tmp_path):
+    """fashion-iffcl-heads-60ep-nocos-nokl differs from the moonshot's IFFCL point in lambda and beta only (both 0),
+    runs on every seed, and the report sets its twins beside the chosen point's when it is named."""
+    from vaelayer_np.tools.reproduce.report import moonshot_section
+
+    name = reproduce.MOONSHOT_ATTRIBUTION[0]
+    point, attribution = (reproduce.EXPERIMENTS[n].settings for n in ("fashion-moon-iffcl-drop0.1", name))
+    assert {k for k in point.keys() | attribution.keys() if point.get(k) != attribution.get(k)} == {"lam", "beta"}
+    assert attribution["lam"] == 0 and attribution["beta"] == 0 and reproduce.EXPERIMENTS[name].group == name
+    rows = [dict(epoch=e, train_acc=0.9, val_acc=0.8, test_acc=0.86, seconds=1.0) for e in range(1, 4)]
+    for seed in (0, 1):
+        run = tmp_path / name / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / reproduce.LAYERS_FILE).write_text(json.dumps({"layers": [], "twins": {"both": 0.86, "a": 0.84,
+                                                                                      "b": 0.83 + seed / 100}}))
+    moon = [n for n in reproduce.EXPERIMENTS if n.startswith("fashion-moon-iffcl")]
+    seeds = {n: [0, 1] for n in [*moon, name]}
+    assert not any(name in line for line in moonshot_section(tmp_path, moon, seeds, 3, {}))
+    lines = moonshot_section(tmp_path, [*moon, name], seeds, 3, {})
+    assert f"| IFFCL, lambda 0, beta 0 | {name} | 84.00 ± 0.00 / 83.50 ± 0.71 (twin A / B) | 86.00 ± 0.00 | " \
+           "the twins of one run (seeds 0, 1) |" in lines

@@ -44,7 +44,9 @@ from .experiments import (
     DIGITS_ABLATION_BASELINES,
     EXPERIMENTS,
     LAYERS_FILE,
+    MOONSHOT_ATTRIBUTION,
     PAPER_LIKE,
+    PREDICTIONS_FILE,
     Experiment,
     run_settings,
 )
@@ -61,6 +63,7 @@ from .report import (
 from .runner import layer_figures, run_one, run_tasks
 
 __all__ = ["ABLATION", "ABLATION_BASELINES", "DIGITS_ABLATION", "DIGITS_ABLATION_BASELINES", "EXPERIMENTS",
-           "LAYERS_FILE", "PAPER_LIKE", "Experiment", "StopSignals", "ablation_table", "add_arguments", "aggregate",
-           "build_report", "choose", "layer_figures", "mean_std", "moonshot_section", "parse_seeds", "run_from_args",
-           "run_one", "run_reproduce", "run_settings", "run_tasks", "seeds_for", "summarise_run"]
+           "LAYERS_FILE", "MOONSHOT_ATTRIBUTION", "PAPER_LIKE", "PREDICTIONS_FILE", "Experiment", "StopSignals",
+           "ablation_table", "add_arguments", "aggregate", "build_report", "choose", "layer_figures", "mean_std",
+           "moonshot_section", "parse_seeds", "run_from_args", "run_one", "run_reproduce", "run_settings", "run_tasks",
+           "seeds_for", "summarise_run"]

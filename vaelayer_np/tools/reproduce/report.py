@@ -24,6 +24,7 @@ from .experiments import (
     EXPERIMENTS,
     FASHION_EPOCHS,
     LAYERS_FILE,
+    MOONSHOT_ATTRIBUTION,
     MOONSHOT_EPOCHS,
     MOONSHOT_GRID,
     MOONSHOT_METHODS,
@@ -471,23 +472,24 @@ def two_runs_averaged(out: str | Path, name: str, seeds: Sequence[int]) -> tuple
     return pairs, accuracies
 
 
-def _two_networks_table(out: str | Path, groups: Sequence[str], seeds: Seeds, epochs_override: int | None,
-                        chosen: Mapping[str, str]) -> list[str]:
+def _two_networks_table(out: str | Path, names: Sequence[str], groups: Sequence[str], seeds: Seeds,
+                        epochs_override: int | None, chosen: Mapping[str, str]) -> list[str]:
     """Each group's chosen point as one network and as two networks averaged: IFFCL's twins of one run, or two
-    runs of a one-network method with different seeds."""
+    runs of a one-network method with different seeds; then the attribution runs named (IFFCL's chosen point
+    without its own terms), the same way."""
     lines = ["**One network, and two averaged.** IFFCL predicts with the average of its two twins' probabilities, "
              "an ensemble of two networks. To "
              "tell what local training gives from what averaging two networks gives, a method of one network "
              "gets the same average here: two of its runs at the chosen point, with different seeds, their test "
              "probabilities averaged, for every pair of finished seeds (the pairs share runs, so their spread "
              "understates the uncertainty). For IFFCL, *one network* is each twin alone (A / B) and *two "
-             "averaged* is the run's own prediction.", "",
+             "averaged* is the run's own prediction. The last rows, when run, are IFFCL's chosen point without its "
+             "own terms: the cosine term and the KL term off (lambda 0, beta 0), nothing else changed.", "",
              "| method | chosen point | one network, test % | two networks averaged, test % | the two networks |",
              "|---|---|---|---|---|"]
-    for group in groups:
-        name = chosen.get(group)
-        if name is None:
-            continue
+    rows = [(group, chosen[group]) for group in groups if group in chosen]
+    rows += [("IFFCL, lambda 0, beta 0", n) for n in MOONSHOT_ATTRIBUTION if n in names]
+    for group, name in rows:
         exp = EXPERIMENTS[name]
         agg = aggregate(out, name, seeds_for(exp, seeds, chosen), _expected_epochs(exp, epochs_override))
         finished = sorted(agg["per_seed"])
@@ -580,6 +582,6 @@ def moonshot_section(out: str | Path, names: Sequence[str], seeds: Seeds, epochs
                          f"{_twins_alone(out, name, sorted(agg['per_seed']))} | {_pct(agg['best_val'])} | "
                          f"{_secs(agg['seconds'])} |")
     lines.append("")
-    return lines + _two_networks_table(out, groups, seeds, epochs_override, chosen)
+    return lines + _two_networks_table(out, names, groups, seeds, epochs_override, chosen)
 
 
