@@ -212,6 +212,6 @@ def test_train_run_applies_the_thread_limit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runs, "limit_threads", spy)
     monkeypatch.setattr(runs.Trainer, "train_epoch", lambda self, *a, **k: seen.append(blas_threads()) or None)
-    config = TrainConfig(epochs=1, limit=8, path="readable", threads=2, widths=(4,), encoder_hidden=0)
+    config = TrainConfig(epochs=1, limit=30, path="readable", threads=2, widths=(4,), encoder_hidden=0)
     runs.train_run(config, run_dir=tmp_path / "run", progress=False, plots=False, log=lambda *a: None)
     assert seen[0] == 2 and all(n == 2 for n in seen[1])

@@ -70,7 +70,8 @@ class TrainConfig:
     dataset: str = field(default="digits", metadata={"help": "dataset: " + ", ".join(DATASETS)})
     data_dir: str | None = field(default=None, metadata={"help": "folder with the dataset files"})
     val_fraction: float = field(default=0.1, metadata={"help": "part of the training set held out for validation"})
-    limit: int | None = field(default=None, metadata={"help": "use only this many training examples"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N training examples (quick "
+                                                      "runs); every class must keep one"})
     data: str = field(default="", metadata={"help": "your own table instead of --dataset: FILE.csv (a header row; "
                                                     "one column holds the labels) or FILE.npz (arrays X and y); "
                                                     "--dataset then becomes the file's name"})

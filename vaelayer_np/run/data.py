@@ -35,7 +35,7 @@ import math
 import os
 import stat
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -422,6 +422,32 @@ def _check_limit(limit: Any) -> int | None:
     return int(limit)
 
 
+def apply_limit(x: np.ndarray, y: np.ndarray, limit: int | None, class_names: Sequence[str],
+                name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``limit`` training examples (all with None); ValueError naming --limit when they leave a class
+    of the training split without an example.
+
+    A class with no training example can never be predicted and its test examples are all errors: every class
+    of ``y`` must be among the examples kept (at least one each, so never fewer examples than classes). The
+    message gives the smallest limit that keeps every class, from the order of the (shuffled) training split.
+    """
+    if limit is None or limit >= len(y):
+        return x, y
+    present = np.unique(y)
+    kept = np.unique(y[:limit])
+    missing = np.setdiff1d(present, kept)
+    if missing.size:
+        firsts = [int(np.flatnonzero(y == c)[0]) for c in present]
+        need = max(firsts) + 1
+        shown = ", ".join(str(class_names[int(c)]) if int(c) < len(class_names) else str(int(c))
+                          for c in missing[:10]) + (", ..." if missing.size > 10 else "")
+        raise ValueError(f"limit: --limit {limit} keeps {limit} of the {len(y)} training examples of {name}, "
+                         f"which leaves {missing.size} of its {present.size} classes without a training example "
+                         f"({shown}); a classifier needs an example of every class to train on: give --limit {need} "
+                         f"or more (the first {need} training examples hold every class)")
+    return x[:limit], y[:limit]
+
+
 def _check_val_fraction(val_fraction: Any) -> float:
     try:
         v = float(val_fraction)
@@ -446,7 +472,8 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, val_f
     val_fraction : float in [0, 0.5], part of the training set held out for validation.
         With 0 the validation split is empty: ``x_val`` has shape (0, D), ``y_val`` (0,).
     seed : int, fixes the splits
-    limit : positive int, optional, keep only the first ``limit`` training examples (quick runs)
+    limit : positive int, optional, keep only the first ``limit`` training examples (quick runs); a limit
+        that leaves a class without a training example raises ValueError (see :func:`apply_limit`)
 
     Every file is checked completely here (see the module docstring): a bad
     file raises :class:`CorruptFileError` naming it, a missing one
@@ -489,8 +516,7 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, val_f
         x_test = xte.astype(np.float32) / np.float32(255.0)
         image_shape, classes = (3, 32, 32), CIFAR_CLASSES
     x_train, y_train, x_val, y_val = _split_train_val(x_trv, y_trv, val_fraction, seed)
-    if limit is not None:
-        x_train, y_train = x_train[:limit], y_train[:limit]
+    x_train, y_train = apply_limit(x_train, y_train, limit, classes, name)
     return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_val), y_val,
                    np.ascontiguousarray(x_test), y_test, tuple(image_shape), tuple(classes), files=files)
 

@@ -737,7 +737,8 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
     test_fraction : float in (0, 0.5], used without ``test_path``
     seed : int in 0..2**32-1, fixes both splits
     val_fraction : float in [0, 0.5], part of the training rows held out (stratified) for validation
-    limit : positive int, optional, keep only this many training rows
+    limit : positive int, optional, keep only this many training rows (every class must keep one:
+        :func:`~vaelayer_np.run.data.apply_limit`)
 
     Returns
     -------
@@ -749,7 +750,7 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
         ``class_names`` the sorted labels as text, ``feature_names`` the column names,
         ``image_shape`` None, ``name`` the file's name, ``files`` the files read.
     """
-    from .data import _check_limit, _check_val_fraction
+    from .data import _check_limit, _check_val_fraction, apply_limit
 
     path = check_path("path", path)
     val_fraction = _check_val_fraction(val_fraction)
@@ -802,8 +803,7 @@ def load_table(path: str | Path, target: str | None = None, test_path: str | Pat
         x_train, y_train = x_trv, y_trv
         x_val, y_val = np.empty((0, x_trv.shape[1])), np.empty((0,), np.int64)
     del x_trv
-    if limit is not None:
-        x_train, y_train = x_train[:limit], y_train[:limit]
+    x_train, y_train = apply_limit(x_train, y_train, limit, class_names, path.name)
     mean, std, constant = column_statistics(x_train)
     if constant.any():
         warnings.warn(constant_column_message(path, [features[j] for j in np.flatnonzero(constant)],
