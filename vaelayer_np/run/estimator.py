@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -81,13 +82,175 @@ def _big_integer_labels(y: np.ndarray) -> np.ndarray | None:
     return np.array([int(v) for v in arr], dtype=object)
 
 
+def _kind(value: Any) -> str:
+    """What a value is, for a message: "a dict", "a str ('abc')", "None", "a 3-D array of shape (2, 3, 4)"."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(value, np.generic):
+        return _kind(value.item())
+    if isinstance(value, (str, bytes, int, float)):
+        return f"{article} {name} ({_short(value)})"
+    return f"{article} {name}"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_NOT_ROWS = (dict, set, frozenset, str, bytes, bytearray)
+
+
+def _check_rows_container(X: Any, name: str = "X") -> None:
+    """Refuse, naming ``name`` ("X" or "y"), what cannot hold rows at all (a dict, a set, a string, None, a
+    number, an iterator), before NumPy turns it into a less clear error."""
+    if issparse(X):  # scikit-learn names it (some sparse formats are dicts)
+        return
+    if isinstance(X, _NOT_ROWS) or X is None or not (hasattr(X, "__len__") or hasattr(X, "shape")
+                                                      or hasattr(X, "__array__")):
+        hint = ""
+        if name == "X":
+            expected = "a 2-D table of numbers, shape (n_samples, n_features): an array, a list of rows or a DataFrame"
+            if isinstance(X, dict):
+                hint = "; a dict of columns becomes a table with np.column_stack(list(X.values()))"
+        else:
+            expected = "one label per row of X: an array, a list or a pandas Series"
+            if isinstance(X, dict):
+                hint = "; a dict's labels are list(y.values())"
+        if isinstance(X, (set, frozenset)):
+            hint = f"; a set has no order: give the {'rows' if name == 'X' else 'labels'} as a list or an array"
+        elif hasattr(X, "__next__"):
+            hint = f"; an iterator is read once: give list({name}) or an array"
+        raise ValueError(f"{name}: expected {expected}, got {_kind(X)}{hint}")
+
+
+def _n_rows(X: Any) -> int | None:
+    """The number of rows of an array-like, or None when it has no length."""
+    shape = getattr(X, "shape", None)
+    if shape is not None:
+        try:
+            return int(shape[0]) if len(shape) else None
+        except (TypeError, IndexError):
+            return None
+    try:
+        return len(X)
+    except TypeError:
+        return None
+
+
+def _is_sequence(v: Any) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
+def _table_problem(X: Any) -> tuple[type[Exception], str] | None:
+    """Why ``X`` is not a 2-D table of numbers, when it is something a user would hand over by mistake (rows of
+    different lengths, text, a 3-D array, a cell that is not a number): (exception type, message), else None
+    (scikit-learn's own message stands: a 1-D array, no rows, NaN, complex numbers, a sparse matrix)."""
+    if issparse(X):
+        return None
+    if isinstance(X, (list, tuple)):
+        lengths = [len(r) if _is_sequence(r) else None for r in X]
+        if any(n is not None for n in lengths) and len(set(lengths)) > 1:
+            i = next(i for i, n in enumerate(lengths) if n != lengths[0])
+            a, b = ("a single value" if n is None else f"{n} values" for n in (lengths[0], lengths[i]))
+            return ValueError, (f"X: rows of different lengths: row 0 has {a}, row {i} has {b}; every row needs "
+                                "one value per feature")
+    try:
+        arr = np.asarray(X)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.dtype == object and arr.ndim == 1 and any(_is_sequence(v) for v in arr.tolist()):
+        return ValueError, ("X: its rows do not form a 2-D table (rows of different lengths, or rows of rows); "
+                            "every row needs one value per feature")
+    if arr.ndim > 2:
+        return ValueError, (f"X: expected a 2-D table (n_samples, n_features), got a {arr.ndim}-D array of shape "
+                            f"{arr.shape}; give one row of features per sample, e.g. X.reshape(len(X), -1)")
+    if arr.dtype.kind not in "OUS":
+        return None
+    for index, cell in np.ndenumerate(arr):
+        try:
+            float(cell)
+        except (TypeError, ValueError) as exc:
+            where = f"row {index[0]}, column {index[1]}" if arr.ndim == 2 else f"element {index[0]}"
+            if isinstance(cell, (str, bytes)):
+                hint = ("encode text columns as numbers first (e.g. sklearn.preprocessing.OneHotEncoder)"
+                        if arr.ndim == 2 else "X is a table of numbers, one row per sample: text must be encoded "
+                        "as numbers first")
+                return ValueError, f"X: {where} holds the text {_short(cell)}, not a number; {hint}"
+            hint = "; a missing value? fill it in or drop the row" if cell is None else ""
+            return type(exc), f"X: {where} holds {_kind(cell)}, not a number ({exc}){hint}"
+    return None
+
+
+def _validated_X(X: Any, validate: Any) -> Any:
+    """``validate(X)`` (scikit-learn's validate_data), with our message when X is not a table of numbers."""
+    _check_rows_container(X, "X")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
+            return validate(X)
+    except (TypeError, ValueError):
+        problem = _table_problem(X)
+        if problem is None:
+            raise
+        kind, message = problem
+        raise kind(message) from None
+
+
+def _check_labels_fit_rows(X: Any, y: Any) -> None:
+    """y is one label per row of X: a container of labels (1-D, or a column) of X's length. None is left to
+    scikit-learn's own message ("requires y to be passed")."""
+    if y is None:
+        return
+    _check_rows_container(y, "y")
+    shape = getattr(y, "shape", None)
+    if shape is None and isinstance(y, (list, tuple)):
+        try:
+            shape = np.shape(y)
+        except ValueError:  # rows of different lengths: named by _check_object_labels
+            shape = None
+    if shape is not None and len(shape) > 1 and (len(shape) > 2 or shape[1] != 1):
+        raise ValueError(f"y: expected one label per row of X (1-D), got shape {tuple(shape)}; a multi-output "
+                         "target is not supported")
+    n_x, n_y = _n_rows(X), _n_rows(y)
+    if n_x is not None and n_y is not None and n_x != n_y:
+        raise ValueError(f"y: {n_y} {'label' if n_y == 1 else 'labels'} for the {n_x} rows of X; give one label "
+                         "per row")
+
+
+def _check_whole_labels(y: Any) -> None:
+    """Float labels are classes only when they are whole numbers, as in a table file: ``1.5`` is a measurement
+    (a continuous target, for a regressor). Named here with the row, in scikit-learn's words ("continuous")."""
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError):
+        return
+    if arr.ndim != 1:
+        return
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(np.isfinite(arr) & (arr != np.round(arr)))
+    elif arr.dtype == object:
+        bad = np.array([i for i, v in enumerate(arr.tolist()) if isinstance(v, float) and np.isfinite(v)
+                        and v != round(v)], dtype=np.int64)
+    else:
+        return
+    if bad.size:
+        raise ValueError(f"y: the label of row {int(bad[0])} is {_short(arr[bad[0]])}, not a whole number "
+                         f"({bad.size} such {'label' if bad.size == 1 else 'labels'}): a continuous target (a "
+                         "measurement, for a regressor), not class labels; give class labels that are whole "
+                         "numbers or names, as a table file's labels must be")
+
+
 def _check_object_labels(y: np.ndarray) -> None:
     """Labels held as Python objects (a list or an object array): a missing label (None, NaN) or a mix of
     kinds (numbers and strings) is named here, before scikit-learn's checks fail on it less clearly."""
     try:
         arr = np.asarray(y)
-    except (TypeError, ValueError):  # ragged input: scikit-learn's own check names it
-        return
+    except (TypeError, ValueError):  # rows of different lengths: not one label per row
+        raise ValueError("y: expected one label per row of X, got rows of several values (of different "
+                         "lengths); y is 1-D: one class label per row") from None
     if arr.dtype != object or arr.ndim != 1:
         return
     for i, v in enumerate(arr):
@@ -288,11 +451,13 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         from .trainer import Trainer
 
         self._check_fit_params()
+        _check_rows_container(X, "X")
+        _check_labels_fit_rows(X, y)
         big = _big_integer_labels(y)
         if big is None:
             _check_object_labels(y)
-            with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
-                X, y = validate_data(self, X, y, dtype=np.float64)
+            _check_whole_labels(y)
+            X, y = _validated_X(X, lambda X: validate_data(self, X, y, dtype=np.float64))
             check_classification_targets(y)
             if y.dtype.kind in "Mm" and np.isnat(y).any():
                 raise ValueError(f"y: the label of row {int(np.flatnonzero(np.isnat(y))[0])} is NaT; every row "
@@ -301,8 +466,8 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         else:  # integers beyond 64 bits: encoded exactly here (never through float)
             self.classes_ = np.array(sorted(set(big.tolist())), dtype=object)
             index = {c: i for i, c in enumerate(self.classes_.tolist())}
-            with np.errstate(over="ignore", invalid="ignore"):
-                X, _ = validate_data(self, X, np.array([index[v] for v in big.tolist()]), dtype=np.float64)
+            X, _ = _validated_X(X, lambda X: validate_data(self, X, np.array([index[v] for v in big.tolist()]),
+                                                           dtype=np.float64))
             y_index = np.array([index[v] for v in big.tolist()], dtype=np.int64)
         y_index = np.asarray(y_index, dtype=np.int64).reshape(-1)
         if len(self.classes_) < 2:
@@ -396,8 +561,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self)
-        with np.errstate(over="ignore", invalid="ignore"):  # scikit-learn's finiteness check sums the values
-            X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = _validated_X(X, lambda X: validate_data(self, X, dtype=np.float64, reset=False))
         return self._standardized(X).astype(self.trainer_.dtype)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -415,6 +579,10 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
         """Mean accuracy of :meth:`predict` on ``X`` against ``y`` (also for integer labels beyond 64 bits)."""
         check_is_fitted(self)
+        _check_rows_container(X, "X")
+        _check_labels_fit_rows(X, y)
+        _check_object_labels(y)
+        _check_whole_labels(y)
         if self.classes_.dtype != object:
             return super().score(X, y, sample_weight=sample_weight)
         hits = np.asarray([a == b for a, b in zip(self.predict(X).tolist(), np.asarray(y, dtype=object).tolist())],

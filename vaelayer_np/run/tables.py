@@ -7,8 +7,10 @@ like the image datasets, so ``vaelayer train --data wine.csv --target class``,
 * **CSV**: a header row naming the columns, then one row per example. ``target``
   names the label column (default: the last column); every other column is a
   feature and every feature cell must be a finite number. Labels may be any text
-  or numbers (``"setosa"``, ``1..3``, ``2.0``); the class names are the distinct
-  labels, sorted (numerically when every label is a number).
+  or whole numbers (``"setosa"``, ``1..3``, ``2.0``); the class names are the distinct
+  labels, sorted (numerically when every label is a number). A label column of numbers
+  with a fraction (``1.5``) or a non-finite one (``nan``) is refused, as in an .npz file:
+  it holds measurements (a regression target) or missing labels, not classes.
 * **.npz**: arrays named ``X`` and ``y`` (or ``x`` and ``y``), X of shape (N, D)
   with numbers, y of shape (N,) with integers, integer-valued floats or strings.
   Read with ``allow_pickle=False``: object arrays are refused.
@@ -343,7 +345,52 @@ def _parse_csv(path: str | Path, target: str | None,
         columns.add(values)
     if r == 0:
         raise CorruptFileError(f"{path}: only a header row, no data rows")
-    return tuple(features), columns.array(), list(texts), np.frombuffer(codes, dtype=np.int64).copy()
+    labels, label_codes = list(texts), np.frombuffer(codes, dtype=np.int64).copy()
+    _check_numeric_labels(path, header[t], labels, label_codes, target)
+    return tuple(features), columns.array(), labels, label_codes
+
+
+def _is_whole(value: Decimal) -> bool:
+    """A finite Decimal is a whole number ("2", "2.0", "1E+2", "100e-2"; not "1.5"), decided from its digits
+    alone (no arithmetic context to overflow)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    if exponent >= 0:
+        return True
+    text = "".join(map(str, digits))
+    return not text.strip("0") or len(text) - len(text.rstrip("0")) >= -exponent
+
+
+def _check_numeric_labels(path: str | Path, column: str, texts: Sequence[str], codes: np.ndarray,
+                          target: str | None) -> None:
+    """A label column of numbers holds classes only when every number is whole and finite, as an .npz file's y
+    must: ``1.5`` or ``nan`` among numbers is a measurement (a regression target), a missing label or the wrong
+    column. Text labels ("setosa", or numbers mixed with text) and whole numbers written "2.0" pass."""
+    values = []
+    for text in texts:
+        try:
+            values.append(Decimal(text))
+        except (InvalidOperation, ValueError):
+            return  # a text label: the labels are names
+    nonfinite = [j for j, v in enumerate(values) if not v.is_finite()]
+    fraction = [j for j, v in enumerate(values) if v.is_finite() and not _is_whole(v)]
+    bad = nonfinite or fraction
+    if not bad:
+        return
+    rows = np.flatnonzero(np.isin(codes, bad))
+    r = int(rows[0])
+    cell, name = _shorten(texts[int(codes[r])]), _shorten(column, 40)
+    where = (f'is "{name}" the label column? --target names it' if target else
+             f'the labels are read from the last column, "{name}": if another column holds them, name it with '
+             '--target')
+    if nonfinite:
+        raise CorruptFileError(f'{path}: column "{name}" row {r + 1}: the label "{cell}" is not a finite number '
+                               f"({_count(len(rows), 'such label')}); every row needs a class label (a missing "
+                               f"label?); {where}")
+    raise CorruptFileError(f'{path}: column "{name}" row {r + 1}: the label "{cell}" is not a whole number '
+                           f"({_count(len(rows), 'such label')}); class labels are names or whole numbers, as in an "
+                           f".npz file. Numbers with fractions are measurements (a regression target), not classes; "
+                           f"{where}")
 
 
 def _not_a_number_hint(cell: str, column: str, label_column: str, target: str | None) -> str:
@@ -477,8 +524,12 @@ def _npz_labels(path: str | Path, y: np.ndarray) -> tuple[list[str], np.ndarray]
         if nonfinite.size:
             raise CorruptFileError(f"{path}: y[{int(nonfinite[0])}] is {y[nonfinite[0]]}; labels must be finite "
                                    f"({_count(nonfinite.size, 'such label')})")
-        if np.any(y != np.round(y)):
-            raise CorruptFileError(f"{path}: y holds floats that are not whole numbers; expected class labels")
+        fraction = np.flatnonzero(y != np.round(y))
+        if fraction.size:
+            raise CorruptFileError(f"{path}: y holds floats that are not whole numbers (y[{int(fraction[0])}] is "
+                                   f"{float(y[fraction[0]])!r}, {_count(fraction.size, 'such label')}); expected class "
+                                   "labels (integers, whole numbers or strings). Numbers with fractions are "
+                                   "measurements (a regression target), not classes")
     distinct, codes = np.unique(y, return_inverse=True)
     if y.dtype.kind == "S":
         texts = []
