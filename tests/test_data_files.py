@@ -399,7 +399,7 @@ def test_limit_must_be_a_positive_integer(limit):
 
 
 def test_limit_and_val_fraction_accepted_forms():
-    assert len(load_dataset("digits", limit=np.int64(7)).y_train) == 7
+    assert len(load_dataset("digits", limit=np.int64(40)).y_train) == 40
     with pytest.raises(ValueError, match="val_fraction"):
         load_dataset("digits", val_fraction="a lot")
     with pytest.raises(ValueError, match="val_fraction"):
