@@ -225,3 +225,32 @@ def test_the_limit_example_of_the_docs_is_what_iris_gives(tmp_path):
     docs = (Path(__file__).resolve().parents[1] / "docs" / "tabular.md").read_text()
     assert "keeps 1 of the 108 training examples of iris.csv" in " ".join(docs.split())
     assert "give --limit 4 or more" in " ".join(docs.split())
+
+
+# --------------------------------------------------------------- missing-value markers among text labels (CSV, .npz)
+@pytest.mark.parametrize("marker", ["NA", "nan", "N/A", "#N/A", "null", "NULL", "None", "<NA>"])
+def test_a_missing_value_marker_among_text_labels_is_refused(tmp_path, capsys, marker):
+    path = labelled(tmp_path, ["setosa", "versicolor", marker])
+    first = next(i for i, line in enumerate(path.read_text().splitlines()[1:], 1) if line.endswith("," + marker))
+    with pytest.raises(CorruptFileError, match=rf'^{re.escape(str(path))}: column "y" row {first}: the label '
+                                               rf'"{re.escape(marker)}" marks a missing value .*; 20 such labels\); '
+                                               r"every row needs a class label: fill it in or drop the row$"):
+        load_table(path)
+    assert main(["train", "--data", str(path), "--run-dir", str(tmp_path / "run"), *TINY]) == 2
+    assert "marks a missing value" in error_line(capsys) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("labels", [["NAB", "nanny", "n/a/b"], ["Nan", "none", "na"]])
+def test_labels_that_only_look_like_markers_stay_classes(tmp_path, labels):
+    assert sorted(load_table(labelled(tmp_path, labels)).class_names) == sorted(labels)
+
+
+@pytest.mark.parametrize("dtype", ["U", "S"])
+@pytest.mark.parametrize("marker", ["", " ", "NA", "nan"])
+def test_npz_string_labels_with_a_missing_value_marker_are_refused(tmp_path, dtype, marker):
+    x, y = separable(60, d=2)
+    np.savez(tmp_path / "t.npz", X=x, y=np.array(["a", "b", marker]).astype(dtype)[y])
+    first = int(np.flatnonzero(y == 2)[0])
+    with pytest.raises(CorruptFileError, match=rf'^.*t\.npz: y\[{first}\] is ".*", which marks a missing value '
+                                               r"\(20 such labels\); every example needs a class label"):
+        load_table(tmp_path / "t.npz")

@@ -347,6 +347,7 @@ def _parse_csv(path: str | Path, target: str | None,
         raise CorruptFileError(f"{path}: only a header row, no data rows")
     labels, label_codes = list(texts), np.frombuffer(codes, dtype=np.int64).copy()
     _check_numeric_labels(path, header[t], labels, label_codes, target)
+    _check_missing_labels(path, header[t], labels, label_codes)
     return tuple(features), columns.array(), labels, label_codes
 
 
@@ -391,6 +392,26 @@ def _check_numeric_labels(path: str | Path, column: str, texts: Sequence[str], c
                            f"({_count(len(rows), 'such label')}); class labels are names or whole numbers, as in an "
                            f".npz file. Numbers with fractions are measurements (a regression target), not classes; "
                            f"{where}")
+
+
+# The texts that spreadsheets, pandas and R write (and read back) for a missing value. A label column of names that
+# holds one of them has rows without a label: read as a class of its own, it would be learned and predicted.
+MISSING_MARKERS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
+def _check_missing_labels(path: str | Path, column: str, texts: Sequence[str], codes: np.ndarray) -> None:
+    """A label that is a missing-value marker (``NA``, ``nan``, ``#N/A``, ``null``, ...) is refused, naming the first
+    row that holds one and how many do: such a row has no class."""
+    bad = [j for j, text in enumerate(texts) if text in MISSING_MARKERS]
+    if not bad:
+        return
+    rows = np.flatnonzero(np.isin(codes, bad))
+    r = int(rows[0])
+    raise CorruptFileError(f'{path}: column "{_shorten(column, 40)}" row {r + 1}: the label '
+                           f'"{_shorten(texts[int(codes[r])])}" marks a missing value (as spreadsheets, pandas and R '
+                           f"write it; {_count(len(rows), 'such label')}); every row needs a class label: fill it in "
+                           "or drop the row")
 
 
 def _not_a_number_hint(cell: str, column: str, label_column: str, target: str | None) -> str:
@@ -545,7 +566,14 @@ def _npz_labels(path: str | Path, y: np.ndarray) -> tuple[list[str], np.ndarray]
         texts = [str(int(v)) for v in distinct.tolist()]  # int(float) is exact: no rounding to 2**53 on the way
     else:
         texts = [str(v) for v in distinct.tolist()]  # Python ints from int64 / uint64: exact
-    return texts, np.asarray(codes, dtype=np.int64).reshape(-1)
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    missing = [j for j, text in enumerate(texts) if text.strip() in MISSING_MARKERS or not text.strip()]
+    if y.dtype.kind in "US" and missing:
+        rows = np.flatnonzero(np.isin(codes, missing))
+        raise CorruptFileError(f'{path}: y[{int(rows[0])}] is "{_shorten(texts[int(codes[rows[0]])])}", which marks a '
+                               f"missing value ({_count(rows.size, 'such label')}); every example needs a class label: "
+                               "fill it in or drop the example")
+    return texts, codes
 
 
 def _read_coded(path: str | Path,
