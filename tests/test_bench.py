@@ -51,3 +51,17 @@ def test_bench_json_lines_have_the_keys_and_consistent_floors():
             assert row["torch_fused_kind"] in ("fused", "foreach")
         else:
             assert row["torch_ms"] is None and row["torch_fused_ms"] is None
+
+
+def test_a_step_of_iffcl_holds_the_same_memory_at_any_depth_and_backprop_more_per_layer():
+    """README and docs/performance.md: IFFCL's peak memory in a step stays flat with depth (a layer's cache is
+    dropped once the layer is updated), backprop's grows (every cache lives until the backward pass reaches it).
+    Allocation sizes, not timings: the same on any machine."""
+    from vaelayer_np.tools.bench import step_memory
+
+    small = dict(batch=32, hidden=64, width=32)
+    iffcl = [step_memory(depth, "iffcl", **small) for depth in (3, 8)]
+    backprop = [step_memory(depth, "backprop", **small) for depth in (3, 8)]
+    per_layer = (backprop[1] - backprop[0]) / 5  # what backprop holds for each layer it adds
+    assert per_layer > 32 * 32 * 4 * 4, backprop  # several (batch x width) float32 arrays per layer
+    assert abs(iffcl[1] - iffcl[0]) < 0.1 * per_layer, iffcl  # IFFCL: flat

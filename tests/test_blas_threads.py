@@ -102,6 +102,7 @@ def _training_bits(trainer, x, y, epochs=2):
         m.pop("seconds")
         metrics.append(m)
     state = {f"{n}.{k}": v.tobytes() for n, net in trainer.nets.items() for k, v in net.state_dict().items()}
+    state["predictions"] = trainer.predict_proba(x).tobytes()  # what the accuracies of metrics.jsonl come from
     return metrics, state
 
 
@@ -116,3 +117,23 @@ def test_an_iffcl_run_gives_the_same_bits_with_any_threads_and_either_parallel(m
         got = _training_bits(_trainer(threads=2, parallel=parallel, epochs=2, **settings), x, y)
         assert got[0] == reference[0], f"metrics, parallel={parallel}, min_flops={min_flops}"
         assert got[1] == reference[1], f"parameters, parallel={parallel}, min_flops={min_flops}"
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs two cores for two BLAS threads")
+def test_iffcl_predicts_with_one_blas_thread_whatever_its_threads():
+    """The accuracies of metrics.jsonl come from the trainer's predictions: IFFCL computes them with one BLAS
+    thread, as its steps (a product split between two threads may round differently under some kernels)."""
+    x, y = _data()
+    trainer = _trainer(threads=2)
+    counts = []
+    for net in (trainer.net_a, trainer.net_b):
+        predict = net.predict_proba
+
+        def counting(inputs, predict=predict):
+            counts.append(max(lib.get_num_threads() for lib in _LIBS))
+            return predict(inputs)
+
+        net.predict_proba = counting
+    with limit_threads(2):  # the caller's limit is not the trainer's
+        trainer.accuracy(x, y)
+    assert counts == [1, 1]

@@ -56,9 +56,10 @@ MODULE_MAP = (
         ("fast.training", "the buffered, fused training path of the layers and the optimiser"),
         ("fast.machine", "the machine: cores, memory, BLAS threads (BlasThreads, limit_threads: a with-block's "
                          "limit) and how many threads a run may use (threads='auto' looks at the idle cores)"),
-        ("fast.parallel", "IFFCL's twins on two threads, one BLAS thread each: bit-identical to the serial step; "
-                          "the path a trainer uses"),
-        ("fast.pipeline", "the layers pipelined: depth k on batch t while depth k+1 is on batch t-1, bit-identical"),
+        ("fast.parallel", "IFFCL's twins on two threads, one BLAS thread each: bit-identical to the serial step "
+                          "with one BLAS thread (same machine); the path a trainer uses"),
+        ("fast.pipeline", "the layers pipelined: depth k on batch t while depth k+1 is on batch t-1, "
+                          "bit-identical to the serial step with one BLAS thread (same machine)"),
     )),
     ("run", (
         ("run.config", "TrainConfig: every setting of a run (model, method, data, schedule, threads)"),

@@ -142,7 +142,7 @@ def predict(net: dict, x: np.ndarray) -> np.ndarray:
 
 
 def predict_both(nets: Sequence[dict], x: np.ndarray) -> np.ndarray:
-    """The prediction of IFFCL's twins (the library's default, ``predict="both"``): the mean of their softmax
+    """The prediction of IFFCL's twins (the library's default, ``predict="twins"``): the mean of their softmax
     probabilities."""
     probs = []
     for net in nets:

@@ -6,7 +6,7 @@ passes into one loop, and is tested against it on the same inputs
 (``tests/test_kernels.py``, also run with ``NUMBA_DISABLE_JIT=1``). The private
 ``_name`` functions are the compiled loops; the public wrappers only prepare
 arguments. Loops are serial (no ``prange``): results do not depend on the number
-of threads, so training stays deterministic for a seed. Every loop is compiled with
+of threads, so training stays deterministic for a seed on one machine. Every loop is compiled with
 ``nogil=True``: it releases Python's lock, so that the two twins of an IFFCL step can run their
 kernels at the same time on two threads (:mod:`.parallel`). Matrix products are not
 here: both backends use NumPy's BLAS (:func:`.ops.matmul`, looked up at call time so
@@ -38,8 +38,8 @@ from ..core.ops import COSINE_EPS
 # close to an input in memory, falling back to the plain loop when it does. The sum's last bits then
 # depended on where NumPy happened to place the output buffer (measured: 1 ulp of the MSE's value for
 # arrays under 32 elements). Without "reassoc" the additions happen in the order the code writes them,
-# wherever the arrays sit: results are deterministic (tests/test_kernels.py moves every buffer to several
-# offsets). The MSE's long sum keeps most of its speed with four running sums written out in the code.
+# wherever the arrays sit: results are deterministic (tests/test_kernel_placement.py moves every buffer to
+# several offsets). The MSE's long sum keeps most of its speed with four running sums written out in the code.
 FASTMATH = {"reassoc", "contract", "nsz"}
 ORDERED = {"contract", "nsz"}
 
@@ -70,8 +70,8 @@ def kl_diag_gaussian(mu: np.ndarray, log_var: np.ndarray,
     """Kernel mirroring :func:`vaelayer_np.core.ops.kl_diag_gaussian`: value and both gradients in one pass.
 
     ``exp`` stays with NumPy (``var`` is passed in, or computed here with ``np.exp``): without a
-    vector maths library Numba calls scalar libm functions, which measured about 10x slower
-    than NumPy's SIMD loops.
+    vector maths library Numba calls scalar libm functions, which measured slower than NumPy's
+    SIMD loops.
     """
     if var is None:
         var = np.exp(log_var)

@@ -125,7 +125,7 @@ PARALLEL_MIN_FLOPS = 80e6
 """The FLOPs of an IFFCL step's matrix products (:func:`depth_flops`, summed) below which two threads do not
 pay: measured on 2 cores (docs/performance.md, "Small steps run serially"), 3 VAE layers with linear
 encoders: 11.5 MFLOP per step took 1.86x and 45 MFLOP 1.09-1.24x the serial step's time with the twins in
-parallel, 120 MFLOP 0.91x, 180 MFLOP and more 0.57-0.76x."""
+parallel, 120 MFLOP 0.91-0.92x, 178 MFLOP 0.75x, 700 MFLOP 0.70-0.76x."""
 
 
 class BlasThreads:

@@ -48,8 +48,8 @@ the other cores are busy). With 2 or more, IFFCL runs its twins in parallel, one
 (:mod:`vaelayer_np.fast.parallel`), or with ``parallel="layers"`` its layers pipelined
 (:mod:`vaelayer_np.fast.pipeline`, in ``Trainer.train_epoch``); a step under
 :data:`vaelayer_np.fast.machine.PARALLEL_MIN_FLOPS` runs serially; every IFFCL product runs on one BLAS thread
-(``Trainer.blas_threads``), so an IFFCL run gives the same bits with any count. The backprop baseline gets that many
-BLAS threads (docs/performance.md, "Threads").
+(``Trainer.blas_threads``), so an IFFCL run gives the same bits with any count on one machine. The backprop
+baseline gets that many BLAS threads (docs/performance.md, "Threads").
 """
 ARRAYS = "arrays"
 """The ``dataset`` of a configuration trained on arrays in memory (the scikit-learn estimator): its widths are given."""

@@ -4,7 +4,9 @@ A :class:`Trainer` owns the networks, one optimiser per layer, and one seeded
 ``numpy.random.Generator`` from which every random draw of a run is taken
 (batch order, pairing, reparameterisation noise), in a fixed order. Its whole
 state (parameters, optimiser moments, generator state, position inside the
-epoch) goes into a checkpoint, so an interrupted run resumes exactly.
+epoch) goes into a checkpoint, so an interrupted run resumes exactly where it stopped: on the same machine, with
+the same training path (and, for the backprop baseline, the same ``threads``), it ends with the same bits as a run
+that was never stopped.
 
 :meth:`Trainer.load_state_dict` checks every entry of a checkpoint first, and refuses one
 made with other settings (:mod:`vaelayer_np.run.resume`). Training that diverges (a loss, gradient or parameter turns
@@ -229,7 +231,8 @@ class Trainer:
         results: OpenBLAS splits a product between its threads, and how it adds the parts depends on the
         count and on its CPU kernel (``OPENBLAS_CORETYPE``: the same product with one and two threads agrees
         under one kernel and differs under another). With one BLAS thread everywhere, an IFFCL run gives the
-        same bits with any ``threads`` and either ``parallel`` (tests/test_parallel.py, tests/test_pipeline.py).
+        same bits on one machine with any ``threads`` and either ``parallel``: parameters, training losses and
+        predictions (tests/test_blas_threads.py, tests/test_parallel.py, tests/test_pipeline.py).
         The backprop baseline (one network, nothing to run side by side) uses ``config.threads`` BLAS
         threads: its results may differ in the last bits between thread counts."""
         if self._blas is None:
@@ -533,11 +536,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ prediction
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Mean-path class probabilities: the twins' average (predict="twins") or net A's."""
+        """Mean-path class probabilities: the twins' average (predict="twins") or net A's, computed with the
+        trainer's BLAS threads (:meth:`blas_threads`: one for IFFCL, so its predictions, like its training, have
+        the same bits with any ``threads``)."""
         x = np.asarray(x, dtype=self.dtype)
-        p = self.net_a.predict_proba(x)
-        if self.net_b is not None and self.config.predict == "twins":
-            p = 0.5 * (p + self.net_b.predict_proba(x))
+        with self.blas_threads():
+            p = self.net_a.predict_proba(x)
+            if self.net_b is not None and self.config.predict == "twins":
+                p = 0.5 * (p + self.net_b.predict_proba(x))
         return p
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
