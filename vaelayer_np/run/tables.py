@@ -400,13 +400,18 @@ MISSING_MARKERS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "
                              "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
+def _missing_label_rows(texts: Sequence[str], codes: np.ndarray) -> np.ndarray:
+    """The rows whose label (``texts[codes[row]]``) is empty or a missing-value marker."""
+    missing = [j for j, text in enumerate(texts) if not text.strip() or text.strip() in MISSING_MARKERS]
+    return np.flatnonzero(np.isin(codes, missing))
+
+
 def _check_missing_labels(path: str | Path, column: str, texts: Sequence[str], codes: np.ndarray) -> None:
     """A label that is a missing-value marker (``NA``, ``nan``, ``#N/A``, ``null``, ...) is refused, naming the first
     row that holds one and how many do: such a row has no class."""
-    bad = [j for j, text in enumerate(texts) if text in MISSING_MARKERS]
-    if not bad:
+    rows = _missing_label_rows(texts, codes)
+    if not rows.size:
         return
-    rows = np.flatnonzero(np.isin(codes, bad))
     r = int(rows[0])
     raise CorruptFileError(f'{path}: column "{_shorten(column, 40)}" row {r + 1}: the label '
                            f'"{_shorten(texts[int(codes[r])])}" marks a missing value (as spreadsheets, pandas and R '
@@ -567,9 +572,8 @@ def _npz_labels(path: str | Path, y: np.ndarray) -> tuple[list[str], np.ndarray]
     else:
         texts = [str(v) for v in distinct.tolist()]  # Python ints from int64 / uint64: exact
     codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-    missing = [j for j, text in enumerate(texts) if text.strip() in MISSING_MARKERS or not text.strip()]
-    if y.dtype.kind in "US" and missing:
-        rows = np.flatnonzero(np.isin(codes, missing))
+    rows = _missing_label_rows(texts, codes) if y.dtype.kind in "US" else np.empty(0, np.int64)
+    if rows.size:
         raise CorruptFileError(f'{path}: y[{int(rows[0])}] is "{_shorten(texts[int(codes[rows[0]])])}", which marks a '
                                f"missing value ({_count(rows.size, 'such label')}); every example needs a class label: "
                                "fill it in or drop the example")
