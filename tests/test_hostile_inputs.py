@@ -151,6 +151,38 @@ def test_errors_found_before_training_leave_no_run_folder(tmp_path, capsys, monk
     assert run.is_dir() and list(run.iterdir()) == []
 
 
+def test_a_batch_size_beyond_the_rows_trains_on_batches_of_every_row(tmp_path):
+    """A --batch-size larger than the training rows (however large) is one batch of every row: no buffer of
+    the asked size is allocated, for the command line and the estimator alike."""
+    x, y = separable()
+    path = write_csv(tmp_path / "t.csv", ["a", "b", "label"], [[*x[i, :2], y[i]] for i in range(len(y))])
+    for method in ("iffcl", "backprop", "local-heads"):
+        run = tmp_path / method
+        assert main(["train", "--data", str(path), "--run-dir", str(run), *TABLE_ARGS, "--method", method,
+                     "--batch-size", str(10 ** 20)]) == 0
+        assert (run / "metrics.jsonl").is_file()
+    clf = VAELayerClassifier(widths=(8,), encoder_hidden=0, epochs=2, batch_size=10 ** 20).fit(x, y)
+    assert clf.predict(x).shape == y.shape
+
+
+def test_a_batch_too_large_for_memory_is_named_as_the_batch_size(monkeypatch):
+    """When the model would fit with batches of the default sizes but not with the batches asked for, the error
+    names --batch-size and counts the batch as at most the training rows; a model too wide for any batch is
+    named by its widths."""
+    config = TrainConfig(dataset="digits", widths=(8,), encoder_hidden=0, batch_size=10 ** 20).validate()
+    params, activations = runs._memory_parts(config, 64, 10, rows=10 ** 7)
+    assert activations > params
+    monkeypatch.setattr(machine, "available_memory", lambda: (params + activations) // 2)
+    with pytest.raises(ValueError, match=r"^batch_size: a batch of 10000000 rows through the model of widths 8"):
+        runs.check_model_memory(config, 64, 10, rows=10 ** 7)
+    runs.check_model_memory(config, 64, 10, rows=10 ** 5)  # a smaller data set: smaller batches, it fits
+    wide = TrainConfig(dataset="digits", widths=(4096,), encoder_hidden=0, batch_size=1000).validate()
+    params, activations = runs._memory_parts(wide, 64, 10, rows=10 ** 7)
+    monkeypatch.setattr(machine, "available_memory", lambda: params // 2)
+    with pytest.raises(ValueError, match=r"^widths: the model of widths 4096"):
+        runs.check_model_memory(wide, 64, 10, rows=10 ** 7)
+
+
 # ----------------------------------------------------------------------------- 2. labels stay distinct
 @pytest.mark.parametrize("labels, names", [
     ([9007199254740992, 9007199254740993, 5], ("5", "9007199254740992", "9007199254740993")),

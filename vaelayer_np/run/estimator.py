@@ -490,7 +490,7 @@ class VAELayerClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         Xs = self._standardized(X)
         config = self._config(X.shape[1], len(self.classes_), seed)
-        check_model_memory(config, X.shape[1], len(self.classes_))
+        check_model_memory(config, X.shape[1], len(self.classes_), rows=X.shape[0])
         self.widths_, self.encoder_hidden_ = config.resolved_widths(), config.encoder_hidden
         x_val = y_val = None
         if self.early_stopping:

@@ -35,7 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..fast.machine import check_memory, limit_threads, usable_cores
+from ..fast import machine
+from ..fast.machine import limit_threads, usable_cores
 from .checkpoint import (
     CheckpointError,
     _save_error,
@@ -295,9 +296,10 @@ def model_parameter_count(config: TrainConfig, n_features: int, n_classes: int) 
     return total + readout * int(n_classes) + int(n_classes)
 
 
-def training_memory(config: TrainConfig, n_features: int, n_classes: int) -> int:
-    """Bytes a Trainer of ``config`` needs, roughly: per network the parameters, their gradients and the
-    optimiser's moments (two for Adam, one for SGD), and the activations of a batch."""
+def _memory_parts(config: TrainConfig, n_features: int, n_classes: int, rows: int | None) -> tuple[int, int]:
+    """Bytes of (the parameters with their gradients and optimiser moments, a batch's activations), both
+    networks of IFFCL counted; the batch is at most ``rows`` rows when that is given (a larger --batch-size
+    trains on batches of every row)."""
     import numpy as np
 
     itemsize = np.dtype(config.dtype).itemsize
@@ -308,25 +310,50 @@ def training_memory(config: TrainConfig, n_features: int, n_classes: int) -> int
     dims = (int(n_features),) + tuple(int(w) for w in widths)
     per_row = sum((int(config.encoder_hidden) or d) + 4 * k + d for d, k in zip(dims[:-1], dims[1:]))
     assert config.batch_size is not None  # TrainConfig.validate fills it in
-    activations = 4 * int(config.batch_size) * per_row
-    return nets * (copies * params + activations) * itemsize
+    batch = int(config.batch_size) if rows is None else min(int(config.batch_size), max(1, int(rows)))
+    return nets * copies * params * itemsize, nets * 4 * batch * per_row * itemsize
 
 
-def check_model_memory(config: TrainConfig, n_features: int, n_classes: int, name: str | None = None) -> int:
-    """Refuse a model larger than the memory available, naming the sizes that make it so."""
-    nbytes = training_memory(config, n_features, n_classes)
+def training_memory(config: TrainConfig, n_features: int, n_classes: int, rows: int | None = None) -> int:
+    """Bytes a Trainer of ``config`` needs, roughly: per network the parameters, their gradients and the
+    optimiser's moments (two for Adam, one for SGD), and the activations of a batch (of at most ``rows`` rows,
+    the training rows, when given)."""
+    return sum(_memory_parts(config, n_features, n_classes, rows))
+
+
+SMALL_BATCH = 128
+"""The largest default batch size: a model that fits with batches of this many rows but not with the batches asked
+for is refused as too large a batch (the error names the batch size, not the widths)."""
+
+
+def check_model_memory(config: TrainConfig, n_features: int, n_classes: int, name: str | None = None,
+                       rows: int | None = None) -> int:
+    """Refuse a model larger than the memory available, naming the sizes that make it so: the batch size when
+    the model would fit with batches of :data:`SMALL_BATCH` rows, else an encoder wider than every layer, else
+    the widths. ``rows``: the training rows, the largest batch there can be."""
+    params, activations = _memory_parts(config, n_features, n_classes, rows)
+    assert config.batch_size is not None  # TrainConfig.validate fills it in
+    batch = int(config.batch_size) if rows is None else min(int(config.batch_size), max(1, int(rows)))
     widths = ",".join(str(w) for w in config.resolved_widths())
-    if name is None:  # the setting that makes the model large: an encoder wider than every layer, or the widths
+    if name is None:  # the setting that makes the model large
+        available = machine.available_memory()
         widest = max(max(config.resolved_widths()), int(n_features))
-        name = "encoder_hidden" if config.encoder_hidden > widest else "widths"
-    return check_memory(name, nbytes, f"the model of widths {widths}, encoder_hidden {config.encoder_hidden} on "
-                                      f"{n_features} features ({model_parameter_count(config, n_features, n_classes)} "
-                                      "parameters per network, with gradients and optimiser moments)")
+        small_batch_fits = available is not None and params + activations * SMALL_BATCH / batch <= available
+        name = ("batch_size" if batch > SMALL_BATCH and small_batch_fits else
+                "encoder_hidden" if config.encoder_hidden > widest else "widths")
+    if name == "batch_size":
+        what = (f"a batch of {batch} rows through the model of widths {widths}, encoder_hidden "
+                f"{config.encoder_hidden} on {n_features} features (its activations)")
+    else:
+        what = (f"the model of widths {widths}, encoder_hidden {config.encoder_hidden} on {n_features} features "
+                f"({model_parameter_count(config, n_features, n_classes)} parameters per network, with gradients "
+                "and optimiser moments)")
+    return machine.check_memory(name, params + activations, what)
 
 
 def make_trainer(config: TrainConfig, dataset: Dataset) -> Trainer:
     """A Trainer for ``config`` on ``dataset``, after checking that its memory fits."""
-    check_model_memory(config, dataset.n_features, dataset.n_classes)
+    check_model_memory(config, dataset.n_features, dataset.n_classes, rows=len(dataset.y_train))
     return Trainer(config, dataset.n_features, dataset.n_classes)
 
 

@@ -463,7 +463,7 @@ class Trainer:
         k, buf = idx.shape[0], self._batch_buffers
         if (buf is None or buf[0].shape[0] < k or buf[0].shape[1] != x.shape[1] or buf[0].dtype != x.dtype
                 or buf[1].dtype != y.dtype):
-            rows = max(k, self._batch_size())
+            rows = max(k, min(self._batch_size(), x.shape[0]))  # a batch is never larger than the data
             buf = self._batch_buffers = (np.empty((rows, x.shape[1]), dtype=x.dtype), np.empty(rows, dtype=y.dtype))
         xb, yb = buf[0][:k], buf[1][:k]
         np.take(x, idx, axis=0, out=xb)
