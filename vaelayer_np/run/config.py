@@ -147,7 +147,8 @@ class TrainConfig:
     epochs: int | None = field(default=None, metadata={"help": "training epochs (default: 50 on digits, 100 on a "
                                                                "--data table, 20 otherwise)"})
     batch_size: int | None = field(default=None, metadata={"help": "mini-batch size (default: 32 on digits and on "
-                                                                   "a --data table, 128 otherwise)"})
+                                                                   "a --data table, 128 otherwise; beyond the training "
+                                                                   "rows: one batch of every row)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, pairing, noise and batch order"})
     path: str | None = field(default=None, metadata={"help": "the training path: fast (reused buffers and compiled "
                                                              "Numba kernels; the default, measured faster) or "
