@@ -296,6 +296,12 @@ def model_parameter_count(config: TrainConfig, n_features: int, n_classes: int) 
     return total + readout * int(n_classes) + int(n_classes)
 
 
+def _batch_rows(config: TrainConfig, rows: int | None) -> int:
+    """The rows of the largest batch: ``config.batch_size``, at most ``rows`` (the training rows) when given."""
+    assert config.batch_size is not None  # TrainConfig.validate fills it in
+    return int(config.batch_size) if rows is None else min(int(config.batch_size), max(1, int(rows)))
+
+
 def _memory_parts(config: TrainConfig, n_features: int, n_classes: int, rows: int | None) -> tuple[int, int]:
     """Bytes of (the parameters with their gradients and optimiser moments, a batch's activations), both
     networks of IFFCL counted; the batch is at most ``rows`` rows when that is given (a larger --batch-size
@@ -309,8 +315,7 @@ def _memory_parts(config: TrainConfig, n_features: int, n_classes: int, rows: in
     widths = config.resolved_widths()
     dims = (int(n_features),) + tuple(int(w) for w in widths)
     per_row = sum((int(config.encoder_hidden) or d) + 4 * k + d for d, k in zip(dims[:-1], dims[1:]))
-    assert config.batch_size is not None  # TrainConfig.validate fills it in
-    batch = int(config.batch_size) if rows is None else min(int(config.batch_size), max(1, int(rows)))
+    batch = _batch_rows(config, rows)
     return nets * copies * params * itemsize, nets * 4 * batch * per_row * itemsize
 
 
@@ -332,8 +337,7 @@ def check_model_memory(config: TrainConfig, n_features: int, n_classes: int, nam
     the model would fit with batches of :data:`SMALL_BATCH` rows, else an encoder wider than every layer, else
     the widths. ``rows``: the training rows, the largest batch there can be."""
     params, activations = _memory_parts(config, n_features, n_classes, rows)
-    assert config.batch_size is not None  # TrainConfig.validate fills it in
-    batch = int(config.batch_size) if rows is None else min(int(config.batch_size), max(1, int(rows)))
+    batch = _batch_rows(config, rows)
     widths = ",".join(str(w) for w in config.resolved_widths())
     if name is None:  # the setting that makes the model large
         available = machine.available_memory()
